@@ -1,0 +1,136 @@
+//! qlaud's public HTTP API as one dropshot trait.
+//!
+//! The trait is the contract: the server implements it, and the OpenAPI
+//! document (and through it the SDKs) is generated from its stub description
+//! without building the implementation. operationIds are the method names.
+
+pub mod keys;
+pub mod money;
+
+use dropshot::{
+    HttpError, HttpResponseCreated, HttpResponseDeleted, HttpResponseOk, PaginationParams, Path,
+    Query, RequestContext, ResultsPage, TypedBody,
+};
+
+pub use keys::*;
+pub use money::Usd;
+
+/// Body limit of qlaud's own JSON endpoints (keys, usage, …). Generous for
+/// metadata, small enough that a runaway client cannot tie up memory.
+pub const ADMIN_BODY_MAX_BYTES: usize = 64 * 1024;
+
+/// The API. Every operation authenticates with a qlaud key sent as
+/// `x-api-key: <secret>` or `Authorization: Bearer <secret>`.
+#[dropshot::api_description]
+pub trait QlaudApi {
+    /// Server state shared by the handlers.
+    type Context: Send + Sync + 'static;
+
+    /// Mint a key.
+    ///
+    /// Creates a key for one end user (or, with `scope: admin`, another admin
+    /// key). The answer carries the secret, which is never shown again.
+    /// Requires an admin key.
+    #[endpoint {
+        method = POST,
+        path = "/v1/keys",
+        tags = ["keys"],
+        request_body_max_bytes = ADMIN_BODY_MAX_BYTES,
+    }]
+    async fn mint_key(
+        rqctx: RequestContext<Self::Context>,
+        body: TypedBody<MintKeyRequest>,
+    ) -> Result<HttpResponseCreated<KeyWithSecret>, HttpError>;
+
+    /// List keys.
+    ///
+    /// The tenant's keys, oldest first, a page at a time; revoked keys only
+    /// with `include_revoked=true`. Requires an admin key.
+    #[endpoint {
+        method = GET,
+        path = "/v1/keys",
+        tags = ["keys"],
+    }]
+    async fn list_keys(
+        rqctx: RequestContext<Self::Context>,
+        query: Query<PaginationParams<KeyListFilter, KeyPageSelector>>,
+    ) -> Result<HttpResponseOk<ResultsPage<Key>>, HttpError>;
+
+    /// Fetch a key.
+    ///
+    /// Revoked keys can still be fetched, for their history. Requires an
+    /// admin key.
+    #[endpoint {
+        method = GET,
+        path = "/v1/keys/{key_id}",
+        tags = ["keys"],
+    }]
+    async fn get_key(
+        rqctx: RequestContext<Self::Context>,
+        path: Path<KeyPath>,
+    ) -> Result<HttpResponseOk<Key>, HttpError>;
+
+    /// Change a key.
+    ///
+    /// Changes its name, cap, period, metadata or disabled flag; fields left
+    /// out stay as they are. A new cap applies at once. Requires an admin key.
+    #[endpoint {
+        method = PATCH,
+        path = "/v1/keys/{key_id}",
+        tags = ["keys"],
+        request_body_max_bytes = ADMIN_BODY_MAX_BYTES,
+    }]
+    async fn update_key(
+        rqctx: RequestContext<Self::Context>,
+        path: Path<KeyPath>,
+        body: TypedBody<UpdateKeyRequest>,
+    ) -> Result<HttpResponseOk<Key>, HttpError>;
+
+    /// Revoke a key.
+    ///
+    /// The key stops authenticating at once and for good; its usage history
+    /// stays. A key cannot revoke itself. Requires an admin key.
+    #[endpoint {
+        method = DELETE,
+        path = "/v1/keys/{key_id}",
+        tags = ["keys"],
+    }]
+    async fn revoke_key(
+        rqctx: RequestContext<Self::Context>,
+        path: Path<KeyPath>,
+    ) -> Result<HttpResponseDeleted, HttpError>;
+
+    /// Rotate a key's secret.
+    ///
+    /// Issues a new secret for the same key id; the old secret stops working
+    /// at once. Cap, spend and history are kept. Requires an admin key.
+    #[endpoint {
+        method = POST,
+        path = "/v1/keys/{key_id}/rotate",
+        tags = ["keys"],
+    }]
+    async fn rotate_key(
+        rqctx: RequestContext<Self::Context>,
+        path: Path<KeyPath>,
+    ) -> Result<HttpResponseOk<KeyWithSecret>, HttpError>;
+}
+
+/// The OpenAPI document of [`QlaudApi`], as published under `openapi/`.
+pub fn openapi_document() -> serde_json::Value {
+    let description =
+        qlaud_api_mod::stub_api_description().expect("the API trait describes a valid API");
+    let mut openapi = description.openapi(
+        "qlaud",
+        semver::Version::parse(env!("CARGO_PKG_VERSION")).expect("crate version is semver"),
+    );
+    openapi
+        .description(
+            "qlaud is a billing gateway for AI apps: mint a key per end user, meter every \
+             model request against it, enforce a hard spend cap and report spend per user. \
+             Authenticate with a qlaud key as `x-api-key: <secret>` or \
+             `Authorization: Bearer <secret>`. Errors of qlaud's own endpoints are JSON \
+             objects with `message`, `error_code` and `request_id`.",
+        )
+        .license_name("Apache-2.0");
+    openapi.json().expect("the OpenAPI document serializes")
+}

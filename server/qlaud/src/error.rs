@@ -1,0 +1,70 @@
+//! The one domain error of the server and its mapping onto HTTP.
+
+use dropshot::{ClientErrorStatusCode, HttpError};
+
+/// What can go wrong while serving a request.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// No key, or a key that is unknown, revoked or disabled.
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// A valid key without the rights for this operation.
+    #[error("{0}")]
+    Forbidden(String),
+    /// The object does not exist for this tenant. Another tenant's objects
+    /// answer the same, so ids leak nothing.
+    #[error("{kind} not found: {id}")]
+    NotFound { kind: &'static str, id: String },
+    /// The request is well-formed JSON but its values are not acceptable.
+    #[error("{0}")]
+    InvalidRequest(String),
+    /// The object's state does not allow the operation.
+    #[error("{0}")]
+    Conflict(String),
+    /// The store failed; the details go to the log, not to the client.
+    #[error("store error: {0}")]
+    Store(#[from] sqlx::Error),
+    /// Any other failure that is qlaud's fault.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl Error {
+    pub fn not_found(kind: &'static str, id: impl Into<String>) -> Error {
+        Error::NotFound {
+            kind,
+            id: id.into(),
+        }
+    }
+
+    pub fn invalid(message: impl Into<String>) -> Error {
+        Error::InvalidRequest(message.into())
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl From<Error> for HttpError {
+    fn from(error: Error) -> HttpError {
+        let client = |code: &str, status, message: String| {
+            HttpError::for_client_error(Some(code.to_string()), status, message)
+        };
+        match error {
+            Error::Unauthenticated(m) => {
+                client("Unauthorized", ClientErrorStatusCode::UNAUTHORIZED, m)
+            }
+            Error::Forbidden(m) => client("Forbidden", ClientErrorStatusCode::FORBIDDEN, m),
+            e @ Error::NotFound { .. } => {
+                client("NotFound", ClientErrorStatusCode::NOT_FOUND, e.to_string())
+            }
+            Error::InvalidRequest(m) => {
+                client("InvalidRequest", ClientErrorStatusCode::BAD_REQUEST, m)
+            }
+            Error::Conflict(m) => client("Conflict", ClientErrorStatusCode::CONFLICT, m),
+            e @ (Error::Store(_) | Error::Internal(_)) => {
+                tracing::error!(error = %e, "request failed");
+                HttpError::for_internal_error(e.to_string())
+            }
+        }
+    }
+}

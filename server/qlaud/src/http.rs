@@ -1,0 +1,128 @@
+//! The HTTP entry points: `QlaudApi` implemented over the context. Handlers
+//! stay short: authenticate, call the domain module, convert errors.
+
+use dropshot::{
+    HttpError, HttpResponseCreated, HttpResponseDeleted, HttpResponseOk, PaginationParams, Path,
+    Query, RequestContext, ResultsPage, TypedBody, WhichPage,
+};
+use qlaud_api::{
+    Key, KeyListFilter, KeyPageSelector, KeyPath, KeyWithSecret, MintKeyRequest, QlaudApi,
+    UpdateKeyRequest,
+};
+
+use crate::context::Context;
+use crate::error::Error;
+use crate::keys::{self, secret::Secret};
+
+/// The server's implementation of the API trait.
+pub enum QlaudImpl {}
+
+impl QlaudApi for QlaudImpl {
+    type Context = Context;
+
+    async fn mint_key(
+        rqctx: RequestContext<Context>,
+        body: TypedBody<MintKeyRequest>,
+    ) -> Result<HttpResponseCreated<KeyWithSecret>, HttpError> {
+        let ctx = rqctx.context();
+        let caller = ctx.authenticate_admin(rqctx.request.headers()).await?;
+        let new = keys::new_key(&caller.tenant_id, body.into_inner())?;
+        let secret = Secret::generate();
+        let row = ctx.store.insert_key(&new, &secret).await?;
+        Ok(HttpResponseCreated(keys::with_secret(row, &secret)?))
+    }
+
+    async fn list_keys(
+        rqctx: RequestContext<Context>,
+        query: Query<PaginationParams<KeyListFilter, KeyPageSelector>>,
+    ) -> Result<HttpResponseOk<ResultsPage<Key>>, HttpError> {
+        let ctx = rqctx.context();
+        let caller = ctx.authenticate_admin(rqctx.request.headers()).await?;
+        let params = query.into_inner();
+        let limit = rqctx.page_limit(&params)?.get();
+        let (include_revoked, after) = match &params.page {
+            WhichPage::First(filter) => (filter.include_revoked.unwrap_or(false), None),
+            WhichPage::Next(sel) => (sel.include_revoked, Some((sel.created_ms, sel.id.as_str()))),
+        };
+        let rows = ctx
+            .store
+            .list_keys(&caller.tenant_id, include_revoked, after, limit)
+            .await?;
+        let items = rows
+            .into_iter()
+            .map(keys::to_wire)
+            .collect::<Result<Vec<_>, _>>()?;
+        let filter = KeyListFilter {
+            include_revoked: Some(include_revoked),
+        };
+        let page = ResultsPage::new(items, &filter, |key: &Key, filter| KeyPageSelector {
+            include_revoked: filter.include_revoked.unwrap_or(false),
+            created_ms: key.created_at.timestamp_millis(),
+            id: key.id.clone(),
+        })?;
+        Ok(HttpResponseOk(page))
+    }
+
+    async fn get_key(
+        rqctx: RequestContext<Context>,
+        path: Path<KeyPath>,
+    ) -> Result<HttpResponseOk<Key>, HttpError> {
+        let ctx = rqctx.context();
+        let caller = ctx.authenticate_admin(rqctx.request.headers()).await?;
+        let row = ctx
+            .store
+            .get_key(&caller.tenant_id, &path.into_inner().key_id)
+            .await?;
+        Ok(HttpResponseOk(keys::to_wire(row)?))
+    }
+
+    async fn update_key(
+        rqctx: RequestContext<Context>,
+        path: Path<KeyPath>,
+        body: TypedBody<UpdateKeyRequest>,
+    ) -> Result<HttpResponseOk<Key>, HttpError> {
+        let ctx = rqctx.context();
+        let caller = ctx.authenticate_admin(rqctx.request.headers()).await?;
+        let key_id = path.into_inner().key_id;
+        let changes = keys::key_changes(body.into_inner())?;
+        if key_id == caller.key_id && changes.disabled == Some(true) {
+            return Err(Error::Conflict("a key cannot disable itself".to_string()).into());
+        }
+        let row = ctx
+            .store
+            .update_key(&caller.tenant_id, &key_id, &changes)
+            .await?;
+        Ok(HttpResponseOk(keys::to_wire(row)?))
+    }
+
+    async fn revoke_key(
+        rqctx: RequestContext<Context>,
+        path: Path<KeyPath>,
+    ) -> Result<HttpResponseDeleted, HttpError> {
+        let ctx = rqctx.context();
+        let caller = ctx.authenticate_admin(rqctx.request.headers()).await?;
+        let key_id = path.into_inner().key_id;
+        if key_id == caller.key_id {
+            return Err(Error::Conflict(
+                "a key cannot revoke itself; use another admin key".to_string(),
+            )
+            .into());
+        }
+        ctx.store.revoke_key(&caller.tenant_id, &key_id).await?;
+        Ok(HttpResponseDeleted())
+    }
+
+    async fn rotate_key(
+        rqctx: RequestContext<Context>,
+        path: Path<KeyPath>,
+    ) -> Result<HttpResponseOk<KeyWithSecret>, HttpError> {
+        let ctx = rqctx.context();
+        let caller = ctx.authenticate_admin(rqctx.request.headers()).await?;
+        let secret = Secret::generate();
+        let row = ctx
+            .store
+            .rotate_key(&caller.tenant_id, &path.into_inner().key_id, &secret)
+            .await?;
+        Ok(HttpResponseOk(keys::with_secret(row, &secret)?))
+    }
+}

@@ -1,0 +1,103 @@
+//! The qlaud server: the implementation of [`qlaud_api::QlaudApi`].
+//!
+//! A request flows `http` (entry points) → `auth` → the domain module
+//! (`keys`, …) → `store`.
+
+pub mod auth;
+pub mod context;
+pub mod error;
+pub mod http;
+pub mod keys;
+pub mod store;
+
+use std::net::SocketAddr;
+
+use anyhow::Context as _;
+use dropshot::{ConfigDropshot, ConfigLogging, ConfigLoggingLevel, HttpServer, ServerBuilder};
+
+use crate::context::Context;
+use crate::keys::secret::Secret;
+use crate::store::{Store, TenantRow};
+
+/// How to run a server.
+#[derive(Clone, Debug)]
+pub struct ServeConfig {
+    pub bind: SocketAddr,
+    pub database_url: String,
+}
+
+/// A running server.
+pub struct Server {
+    http: HttpServer<Context>,
+    /// The first tenant and its master key, when this start created them.
+    pub bootstrap: Option<(TenantRow, Secret)>,
+}
+
+impl Server {
+    /// Connects the store, runs migrations, bootstraps an empty store and
+    /// starts serving.
+    pub async fn start(config: &ServeConfig) -> anyhow::Result<Server> {
+        let store = Store::connect(&config.database_url)
+            .await
+            .with_context(|| {
+                format!("opening the store at {}", redact_url(&config.database_url))
+            })?;
+        let bootstrap = store.bootstrap().await?;
+        let api = qlaud_api::qlaud_api_mod::api_description::<http::QlaudImpl>()
+            .map_err(|e| anyhow::anyhow!("building the API: {e}"))?;
+        // dropshot logs through slog; qlaud's own logs go through tracing.
+        // Per-request info logs would cost more than the gateway itself, so
+        // dropshot only reports warnings.
+        let log = ConfigLogging::StderrTerminal {
+            level: ConfigLoggingLevel::Warn,
+        }
+        .to_logger("qlaud")
+        .context("creating the HTTP logger")?;
+        let dropshot_config = ConfigDropshot {
+            bind_address: config.bind,
+            default_request_body_max_bytes: qlaud_api::ADMIN_BODY_MAX_BYTES,
+            ..Default::default()
+        };
+        let http = ServerBuilder::new(api, Context::new(store), log)
+            .config(dropshot_config)
+            .start()
+            .map_err(|e| anyhow::anyhow!("starting the HTTP server on {}: {e}", config.bind))?;
+        Ok(Server { http, bootstrap })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.http.local_addr()
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.http.app_private().store
+    }
+
+    /// Serves until the server fails.
+    pub async fn wait(self) -> anyhow::Result<()> {
+        self.http.await.map_err(|e| anyhow::anyhow!(e))
+    }
+
+    /// Stops accepting requests, finishes the ones in flight and closes the
+    /// store.
+    pub async fn close(self) -> anyhow::Result<()> {
+        let store = self.store().clone();
+        self.http.close().await.map_err(|e| anyhow::anyhow!(e))?;
+        store.close().await;
+        Ok(())
+    }
+}
+
+/// A database URL fit for logs: the password is replaced.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            let userinfo = &url[scheme_end + 3..at];
+            match userinfo.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme_end + 3], &url[at..]),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}

@@ -1,0 +1,351 @@
+//! End-to-end test harness: starts the real qlaud server with a fresh store
+//! per test, on SQLite and (when `QLAUD_TEST_DATABASE_URL` is set) on a fresh
+//! PostgreSQL database of its own, so tests run in parallel.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::OnceLock;
+
+use qlaud_server::{ServeConfig, Server};
+use sqlx::{Connection, Executor};
+
+/// The store a test runs on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// Runs each named `async fn name(backend: Backend)` once per backend, as
+/// `sqlite::name` and `postgres::name`.
+#[macro_export]
+macro_rules! backend_tests {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::Backend::Sqlite).await
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::Backend::Postgres).await
+                }
+            )*
+        }
+    };
+}
+
+/// The PostgreSQL server tests use, or `None` (loudly) when not configured.
+/// Under `CI=true` a missing database fails the test instead.
+pub fn postgres_admin_url() -> Option<String> {
+    match std::env::var("QLAUD_TEST_DATABASE_URL") {
+        Ok(url) if !url.is_empty() => Some(url),
+        _ => {
+            let ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
+            assert!(!ci, "CI=true but QLAUD_TEST_DATABASE_URL is not set");
+            eprintln!("SKIPPED on PostgreSQL: QLAUD_TEST_DATABASE_URL is not set");
+            None
+        }
+    }
+}
+
+/// A database of its own for one test, on one backend; dropped with it.
+pub struct TestDb {
+    pub url: String,
+    _dir: Option<tempfile::TempDir>,
+    pg_drop: Option<(String, String)>,
+}
+
+impl TestDb {
+    /// `None` when the backend is PostgreSQL and no server is configured.
+    pub async fn new(backend: Backend) -> Option<TestDb> {
+        match backend {
+            Backend::Sqlite => {
+                let dir = tempfile::tempdir().expect("temp dir");
+                let url = format!(
+                    "sqlite://{}?mode=rwc",
+                    dir.path().join("qlaud.db").display()
+                );
+                Some(TestDb {
+                    url,
+                    _dir: Some(dir),
+                    pg_drop: None,
+                })
+            }
+            Backend::Postgres => {
+                let admin = postgres_admin_url()?;
+                let name = format!("qlaud_t_{}", uuid::Uuid::new_v4().simple());
+                let mut conn = sqlx::PgConnection::connect(&admin)
+                    .await
+                    .expect("connect to QLAUD_TEST_DATABASE_URL");
+                conn.execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+                    .await
+                    .expect("create test database");
+                conn.close().await.ok();
+                let url = with_database(&admin, &name);
+                Some(TestDb {
+                    url,
+                    _dir: None,
+                    pg_drop: Some((admin, name)),
+                })
+            }
+        }
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        if let Some((admin, name)) = self.pg_drop.take() {
+            // Drop runs inside the test's runtime; use a thread of our own.
+            let _ = std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build();
+                if let Ok(rt) = rt {
+                    rt.block_on(async {
+                        if let Ok(mut conn) = sqlx::PgConnection::connect(&admin).await {
+                            let _ = conn
+                                .execute(sqlx::AssertSqlSafe(format!(
+                                    "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+                                )))
+                                .await;
+                        }
+                    });
+                }
+            })
+            .join();
+        }
+    }
+}
+
+/// `url` with its database name replaced.
+fn with_database(url: &str, name: &str) -> String {
+    let (base, query) = url
+        .split_once('?')
+        .map_or((url, None), |(b, q)| (b, Some(q)));
+    let authority_start = base.find("://").map_or(0, |i| i + 3);
+    let path_start = base[authority_start..]
+        .find('/')
+        .map(|i| authority_start + i);
+    let mut out = match path_start {
+        Some(i) => format!("{}/{name}", &base[..i]),
+        None => format!("{base}/{name}"),
+    };
+    if let Some(q) = query {
+        out.push('?');
+        out.push_str(q);
+    }
+    out
+}
+
+/// A running server with its own store and a bootstrapped tenant.
+pub struct TestServer {
+    server: Option<Server>,
+    pub db: TestDb,
+    pub addr: SocketAddr,
+    pub base_url: String,
+    pub tenant_id: String,
+    pub master_key: String,
+    pub http: reqwest::Client,
+}
+
+impl TestServer {
+    /// `None` when the backend is not available (PostgreSQL not configured).
+    pub async fn start(backend: Backend) -> Option<TestServer> {
+        let db = TestDb::new(backend).await?;
+        let config = ServeConfig {
+            bind: "127.0.0.1:0".parse().unwrap(),
+            database_url: db.url.clone(),
+        };
+        let server = Server::start(&config).await.expect("server starts");
+        let (tenant, secret) = server.bootstrap.as_ref().expect("a fresh store bootstraps");
+        let addr = server.local_addr();
+        Some(TestServer {
+            tenant_id: tenant.id.clone(),
+            master_key: secret.expose().to_string(),
+            base_url: format!("http://{addr}"),
+            addr,
+            db,
+            server: Some(server),
+            http: reqwest::Client::new(),
+        })
+    }
+
+    pub fn server(&self) -> &Server {
+        self.server.as_ref().expect("server running")
+    }
+
+    /// An SDK client with `key`.
+    pub fn client(&self, key: &str) -> qlaud::Client {
+        qlaud::Client::new(&self.base_url, key).expect("client builds")
+    }
+
+    /// A second tenant: `(tenant_id, master_key)`.
+    pub async fn create_tenant(&self, name: &str) -> (String, String) {
+        let (tenant, secret) = self.server().store().create_tenant(name).await.unwrap();
+        (tenant.id, secret.expose().to_string())
+    }
+
+    /// Sends a raw request and returns the status and JSON body (Null when
+    /// the body is empty or not JSON).
+    pub async fn request(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        key: Option<&str>,
+        body: Option<RawBody>,
+    ) -> (u16, serde_json::Value) {
+        let mut req = self
+            .http
+            .request(method, format!("{}{path}", self.base_url));
+        if let Some(key) = key {
+            req = req.bearer_auth(key);
+        }
+        match body {
+            Some(RawBody::Json(v)) => req = req.json(&v),
+            Some(RawBody::Text(t)) => {
+                req = req.header("content-type", "application/json").body(t);
+            }
+            None => {}
+        }
+        let resp = req.send().await.expect("request sent");
+        let status = resp.status().as_u16();
+        let bytes = resp.bytes().await.unwrap_or_default();
+        (
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null),
+        )
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(server) = self.server.take() {
+            server.close().await.expect("server closes");
+        }
+    }
+}
+
+/// A request body for [`TestServer::request`].
+pub enum RawBody {
+    Json(serde_json::Value),
+    /// Sent verbatim as `application/json` (for malformed JSON).
+    Text(String),
+}
+
+/// The `qlaud` binary of this workspace, built once per test run.
+pub fn qlaud_bin() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .parent()
+            .unwrap()
+            .to_path_buf();
+        let target = std::env::var_os("CARGO_TARGET_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| root.join("target"));
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = std::process::Command::new(cargo)
+            .args(["build", "--quiet", "-p", "qlaud-server", "--bin", "qlaud"])
+            .current_dir(&root)
+            .status()
+            .expect("run cargo build");
+        assert!(status.success(), "building the qlaud binary failed");
+        target.join("debug").join("qlaud")
+    })
+    .clone()
+}
+
+/// A `qlaud serve` process of the real binary.
+pub struct QlaudProcess {
+    pub child: tokio::process::Child,
+    pub addr: SocketAddr,
+    /// What it printed on stdout before it started listening.
+    pub stdout: String,
+}
+
+impl QlaudProcess {
+    /// Starts `qlaud serve` on a free port with `args` added, and waits until
+    /// it listens.
+    pub async fn spawn(args: &[&str]) -> QlaudProcess {
+        use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
+        let mut child = tokio::process::Command::new(qlaud_bin())
+            .arg("serve")
+            .args(["--bind", "127.0.0.1:0"])
+            .args(args)
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn qlaud");
+        let mut stderr = BufReader::new(child.stderr.take().unwrap()).lines();
+        let mut addr = None;
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+        while addr.is_none() {
+            let line = tokio::time::timeout_at(deadline, stderr.next_line())
+                .await
+                .expect("qlaud starts within 60 s")
+                .expect("read stderr")
+                .expect("qlaud exited before listening");
+            if let Some(rest) = line.split("addr=").nth(1) {
+                addr = rest.split_whitespace().next().and_then(|a| a.parse().ok());
+            }
+        }
+        // Keep draining stderr so the process never blocks on a full pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = stderr.next_line().await {} });
+        // The bootstrap line, if any, was printed before the listening line.
+        let mut stdout = String::new();
+        let mut out = child.stdout.take().unwrap();
+        let mut buf = [0u8; 4096];
+        if let Ok(Ok(n)) =
+            tokio::time::timeout(std::time::Duration::from_millis(200), out.read(&mut buf)).await
+        {
+            stdout.push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+        tokio::spawn(async move {
+            while let Ok(n) = out.read(&mut buf).await {
+                if n == 0 {
+                    break;
+                }
+            }
+        });
+        QlaudProcess {
+            child,
+            addr: addr.unwrap(),
+            stdout,
+        }
+    }
+
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// SIGKILL, no chance to clean up.
+    pub async fn kill(mut self) {
+        self.child.kill().await.ok();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn database_name_is_replaced() {
+        assert_eq!(
+            super::with_database("postgres://u@h:5432/test", "x"),
+            "postgres://u@h:5432/x"
+        );
+        assert_eq!(
+            super::with_database("postgres://u@h/test?sslmode=disable", "x"),
+            "postgres://u@h/x?sslmode=disable"
+        );
+        assert_eq!(
+            super::with_database("postgres://u@h", "x"),
+            "postgres://u@h/x"
+        );
+    }
+}
