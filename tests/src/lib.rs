@@ -285,13 +285,18 @@ impl QlaudProcess {
             .expect("spawn qlaud");
         let mut stderr = BufReader::new(child.stderr.take().unwrap()).lines();
         let mut addr = None;
+        let mut seen = String::new();
         let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
         while addr.is_none() {
             let line = tokio::time::timeout_at(deadline, stderr.next_line())
                 .await
                 .expect("qlaud starts within 60 s")
-                .expect("read stderr")
-                .expect("qlaud exited before listening");
+                .expect("read stderr");
+            let Some(line) = line else {
+                panic!("qlaud exited before listening:\n{seen}")
+            };
+            seen.push_str(&line);
+            seen.push('\n');
             if let Some(rest) = line.split("addr=").nth(1) {
                 addr = rest.split_whitespace().next().and_then(|a| a.parse().ok());
             }

@@ -56,9 +56,49 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     if pg.is_none() {
         test.env_remove("QLAUD_TEST_DATABASE_URL");
     }
-    run_step("cargo test", &mut test)?;
+    let (passed, failed) = run_tests(&mut test)?;
+    println!("\ncargo: {passed} passed, {failed} failed");
+    anyhow::ensure!(failed == 0, "{failed} tests failed");
     if pg.is_none() {
         eprintln!("\nWARNING: PostgreSQL tests were SKIPPED (QLAUD_TEST_DATABASE_URL not set).");
     }
     Ok(())
+}
+
+/// Runs `cargo test`, echoing its output, and adds up its `test result:`
+/// lines so the run ends on one total.
+fn run_tests(cmd: &mut Command) -> anyhow::Result<(u64, u64)> {
+    use std::io::{BufRead, BufReader};
+    eprintln!("\n==> cargo test");
+    let mut child = cmd
+        .current_dir(crate::workspace_root())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .context("starting cargo test")?;
+    let (mut passed, mut failed) = (0, 0);
+    for line in BufReader::new(child.stdout.take().expect("piped stdout")).lines() {
+        let line = line?;
+        println!("{line}");
+        if let Some(rest) = line.strip_prefix("test result: ") {
+            for part in rest.split(['.', ';']) {
+                let mut words = part.split_whitespace();
+                if let (Some(n), Some(what)) = (words.next(), words.next()) {
+                    match (n.parse::<u64>(), what) {
+                        (Ok(n), "passed") => passed += n,
+                        (Ok(n), "failed") => failed += n,
+                        _ => {}
+                    }
+                }
+            }
+        }
+    }
+    let status = child.wait()?;
+    anyhow::ensure!(
+        status.success() || failed > 0,
+        "cargo test failed ({status})"
+    );
+    if !status.success() && failed == 0 {
+        failed = 1;
+    }
+    Ok((passed, failed))
 }

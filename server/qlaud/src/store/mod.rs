@@ -56,8 +56,8 @@ impl Store {
                     // timeout makes writers queue instead of failing.
                     .after_connect(|conn, _| {
                         Box::pin(async move {
-                            conn.execute("PRAGMA journal_mode = WAL").await?;
                             conn.execute("PRAGMA busy_timeout = 10000").await?;
+                            conn.execute("PRAGMA journal_mode = WAL").await?;
                             conn.execute("PRAGMA synchronous = NORMAL").await?;
                             conn.execute("PRAGMA foreign_keys = ON").await?;
                             Ok(())
@@ -76,7 +76,7 @@ impl Store {
                     .await?
             }
         };
-        MIGRATOR.run(&pool).await?;
+        migrate(&pool, backend).await?;
         Ok(Store { pool, backend })
     }
 
@@ -97,6 +97,25 @@ impl Store {
 
     pub async fn close(&self) {
         self.pool.close().await;
+    }
+}
+
+/// Runs the embedded migrations. PostgreSQL serialises concurrent runs with an
+/// advisory lock; SQLite has none, so when several processes start on one
+/// fresh file the losers' migration transactions fail and roll back, and a
+/// retry finds the work done.
+async fn migrate(pool: &AnyPool, backend: Backend) -> anyhow::Result<()> {
+    let mut attempt = 0;
+    loop {
+        match MIGRATOR.run(pool).await {
+            Ok(()) => return Ok(()),
+            Err(e) if backend == Backend::Sqlite && attempt < 10 => {
+                attempt += 1;
+                tracing::debug!(error = %e, attempt, "migration raced another process; retrying");
+                tokio::time::sleep(Duration::from_millis(100 * attempt)).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
     }
 }
 
