@@ -8,6 +8,96 @@ use progenitor_client::{encode_path, ClientHooks, OperationInfo, RequestBuilderE
 /// Types used as operation parameters and responses.
 #[allow(clippy::all)]
 pub mod types {
+    ///An error of `POST /v1/messages`: `{"type":"error","error":{"type":…,"message":…}}`.
+    #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, PartialEq)]
+    pub struct AnthropicError {
+        ///The error.
+        pub error: AnthropicErrorDetail,
+        ///Always `error`.
+        #[serde(rename = "type")]
+        pub type_: ::std::string::String,
+    }
+    impl AnthropicError {
+        pub fn builder() -> builder::AnthropicError {
+            Default::default()
+        }
+    }
+    ///The inside of an Anthropic error.
+    #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, PartialEq)]
+    pub struct AnthropicErrorDetail {
+        ///What went wrong.
+        pub message: ::std::string::String,
+        ///`invalid_request_error`, `authentication_error`, `permission_error`, `not_found_error`, `request_too_large`, `rate_limit_error`, `api_error`, `overloaded_error`, or qlaud's `billing_error` (402).
+        #[serde(rename = "type")]
+        pub type_: ::std::string::String,
+    }
+    impl AnthropicErrorDetail {
+        pub fn builder() -> builder::AnthropicErrorDetail {
+            Default::default()
+        }
+    }
+    ///An answer of `POST /v1/chat/completions`, in OpenAI's shape.
+    #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, PartialEq)]
+    pub struct ChatCompletion {
+        ///The answers (`{index, message, finish_reason}`).
+        pub choices: ::std::vec::Vec<::serde_json::Value>,
+        ///Unix seconds.
+        pub created: i64,
+        ///The answer's id.
+        pub id: ::std::string::String,
+        ///The model's public name.
+        pub model: ::std::string::String,
+        ///Always `chat.completion`.
+        pub object: ::std::string::String,
+        ///Token counts and cost.
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub usage: ::std::option::Option<ChatUsage>,
+    }
+    impl ChatCompletion {
+        pub fn builder() -> builder::ChatCompletion {
+            Default::default()
+        }
+    }
+    ///A request to `POST /v1/chat/completions`, in OpenAI's shape.
+    #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, PartialEq)]
+    pub struct ChatCompletionRequest {
+        ///The most tokens the answer may have, reasoning included.
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub max_completion_tokens: ::std::option::Option<u64>,
+        ///The most tokens the answer may have (older name).
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub max_tokens: ::std::option::Option<u64>,
+        ///The conversation: `{role, content, …}` objects as in OpenAI's API.
+        pub messages: ::std::vec::Vec<::serde_json::Value>,
+        ///The model's public name in qlaud (see `GET /v1/models`).
+        pub model: ::std::string::String,
+        ///`true` answers with server-sent events (`data: …` chunks, then `data: [DONE]`).
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub stream: ::std::option::Option<bool>,
+    }
+    impl ChatCompletionRequest {
+        pub fn builder() -> builder::ChatCompletionRequest {
+            Default::default()
+        }
+    }
+    ///Token counts of an OpenAI-shaped answer, with qlaud's cost.
+    #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, PartialEq)]
+    pub struct ChatUsage {
+        ///Output tokens, reasoning included.
+        pub completion_tokens: u64,
+        ///What qlaud charged the key for this request, in micro-dollars.
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub cost_micros: ::std::option::Option<i64>,
+        ///Input tokens, cached ones included.
+        pub prompt_tokens: u64,
+        ///The sum of both.
+        pub total_tokens: u64,
+    }
+    impl ChatUsage {
+        pub fn builder() -> builder::ChatUsage {
+            Default::default()
+        }
+    }
     ///Error information from a response.
     #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, PartialEq)]
     pub struct Error {
@@ -244,6 +334,78 @@ pub mod types {
             Default::default()
         }
     }
+    ///An answer of `POST /v1/messages`, in Anthropic's Messages API shape.
+    #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, PartialEq)]
+    pub struct Message {
+        ///Content blocks (`text`, `tool_use`, …).
+        pub content: ::std::vec::Vec<::serde_json::Value>,
+        ///The answer's id.
+        pub id: ::std::string::String,
+        ///The model's public name.
+        pub model: ::std::string::String,
+        ///Always `assistant`.
+        pub role: ::std::string::String,
+        ///Why the answer ended: `end_turn`, `max_tokens`, `stop_sequence`, `tool_use`, …
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub stop_reason: ::std::option::Option<::std::string::String>,
+        ///The stop sequence that ended the answer, if one did.
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub stop_sequence: ::std::option::Option<::std::string::String>,
+        ///Always `message`.
+        #[serde(rename = "type")]
+        pub type_: ::std::string::String,
+        ///Token counts and cost.
+        pub usage: MessagesUsage,
+    }
+    impl Message {
+        pub fn builder() -> builder::Message {
+            Default::default()
+        }
+    }
+    ///A request to `POST /v1/messages`, in Anthropic's Messages API shape.
+    #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, PartialEq)]
+    pub struct MessagesRequest {
+        ///The most tokens the answer may have. Optional here (unlike Anthropic's API): qlaud fills in the model's limit when it is left out.
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub max_tokens: ::std::option::Option<u64>,
+        ///The conversation: `{role, content}` objects as in Anthropic's API.
+        pub messages: ::std::vec::Vec<::serde_json::Value>,
+        ///The model's public name in qlaud (see `GET /v1/models`).
+        pub model: ::std::string::String,
+        ///`true` answers with server-sent events instead of one JSON object.
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub stream: ::std::option::Option<bool>,
+        ///The system prompt: a string or an array of text blocks.
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub system: ::std::option::Option<::serde_json::Value>,
+    }
+    impl MessagesRequest {
+        pub fn builder() -> builder::MessagesRequest {
+            Default::default()
+        }
+    }
+    ///Token counts of an Anthropic-shaped answer, with qlaud's cost.
+    #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, PartialEq)]
+    pub struct MessagesUsage {
+        ///Input tokens written to the prompt cache.
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub cache_creation_input_tokens: ::std::option::Option<u64>,
+        ///Input tokens read from the prompt cache.
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub cache_read_input_tokens: ::std::option::Option<u64>,
+        ///What qlaud charged the key for this request, in micro-dollars.
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub cost_micros: ::std::option::Option<i64>,
+        ///Input tokens not read from or written to the prompt cache.
+        pub input_tokens: u64,
+        ///Output tokens.
+        pub output_tokens: u64,
+    }
+    impl MessagesUsage {
+        pub fn builder() -> builder::MessagesUsage {
+            Default::default()
+        }
+    }
     ///Parameters for minting a key.
     #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, PartialEq)]
     #[serde(deny_unknown_fields)]
@@ -267,6 +429,103 @@ pub mod types {
     }
     impl MintKeyRequest {
         pub fn builder() -> builder::MintKeyRequest {
+            Default::default()
+        }
+    }
+    ///A model qlaud serves, in a shape both the OpenAI and Anthropic clients read.
+    #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, PartialEq)]
+    pub struct ModelInfo {
+        ///Unix seconds (OpenAI's field); when the model was added to qlaud's catalogue.
+        pub created: i64,
+        ///RFC 3339 time (Anthropic's field), the same instant as `created`.
+        pub created_at: ::std::string::String,
+        ///A human-readable name.
+        pub display_name: ::std::string::String,
+        ///The model's public name; use it as `model` in requests.
+        pub id: ::std::string::String,
+        ///The most output tokens one answer may have.
+        pub max_output_tokens: u64,
+        ///Always `model` (OpenAI's field).
+        pub object: ::std::string::String,
+        ///The provider that serves it.
+        pub owned_by: ::std::string::String,
+        ///What qlaud charges for it.
+        pub pricing: ModelPricing,
+        ///Always `model` (Anthropic's field).
+        #[serde(rename = "type")]
+        pub type_: ::std::string::String,
+    }
+    impl ModelInfo {
+        pub fn builder() -> builder::ModelInfo {
+            Default::default()
+        }
+    }
+    ///The models a key may call.
+    #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, PartialEq)]
+    pub struct ModelList {
+        ///The models.
+        pub data: ::std::vec::Vec<ModelInfo>,
+        ///The first model's id.
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub first_id: ::std::option::Option<::std::string::String>,
+        ///Always false: every model is on one page.
+        pub has_more: bool,
+        ///The last model's id.
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub last_id: ::std::option::Option<::std::string::String>,
+        ///Always `list`.
+        pub object: ::std::string::String,
+    }
+    impl ModelList {
+        pub fn builder() -> builder::ModelList {
+            Default::default()
+        }
+    }
+    ///Prices of a model in US dollars per million units.
+    #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, PartialEq)]
+    pub struct ModelPricing {
+        ///Per million input tokens read from the prompt cache.
+        pub cache_read_per_mtok_usd: Usd,
+        ///Per million input tokens written to the prompt cache.
+        pub cache_write_per_mtok_usd: Usd,
+        ///Per million input tokens.
+        pub input_per_mtok_usd: Usd,
+        ///Per million output tokens.
+        pub output_per_mtok_usd: Usd,
+    }
+    impl ModelPricing {
+        pub fn builder() -> builder::ModelPricing {
+            Default::default()
+        }
+    }
+    ///An error of `POST /v1/chat/completions`: `{"error":{"message","type","param","code"}}`.
+    #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, PartialEq)]
+    pub struct OpenAiError {
+        ///The error.
+        pub error: OpenAiErrorDetail,
+    }
+    impl OpenAiError {
+        pub fn builder() -> builder::OpenAiError {
+            Default::default()
+        }
+    }
+    ///The inside of an OpenAI error.
+    #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, PartialEq)]
+    pub struct OpenAiErrorDetail {
+        ///A machine-readable code (`invalid_api_key`, `model_not_found`, `spend_cap_reached`, …), if any.
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub code: ::std::option::Option<::std::string::String>,
+        ///What went wrong.
+        pub message: ::std::string::String,
+        ///The request field at fault, if one is.
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub param: ::std::option::Option<::std::string::String>,
+        ///`invalid_request_error`, `authentication_error`, `insufficient_quota`, `rate_limit_error`, `server_error`, …
+        #[serde(rename = "type")]
+        pub type_: ::std::string::String,
+    }
+    impl OpenAiErrorDetail {
+        pub fn builder() -> builder::OpenAiErrorDetail {
             Default::default()
         }
     }
@@ -412,6 +671,473 @@ pub mod types {
     }
     /// Types for composing complex structures.
     pub mod builder {
+        #[derive(Clone, Debug)]
+        pub struct AnthropicError {
+            error: ::std::result::Result<
+                super::AnthropicErrorDetail,
+                ::std::string::String,
+            >,
+            type_: ::std::result::Result<::std::string::String, ::std::string::String>,
+        }
+        impl ::std::default::Default for AnthropicError {
+            fn default() -> Self {
+                Self {
+                    error: Err("no value supplied for error".to_string()),
+                    type_: Err("no value supplied for type_".to_string()),
+                }
+            }
+        }
+        impl AnthropicError {
+            pub fn error<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<super::AnthropicErrorDetail>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.error = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for error: {e}")
+                    });
+                self
+            }
+            pub fn type_<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::string::String>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.type_ = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for type_: {e}")
+                    });
+                self
+            }
+        }
+        impl ::std::convert::TryFrom<AnthropicError> for super::AnthropicError {
+            type Error = super::error::ConversionError;
+            fn try_from(
+                value: AnthropicError,
+            ) -> ::std::result::Result<Self, super::error::ConversionError> {
+                Ok(Self {
+                    error: value.error?,
+                    type_: value.type_?,
+                })
+            }
+        }
+        impl ::std::convert::From<super::AnthropicError> for AnthropicError {
+            fn from(value: super::AnthropicError) -> Self {
+                Self {
+                    error: Ok(value.error),
+                    type_: Ok(value.type_),
+                }
+            }
+        }
+        #[derive(Clone, Debug)]
+        pub struct AnthropicErrorDetail {
+            message: ::std::result::Result<::std::string::String, ::std::string::String>,
+            type_: ::std::result::Result<::std::string::String, ::std::string::String>,
+        }
+        impl ::std::default::Default for AnthropicErrorDetail {
+            fn default() -> Self {
+                Self {
+                    message: Err("no value supplied for message".to_string()),
+                    type_: Err("no value supplied for type_".to_string()),
+                }
+            }
+        }
+        impl AnthropicErrorDetail {
+            pub fn message<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::string::String>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.message = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for message: {e}")
+                    });
+                self
+            }
+            pub fn type_<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::string::String>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.type_ = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for type_: {e}")
+                    });
+                self
+            }
+        }
+        impl ::std::convert::TryFrom<AnthropicErrorDetail>
+        for super::AnthropicErrorDetail {
+            type Error = super::error::ConversionError;
+            fn try_from(
+                value: AnthropicErrorDetail,
+            ) -> ::std::result::Result<Self, super::error::ConversionError> {
+                Ok(Self {
+                    message: value.message?,
+                    type_: value.type_?,
+                })
+            }
+        }
+        impl ::std::convert::From<super::AnthropicErrorDetail> for AnthropicErrorDetail {
+            fn from(value: super::AnthropicErrorDetail) -> Self {
+                Self {
+                    message: Ok(value.message),
+                    type_: Ok(value.type_),
+                }
+            }
+        }
+        #[derive(Clone, Debug)]
+        pub struct ChatCompletion {
+            choices: ::std::result::Result<
+                ::std::vec::Vec<::serde_json::Value>,
+                ::std::string::String,
+            >,
+            created: ::std::result::Result<i64, ::std::string::String>,
+            id: ::std::result::Result<::std::string::String, ::std::string::String>,
+            model: ::std::result::Result<::std::string::String, ::std::string::String>,
+            object: ::std::result::Result<::std::string::String, ::std::string::String>,
+            usage: ::std::result::Result<
+                ::std::option::Option<super::ChatUsage>,
+                ::std::string::String,
+            >,
+        }
+        impl ::std::default::Default for ChatCompletion {
+            fn default() -> Self {
+                Self {
+                    choices: Err("no value supplied for choices".to_string()),
+                    created: Err("no value supplied for created".to_string()),
+                    id: Err("no value supplied for id".to_string()),
+                    model: Err("no value supplied for model".to_string()),
+                    object: Err("no value supplied for object".to_string()),
+                    usage: Ok(Default::default()),
+                }
+            }
+        }
+        impl ChatCompletion {
+            pub fn choices<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::vec::Vec<::serde_json::Value>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.choices = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for choices: {e}")
+                    });
+                self
+            }
+            pub fn created<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<i64>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.created = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for created: {e}")
+                    });
+                self
+            }
+            pub fn id<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::string::String>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.id = value
+                    .try_into()
+                    .map_err(|e| format!("error converting supplied value for id: {e}"));
+                self
+            }
+            pub fn model<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::string::String>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.model = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for model: {e}")
+                    });
+                self
+            }
+            pub fn object<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::string::String>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.object = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for object: {e}")
+                    });
+                self
+            }
+            pub fn usage<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::option::Option<super::ChatUsage>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.usage = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for usage: {e}")
+                    });
+                self
+            }
+        }
+        impl ::std::convert::TryFrom<ChatCompletion> for super::ChatCompletion {
+            type Error = super::error::ConversionError;
+            fn try_from(
+                value: ChatCompletion,
+            ) -> ::std::result::Result<Self, super::error::ConversionError> {
+                Ok(Self {
+                    choices: value.choices?,
+                    created: value.created?,
+                    id: value.id?,
+                    model: value.model?,
+                    object: value.object?,
+                    usage: value.usage?,
+                })
+            }
+        }
+        impl ::std::convert::From<super::ChatCompletion> for ChatCompletion {
+            fn from(value: super::ChatCompletion) -> Self {
+                Self {
+                    choices: Ok(value.choices),
+                    created: Ok(value.created),
+                    id: Ok(value.id),
+                    model: Ok(value.model),
+                    object: Ok(value.object),
+                    usage: Ok(value.usage),
+                }
+            }
+        }
+        #[derive(Clone, Debug)]
+        pub struct ChatCompletionRequest {
+            max_completion_tokens: ::std::result::Result<
+                ::std::option::Option<u64>,
+                ::std::string::String,
+            >,
+            max_tokens: ::std::result::Result<
+                ::std::option::Option<u64>,
+                ::std::string::String,
+            >,
+            messages: ::std::result::Result<
+                ::std::vec::Vec<::serde_json::Value>,
+                ::std::string::String,
+            >,
+            model: ::std::result::Result<::std::string::String, ::std::string::String>,
+            stream: ::std::result::Result<
+                ::std::option::Option<bool>,
+                ::std::string::String,
+            >,
+        }
+        impl ::std::default::Default for ChatCompletionRequest {
+            fn default() -> Self {
+                Self {
+                    max_completion_tokens: Ok(Default::default()),
+                    max_tokens: Ok(Default::default()),
+                    messages: Err("no value supplied for messages".to_string()),
+                    model: Err("no value supplied for model".to_string()),
+                    stream: Ok(Default::default()),
+                }
+            }
+        }
+        impl ChatCompletionRequest {
+            pub fn max_completion_tokens<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::option::Option<u64>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.max_completion_tokens = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!(
+                            "error converting supplied value for max_completion_tokens: {e}"
+                        )
+                    });
+                self
+            }
+            pub fn max_tokens<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::option::Option<u64>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.max_tokens = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for max_tokens: {e}")
+                    });
+                self
+            }
+            pub fn messages<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::vec::Vec<::serde_json::Value>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.messages = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for messages: {e}")
+                    });
+                self
+            }
+            pub fn model<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::string::String>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.model = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for model: {e}")
+                    });
+                self
+            }
+            pub fn stream<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::option::Option<bool>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.stream = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for stream: {e}")
+                    });
+                self
+            }
+        }
+        impl ::std::convert::TryFrom<ChatCompletionRequest>
+        for super::ChatCompletionRequest {
+            type Error = super::error::ConversionError;
+            fn try_from(
+                value: ChatCompletionRequest,
+            ) -> ::std::result::Result<Self, super::error::ConversionError> {
+                Ok(Self {
+                    max_completion_tokens: value.max_completion_tokens?,
+                    max_tokens: value.max_tokens?,
+                    messages: value.messages?,
+                    model: value.model?,
+                    stream: value.stream?,
+                })
+            }
+        }
+        impl ::std::convert::From<super::ChatCompletionRequest>
+        for ChatCompletionRequest {
+            fn from(value: super::ChatCompletionRequest) -> Self {
+                Self {
+                    max_completion_tokens: Ok(value.max_completion_tokens),
+                    max_tokens: Ok(value.max_tokens),
+                    messages: Ok(value.messages),
+                    model: Ok(value.model),
+                    stream: Ok(value.stream),
+                }
+            }
+        }
+        #[derive(Clone, Debug)]
+        pub struct ChatUsage {
+            completion_tokens: ::std::result::Result<u64, ::std::string::String>,
+            cost_micros: ::std::result::Result<
+                ::std::option::Option<i64>,
+                ::std::string::String,
+            >,
+            prompt_tokens: ::std::result::Result<u64, ::std::string::String>,
+            total_tokens: ::std::result::Result<u64, ::std::string::String>,
+        }
+        impl ::std::default::Default for ChatUsage {
+            fn default() -> Self {
+                Self {
+                    completion_tokens: Err(
+                        "no value supplied for completion_tokens".to_string(),
+                    ),
+                    cost_micros: Ok(Default::default()),
+                    prompt_tokens: Err(
+                        "no value supplied for prompt_tokens".to_string(),
+                    ),
+                    total_tokens: Err("no value supplied for total_tokens".to_string()),
+                }
+            }
+        }
+        impl ChatUsage {
+            pub fn completion_tokens<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<u64>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.completion_tokens = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!(
+                            "error converting supplied value for completion_tokens: {e}"
+                        )
+                    });
+                self
+            }
+            pub fn cost_micros<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::option::Option<i64>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.cost_micros = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for cost_micros: {e}")
+                    });
+                self
+            }
+            pub fn prompt_tokens<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<u64>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.prompt_tokens = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for prompt_tokens: {e}")
+                    });
+                self
+            }
+            pub fn total_tokens<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<u64>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.total_tokens = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for total_tokens: {e}")
+                    });
+                self
+            }
+        }
+        impl ::std::convert::TryFrom<ChatUsage> for super::ChatUsage {
+            type Error = super::error::ConversionError;
+            fn try_from(
+                value: ChatUsage,
+            ) -> ::std::result::Result<Self, super::error::ConversionError> {
+                Ok(Self {
+                    completion_tokens: value.completion_tokens?,
+                    cost_micros: value.cost_micros?,
+                    prompt_tokens: value.prompt_tokens?,
+                    total_tokens: value.total_tokens?,
+                })
+            }
+        }
+        impl ::std::convert::From<super::ChatUsage> for ChatUsage {
+            fn from(value: super::ChatUsage) -> Self {
+                Self {
+                    completion_tokens: Ok(value.completion_tokens),
+                    cost_micros: Ok(value.cost_micros),
+                    prompt_tokens: Ok(value.prompt_tokens),
+                    total_tokens: Ok(value.total_tokens),
+                }
+            }
+        }
         #[derive(Clone, Debug)]
         pub struct Error {
             error_code: ::std::result::Result<
@@ -1145,6 +1871,404 @@ pub mod types {
             }
         }
         #[derive(Clone, Debug)]
+        pub struct Message {
+            content: ::std::result::Result<
+                ::std::vec::Vec<::serde_json::Value>,
+                ::std::string::String,
+            >,
+            id: ::std::result::Result<::std::string::String, ::std::string::String>,
+            model: ::std::result::Result<::std::string::String, ::std::string::String>,
+            role: ::std::result::Result<::std::string::String, ::std::string::String>,
+            stop_reason: ::std::result::Result<
+                ::std::option::Option<::std::string::String>,
+                ::std::string::String,
+            >,
+            stop_sequence: ::std::result::Result<
+                ::std::option::Option<::std::string::String>,
+                ::std::string::String,
+            >,
+            type_: ::std::result::Result<::std::string::String, ::std::string::String>,
+            usage: ::std::result::Result<super::MessagesUsage, ::std::string::String>,
+        }
+        impl ::std::default::Default for Message {
+            fn default() -> Self {
+                Self {
+                    content: Err("no value supplied for content".to_string()),
+                    id: Err("no value supplied for id".to_string()),
+                    model: Err("no value supplied for model".to_string()),
+                    role: Err("no value supplied for role".to_string()),
+                    stop_reason: Ok(Default::default()),
+                    stop_sequence: Ok(Default::default()),
+                    type_: Err("no value supplied for type_".to_string()),
+                    usage: Err("no value supplied for usage".to_string()),
+                }
+            }
+        }
+        impl Message {
+            pub fn content<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::vec::Vec<::serde_json::Value>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.content = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for content: {e}")
+                    });
+                self
+            }
+            pub fn id<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::string::String>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.id = value
+                    .try_into()
+                    .map_err(|e| format!("error converting supplied value for id: {e}"));
+                self
+            }
+            pub fn model<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::string::String>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.model = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for model: {e}")
+                    });
+                self
+            }
+            pub fn role<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::string::String>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.role = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for role: {e}")
+                    });
+                self
+            }
+            pub fn stop_reason<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::option::Option<::std::string::String>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.stop_reason = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for stop_reason: {e}")
+                    });
+                self
+            }
+            pub fn stop_sequence<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::option::Option<::std::string::String>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.stop_sequence = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for stop_sequence: {e}")
+                    });
+                self
+            }
+            pub fn type_<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::string::String>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.type_ = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for type_: {e}")
+                    });
+                self
+            }
+            pub fn usage<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<super::MessagesUsage>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.usage = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for usage: {e}")
+                    });
+                self
+            }
+        }
+        impl ::std::convert::TryFrom<Message> for super::Message {
+            type Error = super::error::ConversionError;
+            fn try_from(
+                value: Message,
+            ) -> ::std::result::Result<Self, super::error::ConversionError> {
+                Ok(Self {
+                    content: value.content?,
+                    id: value.id?,
+                    model: value.model?,
+                    role: value.role?,
+                    stop_reason: value.stop_reason?,
+                    stop_sequence: value.stop_sequence?,
+                    type_: value.type_?,
+                    usage: value.usage?,
+                })
+            }
+        }
+        impl ::std::convert::From<super::Message> for Message {
+            fn from(value: super::Message) -> Self {
+                Self {
+                    content: Ok(value.content),
+                    id: Ok(value.id),
+                    model: Ok(value.model),
+                    role: Ok(value.role),
+                    stop_reason: Ok(value.stop_reason),
+                    stop_sequence: Ok(value.stop_sequence),
+                    type_: Ok(value.type_),
+                    usage: Ok(value.usage),
+                }
+            }
+        }
+        #[derive(Clone, Debug)]
+        pub struct MessagesRequest {
+            max_tokens: ::std::result::Result<
+                ::std::option::Option<u64>,
+                ::std::string::String,
+            >,
+            messages: ::std::result::Result<
+                ::std::vec::Vec<::serde_json::Value>,
+                ::std::string::String,
+            >,
+            model: ::std::result::Result<::std::string::String, ::std::string::String>,
+            stream: ::std::result::Result<
+                ::std::option::Option<bool>,
+                ::std::string::String,
+            >,
+            system: ::std::result::Result<
+                ::std::option::Option<::serde_json::Value>,
+                ::std::string::String,
+            >,
+        }
+        impl ::std::default::Default for MessagesRequest {
+            fn default() -> Self {
+                Self {
+                    max_tokens: Ok(Default::default()),
+                    messages: Err("no value supplied for messages".to_string()),
+                    model: Err("no value supplied for model".to_string()),
+                    stream: Ok(Default::default()),
+                    system: Ok(Default::default()),
+                }
+            }
+        }
+        impl MessagesRequest {
+            pub fn max_tokens<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::option::Option<u64>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.max_tokens = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for max_tokens: {e}")
+                    });
+                self
+            }
+            pub fn messages<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::vec::Vec<::serde_json::Value>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.messages = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for messages: {e}")
+                    });
+                self
+            }
+            pub fn model<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::string::String>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.model = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for model: {e}")
+                    });
+                self
+            }
+            pub fn stream<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::option::Option<bool>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.stream = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for stream: {e}")
+                    });
+                self
+            }
+            pub fn system<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::option::Option<::serde_json::Value>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.system = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for system: {e}")
+                    });
+                self
+            }
+        }
+        impl ::std::convert::TryFrom<MessagesRequest> for super::MessagesRequest {
+            type Error = super::error::ConversionError;
+            fn try_from(
+                value: MessagesRequest,
+            ) -> ::std::result::Result<Self, super::error::ConversionError> {
+                Ok(Self {
+                    max_tokens: value.max_tokens?,
+                    messages: value.messages?,
+                    model: value.model?,
+                    stream: value.stream?,
+                    system: value.system?,
+                })
+            }
+        }
+        impl ::std::convert::From<super::MessagesRequest> for MessagesRequest {
+            fn from(value: super::MessagesRequest) -> Self {
+                Self {
+                    max_tokens: Ok(value.max_tokens),
+                    messages: Ok(value.messages),
+                    model: Ok(value.model),
+                    stream: Ok(value.stream),
+                    system: Ok(value.system),
+                }
+            }
+        }
+        #[derive(Clone, Debug)]
+        pub struct MessagesUsage {
+            cache_creation_input_tokens: ::std::result::Result<
+                ::std::option::Option<u64>,
+                ::std::string::String,
+            >,
+            cache_read_input_tokens: ::std::result::Result<
+                ::std::option::Option<u64>,
+                ::std::string::String,
+            >,
+            cost_micros: ::std::result::Result<
+                ::std::option::Option<i64>,
+                ::std::string::String,
+            >,
+            input_tokens: ::std::result::Result<u64, ::std::string::String>,
+            output_tokens: ::std::result::Result<u64, ::std::string::String>,
+        }
+        impl ::std::default::Default for MessagesUsage {
+            fn default() -> Self {
+                Self {
+                    cache_creation_input_tokens: Ok(Default::default()),
+                    cache_read_input_tokens: Ok(Default::default()),
+                    cost_micros: Ok(Default::default()),
+                    input_tokens: Err("no value supplied for input_tokens".to_string()),
+                    output_tokens: Err("no value supplied for output_tokens".to_string()),
+                }
+            }
+        }
+        impl MessagesUsage {
+            pub fn cache_creation_input_tokens<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::option::Option<u64>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.cache_creation_input_tokens = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!(
+                            "error converting supplied value for cache_creation_input_tokens: {e}"
+                        )
+                    });
+                self
+            }
+            pub fn cache_read_input_tokens<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::option::Option<u64>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.cache_read_input_tokens = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!(
+                            "error converting supplied value for cache_read_input_tokens: {e}"
+                        )
+                    });
+                self
+            }
+            pub fn cost_micros<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::option::Option<i64>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.cost_micros = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for cost_micros: {e}")
+                    });
+                self
+            }
+            pub fn input_tokens<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<u64>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.input_tokens = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for input_tokens: {e}")
+                    });
+                self
+            }
+            pub fn output_tokens<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<u64>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.output_tokens = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for output_tokens: {e}")
+                    });
+                self
+            }
+        }
+        impl ::std::convert::TryFrom<MessagesUsage> for super::MessagesUsage {
+            type Error = super::error::ConversionError;
+            fn try_from(
+                value: MessagesUsage,
+            ) -> ::std::result::Result<Self, super::error::ConversionError> {
+                Ok(Self {
+                    cache_creation_input_tokens: value.cache_creation_input_tokens?,
+                    cache_read_input_tokens: value.cache_read_input_tokens?,
+                    cost_micros: value.cost_micros?,
+                    input_tokens: value.input_tokens?,
+                    output_tokens: value.output_tokens?,
+                })
+            }
+        }
+        impl ::std::convert::From<super::MessagesUsage> for MessagesUsage {
+            fn from(value: super::MessagesUsage) -> Self {
+                Self {
+                    cache_creation_input_tokens: Ok(value.cache_creation_input_tokens),
+                    cache_read_input_tokens: Ok(value.cache_read_input_tokens),
+                    cost_micros: Ok(value.cost_micros),
+                    input_tokens: Ok(value.input_tokens),
+                    output_tokens: Ok(value.output_tokens),
+                }
+            }
+        }
+        #[derive(Clone, Debug)]
         pub struct MintKeyRequest {
             max_spend_usd: ::std::result::Result<
                 ::std::option::Option<super::Usd>,
@@ -1271,6 +2395,554 @@ pub mod types {
                     name: Ok(value.name),
                     period: Ok(value.period),
                     scope: Ok(value.scope),
+                }
+            }
+        }
+        #[derive(Clone, Debug)]
+        pub struct ModelInfo {
+            created: ::std::result::Result<i64, ::std::string::String>,
+            created_at: ::std::result::Result<
+                ::std::string::String,
+                ::std::string::String,
+            >,
+            display_name: ::std::result::Result<
+                ::std::string::String,
+                ::std::string::String,
+            >,
+            id: ::std::result::Result<::std::string::String, ::std::string::String>,
+            max_output_tokens: ::std::result::Result<u64, ::std::string::String>,
+            object: ::std::result::Result<::std::string::String, ::std::string::String>,
+            owned_by: ::std::result::Result<
+                ::std::string::String,
+                ::std::string::String,
+            >,
+            pricing: ::std::result::Result<super::ModelPricing, ::std::string::String>,
+            type_: ::std::result::Result<::std::string::String, ::std::string::String>,
+        }
+        impl ::std::default::Default for ModelInfo {
+            fn default() -> Self {
+                Self {
+                    created: Err("no value supplied for created".to_string()),
+                    created_at: Err("no value supplied for created_at".to_string()),
+                    display_name: Err("no value supplied for display_name".to_string()),
+                    id: Err("no value supplied for id".to_string()),
+                    max_output_tokens: Err(
+                        "no value supplied for max_output_tokens".to_string(),
+                    ),
+                    object: Err("no value supplied for object".to_string()),
+                    owned_by: Err("no value supplied for owned_by".to_string()),
+                    pricing: Err("no value supplied for pricing".to_string()),
+                    type_: Err("no value supplied for type_".to_string()),
+                }
+            }
+        }
+        impl ModelInfo {
+            pub fn created<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<i64>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.created = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for created: {e}")
+                    });
+                self
+            }
+            pub fn created_at<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::string::String>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.created_at = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for created_at: {e}")
+                    });
+                self
+            }
+            pub fn display_name<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::string::String>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.display_name = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for display_name: {e}")
+                    });
+                self
+            }
+            pub fn id<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::string::String>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.id = value
+                    .try_into()
+                    .map_err(|e| format!("error converting supplied value for id: {e}"));
+                self
+            }
+            pub fn max_output_tokens<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<u64>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.max_output_tokens = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!(
+                            "error converting supplied value for max_output_tokens: {e}"
+                        )
+                    });
+                self
+            }
+            pub fn object<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::string::String>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.object = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for object: {e}")
+                    });
+                self
+            }
+            pub fn owned_by<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::string::String>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.owned_by = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for owned_by: {e}")
+                    });
+                self
+            }
+            pub fn pricing<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<super::ModelPricing>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.pricing = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for pricing: {e}")
+                    });
+                self
+            }
+            pub fn type_<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::string::String>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.type_ = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for type_: {e}")
+                    });
+                self
+            }
+        }
+        impl ::std::convert::TryFrom<ModelInfo> for super::ModelInfo {
+            type Error = super::error::ConversionError;
+            fn try_from(
+                value: ModelInfo,
+            ) -> ::std::result::Result<Self, super::error::ConversionError> {
+                Ok(Self {
+                    created: value.created?,
+                    created_at: value.created_at?,
+                    display_name: value.display_name?,
+                    id: value.id?,
+                    max_output_tokens: value.max_output_tokens?,
+                    object: value.object?,
+                    owned_by: value.owned_by?,
+                    pricing: value.pricing?,
+                    type_: value.type_?,
+                })
+            }
+        }
+        impl ::std::convert::From<super::ModelInfo> for ModelInfo {
+            fn from(value: super::ModelInfo) -> Self {
+                Self {
+                    created: Ok(value.created),
+                    created_at: Ok(value.created_at),
+                    display_name: Ok(value.display_name),
+                    id: Ok(value.id),
+                    max_output_tokens: Ok(value.max_output_tokens),
+                    object: Ok(value.object),
+                    owned_by: Ok(value.owned_by),
+                    pricing: Ok(value.pricing),
+                    type_: Ok(value.type_),
+                }
+            }
+        }
+        #[derive(Clone, Debug)]
+        pub struct ModelList {
+            data: ::std::result::Result<
+                ::std::vec::Vec<super::ModelInfo>,
+                ::std::string::String,
+            >,
+            first_id: ::std::result::Result<
+                ::std::option::Option<::std::string::String>,
+                ::std::string::String,
+            >,
+            has_more: ::std::result::Result<bool, ::std::string::String>,
+            last_id: ::std::result::Result<
+                ::std::option::Option<::std::string::String>,
+                ::std::string::String,
+            >,
+            object: ::std::result::Result<::std::string::String, ::std::string::String>,
+        }
+        impl ::std::default::Default for ModelList {
+            fn default() -> Self {
+                Self {
+                    data: Err("no value supplied for data".to_string()),
+                    first_id: Ok(Default::default()),
+                    has_more: Err("no value supplied for has_more".to_string()),
+                    last_id: Ok(Default::default()),
+                    object: Err("no value supplied for object".to_string()),
+                }
+            }
+        }
+        impl ModelList {
+            pub fn data<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::vec::Vec<super::ModelInfo>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.data = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for data: {e}")
+                    });
+                self
+            }
+            pub fn first_id<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::option::Option<::std::string::String>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.first_id = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for first_id: {e}")
+                    });
+                self
+            }
+            pub fn has_more<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<bool>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.has_more = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for has_more: {e}")
+                    });
+                self
+            }
+            pub fn last_id<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::option::Option<::std::string::String>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.last_id = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for last_id: {e}")
+                    });
+                self
+            }
+            pub fn object<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::string::String>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.object = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for object: {e}")
+                    });
+                self
+            }
+        }
+        impl ::std::convert::TryFrom<ModelList> for super::ModelList {
+            type Error = super::error::ConversionError;
+            fn try_from(
+                value: ModelList,
+            ) -> ::std::result::Result<Self, super::error::ConversionError> {
+                Ok(Self {
+                    data: value.data?,
+                    first_id: value.first_id?,
+                    has_more: value.has_more?,
+                    last_id: value.last_id?,
+                    object: value.object?,
+                })
+            }
+        }
+        impl ::std::convert::From<super::ModelList> for ModelList {
+            fn from(value: super::ModelList) -> Self {
+                Self {
+                    data: Ok(value.data),
+                    first_id: Ok(value.first_id),
+                    has_more: Ok(value.has_more),
+                    last_id: Ok(value.last_id),
+                    object: Ok(value.object),
+                }
+            }
+        }
+        #[derive(Clone, Debug)]
+        pub struct ModelPricing {
+            cache_read_per_mtok_usd: ::std::result::Result<
+                super::Usd,
+                ::std::string::String,
+            >,
+            cache_write_per_mtok_usd: ::std::result::Result<
+                super::Usd,
+                ::std::string::String,
+            >,
+            input_per_mtok_usd: ::std::result::Result<super::Usd, ::std::string::String>,
+            output_per_mtok_usd: ::std::result::Result<
+                super::Usd,
+                ::std::string::String,
+            >,
+        }
+        impl ::std::default::Default for ModelPricing {
+            fn default() -> Self {
+                Self {
+                    cache_read_per_mtok_usd: Err(
+                        "no value supplied for cache_read_per_mtok_usd".to_string(),
+                    ),
+                    cache_write_per_mtok_usd: Err(
+                        "no value supplied for cache_write_per_mtok_usd".to_string(),
+                    ),
+                    input_per_mtok_usd: Err(
+                        "no value supplied for input_per_mtok_usd".to_string(),
+                    ),
+                    output_per_mtok_usd: Err(
+                        "no value supplied for output_per_mtok_usd".to_string(),
+                    ),
+                }
+            }
+        }
+        impl ModelPricing {
+            pub fn cache_read_per_mtok_usd<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<super::Usd>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.cache_read_per_mtok_usd = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!(
+                            "error converting supplied value for cache_read_per_mtok_usd: {e}"
+                        )
+                    });
+                self
+            }
+            pub fn cache_write_per_mtok_usd<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<super::Usd>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.cache_write_per_mtok_usd = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!(
+                            "error converting supplied value for cache_write_per_mtok_usd: {e}"
+                        )
+                    });
+                self
+            }
+            pub fn input_per_mtok_usd<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<super::Usd>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.input_per_mtok_usd = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!(
+                            "error converting supplied value for input_per_mtok_usd: {e}"
+                        )
+                    });
+                self
+            }
+            pub fn output_per_mtok_usd<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<super::Usd>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.output_per_mtok_usd = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!(
+                            "error converting supplied value for output_per_mtok_usd: {e}"
+                        )
+                    });
+                self
+            }
+        }
+        impl ::std::convert::TryFrom<ModelPricing> for super::ModelPricing {
+            type Error = super::error::ConversionError;
+            fn try_from(
+                value: ModelPricing,
+            ) -> ::std::result::Result<Self, super::error::ConversionError> {
+                Ok(Self {
+                    cache_read_per_mtok_usd: value.cache_read_per_mtok_usd?,
+                    cache_write_per_mtok_usd: value.cache_write_per_mtok_usd?,
+                    input_per_mtok_usd: value.input_per_mtok_usd?,
+                    output_per_mtok_usd: value.output_per_mtok_usd?,
+                })
+            }
+        }
+        impl ::std::convert::From<super::ModelPricing> for ModelPricing {
+            fn from(value: super::ModelPricing) -> Self {
+                Self {
+                    cache_read_per_mtok_usd: Ok(value.cache_read_per_mtok_usd),
+                    cache_write_per_mtok_usd: Ok(value.cache_write_per_mtok_usd),
+                    input_per_mtok_usd: Ok(value.input_per_mtok_usd),
+                    output_per_mtok_usd: Ok(value.output_per_mtok_usd),
+                }
+            }
+        }
+        #[derive(Clone, Debug)]
+        pub struct OpenAiError {
+            error: ::std::result::Result<
+                super::OpenAiErrorDetail,
+                ::std::string::String,
+            >,
+        }
+        impl ::std::default::Default for OpenAiError {
+            fn default() -> Self {
+                Self {
+                    error: Err("no value supplied for error".to_string()),
+                }
+            }
+        }
+        impl OpenAiError {
+            pub fn error<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<super::OpenAiErrorDetail>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.error = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for error: {e}")
+                    });
+                self
+            }
+        }
+        impl ::std::convert::TryFrom<OpenAiError> for super::OpenAiError {
+            type Error = super::error::ConversionError;
+            fn try_from(
+                value: OpenAiError,
+            ) -> ::std::result::Result<Self, super::error::ConversionError> {
+                Ok(Self { error: value.error? })
+            }
+        }
+        impl ::std::convert::From<super::OpenAiError> for OpenAiError {
+            fn from(value: super::OpenAiError) -> Self {
+                Self { error: Ok(value.error) }
+            }
+        }
+        #[derive(Clone, Debug)]
+        pub struct OpenAiErrorDetail {
+            code: ::std::result::Result<
+                ::std::option::Option<::std::string::String>,
+                ::std::string::String,
+            >,
+            message: ::std::result::Result<::std::string::String, ::std::string::String>,
+            param: ::std::result::Result<
+                ::std::option::Option<::std::string::String>,
+                ::std::string::String,
+            >,
+            type_: ::std::result::Result<::std::string::String, ::std::string::String>,
+        }
+        impl ::std::default::Default for OpenAiErrorDetail {
+            fn default() -> Self {
+                Self {
+                    code: Ok(Default::default()),
+                    message: Err("no value supplied for message".to_string()),
+                    param: Ok(Default::default()),
+                    type_: Err("no value supplied for type_".to_string()),
+                }
+            }
+        }
+        impl OpenAiErrorDetail {
+            pub fn code<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::option::Option<::std::string::String>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.code = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for code: {e}")
+                    });
+                self
+            }
+            pub fn message<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::string::String>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.message = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for message: {e}")
+                    });
+                self
+            }
+            pub fn param<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::option::Option<::std::string::String>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.param = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for param: {e}")
+                    });
+                self
+            }
+            pub fn type_<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::string::String>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.type_ = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for type_: {e}")
+                    });
+                self
+            }
+        }
+        impl ::std::convert::TryFrom<OpenAiErrorDetail> for super::OpenAiErrorDetail {
+            type Error = super::error::ConversionError;
+            fn try_from(
+                value: OpenAiErrorDetail,
+            ) -> ::std::result::Result<Self, super::error::ConversionError> {
+                Ok(Self {
+                    code: value.code?,
+                    message: value.message?,
+                    param: value.param?,
+                    type_: value.type_?,
+                })
+            }
+        }
+        impl ::std::convert::From<super::OpenAiErrorDetail> for OpenAiErrorDetail {
+            fn from(value: super::OpenAiErrorDetail) -> Self {
+                Self {
+                    code: Ok(value.code),
+                    message: Ok(value.message),
+                    param: Ok(value.param),
+                    type_: Ok(value.type_),
                 }
             }
         }
@@ -1517,6 +3189,21 @@ impl ClientInfo<()> for Client {
 }
 impl ClientHooks<()> for &Client {}
 impl Client {
+    /**Create a chat completion (OpenAI Chat Completions API)
+
+OpenAI's `POST /v1/chat/completions`, for any model qlaud serves. With `"stream": true` the answer is `text/event-stream` with OpenAI's chunks and a final `data: [DONE]`. Fields qlaud does not know pass to the provider unchanged. Errors use OpenAI's error shape. Any key may call it.
+
+Sends a `POST` request to `/v1/chat/completions`
+
+```ignore
+let response = client.create_chat_completion()
+    .body(body)
+    .send()
+    .await;
+```*/
+    pub fn create_chat_completion(&self) -> builder::CreateChatCompletion<'_> {
+        builder::CreateChatCompletion::new(self)
+    }
     /**List keys
 
 The tenant's keys, oldest first, a page at a time; revoked keys only with `include_revoked=true`. Requires an admin key.
@@ -1623,6 +3310,35 @@ let response = client.rotate_key()
     pub fn rotate_key(&self) -> builder::RotateKey<'_> {
         builder::RotateKey::new(self)
     }
+    /**Create a message (Anthropic Messages API)
+
+Anthropic's `POST /v1/messages`, for any model qlaud serves: Claude models pass through; other models are translated. With `"stream": true` the answer is `text/event-stream` with Anthropic's events. Fields qlaud does not know pass to the provider unchanged. Errors use Anthropic's error shape. Any key may call it.
+
+Sends a `POST` request to `/v1/messages`
+
+```ignore
+let response = client.create_message()
+    .body(body)
+    .send()
+    .await;
+```*/
+    pub fn create_message(&self) -> builder::CreateMessage<'_> {
+        builder::CreateMessage::new(self)
+    }
+    /**List models
+
+Every model qlaud serves, with its prices, in a shape that both the OpenAI and the Anthropic clients read. Any key may call it.
+
+Sends a `GET` request to `/v1/models`
+
+```ignore
+let response = client.list_models()
+    .send()
+    .await;
+```*/
+    pub fn list_models(&self) -> builder::ListModels<'_> {
+        builder::ListModels::new(self)
+    }
 }
 /// Types for composing operation parameters.
 #[allow(clippy::all)]
@@ -1633,6 +3349,104 @@ pub mod builder {
         encode_path, ByteStream, ClientInfo, ClientHooks, Error, OperationInfo,
         RequestBuilderExt, ResponseValue,
     };
+    /**Builder for [`Client::create_chat_completion`]
+
+[`Client::create_chat_completion`]: super::Client::create_chat_completion*/
+    #[derive(Debug, Clone)]
+    pub struct CreateChatCompletion<'a> {
+        client: &'a super::Client,
+        body: Result<types::builder::ChatCompletionRequest, String>,
+    }
+    impl<'a> CreateChatCompletion<'a> {
+        pub fn new(client: &'a super::Client) -> Self {
+            Self {
+                client: client,
+                body: Ok(::std::default::Default::default()),
+            }
+        }
+        pub fn body<V>(mut self, value: V) -> Self
+        where
+            V: std::convert::TryInto<types::ChatCompletionRequest>,
+            <V as std::convert::TryInto<
+                types::ChatCompletionRequest,
+            >>::Error: std::fmt::Display,
+        {
+            self.body = value
+                .try_into()
+                .map(From::from)
+                .map_err(|s| {
+                    format!(
+                        "conversion to `ChatCompletionRequest` for body failed: {}", s
+                    )
+                });
+            self
+        }
+        pub fn body_map<F>(mut self, f: F) -> Self
+        where
+            F: std::ops::FnOnce(
+                types::builder::ChatCompletionRequest,
+            ) -> types::builder::ChatCompletionRequest,
+        {
+            self.body = self.body.map(f);
+            self
+        }
+        ///Sends a `POST` request to `/v1/chat/completions`
+        pub async fn send(
+            self,
+        ) -> Result<ResponseValue<types::ChatCompletion>, Error<types::OpenAiError>> {
+            let Self { client, body } = self;
+            let body = body
+                .and_then(|v| {
+                    types::ChatCompletionRequest::try_from(v).map_err(|e| e.to_string())
+                })
+                .map_err(Error::InvalidRequest)?;
+            let url = format!("{}/v1/chat/completions", client.baseurl,);
+            let mut header_map = ::reqwest::header::HeaderMap::with_capacity(1usize);
+            header_map
+                .append(
+                    ::reqwest::header::HeaderName::from_static("api-version"),
+                    ::reqwest::header::HeaderValue::from_static(
+                        super::Client::api_version(),
+                    ),
+                );
+            #[allow(unused_mut)]
+            let mut request = client
+                .client
+                .post(url)
+                .header(
+                    ::reqwest::header::ACCEPT,
+                    ::reqwest::header::HeaderValue::from_static("application/json"),
+                )
+                .json(&body)
+                .headers(header_map)
+                .build()?;
+            let info = OperationInfo {
+                operation_id: "create_chat_completion",
+            };
+            client.pre(&mut request, &info).await?;
+            let result = client.exec(request, &info).await;
+            client.post(&result, &info).await?;
+            let response = result?;
+            match response.status().as_u16() {
+                200u16 => ResponseValue::from_response(response).await,
+                400u16..=499u16 => {
+                    Err(
+                        Error::ErrorResponse(
+                            ResponseValue::from_response(response).await?,
+                        ),
+                    )
+                }
+                500u16..=599u16 => {
+                    Err(
+                        Error::ErrorResponse(
+                            ResponseValue::from_response(response).await?,
+                        ),
+                    )
+                }
+                _ => Err(Error::UnexpectedResponse(response)),
+            }
+        }
+    }
     /**Builder for [`Client::list_keys`]
 
 [`Client::list_keys`]: super::Client::list_keys*/
@@ -2224,6 +4038,164 @@ pub mod builder {
                 .build()?;
             let info = OperationInfo {
                 operation_id: "rotate_key",
+            };
+            client.pre(&mut request, &info).await?;
+            let result = client.exec(request, &info).await;
+            client.post(&result, &info).await?;
+            let response = result?;
+            match response.status().as_u16() {
+                200u16 => ResponseValue::from_response(response).await,
+                400u16..=499u16 => {
+                    Err(
+                        Error::ErrorResponse(
+                            ResponseValue::from_response(response).await?,
+                        ),
+                    )
+                }
+                500u16..=599u16 => {
+                    Err(
+                        Error::ErrorResponse(
+                            ResponseValue::from_response(response).await?,
+                        ),
+                    )
+                }
+                _ => Err(Error::UnexpectedResponse(response)),
+            }
+        }
+    }
+    /**Builder for [`Client::create_message`]
+
+[`Client::create_message`]: super::Client::create_message*/
+    #[derive(Debug, Clone)]
+    pub struct CreateMessage<'a> {
+        client: &'a super::Client,
+        body: Result<types::builder::MessagesRequest, String>,
+    }
+    impl<'a> CreateMessage<'a> {
+        pub fn new(client: &'a super::Client) -> Self {
+            Self {
+                client: client,
+                body: Ok(::std::default::Default::default()),
+            }
+        }
+        pub fn body<V>(mut self, value: V) -> Self
+        where
+            V: std::convert::TryInto<types::MessagesRequest>,
+            <V as std::convert::TryInto<
+                types::MessagesRequest,
+            >>::Error: std::fmt::Display,
+        {
+            self.body = value
+                .try_into()
+                .map(From::from)
+                .map_err(|s| {
+                    format!("conversion to `MessagesRequest` for body failed: {}", s)
+                });
+            self
+        }
+        pub fn body_map<F>(mut self, f: F) -> Self
+        where
+            F: std::ops::FnOnce(
+                types::builder::MessagesRequest,
+            ) -> types::builder::MessagesRequest,
+        {
+            self.body = self.body.map(f);
+            self
+        }
+        ///Sends a `POST` request to `/v1/messages`
+        pub async fn send(
+            self,
+        ) -> Result<ResponseValue<types::Message>, Error<types::AnthropicError>> {
+            let Self { client, body } = self;
+            let body = body
+                .and_then(|v| {
+                    types::MessagesRequest::try_from(v).map_err(|e| e.to_string())
+                })
+                .map_err(Error::InvalidRequest)?;
+            let url = format!("{}/v1/messages", client.baseurl,);
+            let mut header_map = ::reqwest::header::HeaderMap::with_capacity(1usize);
+            header_map
+                .append(
+                    ::reqwest::header::HeaderName::from_static("api-version"),
+                    ::reqwest::header::HeaderValue::from_static(
+                        super::Client::api_version(),
+                    ),
+                );
+            #[allow(unused_mut)]
+            let mut request = client
+                .client
+                .post(url)
+                .header(
+                    ::reqwest::header::ACCEPT,
+                    ::reqwest::header::HeaderValue::from_static("application/json"),
+                )
+                .json(&body)
+                .headers(header_map)
+                .build()?;
+            let info = OperationInfo {
+                operation_id: "create_message",
+            };
+            client.pre(&mut request, &info).await?;
+            let result = client.exec(request, &info).await;
+            client.post(&result, &info).await?;
+            let response = result?;
+            match response.status().as_u16() {
+                200u16 => ResponseValue::from_response(response).await,
+                400u16..=499u16 => {
+                    Err(
+                        Error::ErrorResponse(
+                            ResponseValue::from_response(response).await?,
+                        ),
+                    )
+                }
+                500u16..=599u16 => {
+                    Err(
+                        Error::ErrorResponse(
+                            ResponseValue::from_response(response).await?,
+                        ),
+                    )
+                }
+                _ => Err(Error::UnexpectedResponse(response)),
+            }
+        }
+    }
+    /**Builder for [`Client::list_models`]
+
+[`Client::list_models`]: super::Client::list_models*/
+    #[derive(Debug, Clone)]
+    pub struct ListModels<'a> {
+        client: &'a super::Client,
+    }
+    impl<'a> ListModels<'a> {
+        pub fn new(client: &'a super::Client) -> Self {
+            Self { client: client }
+        }
+        ///Sends a `GET` request to `/v1/models`
+        pub async fn send(
+            self,
+        ) -> Result<ResponseValue<types::ModelList>, Error<types::Error>> {
+            let Self { client } = self;
+            let url = format!("{}/v1/models", client.baseurl,);
+            let mut header_map = ::reqwest::header::HeaderMap::with_capacity(1usize);
+            header_map
+                .append(
+                    ::reqwest::header::HeaderName::from_static("api-version"),
+                    ::reqwest::header::HeaderValue::from_static(
+                        super::Client::api_version(),
+                    ),
+                );
+            #[allow(unused_mut)]
+            let mut request = client
+                .client
+                .get(url)
+                .header(
+                    ::reqwest::header::ACCEPT,
+                    ::reqwest::header::HeaderValue::from_static("application/json"),
+                )
+                .headers(header_map)
+                .build()?;
+            let info = OperationInfo {
+                operation_id: "list_models",
             };
             client.pre(&mut request, &info).await?;
             let result = client.exec(request, &info).await;

@@ -2,6 +2,8 @@
 //! per test, on SQLite and (when `QLAUD_TEST_DATABASE_URL` is set) on a fresh
 //! PostgreSQL database of its own, so tests run in parallel.
 
+pub mod mock;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::OnceLock;
@@ -157,10 +159,21 @@ pub struct TestServer {
 impl TestServer {
     /// `None` when the backend is not available (PostgreSQL not configured).
     pub async fn start(backend: Backend) -> Option<TestServer> {
+        TestServer::start_with(backend, None).await
+    }
+
+    /// Starts with `qlaud_toml` as the server's config file.
+    pub async fn start_with(backend: Backend, qlaud_toml: Option<&str>) -> Option<TestServer> {
         let db = TestDb::new(backend).await?;
+        let config_file = qlaud_toml.map(|text| {
+            let path = std::env::temp_dir().join(format!("qlaud-{}.toml", uuid::Uuid::new_v4()));
+            std::fs::write(&path, text).expect("write qlaud.toml");
+            path
+        });
         let config = ServeConfig {
             bind: "127.0.0.1:0".parse().unwrap(),
             database_url: db.url.clone(),
+            config_file,
         };
         let server = Server::start(&config).await.expect("server starts");
         let (tenant, secret) = server.bootstrap.as_ref().expect("a fresh store bootstraps");

@@ -4,7 +4,9 @@
 //! document (and through it the SDKs) is generated from its stub description
 //! without building the implementation. operationIds are the method names.
 
+pub mod errors;
 pub mod keys;
+pub mod models;
 pub mod money;
 
 use dropshot::{
@@ -12,7 +14,9 @@ use dropshot::{
     Query, RequestContext, ResultsPage, TypedBody,
 };
 
+pub use errors::{AnthropicError, OpenAiError};
 pub use keys::*;
+pub use models::*;
 pub use money::Usd;
 
 /// Body limit of qlaud's own JSON endpoints (keys, usage, …). Generous for
@@ -113,6 +117,55 @@ pub trait QlaudApi {
         rqctx: RequestContext<Self::Context>,
         path: Path<KeyPath>,
     ) -> Result<HttpResponseOk<KeyWithSecret>, HttpError>;
+
+    /// Create a message (Anthropic Messages API).
+    ///
+    /// Anthropic's `POST /v1/messages`, for any model qlaud serves: Claude
+    /// models pass through; other models are translated. With
+    /// `"stream": true` the answer is `text/event-stream` with Anthropic's
+    /// events. Fields qlaud does not know pass to the provider unchanged.
+    /// Errors use Anthropic's error shape. Any key may call it.
+    #[endpoint {
+        method = POST,
+        path = "/v1/messages",
+        tags = ["models"],
+        request_body_max_bytes = MODEL_BODY_MAX_BYTES,
+    }]
+    async fn create_message(
+        rqctx: RequestContext<Self::Context>,
+        body: TypedBody<MessagesRequest>,
+    ) -> Result<ModelResponse<Message>, AnthropicError>;
+
+    /// Create a chat completion (OpenAI Chat Completions API).
+    ///
+    /// OpenAI's `POST /v1/chat/completions`, for any model qlaud serves. With
+    /// `"stream": true` the answer is `text/event-stream` with OpenAI's
+    /// chunks and a final `data: [DONE]`. Fields qlaud does not know pass to
+    /// the provider unchanged. Errors use OpenAI's error shape. Any key may
+    /// call it.
+    #[endpoint {
+        method = POST,
+        path = "/v1/chat/completions",
+        tags = ["models"],
+        request_body_max_bytes = MODEL_BODY_MAX_BYTES,
+    }]
+    async fn create_chat_completion(
+        rqctx: RequestContext<Self::Context>,
+        body: TypedBody<ChatCompletionRequest>,
+    ) -> Result<ModelResponse<ChatCompletion>, OpenAiError>;
+
+    /// List models.
+    ///
+    /// Every model qlaud serves, with its prices, in a shape that both the
+    /// OpenAI and the Anthropic clients read. Any key may call it.
+    #[endpoint {
+        method = GET,
+        path = "/v1/models",
+        tags = ["models"],
+    }]
+    async fn list_models(
+        rqctx: RequestContext<Self::Context>,
+    ) -> Result<HttpResponseOk<ModelList>, HttpError>;
 }
 
 /// The OpenAPI document of [`QlaudApi`], as published under `openapi/`.

@@ -1,5 +1,9 @@
 //! Who is calling: the key in `x-api-key` or `Authorization: Bearer`.
 
+use std::collections::HashMap;
+use std::sync::RwLock;
+use std::time::{Duration, Instant};
+
 use http::HeaderMap;
 use qlaud_api::KeyScope;
 
@@ -50,8 +54,43 @@ fn presented_secret(headers: &HeaderMap) -> Option<&str> {
         .filter(|t| !t.is_empty())
 }
 
+/// How long a successful lookup is reused. A key changed through this
+/// process (revoked, rotated, disabled) is dropped from the cache at once;
+/// one changed through another qlaud process on the same database stops
+/// working here within this time. Spend caps never depend on the cache.
+pub const CACHE_TTL: Duration = Duration::from_secs(2);
+const CACHE_MAX_ENTRIES: usize = 100_000;
+
+/// Recently authenticated keys by secret hash, so the hot path does not read
+/// the store for every request.
+#[derive(Default)]
+pub struct AuthCache {
+    entries: RwLock<HashMap<String, (Caller, Instant)>>,
+}
+
+impl AuthCache {
+    fn get(&self, hash: &str) -> Option<Caller> {
+        let entries = self.entries.read().expect("not poisoned");
+        let (caller, at) = entries.get(hash)?;
+        (at.elapsed() < CACHE_TTL).then(|| caller.clone())
+    }
+
+    fn put(&self, hash: String, caller: Caller) {
+        let mut entries = self.entries.write().expect("not poisoned");
+        if entries.len() >= CACHE_MAX_ENTRIES {
+            entries.retain(|_, (_, at)| at.elapsed() < CACHE_TTL);
+        }
+        entries.insert(hash, (caller, Instant::now()));
+    }
+
+    /// Forgets every key: called on any change to a key in this process.
+    pub fn clear(&self) {
+        self.entries.write().expect("not poisoned").clear();
+    }
+}
+
 /// Resolves the request's key to a caller, or says in a 401 what is wrong.
-pub async fn authenticate(store: &Store, headers: &HeaderMap) -> Result<Caller> {
+pub async fn authenticate(store: &Store, cache: &AuthCache, headers: &HeaderMap) -> Result<Caller> {
     let Some(presented) = presented_secret(headers) else {
         return Err(Error::Unauthenticated(
             "missing API key: send a qlaud key as `x-api-key: <key>` or \
@@ -64,6 +103,9 @@ pub async fn authenticate(store: &Store, headers: &HeaderMap) -> Result<Caller> 
         return Err(invalid());
     }
     let hash = secret::hash_hex(presented);
+    if let Some(caller) = cache.get(&hash) {
+        return Ok(caller);
+    }
     let Some(row) = store.find_key_by_secret_hash(&hash).await? else {
         return Err(invalid());
     };
@@ -86,9 +128,11 @@ pub async fn authenticate(store: &Store, headers: &HeaderMap) -> Result<Caller> 
         "admin" => KeyScope::Admin,
         _ => KeyScope::Standard,
     };
-    Ok(Caller {
+    let caller = Caller {
         tenant_id: row.tenant_id,
         key_id: row.id,
         scope,
-    })
+    };
+    cache.put(hash, caller.clone());
+    Ok(caller)
 }

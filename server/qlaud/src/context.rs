@@ -1,22 +1,34 @@
 //! State shared by every request handler.
 
+use std::sync::Arc;
+
 use http::HeaderMap;
 
-use crate::auth::{self, Caller};
+use crate::auth::{self, AuthCache, Caller};
 use crate::error::Result;
+use crate::gateway::Gateway;
+use crate::meter::Recorder;
 use crate::store::Store;
 
 pub struct Context {
     pub store: Store,
+    pub gateway: Gateway,
+    pub recorder: Arc<Recorder>,
+    pub auth_cache: AuthCache,
 }
 
 impl Context {
-    pub fn new(store: Store) -> Context {
-        Context { store }
+    pub fn new(store: Store, gateway: Gateway) -> Context {
+        Context {
+            recorder: Arc::new(Recorder::start(store.clone())),
+            auth_cache: AuthCache::default(),
+            store,
+            gateway,
+        }
     }
 
     pub async fn authenticate(&self, headers: &HeaderMap) -> Result<Caller> {
-        auth::authenticate(&self.store, headers).await
+        auth::authenticate(&self.store, &self.auth_cache, headers).await
     }
 
     /// Authenticates and requires an admin key.

@@ -6,12 +6,14 @@ use dropshot::{
     Query, RequestContext, ResultsPage, TypedBody, WhichPage,
 };
 use qlaud_api::{
-    Key, KeyListFilter, KeyPageSelector, KeyPath, KeyWithSecret, MintKeyRequest, QlaudApi,
-    UpdateKeyRequest,
+    AnthropicError, ChatCompletion, ChatCompletionRequest, Key, KeyListFilter, KeyPageSelector,
+    KeyPath, KeyWithSecret, Message, MessagesRequest, MintKeyRequest, ModelList, ModelResponse,
+    OpenAiError, QlaudApi, UpdateKeyRequest,
 };
 
 use crate::context::Context;
 use crate::error::Error;
+use crate::gateway;
 use crate::keys::{self, secret::Secret};
 
 /// The server's implementation of the API trait.
@@ -92,6 +94,7 @@ impl QlaudApi for QlaudImpl {
             .store
             .update_key(&caller.tenant_id, &key_id, &changes)
             .await?;
+        ctx.auth_cache.clear();
         Ok(HttpResponseOk(keys::to_wire(row)?))
     }
 
@@ -109,6 +112,7 @@ impl QlaudApi for QlaudImpl {
             .into());
         }
         ctx.store.revoke_key(&caller.tenant_id, &key_id).await?;
+        ctx.auth_cache.clear();
         Ok(HttpResponseDeleted())
     }
 
@@ -123,6 +127,35 @@ impl QlaudApi for QlaudImpl {
             .store
             .rotate_key(&caller.tenant_id, &path.into_inner().key_id, &secret)
             .await?;
+        ctx.auth_cache.clear();
         Ok(HttpResponseOk(keys::with_secret(row, &secret)?))
+    }
+
+    async fn create_message(
+        rqctx: RequestContext<Context>,
+        body: TypedBody<MessagesRequest>,
+    ) -> Result<ModelResponse<Message>, AnthropicError> {
+        gateway::messages(rqctx.context(), rqctx.request.headers(), body.into_inner())
+            .await
+            .map(ModelResponse::new)
+            .map_err(gateway::error::GatewayError::into_anthropic)
+    }
+
+    async fn create_chat_completion(
+        rqctx: RequestContext<Context>,
+        body: TypedBody<ChatCompletionRequest>,
+    ) -> Result<ModelResponse<ChatCompletion>, OpenAiError> {
+        gateway::chat_completions(rqctx.context(), rqctx.request.headers(), body.into_inner())
+            .await
+            .map(ModelResponse::new)
+            .map_err(gateway::error::GatewayError::into_openai)
+    }
+
+    async fn list_models(
+        rqctx: RequestContext<Context>,
+    ) -> Result<HttpResponseOk<ModelList>, HttpError> {
+        let ctx = rqctx.context();
+        ctx.authenticate(rqctx.request.headers()).await?;
+        Ok(HttpResponseOk(ctx.gateway.list()))
     }
 }

@@ -1,16 +1,22 @@
 //! The qlaud server: the implementation of [`qlaud_api::QlaudApi`].
 //!
 //! A request flows `http` (entry points) → `auth` → the domain module
-//! (`keys`, …) → `store`.
+//! (`keys`, or `gateway` → `providers/*` → `meter` for model calls) → `store`.
 
 pub mod auth;
+pub mod config;
 pub mod context;
 pub mod error;
+pub mod gateway;
 pub mod http;
 pub mod keys;
+mod listener;
+pub mod meter;
+pub mod providers;
 pub mod store;
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 
 use anyhow::Context as _;
 use dropshot::{ConfigDropshot, ConfigLogging, ConfigLoggingLevel, HttpServer, ServerBuilder};
@@ -24,6 +30,8 @@ use crate::store::{Store, TenantRow};
 pub struct ServeConfig {
     pub bind: SocketAddr,
     pub database_url: String,
+    /// A qlaud.toml with providers and models on top of the built-in ones.
+    pub config_file: Option<PathBuf>,
 }
 
 /// A running server.
@@ -42,6 +50,7 @@ impl Server {
             .with_context(|| {
                 format!("opening the store at {}", redact_url(&config.database_url))
             })?;
+        let catalog = config::Catalog::load(config.config_file.as_deref())?;
         let bootstrap = store.bootstrap().await?;
         let api = qlaud_api::qlaud_api_mod::api_description::<http::QlaudImpl>()
             .map_err(|e| anyhow::anyhow!("building the API: {e}"))?;
@@ -58,10 +67,17 @@ impl Server {
             default_request_body_max_bytes: qlaud_api::ADMIN_BODY_MAX_BYTES,
             ..Default::default()
         };
-        let http = ServerBuilder::new(api, Context::new(store), log)
-            .config(dropshot_config)
-            .start()
-            .map_err(|e| anyhow::anyhow!("starting the HTTP server on {}: {e}", config.bind))?;
+        let http = ServerBuilder::new(
+            api,
+            Context::new(store, gateway::Gateway::new(catalog)),
+            log,
+        )
+        .config(dropshot_config)
+        .start()
+        .map_err(|e| anyhow::anyhow!("starting the HTTP server on {}: {e}", config.bind))?;
+        if !listener::set_nodelay_on_listener(http.local_addr()) {
+            tracing::warn!("could not set TCP_NODELAY on the listener: streams may stall");
+        }
         Ok(Server { http, bootstrap })
     }
 
@@ -82,7 +98,10 @@ impl Server {
     /// store.
     pub async fn close(self) -> anyhow::Result<()> {
         let store = self.store().clone();
+        let recorder = self.http.app_private().recorder.clone();
+        // Stop taking requests first, then write the queued records.
         self.http.close().await.map_err(|e| anyhow::anyhow!(e))?;
+        recorder.close().await;
         store.close().await;
         Ok(())
     }

@@ -96,16 +96,10 @@ async fn main() -> anyhow::Result<()> {
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    if let Some(path) = &args.config {
-        anyhow::ensure!(
-            path.is_file(),
-            "config file {} does not exist",
-            path.display()
-        );
-    }
     let config = ServeConfig {
         bind: args.bind,
         database_url: args.store.url()?,
+        config_file: args.config,
     };
     let server = Server::start(&config).await?;
     if let Some((tenant, secret)) = &server.bootstrap {

@@ -121,7 +121,7 @@ pub(super) async fn insert_key<'e>(
 
 impl Store {
     pub async fn insert_key(&self, key: &NewKey, secret: &Secret) -> StoreResult<KeyRow> {
-        insert_key(self.pool(), key, secret).await
+        insert_key(self.writer(), key, secret).await
     }
 
     /// The key a secret hash belongs to, whatever its state.
@@ -207,7 +207,7 @@ impl Store {
             .bind(changes.metadata.as_ref().map(metadata_json))
             .bind(changes.disabled.map(i64::from))
             .bind(now_ms())
-            .fetch_optional(self.pool())
+            .fetch_optional(self.writer())
             .await?;
         match row {
             Some(row) => Ok(row),
@@ -226,7 +226,7 @@ impl Store {
         .bind(tenant_id)
         .bind(key_id)
         .bind(now)
-        .execute(self.pool())
+        .execute(self.writer())
         .await?
         .rows_affected();
         if done == 1 {
@@ -258,7 +258,7 @@ impl Store {
             .bind(secret.hash_hex())
             .bind(secret.hint())
             .bind(now)
-            .fetch_optional(self.pool())
+            .fetch_optional(self.writer())
             .await?;
         match row {
             Some(row) => Ok(row),

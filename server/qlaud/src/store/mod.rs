@@ -6,6 +6,7 @@
 //! driver, which keeps each backend's prepared-statement cache.
 
 mod keys;
+mod requests;
 mod tenants;
 
 use std::path::Path;
@@ -16,6 +17,7 @@ use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, Executor};
 
 pub use keys::{KeyChanges, KeyRow, NewKey};
+pub use requests::MAX_BATCH;
 pub use tenants::TenantRow;
 
 use crate::error::Result;
@@ -33,6 +35,11 @@ pub enum Backend {
 #[derive(Clone, Debug)]
 pub struct Store {
     pool: AnyPool,
+    /// Where writes go. On SQLite a single connection, so writers queue in
+    /// order inside qlaud instead of sleeping in SQLite's busy handler (which
+    /// backs off in growing steps and wrecks tail latency); on PostgreSQL the
+    /// same pool as reads.
+    writer: AnyPool,
     backend: Backend,
 }
 
@@ -49,35 +56,43 @@ impl Store {
             anyhow::bail!("unsupported database URL {url:?}: expected sqlite://… or postgres://…");
         };
         let options = AnyConnectOptions::from_str(url)?;
-        let pool = match backend {
-            Backend::Sqlite => {
-                AnyPoolOptions::new()
-                    // WAL lets readers run beside the one writer; the busy
-                    // timeout makes writers queue instead of failing.
-                    .after_connect(|conn, _| {
-                        Box::pin(async move {
-                            conn.execute("PRAGMA busy_timeout = 10000").await?;
-                            conn.execute("PRAGMA journal_mode = WAL").await?;
-                            conn.execute("PRAGMA synchronous = NORMAL").await?;
-                            conn.execute("PRAGMA foreign_keys = ON").await?;
-                            Ok(())
-                        })
+        let sqlite_options = |max: u32| {
+            AnyPoolOptions::new()
+                // WAL lets readers run beside the one writer; the busy
+                // timeout makes writers queue instead of failing.
+                .after_connect(|conn, _| {
+                    Box::pin(async move {
+                        conn.execute("PRAGMA busy_timeout = 10000").await?;
+                        conn.execute("PRAGMA journal_mode = WAL").await?;
+                        conn.execute("PRAGMA synchronous = NORMAL").await?;
+                        conn.execute("PRAGMA foreign_keys = ON").await?;
+                        Ok(())
                     })
-                    .max_connections(8)
-                    .acquire_timeout(Duration::from_secs(30))
-                    .connect_with(options)
-                    .await?
+                })
+                .max_connections(max)
+                .acquire_timeout(Duration::from_secs(30))
+        };
+        let (pool, writer) = match backend {
+            Backend::Sqlite => {
+                let writer = sqlite_options(1).connect_with(options.clone()).await?;
+                migrate(&writer, backend).await?;
+                (sqlite_options(8).connect_with(options).await?, writer)
             }
             Backend::Postgres => {
-                AnyPoolOptions::new()
+                let pool = AnyPoolOptions::new()
                     .max_connections(16)
                     .acquire_timeout(Duration::from_secs(30))
                     .connect_with(options)
-                    .await?
+                    .await?;
+                migrate(&pool, backend).await?;
+                (pool.clone(), pool)
             }
         };
-        migrate(&pool, backend).await?;
-        Ok(Store { pool, backend })
+        Ok(Store {
+            pool,
+            writer,
+            backend,
+        })
     }
 
     /// The SQLite URL for a data directory, creating the directory.
@@ -91,12 +106,19 @@ impl Store {
         self.backend
     }
 
+    /// For reads.
     pub(crate) fn pool(&self) -> &AnyPool {
         &self.pool
     }
 
+    /// For writes and transactions that write.
+    pub(crate) fn writer(&self) -> &AnyPool {
+        &self.writer
+    }
+
     pub async fn close(&self) {
         self.pool.close().await;
+        self.writer.close().await;
     }
 }
 

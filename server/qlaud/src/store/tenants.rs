@@ -16,7 +16,7 @@ pub struct TenantRow {
 impl Store {
     /// Creates a tenant and its master (admin) key, in one transaction.
     pub async fn create_tenant(&self, name: &str) -> StoreResult<(TenantRow, Secret)> {
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.writer().begin().await?;
         let (tenant, secret) = insert_tenant(&mut tx, name).await?;
         tx.commit().await?;
         Ok((tenant, secret))
@@ -26,7 +26,7 @@ impl Store {
     /// master key; `None` when the store was already set up. Safe when several
     /// qlaud processes start at once on one database: exactly one bootstraps.
     pub async fn bootstrap(&self) -> StoreResult<Option<(TenantRow, Secret)>> {
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.writer().begin().await?;
         let claimed = sqlx::query(
             "INSERT INTO meta (name, value) VALUES ('bootstrapped', $1) ON CONFLICT DO NOTHING",
         )

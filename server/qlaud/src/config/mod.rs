@@ -1,0 +1,241 @@
+//! Providers and models: built-in defaults (`defaults.toml`), overridden by
+//! an optional `qlaud.toml`, with base URLs and keys from the environment.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use qlaud_api::Usd;
+use serde::Deserialize;
+
+const DEFAULTS: &str = include_str!("defaults.toml");
+
+/// What kind of API a provider speaks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ProviderKind {
+    /// Anthropic's Messages API.
+    Anthropic,
+    /// OpenAI's Chat Completions API.
+    Openai,
+    /// Another service speaking OpenAI's Chat Completions API.
+    OpenaiCompatible,
+    /// qlaud's built-in offline model.
+    Echo,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    #[serde(default)]
+    providers: BTreeMap<String, ProviderSpec>,
+    #[serde(default)]
+    models: BTreeMap<String, ModelSpec>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ProviderSpec {
+    kind: ProviderKind,
+    base_url: Option<String>,
+    base_url_env: Option<String>,
+    default_base_url: Option<String>,
+    api_key_env: Option<String>,
+    /// The key itself; prefer `api_key_env` so the key stays out of files.
+    api_key: Option<String>,
+    /// Seconds to wait for the provider's answer to start, and between two
+    /// pieces of a stream.
+    timeout_secs: Option<u64>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ModelSpec {
+    provider: String,
+    /// The provider's id for the model; the public name when left out.
+    upstream: Option<String>,
+    display_name: Option<String>,
+    max_output_tokens: u64,
+    prices: Option<PriceSpec>,
+}
+
+/// Prices as written in the file: decimal dollars per million tokens.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PriceSpec {
+    input: String,
+    output: String,
+    cache_read: Option<String>,
+    cache_write: Option<String>,
+}
+
+/// A provider ready to call.
+#[derive(Debug)]
+pub struct Provider {
+    pub name: String,
+    pub kind: ProviderKind,
+    /// Without a trailing slash.
+    pub base_url: String,
+    pub api_key: Option<String>,
+    pub timeout: Duration,
+}
+
+/// Prices in integer micro-dollars per million tokens.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Prices {
+    pub input: i64,
+    pub output: i64,
+    pub cache_read: i64,
+    pub cache_write: i64,
+}
+
+/// A model qlaud serves.
+#[derive(Debug)]
+pub struct Model {
+    pub name: String,
+    pub display_name: String,
+    pub upstream: String,
+    pub provider: Arc<Provider>,
+    pub max_output_tokens: u64,
+    /// `None`: no price configured, so the model is refused.
+    pub prices: Option<Prices>,
+}
+
+/// Every provider and model, resolved.
+#[derive(Debug, Default)]
+pub struct Catalog {
+    models: HashMap<String, Arc<Model>>,
+    /// Public names, sorted, for listing.
+    order: Vec<String>,
+}
+
+impl Catalog {
+    /// The built-in defaults with `file` (a qlaud.toml) on top.
+    pub fn load(file: Option<&Path>) -> anyhow::Result<Catalog> {
+        let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+        let mut config: FileConfig = toml::from_str(DEFAULTS).context("built-in defaults")?;
+        if let Some(path) = file {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            let user: FileConfig =
+                toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+            config.providers.extend(user.providers);
+            config.models.extend(user.models);
+        }
+        Catalog::resolve(config, env)
+    }
+
+    fn resolve(
+        config: FileConfig,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> anyhow::Result<Catalog> {
+        let mut providers = HashMap::new();
+        for (name, spec) in config.providers {
+            let base_url = spec
+                .base_url
+                .or_else(|| spec.base_url_env.as_deref().and_then(&env))
+                .or(spec.default_base_url)
+                .unwrap_or_default()
+                .trim_end_matches('/')
+                .to_string();
+            anyhow::ensure!(
+                spec.kind == ProviderKind::Echo || base_url.starts_with("http"),
+                "provider {name}: base_url must be an http(s) URL, got {base_url:?}"
+            );
+            let provider = Provider {
+                api_key: spec
+                    .api_key
+                    .or_else(|| spec.api_key_env.as_deref().and_then(&env)),
+                kind: spec.kind,
+                base_url,
+                timeout: Duration::from_secs(spec.timeout_secs.unwrap_or(600)),
+                name: name.clone(),
+            };
+            providers.insert(name, Arc::new(provider));
+        }
+        let mut models = HashMap::new();
+        for (name, spec) in config.models {
+            let provider = providers
+                .get(&spec.provider)
+                .with_context(|| format!("model {name}: no provider named {:?}", spec.provider))?;
+            let prices = spec
+                .prices
+                .map(|p| p.resolve())
+                .transpose()
+                .with_context(|| format!("model {name}: prices"))?;
+            let model = Model {
+                display_name: spec.display_name.unwrap_or_else(|| name.clone()),
+                upstream: spec.upstream.unwrap_or_else(|| name.clone()),
+                provider: provider.clone(),
+                max_output_tokens: spec.max_output_tokens,
+                prices,
+                name: name.clone(),
+            };
+            models.insert(name, Arc::new(model));
+        }
+        let mut order: Vec<String> = models.keys().cloned().collect();
+        order.sort();
+        Ok(Catalog { models, order })
+    }
+
+    pub fn model(&self, name: &str) -> Option<&Arc<Model>> {
+        self.models.get(name)
+    }
+
+    /// Models in name order.
+    pub fn models(&self) -> impl Iterator<Item = &Arc<Model>> {
+        self.order.iter().filter_map(|n| self.models.get(n))
+    }
+}
+
+impl PriceSpec {
+    fn resolve(self) -> anyhow::Result<Prices> {
+        let parse = |what: &str, v: &str| {
+            Usd::parse_decimal(v)
+                .map(Usd::micros)
+                .map_err(|e| anyhow::anyhow!("{what} {e}"))
+        };
+        Ok(Prices {
+            input: parse("input", &self.input)?,
+            output: parse("output", &self.output)?,
+            cache_read: self
+                .cache_read
+                .as_deref()
+                .map(|v| parse("cache_read", v))
+                .transpose()?
+                .unwrap_or(0),
+            cache_write: self
+                .cache_write
+                .as_deref()
+                .map(|v| parse("cache_write", v))
+                .transpose()?
+                .unwrap_or(0),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_resolve_with_env_base_urls() {
+        let config: FileConfig = toml::from_str(DEFAULTS).unwrap();
+        let catalog = Catalog::resolve(config, |name| match name {
+            "ANTHROPIC_BASE_URL" => Some("http://127.0.0.1:9/".to_string()),
+            "ANTHROPIC_API_KEY" => Some("k".to_string()),
+            _ => None,
+        })
+        .unwrap();
+        let opus = catalog.model("claude-opus-4-7").unwrap();
+        assert_eq!(opus.provider.base_url, "http://127.0.0.1:9");
+        assert_eq!(opus.provider.api_key.as_deref(), Some("k"));
+        assert_eq!(opus.prices.unwrap().output, 25_000_000);
+        let gpt = catalog.model("gpt-5.4").unwrap();
+        assert_eq!(gpt.provider.base_url, "https://api.openai.com/v1");
+        assert_eq!(gpt.prices.unwrap().cache_read, 125_000);
+        assert!(catalog.model("echo").is_some());
+    }
+}

@@ -1,0 +1,65 @@
+//! Answers of the offline `echo` model, written by the same encoders that
+//! translate providers' answers.
+
+use dropshot::Body;
+use http::Response;
+
+use super::error::GatewayError;
+use super::{Call, ClientEncoder, Shape, json_response, sse, sse_response};
+use crate::context::Context;
+use crate::meter::{RequestRecord, Usage};
+use crate::providers::echo::Reply;
+use crate::providers::ir::Event;
+use crate::store::new_id;
+
+pub(super) async fn answer(
+    ctx: &Context,
+    call: Call,
+    reply: Reply,
+    client_wants_usage: bool,
+) -> Result<Response<Body>, GatewayError> {
+    let id = match call.shape {
+        Shape::Messages => new_id("msg"),
+        Shape::ChatCompletions => new_id("chatcmpl"),
+    };
+    if !call.streamed {
+        let cost = RequestRecord::cost_for(&call.model, &reply.usage);
+        let v =
+            ClientEncoder::completion(call.shape, &reply.completion(id), &call.model.name, cost);
+        ctx.recorder
+            .record(call.record(200, reply.usage, cost))
+            .await;
+        return Ok(json_response(&v, cost));
+    }
+    let (tx, body) = sse::channel();
+    let recorder = ctx.recorder.clone();
+    tokio::spawn(async move {
+        let mut encoder = ClientEncoder::new(call.shape, &call.model, client_wants_usage);
+        let mut sent = 0u64;
+        let mut done = true;
+        'events: for event in reply.events(id) {
+            let is_text = matches!(event, Event::Text(_));
+            for bytes in encoder.encode(event) {
+                if !sse::send(&tx, bytes).await {
+                    done = false;
+                    break 'events;
+                }
+            }
+            sent += u64::from(is_text);
+        }
+        // A client that left early pays for the words it was sent.
+        let usage = if done {
+            reply.usage
+        } else {
+            Usage {
+                output_tokens: sent,
+                ..reply.usage
+            }
+        };
+        let cost = RequestRecord::cost_for(&call.model, &usage);
+        recorder
+            .record(call.record(if done { 200 } else { 499 }, usage, cost))
+            .await;
+    });
+    Ok(sse_response(body))
+}

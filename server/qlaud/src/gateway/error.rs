@@ -1,0 +1,110 @@
+//! The gateway's errors, shaped at the end into Anthropic's or OpenAI's
+//! error body depending on the endpoint.
+
+use qlaud_api::errors::{anthropic_type, openai_type};
+use qlaud_api::{AnthropicError, OpenAiError};
+use serde_json::Value;
+
+use crate::error::Error;
+
+#[derive(Debug)]
+pub struct GatewayError {
+    pub status: u16,
+    pub message: String,
+    /// The error type the provider gave, and whether the provider speaks
+    /// OpenAI's shape; the type is kept when the client speaks the same.
+    pub upstream_type: Option<(String, bool)>,
+    /// OpenAI's `code` (`model_not_found`, `invalid_api_key`, …).
+    pub code: Option<String>,
+}
+
+impl GatewayError {
+    pub fn new(status: u16, message: impl Into<String>) -> GatewayError {
+        GatewayError {
+            status,
+            message: message.into(),
+            upstream_type: None,
+            code: None,
+        }
+    }
+
+    pub fn with_code(mut self, code: &str) -> GatewayError {
+        self.code = Some(code.to_string());
+        self
+    }
+
+    pub fn bad_request(message: impl Into<String>) -> GatewayError {
+        GatewayError::new(400, message)
+    }
+
+    pub fn model_not_found(model: &str) -> GatewayError {
+        GatewayError::new(
+            404,
+            format!("model {model:?} is not served by this qlaud; GET /v1/models lists the models"),
+        )
+        .with_code("model_not_found")
+    }
+
+    /// An error answer of a provider, read in whichever shape it came.
+    pub fn from_upstream(
+        provider: &str,
+        openai_shaped: bool,
+        status: u16,
+        body: &[u8],
+    ) -> GatewayError {
+        let v: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+        let err = &v["error"];
+        let message = err["message"]
+            .as_str()
+            .map(str::to_string)
+            .unwrap_or_else(|| String::from_utf8_lossy(&body[..body.len().min(500)]).into_owned());
+        let upstream_type = err["type"].as_str().map(|t| (t.to_string(), openai_shaped));
+        let code = err["code"].as_str().map(str::to_string);
+        match status {
+            // The provider refused qlaud's own credentials: not the client's
+            // fault, and a 401 would make the client doubt its qlaud key.
+            401 | 403 => GatewayError::new(
+                502,
+                format!("provider {provider} refused qlaud's credentials ({status}): {message}"),
+            ),
+            _ => GatewayError {
+                status,
+                message,
+                upstream_type,
+                code,
+            },
+        }
+    }
+
+    pub fn into_anthropic(self) -> AnthropicError {
+        let kind = match self.upstream_type {
+            Some((t, false)) => t,
+            _ => anthropic_type(self.status).to_string(),
+        };
+        AnthropicError::new(self.status, &kind, self.message)
+    }
+
+    pub fn into_openai(self) -> OpenAiError {
+        let kind = match self.upstream_type {
+            Some((t, true)) => t,
+            _ => openai_type(self.status).to_string(),
+        };
+        OpenAiError::new(self.status, &kind, self.code.as_deref(), self.message)
+    }
+}
+
+impl From<Error> for GatewayError {
+    fn from(e: Error) -> GatewayError {
+        match e {
+            Error::Unauthenticated(m) => GatewayError::new(401, m).with_code("invalid_api_key"),
+            Error::Forbidden(m) => GatewayError::new(403, m),
+            e @ Error::NotFound { .. } => GatewayError::new(404, e.to_string()),
+            Error::InvalidRequest(m) => GatewayError::new(400, m),
+            Error::Conflict(m) => GatewayError::new(409, m),
+            e @ (Error::Store(_) | Error::Internal(_)) => {
+                tracing::error!(error = %e, "model request failed");
+                GatewayError::new(500, "internal error")
+            }
+        }
+    }
+}

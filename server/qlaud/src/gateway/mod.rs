@@ -1,0 +1,659 @@
+//! The model request path: authenticate → resolve the model → call the
+//! provider (or answer offline) → answer the client as JSON or a stream →
+//! hand the usage to `meter`.
+//!
+//! Same-shape calls pass through: qlaud reads only what it needs (model,
+//! limits, usage) and forwards everything else untouched, stream events byte
+//! for byte except the few it annotates with cost.
+
+mod echo;
+pub mod error;
+pub mod sse;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::{Bytes, BytesMut};
+use dropshot::Body;
+use futures::StreamExt;
+use http::{HeaderMap, Response, StatusCode};
+use qlaud_api::{ChatCompletionRequest, MessagesRequest, ModelInfo, ModelList, ModelPricing, Usd};
+use serde_json::Value;
+
+use crate::auth::Caller;
+use crate::config::{Catalog, Model, ProviderKind};
+use crate::context::Context;
+use crate::meter::{RequestRecord, Usage};
+use crate::providers::ir::{Completion, Event};
+use crate::providers::{self, anthropic, openai};
+use error::GatewayError;
+
+/// Providers and models with a pooled HTTP client per provider.
+pub struct Gateway {
+    pub catalog: Catalog,
+    clients: HashMap<String, reqwest::Client>,
+}
+
+impl Gateway {
+    pub fn new(catalog: Catalog) -> Gateway {
+        let clients = catalog
+            .models()
+            .map(|m| (m.provider.name.clone(), providers::http_client(&m.provider)))
+            .collect();
+        Gateway { catalog, clients }
+    }
+
+    fn client(&self, model: &Model) -> &reqwest::Client {
+        &self.clients[&model.provider.name]
+    }
+
+    /// A model that may be served: known and priced.
+    fn model(&self, name: &str) -> Result<Arc<Model>, GatewayError> {
+        let model = self
+            .catalog
+            .model(name)
+            .ok_or_else(|| GatewayError::model_not_found(name))?;
+        if model.prices.is_none() {
+            return Err(GatewayError::bad_request(format!(
+                "model {name:?} has no price configured, and qlaud never serves a model at $0 \
+                 by accident; set its prices in qlaud.toml"
+            ))
+            .with_code("model_not_priced"));
+        }
+        Ok(model.clone())
+    }
+
+    pub fn list(&self) -> ModelList {
+        let usd =
+            |micros: i64| Usd::from_micros(micros).unwrap_or_else(|| Usd::from_micros(0).unwrap());
+        let data: Vec<ModelInfo> = self
+            .catalog
+            .models()
+            .filter_map(|m| {
+                let p = m.prices?;
+                Some(ModelInfo {
+                    id: m.name.clone(),
+                    object: "model".into(),
+                    kind: "model".into(),
+                    display_name: m.display_name.clone(),
+                    created: 1_767_225_600,
+                    created_at: "2026-01-01T00:00:00Z".into(),
+                    owned_by: m.provider.name.clone(),
+                    max_output_tokens: m.max_output_tokens,
+                    pricing: ModelPricing {
+                        input_per_mtok_usd: usd(p.input),
+                        output_per_mtok_usd: usd(p.output),
+                        cache_read_per_mtok_usd: usd(p.cache_read),
+                        cache_write_per_mtok_usd: usd(p.cache_write),
+                    },
+                })
+            })
+            .collect();
+        ModelList {
+            object: "list".into(),
+            first_id: data.first().map(|m| m.id.clone()),
+            last_id: data.last().map(|m| m.id.clone()),
+            has_more: false,
+            data,
+        }
+    }
+}
+
+/// Which API shape the client speaks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Shape {
+    Messages,
+    ChatCompletions,
+}
+
+impl Shape {
+    fn endpoint(self) -> &'static str {
+        match self {
+            Shape::Messages => "messages",
+            Shape::ChatCompletions => "chat_completions",
+        }
+    }
+}
+
+/// One model request in flight.
+struct Call {
+    caller: Caller,
+    model: Arc<Model>,
+    shape: Shape,
+    streamed: bool,
+    started: Instant,
+}
+
+impl Call {
+    fn record(&self, status: u16, usage: Usage, cost_micros: i64) -> RequestRecord {
+        RequestRecord {
+            tenant_id: self.caller.tenant_id.clone(),
+            key_id: self.caller.key_id.clone(),
+            model: self.model.name.clone(),
+            provider: self.model.provider.name.clone(),
+            endpoint: self.shape.endpoint(),
+            streamed: self.streamed,
+            status,
+            usage,
+            cost_micros,
+            latency_ms: i64::try_from(self.started.elapsed().as_millis()).unwrap_or(i64::MAX),
+        }
+    }
+}
+
+/// `POST /v1/messages`.
+pub async fn messages(
+    ctx: &Context,
+    headers: &HeaderMap,
+    mut req: MessagesRequest,
+) -> Result<Response<Body>, GatewayError> {
+    let started = Instant::now();
+    let caller = ctx.authenticate(headers).await?;
+    let model = ctx.gateway.model(&req.model)?;
+    let streamed = req.stream.unwrap_or(false);
+    // Clients ask for far more output than models allow (the Vercel AI SDK
+    // sends 128000 for every Claude model): cap at the model's limit, and
+    // fill it in when missing, since Anthropic requires it.
+    let max_tokens = req
+        .max_tokens
+        .unwrap_or(model.max_output_tokens)
+        .min(model.max_output_tokens);
+    let call = Call {
+        caller,
+        model: model.clone(),
+        shape: Shape::Messages,
+        streamed,
+        started,
+    };
+    match model.provider.kind {
+        ProviderKind::Echo => {
+            let reply = providers::echo::reply(req.system.as_ref(), &req.messages, max_tokens);
+            echo::answer(ctx, call, reply, false).await
+        }
+        ProviderKind::Anthropic => {
+            req.model = model.upstream.clone();
+            req.max_tokens = Some(max_tokens);
+            let body =
+                serde_json::to_vec(&req).map_err(|e| GatewayError::new(500, e.to_string()))?;
+            let http = anthropic::request(ctx.gateway.client(&model), &model, headers, body)?;
+            let upstream = send(ctx, &call, http).await?;
+            if streamed {
+                let meter = anthropic::StreamTap::new(&model);
+                Ok(stream(ctx, call, upstream, meter))
+            } else {
+                json_answer(ctx, call, upstream, |v| anthropic::usage(&v["usage"])).await
+            }
+        }
+        ProviderKind::Openai | ProviderKind::OpenaiCompatible => {
+            let body = openai::convert::request_from_anthropic(
+                &req,
+                &model.upstream,
+                max_tokens,
+                streamed,
+            )?;
+            let body =
+                serde_json::to_vec(&body).map_err(|e| GatewayError::new(500, e.to_string()))?;
+            let http = openai::request(ctx.gateway.client(&model), &model, body)?;
+            let upstream = send(ctx, &call, http).await?;
+            if streamed {
+                let prompt_estimate =
+                    providers::echo::count_input(req.system.as_ref(), &req.messages);
+                let mut decoder = openai::convert::Decoder::default();
+                let meter = Translator::new(
+                    &call,
+                    move |raw| decoder.decode(raw),
+                    false,
+                    prompt_estimate,
+                );
+                Ok(stream(ctx, call, upstream, meter))
+            } else {
+                json_translated(ctx, call, upstream, openai::convert::completion).await
+            }
+        }
+    }
+}
+
+/// `POST /v1/chat/completions`.
+pub async fn chat_completions(
+    ctx: &Context,
+    headers: &HeaderMap,
+    mut req: ChatCompletionRequest,
+) -> Result<Response<Body>, GatewayError> {
+    let started = Instant::now();
+    let caller = ctx.authenticate(headers).await?;
+    let model = ctx.gateway.model(&req.model)?;
+    let streamed = req.stream.unwrap_or(false);
+    let call = Call {
+        caller,
+        model: model.clone(),
+        shape: Shape::ChatCompletions,
+        streamed,
+        started,
+    };
+    match model.provider.kind {
+        ProviderKind::Echo => {
+            let max_tokens = chat_max_tokens(&req, &model);
+            let reply = providers::echo::reply(None, &req.messages, max_tokens);
+            let wants_usage = wants_usage(&req.extra);
+            echo::answer(ctx, call, reply, wants_usage).await
+        }
+        ProviderKind::Openai | ProviderKind::OpenaiCompatible => {
+            let prompt_estimate = providers::echo::count_input(None, &req.messages);
+            req.model = model.upstream.clone();
+            let wants_usage = wants_usage(&req.extra);
+            if streamed {
+                // Usage arrives only when asked for: always ask.
+                let opts = req
+                    .extra
+                    .entry("stream_options")
+                    .or_insert_with(|| Value::Object(Default::default()));
+                if !opts.is_object() {
+                    *opts = Value::Object(Default::default());
+                }
+                opts["include_usage"] = Value::Bool(true);
+            }
+            let body =
+                serde_json::to_vec(&req).map_err(|e| GatewayError::new(500, e.to_string()))?;
+            let http = openai::request(ctx.gateway.client(&model), &model, body)?;
+            let upstream = send(ctx, &call, http).await?;
+            if streamed {
+                let meter = openai::StreamTap::new(&model, wants_usage, prompt_estimate);
+                Ok(stream(ctx, call, upstream, meter))
+            } else {
+                json_answer(ctx, call, upstream, |v| openai::usage(&v["usage"])).await
+            }
+        }
+        ProviderKind::Anthropic => {
+            let max_tokens = chat_max_tokens(&req, &model);
+            let body = anthropic::convert::request_from_openai(
+                &req,
+                &model.upstream,
+                max_tokens,
+                streamed,
+            )?;
+            let body =
+                serde_json::to_vec(&body).map_err(|e| GatewayError::new(500, e.to_string()))?;
+            let http = anthropic::request(ctx.gateway.client(&model), &model, headers, body)?;
+            let upstream = send(ctx, &call, http).await?;
+            if streamed {
+                let prompt_estimate = providers::echo::count_input(None, &req.messages);
+                let wants_usage = wants_usage(&req.extra);
+                let mut decoder = anthropic::convert::Decoder::default();
+                let meter = Translator::new(
+                    &call,
+                    move |raw| decoder.decode(raw),
+                    wants_usage,
+                    prompt_estimate,
+                );
+                Ok(stream(ctx, call, upstream, meter))
+            } else {
+                json_translated(ctx, call, upstream, anthropic::convert::completion).await
+            }
+        }
+    }
+}
+
+/// The output limit of a chat request: the client's (either field), capped
+/// at the model's.
+fn chat_max_tokens(req: &ChatCompletionRequest, model: &Model) -> u64 {
+    req.max_completion_tokens
+        .or(req.max_tokens)
+        .unwrap_or(model.max_output_tokens)
+        .min(model.max_output_tokens)
+}
+
+fn wants_usage(extra: &serde_json::Map<String, Value>) -> bool {
+    extra
+        .get("stream_options")
+        .and_then(|o| o.get("include_usage"))
+        .and_then(Value::as_bool)
+        == Some(true)
+}
+
+/// Sends the upstream request; a provider error becomes the client's error
+/// (and is recorded).
+async fn send(
+    ctx: &Context,
+    call: &Call,
+    req: reqwest::RequestBuilder,
+) -> Result<reqwest::Response, GatewayError> {
+    let provider = &call.model.provider;
+    let result = tokio::time::timeout(provider.timeout, req.send()).await;
+    let failure = match result {
+        Ok(Ok(resp)) if resp.status().is_success() => return Ok(resp),
+        Ok(Ok(resp)) => {
+            let status = resp.status().as_u16();
+            let body = tokio::time::timeout(provider.timeout, resp.bytes()).await;
+            let body = body.ok().and_then(Result::ok).unwrap_or_default();
+            let openai_shaped = provider.kind != ProviderKind::Anthropic;
+            GatewayError::from_upstream(&provider.name, openai_shaped, status, &body)
+        }
+        Err(_) => GatewayError::new(
+            504,
+            format!(
+                "provider {} did not answer within {} s",
+                provider.name,
+                provider.timeout.as_secs()
+            ),
+        ),
+        Ok(Err(e)) if e.is_timeout() => {
+            GatewayError::new(504, format!("provider {} timed out: {e}", provider.name))
+        }
+        Ok(Err(e)) => GatewayError::new(
+            502,
+            format!(
+                "could not reach provider {}: {}",
+                provider.name,
+                error_chain(&e)
+            ),
+        ),
+    };
+    let record = call.record(failure.status, Usage::default(), 0);
+    ctx.recorder.record(record).await;
+    Err(failure)
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut source = e.source();
+    while let Some(inner) = source {
+        s.push_str(": ");
+        s.push_str(&inner.to_string());
+        source = inner.source();
+    }
+    s
+}
+
+/// A non-streamed provider answer: read usage, add cost, name the model as
+/// the client did, record, answer.
+async fn json_answer(
+    ctx: &Context,
+    call: Call,
+    upstream: reqwest::Response,
+    usage_of: impl Fn(&Value) -> Usage,
+) -> Result<Response<Body>, GatewayError> {
+    let provider = &call.model.provider;
+    let bytes = tokio::time::timeout(provider.timeout, upstream.bytes())
+        .await
+        .map_err(|_| {
+            GatewayError::new(
+                504,
+                format!("provider {} stalled mid-answer", provider.name),
+            )
+        })?
+        .map_err(|e| GatewayError::new(502, format!("reading provider {}: {e}", provider.name)))?;
+    let mut v: Value = serde_json::from_slice(&bytes).map_err(|e| {
+        GatewayError::new(
+            502,
+            format!("provider {} sent invalid JSON: {e}", provider.name),
+        )
+    })?;
+    let usage = usage_of(&v);
+    let cost = RequestRecord::cost_for(&call.model, &usage);
+    v["model"] = Value::String(call.model.name.clone());
+    if let Some(u) = v.get_mut("usage").and_then(Value::as_object_mut) {
+        u.insert("cost_micros".into(), cost.into());
+    }
+    ctx.recorder.record(call.record(200, usage, cost)).await;
+    Ok(json_response(&v, cost))
+}
+
+/// The provider's whole JSON answer.
+async fn read_json(call: &Call, upstream: reqwest::Response) -> Result<Value, GatewayError> {
+    let provider = &call.model.provider;
+    let bytes = tokio::time::timeout(provider.timeout, upstream.bytes())
+        .await
+        .map_err(|_| {
+            GatewayError::new(
+                504,
+                format!("provider {} stalled mid-answer", provider.name),
+            )
+        })?
+        .map_err(|e| GatewayError::new(502, format!("reading provider {}: {e}", provider.name)))?;
+    serde_json::from_slice(&bytes).map_err(|e| {
+        GatewayError::new(
+            502,
+            format!("provider {} sent invalid JSON: {e}", provider.name),
+        )
+    })
+}
+
+fn json_response(v: &Value, cost: i64) -> Response<Body> {
+    let body = serde_json::to_vec(v).expect("a JSON value serializes");
+    Response::builder()
+        .status(StatusCode::OK)
+        .header(http::header::CONTENT_TYPE, "application/json")
+        .header("qlaud-cost-micros", cost)
+        .body(Body::with_content(body))
+        .expect("a valid response")
+}
+
+fn sse_response(body: Body) -> Response<Body> {
+    Response::builder()
+        .status(StatusCode::OK)
+        .header(http::header::CONTENT_TYPE, "text/event-stream")
+        .header(http::header::CACHE_CONTROL, "no-cache")
+        .body(body)
+        .expect("a valid response")
+}
+
+/// How a forwarded stream ended.
+enum StreamEnd {
+    /// The provider finished.
+    Done,
+    /// The client went away; the provider call was dropped with it.
+    ClientGone,
+    /// The provider's stream broke off.
+    UpstreamFailed(String),
+}
+
+impl StreamEnd {
+    fn status(&self) -> u16 {
+        match self {
+            StreamEnd::Done => 200,
+            StreamEnd::ClientGone => 499,
+            StreamEnd::UpstreamFailed(_) => 502,
+        }
+    }
+}
+
+/// Forwards upstream events to the client as each completes, through `tap`.
+/// Returns when either side ends; dropping the upstream body then closes the
+/// provider connection, which stops generation.
+async fn pump(
+    upstream: reqwest::Response,
+    tx: &sse::Sender,
+    mut tap: impl FnMut(Bytes) -> Option<Bytes>,
+) -> StreamEnd {
+    let mut framer = sse::Framer::default();
+    let mut body = upstream.bytes_stream();
+    while let Some(chunk) = body.next().await {
+        let chunk = match chunk {
+            Ok(c) => c,
+            Err(e) => return StreamEnd::UpstreamFailed(error_chain(&e)),
+        };
+        for event in framer.push(&chunk) {
+            if let Some(out) = tap(event)
+                && !sse::send(tx, out).await
+            {
+                return StreamEnd::ClientGone;
+            }
+        }
+    }
+    match framer.rest() {
+        Some(_) => StreamEnd::UpstreamFailed("the stream ended mid-event".into()),
+        None => StreamEnd::Done,
+    }
+}
+
+/// What a forwarded stream needs: turn each upstream event into what the
+/// client gets, and say what the stream used so far.
+pub trait StreamMeter: Send + 'static {
+    fn tap(&mut self, raw: Bytes) -> Option<Bytes>;
+    fn usage(&self) -> Usage;
+}
+
+impl StreamMeter for anthropic::StreamTap {
+    fn tap(&mut self, raw: Bytes) -> Option<Bytes> {
+        Some(self.on_event(raw))
+    }
+    fn usage(&self) -> Usage {
+        self.final_usage()
+    }
+}
+
+impl StreamMeter for openai::StreamTap {
+    fn tap(&mut self, raw: Bytes) -> Option<Bytes> {
+        self.on_event(raw)
+    }
+    fn usage(&self) -> Usage {
+        self.final_usage()
+    }
+}
+
+/// A cross-shape stream: provider events → internal events → client events.
+struct Translator<D> {
+    decode: D,
+    encoder: ClientEncoder,
+    usage: Option<Usage>,
+    pieces: u64,
+    prompt_estimate: u64,
+}
+
+impl<D: FnMut(&[u8]) -> Vec<Event> + Send + 'static> Translator<D> {
+    fn new(call: &Call, decode: D, wants_usage: bool, prompt_estimate: u64) -> Translator<D> {
+        Translator {
+            decode,
+            encoder: ClientEncoder::new(call.shape, &call.model, wants_usage),
+            usage: None,
+            pieces: 0,
+            prompt_estimate,
+        }
+    }
+}
+
+impl<D: FnMut(&[u8]) -> Vec<Event> + Send + 'static> StreamMeter for Translator<D> {
+    fn tap(&mut self, raw: Bytes) -> Option<Bytes> {
+        let mut out = BytesMut::new();
+        for event in (self.decode)(&raw) {
+            match &event {
+                Event::Usage(u) => self.usage = Some(*u),
+                Event::Text(_) | Event::ToolArgs(_) => self.pieces += 1,
+                _ => {}
+            }
+            for b in self.encoder.encode(event) {
+                out.extend_from_slice(&b);
+            }
+        }
+        (!out.is_empty()).then(|| out.freeze())
+    }
+
+    fn usage(&self) -> Usage {
+        // A stream cut before the provider's count is billed at least one
+        // token per piece of content that came through.
+        let mut u = self.usage.unwrap_or(Usage {
+            input_tokens: self.prompt_estimate,
+            ..Default::default()
+        });
+        u.output_tokens = u.output_tokens.max(self.pieces);
+        u
+    }
+}
+
+/// Internal events written in the client's shape.
+pub(crate) enum ClientEncoder {
+    Anthropic(anthropic::convert::Encoder),
+    OpenAi(openai::convert::Encoder),
+}
+
+impl ClientEncoder {
+    fn new(shape: Shape, model: &Model, wants_usage: bool) -> ClientEncoder {
+        let prices = model.prices.unwrap_or_default();
+        match shape {
+            Shape::Messages => {
+                ClientEncoder::Anthropic(anthropic::convert::Encoder::new(&model.name, prices))
+            }
+            Shape::ChatCompletions => ClientEncoder::OpenAi(openai::convert::Encoder::new(
+                &model.name,
+                prices,
+                wants_usage,
+            )),
+        }
+    }
+
+    fn encode(&mut self, event: Event) -> Vec<Bytes> {
+        match self {
+            ClientEncoder::Anthropic(e) => e.encode(event),
+            ClientEncoder::OpenAi(e) => e.encode(event),
+        }
+    }
+
+    /// A whole answer in `shape`.
+    fn completion(shape: Shape, c: &Completion, model: &str, cost: i64) -> Value {
+        match shape {
+            Shape::Messages => anthropic::convert::message(c, model, cost),
+            Shape::ChatCompletions => {
+                openai::convert::chat_completion(c, model, chrono::Utc::now().timestamp(), cost)
+            }
+        }
+    }
+
+    /// An error event in `shape`, for a stream that broke off.
+    fn error_event(shape: Shape, err: GatewayError) -> Bytes {
+        match shape {
+            Shape::Messages => sse::event(
+                Some("error"),
+                &serde_json::to_string(&err.into_anthropic()).unwrap_or_default(),
+            ),
+            Shape::ChatCompletions => sse::event(
+                None,
+                &serde_json::to_string(&err.into_openai()).unwrap_or_default(),
+            ),
+        }
+    }
+}
+
+/// Streams the provider's answer to the client through `meter`, then
+/// records what it used.
+fn stream(
+    ctx: &Context,
+    call: Call,
+    upstream: reqwest::Response,
+    mut meter: impl StreamMeter,
+) -> Response<Body> {
+    let (tx, body) = sse::channel();
+    let recorder = ctx.recorder.clone();
+    tokio::spawn(async move {
+        let end = pump(upstream, &tx, |e| meter.tap(e)).await;
+        if let StreamEnd::UpstreamFailed(why) = &end {
+            let err = GatewayError::new(502, format!("provider stream failed: {why}"));
+            sse::send(&tx, ClientEncoder::error_event(call.shape, err)).await;
+        }
+        let usage = meter.usage();
+        let record = call.record(
+            end.status(),
+            usage,
+            RequestRecord::cost_for(&call.model, &usage),
+        );
+        recorder.record(record).await;
+    });
+    sse_response(body)
+}
+
+/// A non-streamed answer from a provider of the other shape.
+async fn json_translated(
+    ctx: &Context,
+    call: Call,
+    upstream: reqwest::Response,
+    decode: fn(&Value) -> Completion,
+) -> Result<Response<Body>, GatewayError> {
+    let v = read_json(&call, upstream).await?;
+    let c = decode(&v);
+    let cost = RequestRecord::cost_for(&call.model, &c.usage);
+    ctx.recorder.record(call.record(200, c.usage, cost)).await;
+    Ok(json_response(
+        &ClientEncoder::completion(call.shape, &c, &call.model.name, cost),
+        cost,
+    ))
+}

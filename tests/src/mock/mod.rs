@@ -1,0 +1,577 @@
+//! A mock upstream speaking the real wire formats of Anthropic's Messages API
+//! (`POST /v1/messages`) and OpenAI's Chat Completions API
+//! (`POST /v1/chat/completions`, `GET /v1/models`), JSON and SSE, so the
+//! gateway can be tested and benchmarked without the real providers.
+//!
+//! Rules (deterministic, so tests can predict every number):
+//! - Auth: Anthropic needs `x-api-key: mock-anthropic-key` and an
+//!   `anthropic-version` header; OpenAI needs `Authorization: Bearer
+//!   mock-openai-key`. Failures use each provider's error shape.
+//! - Reply: "Hello from mock: " + the words of the last user message (text
+//!   blocks/parts in order, each image adding the word "[image]").
+//!   If the last message carries a tool result (Anthropic `tool_result` block,
+//!   OpenAI `role: "tool"`), the reply is "The tool said: " + its text.
+//!   Otherwise, if `tools` is non-empty and the last message is a user message
+//!   containing the word "weather", the reply is a call to the first tool with
+//!   input `{"city":"Paris"}` (Anthropic adds the text "Let me check.").
+//! - Input tokens: whitespace-separated words of the system prompt (Anthropic
+//!   `system`; OpenAI system/developer messages are ordinary messages) and of
+//!   every message's text (text blocks/parts, tool results), + 100 per image,
+//!   + 10 per tool definition. Tool-use blocks and tool_calls count nothing.
+//! - Output tokens: words of the reply, + 10 for a tool call (not truncated).
+//!   `max_tokens` / `max_completion_tokens` below the word count truncates
+//!   the reply and stops with `max_tokens` / `length`.
+//! - Cache: Anthropic requests with a `cache_control` key anywhere report
+//!   `cache_read_input_tokens: 5` (input_tokens unchanged); OpenAI requests
+//!   with `"user": "cached"` report `cached_tokens: min(5, input)`.
+//! - Fault injection by model name substring: `error-500`, `error-429`
+//!   (`retry-after: 1`), `error-400`, `error-529` (Anthropic overloaded; 503
+//!   on OpenAI, which has no 529), `slow` (100 ms before the JSON and before
+//!   every SSE event), `cut` (stream the start and 3 output tokens, then drop
+//!   the connection; a JSON reply is cut in half), `hang` (never answer).
+//!   Header `x-mock-delay-ms: N` waits N ms before answering.
+//! - Stats: every POST to a model endpoint counts as a request (failures too)
+//!   and records its headers and JSON body. Tokens are counted as billed: the
+//!   input (and cached) tokens once the response starts, output tokens as
+//!   each SSE event carrying them is handed to the connection, so a cut or
+//!   abandoned stream leaves what was actually sent (OpenAI streams count
+//!   even without `include_usage`).
+//! - Also `GET /_mock/stats` (the stats as JSON) and `POST /_mock/reset`, for
+//!   clients of the `mock-upstream` binary.
+
+mod anthropic;
+mod openai;
+#[cfg(test)]
+mod tests;
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use futures::StreamExt;
+use serde_json::{Value, json};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+pub const ANTHROPIC_KEY: &str = "mock-anthropic-key";
+pub const OPENAI_KEY: &str = "mock-openai-key";
+
+/// Output tokens a tool call costs, whatever its arguments.
+const TOOL_CALL_TOKENS: u64 = 10;
+/// Input tokens per image.
+const IMAGE_TOKENS: u64 = 100;
+/// Input tokens per tool definition.
+const TOOL_DEF_TOKENS: u64 = 10;
+/// Cached tokens reported when the request asks for caching.
+const CACHED_TOKENS: u64 = 5;
+/// The arguments of every mock tool call.
+const TOOL_ARGS: &str = r#"{"city":"Paris"}"#;
+/// The same arguments as streamed, in two fragments.
+const TOOL_ARG_FRAGMENTS: [&str; 2] = [r#"{"city":"#, r#""Paris"}"#];
+/// Output-token-bearing SSE events a `cut` stream sends before dropping.
+const CUT_AFTER_TOKENS: usize = 3;
+const SLOW_STEP: Duration = Duration::from_millis(100);
+
+/// What the mock has seen and reported so far.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct MockStats {
+    /// Model requests (Messages and Chat Completions), failed ones included.
+    pub requests: u64,
+    pub anthropic_requests: u64,
+    pub openai_requests: u64,
+    /// Model requests answered with a non-2xx status.
+    pub errors: u64,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    /// Cache-read tokens reported: Anthropic's `cache_read_input_tokens`
+    /// (on top of `input_tokens`), OpenAI's `cached_tokens` (part of it).
+    pub cached_tokens: u64,
+    /// The last model request's path, JSON body (None if not JSON) and
+    /// headers (lower-case names, in arrival order).
+    pub last_path: Option<String>,
+    pub last_body: Option<Value>,
+    pub last_headers: Vec<(String, String)>,
+}
+
+impl MockStats {
+    /// The first value of header `name` (case-insensitive) on the last request.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.last_headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn to_json(&self) -> Value {
+        json!({
+            "requests": self.requests,
+            "anthropic_requests": self.anthropic_requests,
+            "openai_requests": self.openai_requests,
+            "errors": self.errors,
+            "input_tokens": self.input_tokens,
+            "output_tokens": self.output_tokens,
+            "cached_tokens": self.cached_tokens,
+            "last_path": self.last_path,
+            "last_body": self.last_body,
+            "last_headers": self.last_headers,
+        })
+    }
+}
+
+/// A running mock. Dropping it stops accepting connections; `stop` also
+/// waits for the server task to finish.
+pub struct MockUpstream {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    shutdown: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+impl MockUpstream {
+    /// Starts on 127.0.0.1 with a free port.
+    pub async fn start() -> MockUpstream {
+        MockUpstream::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
+            .await
+            .expect("bind mock upstream")
+    }
+
+    pub async fn bind(addr: SocketAddr) -> io::Result<MockUpstream> {
+        let listener = tokio::net::TcpListener::bind(addr).await?;
+        let addr = listener.local_addr()?;
+        let (shutdown, rx) = watch::channel(false);
+        let shared = Arc::new(Shared {
+            stats: Mutex::new(MockStats::default()),
+            next_id: AtomicU64::new(1),
+            shutdown: rx.clone(),
+        });
+        let app = router(shared.clone());
+        let task = tokio::spawn(async move {
+            let mut rx = rx;
+            let stopped = async move {
+                // Err means the sender was dropped: stop as well.
+                let _ = rx.wait_for(|stop| *stop).await;
+            };
+            let _ = axum::serve(listener, app)
+                .with_graceful_shutdown(stopped)
+                .await;
+        });
+        Ok(MockUpstream {
+            addr,
+            shared,
+            shutdown,
+            task,
+        })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Like `ANTHROPIC_BASE_URL`: no `/v1`.
+    pub fn anthropic_base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Like `OPENAI_BASE_URL`: with `/v1`.
+    pub fn openai_base_url(&self) -> String {
+        format!("http://{}/v1", self.addr)
+    }
+
+    pub fn stats(&self) -> MockStats {
+        self.shared.stats().clone()
+    }
+
+    pub fn reset_stats(&self) {
+        *self.shared.stats() = MockStats::default();
+    }
+
+    /// Stops the server, ending hanging requests, and waits (up to 5 s) for it.
+    pub async fn stop(self) {
+        let MockUpstream { shutdown, task, .. } = self;
+        let _ = shutdown.send(true);
+        let abort = task.abort_handle();
+        if tokio::time::timeout(Duration::from_secs(5), task)
+            .await
+            .is_err()
+        {
+            abort.abort();
+        }
+    }
+}
+
+/// State shared by the handlers.
+struct Shared {
+    stats: Mutex<MockStats>,
+    next_id: AtomicU64,
+    shutdown: watch::Receiver<bool>,
+}
+
+#[derive(Clone, Copy)]
+enum Api {
+    Anthropic,
+    OpenAi,
+}
+
+impl Shared {
+    fn stats(&self) -> MutexGuard<'_, MockStats> {
+        // A panicking test must not take the other tests' stats with it.
+        self.stats.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Records a model request; returns its sequence number for ids.
+    fn record(&self, api: Api, path: &str, headers: &HeaderMap, body: Option<Value>) -> u64 {
+        let headers = headers
+            .iter()
+            .map(|(n, v)| {
+                let v = String::from_utf8_lossy(v.as_bytes()).into_owned();
+                (n.as_str().to_owned(), v)
+            })
+            .collect();
+        let mut s = self.stats();
+        s.requests += 1;
+        match api {
+            Api::Anthropic => s.anthropic_requests += 1,
+            Api::OpenAi => s.openai_requests += 1,
+        }
+        s.last_path = Some(path.to_owned());
+        s.last_body = body;
+        s.last_headers = headers;
+        drop(s);
+        self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    fn count(&self, input: u64, output: u64, cached: u64) {
+        if input == 0 && output == 0 && cached == 0 {
+            return;
+        }
+        let mut s = self.stats();
+        s.input_tokens += input;
+        s.output_tokens += output;
+        s.cached_tokens += cached;
+    }
+
+    fn count_error(&self) {
+        self.stats().errors += 1;
+    }
+
+    /// Sleeps, cut short by shutdown; false if the mock is stopping.
+    async fn sleep(&self, d: Duration) -> bool {
+        let mut rx = self.shutdown.clone();
+        tokio::select! {
+            _ = tokio::time::sleep(d) => true,
+            _ = rx.wait_for(|stop| *stop) => false,
+        }
+    }
+
+    /// Applies `x-mock-delay-ms`; false if the mock is stopping.
+    async fn header_delay(&self, headers: &HeaderMap) -> bool {
+        let ms = headers
+            .get("x-mock-delay-ms")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .unwrap_or(0);
+        ms == 0 || self.sleep(Duration::from_millis(ms)).await
+    }
+}
+
+fn router(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .route("/v1/messages", post(anthropic::messages))
+        .route("/v1/chat/completions", post(openai::chat_completions))
+        .route("/v1/models", get(models))
+        .route("/_mock/stats", get(stats_json))
+        .route("/_mock/reset", post(reset))
+        .fallback(not_found)
+        // Base64 images make bodies big; the real APIs take tens of MB.
+        .layer(DefaultBodyLimit::max(64 << 20))
+        .with_state(shared)
+}
+
+/// Anthropic's list when called with `x-api-key`, OpenAI's otherwise.
+async fn models(headers: HeaderMap) -> Response {
+    if headers.contains_key("x-api-key") {
+        if let Some(resp) = anthropic::auth_error(&headers) {
+            return resp;
+        }
+        let ids = [
+            ("claude-sonnet-4-5", "Claude Sonnet 4.5"),
+            ("claude-haiku-4-5", "Claude Haiku 4.5"),
+        ];
+        let data: Vec<Value> = ids
+            .iter()
+            .map(|(id, name)| {
+                json!({"type": "model", "id": id, "display_name": name,
+                       "created_at": "2025-10-01T00:00:00Z"})
+            })
+            .collect();
+        let body = json!({"data": data, "has_more": false,
+                          "first_id": ids[0].0, "last_id": ids[1].0});
+        return json_response(StatusCode::OK, &body);
+    }
+    if let Some(resp) = openai::auth_error(&headers) {
+        return resp;
+    }
+    let data: Vec<Value> = ["gpt-4o-mini", "gpt-4o"]
+        .iter()
+        .map(|id| json!({"id": id, "object": "model", "created": 1715367049, "owned_by": "system"}))
+        .collect();
+    json_response(StatusCode::OK, &json!({"object": "list", "data": data}))
+}
+
+async fn stats_json(State(shared): State<Arc<Shared>>) -> Response {
+    let body = shared.stats().to_json();
+    json_response(StatusCode::OK, &body)
+}
+
+async fn reset(State(shared): State<Arc<Shared>>) -> StatusCode {
+    *shared.stats() = MockStats::default();
+    StatusCode::NO_CONTENT
+}
+
+async fn not_found() -> Response {
+    let body = json!({"error": {"message": "mock: no such route", "type": "not_found_error"}});
+    json_response(StatusCode::NOT_FOUND, &body)
+}
+
+// ---- shared by both APIs ----
+
+/// Faults requested through the model name.
+#[derive(Default)]
+struct Faults {
+    /// `error-NNN`: the status to fail with.
+    error: Option<u16>,
+    slow: bool,
+    cut: bool,
+    hang: bool,
+}
+
+impl Faults {
+    fn from_model(model: &str) -> Faults {
+        let error = [500, 429, 400, 529]
+            .into_iter()
+            .find(|code| model.contains(&format!("error-{code}")));
+        Faults {
+            error,
+            slow: model.contains("slow"),
+            cut: model.contains("cut"),
+            hang: model.contains("hang"),
+        }
+    }
+}
+
+/// What the last message asks of the mock.
+enum Intent {
+    /// Echo these words after "Hello from mock:".
+    Echo(Vec<String>),
+    /// Answer a tool result with this text.
+    ToolResult(String),
+    /// Call the tool of this name.
+    CallTool(String),
+}
+
+/// The reply, decided independently of the wire format.
+struct Plan {
+    words: Vec<String>,
+    tool: Option<String>,
+    /// Cut short by the token limit.
+    truncated: bool,
+}
+
+impl Plan {
+    /// `lead` is the text said before a tool call ("Let me check." on
+    /// Anthropic, nothing on OpenAI).
+    fn new(intent: Intent, max_tokens: Option<u64>, lead: &str) -> Plan {
+        let (mut words, tool) = match intent {
+            Intent::Echo(echo) => {
+                let mut w = words_of("Hello from mock:");
+                w.extend(echo);
+                (w, None)
+            }
+            Intent::ToolResult(text) => {
+                let mut w = words_of("The tool said:");
+                w.extend(words_of(&text));
+                (w, None)
+            }
+            Intent::CallTool(name) => (words_of(lead), Some(name)),
+        };
+        let limit = max_tokens.map_or(usize::MAX, |m| usize::try_from(m).unwrap_or(usize::MAX));
+        let truncated = tool.is_none() && words.len() > limit;
+        if truncated {
+            words.truncate(limit);
+        }
+        Plan {
+            words,
+            tool,
+            truncated,
+        }
+    }
+
+    fn text(&self) -> String {
+        self.words.join(" ")
+    }
+
+    fn output_tokens(&self) -> u64 {
+        self.words.len() as u64
+            + if self.tool.is_some() {
+                TOOL_CALL_TOKENS
+            } else {
+                0
+            }
+    }
+
+    /// The streamed text deltas: each word with a trailing space but the last.
+    fn deltas(&self) -> impl Iterator<Item = String> + '_ {
+        let last = self.words.len().saturating_sub(1);
+        self.words.iter().enumerate().map(move |(i, w)| {
+            if i == last {
+                w.clone()
+            } else {
+                format!("{w} ")
+            }
+        })
+    }
+}
+
+fn words_of(text: &str) -> Vec<String> {
+    text.split_whitespace().map(str::to_owned).collect()
+}
+
+fn word_count(text: &str) -> u64 {
+    text.split_whitespace().count() as u64
+}
+
+fn mentions_weather(words: &[String]) -> bool {
+    words.iter().any(|w| {
+        w.trim_matches(|c: char| !c.is_alphanumeric())
+            .eq_ignore_ascii_case("weather")
+    })
+}
+
+/// True if `key` appears as an object key anywhere in `v`.
+fn has_key(v: &Value, key: &str) -> bool {
+    match v {
+        Value::Object(m) => m.contains_key(key) || m.values().any(|v| has_key(v, key)),
+        Value::Array(a) => a.iter().any(|v| has_key(v, key)),
+        _ => false,
+    }
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+fn json_response(status: StatusCode, body: &Value) -> Response {
+    let mut resp = (status, Body::from(body.to_string())).into_response();
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    resp
+}
+
+/// A JSON body cut in half and then the connection dropped (`cut` without
+/// streaming).
+fn cut_json_response(body: &Value) -> Response {
+    let text = body.to_string();
+    let half = Bytes::from(text.as_bytes()[..text.len() / 2].to_vec());
+    let stream = futures::stream::once(async { Ok(half) }).chain(futures::stream::once(abort()));
+    let mut resp = Response::new(Body::from_stream(stream));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    resp
+}
+
+/// The body error that makes hyper drop the connection without finishing the
+/// response. The pause first lets hyper flush what was sent: an error
+/// straight after buffered data would discard it, headers included.
+async fn abort() -> io::Result<Bytes> {
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    Err(io::Error::new(
+        io::ErrorKind::ConnectionAborted,
+        "mock: cut",
+    ))
+}
+
+/// One SSE event and the tokens it reports as billed.
+struct SseEvent {
+    data: Bytes,
+    input: u64,
+    output: u64,
+    cached: u64,
+}
+
+impl SseEvent {
+    fn new(data: String) -> SseEvent {
+        SseEvent {
+            data: Bytes::from(data),
+            input: 0,
+            output: 0,
+            cached: 0,
+        }
+    }
+
+    fn output(mut self, tokens: u64) -> SseEvent {
+        self.output = tokens;
+        self
+    }
+
+    fn input(mut self, input: u64, cached: u64) -> SseEvent {
+        self.input = input;
+        self.cached = cached;
+        self
+    }
+}
+
+/// Streams `events` one body chunk each. Tokens are counted as each event is
+/// handed to the connection; a client that goes away drops the stream, so
+/// counting stops there.
+fn sse_response(shared: Arc<Shared>, mut events: Vec<SseEvent>, faults: &Faults) -> Response {
+    let cut = faults.cut;
+    if cut {
+        let mut seen = 0;
+        let end = events
+            .iter()
+            .position(|e| {
+                seen += usize::from(e.output > 0);
+                seen == CUT_AFTER_TOKENS
+            })
+            // Fewer tokens than that: drop before the closing events.
+            .unwrap_or_else(|| events.iter().rposition(|e| e.output > 0).unwrap_or(0));
+        events.truncate(end + 1);
+    }
+    let slow = faults.slow;
+    let state = (events.into_iter(), cut, shared);
+    let stream = futures::stream::unfold(state, move |(mut it, cut, shared)| async move {
+        match it.next() {
+            Some(ev) => {
+                if slow && !shared.sleep(SLOW_STEP).await {
+                    return None;
+                }
+                shared.count(ev.input, ev.output, ev.cached);
+                Some((Ok(ev.data), (it, cut, shared)))
+            }
+            None if cut => Some((abort().await, (it, false, shared))),
+            None => None,
+        }
+    });
+    let mut resp = Response::new(Body::from_stream(stream));
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream; charset=utf-8"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    resp
+}

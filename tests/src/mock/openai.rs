@@ -1,0 +1,405 @@
+//! OpenAI Chat Completions API: `POST /v1/chat/completions`, JSON and SSE.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::Response;
+use serde_json::{Value, json};
+
+use super::{
+    Api, CACHED_TOKENS, Faults, IMAGE_TOKENS, Intent, OPENAI_KEY, Plan, SLOW_STEP, Shared,
+    SseEvent, TOOL_ARG_FRAGMENTS, TOOL_ARGS, TOOL_CALL_TOKENS, TOOL_DEF_TOKENS, cut_json_response,
+    json_response, mentions_weather, sse_response, unix_now, word_count, words_of,
+};
+
+pub(super) async fn chat_completions(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let body = serde_json::from_slice::<Value>(&body).ok();
+    let n = shared.record(Api::OpenAi, "/v1/chat/completions", &headers, body.clone());
+    let mut resp = if shared.header_delay(&headers).await {
+        answer(&shared, n, &headers, body).await
+    } else {
+        stopping()
+    };
+    if !resp.status().is_success() {
+        shared.count_error();
+    }
+    if let Ok(v) = HeaderValue::from_str(&format!("req_mock_{n}")) {
+        resp.headers_mut().insert("x-request-id", v);
+    }
+    resp
+}
+
+/// The 401 to answer, if the key is wrong.
+pub(super) fn auth_error(headers: &HeaderMap) -> Option<Response> {
+    let expected = format!("Bearer {OPENAI_KEY}");
+    match headers.get("authorization") {
+        Some(v) if v.as_bytes() == expected.as_bytes() => None,
+        _ => Some(error(
+            StatusCode::UNAUTHORIZED,
+            "Incorrect API key provided",
+            "invalid_request_error",
+            None,
+            Some("invalid_api_key"),
+        )),
+    }
+}
+
+fn error(
+    status: StatusCode,
+    message: &str,
+    kind: &str,
+    param: Option<&str>,
+    code: Option<&str>,
+) -> Response {
+    let body = json!({"error": {"message": message, "type": kind, "param": param, "code": code}});
+    json_response(status, &body)
+}
+
+fn invalid(message: &str, param: Option<&str>, code: Option<&str>) -> Response {
+    error(
+        StatusCode::BAD_REQUEST,
+        message,
+        "invalid_request_error",
+        param,
+        code,
+    )
+}
+
+fn server_error(status: StatusCode, message: &str) -> Response {
+    error(status, message, "server_error", None, None)
+}
+
+fn stopping() -> Response {
+    server_error(StatusCode::SERVICE_UNAVAILABLE, "mock: shutting down")
+}
+
+fn fault(code: u16) -> Response {
+    match code {
+        429 => {
+            let mut resp = error(
+                StatusCode::TOO_MANY_REQUESTS,
+                "Rate limit reached for requests (mock error-429)",
+                "requests",
+                None,
+                Some("rate_limit_exceeded"),
+            );
+            resp.headers_mut()
+                .insert("retry-after", HeaderValue::from_static("1"));
+            resp
+        }
+        400 => invalid("mock: bad request (error-400)", None, None),
+        // OpenAI has no 529; its overload answer is a 503.
+        529 => server_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "The engine is currently overloaded, please try again later.",
+        ),
+        _ => server_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "The server had an error while processing your request. Sorry about that!",
+        ),
+    }
+}
+
+/// A validated request, reduced to what the reply depends on.
+struct Request {
+    model: String,
+    max_tokens: Option<u64>,
+    stream: bool,
+    include_usage: bool,
+    input_tokens: u64,
+    cached: u64,
+}
+
+/// A 400 in OpenAI's shape: message, param, code.
+type Invalid = (String, Option<&'static str>, Option<&'static str>);
+
+impl Request {
+    fn parse(body: &Value) -> Result<(Request, Intent), Invalid> {
+        let Some(obj) = body.as_object() else {
+            return Err((
+                "Invalid request body: expected an object.".into(),
+                None,
+                None,
+            ));
+        };
+        let model = match obj.get("model") {
+            Some(Value::String(m)) => m.clone(),
+            _ => return Err(("you must provide a model parameter".into(), None, None)),
+        };
+        let messages = match obj.get("messages") {
+            None => {
+                return Err((
+                    "Missing required parameter: 'messages'.".into(),
+                    Some("messages"),
+                    Some("missing_required_parameter"),
+                ));
+            }
+            Some(Value::Array(m)) if !m.is_empty() => m,
+            Some(Value::Array(_)) => {
+                return Err((
+                    "Invalid 'messages': empty array. Expected an array with minimum length 1, \
+                     but got an empty array instead."
+                        .into(),
+                    Some("messages"),
+                    Some("empty_array"),
+                ));
+            }
+            Some(_) => {
+                return Err((
+                    "Invalid type for 'messages': expected an array.".into(),
+                    Some("messages"),
+                    Some("invalid_type"),
+                ));
+            }
+        };
+        let mut max_tokens = None;
+        for name in ["max_tokens", "max_completion_tokens"] {
+            match obj.get(name) {
+                None | Some(Value::Null) => {}
+                Some(v) => match v.as_u64() {
+                    // The newer name wins when both are given.
+                    Some(m) => max_tokens = Some(m),
+                    None => {
+                        return Err((
+                            format!("Invalid type for '{name}': expected an integer."),
+                            Some(name),
+                            Some("invalid_type"),
+                        ));
+                    }
+                },
+            }
+        }
+        let tools = obj
+            .get("tools")
+            .and_then(Value::as_array)
+            .map_or(&[][..], Vec::as_slice);
+        let input_tokens = messages
+            .iter()
+            .map(|m| m.get("content").map_or(0, content_tokens))
+            .sum::<u64>()
+            + tools.len() as u64 * TOOL_DEF_TOKENS;
+        let cached = if obj.get("user").and_then(Value::as_str) == Some("cached") {
+            CACHED_TOKENS.min(input_tokens)
+        } else {
+            0
+        };
+        let include_usage = obj
+            .get("stream_options")
+            .and_then(|o| o.get("include_usage"))
+            .and_then(Value::as_bool)
+            .unwrap_or(false);
+        let req = Request {
+            model,
+            max_tokens,
+            stream: obj.get("stream").and_then(Value::as_bool).unwrap_or(false),
+            include_usage,
+            input_tokens,
+            cached,
+        };
+        Ok((req, intent(messages, tools)))
+    }
+}
+
+/// Input tokens of a message `content`: a string, parts or null.
+fn content_tokens(content: &Value) -> u64 {
+    match content {
+        Value::String(s) => word_count(s),
+        Value::Array(parts) => parts
+            .iter()
+            .map(|p| match p.get("type").and_then(Value::as_str) {
+                Some("text") => p.get("text").and_then(Value::as_str).map_or(0, word_count),
+                Some("image_url") => IMAGE_TOKENS,
+                _ => 0,
+            })
+            .sum(),
+        _ => 0,
+    }
+}
+
+/// Words a message's content says, with "[image]" for each image.
+fn echo_words(content: &Value) -> Vec<String> {
+    match content {
+        Value::String(s) => words_of(s),
+        Value::Array(parts) => parts
+            .iter()
+            .flat_map(|p| match p.get("type").and_then(Value::as_str) {
+                Some("text") => p
+                    .get("text")
+                    .and_then(Value::as_str)
+                    .map_or_else(Vec::new, words_of),
+                Some("image_url") => vec!["[image]".to_owned()],
+                _ => Vec::new(),
+            })
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+fn intent(messages: &[Value], tools: &[Value]) -> Intent {
+    let role = |m: &Value| m.get("role").and_then(Value::as_str).map(str::to_owned);
+    let content = |m: &Value| m.get("content").map_or_else(Vec::new, echo_words);
+    let last = messages.last().unwrap_or(&Value::Null);
+    match role(last).as_deref() {
+        Some("tool") => Intent::ToolResult(content(last).join(" ")),
+        Some("user") => {
+            let words = content(last);
+            let tool_name = tools
+                .first()
+                .and_then(|t| t.get("function"))
+                .and_then(|f| f.get("name"))
+                .and_then(Value::as_str);
+            match tool_name.filter(|_| mentions_weather(&words)) {
+                Some(name) => Intent::CallTool(name.to_owned()),
+                None => Intent::Echo(words),
+            }
+        }
+        // Ends with an assistant or system message: echo the last user message.
+        _ => Intent::Echo(
+            messages
+                .iter()
+                .rev()
+                .find(|m| role(m).as_deref() == Some("user"))
+                .map_or_else(Vec::new, content),
+        ),
+    }
+}
+
+async fn answer(
+    shared: &Arc<Shared>,
+    n: u64,
+    headers: &HeaderMap,
+    body: Option<Value>,
+) -> Response {
+    if let Some(resp) = auth_error(headers) {
+        return resp;
+    }
+    let Some(body) = body else {
+        return invalid(
+            "We could not parse the JSON body of your request. (HINT: This likely means you \
+             aren't using your HTTP library correctly.)",
+            None,
+            None,
+        );
+    };
+    let (req, intent) = match Request::parse(&body) {
+        Ok(parsed) => parsed,
+        Err((message, param, code)) => return invalid(&message, param, code),
+    };
+    let faults = Faults::from_model(&req.model);
+    if let Some(code) = faults.error {
+        return fault(code);
+    }
+    if faults.hang {
+        shared.sleep(Duration::from_secs(3600)).await;
+        return stopping();
+    }
+    let plan = Plan::new(intent, req.max_tokens, "");
+    let id = format!("chatcmpl-mock{n}");
+    let created = unix_now();
+    if req.stream {
+        let events = stream_events(&req, &plan, &id, created);
+        return sse_response(shared.clone(), events, &faults);
+    }
+    if faults.slow && !shared.sleep(SLOW_STEP).await {
+        return stopping();
+    }
+    let message = match &plan.tool {
+        Some(name) => json!({"role": "assistant", "content": null, "refusal": null,
+                             "tool_calls": [tool_call(name, TOOL_ARGS)]}),
+        None => json!({"role": "assistant", "content": plan.text(), "refusal": null}),
+    };
+    let body = json!({
+        "id": id,
+        "object": "chat.completion",
+        "created": created,
+        "model": req.model,
+        "choices": [{"index": 0, "message": message, "logprobs": null,
+                     "finish_reason": finish_reason(&plan)}],
+        "usage": usage(&req, &plan),
+    });
+    if faults.cut {
+        return cut_json_response(&body);
+    }
+    shared.count(req.input_tokens, plan.output_tokens(), req.cached);
+    json_response(StatusCode::OK, &body)
+}
+
+fn tool_call(name: &str, arguments: &str) -> Value {
+    json!({"id": "call_mock1", "type": "function",
+           "function": {"name": name, "arguments": arguments}})
+}
+
+fn finish_reason(plan: &Plan) -> &'static str {
+    if plan.tool.is_some() {
+        "tool_calls"
+    } else if plan.truncated {
+        "length"
+    } else {
+        "stop"
+    }
+}
+
+fn usage(req: &Request, plan: &Plan) -> Value {
+    let output = plan.output_tokens();
+    json!({
+        "prompt_tokens": req.input_tokens,
+        "completion_tokens": output,
+        "total_tokens": req.input_tokens + output,
+        "prompt_tokens_details": {"cached_tokens": req.cached},
+        "completion_tokens_details": {"reasoning_tokens": 0},
+    })
+}
+
+fn stream_events(req: &Request, plan: &Plan, id: &str, created: u64) -> Vec<SseEvent> {
+    let chunk = |choices: Value| {
+        let mut c = json!({"id": id, "object": "chat.completion.chunk", "created": created,
+                           "model": req.model, "choices": choices});
+        // With include_usage the real API puts `"usage": null` on every chunk.
+        if req.include_usage {
+            c["usage"] = Value::Null;
+        }
+        SseEvent::new(format!("data: {c}\n\n"))
+    };
+    let delta = |delta: Value| {
+        chunk(json!([{"index": 0, "delta": delta, "logprobs": null, "finish_reason": null}]))
+    };
+    let first_content = if plan.tool.is_some() {
+        Value::Null
+    } else {
+        json!("")
+    };
+    let mut events = vec![
+        delta(json!({"role": "assistant", "content": first_content, "refusal": null}))
+            .input(req.input_tokens, req.cached),
+    ];
+    for text in plan.deltas() {
+        events.push(delta(json!({"content": text})).output(1));
+    }
+    if let Some(name) = &plan.tool {
+        let mut call = tool_call(name, "");
+        call["index"] = json!(0);
+        events.push(delta(json!({"tool_calls": [call]})));
+        let per_fragment = TOOL_CALL_TOKENS / TOOL_ARG_FRAGMENTS.len() as u64;
+        for part in TOOL_ARG_FRAGMENTS {
+            let call = json!({"index": 0, "function": {"arguments": part}});
+            events.push(delta(json!({"tool_calls": [call]})).output(per_fragment));
+        }
+    }
+    events.push(chunk(
+        json!([{"index": 0, "delta": {}, "logprobs": null, "finish_reason": finish_reason(plan)}]),
+    ));
+    if req.include_usage {
+        let c = json!({"id": id, "object": "chat.completion.chunk", "created": created,
+                       "model": req.model, "choices": [], "usage": usage(req, plan)});
+        events.push(SseEvent::new(format!("data: {c}\n\n")));
+    }
+    events.push(SseEvent::new("data: [DONE]\n\n".to_owned()));
+    events
+}
