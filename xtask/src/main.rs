@@ -22,6 +22,7 @@ fn main() -> ExitCode {
         Some("generate") => generate(),
         Some("check") => check(),
         Some("test") => test::run(&args[1..]),
+        Some("bench") => bench(&args[1..]),
         _ => {
             eprintln!(
                 "usage: cargo xtask <command>\n\n\
@@ -29,7 +30,8 @@ fn main() -> ExitCode {
                  generate   rewrite openapi/ and the generated SDK code\n  \
                  check      fail if openapi/ or the generated SDK code is stale\n  \
                  test       the full suite: check, fmt, clippy, all tests (SQLite and, with\n             \
-                 QLAUD_TEST_DATABASE_URL, PostgreSQL)"
+                 QLAUD_TEST_DATABASE_URL, PostgreSQL)\n  \
+                 bench      qlaud vs direct to the mock upstream (release build)"
             );
             return ExitCode::from(2);
         }
@@ -48,6 +50,41 @@ pub fn workspace_root() -> PathBuf {
         .parent()
         .expect("xtask lives in the workspace")
         .into()
+}
+
+/// Builds release binaries and runs the benchmark; extra arguments go to it
+/// (`--seconds`, `--rate`, `--concurrency`).
+fn bench(args: &[String]) -> anyhow::Result<()> {
+    let root = workspace_root();
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
+    let status = std::process::Command::new(&cargo)
+        .args([
+            "build",
+            "--release",
+            "-p",
+            "qlaud-server",
+            "--bin",
+            "qlaud",
+            "-p",
+            "qlaud-tests",
+        ])
+        .args(["--bin", "mock-upstream", "--bin", "bench"])
+        .current_dir(&root)
+        .status()?;
+    anyhow::ensure!(status.success(), "release build failed");
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target"))
+        .join("release");
+    let status = std::process::Command::new(target.join("bench"))
+        .arg("--qlaud")
+        .arg(target.join("qlaud"))
+        .arg("--mock")
+        .arg(target.join("mock-upstream"))
+        .args(args)
+        .status()?;
+    anyhow::ensure!(status.success(), "the benchmark failed");
+    Ok(())
 }
 
 /// Every generated file with the contents it should have.

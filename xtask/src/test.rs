@@ -58,7 +58,18 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     }
     let (passed, failed) = run_tests(&mut test)?;
     println!("\ncargo: {passed} passed, {failed} failed");
-    anyhow::ensure!(failed == 0, "{failed} tests failed");
+    let (py_passed, py_failed) = python_tests(&cargo)?;
+    println!("\npytest: {py_passed} passed, {py_failed} failed");
+    println!(
+        "\nall: {} passed, {} failed",
+        passed + py_passed,
+        failed + py_failed
+    );
+    anyhow::ensure!(
+        failed + py_failed == 0,
+        "{} tests failed",
+        failed + py_failed
+    );
     if pg.is_none() {
         eprintln!("\nWARNING: PostgreSQL tests were SKIPPED (QLAUD_TEST_DATABASE_URL not set).");
     }
@@ -100,5 +111,90 @@ fn run_tests(cmd: &mut Command) -> anyhow::Result<(u64, u64)> {
     if !status.success() && failed == 0 {
         failed = 1;
     }
+    Ok((passed, failed))
+}
+
+/// The official `openai` and `anthropic` clients against the real binary:
+/// a venv under target/ (made once, refreshed when the requirements change),
+/// the two binaries from the same debug build, then pytest.
+fn python_tests(cargo: &str) -> anyhow::Result<(u64, u64)> {
+    let root = crate::workspace_root();
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| root.join("target"));
+    let venv = target.join("py-venv");
+    let requirements = root.join("tests/python/requirements.txt");
+    let stamp = venv.join("requirements.stamp");
+    let wanted = std::fs::read_to_string(&requirements)?;
+    if std::fs::read_to_string(&stamp).ok().as_deref() != Some(wanted.as_str()) {
+        let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".to_string());
+        run_step(
+            "python venv",
+            Command::new(&python).arg("-m").arg("venv").arg(&venv),
+        )?;
+        run_step(
+            "pip install (openai, anthropic, pytest)",
+            Command::new(venv.join("bin/pip"))
+                .args(["install", "--quiet", "--disable-pip-version-check", "-r"])
+                .arg(&requirements),
+        )?;
+        std::fs::write(&stamp, wanted)?;
+    }
+    run_step(
+        "build qlaud and the mock upstream",
+        Command::new(cargo).args([
+            "build",
+            "--quiet",
+            "-p",
+            "qlaud-server",
+            "--bin",
+            "qlaud",
+            "-p",
+            "qlaud-tests",
+            "--bin",
+            "mock-upstream",
+        ]),
+    )?;
+    eprintln!("\n==> pytest tests/python");
+    let out = Command::new(venv.join("bin/python"))
+        .args([
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "tests/python",
+        ])
+        .env("QLAUD_BIN", target.join("debug/qlaud"))
+        .env("QLAUD_MOCK_BIN", target.join("debug/mock-upstream"))
+        .current_dir(&root)
+        .output()
+        .context("running pytest")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    print!("{text}");
+    eprint!("{}", String::from_utf8_lossy(&out.stderr));
+    // pytest's last line: "N passed, M failed in …s" (either part optional).
+    let last = text
+        .lines()
+        .rev()
+        .find(|l| l.contains(" in "))
+        .unwrap_or_default();
+    let count = |what: &str| {
+        last.split(',')
+            .filter_map(|part| {
+                let mut words = part.split_whitespace();
+                let n = words.next()?.trim_start_matches('=').parse::<u64>().ok()?;
+                (words.next()? == what).then_some(n)
+            })
+            .sum::<u64>()
+    };
+    let (passed, mut failed) = (
+        count("passed"),
+        count("failed") + count("error") + count("errors"),
+    );
+    if !out.status.success() && failed == 0 {
+        failed = 1;
+    }
+    anyhow::ensure!(passed + failed > 0, "pytest ran no test");
     Ok((passed, failed))
 }

@@ -1,0 +1,122 @@
+"""Starts the real qlaud binary in front of the mock upstream, for the
+official openai and anthropic clients to talk to, unchanged."""
+
+import json
+import os
+import pathlib
+import subprocess
+import time
+import urllib.request
+
+import pytest
+
+FAULTS = ["error-500", "error-429", "error-400", "error-529", "hang", "cut"]
+
+
+def _toml(mock):
+    out = f"""
+[providers.anthropic]
+kind = "anthropic"
+base_url = "{mock['anthropic_base_url']}"
+api_key = "mock-anthropic-key"
+timeout_secs = 3
+
+[providers.openai]
+kind = "openai"
+base_url = "{mock['openai_base_url']}"
+api_key = "mock-openai-key"
+timeout_secs = 3
+
+[models."claude-test"]
+provider = "anthropic"
+upstream = "claude-upstream"
+max_output_tokens = 1000
+prices = {{ input = "3", output = "15", cache_read = "0.3", cache_write = "3.75" }}
+
+[models."gpt-test"]
+provider = "openai"
+upstream = "gpt-upstream"
+max_output_tokens = 1000
+prices = {{ input = "1.25", output = "10", cache_read = "0.125" }}
+"""
+    for fault in FAULTS:
+        for prefix, provider in (("claude", "anthropic"), ("gpt", "openai")):
+            out += f"""
+[models."{prefix}-{fault}"]
+provider = "{provider}"
+max_output_tokens = 1000
+prices = {{ input = "1", output = "1" }}
+"""
+    return out
+
+
+@pytest.fixture(scope="session")
+def mock():
+    proc = subprocess.Popen(
+        [os.environ["QLAUD_MOCK_BIN"], "--bind", "127.0.0.1:0"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    info = json.loads(proc.stdout.readline())
+    yield info
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def qlaud(mock, tmp_path_factory):
+    root = tmp_path_factory.mktemp("qlaud")
+    config = root / "qlaud.toml"
+    config.write_text(_toml(mock))
+    log = root / "stderr.log"
+    env = dict(os.environ, RUST_LOG="info", NO_COLOR="1")
+    env.pop("QLAUD_DATABASE_URL", None)
+    with open(log, "w") as err:
+        proc = subprocess.Popen(
+            [os.environ["QLAUD_BIN"], "serve", "--bind", "127.0.0.1:0",
+             "--data-dir", str(root / "data"), "--config", str(config)],
+            stdout=subprocess.PIPE,
+            stderr=err,
+            text=True,
+            env=env,
+        )
+    master = json.loads(proc.stdout.readline())["master_key"]
+    addr = None
+    deadline = time.time() + 60
+    while addr is None and time.time() < deadline:
+        for line in pathlib.Path(log).read_text().splitlines():
+            if "addr=" in line:
+                addr = line.split("addr=")[1].split()[0]
+        time.sleep(0.05)
+    assert addr, pathlib.Path(log).read_text()
+    yield {"base_url": f"http://{addr}", "master_key": master}
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def user_key(qlaud):
+    """A standard key, minted the way an app mints one per end user."""
+    req = urllib.request.Request(
+        qlaud["base_url"] + "/v1/keys",
+        data=json.dumps({"name": "py_user", "max_spend_usd": 5}).encode(),
+        headers={"Authorization": "Bearer " + qlaud["master_key"],
+                 "Content-Type": "application/json"},
+        method="POST",
+    )
+    with urllib.request.urlopen(req) as resp:
+        return json.load(resp)["secret"]
+
+
+@pytest.fixture
+def anthropic_client(qlaud, user_key):
+    import anthropic
+
+    return anthropic.Anthropic(base_url=qlaud["base_url"], api_key=user_key, max_retries=0)
+
+
+@pytest.fixture
+def openai_client(qlaud, user_key):
+    import openai
+
+    return openai.OpenAI(base_url=qlaud["base_url"] + "/v1", api_key=user_key, max_retries=0)

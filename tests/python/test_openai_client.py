@@ -1,0 +1,95 @@
+"""The official `openai` package against qlaud, unchanged: base_url and a qlk
+key are all it is given."""
+
+import openai
+import pytest
+
+USER = [{"role": "user", "content": "hi there"}]
+TOOLS = [{"type": "function", "function": {
+    "name": "get_weather", "description": "The weather in a city",
+    "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}]
+
+
+def test_plain_completion_with_cost(openai_client):
+    r = openai_client.chat.completions.create(model="gpt-test", messages=USER)
+    assert r.model == "gpt-test"
+    assert r.choices[0].message.content == "Hello from mock: hi there"
+    assert r.choices[0].finish_reason == "stop"
+    assert (r.usage.prompt_tokens, r.usage.completion_tokens) == (2, 5)
+    # 2 × $1.25 + 5 × $10 per million tokens = 52.5 → 53 µ$, rounded up.
+    assert r.usage.cost_micros == 53
+
+
+def test_stream_with_and_without_usage(openai_client):
+    chunks = list(openai_client.chat.completions.create(
+        model="gpt-test", messages=USER, stream=True))
+    assert "".join(c.choices[0].delta.content or "" for c in chunks) == "Hello from mock: hi there"
+    assert all(c.choices for c in chunks), "no usage-only chunk unless asked"
+    chunks = list(openai_client.chat.completions.create(
+        model="gpt-test", messages=USER, stream=True, stream_options={"include_usage": True}))
+    assert chunks[-1].choices == []
+    assert chunks[-1].usage.completion_tokens == 5
+    assert chunks[-1].usage.cost_micros == 53
+
+
+def test_tool_round_trip(openai_client):
+    ask = {"role": "user", "content": "what is the weather in Paris"}
+    r = openai_client.chat.completions.create(model="gpt-test", messages=[ask], tools=TOOLS)
+    msg = r.choices[0].message
+    assert r.choices[0].finish_reason == "tool_calls"
+    call = msg.tool_calls[0]
+    assert call.function.name == "get_weather"
+    # The client echoes the assistant message back as it got it.
+    r2 = openai_client.chat.completions.create(model="gpt-test", tools=TOOLS, messages=[
+        ask, msg.model_dump(exclude_none=False),
+        {"role": "tool", "tool_call_id": call.id, "content": "sunny"}])
+    assert r2.choices[0].message.content == "The tool said: sunny"
+
+
+def test_image_input(openai_client):
+    r = openai_client.chat.completions.create(model="gpt-test", messages=[{
+        "role": "user", "content": [
+            {"type": "text", "text": "look"},
+            {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}}]}])
+    assert r.choices[0].message.content == "Hello from mock: look [image]"
+
+
+def test_claude_through_chat_completions(openai_client):
+    r = openai_client.chat.completions.create(
+        model="claude-test", messages=[{"role": "system", "content": "be brief"}] + USER)
+    assert r.model == "claude-test"
+    assert r.choices[0].message.content == "Hello from mock: hi there"
+    assert r.usage.prompt_tokens == 4
+    chunks = list(openai_client.chat.completions.create(
+        model="claude-test", messages=USER, stream=True, stream_options={"include_usage": True}))
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == \
+        "Hello from mock: hi there"
+    assert chunks[-1].usage.completion_tokens == 5
+    r = openai_client.chat.completions.create(
+        model="claude-test", tools=TOOLS, messages=[{"role": "user", "content": "weather?"}])
+    assert r.choices[0].message.tool_calls[0].function.name == "get_weather"
+
+
+def test_echo_and_models(openai_client):
+    r = openai_client.chat.completions.create(model="echo", messages=USER)
+    assert r.choices[0].message.content == "echo: hi there"
+    ids = [m.id for m in openai_client.models.list()]
+    assert "claude-test" in ids and "gpt-test" in ids and "echo" in ids
+
+
+def test_errors_are_the_clients_own_exceptions(qlaud, openai_client):
+    bad = openai.OpenAI(base_url=qlaud["base_url"] + "/v1", api_key="qlk_live_nope", max_retries=0)
+    with pytest.raises(openai.AuthenticationError):
+        bad.chat.completions.create(model="gpt-test", messages=USER)
+    with pytest.raises(openai.NotFoundError) as info:
+        openai_client.chat.completions.create(model="no-such-model", messages=USER)
+    assert info.value.code == "model_not_found"
+    cases = [("gpt-error-500", openai.InternalServerError),
+             ("gpt-error-429", openai.RateLimitError),
+             ("gpt-error-400", openai.BadRequestError)]
+    for model, exc in cases:
+        with pytest.raises(exc):
+            openai_client.chat.completions.create(model=model, messages=USER)
+    with pytest.raises(openai.APIStatusError) as info:
+        openai_client.chat.completions.create(model="gpt-hang", messages=USER)
+    assert info.value.status_code == 504

@@ -1,0 +1,349 @@
+//! `cargo xtask bench`: qlaud versus going straight to the mock upstream.
+//!
+//! Starts the mock upstream and a release `qlaud` in front of it, then for
+//! each path (direct, through qlaud) measures:
+//! - added latency at a fixed request rate (open loop: latency counts from
+//!   when a request was due, so a stall is never hidden);
+//! - time to first byte of a stream at a fixed rate;
+//! - saturated requests/s with a fixed number of concurrent clients;
+//!
+//! and qlaud's peak RSS. Prints a Markdown table for the README.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use hdrhistogram::Histogram;
+use serde_json::{Value, json};
+
+struct Args {
+    qlaud: String,
+    mock: String,
+    seconds: u64,
+    rate: u64,
+    concurrency: usize,
+}
+
+fn args() -> anyhow::Result<Args> {
+    let mut a = Args {
+        qlaud: String::new(),
+        mock: String::new(),
+        seconds: 5,
+        rate: 1000,
+        concurrency: 32,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let v = it.next().with_context(|| format!("{flag} needs a value"))?;
+        match flag.as_str() {
+            "--qlaud" => a.qlaud = v,
+            "--mock" => a.mock = v,
+            "--seconds" => a.seconds = v.parse()?,
+            "--rate" => a.rate = v.parse()?,
+            "--concurrency" => a.concurrency = v.parse()?,
+            other => anyhow::bail!("unknown flag {other}"),
+        }
+    }
+    anyhow::ensure!(
+        !a.qlaud.is_empty() && !a.mock.is_empty(),
+        "--qlaud and --mock are required"
+    );
+    Ok(a)
+}
+
+/// Where requests go and how they authenticate.
+#[derive(Clone)]
+struct Target {
+    url: String,
+    headers: Vec<(&'static str, String)>,
+}
+
+impl Target {
+    fn request(&self, http: &reqwest::Client, body: &Value) -> reqwest::RequestBuilder {
+        let mut r = http.post(&self.url).json(body);
+        for (k, v) in &self.headers {
+            r = r.header(*k, v);
+        }
+        r
+    }
+}
+
+fn body(stream: bool) -> Value {
+    json!({"model": "claude-bench", "max_tokens": 64, "stream": stream,
+           "messages": [{"role": "user", "content": "hello world this is a benchmark request"}]})
+}
+
+/// Latencies (µs) at `rate` requests/s for `seconds`, from the due time of
+/// each request to its full answer (or, with `ttfb`, its first body byte).
+async fn open_loop(
+    http: &reqwest::Client,
+    t: &Target,
+    rate: u64,
+    seconds: u64,
+    stream: bool,
+) -> (Histogram<u64>, u64) {
+    let hist = Arc::new(Mutex::new(Histogram::<u64>::new(3).unwrap()));
+    let errors = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let body = Arc::new(body(stream));
+    let start = Instant::now();
+    let total = rate * seconds;
+    let mut tasks = Vec::with_capacity(total as usize);
+    for i in 0..total {
+        let due = start + Duration::from_nanos(i * 1_000_000_000 / rate);
+        tokio::time::sleep_until(due.into()).await;
+        let (http, t, body, hist, errors) = (
+            http.clone(),
+            t.clone(),
+            body.clone(),
+            hist.clone(),
+            errors.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            let ok = match t.request(&http, &body).send().await {
+                Ok(resp) if resp.status().is_success() => {
+                    if stream {
+                        let mut resp = resp;
+                        let first = resp.chunk().await.is_ok();
+                        let elapsed = due.elapsed();
+                        while let Ok(Some(_)) = resp.chunk().await {}
+                        first.then_some(elapsed)
+                    } else {
+                        resp.bytes().await.ok().map(|_| due.elapsed())
+                    }
+                }
+                _ => None,
+            };
+            match ok {
+                Some(d) => hist.lock().unwrap().record(d.as_micros() as u64).unwrap(),
+                None => {
+                    errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.ok();
+    }
+    let h = hist.lock().unwrap().clone();
+    (h, errors.load(std::sync::atomic::Ordering::Relaxed))
+}
+
+/// Requests/s with `concurrency` clients each sending back to back.
+async fn closed_loop(
+    http: &reqwest::Client,
+    t: &Target,
+    concurrency: usize,
+    seconds: u64,
+) -> (f64, u64) {
+    let done = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let errors = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let body = Arc::new(body(false));
+    let end = Instant::now() + Duration::from_secs(seconds);
+    let start = Instant::now();
+    let workers: Vec<_> = (0..concurrency)
+        .map(|_| {
+            let (http, t, body, done, errors) = (
+                http.clone(),
+                t.clone(),
+                body.clone(),
+                done.clone(),
+                errors.clone(),
+            );
+            tokio::spawn(async move {
+                while Instant::now() < end {
+                    let ok = match t.request(&http, &body).send().await {
+                        Ok(r) if r.status().is_success() => r.bytes().await.is_ok(),
+                        _ => false,
+                    };
+                    let counter = if ok { &done } else { &errors };
+                    counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        w.await.ok();
+    }
+    let n = done.load(std::sync::atomic::Ordering::Relaxed);
+    (
+        n as f64 / start.elapsed().as_secs_f64(),
+        errors.load(std::sync::atomic::Ordering::Relaxed),
+    )
+}
+
+struct Guard(Child);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        self.0.kill().ok();
+        self.0.wait().ok();
+    }
+}
+
+fn peak_rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1).and_then(|n| n.parse().ok()))
+        })
+        .unwrap_or(0)
+}
+
+fn ms(us: u64) -> String {
+    format!("{:.3}", us as f64 / 1000.0)
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let a = args()?;
+    let mut mock = Command::new(&a.mock)
+        .args(["--bind", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .spawn()?;
+    let line = BufReader::new(mock.stdout.take().unwrap())
+        .lines()
+        .next()
+        .context("mock output")??;
+    let _mock = Guard(mock);
+    let info: Value = serde_json::from_str(&line)?;
+    let dir = tempfile::tempdir()?;
+    let config = dir.path().join("qlaud.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[providers.anthropic]\nkind = \"anthropic\"\nbase_url = \"{}\"\napi_key = \"mock-anthropic-key\"\n\
+             [models.\"claude-bench\"]\nprovider = \"anthropic\"\nmax_output_tokens = 1000\n\
+             prices = {{ input = \"3\", output = \"15\" }}\n",
+            info["anthropic_base_url"].as_str().unwrap()
+        ),
+    )?;
+    let mut qlaud = Command::new(&a.qlaud)
+        .args(["serve", "--bind", "127.0.0.1:0", "--config"])
+        .arg(&config)
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let master_line = BufReader::new(qlaud.stdout.take().unwrap())
+        .lines()
+        .next()
+        .context("qlaud stdout")??;
+    let master: Value = serde_json::from_str(&master_line)?;
+    let mut stderr = BufReader::new(qlaud.stderr.take().unwrap()).lines();
+    let addr = loop {
+        let line = stderr.next().context("qlaud exited")??;
+        if let Some(rest) = line.split("addr=").nth(1) {
+            break rest.split_whitespace().next().unwrap().to_string();
+        }
+    };
+    std::thread::spawn(move || for _ in stderr {});
+    let pid = qlaud.id();
+    let _qlaud = Guard(qlaud);
+
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(4096)
+        .tcp_nodelay(true)
+        .build()?;
+    let key: Value = http
+        .post(format!("http://{addr}/v1/keys"))
+        .bearer_auth(master["master_key"].as_str().unwrap())
+        .json(&json!({"name": "bench"}))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let direct = Target {
+        url: format!(
+            "{}/v1/messages",
+            info["anthropic_base_url"].as_str().unwrap()
+        ),
+        headers: vec![
+            ("x-api-key", "mock-anthropic-key".into()),
+            ("anthropic-version", "2023-06-01".into()),
+        ],
+    };
+    let via = Target {
+        url: format!("http://{addr}/v1/messages"),
+        headers: vec![("x-api-key", key["secret"].as_str().unwrap().to_string())],
+    };
+
+    eprintln!("warming up");
+    closed_loop(&http, &direct, a.concurrency, 1).await;
+    closed_loop(&http, &via, a.concurrency, 1).await;
+
+    eprintln!("open loop at {} req/s for {} s", a.rate, a.seconds);
+    let (d, d_err) = open_loop(&http, &direct, a.rate, a.seconds, false).await;
+    let (q, q_err) = open_loop(&http, &via, a.rate, a.seconds, false).await;
+    let stream_rate = (a.rate / 4).max(1);
+    eprintln!("streams at {stream_rate} req/s");
+    let (ds, ds_err) = open_loop(&http, &direct, stream_rate, a.seconds, true).await;
+    let (qs, qs_err) = open_loop(&http, &via, stream_rate, a.seconds, true).await;
+    eprintln!("saturated with {} clients", a.concurrency);
+    let (d_rps, d_sat_err) = closed_loop(&http, &direct, a.concurrency, a.seconds).await;
+    let (q_rps, q_sat_err) = closed_loop(&http, &via, a.concurrency, a.seconds).await;
+    let rss = peak_rss_kib(pid);
+
+    let added = |q: &Histogram<u64>, d: &Histogram<u64>, p: f64| {
+        q.value_at_quantile(p) as i64 - d.value_at_quantile(p) as i64
+    };
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
+    println!(
+        "Measured {} on {cores} cores (load generator, mock and qlaud on one machine), {} s per run, SQLite store:\n",
+        chrono_date(),
+        a.seconds
+    );
+    println!("| measure | direct to mock | through qlaud | added by qlaud |");
+    println!("|---|---|---|---|");
+    for (name, p) in [("p50", 0.5), ("p99", 0.99)] {
+        println!(
+            "| latency {name} at {} req/s (ms) | {} | {} | {} |",
+            a.rate,
+            ms(d.value_at_quantile(p)),
+            ms(q.value_at_quantile(p)),
+            format_args!("{:.3}", added(&q, &d, p) as f64 / 1000.0)
+        );
+    }
+    for (name, p) in [("p50", 0.5), ("p99", 0.99)] {
+        println!(
+            "| stream time to first byte {name} at {stream_rate} req/s (ms) | {} | {} | {} |",
+            ms(ds.value_at_quantile(p)),
+            ms(qs.value_at_quantile(p)),
+            format_args!("{:.3}", added(&qs, &ds, p) as f64 / 1000.0)
+        );
+    }
+    println!(
+        "| saturated requests/s ({} clients) | {:.0} | {:.0} | {:.0} % of direct |",
+        a.concurrency,
+        d_rps,
+        q_rps,
+        100.0 * q_rps / d_rps.max(1.0)
+    );
+    println!(
+        "| qlaud peak RSS (MiB) | – | {:.1} | – |",
+        rss as f64 / 1024.0
+    );
+    let errors = d_err + q_err + ds_err + qs_err + d_sat_err + q_sat_err;
+    if errors > 0 {
+        println!(
+            "\n{errors} requests failed (direct {d_err}/{ds_err}/{d_sat_err}, qlaud {q_err}/{qs_err}/{q_sat_err})"
+        );
+    }
+    Ok(())
+}
+
+fn chrono_date() -> String {
+    Command::new("date")
+        .args(["-u", "+%Y-%m-%d"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default()
+}
