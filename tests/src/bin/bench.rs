@@ -24,6 +24,7 @@ struct Args {
     seconds: u64,
     rate: u64,
     concurrency: usize,
+    runs: usize,
 }
 
 fn args() -> anyhow::Result<Args> {
@@ -33,6 +34,7 @@ fn args() -> anyhow::Result<Args> {
         seconds: 5,
         rate: 1000,
         concurrency: 32,
+        runs: 3,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -43,6 +45,7 @@ fn args() -> anyhow::Result<Args> {
             "--seconds" => a.seconds = v.parse()?,
             "--rate" => a.rate = v.parse()?,
             "--concurrency" => a.concurrency = v.parse()?,
+            "--runs" => a.runs = v.parse::<usize>()?.max(1),
             other => anyhow::bail!("unknown flag {other}"),
         }
     }
@@ -193,10 +196,6 @@ fn peak_rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
-fn ms(us: u64) -> String {
-    format!("{:.3}", us as f64 / 1000.0)
-}
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let a = args()?;
@@ -278,64 +277,82 @@ async fn main() -> anyhow::Result<()> {
     closed_loop(&http, &direct, a.concurrency, 1).await;
     closed_loop(&http, &via, a.concurrency, 1).await;
 
-    eprintln!("open loop at {} req/s for {} s", a.rate, a.seconds);
-    let (d, d_err) = open_loop(&http, &direct, a.rate, a.seconds, false).await;
-    let (q, q_err) = open_loop(&http, &via, a.rate, a.seconds, false).await;
+    // Each figure is the median over the runs: this machine is shared and
+    // single runs swing widely.
     let stream_rate = (a.rate / 4).max(1);
-    eprintln!("streams at {stream_rate} req/s");
-    let (ds, ds_err) = open_loop(&http, &direct, stream_rate, a.seconds, true).await;
-    let (qs, qs_err) = open_loop(&http, &via, stream_rate, a.seconds, true).await;
-    eprintln!("saturated with {} clients", a.concurrency);
-    let (d_rps, d_sat_err) = closed_loop(&http, &direct, a.concurrency, a.seconds).await;
-    let (q_rps, q_sat_err) = closed_loop(&http, &via, a.concurrency, a.seconds).await;
+    let mut rows: Vec<Vec<[f64; 2]>> = vec![Vec::new(); 5];
+    let mut errors = 0;
+    for run in 1..=a.runs {
+        eprintln!(
+            "run {run}/{}: open loop at {} req/s, streams at {stream_rate} req/s, saturated with {} clients, {} s each",
+            a.runs, a.rate, a.concurrency, a.seconds
+        );
+        let (d, e1) = open_loop(&http, &direct, a.rate, a.seconds, false).await;
+        let (q, e2) = open_loop(&http, &via, a.rate, a.seconds, false).await;
+        let (ds, e3) = open_loop(&http, &direct, stream_rate, a.seconds, true).await;
+        let (qs, e4) = open_loop(&http, &via, stream_rate, a.seconds, true).await;
+        let (d_rps, e5) = closed_loop(&http, &direct, a.concurrency, a.seconds).await;
+        let (q_rps, e6) = closed_loop(&http, &via, a.concurrency, a.seconds).await;
+        errors += e1 + e2 + e3 + e4 + e5 + e6;
+        let msq = |h: &Histogram<u64>, p: f64| h.value_at_quantile(p) as f64 / 1000.0;
+        rows[0].push([msq(&d, 0.5), msq(&q, 0.5)]);
+        rows[1].push([msq(&d, 0.99), msq(&q, 0.99)]);
+        rows[2].push([msq(&ds, 0.5), msq(&qs, 0.5)]);
+        rows[3].push([msq(&ds, 0.99), msq(&qs, 0.99)]);
+        rows[4].push([d_rps, q_rps]);
+    }
     let rss = peak_rss_kib(pid);
-
-    let added = |q: &Histogram<u64>, d: &Histogram<u64>, p: f64| {
-        q.value_at_quantile(p) as i64 - d.value_at_quantile(p) as i64
+    let median = |v: &[f64]| {
+        let mut v = v.to_vec();
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
     };
+    let col = |row: &[[f64; 2]], i: usize| median(&row.iter().map(|r| r[i]).collect::<Vec<_>>());
+    let added = |row: &[[f64; 2]]| median(&row.iter().map(|r| r[1] - r[0]).collect::<Vec<_>>());
     let cores = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(0);
     println!(
-        "Measured {} on {cores} cores (load generator, mock and qlaud on one machine), {} s per run, SQLite store:\n",
+        "Measured {} on {cores} cores (load generator, mock and qlaud on one machine), SQLite store; \
+         median of {} runs of {} s each:\n",
         chrono_date(),
+        a.runs,
         a.seconds
     );
     println!("| measure | direct to mock | through qlaud | added by qlaud |");
     println!("|---|---|---|---|");
-    for (name, p) in [("p50", 0.5), ("p99", 0.99)] {
+    let labels = [
+        format!("latency p50 at {} req/s (ms)", a.rate),
+        format!("latency p99 at {} req/s (ms)", a.rate),
+        format!("stream time to first byte p50 at {stream_rate} req/s (ms)"),
+        format!("stream time to first byte p99 at {stream_rate} req/s (ms)"),
+    ];
+    for (label, row) in labels.iter().zip(&rows) {
         println!(
-            "| latency {name} at {} req/s (ms) | {} | {} | {} |",
-            a.rate,
-            ms(d.value_at_quantile(p)),
-            ms(q.value_at_quantile(p)),
-            format_args!("{:.3}", added(&q, &d, p) as f64 / 1000.0)
+            "| {label} | {:.3} | {:.3} | {:.3} |",
+            col(row, 0),
+            col(row, 1),
+            added(row)
         );
     }
-    for (name, p) in [("p50", 0.5), ("p99", 0.99)] {
-        println!(
-            "| stream time to first byte {name} at {stream_rate} req/s (ms) | {} | {} | {} |",
-            ms(ds.value_at_quantile(p)),
-            ms(qs.value_at_quantile(p)),
-            format_args!("{:.3}", added(&qs, &ds, p) as f64 / 1000.0)
-        );
-    }
+    let ratio = median(
+        &rows[4]
+            .iter()
+            .map(|r| 100.0 * r[1] / r[0].max(1.0))
+            .collect::<Vec<_>>(),
+    );
     println!(
-        "| saturated requests/s ({} clients) | {:.0} | {:.0} | {:.0} % of direct |",
+        "| saturated requests/s ({} clients) | {:.0} | {:.0} | {ratio:.0} % of direct |",
         a.concurrency,
-        d_rps,
-        q_rps,
-        100.0 * q_rps / d_rps.max(1.0)
+        col(&rows[4], 0),
+        col(&rows[4], 1)
     );
     println!(
         "| qlaud peak RSS (MiB) | – | {:.1} | – |",
         rss as f64 / 1024.0
     );
-    let errors = d_err + q_err + ds_err + qs_err + d_sat_err + q_sat_err;
     if errors > 0 {
-        println!(
-            "\n{errors} requests failed (direct {d_err}/{ds_err}/{d_sat_err}, qlaud {q_err}/{qs_err}/{q_sat_err})"
-        );
+        println!("\n{errors} requests failed");
     }
     Ok(())
 }
