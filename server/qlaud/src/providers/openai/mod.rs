@@ -56,6 +56,9 @@ pub struct StreamTap {
     client_wants_usage: bool,
     public_model: String,
     rename_model: bool,
+    /// `"model":"<upstream id>"` and its replacement, for renaming chunks
+    /// without parsing them.
+    model_bytes: (Vec<u8>, Vec<u8>),
     prices: Prices,
 }
 
@@ -68,6 +71,10 @@ impl StreamTap {
             client_wants_usage,
             public_model: model.name.clone(),
             rename_model: model.name != model.upstream,
+            model_bytes: (
+                format!("\"model\":{}", Value::String(model.upstream.clone())).into_bytes(),
+                format!("\"model\":{}", Value::String(model.name.clone())).into_bytes(),
+            ),
             prices: model.prices.unwrap_or_default(),
         }
     }
@@ -86,11 +93,16 @@ impl StreamTap {
     pub fn on_event(&mut self, raw: Bytes) -> Option<Bytes> {
         // Only chunks with a usage object are parsed; the rest pass as they are.
         let has_usage = memchr_usage(&raw);
-        if !has_usage && !self.rename_model {
+        if !has_usage {
             if raw.starts_with(b"data: {") {
                 self.chunks += 1;
             }
-            return Some(raw);
+            if !self.rename_model {
+                return Some(raw);
+            }
+            if let Some(renamed) = replace_once(&raw, &self.model_bytes.0, &self.model_bytes.1) {
+                return Some(renamed);
+            }
         }
         let (_, data) = sse::parse(&raw);
         let Ok(mut v) = serde_json::from_str::<Value>(&data) else {
@@ -112,11 +124,19 @@ impl StreamTap {
                 // Usage rode on a content chunk: keep the chunk, drop usage.
                 v.as_object_mut().map(|o| o.remove("usage"));
             }
-        } else {
-            self.chunks += 1;
         }
         Some(sse::event(None, &v.to_string()))
     }
+}
+
+/// `haystack` with the first `from` replaced by `to`, if there is one.
+fn replace_once(haystack: &[u8], from: &[u8], to: &[u8]) -> Option<Bytes> {
+    let at = haystack.windows(from.len()).position(|w| w == from)?;
+    let mut out = Vec::with_capacity(haystack.len() + to.len() - from.len().min(to.len()));
+    out.extend_from_slice(&haystack[..at]);
+    out.extend_from_slice(to);
+    out.extend_from_slice(&haystack[at + from.len()..]);
+    Some(Bytes::from(out))
 }
 
 /// Whether a chunk carries a usage object (not `"usage": null`), found
