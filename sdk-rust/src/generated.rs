@@ -98,6 +98,29 @@ pub mod types {
             Default::default()
         }
     }
+    ///One UTC day's usage.
+    #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, PartialEq)]
+    pub struct DayUsage {
+        ///Input tokens read from the prompt cache.
+        pub cache_read_tokens: i64,
+        ///Input tokens written to the prompt cache.
+        pub cache_write_tokens: i64,
+        ///What the requests cost, in micro-dollars (1 USD = 1000000).
+        pub cost_micros: i64,
+        ///The day, `YYYY-MM-DD` (UTC).
+        pub date: ::std::string::String,
+        ///Input tokens billed at the input price.
+        pub input_tokens: i64,
+        ///Output tokens.
+        pub output_tokens: i64,
+        ///Model requests, failed ones included (they cost nothing).
+        pub requests: i64,
+    }
+    impl DayUsage {
+        pub fn builder() -> builder::DayUsage {
+            Default::default()
+        }
+    }
     ///Error information from a response.
     #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, PartialEq)]
     pub struct Error {
@@ -286,6 +309,31 @@ pub mod types {
             value: ::std::string::String,
         ) -> ::std::result::Result<Self, self::error::ConversionError> {
             value.parse()
+        }
+    }
+    ///One key's usage.
+    #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, PartialEq)]
+    pub struct KeyUsage {
+        ///Input tokens read from the prompt cache.
+        pub cache_read_tokens: i64,
+        ///Input tokens written to the prompt cache.
+        pub cache_write_tokens: i64,
+        ///What the requests cost, in micro-dollars (1 USD = 1000000).
+        pub cost_micros: i64,
+        ///Input tokens billed at the input price.
+        pub input_tokens: i64,
+        ///The key's id.
+        pub key_id: ::std::string::String,
+        ///The key's name.
+        pub key_name: ::std::string::String,
+        ///Output tokens.
+        pub output_tokens: i64,
+        ///Model requests, failed ones included (they cost nothing).
+        pub requests: i64,
+    }
+    impl KeyUsage {
+        pub fn builder() -> builder::KeyUsage {
+            Default::default()
         }
     }
     ///A key together with its secret: answered only by mint and rotate.
@@ -498,6 +546,29 @@ pub mod types {
             Default::default()
         }
     }
+    ///One model's usage.
+    #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, PartialEq)]
+    pub struct ModelUsage {
+        ///Input tokens read from the prompt cache.
+        pub cache_read_tokens: i64,
+        ///Input tokens written to the prompt cache.
+        pub cache_write_tokens: i64,
+        ///What the requests cost, in micro-dollars (1 USD = 1000000).
+        pub cost_micros: i64,
+        ///Input tokens billed at the input price.
+        pub input_tokens: i64,
+        ///The model's public name.
+        pub model: ::std::string::String,
+        ///Output tokens.
+        pub output_tokens: i64,
+        ///Model requests, failed ones included (they cost nothing).
+        pub requests: i64,
+    }
+    impl ModelUsage {
+        pub fn builder() -> builder::ModelUsage {
+            Default::default()
+        }
+    }
     ///An error of `POST /v1/chat/completions`: `{"error":{"message","type","param","code"}}`.
     #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, PartialEq)]
     pub struct OpenAiError {
@@ -623,6 +694,59 @@ pub mod types {
     }
     impl UpdateKeyRequest {
         pub fn builder() -> builder::UpdateKeyRequest {
+            Default::default()
+        }
+    }
+    ///The window a report covers.
+    #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, PartialEq)]
+    pub struct UsagePeriod {
+        ///Start, inclusive.
+        pub from: ::chrono::DateTime<::chrono::offset::Utc>,
+        ///End, exclusive.
+        pub to: ::chrono::DateTime<::chrono::offset::Utc>,
+    }
+    impl UsagePeriod {
+        pub fn builder() -> builder::UsagePeriod {
+            Default::default()
+        }
+    }
+    ///Spend per key, model and day, ready to bill.
+    #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, PartialEq)]
+    pub struct UsageReport {
+        ///Per UTC day, oldest first.
+        pub by_day: ::std::vec::Vec<DayUsage>,
+        ///Per key, most expensive first.
+        pub by_key: ::std::vec::Vec<KeyUsage>,
+        ///Per model, most expensive first.
+        pub by_model: ::std::vec::Vec<ModelUsage>,
+        ///The window covered.
+        pub period: UsagePeriod,
+        ///Everything in the window.
+        pub totals: UsageTotals,
+    }
+    impl UsageReport {
+        pub fn builder() -> builder::UsageReport {
+            Default::default()
+        }
+    }
+    ///Sums over a set of requests.
+    #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, PartialEq)]
+    pub struct UsageTotals {
+        ///Input tokens read from the prompt cache.
+        pub cache_read_tokens: i64,
+        ///Input tokens written to the prompt cache.
+        pub cache_write_tokens: i64,
+        ///What the requests cost, in micro-dollars (1 USD = 1000000).
+        pub cost_micros: i64,
+        ///Input tokens billed at the input price.
+        pub input_tokens: i64,
+        ///Output tokens.
+        pub output_tokens: i64,
+        ///Model requests, failed ones included (they cost nothing).
+        pub requests: i64,
+    }
+    impl UsageTotals {
+        pub fn builder() -> builder::UsageTotals {
             Default::default()
         }
     }
@@ -1139,6 +1263,154 @@ pub mod types {
             }
         }
         #[derive(Clone, Debug)]
+        pub struct DayUsage {
+            cache_read_tokens: ::std::result::Result<i64, ::std::string::String>,
+            cache_write_tokens: ::std::result::Result<i64, ::std::string::String>,
+            cost_micros: ::std::result::Result<i64, ::std::string::String>,
+            date: ::std::result::Result<::std::string::String, ::std::string::String>,
+            input_tokens: ::std::result::Result<i64, ::std::string::String>,
+            output_tokens: ::std::result::Result<i64, ::std::string::String>,
+            requests: ::std::result::Result<i64, ::std::string::String>,
+        }
+        impl ::std::default::Default for DayUsage {
+            fn default() -> Self {
+                Self {
+                    cache_read_tokens: Err(
+                        "no value supplied for cache_read_tokens".to_string(),
+                    ),
+                    cache_write_tokens: Err(
+                        "no value supplied for cache_write_tokens".to_string(),
+                    ),
+                    cost_micros: Err("no value supplied for cost_micros".to_string()),
+                    date: Err("no value supplied for date".to_string()),
+                    input_tokens: Err("no value supplied for input_tokens".to_string()),
+                    output_tokens: Err(
+                        "no value supplied for output_tokens".to_string(),
+                    ),
+                    requests: Err("no value supplied for requests".to_string()),
+                }
+            }
+        }
+        impl DayUsage {
+            pub fn cache_read_tokens<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<i64>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.cache_read_tokens = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!(
+                            "error converting supplied value for cache_read_tokens: {e}"
+                        )
+                    });
+                self
+            }
+            pub fn cache_write_tokens<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<i64>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.cache_write_tokens = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!(
+                            "error converting supplied value for cache_write_tokens: {e}"
+                        )
+                    });
+                self
+            }
+            pub fn cost_micros<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<i64>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.cost_micros = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for cost_micros: {e}")
+                    });
+                self
+            }
+            pub fn date<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::string::String>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.date = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for date: {e}")
+                    });
+                self
+            }
+            pub fn input_tokens<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<i64>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.input_tokens = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for input_tokens: {e}")
+                    });
+                self
+            }
+            pub fn output_tokens<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<i64>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.output_tokens = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for output_tokens: {e}")
+                    });
+                self
+            }
+            pub fn requests<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<i64>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.requests = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for requests: {e}")
+                    });
+                self
+            }
+        }
+        impl ::std::convert::TryFrom<DayUsage> for super::DayUsage {
+            type Error = super::error::ConversionError;
+            fn try_from(
+                value: DayUsage,
+            ) -> ::std::result::Result<Self, super::error::ConversionError> {
+                Ok(Self {
+                    cache_read_tokens: value.cache_read_tokens?,
+                    cache_write_tokens: value.cache_write_tokens?,
+                    cost_micros: value.cost_micros?,
+                    date: value.date?,
+                    input_tokens: value.input_tokens?,
+                    output_tokens: value.output_tokens?,
+                    requests: value.requests?,
+                })
+            }
+        }
+        impl ::std::convert::From<super::DayUsage> for DayUsage {
+            fn from(value: super::DayUsage) -> Self {
+                Self {
+                    cache_read_tokens: Ok(value.cache_read_tokens),
+                    cache_write_tokens: Ok(value.cache_write_tokens),
+                    cost_micros: Ok(value.cost_micros),
+                    date: Ok(value.date),
+                    input_tokens: Ok(value.input_tokens),
+                    output_tokens: Ok(value.output_tokens),
+                    requests: Ok(value.requests),
+                }
+            }
+        }
+        #[derive(Clone, Debug)]
         pub struct Error {
             error_code: ::std::result::Result<
                 ::std::option::Option<::std::string::String>,
@@ -1565,6 +1837,173 @@ pub mod types {
                 Self {
                     items: Ok(value.items),
                     next_page: Ok(value.next_page),
+                }
+            }
+        }
+        #[derive(Clone, Debug)]
+        pub struct KeyUsage {
+            cache_read_tokens: ::std::result::Result<i64, ::std::string::String>,
+            cache_write_tokens: ::std::result::Result<i64, ::std::string::String>,
+            cost_micros: ::std::result::Result<i64, ::std::string::String>,
+            input_tokens: ::std::result::Result<i64, ::std::string::String>,
+            key_id: ::std::result::Result<::std::string::String, ::std::string::String>,
+            key_name: ::std::result::Result<
+                ::std::string::String,
+                ::std::string::String,
+            >,
+            output_tokens: ::std::result::Result<i64, ::std::string::String>,
+            requests: ::std::result::Result<i64, ::std::string::String>,
+        }
+        impl ::std::default::Default for KeyUsage {
+            fn default() -> Self {
+                Self {
+                    cache_read_tokens: Err(
+                        "no value supplied for cache_read_tokens".to_string(),
+                    ),
+                    cache_write_tokens: Err(
+                        "no value supplied for cache_write_tokens".to_string(),
+                    ),
+                    cost_micros: Err("no value supplied for cost_micros".to_string()),
+                    input_tokens: Err("no value supplied for input_tokens".to_string()),
+                    key_id: Err("no value supplied for key_id".to_string()),
+                    key_name: Err("no value supplied for key_name".to_string()),
+                    output_tokens: Err(
+                        "no value supplied for output_tokens".to_string(),
+                    ),
+                    requests: Err("no value supplied for requests".to_string()),
+                }
+            }
+        }
+        impl KeyUsage {
+            pub fn cache_read_tokens<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<i64>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.cache_read_tokens = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!(
+                            "error converting supplied value for cache_read_tokens: {e}"
+                        )
+                    });
+                self
+            }
+            pub fn cache_write_tokens<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<i64>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.cache_write_tokens = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!(
+                            "error converting supplied value for cache_write_tokens: {e}"
+                        )
+                    });
+                self
+            }
+            pub fn cost_micros<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<i64>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.cost_micros = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for cost_micros: {e}")
+                    });
+                self
+            }
+            pub fn input_tokens<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<i64>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.input_tokens = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for input_tokens: {e}")
+                    });
+                self
+            }
+            pub fn key_id<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::string::String>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.key_id = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for key_id: {e}")
+                    });
+                self
+            }
+            pub fn key_name<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::string::String>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.key_name = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for key_name: {e}")
+                    });
+                self
+            }
+            pub fn output_tokens<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<i64>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.output_tokens = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for output_tokens: {e}")
+                    });
+                self
+            }
+            pub fn requests<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<i64>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.requests = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for requests: {e}")
+                    });
+                self
+            }
+        }
+        impl ::std::convert::TryFrom<KeyUsage> for super::KeyUsage {
+            type Error = super::error::ConversionError;
+            fn try_from(
+                value: KeyUsage,
+            ) -> ::std::result::Result<Self, super::error::ConversionError> {
+                Ok(Self {
+                    cache_read_tokens: value.cache_read_tokens?,
+                    cache_write_tokens: value.cache_write_tokens?,
+                    cost_micros: value.cost_micros?,
+                    input_tokens: value.input_tokens?,
+                    key_id: value.key_id?,
+                    key_name: value.key_name?,
+                    output_tokens: value.output_tokens?,
+                    requests: value.requests?,
+                })
+            }
+        }
+        impl ::std::convert::From<super::KeyUsage> for KeyUsage {
+            fn from(value: super::KeyUsage) -> Self {
+                Self {
+                    cache_read_tokens: Ok(value.cache_read_tokens),
+                    cache_write_tokens: Ok(value.cache_write_tokens),
+                    cost_micros: Ok(value.cost_micros),
+                    input_tokens: Ok(value.input_tokens),
+                    key_id: Ok(value.key_id),
+                    key_name: Ok(value.key_name),
+                    output_tokens: Ok(value.output_tokens),
+                    requests: Ok(value.requests),
                 }
             }
         }
@@ -2810,6 +3249,154 @@ pub mod types {
             }
         }
         #[derive(Clone, Debug)]
+        pub struct ModelUsage {
+            cache_read_tokens: ::std::result::Result<i64, ::std::string::String>,
+            cache_write_tokens: ::std::result::Result<i64, ::std::string::String>,
+            cost_micros: ::std::result::Result<i64, ::std::string::String>,
+            input_tokens: ::std::result::Result<i64, ::std::string::String>,
+            model: ::std::result::Result<::std::string::String, ::std::string::String>,
+            output_tokens: ::std::result::Result<i64, ::std::string::String>,
+            requests: ::std::result::Result<i64, ::std::string::String>,
+        }
+        impl ::std::default::Default for ModelUsage {
+            fn default() -> Self {
+                Self {
+                    cache_read_tokens: Err(
+                        "no value supplied for cache_read_tokens".to_string(),
+                    ),
+                    cache_write_tokens: Err(
+                        "no value supplied for cache_write_tokens".to_string(),
+                    ),
+                    cost_micros: Err("no value supplied for cost_micros".to_string()),
+                    input_tokens: Err("no value supplied for input_tokens".to_string()),
+                    model: Err("no value supplied for model".to_string()),
+                    output_tokens: Err(
+                        "no value supplied for output_tokens".to_string(),
+                    ),
+                    requests: Err("no value supplied for requests".to_string()),
+                }
+            }
+        }
+        impl ModelUsage {
+            pub fn cache_read_tokens<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<i64>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.cache_read_tokens = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!(
+                            "error converting supplied value for cache_read_tokens: {e}"
+                        )
+                    });
+                self
+            }
+            pub fn cache_write_tokens<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<i64>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.cache_write_tokens = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!(
+                            "error converting supplied value for cache_write_tokens: {e}"
+                        )
+                    });
+                self
+            }
+            pub fn cost_micros<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<i64>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.cost_micros = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for cost_micros: {e}")
+                    });
+                self
+            }
+            pub fn input_tokens<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<i64>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.input_tokens = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for input_tokens: {e}")
+                    });
+                self
+            }
+            pub fn model<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::string::String>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.model = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for model: {e}")
+                    });
+                self
+            }
+            pub fn output_tokens<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<i64>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.output_tokens = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for output_tokens: {e}")
+                    });
+                self
+            }
+            pub fn requests<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<i64>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.requests = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for requests: {e}")
+                    });
+                self
+            }
+        }
+        impl ::std::convert::TryFrom<ModelUsage> for super::ModelUsage {
+            type Error = super::error::ConversionError;
+            fn try_from(
+                value: ModelUsage,
+            ) -> ::std::result::Result<Self, super::error::ConversionError> {
+                Ok(Self {
+                    cache_read_tokens: value.cache_read_tokens?,
+                    cache_write_tokens: value.cache_write_tokens?,
+                    cost_micros: value.cost_micros?,
+                    input_tokens: value.input_tokens?,
+                    model: value.model?,
+                    output_tokens: value.output_tokens?,
+                    requests: value.requests?,
+                })
+            }
+        }
+        impl ::std::convert::From<super::ModelUsage> for ModelUsage {
+            fn from(value: super::ModelUsage) -> Self {
+                Self {
+                    cache_read_tokens: Ok(value.cache_read_tokens),
+                    cache_write_tokens: Ok(value.cache_write_tokens),
+                    cost_micros: Ok(value.cost_micros),
+                    input_tokens: Ok(value.input_tokens),
+                    model: Ok(value.model),
+                    output_tokens: Ok(value.output_tokens),
+                    requests: Ok(value.requests),
+                }
+            }
+        }
+        #[derive(Clone, Debug)]
         pub struct OpenAiError {
             error: ::std::result::Result<
                 super::OpenAiErrorDetail,
@@ -3100,6 +3687,315 @@ pub mod types {
                 }
             }
         }
+        #[derive(Clone, Debug)]
+        pub struct UsagePeriod {
+            from: ::std::result::Result<
+                ::chrono::DateTime<::chrono::offset::Utc>,
+                ::std::string::String,
+            >,
+            to: ::std::result::Result<
+                ::chrono::DateTime<::chrono::offset::Utc>,
+                ::std::string::String,
+            >,
+        }
+        impl ::std::default::Default for UsagePeriod {
+            fn default() -> Self {
+                Self {
+                    from: Err("no value supplied for from".to_string()),
+                    to: Err("no value supplied for to".to_string()),
+                }
+            }
+        }
+        impl UsagePeriod {
+            pub fn from<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::chrono::DateTime<::chrono::offset::Utc>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.from = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for from: {e}")
+                    });
+                self
+            }
+            pub fn to<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::chrono::DateTime<::chrono::offset::Utc>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.to = value
+                    .try_into()
+                    .map_err(|e| format!("error converting supplied value for to: {e}"));
+                self
+            }
+        }
+        impl ::std::convert::TryFrom<UsagePeriod> for super::UsagePeriod {
+            type Error = super::error::ConversionError;
+            fn try_from(
+                value: UsagePeriod,
+            ) -> ::std::result::Result<Self, super::error::ConversionError> {
+                Ok(Self {
+                    from: value.from?,
+                    to: value.to?,
+                })
+            }
+        }
+        impl ::std::convert::From<super::UsagePeriod> for UsagePeriod {
+            fn from(value: super::UsagePeriod) -> Self {
+                Self {
+                    from: Ok(value.from),
+                    to: Ok(value.to),
+                }
+            }
+        }
+        #[derive(Clone, Debug)]
+        pub struct UsageReport {
+            by_day: ::std::result::Result<
+                ::std::vec::Vec<super::DayUsage>,
+                ::std::string::String,
+            >,
+            by_key: ::std::result::Result<
+                ::std::vec::Vec<super::KeyUsage>,
+                ::std::string::String,
+            >,
+            by_model: ::std::result::Result<
+                ::std::vec::Vec<super::ModelUsage>,
+                ::std::string::String,
+            >,
+            period: ::std::result::Result<super::UsagePeriod, ::std::string::String>,
+            totals: ::std::result::Result<super::UsageTotals, ::std::string::String>,
+        }
+        impl ::std::default::Default for UsageReport {
+            fn default() -> Self {
+                Self {
+                    by_day: Err("no value supplied for by_day".to_string()),
+                    by_key: Err("no value supplied for by_key".to_string()),
+                    by_model: Err("no value supplied for by_model".to_string()),
+                    period: Err("no value supplied for period".to_string()),
+                    totals: Err("no value supplied for totals".to_string()),
+                }
+            }
+        }
+        impl UsageReport {
+            pub fn by_day<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::vec::Vec<super::DayUsage>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.by_day = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for by_day: {e}")
+                    });
+                self
+            }
+            pub fn by_key<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::vec::Vec<super::KeyUsage>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.by_key = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for by_key: {e}")
+                    });
+                self
+            }
+            pub fn by_model<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::vec::Vec<super::ModelUsage>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.by_model = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for by_model: {e}")
+                    });
+                self
+            }
+            pub fn period<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<super::UsagePeriod>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.period = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for period: {e}")
+                    });
+                self
+            }
+            pub fn totals<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<super::UsageTotals>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.totals = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for totals: {e}")
+                    });
+                self
+            }
+        }
+        impl ::std::convert::TryFrom<UsageReport> for super::UsageReport {
+            type Error = super::error::ConversionError;
+            fn try_from(
+                value: UsageReport,
+            ) -> ::std::result::Result<Self, super::error::ConversionError> {
+                Ok(Self {
+                    by_day: value.by_day?,
+                    by_key: value.by_key?,
+                    by_model: value.by_model?,
+                    period: value.period?,
+                    totals: value.totals?,
+                })
+            }
+        }
+        impl ::std::convert::From<super::UsageReport> for UsageReport {
+            fn from(value: super::UsageReport) -> Self {
+                Self {
+                    by_day: Ok(value.by_day),
+                    by_key: Ok(value.by_key),
+                    by_model: Ok(value.by_model),
+                    period: Ok(value.period),
+                    totals: Ok(value.totals),
+                }
+            }
+        }
+        #[derive(Clone, Debug)]
+        pub struct UsageTotals {
+            cache_read_tokens: ::std::result::Result<i64, ::std::string::String>,
+            cache_write_tokens: ::std::result::Result<i64, ::std::string::String>,
+            cost_micros: ::std::result::Result<i64, ::std::string::String>,
+            input_tokens: ::std::result::Result<i64, ::std::string::String>,
+            output_tokens: ::std::result::Result<i64, ::std::string::String>,
+            requests: ::std::result::Result<i64, ::std::string::String>,
+        }
+        impl ::std::default::Default for UsageTotals {
+            fn default() -> Self {
+                Self {
+                    cache_read_tokens: Err(
+                        "no value supplied for cache_read_tokens".to_string(),
+                    ),
+                    cache_write_tokens: Err(
+                        "no value supplied for cache_write_tokens".to_string(),
+                    ),
+                    cost_micros: Err("no value supplied for cost_micros".to_string()),
+                    input_tokens: Err("no value supplied for input_tokens".to_string()),
+                    output_tokens: Err(
+                        "no value supplied for output_tokens".to_string(),
+                    ),
+                    requests: Err("no value supplied for requests".to_string()),
+                }
+            }
+        }
+        impl UsageTotals {
+            pub fn cache_read_tokens<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<i64>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.cache_read_tokens = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!(
+                            "error converting supplied value for cache_read_tokens: {e}"
+                        )
+                    });
+                self
+            }
+            pub fn cache_write_tokens<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<i64>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.cache_write_tokens = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!(
+                            "error converting supplied value for cache_write_tokens: {e}"
+                        )
+                    });
+                self
+            }
+            pub fn cost_micros<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<i64>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.cost_micros = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for cost_micros: {e}")
+                    });
+                self
+            }
+            pub fn input_tokens<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<i64>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.input_tokens = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for input_tokens: {e}")
+                    });
+                self
+            }
+            pub fn output_tokens<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<i64>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.output_tokens = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for output_tokens: {e}")
+                    });
+                self
+            }
+            pub fn requests<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<i64>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.requests = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for requests: {e}")
+                    });
+                self
+            }
+        }
+        impl ::std::convert::TryFrom<UsageTotals> for super::UsageTotals {
+            type Error = super::error::ConversionError;
+            fn try_from(
+                value: UsageTotals,
+            ) -> ::std::result::Result<Self, super::error::ConversionError> {
+                Ok(Self {
+                    cache_read_tokens: value.cache_read_tokens?,
+                    cache_write_tokens: value.cache_write_tokens?,
+                    cost_micros: value.cost_micros?,
+                    input_tokens: value.input_tokens?,
+                    output_tokens: value.output_tokens?,
+                    requests: value.requests?,
+                })
+            }
+        }
+        impl ::std::convert::From<super::UsageTotals> for UsageTotals {
+            fn from(value: super::UsageTotals) -> Self {
+                Self {
+                    cache_read_tokens: Ok(value.cache_read_tokens),
+                    cache_write_tokens: Ok(value.cache_write_tokens),
+                    cost_micros: Ok(value.cost_micros),
+                    input_tokens: Ok(value.input_tokens),
+                    output_tokens: Ok(value.output_tokens),
+                    requests: Ok(value.requests),
+                }
+            }
+        }
     }
     /// Error types.
     pub mod error {
@@ -3338,6 +4234,27 @@ let response = client.list_models()
 ```*/
     pub fn list_models(&self) -> builder::ListModels<'_> {
         builder::ListModels::new(self)
+    }
+    /**Report usage
+
+Spend and tokens per key, per model and per UTC day over a window (default: the current calendar month), ready to bill. An admin key sees all of its tenant's keys; a standard key sees only itself.
+
+Sends a `GET` request to `/v1/usage`
+
+Arguments:
+- `from`: Start, inclusive: an RFC 3339 time or a `YYYY-MM-DD` date (UTC). Default: the start of the current calendar month (UTC).
+- `key_id`: Only this key. A standard key always sees only itself.
+- `to`: End, exclusive: an RFC 3339 time or a `YYYY-MM-DD` date (UTC). Default: the start of the next calendar month (UTC).
+```ignore
+let response = client.get_usage()
+    .from(from)
+    .key_id(key_id)
+    .to(to)
+    .send()
+    .await;
+```*/
+    pub fn get_usage(&self) -> builder::GetUsage<'_> {
+        builder::GetUsage::new(self)
     }
 }
 /// Types for composing operation parameters.
@@ -4196,6 +5113,121 @@ pub mod builder {
                 .build()?;
             let info = OperationInfo {
                 operation_id: "list_models",
+            };
+            client.pre(&mut request, &info).await?;
+            let result = client.exec(request, &info).await;
+            client.post(&result, &info).await?;
+            let response = result?;
+            match response.status().as_u16() {
+                200u16 => ResponseValue::from_response(response).await,
+                400u16..=499u16 => {
+                    Err(
+                        Error::ErrorResponse(
+                            ResponseValue::from_response(response).await?,
+                        ),
+                    )
+                }
+                500u16..=599u16 => {
+                    Err(
+                        Error::ErrorResponse(
+                            ResponseValue::from_response(response).await?,
+                        ),
+                    )
+                }
+                _ => Err(Error::UnexpectedResponse(response)),
+            }
+        }
+    }
+    /**Builder for [`Client::get_usage`]
+
+[`Client::get_usage`]: super::Client::get_usage*/
+    #[derive(Debug, Clone)]
+    pub struct GetUsage<'a> {
+        client: &'a super::Client,
+        from: Result<Option<::std::string::String>, String>,
+        key_id: Result<Option<::std::string::String>, String>,
+        to: Result<Option<::std::string::String>, String>,
+    }
+    impl<'a> GetUsage<'a> {
+        pub fn new(client: &'a super::Client) -> Self {
+            Self {
+                client: client,
+                from: Ok(None),
+                key_id: Ok(None),
+                to: Ok(None),
+            }
+        }
+        pub fn from<V>(mut self, value: V) -> Self
+        where
+            V: std::convert::TryInto<::std::string::String>,
+        {
+            self.from = value
+                .try_into()
+                .map(Some)
+                .map_err(|_| {
+                    "conversion to `:: std :: string :: String` for from failed"
+                        .to_string()
+                });
+            self
+        }
+        pub fn key_id<V>(mut self, value: V) -> Self
+        where
+            V: std::convert::TryInto<::std::string::String>,
+        {
+            self.key_id = value
+                .try_into()
+                .map(Some)
+                .map_err(|_| {
+                    "conversion to `:: std :: string :: String` for key_id failed"
+                        .to_string()
+                });
+            self
+        }
+        pub fn to<V>(mut self, value: V) -> Self
+        where
+            V: std::convert::TryInto<::std::string::String>,
+        {
+            self.to = value
+                .try_into()
+                .map(Some)
+                .map_err(|_| {
+                    "conversion to `:: std :: string :: String` for to failed"
+                        .to_string()
+                });
+            self
+        }
+        ///Sends a `GET` request to `/v1/usage`
+        pub async fn send(
+            self,
+        ) -> Result<ResponseValue<types::UsageReport>, Error<types::Error>> {
+            let Self { client, from, key_id, to } = self;
+            let from = from.map_err(Error::InvalidRequest)?;
+            let key_id = key_id.map_err(Error::InvalidRequest)?;
+            let to = to.map_err(Error::InvalidRequest)?;
+            let url = format!("{}/v1/usage", client.baseurl,);
+            let mut header_map = ::reqwest::header::HeaderMap::with_capacity(1usize);
+            header_map
+                .append(
+                    ::reqwest::header::HeaderName::from_static("api-version"),
+                    ::reqwest::header::HeaderValue::from_static(
+                        super::Client::api_version(),
+                    ),
+                );
+            #[allow(unused_mut)]
+            let mut request = client
+                .client
+                .get(url)
+                .header(
+                    ::reqwest::header::ACCEPT,
+                    ::reqwest::header::HeaderValue::from_static("application/json"),
+                )
+                .query(&progenitor_client::QueryParam::new("from", &from))
+                .query(&progenitor_client::QueryParam::new("key_id", &key_id))
+                .query(&progenitor_client::QueryParam::new("to", &to))
+                .headers(header_map)
+                .build()?;
+            let info = OperationInfo {
+                operation_id: "get_usage",
             };
             client.pre(&mut request, &info).await?;
             let result = client.exec(request, &info).await;

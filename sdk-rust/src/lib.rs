@@ -86,9 +86,7 @@ impl Client {
     /// `Authorization: Bearer <key>` header itself.
     pub fn with_http_client(base_url: impl AsRef<str>, http: reqwest::Client) -> Client {
         let base = base_url.as_ref().trim_end_matches('/');
-        Client {
-            inner: generated::Client::new_with_client(base, http),
-        }
+        Client { inner: generated::Client::new_with_client(base, http) }
     }
 
     /// The base URL requests go to.

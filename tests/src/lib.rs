@@ -69,15 +69,8 @@ impl TestDb {
         match backend {
             Backend::Sqlite => {
                 let dir = tempfile::tempdir().expect("temp dir");
-                let url = format!(
-                    "sqlite://{}?mode=rwc",
-                    dir.path().join("qlaud.db").display()
-                );
-                Some(TestDb {
-                    url,
-                    _dir: Some(dir),
-                    pg_drop: None,
-                })
+                let url = format!("sqlite://{}?mode=rwc", dir.path().join("qlaud.db").display());
+                Some(TestDb { url, _dir: Some(dir), pg_drop: None })
             }
             Backend::Postgres => {
                 let admin = postgres_admin_url()?;
@@ -90,11 +83,7 @@ impl TestDb {
                     .expect("create test database");
                 conn.close().await.ok();
                 let url = with_database(&admin, &name);
-                Some(TestDb {
-                    url,
-                    _dir: None,
-                    pg_drop: Some((admin, name)),
-                })
+                Some(TestDb { url, _dir: None, pg_drop: Some((admin, name)) })
             }
         }
     }
@@ -105,9 +94,7 @@ impl Drop for TestDb {
         if let Some((admin, name)) = self.pg_drop.take() {
             // Drop runs inside the test's runtime; use a thread of our own.
             let _ = std::thread::spawn(move || {
-                let rt = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build();
+                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build();
                 if let Ok(rt) = rt {
                     rt.block_on(async {
                         if let Ok(mut conn) = sqlx::PgConnection::connect(&admin).await {
@@ -127,13 +114,9 @@ impl Drop for TestDb {
 
 /// `url` with its database name replaced.
 fn with_database(url: &str, name: &str) -> String {
-    let (base, query) = url
-        .split_once('?')
-        .map_or((url, None), |(b, q)| (b, Some(q)));
+    let (base, query) = url.split_once('?').map_or((url, None), |(b, q)| (b, Some(q)));
     let authority_start = base.find("://").map_or(0, |i| i + 3);
-    let path_start = base[authority_start..]
-        .find('/')
-        .map(|i| authority_start + i);
+    let path_start = base[authority_start..].find('/').map(|i| authority_start + i);
     let mut out = match path_start {
         Some(i) => format!("{}/{name}", &base[..i]),
         None => format!("{base}/{name}"),
@@ -154,6 +137,8 @@ pub struct TestServer {
     pub tenant_id: String,
     pub master_key: String,
     pub http: reqwest::Client,
+    /// The server's billing clock; tests move it across calendar windows.
+    pub clock: std::sync::Arc<qlaud_server::clock::Clock>,
 }
 
 impl TestServer {
@@ -170,11 +155,9 @@ impl TestServer {
             std::fs::write(&path, text).expect("write qlaud.toml");
             path
         });
-        let config = ServeConfig {
-            bind: "127.0.0.1:0".parse().unwrap(),
-            database_url: db.url.clone(),
-            config_file,
-        };
+        let mut config = ServeConfig::new("127.0.0.1:0".parse().unwrap(), db.url.clone());
+        config.config_file = config_file;
+        let clock = config.clock.clone();
         let server = Server::start(&config).await.expect("server starts");
         let (tenant, secret) = server.bootstrap.as_ref().expect("a fresh store bootstraps");
         let addr = server.local_addr();
@@ -186,6 +169,7 @@ impl TestServer {
             db,
             server: Some(server),
             http: reqwest::Client::new(),
+            clock,
         })
     }
 
@@ -213,9 +197,7 @@ impl TestServer {
         key: Option<&str>,
         body: Option<RawBody>,
     ) -> (u16, serde_json::Value) {
-        let mut req = self
-            .http
-            .request(method, format!("{}{path}", self.base_url));
+        let mut req = self.http.request(method, format!("{}{path}", self.base_url));
         if let Some(key) = key {
             req = req.bearer_auth(key);
         }
@@ -229,10 +211,7 @@ impl TestServer {
         let resp = req.send().await.expect("request sent");
         let status = resp.status().as_u16();
         let bytes = resp.bytes().await.unwrap_or_default();
-        (
-            status,
-            serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null),
-        )
+        (status, serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null))
     }
 
     pub async fn stop(mut self) {
@@ -253,10 +232,7 @@ pub enum RawBody {
 pub fn qlaud_bin() -> PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
-        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .parent()
-            .unwrap()
-            .to_path_buf();
+        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf();
         let target = std::env::var_os("CARGO_TARGET_DIR")
             .map(PathBuf::from)
             .unwrap_or_else(|| root.join("target"));
@@ -305,9 +281,7 @@ impl QlaudProcess {
                 .await
                 .expect("qlaud starts within 60 s")
                 .expect("read stderr");
-            let Some(line) = line else {
-                panic!("qlaud exited before listening:\n{seen}")
-            };
+            let Some(line) = line else { panic!("qlaud exited before listening:\n{seen}") };
             seen.push_str(&line);
             seen.push('\n');
             if let Some(rest) = line.split("addr=").nth(1) {
@@ -332,11 +306,7 @@ impl QlaudProcess {
                 }
             }
         });
-        QlaudProcess {
-            child,
-            addr: addr.unwrap(),
-            stdout,
-        }
+        QlaudProcess { child, addr: addr.unwrap(), stdout }
     }
 
     pub fn base_url(&self) -> String {
@@ -349,21 +319,63 @@ impl QlaudProcess {
     }
 }
 
+/// A qlaud.toml whose providers point at `mock`, with test models:
+/// `claude-test` (Anthropic, upstream id `claude-upstream`, $3/$15 per
+/// million input/output tokens, cache $0.30 read / $3.75 write) and
+/// `gpt-test` (OpenAI, upstream `gpt-upstream`, $1.25/$10, cache read
+/// $0.125), plus `claude-<fault>` and `gpt-<fault>` for each of the mock's
+/// faults, priced the same.
+pub fn mock_toml(mock: &mock::MockUpstream) -> String {
+    let mut toml = format!(
+        r#"
+[providers.anthropic]
+kind = "anthropic"
+base_url = "{a}"
+api_key = "mock-anthropic-key"
+timeout_secs = 2
+
+[providers.openai]
+kind = "openai"
+base_url = "{o}"
+api_key = "mock-openai-key"
+timeout_secs = 2
+"#,
+        a = mock.anthropic_base_url(),
+        o = mock.openai_base_url()
+    );
+    let claude =
+        r#"prices = { input = "3", output = "15", cache_read = "0.3", cache_write = "3.75" }"#;
+    let gpt = r#"prices = { input = "1.25", output = "10", cache_read = "0.125" }"#;
+    let mut model = |name: &str, provider: &str, upstream: &str, prices: &str| {
+        toml.push_str(&format!(
+            "\n[models.\"{name}\"]\nprovider = \"{provider}\"\nupstream = \"{upstream}\"\n\
+             max_output_tokens = 1000\n{prices}\n"
+        ));
+    };
+    model("claude-test", "anthropic", "claude-upstream", claude);
+    model("gpt-test", "openai", "gpt-upstream", gpt);
+    for fault in ["error-500", "error-429", "error-400", "error-529", "slow", "hang", "cut"] {
+        model(&format!("claude-{fault}"), "anthropic", &format!("claude-{fault}"), claude);
+        model(&format!("gpt-{fault}"), "openai", &format!("gpt-{fault}"), gpt);
+    }
+    toml
+}
+
+/// A pool on a test database, for checking the ledger's own tables.
+pub async fn store_pool(url: &str) -> sqlx::AnyPool {
+    sqlx::any::install_default_drivers();
+    sqlx::AnyPool::connect(url).await.expect("connect to the test store")
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
     fn database_name_is_replaced() {
-        assert_eq!(
-            super::with_database("postgres://u@h:5432/test", "x"),
-            "postgres://u@h:5432/x"
-        );
+        assert_eq!(super::with_database("postgres://u@h:5432/test", "x"), "postgres://u@h:5432/x");
         assert_eq!(
             super::with_database("postgres://u@h/test?sslmode=disable", "x"),
             "postgres://u@h/x?sslmode=disable"
         );
-        assert_eq!(
-            super::with_database("postgres://u@h", "x"),
-            "postgres://u@h/x"
-        );
+        assert_eq!(super::with_database("postgres://u@h", "x"), "postgres://u@h/x");
     }
 }

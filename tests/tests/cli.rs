@@ -13,10 +13,7 @@ backend_tests!(
 fn master_key_of(stdout: &str) -> Option<(String, String)> {
     let line = stdout.lines().find(|l| l.starts_with('{'))?;
     let v: Value = serde_json::from_str(line).ok()?;
-    Some((
-        v["tenant_id"].as_str()?.to_string(),
-        v["master_key"].as_str()?.to_string(),
-    ))
+    Some((v["tenant_id"].as_str()?.to_string(), v["master_key"].as_str()?.to_string()))
 }
 
 async fn mint(base: &str, key: &str) -> reqwest::StatusCode {
@@ -41,16 +38,8 @@ async fn first_start_prints_the_master_key_once(backend: Backend) {
     assert_eq!(mint(&first.base_url(), &master).await, 201);
     first.kill().await;
     let second = QlaudProcess::spawn(&["--database-url", &db.url]).await;
-    assert!(
-        master_key_of(&second.stdout).is_none(),
-        "printed again: {}",
-        second.stdout
-    );
-    assert_eq!(
-        mint(&second.base_url(), &master).await,
-        201,
-        "the key survives a restart"
-    );
+    assert!(master_key_of(&second.stdout).is_none(), "printed again: {}", second.stdout);
+    assert_eq!(mint(&second.base_url(), &master).await, 201, "the key survives a restart");
     second.kill().await;
 }
 
@@ -59,22 +48,11 @@ async fn admin_create_tenant_prints_json(backend: Backend) {
         return;
     };
     let out = tokio::process::Command::new(qlaud_bin())
-        .args([
-            "admin",
-            "create-tenant",
-            "--name",
-            "acme",
-            "--database-url",
-            &db.url,
-        ])
+        .args(["admin", "create-tenant", "--name", "acme", "--database-url", &db.url])
         .output()
         .await
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let stdout = String::from_utf8(out.stdout).unwrap();
     let v: Value = serde_json::from_str(stdout.trim()).expect("one JSON object on stdout");
     let key = v["master_key"].as_str().unwrap();
@@ -87,14 +65,7 @@ async fn admin_create_tenant_prints_json(backend: Backend) {
     server.kill().await;
     // An empty name is refused.
     let out = tokio::process::Command::new(qlaud_bin())
-        .args([
-            "admin",
-            "create-tenant",
-            "--name",
-            " ",
-            "--database-url",
-            &db.url,
-        ])
+        .args(["admin", "create-tenant", "--name", " ", "--database-url", &db.url])
         .output()
         .await
         .unwrap();
@@ -111,10 +82,7 @@ async fn concurrent_first_starts_bootstrap_once(backend: Backend) {
         QlaudProcess::spawn(&args),
         QlaudProcess::spawn(&args)
     );
-    let printed: Vec<_> = [&a, &b, &c]
-        .iter()
-        .filter_map(|p| master_key_of(&p.stdout))
-        .collect();
+    let printed: Vec<_> = [&a, &b, &c].iter().filter_map(|p| master_key_of(&p.stdout)).collect();
     assert_eq!(printed.len(), 1, "exactly one process bootstraps");
     let master = &printed[0].1;
     for p in [&a, &b, &c] {

@@ -3,7 +3,7 @@
 
 use futures::StreamExt;
 use qlaud_tests::mock::MockUpstream;
-use qlaud_tests::{Backend, RawBody, TestServer, backend_tests};
+use qlaud_tests::{Backend, RawBody, TestServer, backend_tests, mock_toml};
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -22,36 +22,12 @@ backend_tests!(
 /// A server whose providers point at a fresh mock.
 async fn start(backend: Backend) -> Option<(TestServer, MockUpstream)> {
     let mock = MockUpstream::start().await;
-    let toml = format!(
-        r#"
-[providers.anthropic]
-kind = "anthropic"
-base_url = "{a}"
-api_key = "mock-anthropic-key"
-timeout_secs = 2
-
-[providers.openai]
-kind = "openai"
-base_url = "{o}"
-api_key = "mock-openai-key"
-timeout_secs = 2
-
+    let toml = mock_toml(&mock)
+        + r#"
 [providers.down]
 kind = "openai"
 base_url = "http://127.0.0.1:9/v1"
 api_key = "x"
-
-[models."claude-test"]
-provider = "anthropic"
-upstream = "claude-upstream"
-max_output_tokens = 1000
-prices = {{ input = "3", output = "15", cache_read = "0.3", cache_write = "3.75" }}
-
-[models."gpt-test"]
-provider = "openai"
-upstream = "gpt-upstream"
-max_output_tokens = 1000
-prices = {{ input = "1.25", output = "10", cache_read = "0.125" }}
 
 [models."unpriced"]
 provider = "openai"
@@ -60,29 +36,8 @@ max_output_tokens = 10
 [models."down"]
 provider = "down"
 max_output_tokens = 10
-prices = {{ input = "1", output = "1" }}
-"#,
-        a = mock.anthropic_base_url(),
-        o = mock.openai_base_url()
-    );
-    // Fault models reach the mock under names that trigger the fault.
-    let mut toml = toml;
-    for fault in [
-        "error-500",
-        "error-429",
-        "error-400",
-        "error-529",
-        "slow",
-        "hang",
-        "cut",
-    ] {
-        toml.push_str(&format!(
-            "[models.\"claude-{fault}\"]\nprovider = \"anthropic\"\nmax_output_tokens = 1000\n\
-             prices = {{ input = \"3\", output = \"15\" }}\n\
-             [models.\"gpt-{fault}\"]\nprovider = \"openai\"\nmax_output_tokens = 1000\n\
-             prices = {{ input = \"1\", output = \"2\" }}\n"
-        ));
-    }
+prices = { input = "1", output = "1" }
+"#;
     let t = TestServer::start_with(backend, Some(&toml)).await?;
     Some((t, mock))
 }
@@ -150,10 +105,7 @@ async fn messages_pass_through_with_cost(backend: Backend) {
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["model"], "claude-test");
     assert_eq!(body["type"], "message");
-    assert_eq!(
-        body["content"][0]["text"],
-        "Hello from mock: hi there friend"
-    );
+    assert_eq!(body["content"][0]["text"], "Hello from mock: hi there friend");
     // 2 system + 3 message words in; 6 words out.
     assert_eq!(body["usage"]["input_tokens"], 5);
     assert_eq!(body["usage"]["output_tokens"], 6);
@@ -167,10 +119,7 @@ async fn messages_pass_through_with_cost(backend: Backend) {
     assert_eq!(sent["some_future_field"], json!({"nested": [1, 2]}));
     assert_eq!(sent["metadata"], json!({"user_id": "u1"}));
     assert_eq!(seen.header("x-api-key"), Some("mock-anthropic-key"));
-    assert!(
-        seen.header("authorization").is_none(),
-        "the client's key never goes upstream"
-    );
+    assert!(seen.header("authorization").is_none(), "the client's key never goes upstream");
     assert_eq!(seen.header("anthropic-version"), Some("2023-06-01"));
     // max_tokens is filled in when missing and capped at the model's limit.
     let (status, _, _) = post(
@@ -197,25 +146,13 @@ async fn messages_stream_events_in_order(backend: Backend) {
                "messages": [{"role": "user", "content": "one two three"}]}),
     )
     .await;
-    let names: Vec<&str> = events
-        .iter()
-        .map(|(n, _)| n.as_deref().unwrap_or(""))
-        .collect();
+    let names: Vec<&str> = events.iter().map(|(n, _)| n.as_deref().unwrap_or("")).collect();
     assert_eq!(names.first(), Some(&"message_start"));
     assert_eq!(names.last(), Some(&"message_stop"));
-    assert_eq!(
-        names
-            .iter()
-            .filter(|n| **n == "content_block_delta")
-            .count(),
-        6
-    );
+    assert_eq!(names.iter().filter(|n| **n == "content_block_delta").count(), 6);
     let start: Value = serde_json::from_str(&events[0].1).unwrap();
     assert_eq!(start["message"]["model"], "claude-test");
-    let delta = events
-        .iter()
-        .find(|(n, _)| n.as_deref() == Some("message_delta"))
-        .unwrap();
+    let delta = events.iter().find(|(n, _)| n.as_deref() == Some("message_delta")).unwrap();
     let delta: Value = serde_json::from_str(&delta.1).unwrap();
     assert_eq!(delta["usage"]["output_tokens"], 6);
     // 3 in × 3 + 6 out × 15 = 99 µ$.
@@ -224,10 +161,7 @@ async fn messages_stream_events_in_order(backend: Backend) {
         .iter()
         .filter(|(n, _)| n.as_deref() == Some("content_block_delta"))
         .map(|(_, d)| {
-            serde_json::from_str::<Value>(d).unwrap()["delta"]["text"]
-                .as_str()
-                .unwrap()
-                .to_string()
+            serde_json::from_str::<Value>(d).unwrap()["delta"]["text"].as_str().unwrap().to_string()
         })
         .collect();
     assert_eq!(text, "Hello from mock: one two three");
@@ -249,10 +183,7 @@ async fn chat_completions_pass_through_with_cost(backend: Backend) {
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["model"], "gpt-test");
     assert_eq!(body["object"], "chat.completion");
-    assert_eq!(
-        body["choices"][0]["message"]["content"],
-        "Hello from mock: hello world"
-    );
+    assert_eq!(body["choices"][0]["message"]["content"], "Hello from mock: hello world");
     // 2 prompt tokens, all cached; 5 completion tokens:
     // 2 × $0.125 + 5 × $10 per Mtok = 50.25 → 51 µ$.
     assert_eq!(body["usage"]["prompt_tokens"], 2);
@@ -274,21 +205,12 @@ async fn chat_stream_asks_upstream_for_usage(backend: Backend) {
                       "messages": [{"role": "user", "content": "a b c"}]});
     // Without include_usage the client gets no usage chunk, but qlaud asked.
     let events = sse(&t, "/v1/chat/completions", body.clone()).await;
-    assert_eq!(
-        mock.stats().last_body.unwrap()["stream_options"]["include_usage"],
-        true
-    );
+    assert_eq!(mock.stats().last_body.unwrap()["stream_options"]["include_usage"], true);
     assert_eq!(events.last().unwrap().1, "[DONE]");
-    let chunks: Vec<Value> = events[..events.len() - 1]
-        .iter()
-        .map(|(_, d)| serde_json::from_str(d).unwrap())
-        .collect();
+    let chunks: Vec<Value> =
+        events[..events.len() - 1].iter().map(|(_, d)| serde_json::from_str(d).unwrap()).collect();
     assert!(chunks.iter().all(|c| c["usage"].is_null()), "{chunks:?}");
-    assert!(
-        chunks
-            .iter()
-            .all(|c| !c["choices"].as_array().unwrap().is_empty())
-    );
+    assert!(chunks.iter().all(|c| !c["choices"].as_array().unwrap().is_empty()));
     assert!(chunks.iter().all(|c| c["model"] == "gpt-test"));
     // With it, the usage chunk carries the cost.
     let mut with_usage = body;
@@ -315,10 +237,7 @@ async fn echo_answers_offline_in_both_shapes(backend: Backend) {
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["content"][0]["text"], "echo: ping pong");
     assert_eq!(body["usage"]["output_tokens"], 3);
-    assert_eq!(
-        headers["qlaud-cost-micros"],
-        body["usage"]["cost_micros"].to_string().as_str()
-    );
+    assert_eq!(headers["qlaud-cost-micros"], body["usage"]["cost_micros"].to_string().as_str());
     let (status, body, _) = post(
         &t,
         "/v1/chat/completions",
@@ -333,10 +252,7 @@ async fn echo_answers_offline_in_both_shapes(backend: Backend) {
         json!({"model": "echo", "max_tokens": 2, "stream": true, "messages": [{"role": "user", "content": "a b c"}]}),
     )
     .await;
-    let delta = events
-        .iter()
-        .find(|(n, _)| n.as_deref() == Some("message_delta"))
-        .unwrap();
+    let delta = events.iter().find(|(n, _)| n.as_deref() == Some("message_delta")).unwrap();
     let delta: Value = serde_json::from_str(&delta.1).unwrap();
     assert_eq!(delta["delta"]["stop_reason"], "max_tokens");
     let events = sse(
@@ -358,10 +274,7 @@ async fn errors_use_each_endpoints_shape(backend: Backend) {
     let msg = json!({"model": "claude-test", "max_tokens": 5, "messages": [{"role": "user", "content": "x"}]});
     // Missing and wrong keys.
     for key in [None, Some("qlk_live_nope")] {
-        let mut req = t
-            .http
-            .post(format!("{}/v1/messages", t.base_url))
-            .json(&msg);
+        let mut req = t.http.post(format!("{}/v1/messages", t.base_url)).json(&msg);
         if let Some(k) = key {
             req = req.header("x-api-key", k);
         }
@@ -370,10 +283,7 @@ async fn errors_use_each_endpoints_shape(backend: Backend) {
         let body: Value = resp.json().await.unwrap();
         assert_eq!(body["type"], "error");
         assert_eq!(body["error"]["type"], "authentication_error");
-        let mut req = t
-            .http
-            .post(format!("{}/v1/chat/completions", t.base_url))
-            .json(&msg);
+        let mut req = t.http.post(format!("{}/v1/chat/completions", t.base_url)).json(&msg);
         if let Some(k) = key {
             req = req.bearer_auth(k);
         }
@@ -386,35 +296,14 @@ async fn errors_use_each_endpoints_shape(backend: Backend) {
     // Unknown and unpriced models.
     let (status, body, _) =
         post(&t, "/v1/messages", json!({"model": "nope", "messages": []})).await;
-    assert_eq!(
-        (status, body["error"]["type"].as_str()),
-        (404, Some("not_found_error")),
-        "{body}"
-    );
-    let (status, body, _) = post(
-        &t,
-        "/v1/chat/completions",
-        json!({"model": "nope", "messages": []}),
-    )
-    .await;
-    assert_eq!(
-        (status, body["error"]["code"].as_str()),
-        (404, Some("model_not_found")),
-        "{body}"
-    );
-    let (status, body, _) = post(
-        &t,
-        "/v1/chat/completions",
-        json!({"model": "unpriced", "messages": []}),
-    )
-    .await;
+    assert_eq!((status, body["error"]["type"].as_str()), (404, Some("not_found_error")), "{body}");
+    let (status, body, _) =
+        post(&t, "/v1/chat/completions", json!({"model": "nope", "messages": []})).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (404, Some("model_not_found")), "{body}");
+    let (status, body, _) =
+        post(&t, "/v1/chat/completions", json!({"model": "unpriced", "messages": []})).await;
     assert_eq!(status, 400, "{body}");
-    assert!(
-        body["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("no price")
-    );
+    assert!(body["error"]["message"].as_str().unwrap().contains("no price"));
     // Malformed bodies, in the endpoint's shape.
     let (status, body) = t
         .request(
@@ -446,15 +335,8 @@ async fn errors_use_each_endpoints_shape(backend: Backend) {
         )
         .await;
     assert_eq!(status, 400);
-    assert!(
-        body["error"]["message"].as_str().unwrap().contains("model"),
-        "{body}"
-    );
-    assert_eq!(
-        mock.stats().requests,
-        0,
-        "no bad request reached the provider"
-    );
+    assert!(body["error"]["message"].as_str().unwrap().contains("model"), "{body}");
+    assert_eq!(mock.stats().requests, 0, "no bad request reached the provider");
     t.stop().await;
 }
 
@@ -466,12 +348,7 @@ async fn upstream_failures_map_faithfully(backend: Backend) {
         ("error-500", 500, "api_error", "server_error"),
         // OpenAI's own type for rate limits is `requests` (or `tokens`).
         ("error-429", 429, "rate_limit_error", "requests"),
-        (
-            "error-400",
-            400,
-            "invalid_request_error",
-            "invalid_request_error",
-        ),
+        ("error-400", 400, "invalid_request_error", "invalid_request_error"),
         ("hang", 504, "timeout_error", "server_error"),
     ];
     for (fault, status, anthropic_type, openai_type) in cases {
@@ -499,25 +376,12 @@ async fn upstream_failures_map_faithfully(backend: Backend) {
         json!({"model": "claude-error-529", "max_tokens": 5, "messages": [{"role": "user", "content": "x"}]}),
     )
     .await;
-    assert_eq!(
-        (s, body["error"]["type"].as_str()),
-        (529, Some("overloaded_error")),
-        "{body}"
-    );
+    assert_eq!((s, body["error"]["type"].as_str()), (529, Some("overloaded_error")), "{body}");
     // A provider that refuses connections.
-    let (s, body, _) = post(
-        &t,
-        "/v1/chat/completions",
-        json!({"model": "down", "messages": []}),
-    )
-    .await;
+    let (s, body, _) =
+        post(&t, "/v1/chat/completions", json!({"model": "down", "messages": []})).await;
     assert_eq!(s, 502, "{body}");
-    assert!(
-        body["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("could not reach provider down")
-    );
+    assert!(body["error"]["message"].as_str().unwrap().contains("could not reach provider down"));
     // A stream cut off by the provider ends with an error event.
     let events = sse(
         &t,
@@ -525,11 +389,7 @@ async fn upstream_failures_map_faithfully(backend: Backend) {
         json!({"model": "claude-cut", "max_tokens": 50, "stream": true, "messages": [{"role": "user", "content": "a b c d e f"}]}),
     )
     .await;
-    assert_eq!(
-        events.last().unwrap().0.as_deref(),
-        Some("error"),
-        "{events:?}"
-    );
+    assert_eq!(events.last().unwrap().0.as_deref(), Some("error"), "{events:?}");
     assert!(mock.stats().requests >= 10);
     t.stop().await;
 }
@@ -543,10 +403,8 @@ async fn client_disconnect_stops_the_upstream(backend: Backend) {
         .http
         .post(format!("{}/v1/messages", t.base_url))
         .header("x-api-key", &t.master_key)
-        .json(
-            &json!({"model": "claude-slow", "max_tokens": 100, "stream": true,
-                      "messages": [{"role": "user", "content": words}]}),
-        )
+        .json(&json!({"model": "claude-slow", "max_tokens": 100, "stream": true,
+                      "messages": [{"role": "user", "content": words}]}))
         .send()
         .await
         .unwrap();
@@ -558,11 +416,7 @@ async fn client_disconnect_stops_the_upstream(backend: Backend) {
     tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
     let emitted = mock.stats().output_tokens;
     tokio::time::sleep(std::time::Duration::from_millis(1000)).await;
-    assert_eq!(
-        mock.stats().output_tokens,
-        emitted,
-        "the provider kept generating"
-    );
+    assert_eq!(mock.stats().output_tokens, emitted, "the provider kept generating");
     assert!(emitted < 43, "emitted {emitted}");
     t.stop().await;
 }
@@ -571,9 +425,7 @@ async fn list_models_has_prices(backend: Backend) {
     let Some((t, _mock)) = start(backend).await else {
         return;
     };
-    let (status, body) = t
-        .request(Method::GET, "/v1/models", Some(&t.master_key), None)
-        .await;
+    let (status, body) = t.request(Method::GET, "/v1/models", Some(&t.master_key), None).await;
     assert_eq!(status, 200);
     assert_eq!(body["object"], "list");
     let data = body["data"].as_array().unwrap();
@@ -582,10 +434,7 @@ async fn list_models_has_prices(backend: Backend) {
     assert_eq!(claude["type"], "model");
     assert_eq!(claude["pricing"]["output_per_mtok_usd"], 15);
     assert!(data.iter().any(|m| m["id"] == "echo"));
-    assert!(
-        data.iter().all(|m| m["id"] != "unpriced"),
-        "unpriced models are not offered"
-    );
+    assert!(data.iter().all(|m| m["id"] != "unpriced"), "unpriced models are not offered");
     let (status, _) = t.request(Method::GET, "/v1/models", None, None).await;
     assert_eq!(status, 401);
     t.stop().await;

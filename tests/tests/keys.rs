@@ -27,18 +27,13 @@ async fn seed_demo_mints_a_capped_key(backend: Backend) {
             Method::POST,
             "/v1/keys",
             Some(&t.master_key),
-            Some(RawBody::Text(
-                r#"{"name":"user_42","max_spend_usd":5}"#.into(),
-            )),
+            Some(RawBody::Text(r#"{"name":"user_42","max_spend_usd":5}"#.into())),
         )
         .await;
     assert_eq!(status, 201, "{body}");
     assert!(body["id"].as_str().unwrap().starts_with("key_"));
     let secret = body["secret"].as_str().unwrap();
-    assert!(
-        secret.starts_with("qlk_live_") && secret.len() >= 9 + 32,
-        "{secret}"
-    );
+    assert!(secret.starts_with("qlk_live_") && secret.len() >= 9 + 32, "{secret}");
     assert_eq!(body["scope"], "standard");
     // Whole dollars come back as the integer the client sent.
     assert_eq!(serde_json::to_string(&body["max_spend_usd"]).unwrap(), "5");
@@ -86,9 +81,7 @@ async fn key_lifecycle_through_the_sdk(backend: Backend) {
                 .name("user_42")
                 .max_spend_usd(Some(types::Usd(5.0)))
                 .period(Some(types::Period::Daily))
-                .metadata(Some(
-                    [("stripe_customer_id".to_string(), "cus_123".to_string())].into(),
-                )),
+                .metadata(Some([("stripe_customer_id".to_string(), "cus_123".to_string())].into())),
         )
         .send()
         .await
@@ -106,25 +99,14 @@ async fn key_lifecycle_through_the_sdk(backend: Backend) {
     assert_eq!(err.status().map(|s| s.as_u16()), Some(403));
 
     // Rotate: same id, new secret; the old one stops working at once.
-    let rotated = admin
-        .rotate_key()
-        .key_id(&minted.id)
-        .send()
-        .await
-        .unwrap()
-        .into_inner();
+    let rotated = admin.rotate_key().key_id(&minted.id).send().await.unwrap().into_inner();
     assert_eq!(rotated.id, minted.id);
     assert_ne!(rotated.secret, minted.secret);
     assert!(rotated.rotated_at.is_some());
     assert_eq!(rotated.max_spend_micros, Some(5_000_000));
     let err = user.list_keys().send().await.unwrap_err();
     assert_eq!(err.status().map(|s| s.as_u16()), Some(401));
-    let err = t
-        .client(&rotated.secret)
-        .list_keys()
-        .send()
-        .await
-        .unwrap_err();
+    let err = t.client(&rotated.secret).list_keys().send().await.unwrap_err();
     assert_eq!(err.status().map(|s| s.as_u16()), Some(403));
 
     // Disable and enable.
@@ -137,12 +119,7 @@ async fn key_lifecycle_through_the_sdk(backend: Backend) {
         .unwrap()
         .into_inner();
     assert_eq!(disabled.status, types::KeyStatus::Disabled);
-    let err = t
-        .client(&rotated.secret)
-        .list_keys()
-        .send()
-        .await
-        .unwrap_err();
+    let err = t.client(&rotated.secret).list_keys().send().await.unwrap_err();
     assert_eq!(err.status().map(|s| s.as_u16()), Some(401));
     admin
         .update_key()
@@ -151,58 +128,25 @@ async fn key_lifecycle_through_the_sdk(backend: Backend) {
         .send()
         .await
         .unwrap();
-    let err = t
-        .client(&rotated.secret)
-        .list_keys()
-        .send()
-        .await
-        .unwrap_err();
+    let err = t.client(&rotated.secret).list_keys().send().await.unwrap_err();
     assert_eq!(err.status().map(|s| s.as_u16()), Some(403));
 
     // Revoke: gone from the default list, still fetchable, never usable.
     admin.revoke_key().key_id(&minted.id).send().await.unwrap();
-    let err = t
-        .client(&rotated.secret)
-        .list_keys()
-        .send()
-        .await
-        .unwrap_err();
+    let err = t.client(&rotated.secret).list_keys().send().await.unwrap_err();
     assert_eq!(err.status().map(|s| s.as_u16()), Some(401));
-    let got = admin
-        .get_key()
-        .key_id(&minted.id)
-        .send()
-        .await
-        .unwrap()
-        .into_inner();
+    let got = admin.get_key().key_id(&minted.id).send().await.unwrap().into_inner();
     assert_eq!(got.status, types::KeyStatus::Revoked);
     assert!(got.revoked_at.is_some());
     let listed: Vec<types::Key> = admin.list_keys().stream().try_collect().await.unwrap();
     assert!(listed.iter().all(|k| k.id != minted.id));
-    let listed: Vec<types::Key> = admin
-        .list_keys()
-        .include_revoked(true)
-        .stream()
-        .try_collect()
-        .await
-        .unwrap();
+    let listed: Vec<types::Key> =
+        admin.list_keys().include_revoked(true).stream().try_collect().await.unwrap();
     assert!(listed.iter().any(|k| k.id == minted.id));
     // A revoked key can be neither revoked again, rotated nor changed.
     for status in [
-        admin
-            .revoke_key()
-            .key_id(&minted.id)
-            .send()
-            .await
-            .unwrap_err()
-            .status(),
-        admin
-            .rotate_key()
-            .key_id(&minted.id)
-            .send()
-            .await
-            .unwrap_err()
-            .status(),
+        admin.revoke_key().key_id(&minted.id).send().await.unwrap_err().status(),
+        admin.rotate_key().key_id(&minted.id).send().await.unwrap_err().status(),
         admin
             .update_key()
             .key_id(&minted.id)
@@ -215,18 +159,8 @@ async fn key_lifecycle_through_the_sdk(backend: Backend) {
         assert_eq!(status.map(|s| s.as_u16()), Some(409));
     }
     // The master key cannot lock itself out.
-    let master_id = listed
-        .iter()
-        .find(|k| k.scope == types::KeyScope::Admin)
-        .unwrap()
-        .id
-        .clone();
-    let err = admin
-        .revoke_key()
-        .key_id(&master_id)
-        .send()
-        .await
-        .unwrap_err();
+    let master_id = listed.iter().find(|k| k.scope == types::KeyScope::Admin).unwrap().id.clone();
+    let err = admin.revoke_key().key_id(&master_id).send().await.unwrap_err();
     assert_eq!(err.status().map(|s| s.as_u16()), Some(409));
     t.stop().await;
 }
@@ -292,20 +226,11 @@ async fn auth_is_required_and_checked(backend: Backend) {
     };
     let (status, body) = t.request(Method::GET, "/v1/keys", None, None).await;
     assert_eq!(status, 401);
-    assert!(
-        body["message"]
-            .as_str()
-            .unwrap()
-            .contains("missing API key"),
-        "{body}"
-    );
+    assert!(body["message"].as_str().unwrap().contains("missing API key"), "{body}");
     assert_eq!(body["error_code"], "Unauthorized");
-    for bad in [
-        "qlk_live_0000000000000000000000000000000000000000",
-        "sk-something",
-        "qlk_live_",
-        "",
-    ] {
+    for bad in
+        ["qlk_live_0000000000000000000000000000000000000000", "sk-something", "qlk_live_", ""]
+    {
         let (status, _) = t.request(Method::GET, "/v1/keys", Some(bad), None).await;
         assert_eq!(status, 401, "{bad:?}");
     }
@@ -326,9 +251,7 @@ async fn auth_is_required_and_checked(backend: Backend) {
         .await
         .unwrap();
     assert_eq!(resp.status(), 200);
-    let (status, _) = t
-        .request(Method::GET, "/v1/keys", Some(&t.master_key), None)
-        .await;
+    let (status, _) = t.request(Method::GET, "/v1/keys", Some(&t.master_key), None).await;
     assert_eq!(status, 200);
     t.stop().await;
 }
@@ -348,11 +271,7 @@ async fn standard_keys_cannot_manage_keys(backend: Backend) {
     let user_key = user["secret"].as_str().unwrap();
     let id = user["id"].as_str().unwrap();
     let attempts = [
-        (
-            Method::POST,
-            "/v1/keys".to_string(),
-            Some(RawBody::Json(json!({"name": "x"}))),
-        ),
+        (Method::POST, "/v1/keys".to_string(), Some(RawBody::Json(json!({"name": "x"})))),
         (Method::GET, "/v1/keys".to_string(), None),
         (Method::GET, format!("/v1/keys/{id}"), None),
         (
@@ -369,14 +288,8 @@ async fn standard_keys_cannot_manage_keys(backend: Backend) {
         assert!(body["message"].as_str().unwrap().contains("admin key"));
     }
     // Nothing changed: the key kept its cap and secret.
-    let (_, after) = t
-        .request(
-            Method::GET,
-            &format!("/v1/keys/{id}"),
-            Some(&t.master_key),
-            None,
-        )
-        .await;
+    let (_, after) =
+        t.request(Method::GET, &format!("/v1/keys/{id}"), Some(&t.master_key), None).await;
     assert_eq!(after["max_spend_usd"], serde_json::Value::Null);
     assert_eq!(after["rotated_at"], serde_json::Value::Null);
     t.stop().await;
@@ -399,11 +312,7 @@ async fn tenants_cannot_see_each_other(backend: Backend) {
     let id = mine["id"].as_str().unwrap();
     let attempts = [
         (Method::GET, format!("/v1/keys/{id}"), None),
-        (
-            Method::PATCH,
-            format!("/v1/keys/{id}"),
-            Some(RawBody::Json(json!({"disabled": true}))),
-        ),
+        (Method::PATCH, format!("/v1/keys/{id}"), Some(RawBody::Json(json!({"disabled": true})))),
         (Method::POST, format!("/v1/keys/{id}/rotate"), None),
         (Method::DELETE, format!("/v1/keys/{id}"), None),
     ];
@@ -412,35 +321,20 @@ async fn tenants_cannot_see_each_other(backend: Backend) {
             RawBody::Json(v) => RawBody::Json(v.clone()),
             RawBody::Text(t) => RawBody::Text(t.clone()),
         });
-        let (status, body) = t
-            .request(method.clone(), &path, Some(&other_master), body)
-            .await;
+        let (status, body) = t.request(method.clone(), &path, Some(&other_master), body).await;
         assert_eq!(status, 404, "{method} {path}: {body}");
         // The same answer as for an id that never existed.
         let (status_missing, body_missing) = t
-            .request(
-                method.clone(),
-                &path.replace(id, "key_0000"),
-                Some(&other_master),
-                again,
-            )
+            .request(method.clone(), &path.replace(id, "key_0000"), Some(&other_master), again)
             .await;
         assert_eq!(status_missing, 404, "{body_missing}");
     }
-    let (_, list) = t
-        .request(Method::GET, "/v1/keys", Some(&other_master), None)
-        .await;
+    let (_, list) = t.request(Method::GET, "/v1/keys", Some(&other_master), None).await;
     let items = list["items"].as_array().unwrap();
     assert_eq!(items.len(), 1, "only the other tenant's master key: {list}");
     // Mine is untouched.
-    let (_, after) = t
-        .request(
-            Method::GET,
-            &format!("/v1/keys/{id}"),
-            Some(&t.master_key),
-            None,
-        )
-        .await;
+    let (_, after) =
+        t.request(Method::GET, &format!("/v1/keys/{id}"), Some(&t.master_key), None).await;
     assert_eq!(after["status"], "active");
     assert_eq!(after["rotated_at"], serde_json::Value::Null);
     t.stop().await;
@@ -453,12 +347,7 @@ async fn bad_input_is_refused_and_changes_nothing(backend: Backend) {
     let key = t.master_key.clone();
     let count = || async {
         let (_, list) = t
-            .request(
-                Method::GET,
-                "/v1/keys?include_revoked=true&limit=100",
-                Some(&key),
-                None,
-            )
+            .request(Method::GET, "/v1/keys?include_revoked=true&limit=100", Some(&key), None)
             .await;
         list["items"].as_array().unwrap().len()
     };
@@ -476,64 +365,32 @@ async fn bad_input_is_refused_and_changes_nothing(backend: Backend) {
         (json!({"name": long_name}).to_string(), "limit"),
         (r#"{"name":"a\u0000b"}"#.into(), "control"),
         (r#"{"name":"x","max_spend_usd":-1}"#.into(), "negative"),
-        (
-            r#"{"name":"x","max_spend_usd":-0.000001}"#.into(),
-            "negative",
-        ),
+        (r#"{"name":"x","max_spend_usd":-0.000001}"#.into(), "negative"),
         (r#"{"name":"x","max_spend_usd":NaN}"#.into(), "parse"),
         (r#"{"name":"x","max_spend_usd":"5"}"#.into(), "number"),
         (r#"{"name":"x","max_spend_usd":1e12}"#.into(), "maximum"),
         (r#"{"name":"x","max_spend_usd":1e400}"#.into(), "parse"),
-        (
-            r#"{"name":"x","max_spend_usd":0.0000001}"#.into(),
-            "micro-dollar",
-        ),
+        (r#"{"name":"x","max_spend_usd":0.0000001}"#.into(), "micro-dollar"),
         (r#"{"name":"x","period":"hourly"}"#.into(), "period"),
         (r#"{"name":"x","scope":"root"}"#.into(), "scope"),
-        (
-            json!({"name": "x", "metadata": huge_metadata}).to_string(),
-            "pairs",
-        ),
-        (
-            json!({"name": "x", "metadata": {"k": "v".repeat(600)}}).to_string(),
-            "longer",
-        ),
-        (
-            json!({"name": "x", "metadata": {"k": 5}}).to_string(),
-            "metadata",
-        ),
+        (json!({"name": "x", "metadata": huge_metadata}).to_string(), "pairs"),
+        (json!({"name": "x", "metadata": {"k": "v".repeat(600)}}).to_string(), "longer"),
+        (json!({"name": "x", "metadata": {"k": 5}}).to_string(), "metadata"),
     ];
     for (body, expect) in &cases {
         let (status, resp) = t
-            .request(
-                Method::POST,
-                "/v1/keys",
-                Some(&key),
-                Some(RawBody::Text(body.clone())),
-            )
+            .request(Method::POST, "/v1/keys", Some(&key), Some(RawBody::Text(body.clone())))
             .await;
         assert_eq!(status, 400, "{body}: {resp}");
         let msg = resp["message"].as_str().unwrap_or_default().to_lowercase();
-        assert!(
-            msg.contains(expect),
-            "{body}: message {msg:?} should mention {expect:?}"
-        );
+        assert!(msg.contains(expect), "{body}: message {msg:?} should mention {expect:?}");
     }
     // Bodies over the limit are refused before parsing.
     let oversized = json!({"name": "x", "metadata": {"k": "v".repeat(100 * 1024)}}).to_string();
-    let (status, resp) = t
-        .request(
-            Method::POST,
-            "/v1/keys",
-            Some(&key),
-            Some(RawBody::Text(oversized)),
-        )
-        .await;
+    let (status, resp) =
+        t.request(Method::POST, "/v1/keys", Some(&key), Some(RawBody::Text(oversized))).await;
     assert_eq!(status, 400, "{resp}");
-    assert!(
-        resp["message"].as_str().unwrap().contains("maximum size"),
-        "{resp}"
-    );
+    assert!(resp["message"].as_str().unwrap().contains("maximum size"), "{resp}");
     // A form-encoded body gets a message that names the fix.
     let resp = t
         .http
@@ -567,14 +424,8 @@ async fn bad_input_is_refused_and_changes_nothing(backend: Backend) {
         "{}",
         "[]",
     ] {
-        let (status, resp) = t
-            .request(
-                Method::PATCH,
-                &path,
-                Some(&key),
-                Some(RawBody::Text(body.into())),
-            )
-            .await;
+        let (status, resp) =
+            t.request(Method::PATCH, &path, Some(&key), Some(RawBody::Text(body.into()))).await;
         assert_eq!(status, 400, "{body}: {resp}");
     }
     let (_, after) = t.request(Method::GET, &path, Some(&key), None).await;
@@ -582,13 +433,9 @@ async fn bad_input_is_refused_and_changes_nothing(backend: Backend) {
     assert_eq!(after["max_spend_micros"], 3_000_000);
     assert_eq!(after["updated_at"], k["updated_at"]);
     // Ids that do not exist.
-    let (status, _) = t
-        .request(Method::GET, "/v1/keys/key_nope", Some(&key), None)
-        .await;
+    let (status, _) = t.request(Method::GET, "/v1/keys/key_nope", Some(&key), None).await;
     assert_eq!(status, 404);
-    let (status, _) = t
-        .request(Method::GET, "/v1/keys?page_token=garbage", Some(&key), None)
-        .await;
+    let (status, _) = t.request(Method::GET, "/v1/keys?page_token=garbage", Some(&key), None).await;
     assert_eq!(status, 400);
     t.stop().await;
 }

@@ -45,21 +45,14 @@ async fn sdk_calls_both_model_shapes(backend: Backend) {
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(
-        completion.choices[0]["message"]["content"],
-        "echo: hello sdk"
-    );
+    assert_eq!(completion.choices[0]["message"]["content"], "echo: hello sdk");
     assert_eq!(completion.usage.unwrap().completion_tokens, 3);
     let models = client.list_models().send().await.unwrap().into_inner();
     assert!(models.data.iter().any(|m| m.id == "echo"));
     // Errors come back typed in each endpoint's own shape.
     let err = client
         .create_message()
-        .body(
-            types::MessagesRequest::builder()
-                .model("nope")
-                .messages(vec![]),
-        )
+        .body(types::MessagesRequest::builder().model("nope").messages(vec![]))
         .send()
         .await
         .unwrap_err();

@@ -3,7 +3,7 @@
 //! and tool round trips, against the mock upstream.
 
 use qlaud_tests::mock::MockUpstream;
-use qlaud_tests::{Backend, TestServer, backend_tests};
+use qlaud_tests::{Backend, TestServer, backend_tests, mock_toml};
 use serde_json::{Value, json};
 
 backend_tests!(
@@ -16,34 +16,7 @@ backend_tests!(
 
 async fn start(backend: Backend) -> Option<(TestServer, MockUpstream)> {
     let mock = MockUpstream::start().await;
-    let toml = format!(
-        r#"
-[providers.anthropic]
-kind = "anthropic"
-base_url = "{a}"
-api_key = "mock-anthropic-key"
-
-[providers.openai]
-kind = "openai"
-base_url = "{o}"
-api_key = "mock-openai-key"
-
-[models."claude-test"]
-provider = "anthropic"
-upstream = "claude-upstream"
-max_output_tokens = 1000
-prices = {{ input = "3", output = "15", cache_read = "0.3", cache_write = "3.75" }}
-
-[models."gpt-test"]
-provider = "openai"
-upstream = "gpt-upstream"
-max_output_tokens = 1000
-prices = {{ input = "1", output = "2" }}
-"#,
-        a = mock.anthropic_base_url(),
-        o = mock.openai_base_url()
-    );
-    Some((TestServer::start_with(backend, Some(&toml)).await?, mock))
+    Some((TestServer::start_with(backend, Some(&mock_toml(&mock))).await?, mock))
 }
 
 async fn post(t: &TestServer, path: &str, body: Value) -> Value {
@@ -75,18 +48,9 @@ async fn events(t: &TestServer, path: &str, body: Value) -> Vec<(Option<String>,
     text.split("\n\n")
         .filter(|e| !e.trim().is_empty())
         .map(|e| {
-            let name = e
-                .lines()
-                .find_map(|l| l.strip_prefix("event: "))
-                .map(str::to_string);
-            let data = e
-                .lines()
-                .find_map(|l| l.strip_prefix("data: "))
-                .unwrap_or_default();
-            (
-                name,
-                serde_json::from_str(data).unwrap_or(Value::String(data.to_string())),
-            )
+            let name = e.lines().find_map(|l| l.strip_prefix("event: ")).map(str::to_string);
+            let data = e.lines().find_map(|l| l.strip_prefix("data: ")).unwrap_or_default();
+            (name, serde_json::from_str(data).unwrap_or(Value::String(data.to_string())))
         })
         .collect()
 }
@@ -123,10 +87,7 @@ async fn claude_through_chat_completions(backend: Backend) {
     assert_eq!(v["object"], "chat.completion");
     assert_eq!(v["model"], "claude-test");
     assert_eq!(v["choices"][0]["message"]["role"], "assistant");
-    assert_eq!(
-        v["choices"][0]["message"]["content"],
-        "Hello from mock: what is this [image]"
-    );
+    assert_eq!(v["choices"][0]["message"]["content"], "Hello from mock: what is this [image]");
     assert_eq!(v["choices"][0]["finish_reason"], "stop");
     // Input: 2 system + 2 + 2 + 3 words + 100 for the image.
     assert_eq!(v["usage"]["prompt_tokens"], 109);
@@ -143,10 +104,7 @@ async fn claude_through_chat_completions(backend: Backend) {
     assert_eq!(sent["metadata"]["user_id"], "end-user-7");
     assert_eq!(sent["messages"].as_array().unwrap().len(), 3);
     let image = &sent["messages"][2]["content"][1];
-    assert_eq!(
-        image["source"],
-        json!({"type": "base64", "media_type": "image/png", "data": png})
-    );
+    assert_eq!(image["source"], json!({"type": "base64", "media_type": "image/png", "data": png}));
     // Output capped by the client's limit: finish_reason length.
     let v = post(
         &t,
@@ -177,15 +135,10 @@ async fn claude_stream_through_chat_completions(backend: Backend) {
             .all(|c| c["object"] == "chat.completion.chunk" && c["model"] == "claude-test")
     );
     assert_eq!(chunks[0]["choices"][0]["delta"]["role"], "assistant");
-    let text: String = chunks
-        .iter()
-        .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
-        .collect();
+    let text: String =
+        chunks.iter().filter_map(|c| c["choices"][0]["delta"]["content"].as_str()).collect();
     assert_eq!(text, "Hello from mock: one two");
-    let finish = chunks
-        .iter()
-        .find(|c| !c["choices"][0]["finish_reason"].is_null())
-        .unwrap();
+    let finish = chunks.iter().find(|c| !c["choices"][0]["finish_reason"].is_null()).unwrap();
     assert_eq!(finish["choices"][0]["finish_reason"], "stop");
     let usage = chunks.last().unwrap();
     assert_eq!(usage["choices"], json!([]));
@@ -232,10 +185,7 @@ async fn claude_tool_round_trip_in_openai_shape(backend: Backend) {
         ]}),
     )
     .await;
-    assert_eq!(
-        v["choices"][0]["message"]["content"],
-        "The tool said: sunny and 21C"
-    );
+    assert_eq!(v["choices"][0]["message"]["content"], "The tool said: sunny and 21C");
     let sent = mock.stats().last_body.unwrap();
     assert_eq!(sent["messages"][1]["content"][1]["type"], "tool_use");
     assert_eq!(sent["messages"][2]["content"][0]["type"], "tool_result");
@@ -248,19 +198,11 @@ async fn claude_tool_round_trip_in_openai_shape(backend: Backend) {
                "messages": [{"role": "user", "content": "weather please"}]}),
     )
     .await;
-    let calls: Vec<&Value> = evs
-        .iter()
-        .filter_map(|(_, c)| c["choices"][0]["delta"]["tool_calls"].get(0))
-        .collect();
+    let calls: Vec<&Value> =
+        evs.iter().filter_map(|(_, c)| c["choices"][0]["delta"]["tool_calls"].get(0)).collect();
     assert_eq!(calls[0]["function"]["name"], "get_weather");
-    let args: String = calls
-        .iter()
-        .filter_map(|c| c["function"]["arguments"].as_str())
-        .collect();
-    assert_eq!(
-        serde_json::from_str::<Value>(&args).unwrap(),
-        json!({"city": "Paris"})
-    );
+    let args: String = calls.iter().filter_map(|c| c["function"]["arguments"].as_str()).collect();
+    assert_eq!(serde_json::from_str::<Value>(&args).unwrap(), json!({"city": "Paris"}));
     t.stop().await;
 }
 
@@ -288,22 +230,13 @@ async fn gpt_through_messages(backend: Backend) {
     .await;
     assert_eq!(v["type"], "message");
     assert_eq!(v["model"], "gpt-test");
-    assert_eq!(
-        v["content"][0],
-        json!({"type": "text", "text": "Hello from mock: look [image]"})
-    );
+    assert_eq!(v["content"][0], json!({"type": "text", "text": "Hello from mock: look [image]"}));
     assert_eq!(v["stop_reason"], "end_turn");
     assert_eq!(v["usage"]["input_tokens"], 2 + 1 + 1 + 1 + 100);
     assert_eq!(v["usage"]["output_tokens"], 5);
     let sent = mock.stats().last_body.unwrap();
-    assert_eq!(
-        mock.stats().last_path.as_deref(),
-        Some("/v1/chat/completions")
-    );
-    assert_eq!(
-        sent["messages"][0],
-        json!({"role": "system", "content": "be brief"})
-    );
+    assert_eq!(mock.stats().last_path.as_deref(), Some("/v1/chat/completions"));
+    assert_eq!(sent["messages"][0], json!({"role": "system", "content": "be brief"}));
     assert_eq!(sent["max_completion_tokens"], 40);
     assert_eq!(sent["stop"], json!(["END"]));
     assert_eq!(
@@ -328,24 +261,18 @@ async fn gpt_stream_and_tools_through_messages(backend: Backend) {
     assert_eq!(names[0], "message_start");
     assert_eq!(names[1], "content_block_start");
     assert_eq!(*names.last().unwrap(), "message_stop");
-    assert_eq!(
-        mock.stats().last_body.unwrap()["stream_options"]["include_usage"],
-        true
-    );
+    assert_eq!(mock.stats().last_body.unwrap()["stream_options"]["include_usage"], true);
     let text: String = evs
         .iter()
         .filter(|(n, _)| n.as_deref() == Some("content_block_delta"))
         .map(|(_, v)| v["delta"]["text"].as_str().unwrap().to_string())
         .collect();
     assert_eq!(text, "Hello from mock: one two three");
-    let delta = &evs
-        .iter()
-        .find(|(n, _)| n.as_deref() == Some("message_delta"))
-        .unwrap()
-        .1;
+    let delta = &evs.iter().find(|(n, _)| n.as_deref() == Some("message_delta")).unwrap().1;
     assert_eq!(delta["delta"]["stop_reason"], "end_turn");
     assert_eq!(delta["usage"]["output_tokens"], 6);
-    assert_eq!(delta["usage"]["cost_micros"], 3 + 6 * 2);
+    // 3 × $1.25 + 6 × $10 per million tokens = 63.75 → 64 µ$.
+    assert_eq!(delta["usage"]["cost_micros"], 64);
     // A tool round trip in Anthropic's shape against an OpenAI model.
     let tools: Value = serde_json::from_str(TOOLS_ANTHROPIC).unwrap();
     let ask = json!({"role": "user", "content": "weather in Paris?"});
@@ -360,13 +287,8 @@ async fn gpt_stream_and_tools_through_messages(backend: Backend) {
     assert_eq!(sent["tools"][0]["function"]["name"], "get_weather");
     assert_eq!(sent["tool_choice"], "required");
     assert_eq!(v["stop_reason"], "tool_use");
-    let tool_use = v["content"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|b| b["type"] == "tool_use")
-        .unwrap()
-        .clone();
+    let tool_use =
+        v["content"].as_array().unwrap().iter().find(|b| b["type"] == "tool_use").unwrap().clone();
     assert_eq!(tool_use["input"], json!({"city": "Paris"}));
     let v = post(
         &t,
@@ -402,15 +324,8 @@ async fn gpt_stream_and_tools_through_messages(backend: Backend) {
         .filter(|(_, v)| v["delta"]["type"] == "input_json_delta")
         .map(|(_, v)| v["delta"]["partial_json"].as_str().unwrap().to_string())
         .collect();
-    assert_eq!(
-        serde_json::from_str::<Value>(&args).unwrap(),
-        json!({"city": "Paris"})
-    );
-    let delta = &evs
-        .iter()
-        .find(|(n, _)| n.as_deref() == Some("message_delta"))
-        .unwrap()
-        .1;
+    assert_eq!(serde_json::from_str::<Value>(&args).unwrap(), json!({"city": "Paris"}));
+    let delta = &evs.iter().find(|(n, _)| n.as_deref() == Some("message_delta")).unwrap().1;
     assert_eq!(delta["delta"]["stop_reason"], "tool_use");
     t.stop().await;
 }

@@ -16,9 +16,7 @@ fn run_step(name: &str, cmd: &mut Command) -> anyhow::Result<()> {
 
 pub fn run(args: &[String]) -> anyhow::Result<()> {
     let ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
-    let pg = std::env::var("QLAUD_TEST_DATABASE_URL")
-        .ok()
-        .filter(|v| !v.is_empty());
+    let pg = std::env::var("QLAUD_TEST_DATABASE_URL").ok().filter(|v| !v.is_empty());
     match &pg {
         Some(_) => eprintln!("==> PostgreSQL tests: on (QLAUD_TEST_DATABASE_URL is set)"),
         None if ci => anyhow::bail!(
@@ -36,10 +34,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
 
     eprintln!("\n==> spec and SDK check");
     crate::check()?;
-    run_step(
-        "cargo fmt --check",
-        Command::new(&cargo).args(["fmt", "--all", "--", "--check"]),
-    )?;
+    run_step("cargo fmt --check", Command::new(&cargo).args(["fmt", "--all", "--", "--check"]))?;
     run_step(
         "cargo clippy",
         Command::new(&cargo).args([
@@ -60,16 +55,8 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     println!("\ncargo: {passed} passed, {failed} failed");
     let (py_passed, py_failed) = python_tests(&cargo)?;
     println!("\npytest: {py_passed} passed, {py_failed} failed");
-    println!(
-        "\nall: {} passed, {} failed",
-        passed + py_passed,
-        failed + py_failed
-    );
-    anyhow::ensure!(
-        failed + py_failed == 0,
-        "{} tests failed",
-        failed + py_failed
-    );
+    println!("\nall: {} passed, {} failed", passed + py_passed, failed + py_failed);
+    anyhow::ensure!(failed + py_failed == 0, "{} tests failed", failed + py_failed);
     if pg.is_none() {
         eprintln!("\nWARNING: PostgreSQL tests were SKIPPED (QLAUD_TEST_DATABASE_URL not set).");
     }
@@ -104,10 +91,7 @@ fn run_tests(cmd: &mut Command) -> anyhow::Result<(u64, u64)> {
         }
     }
     let status = child.wait()?;
-    anyhow::ensure!(
-        status.success() || failed > 0,
-        "cargo test failed ({status})"
-    );
+    anyhow::ensure!(status.success() || failed > 0, "cargo test failed ({status})");
     if !status.success() && failed == 0 {
         failed = 1;
     }
@@ -128,10 +112,7 @@ fn python_tests(cargo: &str) -> anyhow::Result<(u64, u64)> {
     let wanted = std::fs::read_to_string(&requirements)?;
     if std::fs::read_to_string(&stamp).ok().as_deref() != Some(wanted.as_str()) {
         let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".to_string());
-        run_step(
-            "python venv",
-            Command::new(&python).arg("-m").arg("venv").arg(&venv),
-        )?;
+        run_step("python venv", Command::new(&python).arg("-m").arg("venv").arg(&venv))?;
         run_step(
             "pip install (openai, anthropic, pytest)",
             Command::new(venv.join("bin/pip"))
@@ -157,14 +138,7 @@ fn python_tests(cargo: &str) -> anyhow::Result<(u64, u64)> {
     )?;
     eprintln!("\n==> pytest tests/python");
     let out = Command::new(venv.join("bin/python"))
-        .args([
-            "-m",
-            "pytest",
-            "-q",
-            "-p",
-            "no:cacheprovider",
-            "tests/python",
-        ])
+        .args(["-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/python"])
         .env("QLAUD_BIN", target.join("debug/qlaud"))
         .env("QLAUD_MOCK_BIN", target.join("debug/mock-upstream"))
         .current_dir(&root)
@@ -174,11 +148,7 @@ fn python_tests(cargo: &str) -> anyhow::Result<(u64, u64)> {
     print!("{text}");
     eprint!("{}", String::from_utf8_lossy(&out.stderr));
     // pytest's last line: "N passed, M failed in …s" (either part optional).
-    let last = text
-        .lines()
-        .rev()
-        .find(|l| l.contains(" in "))
-        .unwrap_or_default();
+    let last = text.lines().rev().find(|l| l.contains(" in ")).unwrap_or_default();
     let count = |what: &str| {
         last.split(',')
             .filter_map(|part| {
@@ -188,10 +158,8 @@ fn python_tests(cargo: &str) -> anyhow::Result<(u64, u64)> {
             })
             .sum::<u64>()
     };
-    let (passed, mut failed) = (
-        count("passed"),
-        count("failed") + count("error") + count("errors"),
-    );
+    let (passed, mut failed) =
+        (count("passed"), count("failed") + count("error") + count("errors"));
     if !out.status.success() && failed == 0 {
         failed = 1;
     }

@@ -38,10 +38,7 @@ impl AnthropicError {
     pub fn new(status: u16, kind: &str, message: impl Into<String>) -> AnthropicError {
         AnthropicError {
             kind: "error".to_string(),
-            error: AnthropicErrorDetail {
-                kind: kind.to_string(),
-                message: message.into(),
-            },
+            error: AnthropicErrorDetail { kind: kind.to_string(), message: message.into() },
             status,
         }
     }
@@ -49,11 +46,7 @@ impl AnthropicError {
 
 impl fmt::Display for AnthropicError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{} ({}): {}",
-            self.status, self.error.kind, self.error.message
-        )
+        write!(f, "{} ({}): {}", self.status, self.error.kind, self.error.message)
     }
 }
 
@@ -135,11 +128,7 @@ impl OpenAiError {
 
 impl fmt::Display for OpenAiError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{} ({}): {}",
-            self.status, self.error.kind, self.error.message
-        )
+        write!(f, "{} ({}): {}", self.status, self.error.kind, self.error.message)
     }
 }
 

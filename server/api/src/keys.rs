@@ -176,8 +176,8 @@ fn lenient_bool<'de, D: Deserializer<'de>>(d: D) -> Result<Option<bool>, D::Erro
         None => Ok(None),
         Some("true" | "1") => Ok(Some(true)),
         Some("false" | "0") => Ok(Some(false)),
-        Some(other) => Err(serde::de::Error::custom(format!(
-            "expected true or false, got {other:?}"
-        ))),
+        Some(other) => {
+            Err(serde::de::Error::custom(format!("expected true or false, got {other:?}")))
+        }
     }
 }

@@ -8,6 +8,7 @@ pub mod errors;
 pub mod keys;
 pub mod models;
 pub mod money;
+pub mod usage;
 
 use dropshot::{
     HttpError, HttpResponseCreated, HttpResponseDeleted, HttpResponseOk, PaginationParams, Path,
@@ -18,6 +19,7 @@ pub use errors::{AnthropicError, OpenAiError};
 pub use keys::*;
 pub use models::*;
 pub use money::Usd;
+pub use usage::*;
 
 /// Body limit of qlaud's own JSON endpoints (keys, usage, …). Generous for
 /// metadata, small enough that a runaway client cannot tie up memory.
@@ -117,6 +119,21 @@ pub trait QlaudApi {
         rqctx: RequestContext<Self::Context>,
         path: Path<KeyPath>,
     ) -> Result<HttpResponseOk<KeyWithSecret>, HttpError>;
+
+    /// Report usage.
+    ///
+    /// Spend and tokens per key, per model and per UTC day over a window
+    /// (default: the current calendar month), ready to bill. An admin key
+    /// sees all of its tenant's keys; a standard key sees only itself.
+    #[endpoint {
+        method = GET,
+        path = "/v1/usage",
+        tags = ["usage"],
+    }]
+    async fn get_usage(
+        rqctx: RequestContext<Self::Context>,
+        query: Query<UsageQuery>,
+    ) -> Result<HttpResponseOk<UsageReport>, HttpError>;
 
     /// Create a message (Anthropic Messages API).
     ///

@@ -211,10 +211,7 @@ pub struct ModelResponse<T> {
 impl<T> ModelResponse<T> {
     /// Wraps a response built by the gateway (JSON or `text/event-stream`).
     pub fn new(response: http::Response<Body>) -> ModelResponse<T> {
-        ModelResponse {
-            response,
-            _body: PhantomData,
-        }
+        ModelResponse { response, _body: PhantomData }
     }
 }
 

@@ -27,9 +27,7 @@ pub struct Usd {
 impl Usd {
     /// An amount from integer micro-dollars; `None` when negative or absurd.
     pub fn from_micros(micros: i64) -> Option<Usd> {
-        (0..=MAX_USD * MICROS_PER_USD)
-            .contains(&micros)
-            .then_some(Usd { micros })
+        (0..=MAX_USD * MICROS_PER_USD).contains(&micros).then_some(Usd { micros })
     }
 
     /// The amount in micro-dollars.
@@ -61,16 +59,8 @@ impl Usd {
         if int.len() > 10 {
             return Err(too_large());
         }
-        let whole: i64 = if int.is_empty() {
-            0
-        } else {
-            int.parse().map_err(|_| too_large())?
-        };
-        let mut frac_micros: i64 = if frac.is_empty() {
-            0
-        } else {
-            frac.parse().unwrap_or(0)
-        };
+        let whole: i64 = if int.is_empty() { 0 } else { int.parse().map_err(|_| too_large())? };
+        let mut frac_micros: i64 = if frac.is_empty() { 0 } else { frac.parse().unwrap_or(0) };
         for _ in frac.len()..6 {
             frac_micros *= 10;
         }
@@ -103,10 +93,7 @@ impl Serialize for Usd {
         } else {
             // The nearest double to an exact decimal; the decimal is the truth
             // and is what `..._micros` fields carry.
-            let as_f64: f64 = self
-                .to_string()
-                .parse()
-                .map_err(serde::ser::Error::custom)?;
+            let as_f64: f64 = self.to_string().parse().map_err(serde::ser::Error::custom)?;
             serializer.serialize_f64(as_f64)
         }
     }
@@ -176,14 +163,8 @@ mod tests {
     fn parses_exact_decimals() {
         assert_eq!(Usd::parse_decimal("5").unwrap().micros(), 5_000_000);
         assert_eq!(Usd::parse_decimal("0.1").unwrap().micros(), 100_000);
-        assert_eq!(
-            Usd::parse_decimal("12.345678").unwrap().micros(),
-            12_345_678
-        );
-        assert_eq!(
-            Usd::parse_decimal("1000000000").unwrap().micros(),
-            MAX_USD * MICROS_PER_USD
-        );
+        assert_eq!(Usd::parse_decimal("12.345678").unwrap().micros(), 12_345_678);
+        assert_eq!(Usd::parse_decimal("1000000000").unwrap().micros(), MAX_USD * MICROS_PER_USD);
         assert!(Usd::parse_decimal("1000000000.000001").is_err());
         assert!(Usd::parse_decimal("0.0000001").is_err());
         assert!(Usd::parse_decimal("-1").is_err());

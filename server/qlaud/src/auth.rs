@@ -17,6 +17,8 @@ pub struct Caller {
     pub tenant_id: String,
     pub key_id: String,
     pub scope: KeyScope,
+    /// The key's cap window (as of authentication; admission re-checks it).
+    pub period: qlaud_api::Period,
 }
 
 impl Caller {
@@ -42,16 +44,9 @@ fn presented_secret(headers: &HeaderMap) -> Option<&str> {
             return Some(v);
         }
     }
-    let auth = headers
-        .get(http::header::AUTHORIZATION)?
-        .to_str()
-        .ok()?
-        .trim();
+    let auth = headers.get(http::header::AUTHORIZATION)?.to_str().ok()?.trim();
     let (scheme, token) = auth.split_once(' ')?;
-    scheme
-        .eq_ignore_ascii_case("bearer")
-        .then(|| token.trim())
-        .filter(|t| !t.is_empty())
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim()).filter(|t| !t.is_empty())
 }
 
 /// How long a successful lookup is reused. A key changed through this
@@ -115,24 +110,17 @@ pub async fn authenticate(store: &Store, cache: &AuthCache, headers: &HeaderMap)
         return Err(invalid());
     }
     if row.revoked_ms.is_some() {
-        return Err(Error::Unauthenticated(
-            "this API key has been revoked".to_string(),
-        ));
+        return Err(Error::Unauthenticated("this API key has been revoked".to_string()));
     }
     if row.disabled != 0 {
-        return Err(Error::Unauthenticated(
-            "this API key is disabled".to_string(),
-        ));
+        return Err(Error::Unauthenticated("this API key is disabled".to_string()));
     }
     let scope = match row.scope.as_str() {
         "admin" => KeyScope::Admin,
         _ => KeyScope::Standard,
     };
-    let caller = Caller {
-        tenant_id: row.tenant_id,
-        key_id: row.id,
-        scope,
-    };
+    let period = crate::meter::period::parse(&row.period).unwrap_or_default();
+    let caller = Caller { tenant_id: row.tenant_id, key_id: row.id, scope, period };
     cache.put(hash, caller.clone());
     Ok(caller)
 }

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use http::HeaderMap;
 
 use crate::auth::{self, AuthCache, Caller};
+use crate::clock::Clock;
 use crate::error::Result;
 use crate::gateway::Gateway;
 use crate::meter::Recorder;
@@ -15,13 +16,19 @@ pub struct Context {
     pub gateway: Gateway,
     pub recorder: Arc<Recorder>,
     pub auth_cache: AuthCache,
+    /// The time billing goes by.
+    pub clock: Arc<Clock>,
+    /// This process, in the ledger's reservations and heartbeats.
+    pub instance_id: String,
 }
 
 impl Context {
-    pub fn new(store: Store, gateway: Gateway) -> Context {
+    pub fn new(store: Store, gateway: Gateway, clock: Arc<Clock>) -> Context {
         Context {
             recorder: Arc::new(Recorder::start(store.clone())),
             auth_cache: AuthCache::default(),
+            instance_id: crate::store::new_id("inst"),
+            clock,
             store,
             gateway,
         }

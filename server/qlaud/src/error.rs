@@ -31,10 +31,7 @@ pub enum Error {
 
 impl Error {
     pub fn not_found(kind: &'static str, id: impl Into<String>) -> Error {
-        Error::NotFound {
-            kind,
-            id: id.into(),
-        }
+        Error::NotFound { kind, id: id.into() }
     }
 
     pub fn invalid(message: impl Into<String>) -> Error {

@@ -8,7 +8,7 @@ use dropshot::{
 use qlaud_api::{
     AnthropicError, ChatCompletion, ChatCompletionRequest, Key, KeyListFilter, KeyPageSelector,
     KeyPath, KeyWithSecret, Message, MessagesRequest, MintKeyRequest, ModelList, ModelResponse,
-    OpenAiError, QlaudApi, UpdateKeyRequest,
+    OpenAiError, QlaudApi, UpdateKeyRequest, UsageQuery, UsageReport,
 };
 
 use crate::context::Context;
@@ -46,17 +46,9 @@ impl QlaudApi for QlaudImpl {
             WhichPage::First(filter) => (filter.include_revoked.unwrap_or(false), None),
             WhichPage::Next(sel) => (sel.include_revoked, Some((sel.created_ms, sel.id.as_str()))),
         };
-        let rows = ctx
-            .store
-            .list_keys(&caller.tenant_id, include_revoked, after, limit)
-            .await?;
-        let items = rows
-            .into_iter()
-            .map(keys::to_wire)
-            .collect::<Result<Vec<_>, _>>()?;
-        let filter = KeyListFilter {
-            include_revoked: Some(include_revoked),
-        };
+        let rows = ctx.store.list_keys(&caller.tenant_id, include_revoked, after, limit).await?;
+        let items = rows.into_iter().map(keys::to_wire).collect::<Result<Vec<_>, _>>()?;
+        let filter = KeyListFilter { include_revoked: Some(include_revoked) };
         let page = ResultsPage::new(items, &filter, |key: &Key, filter| KeyPageSelector {
             include_revoked: filter.include_revoked.unwrap_or(false),
             created_ms: key.created_at.timestamp_millis(),
@@ -71,10 +63,7 @@ impl QlaudApi for QlaudImpl {
     ) -> Result<HttpResponseOk<Key>, HttpError> {
         let ctx = rqctx.context();
         let caller = ctx.authenticate_admin(rqctx.request.headers()).await?;
-        let row = ctx
-            .store
-            .get_key(&caller.tenant_id, &path.into_inner().key_id)
-            .await?;
+        let row = ctx.store.get_key(&caller.tenant_id, &path.into_inner().key_id).await?;
         Ok(HttpResponseOk(keys::to_wire(row)?))
     }
 
@@ -90,10 +79,7 @@ impl QlaudApi for QlaudImpl {
         if key_id == caller.key_id && changes.disabled == Some(true) {
             return Err(Error::Conflict("a key cannot disable itself".to_string()).into());
         }
-        let row = ctx
-            .store
-            .update_key(&caller.tenant_id, &key_id, &changes)
-            .await?;
+        let row = ctx.store.update_key(&caller.tenant_id, &key_id, &changes).await?;
         ctx.auth_cache.clear();
         Ok(HttpResponseOk(keys::to_wire(row)?))
     }
@@ -123,12 +109,19 @@ impl QlaudApi for QlaudImpl {
         let ctx = rqctx.context();
         let caller = ctx.authenticate_admin(rqctx.request.headers()).await?;
         let secret = Secret::generate();
-        let row = ctx
-            .store
-            .rotate_key(&caller.tenant_id, &path.into_inner().key_id, &secret)
-            .await?;
+        let row =
+            ctx.store.rotate_key(&caller.tenant_id, &path.into_inner().key_id, &secret).await?;
         ctx.auth_cache.clear();
         Ok(HttpResponseOk(keys::with_secret(row, &secret)?))
+    }
+
+    async fn get_usage(
+        rqctx: RequestContext<Context>,
+        query: Query<UsageQuery>,
+    ) -> Result<HttpResponseOk<UsageReport>, HttpError> {
+        let ctx = rqctx.context();
+        let caller = ctx.authenticate(rqctx.request.headers()).await?;
+        Ok(HttpResponseOk(crate::usage::report(ctx, &caller, query.into_inner()).await?))
     }
 
     async fn create_message(

@@ -4,6 +4,7 @@
 //! (`keys`, or `gateway` → `providers/*` → `meter` for model calls) → `store`.
 
 pub mod auth;
+pub mod clock;
 pub mod config;
 pub mod context;
 pub mod error;
@@ -14,9 +15,11 @@ mod listener;
 pub mod meter;
 pub mod providers;
 pub mod store;
+pub mod usage;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use anyhow::Context as _;
 use dropshot::{ConfigDropshot, ConfigLogging, ConfigLoggingLevel, HttpServer, ServerBuilder};
@@ -32,6 +35,24 @@ pub struct ServeConfig {
     pub database_url: String,
     /// A qlaud.toml with providers and models on top of the built-in ones.
     pub config_file: Option<PathBuf>,
+    /// How long another process's heartbeat may be silent before its open
+    /// reservations are settled by crash recovery.
+    pub instance_timeout: std::time::Duration,
+    /// The clock billing goes by (tests move it across calendar windows).
+    pub clock: Arc<clock::Clock>,
+}
+
+impl ServeConfig {
+    /// A configuration with defaults for everything but the two essentials.
+    pub fn new(bind: SocketAddr, database_url: String) -> ServeConfig {
+        ServeConfig {
+            bind,
+            database_url,
+            config_file: None,
+            instance_timeout: std::time::Duration::from_secs(15),
+            clock: Arc::default(),
+        }
+    }
 }
 
 /// A running server.
@@ -45,11 +66,9 @@ impl Server {
     /// Connects the store, runs migrations, bootstraps an empty store and
     /// starts serving.
     pub async fn start(config: &ServeConfig) -> anyhow::Result<Server> {
-        let store = Store::connect(&config.database_url)
-            .await
-            .with_context(|| {
-                format!("opening the store at {}", redact_url(&config.database_url))
-            })?;
+        let store = Store::connect(&config.database_url).await.with_context(|| {
+            format!("opening the store at {}", redact_url(&config.database_url))
+        })?;
         let catalog = config::Catalog::load(config.config_file.as_deref())?;
         let bootstrap = store.bootstrap().await?;
         let api = qlaud_api::qlaud_api_mod::api_description::<http::QlaudImpl>()
@@ -57,24 +76,25 @@ impl Server {
         // dropshot logs through slog; qlaud's own logs go through tracing.
         // Per-request info logs would cost more than the gateway itself, so
         // dropshot only reports warnings.
-        let log = ConfigLogging::StderrTerminal {
-            level: ConfigLoggingLevel::Warn,
-        }
-        .to_logger("qlaud")
-        .context("creating the HTTP logger")?;
+        let log = ConfigLogging::StderrTerminal { level: ConfigLoggingLevel::Warn }
+            .to_logger("qlaud")
+            .context("creating the HTTP logger")?;
+        let ctx = Context::new(store, gateway::Gateway::new(catalog), config.clock.clone());
+        meter::ledger::spawn_recovery(
+            ctx.store.clone(),
+            ctx.clock.clone(),
+            ctx.instance_id.clone(),
+            config.instance_timeout,
+        );
         let dropshot_config = ConfigDropshot {
             bind_address: config.bind,
             default_request_body_max_bytes: qlaud_api::ADMIN_BODY_MAX_BYTES,
             ..Default::default()
         };
-        let http = ServerBuilder::new(
-            api,
-            Context::new(store, gateway::Gateway::new(catalog)),
-            log,
-        )
-        .config(dropshot_config)
-        .start()
-        .map_err(|e| anyhow::anyhow!("starting the HTTP server on {}: {e}", config.bind))?;
+        let http = ServerBuilder::new(api, ctx, log)
+            .config(dropshot_config)
+            .start()
+            .map_err(|e| anyhow::anyhow!("starting the HTTP server on {}: {e}", config.bind))?;
         if !listener::set_nodelay_on_listener(http.local_addr()) {
             tracing::warn!("could not set TCP_NODELAY on the listener: streams may stall");
         }

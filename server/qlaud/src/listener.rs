@@ -18,11 +18,7 @@ pub fn set_nodelay_on_listener(addr: SocketAddr) -> bool {
         return false;
     };
     for entry in entries.flatten() {
-        let Some(fd) = entry
-            .file_name()
-            .to_str()
-            .and_then(|n| n.parse::<RawFd>().ok())
-        else {
+        let Some(fd) = entry.file_name().to_str().and_then(|n| n.parse::<RawFd>().ok()) else {
             continue;
         };
         if !std::fs::read_link(entry.path())

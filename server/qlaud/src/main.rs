@@ -64,6 +64,10 @@ struct ServeArgs {
     /// A qlaud.toml with providers and models.
     #[arg(long, env = "QLAUD_CONFIG")]
     config: Option<PathBuf>,
+    /// Seconds without a heartbeat after which another qlaud process on the
+    /// same database counts as dead and its open requests are settled.
+    #[arg(long, env = "QLAUD_INSTANCE_TIMEOUT_SECS", default_value_t = 15)]
+    instance_timeout_secs: u64,
     #[command(flatten)]
     store: StoreArgs,
 }
@@ -96,19 +100,14 @@ async fn main() -> anyhow::Result<()> {
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let config = ServeConfig {
-        bind: args.bind,
-        database_url: args.store.url()?,
-        config_file: args.config,
-    };
+    let mut config = ServeConfig::new(args.bind, args.store.url()?);
+    config.config_file = args.config;
+    config.instance_timeout = std::time::Duration::from_secs(args.instance_timeout_secs);
     let server = Server::start(&config).await?;
     if let Some((tenant, secret)) = &server.bootstrap {
         // The master key is shown exactly once, on stdout, so it can be
         // captured by scripts; it is never written to the log.
-        println!(
-            "{}",
-            serde_json::json!({"tenant_id": tenant.id, "master_key": secret.expose()})
-        );
+        println!("{}", serde_json::json!({"tenant_id": tenant.id, "master_key": secret.expose()}));
         eprintln!(
             "qlaud: created tenant {} — its master key is printed above, once; store it now.",
             tenant.id

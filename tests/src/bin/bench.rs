@@ -49,10 +49,7 @@ fn args() -> anyhow::Result<Args> {
             other => anyhow::bail!("unknown flag {other}"),
         }
     }
-    anyhow::ensure!(
-        !a.qlaud.is_empty() && !a.mock.is_empty(),
-        "--qlaud and --mock are required"
-    );
+    anyhow::ensure!(!a.qlaud.is_empty() && !a.mock.is_empty(), "--qlaud and --mock are required");
     Ok(a)
 }
 
@@ -96,13 +93,8 @@ async fn open_loop(
     for i in 0..total {
         let due = start + Duration::from_nanos(i * 1_000_000_000 / rate);
         tokio::time::sleep_until(due.into()).await;
-        let (http, t, body, hist, errors) = (
-            http.clone(),
-            t.clone(),
-            body.clone(),
-            hist.clone(),
-            errors.clone(),
-        );
+        let (http, t, body, hist, errors) =
+            (http.clone(), t.clone(), body.clone(), hist.clone(), errors.clone());
         tasks.push(tokio::spawn(async move {
             let ok = match t.request(&http, &body).send().await {
                 Ok(resp) if resp.status().is_success() => {
@@ -147,13 +139,8 @@ async fn closed_loop(
     let start = Instant::now();
     let workers: Vec<_> = (0..concurrency)
         .map(|_| {
-            let (http, t, body, done, errors) = (
-                http.clone(),
-                t.clone(),
-                body.clone(),
-                done.clone(),
-                errors.clone(),
-            );
+            let (http, t, body, done, errors) =
+                (http.clone(), t.clone(), body.clone(), done.clone(), errors.clone());
             tokio::spawn(async move {
                 while Instant::now() < end {
                     let ok = match t.request(&http, &body).send().await {
@@ -170,10 +157,7 @@ async fn closed_loop(
         w.await.ok();
     }
     let n = done.load(std::sync::atomic::Ordering::Relaxed);
-    (
-        n as f64 / start.elapsed().as_secs_f64(),
-        errors.load(std::sync::atomic::Ordering::Relaxed),
-    )
+    (n as f64 / start.elapsed().as_secs_f64(), errors.load(std::sync::atomic::Ordering::Relaxed))
 }
 
 struct Guard(Child);
@@ -199,14 +183,10 @@ fn peak_rss_kib(pid: u32) -> u64 {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let a = args()?;
-    let mut mock = Command::new(&a.mock)
-        .args(["--bind", "127.0.0.1:0"])
-        .stdout(Stdio::piped())
-        .spawn()?;
-    let line = BufReader::new(mock.stdout.take().unwrap())
-        .lines()
-        .next()
-        .context("mock output")??;
+    let mut mock =
+        Command::new(&a.mock).args(["--bind", "127.0.0.1:0"]).stdout(Stdio::piped()).spawn()?;
+    let line =
+        BufReader::new(mock.stdout.take().unwrap()).lines().next().context("mock output")??;
     let _mock = Guard(mock);
     let info: Value = serde_json::from_str(&line)?;
     let dir = tempfile::tempdir()?;
@@ -230,10 +210,8 @@ async fn main() -> anyhow::Result<()> {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()?;
-    let master_line = BufReader::new(qlaud.stdout.take().unwrap())
-        .lines()
-        .next()
-        .context("qlaud stdout")??;
+    let master_line =
+        BufReader::new(qlaud.stdout.take().unwrap()).lines().next().context("qlaud stdout")??;
     let master: Value = serde_json::from_str(&master_line)?;
     let mut stderr = BufReader::new(qlaud.stderr.take().unwrap()).lines();
     let addr = loop {
@@ -246,10 +224,7 @@ async fn main() -> anyhow::Result<()> {
     let pid = qlaud.id();
     let _qlaud = Guard(qlaud);
 
-    let http = reqwest::Client::builder()
-        .pool_max_idle_per_host(4096)
-        .tcp_nodelay(true)
-        .build()?;
+    let http = reqwest::Client::builder().pool_max_idle_per_host(4096).tcp_nodelay(true).build()?;
     let key: Value = http
         .post(format!("http://{addr}/v1/keys"))
         .bearer_auth(master["master_key"].as_str().unwrap())
@@ -259,10 +234,7 @@ async fn main() -> anyhow::Result<()> {
         .json()
         .await?;
     let direct = Target {
-        url: format!(
-            "{}/v1/messages",
-            info["anthropic_base_url"].as_str().unwrap()
-        ),
+        url: format!("{}/v1/messages", info["anthropic_base_url"].as_str().unwrap()),
         headers: vec![
             ("x-api-key", "mock-anthropic-key".into()),
             ("anthropic-version", "2023-06-01".into()),
@@ -309,9 +281,7 @@ async fn main() -> anyhow::Result<()> {
     };
     let col = |row: &[[f64; 2]], i: usize| median(&row.iter().map(|r| r[i]).collect::<Vec<_>>());
     let added = |row: &[[f64; 2]]| median(&row.iter().map(|r| r[1] - r[0]).collect::<Vec<_>>());
-    let cores = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(0);
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
     println!(
         "Measured {} on {cores} cores (load generator, mock and qlaud on one machine), SQLite store; \
          median of {} runs of {} s each:\n",
@@ -328,29 +298,16 @@ async fn main() -> anyhow::Result<()> {
         format!("stream time to first byte p99 at {stream_rate} req/s (ms)"),
     ];
     for (label, row) in labels.iter().zip(&rows) {
-        println!(
-            "| {label} | {:.3} | {:.3} | {:.3} |",
-            col(row, 0),
-            col(row, 1),
-            added(row)
-        );
+        println!("| {label} | {:.3} | {:.3} | {:.3} |", col(row, 0), col(row, 1), added(row));
     }
-    let ratio = median(
-        &rows[4]
-            .iter()
-            .map(|r| 100.0 * r[1] / r[0].max(1.0))
-            .collect::<Vec<_>>(),
-    );
+    let ratio = median(&rows[4].iter().map(|r| 100.0 * r[1] / r[0].max(1.0)).collect::<Vec<_>>());
     println!(
         "| saturated requests/s ({} clients) | {:.0} | {:.0} | {ratio:.0} % of direct |",
         a.concurrency,
         col(&rows[4], 0),
         col(&rows[4], 1)
     );
-    println!(
-        "| qlaud peak RSS (MiB) | – | {:.1} | – |",
-        rss as f64 / 1024.0
-    );
+    println!("| qlaud peak RSS (MiB) | – | {:.1} | – |", rss as f64 / 1024.0);
     if errors > 0 {
         println!("\n{errors} requests failed");
     }

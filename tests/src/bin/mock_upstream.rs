@@ -22,8 +22,7 @@ fn parse_args() -> Result<SocketAddr, String> {
             },
         }
     }
-    bind.parse()
-        .map_err(|e| format!("bad --bind {bind:?}: {e}"))
+    bind.parse().map_err(|e| format!("bad --bind {bind:?}: {e}"))
 }
 
 #[tokio::main]

@@ -40,11 +40,7 @@ pub(super) async fn messages(
 pub(super) fn auth_error(headers: &HeaderMap) -> Option<Response> {
     match headers.get("x-api-key") {
         Some(k) if k == ANTHROPIC_KEY => None,
-        _ => Some(error(
-            StatusCode::UNAUTHORIZED,
-            "authentication_error",
-            "invalid x-api-key",
-        )),
+        _ => Some(error(StatusCode::UNAUTHORIZED, "authentication_error", "invalid x-api-key")),
     }
 }
 
@@ -58,11 +54,7 @@ fn invalid(message: &str) -> Response {
 }
 
 fn stopping() -> Response {
-    error(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "api_error",
-        "mock: shutting down",
-    )
+    error(StatusCode::SERVICE_UNAVAILABLE, "api_error", "mock: shutting down")
 }
 
 fn fault(code: u16) -> Response {
@@ -73,8 +65,7 @@ fn fault(code: u16) -> Response {
                 "rate_limit_error",
                 "mock: rate limited (error-429)",
             );
-            resp.headers_mut()
-                .insert("retry-after", HeaderValue::from_static("1"));
+            resp.headers_mut().insert("retry-after", HeaderValue::from_static("1"));
             resp
         }
         400 => invalid("mock: bad request (error-400)"),
@@ -82,11 +73,7 @@ fn fault(code: u16) -> Response {
             let status = StatusCode::from_u16(529).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
             error(status, "overloaded_error", "Overloaded")
         }
-        _ => error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "api_error",
-            "Internal server error",
-        ),
+        _ => error(StatusCode::INTERNAL_SERVER_ERROR, "api_error", "Internal server error"),
     }
 }
 
@@ -111,9 +98,7 @@ impl Request {
         };
         let max_tokens = match obj.get("max_tokens") {
             None => return Err("max_tokens: Field required".into()),
-            Some(v) => v
-                .as_u64()
-                .ok_or("max_tokens: Input should be a valid integer")?,
+            Some(v) => v.as_u64().ok_or("max_tokens: Input should be a valid integer")?,
         };
         if max_tokens == 0 {
             return Err("max_tokens: Input should be greater than or equal to 1".into());
@@ -129,28 +114,16 @@ impl Request {
         for (i, m) in messages.iter().enumerate() {
             let role = m.get("role").and_then(Value::as_str);
             if !matches!(role, Some("user" | "assistant")) {
-                return Err(format!(
-                    "messages.{i}.role: Input should be 'user' or 'assistant'"
-                ));
+                return Err(format!("messages.{i}.role: Input should be 'user' or 'assistant'"));
             }
         }
-        let tools = obj
-            .get("tools")
-            .and_then(Value::as_array)
-            .map_or(&[][..], Vec::as_slice);
+        let tools = obj.get("tools").and_then(Value::as_array).map_or(&[][..], Vec::as_slice);
 
         let system = obj.get("system").map_or(0, content_tokens);
         let input_tokens = system
-            + messages
-                .iter()
-                .map(|m| m.get("content").map_or(0, content_tokens))
-                .sum::<u64>()
+            + messages.iter().map(|m| m.get("content").map_or(0, content_tokens)).sum::<u64>()
             + tools.len() as u64 * TOOL_DEF_TOKENS;
-        let cached = if has_key(body, "cache_control") {
-            CACHED_TOKENS
-        } else {
-            0
-        };
+        let cached = if has_key(body, "cache_control") { CACHED_TOKENS } else { 0 };
         let req = Request {
             model,
             max_tokens,
@@ -186,10 +159,9 @@ fn echo_words(content: &Value) -> Vec<String> {
         Value::Array(blocks) => blocks
             .iter()
             .flat_map(|b| match b.get("type").and_then(Value::as_str) {
-                Some("text") => b
-                    .get("text")
-                    .and_then(Value::as_str)
-                    .map_or_else(Vec::new, words_of),
+                Some("text") => {
+                    b.get("text").and_then(Value::as_str).map_or_else(Vec::new, words_of)
+                }
                 Some("image") => vec!["[image]".to_owned()],
                 _ => Vec::new(),
             })
@@ -217,10 +189,7 @@ fn intent(messages: &[Value], tools: &[Value]) -> Intent {
             return Intent::ToolResult(words.join(" "));
         }
         let words = echo_words(content);
-        let tool_name = tools
-            .first()
-            .and_then(|t| t.get("name"))
-            .and_then(Value::as_str);
+        let tool_name = tools.first().and_then(|t| t.get("name")).and_then(Value::as_str);
         if let Some(name) = tool_name.filter(|_| mentions_weather(&words)) {
             return Intent::CallTool(name.to_owned());
         }
@@ -326,11 +295,8 @@ fn stream_events(req: &Request, plan: &Plan, id: &str) -> Vec<SseEvent> {
         "usage": usage(req.input_tokens, 1, req.cached),
     });
     let mut events = vec![
-        event(
-            "message_start",
-            &json!({"type": "message_start", "message": message}),
-        )
-        .input(req.input_tokens, req.cached),
+        event("message_start", &json!({"type": "message_start", "message": message}))
+            .input(req.input_tokens, req.cached),
         event(
             "content_block_start",
             &json!({"type": "content_block_start", "index": 0,
@@ -343,10 +309,7 @@ fn stream_events(req: &Request, plan: &Plan, id: &str) -> Vec<SseEvent> {
                            "delta": {"type": "text_delta", "text": text}});
         events.push(event("content_block_delta", &delta).output(1));
     }
-    events.push(event(
-        "content_block_stop",
-        &json!({"type": "content_block_stop", "index": 0}),
-    ));
+    events.push(event("content_block_stop", &json!({"type": "content_block_stop", "index": 0})));
     if let Some(name) = &plan.tool {
         let start = json!({"type": "content_block_start", "index": 1,
             "content_block": {"type": "tool_use", "id": "toolu_mock1", "name": name, "input": {}}});
@@ -359,10 +322,8 @@ fn stream_events(req: &Request, plan: &Plan, id: &str) -> Vec<SseEvent> {
             let tokens = if i == 0 { 0 } else { per_fragment };
             events.push(event("content_block_delta", &delta).output(tokens));
         }
-        events.push(event(
-            "content_block_stop",
-            &json!({"type": "content_block_stop", "index": 1}),
-        ));
+        events
+            .push(event("content_block_stop", &json!({"type": "content_block_stop", "index": 1})));
     }
     let delta = json!({
         "type": "message_delta",

@@ -138,9 +138,7 @@ pub struct MockUpstream {
 impl MockUpstream {
     /// Starts on 127.0.0.1 with a free port.
     pub async fn start() -> MockUpstream {
-        MockUpstream::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
-            .await
-            .expect("bind mock upstream")
+        MockUpstream::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await.expect("bind mock upstream")
     }
 
     pub async fn bind(addr: SocketAddr) -> io::Result<MockUpstream> {
@@ -159,16 +157,9 @@ impl MockUpstream {
                 // Err means the sender was dropped: stop as well.
                 let _ = rx.wait_for(|stop| *stop).await;
             };
-            let _ = axum::serve(listener, app)
-                .with_graceful_shutdown(stopped)
-                .await;
+            let _ = axum::serve(listener, app).with_graceful_shutdown(stopped).await;
         });
-        Ok(MockUpstream {
-            addr,
-            shared,
-            shutdown,
-            task,
-        })
+        Ok(MockUpstream { addr, shared, shutdown, task })
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -198,10 +189,7 @@ impl MockUpstream {
         let MockUpstream { shutdown, task, .. } = self;
         let _ = shutdown.send(true);
         let abort = task.abort_handle();
-        if tokio::time::timeout(Duration::from_secs(5), task)
-            .await
-            .is_err()
-        {
+        if tokio::time::timeout(Duration::from_secs(5), task).await.is_err() {
             abort.abort();
         }
     }
@@ -301,10 +289,8 @@ async fn models(headers: HeaderMap) -> Response {
         if let Some(resp) = anthropic::auth_error(&headers) {
             return resp;
         }
-        let ids = [
-            ("claude-sonnet-4-5", "Claude Sonnet 4.5"),
-            ("claude-haiku-4-5", "Claude Haiku 4.5"),
-        ];
+        let ids =
+            [("claude-sonnet-4-5", "Claude Sonnet 4.5"), ("claude-haiku-4-5", "Claude Haiku 4.5")];
         let data: Vec<Value> = ids
             .iter()
             .map(|(id, name)| {
@@ -355,9 +341,8 @@ struct Faults {
 
 impl Faults {
     fn from_model(model: &str) -> Faults {
-        let error = [500, 429, 400, 529]
-            .into_iter()
-            .find(|code| model.contains(&format!("error-{code}")));
+        let error =
+            [500, 429, 400, 529].into_iter().find(|code| model.contains(&format!("error-{code}")));
         Faults {
             error,
             slow: model.contains("slow"),
@@ -407,11 +392,7 @@ impl Plan {
         if truncated {
             words.truncate(limit);
         }
-        Plan {
-            words,
-            tool,
-            truncated,
-        }
+        Plan { words, tool, truncated }
     }
 
     fn text(&self) -> String {
@@ -419,24 +400,17 @@ impl Plan {
     }
 
     fn output_tokens(&self) -> u64 {
-        self.words.len() as u64
-            + if self.tool.is_some() {
-                TOOL_CALL_TOKENS
-            } else {
-                0
-            }
+        self.words.len() as u64 + if self.tool.is_some() { TOOL_CALL_TOKENS } else { 0 }
     }
 
     /// The streamed text deltas: each word with a trailing space but the last.
     fn deltas(&self) -> impl Iterator<Item = String> + '_ {
         let last = self.words.len().saturating_sub(1);
-        self.words.iter().enumerate().map(move |(i, w)| {
-            if i == last {
-                w.clone()
-            } else {
-                format!("{w} ")
-            }
-        })
+        self.words.iter().enumerate().map(
+            move |(i, w)| {
+                if i == last { w.clone() } else { format!("{w} ") }
+            },
+        )
     }
 }
 
@@ -449,10 +423,9 @@ fn word_count(text: &str) -> u64 {
 }
 
 fn mentions_weather(words: &[String]) -> bool {
-    words.iter().any(|w| {
-        w.trim_matches(|c: char| !c.is_alphanumeric())
-            .eq_ignore_ascii_case("weather")
-    })
+    words
+        .iter()
+        .any(|w| w.trim_matches(|c: char| !c.is_alphanumeric()).eq_ignore_ascii_case("weather"))
 }
 
 /// True if `key` appears as an object key anywhere in `v`.
@@ -465,17 +438,12 @@ fn has_key(v: &Value, key: &str) -> bool {
 }
 
 fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
 fn json_response(status: StatusCode, body: &Value) -> Response {
     let mut resp = (status, Body::from(body.to_string())).into_response();
-    resp.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
+    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     resp
 }
 
@@ -486,10 +454,7 @@ fn cut_json_response(body: &Value) -> Response {
     let half = Bytes::from(text.as_bytes()[..text.len() / 2].to_vec());
     let stream = futures::stream::once(async { Ok(half) }).chain(futures::stream::once(abort()));
     let mut resp = Response::new(Body::from_stream(stream));
-    resp.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
+    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     resp
 }
 
@@ -498,10 +463,7 @@ fn cut_json_response(body: &Value) -> Response {
 /// straight after buffered data would discard it, headers included.
 async fn abort() -> io::Result<Bytes> {
     tokio::time::sleep(Duration::from_millis(20)).await;
-    Err(io::Error::new(
-        io::ErrorKind::ConnectionAborted,
-        "mock: cut",
-    ))
+    Err(io::Error::new(io::ErrorKind::ConnectionAborted, "mock: cut"))
 }
 
 /// One SSE event and the tokens it reports as billed.
@@ -514,12 +476,7 @@ struct SseEvent {
 
 impl SseEvent {
     fn new(data: String) -> SseEvent {
-        SseEvent {
-            data: Bytes::from(data),
-            input: 0,
-            output: 0,
-            cached: 0,
-        }
+        SseEvent { data: Bytes::from(data), input: 0, output: 0, cached: 0 }
     }
 
     fn output(mut self, tokens: u64) -> SseEvent {
@@ -568,10 +525,7 @@ fn sse_response(shared: Arc<Shared>, mut events: Vec<SseEvent>, faults: &Faults)
     });
     let mut resp = Response::new(Body::from_stream(stream));
     let h = resp.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/event-stream; charset=utf-8"),
-    );
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream; charset=utf-8"));
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     resp
 }

@@ -63,13 +63,7 @@ fn error(
 }
 
 fn invalid(message: &str, param: Option<&str>, code: Option<&str>) -> Response {
-    error(
-        StatusCode::BAD_REQUEST,
-        message,
-        "invalid_request_error",
-        param,
-        code,
-    )
+    error(StatusCode::BAD_REQUEST, message, "invalid_request_error", param, code)
 }
 
 fn server_error(status: StatusCode, message: &str) -> Response {
@@ -90,8 +84,7 @@ fn fault(code: u16) -> Response {
                 None,
                 Some("rate_limit_exceeded"),
             );
-            resp.headers_mut()
-                .insert("retry-after", HeaderValue::from_static("1"));
+            resp.headers_mut().insert("retry-after", HeaderValue::from_static("1"));
             resp
         }
         400 => invalid("mock: bad request (error-400)", None, None),
@@ -123,11 +116,7 @@ type Invalid = (String, Option<&'static str>, Option<&'static str>);
 impl Request {
     fn parse(body: &Value) -> Result<(Request, Intent), Invalid> {
         let Some(obj) = body.as_object() else {
-            return Err((
-                "Invalid request body: expected an object.".into(),
-                None,
-                None,
-            ));
+            return Err(("Invalid request body: expected an object.".into(), None, None));
         };
         let model = match obj.get("model") {
             Some(Value::String(m)) => m.clone(),
@@ -176,15 +165,10 @@ impl Request {
                 },
             }
         }
-        let tools = obj
-            .get("tools")
-            .and_then(Value::as_array)
-            .map_or(&[][..], Vec::as_slice);
-        let input_tokens = messages
-            .iter()
-            .map(|m| m.get("content").map_or(0, content_tokens))
-            .sum::<u64>()
-            + tools.len() as u64 * TOOL_DEF_TOKENS;
+        let tools = obj.get("tools").and_then(Value::as_array).map_or(&[][..], Vec::as_slice);
+        let input_tokens =
+            messages.iter().map(|m| m.get("content").map_or(0, content_tokens)).sum::<u64>()
+                + tools.len() as u64 * TOOL_DEF_TOKENS;
         let cached = if obj.get("user").and_then(Value::as_str) == Some("cached") {
             CACHED_TOKENS.min(input_tokens)
         } else {
@@ -230,10 +214,9 @@ fn echo_words(content: &Value) -> Vec<String> {
         Value::Array(parts) => parts
             .iter()
             .flat_map(|p| match p.get("type").and_then(Value::as_str) {
-                Some("text") => p
-                    .get("text")
-                    .and_then(Value::as_str)
-                    .map_or_else(Vec::new, words_of),
+                Some("text") => {
+                    p.get("text").and_then(Value::as_str).map_or_else(Vec::new, words_of)
+                }
                 Some("image_url") => vec!["[image]".to_owned()],
                 _ => Vec::new(),
             })
@@ -370,11 +353,7 @@ fn stream_events(req: &Request, plan: &Plan, id: &str, created: u64) -> Vec<SseE
     let delta = |delta: Value| {
         chunk(json!([{"index": 0, "delta": delta, "logprobs": null, "finish_reason": null}]))
     };
-    let first_content = if plan.tool.is_some() {
-        Value::Null
-    } else {
-        json!("")
-    };
+    let first_content = if plan.tool.is_some() { Value::Null } else { json!("") };
     let mut events = vec![
         delta(json!({"role": "assistant", "content": first_content, "refusal": null}))
             .input(req.input_tokens, req.cached),

@@ -68,10 +68,7 @@ fn openai_chunks(text: &str) -> Vec<Value> {
 }
 
 fn anthropic_text(events: &[(String, Value)]) -> String {
-    events
-        .iter()
-        .filter_map(|(_, d)| d["delta"]["text"].as_str())
-        .collect()
+    events.iter().filter_map(|(_, d)| d["delta"]["text"].as_str()).collect()
 }
 
 #[tokio::test]
@@ -91,10 +88,7 @@ async fn anthropic_json_reply_and_usage() {
                        "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0});
     assert_eq!(v["usage"], usage);
     let s = mock.stats();
-    assert_eq!(
-        (s.requests, s.anthropic_requests, s.openai_requests),
-        (1, 1, 0)
-    );
+    assert_eq!((s.requests, s.anthropic_requests, s.openai_requests), (1, 1, 0));
     assert_eq!((s.input_tokens, s.output_tokens), (4, 5));
     assert_eq!(s.last_body, Some(body));
     assert_eq!(s.header("x-api-key"), Some(ANTHROPIC_KEY));
@@ -134,13 +128,8 @@ async fn anthropic_auth_and_validation_errors() {
     let expected = json!({"type": "error", "error": {"type": "authentication_error",
                                                      "message": "invalid x-api-key"}});
     assert_eq!(v, expected);
-    let resp = client()
-        .post(&url)
-        .header("x-api-key", ANTHROPIC_KEY)
-        .json(&ok)
-        .send()
-        .await
-        .unwrap();
+    let resp =
+        client().post(&url).header("x-api-key", ANTHROPIC_KEY).json(&ok).send().await.unwrap();
     assert_eq!(resp.status(), 400);
     let no_max = json!({"model": "m", "messages": [{"role": "user", "content": "x"}]});
     let resp = anthropic(&mock, no_max).await;
@@ -158,21 +147,13 @@ async fn anthropic_stream() {
     let body = json!({"model": "m", "max_tokens": 100, "stream": true,
                       "messages": [{"role": "user", "content": "one two"}]});
     let resp = anthropic(&mock, body).await;
-    assert!(
-        resp.headers()["content-type"]
-            .to_str()
-            .unwrap()
-            .starts_with("text/event-stream")
-    );
+    assert!(resp.headers()["content-type"].to_str().unwrap().starts_with("text/event-stream"));
     let (text, clean) = read_all(resp).await;
     assert!(clean);
     let events = anthropic_events(&text);
     let names: Vec<&str> = events.iter().map(|(n, _)| n.as_str()).collect();
     assert_eq!(names[..3], ["message_start", "content_block_start", "ping"]);
-    assert_eq!(
-        names[names.len() - 3..],
-        ["content_block_stop", "message_delta", "message_stop"]
-    );
+    assert_eq!(names[names.len() - 3..], ["content_block_stop", "message_delta", "message_stop"]);
     assert_eq!(names.len(), 3 + 5 + 3);
     assert_eq!(events[0].1["message"]["usage"]["input_tokens"], 2);
     assert_eq!(anthropic_text(&events), "Hello from mock: one two");
@@ -201,16 +182,10 @@ async fn anthropic_tool_call_and_result() {
                       "messages": [ask]});
     let (text, _) = read_all(anthropic(&mock, body).await).await;
     let events = anthropic_events(&text);
-    let json_parts: String = events
-        .iter()
-        .filter_map(|(_, d)| d["delta"]["partial_json"].as_str())
-        .collect();
+    let json_parts: String =
+        events.iter().filter_map(|(_, d)| d["delta"]["partial_json"].as_str()).collect();
     assert_eq!(json_parts, TOOL_ARGS);
-    assert!(
-        events
-            .iter()
-            .any(|(_, d)| d["content_block"]["type"] == "tool_use")
-    );
+    assert!(events.iter().any(|(_, d)| d["content_block"]["type"] == "tool_use"));
 
     let result = json!({"role": "user", "content": [{"type": "tool_result",
         "tool_use_id": "toolu_mock1", "content": "sunny, 20 C"}]});
@@ -241,12 +216,7 @@ async fn openai_json_reply_truncation_and_cache() {
     assert_eq!(v["usage"], usage);
     let s = mock.stats();
     assert_eq!(
-        (
-            s.openai_requests,
-            s.input_tokens,
-            s.output_tokens,
-            s.cached_tokens
-        ),
+        (s.openai_requests, s.input_tokens, s.output_tokens, s.cached_tokens),
         (1, 104, 4, 5)
     );
 
@@ -273,15 +243,10 @@ async fn openai_stream_usage_only_when_asked() {
     assert_eq!(chunks.last().unwrap(), "[DONE]");
     assert_eq!(chunks[0]["choices"][0]["delta"]["role"], "assistant");
     assert!(chunks.iter().all(|c| c.get("usage").is_none()));
-    let content: String = chunks
-        .iter()
-        .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
-        .collect();
+    let content: String =
+        chunks.iter().filter_map(|c| c["choices"][0]["delta"]["content"].as_str()).collect();
     assert_eq!(content, "Hello from mock: a b");
-    assert_eq!(
-        chunks[chunks.len() - 2]["choices"][0]["finish_reason"],
-        "stop"
-    );
+    assert_eq!(chunks[chunks.len() - 2]["choices"][0]["finish_reason"], "stop");
 
     let body = json!({"model": "m", "stream": true, "messages": msgs,
                       "stream_options": {"include_usage": true}});
@@ -314,44 +279,30 @@ async fn openai_tool_call_and_result() {
     let body = json!({"model": "m", "tools": tools, "stream": true, "messages": [ask]});
     let (text, _) = read_all(openai(&mock, body).await).await;
     let chunks = openai_chunks(&text);
-    let calls: Vec<&Value> = chunks
-        .iter()
-        .filter_map(|c| c["choices"][0]["delta"]["tool_calls"].get(0))
-        .collect();
+    let calls: Vec<&Value> =
+        chunks.iter().filter_map(|c| c["choices"][0]["delta"]["tool_calls"].get(0)).collect();
     assert_eq!(calls[0]["id"], "call_mock1");
-    let args: String = calls
-        .iter()
-        .filter_map(|c| c["function"]["arguments"].as_str())
-        .collect();
+    let args: String = calls.iter().filter_map(|c| c["function"]["arguments"].as_str()).collect();
     assert_eq!(args, TOOL_ARGS);
 
     let result = json!({"role": "tool", "tool_call_id": "call_mock1", "content": "sunny"});
     let body = json!({"model": "m", "tools": tools, "messages": [ask, message, result]});
     let v: Value = openai(&mock, body).await.json().await.unwrap();
-    assert_eq!(
-        v["choices"][0]["message"]["content"],
-        "The tool said: sunny"
-    );
+    assert_eq!(v["choices"][0]["message"]["content"], "The tool said: sunny");
 }
 
 #[tokio::test]
 async fn injected_errors() {
     let mock = MockUpstream::start().await;
     let msgs = json!([{"role": "user", "content": "x"}]);
-    let resp = anthropic(
-        &mock,
-        json!({"model": "m-error-429", "max_tokens": 9, "messages": msgs}),
-    )
-    .await;
+    let resp =
+        anthropic(&mock, json!({"model": "m-error-429", "max_tokens": 9, "messages": msgs})).await;
     assert_eq!(resp.status(), 429);
     assert_eq!(resp.headers()["retry-after"], "1");
     let v: Value = resp.json().await.unwrap();
     assert_eq!(v["error"]["type"], "rate_limit_error");
-    let resp = anthropic(
-        &mock,
-        json!({"model": "error-529", "max_tokens": 9, "messages": msgs}),
-    )
-    .await;
+    let resp =
+        anthropic(&mock, json!({"model": "error-529", "max_tokens": 9, "messages": msgs})).await;
     assert_eq!(resp.status(), 529);
     let resp = openai(&mock, json!({"model": "error-500", "messages": msgs})).await;
     assert_eq!(resp.status(), 500);

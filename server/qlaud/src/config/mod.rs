@@ -145,9 +145,7 @@ impl Catalog {
                 "provider {name}: base_url must be an http(s) URL, got {base_url:?}"
             );
             let provider = Provider {
-                api_key: spec
-                    .api_key
-                    .or_else(|| spec.api_key_env.as_deref().and_then(&env)),
+                api_key: spec.api_key.or_else(|| spec.api_key_env.as_deref().and_then(&env)),
                 kind: spec.kind,
                 base_url,
                 timeout: Duration::from_secs(spec.timeout_secs.unwrap_or(600)),
@@ -193,9 +191,7 @@ impl Catalog {
 impl PriceSpec {
     fn resolve(self) -> anyhow::Result<Prices> {
         let parse = |what: &str, v: &str| {
-            Usd::parse_decimal(v)
-                .map(Usd::micros)
-                .map_err(|e| anyhow::anyhow!("{what} {e}"))
+            Usd::parse_decimal(v).map(Usd::micros).map_err(|e| anyhow::anyhow!("{what} {e}"))
         };
         Ok(Prices {
             input: parse("input", &self.input)?,

@@ -6,15 +6,13 @@ use http::Response;
 
 use super::error::GatewayError;
 use super::{Call, ClientEncoder, Shape, json_response, sse, sse_response};
-use crate::context::Context;
-use crate::meter::{RequestRecord, Usage};
+use crate::meter::Usage;
 use crate::providers::echo::Reply;
 use crate::providers::ir::Event;
 use crate::store::new_id;
 
 pub(super) async fn answer(
-    ctx: &Context,
-    call: Call,
+    mut call: Call,
     reply: Reply,
     client_wants_usage: bool,
 ) -> Result<Response<Body>, GatewayError> {
@@ -22,17 +20,16 @@ pub(super) async fn answer(
         Shape::Messages => new_id("msg"),
         Shape::ChatCompletions => new_id("chatcmpl"),
     };
+    // Nothing leaves the process, but the answer is billed like any other.
+    call.sent = true;
     if !call.streamed {
-        let cost = RequestRecord::cost_for(&call.model, &reply.usage);
+        let cost = call.settle(200, reply.usage).await;
         let v =
             ClientEncoder::completion(call.shape, &reply.completion(id), &call.model.name, cost);
-        ctx.recorder
-            .record(call.record(200, reply.usage, cost))
-            .await;
-        return Ok(json_response(&v, cost));
+        return Ok(json_response(&call, &v, cost));
     }
     let (tx, body) = sse::channel();
-    let recorder = ctx.recorder.clone();
+    let response = sse_response(&call, body);
     tokio::spawn(async move {
         let mut encoder = ClientEncoder::new(call.shape, &call.model, client_wants_usage);
         let mut sent = 0u64;
@@ -48,18 +45,8 @@ pub(super) async fn answer(
             sent += u64::from(is_text);
         }
         // A client that left early pays for the words it was sent.
-        let usage = if done {
-            reply.usage
-        } else {
-            Usage {
-                output_tokens: sent,
-                ..reply.usage
-            }
-        };
-        let cost = RequestRecord::cost_for(&call.model, &usage);
-        recorder
-            .record(call.record(if done { 200 } else { 499 }, usage, cost))
-            .await;
+        let usage = if done { reply.usage } else { Usage { output_tokens: sent, ..reply.usage } };
+        call.settle(if done { 200 } else { 499 }, usage).await;
     });
-    Ok(sse_response(body))
+    Ok(response)
 }

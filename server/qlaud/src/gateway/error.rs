@@ -20,12 +20,7 @@ pub struct GatewayError {
 
 impl GatewayError {
     pub fn new(status: u16, message: impl Into<String>) -> GatewayError {
-        GatewayError {
-            status,
-            message: message.into(),
-            upstream_type: None,
-            code: None,
-        }
+        GatewayError { status, message: message.into(), upstream_type: None, code: None }
     }
 
     pub fn with_code(mut self, code: &str) -> GatewayError {
@@ -67,12 +62,7 @@ impl GatewayError {
                 502,
                 format!("provider {provider} refused qlaud's credentials ({status}): {message}"),
             ),
-            _ => GatewayError {
-                status,
-                message,
-                upstream_type,
-                code,
-            },
+            _ => GatewayError { status, message, upstream_type, code },
         }
     }
 

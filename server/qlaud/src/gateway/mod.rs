@@ -22,9 +22,11 @@ use qlaud_api::{ChatCompletionRequest, MessagesRequest, ModelInfo, ModelList, Mo
 use serde_json::Value;
 
 use crate::auth::Caller;
+use crate::clock::Clock;
 use crate::config::{Catalog, Model, ProviderKind};
 use crate::context::Context;
-use crate::meter::{RequestRecord, Usage};
+use crate::meter::ledger::{self, Admission};
+use crate::meter::{Recorder, RequestRecord, Usage, estimate};
 use crate::providers::ir::{Completion, Event};
 use crate::providers::{self, anthropic, openai};
 use error::GatewayError;
@@ -50,10 +52,7 @@ impl Gateway {
 
     /// A model that may be served: known and priced.
     fn model(&self, name: &str) -> Result<Arc<Model>, GatewayError> {
-        let model = self
-            .catalog
-            .model(name)
-            .ok_or_else(|| GatewayError::model_not_found(name))?;
+        let model = self.catalog.model(name).ok_or_else(|| GatewayError::model_not_found(name))?;
         if model.prices.is_none() {
             return Err(GatewayError::bad_request(format!(
                 "model {name:?} has no price configured, and qlaud never serves a model at $0 \
@@ -116,18 +115,65 @@ impl Shape {
     }
 }
 
-/// One model request in flight.
+/// One admitted model request. Settling is the last thing that happens to
+/// it; when that never comes (an early error, a panic), dropping it settles
+/// it: at nothing if the provider was never called, at the reserved amount
+/// if it was, since its usage is then unknown.
 struct Call {
     caller: Caller,
     model: Arc<Model>,
     shape: Shape,
     streamed: bool,
     started: Instant,
+    admission: Admission,
+    recorder: Arc<Recorder>,
+    clock: Arc<Clock>,
+    sent: bool,
+    settled: bool,
 }
 
 impl Call {
-    fn record(&self, status: u16, usage: Usage, cost_micros: i64) -> RequestRecord {
+    /// Authenticated, resolved and now admitted against the key's cap.
+    #[allow(clippy::too_many_arguments)]
+    async fn admit(
+        ctx: &Context,
+        caller: Caller,
+        model: Arc<Model>,
+        shape: Shape,
+        streamed: bool,
+        started: Instant,
+        prompt_bound: u64,
+        max_output: u64,
+    ) -> Result<Call, GatewayError> {
+        let admission =
+            ledger::admit(ctx, &caller, &model, shape.endpoint(), prompt_bound, max_output).await?;
+        Ok(Call {
+            caller,
+            model,
+            shape,
+            streamed,
+            started,
+            admission,
+            recorder: ctx.recorder.clone(),
+            clock: ctx.clock.clone(),
+            sent: false,
+            settled: false,
+        })
+    }
+
+    fn cost(&self, usage: &Usage) -> i64 {
+        RequestRecord::cost_for(&self.model, usage)
+    }
+
+    fn record(
+        &self,
+        status: u16,
+        usage: Usage,
+        cost_micros: i64,
+        recovered: bool,
+    ) -> RequestRecord {
         RequestRecord {
+            reservation_id: self.admission.reservation_id.clone(),
             tenant_id: self.caller.tenant_id.clone(),
             key_id: self.caller.key_id.clone(),
             model: self.model.name.clone(),
@@ -137,7 +183,32 @@ impl Call {
             status,
             usage,
             cost_micros,
+            reserved_micros: self.admission.reserved_micros,
+            period_start_ms: self.admission.period_start_ms,
             latency_ms: i64::try_from(self.started.elapsed().as_millis()).unwrap_or(i64::MAX),
+            created_ms: self.clock.now_ms(),
+            recovered,
+        }
+    }
+
+    /// Settles the request at the cost of `usage`; returns that cost.
+    async fn settle(&mut self, status: u16, usage: Usage) -> i64 {
+        let cost = self.cost(&usage);
+        self.settled = true;
+        self.recorder.record(self.record(status, usage, cost, false)).await;
+        cost
+    }
+}
+
+impl Drop for Call {
+    fn drop(&mut self) {
+        if !self.settled {
+            let record = if self.sent {
+                self.record(0, Usage::default(), self.admission.reserved_micros, true)
+            } else {
+                self.record(500, Usage::default(), 0, false)
+            };
+            self.recorder.record_now(record);
         }
     }
 }
@@ -155,34 +226,29 @@ pub async fn messages(
     // Clients ask for far more output than models allow (the Vercel AI SDK
     // sends 128000 for every Claude model): cap at the model's limit, and
     // fill it in when missing, since Anthropic requires it.
-    let max_tokens = req
-        .max_tokens
-        .unwrap_or(model.max_output_tokens)
-        .min(model.max_output_tokens);
-    let call = Call {
-        caller,
-        model: model.clone(),
-        shape: Shape::Messages,
-        streamed,
-        started,
-    };
+    let wanted = req.max_tokens.unwrap_or(model.max_output_tokens).min(model.max_output_tokens);
+    let bound =
+        estimate::prompt_bound(&req.messages, &[req.system.as_ref(), req.extra.get("tools")]);
+    let mut call =
+        Call::admit(ctx, caller, model.clone(), Shape::Messages, streamed, started, bound, wanted)
+            .await?;
+    let max_tokens = call.admission.max_output_tokens;
     match model.provider.kind {
         ProviderKind::Echo => {
             let reply = providers::echo::reply(req.system.as_ref(), &req.messages, max_tokens);
-            echo::answer(ctx, call, reply, false).await
+            echo::answer(call, reply, false).await
         }
         ProviderKind::Anthropic => {
             req.model = model.upstream.clone();
             req.max_tokens = Some(max_tokens);
-            let body =
-                serde_json::to_vec(&req).map_err(|e| GatewayError::new(500, e.to_string()))?;
+            let body = to_vec(&req)?;
             let http = anthropic::request(ctx.gateway.client(&model), &model, headers, body)?;
-            let upstream = send(ctx, &call, http).await?;
+            let upstream = send(&mut call, http).await?;
             if streamed {
                 let meter = anthropic::StreamTap::new(&model);
-                Ok(stream(ctx, call, upstream, meter))
+                Ok(stream(call, upstream, meter))
             } else {
-                json_answer(ctx, call, upstream, |v| anthropic::usage(&v["usage"])).await
+                json_answer(call, upstream, |v| anthropic::usage(&v["usage"])).await
             }
         }
         ProviderKind::Openai | ProviderKind::OpenaiCompatible => {
@@ -192,23 +258,17 @@ pub async fn messages(
                 max_tokens,
                 streamed,
             )?;
-            let body =
-                serde_json::to_vec(&body).map_err(|e| GatewayError::new(500, e.to_string()))?;
-            let http = openai::request(ctx.gateway.client(&model), &model, body)?;
-            let upstream = send(ctx, &call, http).await?;
+            let http = openai::request(ctx.gateway.client(&model), &model, to_vec(&body)?)?;
+            let upstream = send(&mut call, http).await?;
             if streamed {
                 let prompt_estimate =
                     providers::echo::count_input(req.system.as_ref(), &req.messages);
                 let mut decoder = openai::convert::Decoder::default();
-                let meter = Translator::new(
-                    &call,
-                    move |raw| decoder.decode(raw),
-                    false,
-                    prompt_estimate,
-                );
-                Ok(stream(ctx, call, upstream, meter))
+                let meter =
+                    Translator::new(&call, move |raw| decoder.decode(raw), false, prompt_estimate);
+                Ok(stream(call, upstream, meter))
             } else {
-                json_translated(ctx, call, upstream, openai::convert::completion).await
+                json_translated(call, upstream, openai::convert::completion).await
             }
         }
     }
@@ -224,24 +284,41 @@ pub async fn chat_completions(
     let caller = ctx.authenticate(headers).await?;
     let model = ctx.gateway.model(&req.model)?;
     let streamed = req.stream.unwrap_or(false);
-    let call = Call {
+    let wanted = chat_max_tokens(&req, &model);
+    let bound = estimate::prompt_bound(&req.messages, &[req.extra.get("tools")]);
+    let mut call = Call::admit(
+        ctx,
         caller,
-        model: model.clone(),
-        shape: Shape::ChatCompletions,
+        model.clone(),
+        Shape::ChatCompletions,
         streamed,
         started,
-    };
+        bound,
+        wanted,
+    )
+    .await?;
+    let max_tokens = call.admission.max_output_tokens;
+    let wants_usage = wants_usage(&req.extra);
     match model.provider.kind {
         ProviderKind::Echo => {
-            let max_tokens = chat_max_tokens(&req, &model);
             let reply = providers::echo::reply(None, &req.messages, max_tokens);
-            let wants_usage = wants_usage(&req.extra);
-            echo::answer(ctx, call, reply, wants_usage).await
+            echo::answer(call, reply, wants_usage).await
         }
         ProviderKind::Openai | ProviderKind::OpenaiCompatible => {
             let prompt_estimate = providers::echo::count_input(None, &req.messages);
             req.model = model.upstream.clone();
-            let wants_usage = wants_usage(&req.extra);
+            if call.admission.clamped {
+                // Lower whichever limit the client used; with none, the one
+                // the provider reads.
+                if req.max_completion_tokens.is_some()
+                    || (req.max_tokens.is_none() && model.provider.kind == ProviderKind::Openai)
+                {
+                    req.max_completion_tokens = Some(max_tokens);
+                    req.max_tokens = None;
+                } else {
+                    req.max_tokens = Some(max_tokens);
+                }
+            }
             if streamed {
                 // Usage arrives only when asked for: always ask.
                 let opts = req
@@ -253,32 +330,27 @@ pub async fn chat_completions(
                 }
                 opts["include_usage"] = Value::Bool(true);
             }
-            let body =
-                serde_json::to_vec(&req).map_err(|e| GatewayError::new(500, e.to_string()))?;
-            let http = openai::request(ctx.gateway.client(&model), &model, body)?;
-            let upstream = send(ctx, &call, http).await?;
+            let http = openai::request(ctx.gateway.client(&model), &model, to_vec(&req)?)?;
+            let upstream = send(&mut call, http).await?;
             if streamed {
                 let meter = openai::StreamTap::new(&model, wants_usage, prompt_estimate);
-                Ok(stream(ctx, call, upstream, meter))
+                Ok(stream(call, upstream, meter))
             } else {
-                json_answer(ctx, call, upstream, |v| openai::usage(&v["usage"])).await
+                json_answer(call, upstream, |v| openai::usage(&v["usage"])).await
             }
         }
         ProviderKind::Anthropic => {
-            let max_tokens = chat_max_tokens(&req, &model);
             let body = anthropic::convert::request_from_openai(
                 &req,
                 &model.upstream,
                 max_tokens,
                 streamed,
             )?;
-            let body =
-                serde_json::to_vec(&body).map_err(|e| GatewayError::new(500, e.to_string()))?;
-            let http = anthropic::request(ctx.gateway.client(&model), &model, headers, body)?;
-            let upstream = send(ctx, &call, http).await?;
+            let http =
+                anthropic::request(ctx.gateway.client(&model), &model, headers, to_vec(&body)?)?;
+            let upstream = send(&mut call, http).await?;
             if streamed {
                 let prompt_estimate = providers::echo::count_input(None, &req.messages);
-                let wants_usage = wants_usage(&req.extra);
                 let mut decoder = anthropic::convert::Decoder::default();
                 let meter = Translator::new(
                     &call,
@@ -286,12 +358,16 @@ pub async fn chat_completions(
                     wants_usage,
                     prompt_estimate,
                 );
-                Ok(stream(ctx, call, upstream, meter))
+                Ok(stream(call, upstream, meter))
             } else {
-                json_translated(ctx, call, upstream, anthropic::convert::completion).await
+                json_translated(call, upstream, anthropic::convert::completion).await
             }
         }
     }
+}
+
+fn to_vec(v: &impl serde::Serialize) -> Result<Vec<u8>, GatewayError> {
+    serde_json::to_vec(v).map_err(|e| GatewayError::new(500, e.to_string()))
 }
 
 /// The output limit of a chat request: the client's (either field), capped
@@ -304,21 +380,18 @@ fn chat_max_tokens(req: &ChatCompletionRequest, model: &Model) -> u64 {
 }
 
 fn wants_usage(extra: &serde_json::Map<String, Value>) -> bool {
-    extra
-        .get("stream_options")
-        .and_then(|o| o.get("include_usage"))
-        .and_then(Value::as_bool)
+    extra.get("stream_options").and_then(|o| o.get("include_usage")).and_then(Value::as_bool)
         == Some(true)
 }
 
-/// Sends the upstream request; a provider error becomes the client's error
-/// (and is recorded).
+/// Sends the upstream request. A provider error becomes the client's error,
+/// and the request is settled at nothing: providers do not bill failures.
 async fn send(
-    ctx: &Context,
-    call: &Call,
+    call: &mut Call,
     req: reqwest::RequestBuilder,
 ) -> Result<reqwest::Response, GatewayError> {
-    let provider = &call.model.provider;
+    let provider = call.model.provider.clone();
+    call.sent = true;
     let result = tokio::time::timeout(provider.timeout, req.send()).await;
     let failure = match result {
         Ok(Ok(resp)) if resp.status().is_success() => return Ok(resp),
@@ -342,15 +415,10 @@ async fn send(
         }
         Ok(Err(e)) => GatewayError::new(
             502,
-            format!(
-                "could not reach provider {}: {}",
-                provider.name,
-                error_chain(&e)
-            ),
+            format!("could not reach provider {}: {}", provider.name, error_chain(&e)),
         ),
     };
-    let record = call.record(failure.status, Usage::default(), 0);
-    ctx.recorder.record(record).await;
+    call.settle(failure.status, Usage::default()).await;
     Err(failure)
 }
 
@@ -365,63 +433,58 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     s
 }
 
-/// A non-streamed provider answer: read usage, add cost, name the model as
-/// the client did, record, answer.
+/// A non-streamed provider answer in the client's shape: read usage, add
+/// cost, name the model as the client did, settle, answer.
 async fn json_answer(
-    ctx: &Context,
-    call: Call,
+    mut call: Call,
     upstream: reqwest::Response,
     usage_of: impl Fn(&Value) -> Usage,
 ) -> Result<Response<Body>, GatewayError> {
-    let provider = &call.model.provider;
-    let bytes = tokio::time::timeout(provider.timeout, upstream.bytes())
-        .await
-        .map_err(|_| {
-            GatewayError::new(
-                504,
-                format!("provider {} stalled mid-answer", provider.name),
-            )
-        })?
-        .map_err(|e| GatewayError::new(502, format!("reading provider {}: {e}", provider.name)))?;
-    let mut v: Value = serde_json::from_slice(&bytes).map_err(|e| {
-        GatewayError::new(
-            502,
-            format!("provider {} sent invalid JSON: {e}", provider.name),
-        )
-    })?;
+    let mut v = read_json(&mut call, upstream).await?;
     let usage = usage_of(&v);
-    let cost = RequestRecord::cost_for(&call.model, &usage);
+    let cost = call.settle(200, usage).await;
     v["model"] = Value::String(call.model.name.clone());
     if let Some(u) = v.get_mut("usage").and_then(Value::as_object_mut) {
         u.insert("cost_micros".into(), cost.into());
     }
-    ctx.recorder.record(call.record(200, usage, cost)).await;
-    Ok(json_response(&v, cost))
+    Ok(json_response(&call, &v, cost))
 }
 
-/// The provider's whole JSON answer.
-async fn read_json(call: &Call, upstream: reqwest::Response) -> Result<Value, GatewayError> {
-    let provider = &call.model.provider;
-    let bytes = tokio::time::timeout(provider.timeout, upstream.bytes())
-        .await
-        .map_err(|_| {
-            GatewayError::new(
+/// The provider's whole JSON answer. A failure here settles the request at
+/// its reserved amount: the provider answered, so it billed, but its usage
+/// was not read.
+async fn read_json(call: &mut Call, upstream: reqwest::Response) -> Result<Value, GatewayError> {
+    let provider = call.model.provider.clone();
+    let bytes = match tokio::time::timeout(provider.timeout, upstream.bytes()).await {
+        Ok(Ok(b)) => b,
+        Ok(Err(e)) => {
+            return Err(GatewayError::new(502, format!("reading provider {}: {e}", provider.name)));
+        }
+        Err(_) => {
+            return Err(GatewayError::new(
                 504,
                 format!("provider {} stalled mid-answer", provider.name),
-            )
-        })?
-        .map_err(|e| GatewayError::new(502, format!("reading provider {}: {e}", provider.name)))?;
+            ));
+        }
+    };
     serde_json::from_slice(&bytes).map_err(|e| {
-        GatewayError::new(
-            502,
-            format!("provider {} sent invalid JSON: {e}", provider.name),
-        )
+        GatewayError::new(502, format!("provider {} sent invalid JSON: {e}", provider.name))
     })
 }
 
-fn json_response(v: &Value, cost: i64) -> Response<Body> {
+/// Headers every answer carries: the output limit qlaud lowered, if it did.
+fn common_headers(call: &Call, mut b: http::response::Builder) -> http::response::Builder {
+    if call.admission.clamped {
+        // The client's own stop reason (max_tokens / length) tells it the
+        // answer was cut; this says why.
+        b = b.header("qlaud-max-tokens-clamped", call.admission.max_output_tokens);
+    }
+    b
+}
+
+fn json_response(call: &Call, v: &Value, cost: i64) -> Response<Body> {
     let body = serde_json::to_vec(v).expect("a JSON value serializes");
-    Response::builder()
+    common_headers(call, Response::builder())
         .status(StatusCode::OK)
         .header(http::header::CONTENT_TYPE, "application/json")
         .header("qlaud-cost-micros", cost)
@@ -429,8 +492,8 @@ fn json_response(v: &Value, cost: i64) -> Response<Body> {
         .expect("a valid response")
 }
 
-fn sse_response(body: Body) -> Response<Body> {
-    Response::builder()
+fn sse_response(call: &Call, body: Body) -> Response<Body> {
+    common_headers(call, Response::builder())
         .status(StatusCode::OK)
         .header(http::header::CONTENT_TYPE, "text/event-stream")
         .header(http::header::CACHE_CONTROL, "no-cache")
@@ -552,10 +615,9 @@ impl<D: FnMut(&[u8]) -> Vec<Event> + Send + 'static> StreamMeter for Translator<
     fn usage(&self) -> Usage {
         // A stream cut before the provider's count is billed at least one
         // token per piece of content that came through.
-        let mut u = self.usage.unwrap_or(Usage {
-            input_tokens: self.prompt_estimate,
-            ..Default::default()
-        });
+        let mut u = self
+            .usage
+            .unwrap_or(Usage { input_tokens: self.prompt_estimate, ..Default::default() });
         u.output_tokens = u.output_tokens.max(self.pieces);
         u
     }
@@ -606,54 +668,42 @@ impl ClientEncoder {
                 Some("error"),
                 &serde_json::to_string(&err.into_anthropic()).unwrap_or_default(),
             ),
-            Shape::ChatCompletions => sse::event(
-                None,
-                &serde_json::to_string(&err.into_openai()).unwrap_or_default(),
-            ),
+            Shape::ChatCompletions => {
+                sse::event(None, &serde_json::to_string(&err.into_openai()).unwrap_or_default())
+            }
         }
     }
 }
 
 /// Streams the provider's answer to the client through `meter`, then
-/// records what it used.
+/// settles what it used.
 fn stream(
-    ctx: &Context,
-    call: Call,
+    mut call: Call,
     upstream: reqwest::Response,
     mut meter: impl StreamMeter,
 ) -> Response<Body> {
     let (tx, body) = sse::channel();
-    let recorder = ctx.recorder.clone();
+    let response = sse_response(&call, body);
     tokio::spawn(async move {
         let end = pump(upstream, &tx, |e| meter.tap(e)).await;
         if let StreamEnd::UpstreamFailed(why) = &end {
             let err = GatewayError::new(502, format!("provider stream failed: {why}"));
             sse::send(&tx, ClientEncoder::error_event(call.shape, err)).await;
         }
-        let usage = meter.usage();
-        let record = call.record(
-            end.status(),
-            usage,
-            RequestRecord::cost_for(&call.model, &usage),
-        );
-        recorder.record(record).await;
+        call.settle(end.status(), meter.usage()).await;
     });
-    sse_response(body)
+    response
 }
 
 /// A non-streamed answer from a provider of the other shape.
 async fn json_translated(
-    ctx: &Context,
-    call: Call,
+    mut call: Call,
     upstream: reqwest::Response,
     decode: fn(&Value) -> Completion,
 ) -> Result<Response<Body>, GatewayError> {
-    let v = read_json(&call, upstream).await?;
+    let v = read_json(&mut call, upstream).await?;
     let c = decode(&v);
-    let cost = RequestRecord::cost_for(&call.model, &c.usage);
-    ctx.recorder.record(call.record(200, c.usage, cost)).await;
-    Ok(json_response(
-        &ClientEncoder::completion(call.shape, &c, &call.model.name, cost),
-        cost,
-    ))
+    let cost = call.settle(200, c.usage).await;
+    let body = ClientEncoder::completion(call.shape, &c, &call.model.name, cost);
+    Ok(json_response(&call, &body, cost))
 }

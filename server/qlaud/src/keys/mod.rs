@@ -157,8 +157,5 @@ pub fn to_wire(row: KeyRow) -> Result<Key> {
 }
 
 pub fn with_secret(row: KeyRow, secret: &Secret) -> Result<KeyWithSecret> {
-    Ok(KeyWithSecret {
-        secret: secret.expose().to_string(),
-        key: to_wire(row)?,
-    })
+    Ok(KeyWithSecret { secret: secret.expose().to_string(), key: to_wire(row)? })
 }

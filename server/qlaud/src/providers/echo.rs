@@ -19,11 +19,9 @@ pub struct Reply {
 fn text_of(content: &Value) -> String {
     match content {
         Value::String(s) => s.clone(),
-        Value::Array(parts) => parts
-            .iter()
-            .filter_map(|p| p["text"].as_str())
-            .collect::<Vec<_>>()
-            .join(" "),
+        Value::Array(parts) => {
+            parts.iter().filter_map(|p| p["text"].as_str()).collect::<Vec<_>>().join(" ")
+        }
         _ => String::new(),
     }
 }
@@ -31,10 +29,7 @@ fn text_of(content: &Value) -> String {
 /// Input tokens of a conversation (and system prompt) by the echo rule.
 pub fn count_input(system: Option<&Value>, messages: &[Value]) -> u64 {
     let chars: usize = system.map(|s| text_of(s).len()).unwrap_or(0)
-        + messages
-            .iter()
-            .map(|m| text_of(&m["content"]).len())
-            .sum::<usize>();
+        + messages.iter().map(|m| text_of(&m["content"]).len()).sum::<usize>();
     (chars as u64).div_ceil(4) + 3 * messages.len() as u64
 }
 
@@ -55,11 +50,7 @@ pub fn reply(system: Option<&Value>, messages: &[Value], max_tokens: u64) -> Rep
         output_tokens: words.len() as u64,
         ..Default::default()
     };
-    Reply {
-        words,
-        truncated,
-        usage,
-    }
+    Reply { words, truncated, usage }
 }
 
 impl Reply {
@@ -68,11 +59,7 @@ impl Reply {
     }
 
     fn stop(&self) -> StopReason {
-        if self.truncated {
-            StopReason::MaxTokens
-        } else {
-            StopReason::EndTurn
-        }
+        if self.truncated { StopReason::MaxTokens } else { StopReason::EndTurn }
     }
 
     /// The whole answer.
@@ -89,19 +76,10 @@ impl Reply {
     /// The answer as a stream: a text event per word (with the space before
     /// it), so a client that leaves early is billed a token per word it got.
     pub fn events(&self, id: String) -> Vec<Event> {
-        let mut out = vec![
-            Event::Start { id },
-            Event::Usage(Usage {
-                output_tokens: 0,
-                ..self.usage
-            }),
-        ];
+        let mut out =
+            vec![Event::Start { id }, Event::Usage(Usage { output_tokens: 0, ..self.usage })];
         for (i, w) in self.words.iter().enumerate() {
-            out.push(Event::Text(if i == 0 {
-                w.clone()
-            } else {
-                format!(" {w}")
-            }));
+            out.push(Event::Text(if i == 0 { w.clone() } else { format!(" {w}") }));
         }
         out.push(Event::Usage(self.usage));
         out.push(Event::Stop(self.stop()));

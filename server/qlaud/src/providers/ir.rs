@@ -22,11 +22,7 @@ pub enum StopReason {
 #[derive(Clone, Debug, PartialEq)]
 pub enum Block {
     Text(String),
-    ToolUse {
-        id: String,
-        name: String,
-        input: Value,
-    },
+    ToolUse { id: String, name: String, input: Value },
 }
 
 /// A whole (non-streamed) answer.
@@ -61,25 +57,18 @@ pub enum Event {
 impl Completion {
     /// The answer as the sequence of events a stream of it would carry.
     pub fn events(&self) -> Vec<Event> {
-        let mut out = vec![Event::Start {
-            id: self.id.clone(),
-        }];
+        let mut out = vec![Event::Start { id: self.id.clone() }];
         for block in &self.blocks {
             match block {
                 Block::Text(t) => out.push(Event::Text(t.clone())),
                 Block::ToolUse { id, name, input } => {
-                    out.push(Event::ToolStart {
-                        id: id.clone(),
-                        name: name.clone(),
-                    });
+                    out.push(Event::ToolStart { id: id.clone(), name: name.clone() });
                     out.push(Event::ToolArgs(input.to_string()));
                 }
             }
         }
         out.push(Event::Usage(self.usage));
-        out.push(Event::Stop(
-            self.stop.clone().unwrap_or(StopReason::EndTurn),
-        ));
+        out.push(Event::Stop(self.stop.clone().unwrap_or(StopReason::EndTurn)));
         out.push(Event::End);
         out
     }

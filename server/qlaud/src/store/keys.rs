@@ -43,6 +43,7 @@ pub struct AuthRow {
     pub id: String,
     pub tenant_id: String,
     pub scope: String,
+    pub period: String,
     pub secret_hash: String,
     pub disabled: i64,
     pub revoked_ms: Option<i64>,
@@ -127,7 +128,7 @@ impl Store {
     /// The key a secret hash belongs to, whatever its state.
     pub async fn find_key_by_secret_hash(&self, hash: &str) -> StoreResult<Option<AuthRow>> {
         Ok(sqlx::query_as::<_, AuthRow>(
-            "SELECT id, tenant_id, scope, secret_hash, disabled, revoked_ms \
+            "SELECT id, tenant_id, scope, period, secret_hash, disabled, revoked_ms \
              FROM api_keys WHERE secret_hash = $1",
         )
         .bind(hash)
@@ -136,11 +137,8 @@ impl Store {
     }
 
     pub async fn get_key(&self, tenant_id: &str, key_id: &str) -> StoreResult<KeyRow> {
-        const SQL: &str = concat!(
-            "SELECT ",
-            key_columns!(),
-            " FROM api_keys WHERE tenant_id = $1 AND id = $2"
-        );
+        const SQL: &str =
+            concat!("SELECT ", key_columns!(), " FROM api_keys WHERE tenant_id = $1 AND id = $2");
         sqlx::query_as::<_, KeyRow>(SQL)
             .bind(tenant_id)
             .bind(key_id)
@@ -229,11 +227,7 @@ impl Store {
         .execute(self.writer())
         .await?
         .rows_affected();
-        if done == 1 {
-            Ok(())
-        } else {
-            Err(self.explain_unchanged(tenant_id, key_id).await)
-        }
+        if done == 1 { Ok(()) } else { Err(self.explain_unchanged(tenant_id, key_id).await) }
     }
 
     /// Replaces the secret of a live key; the old one stops working with the

@@ -6,8 +6,10 @@
 //! driver, which keeps each backend's prepared-statement cache.
 
 mod keys;
+mod ledger;
 mod requests;
 mod tenants;
+mod usage;
 
 use std::path::Path;
 use std::str::FromStr;
@@ -16,9 +18,11 @@ use std::time::Duration;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, Executor};
 
-pub use keys::{KeyChanges, KeyRow, NewKey};
+pub use keys::{KeyChanges, KeyRow, NewKey, period_str, scope_str};
+pub use ledger::{CapState, NewReservation};
 pub use requests::MAX_BATCH;
 pub use tenants::TenantRow;
+pub use usage::{UsageFilter, UsageRow};
 
 use crate::error::Result;
 
@@ -88,11 +92,7 @@ impl Store {
                 (pool.clone(), pool)
             }
         };
-        Ok(Store {
-            pool,
-            writer,
-            backend,
-        })
+        Ok(Store { pool, writer, backend })
     }
 
     /// The SQLite URL for a data directory, creating the directory.

@@ -68,11 +68,7 @@ async fn insert_tenant(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     name: &str,
 ) -> StoreResult<(TenantRow, Secret)> {
-    let tenant = TenantRow {
-        id: new_id("ten"),
-        name: name.to_string(),
-        created_ms: now_ms(),
-    };
+    let tenant = TenantRow { id: new_id("ten"), name: name.to_string(), created_ms: now_ms() };
     sqlx::query("INSERT INTO tenants (id, name, created_ms) VALUES ($1, $2, $3)")
         .bind(&tenant.id)
         .bind(&tenant.name)

@@ -54,9 +54,7 @@ pub fn completion(v: &Value) -> Completion {
         .into_iter()
         .flatten()
         .filter_map(|b| match b["type"].as_str()? {
-            "text" => Some(Block::Text(
-                b["text"].as_str().unwrap_or_default().to_string(),
-            )),
+            "text" => Some(Block::Text(b["text"].as_str().unwrap_or_default().to_string())),
             "tool_use" => Some(Block::ToolUse {
                 id: b["id"].as_str().unwrap_or_default().to_string(),
                 name: b["name"].as_str().unwrap_or_default().to_string(),
@@ -113,6 +111,8 @@ impl Decoder {
         match name.or_else(|| v["type"].as_str()) {
             Some("message_start") => {
                 self.usage = usage(&v["message"]["usage"]);
+                // Its output count is a placeholder; real counts follow.
+                self.usage.output_tokens = 0;
                 vec![
                     Event::Start {
                         id: v["message"]["id"].as_str().unwrap_or_default().to_string(),
@@ -138,9 +138,7 @@ impl Decoder {
                 let d = &v["delta"];
                 match d["type"].as_str() {
                     Some("text_delta") => {
-                        vec![Event::Text(
-                            d["text"].as_str().unwrap_or_default().to_string(),
-                        )]
+                        vec![Event::Text(d["text"].as_str().unwrap_or_default().to_string())]
                     }
                     Some("input_json_delta") => vec![Event::ToolArgs(
                         d["partial_json"].as_str().unwrap_or_default().to_string(),
@@ -252,10 +250,7 @@ impl Encoder {
                     "delta": {"stop_reason": self.stop.as_ref().map(stop_str), "stop_sequence": null},
                     "usage": usage_json(&self.usage, Some(cost))});
                 out.push(sse::event(Some("message_delta"), &v.to_string()));
-                out.push(sse::event(
-                    Some("message_stop"),
-                    r#"{"type":"message_stop"}"#,
-                ));
+                out.push(sse::event(Some("message_stop"), r#"{"type":"message_stop"}"#));
             }
         }
         out
@@ -266,11 +261,9 @@ impl Encoder {
 fn openai_text(content: &Value) -> String {
     match content {
         Value::String(s) => s.clone(),
-        Value::Array(parts) => parts
-            .iter()
-            .filter_map(|p| p["text"].as_str())
-            .collect::<Vec<_>>()
-            .join("\n"),
+        Value::Array(parts) => {
+            parts.iter().filter_map(|p| p["text"].as_str()).collect::<Vec<_>>().join("\n")
+        }
         _ => String::new(),
     }
 }
@@ -280,20 +273,13 @@ fn block_from_part(part: &Value) -> Result<Option<Value>, GatewayError> {
     Ok(match part["type"].as_str() {
         Some("text") => Some(json!({"type": "text", "text": part["text"]})),
         Some("image_url") => {
-            let url = part["image_url"]["url"]
-                .as_str()
-                .or_else(|| part["image_url"].as_str());
+            let url = part["image_url"]["url"].as_str().or_else(|| part["image_url"].as_str());
             let url = url.ok_or_else(|| GatewayError::bad_request("image_url without a url"))?;
-            Some(
-                match url
-                    .strip_prefix("data:")
-                    .and_then(|r| r.split_once(";base64,"))
-                {
-                    Some((media_type, data)) => json!({"type": "image", "source":
+            Some(match url.strip_prefix("data:").and_then(|r| r.split_once(";base64,")) {
+                Some((media_type, data)) => json!({"type": "image", "source":
                     {"type": "base64", "media_type": media_type, "data": data}}),
-                    None => json!({"type": "image", "source": {"type": "url", "url": url}}),
-                },
-            )
+                None => json!({"type": "image", "source": {"type": "url", "url": url}}),
+            })
         }
         _ => None,
     })
@@ -362,9 +348,7 @@ pub fn request_from_openai(
                 push(&mut messages, "user", vec![block]);
             }
             other => {
-                return Err(GatewayError::bad_request(format!(
-                    "unknown message role {other:?}"
-                )));
+                return Err(GatewayError::bad_request(format!("unknown message role {other:?}")));
             }
         }
     }

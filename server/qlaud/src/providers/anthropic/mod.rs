@@ -25,10 +25,7 @@ pub fn request(
     let key = provider.api_key.as_deref().ok_or_else(|| {
         GatewayError::new(
             502,
-            format!(
-                "provider {} has no API key configured (ANTHROPIC_API_KEY)",
-                provider.name
-            ),
+            format!("provider {} has no API key configured (ANTHROPIC_API_KEY)", provider.name),
         )
     })?;
     let version = client_headers
@@ -65,6 +62,8 @@ pub struct StreamTap {
     /// Content deltas seen: the floor for output tokens when a stream ends
     /// before the provider's final count.
     deltas: u64,
+    /// The output count of `message_delta`, once seen.
+    final_output: Option<u64>,
     public_model: String,
     rename_model: bool,
     prices: Prices,
@@ -75,16 +74,19 @@ impl StreamTap {
         StreamTap {
             usage: Usage::default(),
             deltas: 0,
+            final_output: None,
             public_model: model.name.clone(),
             rename_model: model.name != model.upstream,
             prices: model.prices.unwrap_or_default(),
         }
     }
 
-    /// Usage as far as the stream went.
+    /// Usage as far as the stream went: the provider's final count, or for
+    /// a stream cut before it, the content deltas that came through
+    /// (`message_start` carries only a placeholder output count).
     pub fn final_usage(&self) -> Usage {
         let mut u = self.usage;
-        u.output_tokens = u.output_tokens.max(self.deltas);
+        u.output_tokens = self.final_output.unwrap_or(self.deltas);
         u
     }
 
@@ -119,14 +121,12 @@ impl StreamTap {
                 let u = &v["usage"];
                 if let Some(out) = u["output_tokens"].as_u64() {
                     self.usage.output_tokens = out;
+                    self.final_output = Some(out);
                 }
                 for (field, slot) in [
                     ("input_tokens", &mut self.usage.input_tokens),
                     ("cache_read_input_tokens", &mut self.usage.cache_read_tokens),
-                    (
-                        "cache_creation_input_tokens",
-                        &mut self.usage.cache_write_tokens,
-                    ),
+                    ("cache_creation_input_tokens", &mut self.usage.cache_write_tokens),
                 ] {
                     if let Some(n) = u[field].as_u64() {
                         *slot = n;

@@ -55,10 +55,7 @@ pub fn completion(v: &Value) -> Completion {
         let args = call["function"]["arguments"].as_str().unwrap_or("{}");
         blocks.push(Block::ToolUse {
             id: call["id"].as_str().unwrap_or_default().to_string(),
-            name: call["function"]["name"]
-                .as_str()
-                .unwrap_or_default()
-                .to_string(),
+            name: call["function"]["name"].as_str().unwrap_or_default().to_string(),
             input: serde_json::from_str(args).unwrap_or_else(|_| json!({})),
         });
     }
@@ -80,13 +77,7 @@ pub fn chat_completion(c: &Completion, model: &str, created: i64, cost: i64) -> 
     let text: String = c
         .blocks
         .iter()
-        .filter_map(|b| {
-            if let Block::Text(t) = b {
-                Some(t.as_str())
-            } else {
-                None
-            }
-        })
+        .filter_map(|b| if let Block::Text(t) = b { Some(t.as_str()) } else { None })
         .collect();
     let calls: Vec<Value> = c
         .blocks
@@ -132,9 +123,7 @@ impl Decoder {
         let mut out = Vec::new();
         if !self.started {
             self.started = true;
-            out.push(Event::Start {
-                id: v["id"].as_str().unwrap_or_default().to_string(),
-            });
+            out.push(Event::Start { id: v["id"].as_str().unwrap_or_default().to_string() });
         }
         let choice = &v["choices"][0];
         let delta = &choice["delta"];
@@ -144,15 +133,9 @@ impl Decoder {
         for call in delta["tool_calls"].as_array().into_iter().flatten() {
             if let Some(id) = call["id"].as_str() {
                 let name = call["function"]["name"].as_str().unwrap_or_default();
-                out.push(Event::ToolStart {
-                    id: id.to_string(),
-                    name: name.to_string(),
-                });
+                out.push(Event::ToolStart { id: id.to_string(), name: name.to_string() });
             }
-            if let Some(args) = call["function"]["arguments"]
-                .as_str()
-                .filter(|a| !a.is_empty())
-            {
+            if let Some(args) = call["function"]["arguments"].as_str().filter(|a| !a.is_empty()) {
                 out.push(Event::ToolArgs(args.to_string()));
             }
         }

@@ -18,10 +18,7 @@ pub fn request(
 ) -> Result<reqwest::RequestBuilder, GatewayError> {
     let provider = &model.provider;
     let key = provider.api_key.as_deref().ok_or_else(|| {
-        GatewayError::new(
-            502,
-            format!("provider {} has no API key configured", provider.name),
-        )
+        GatewayError::new(502, format!("provider {} has no API key configured", provider.name))
     })?;
     Ok(http
         .post(format!("{}/chat/completions", provider.base_url))
@@ -34,10 +31,7 @@ pub fn request(
 /// `prompt_tokens`; qlaud bills them at the cache-read price instead.
 pub fn usage(u: &Value) -> Usage {
     let prompt = u["prompt_tokens"].as_u64().unwrap_or(0);
-    let cached = u["prompt_tokens_details"]["cached_tokens"]
-        .as_u64()
-        .unwrap_or(0)
-        .min(prompt);
+    let cached = u["prompt_tokens_details"]["cached_tokens"].as_u64().unwrap_or(0).min(prompt);
     Usage {
         input_tokens: prompt - cached,
         output_tokens: u["completion_tokens"].as_u64().unwrap_or(0),
@@ -159,13 +153,9 @@ fn memchr_usage(raw: &[u8]) -> bool {
 mod tests {
     #[test]
     fn finds_usage_objects_only() {
-        assert!(super::memchr_usage(
-            br#"data: {"choices":[],"usage":{"prompt_tokens":1}}"#
-        ));
+        assert!(super::memchr_usage(br#"data: {"choices":[],"usage":{"prompt_tokens":1}}"#));
         assert!(super::memchr_usage(br#"data: {"usage" : {"a":1}}"#));
-        assert!(!super::memchr_usage(
-            br#"data: {"choices":[{}],"usage":null}"#
-        ));
+        assert!(!super::memchr_usage(br#"data: {"choices":[{}],"usage":null}"#));
         assert!(!super::memchr_usage(br#"data: {"content":"usage"}"#));
     }
 }

@@ -1,0 +1,243 @@
+//! Admission against the hard cap, and recovery of reservations left by
+//! processes that died.
+//!
+//! Before a request goes upstream, its worst-case cost (the prompt's upper
+//! bound plus the output limit, at the model's prices) is reserved in the
+//! store by one conditional statement that also reads the key's current
+//! cap, so concurrent requests and several qlaud processes can never commit
+//! more than the cap between them. When the full output limit does not fit
+//! but the prompt and a short answer do, the output limit is lowered to what
+//! the budget pays for (clamping) instead of refusing.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use qlaud_api::{Period, Usd};
+
+use super::{Usage, cost_micros, period};
+use crate::auth::Caller;
+use crate::config::{Model, Prices};
+use crate::context::Context;
+use crate::gateway::error::GatewayError;
+use crate::store::{NewReservation, Store, new_id};
+
+/// The shortest answer worth admitting: below this the request is refused
+/// with 402 rather than clamped.
+pub const MIN_OUTPUT_TOKENS: u64 = 16;
+
+/// An admitted request.
+#[derive(Clone, Debug)]
+pub struct Admission {
+    pub reservation_id: String,
+    pub reserved_micros: i64,
+    pub period_start_ms: i64,
+    /// The output limit to send upstream.
+    pub max_output_tokens: u64,
+    /// Whether that limit is lower than the client asked for.
+    pub clamped: bool,
+}
+
+/// Worst-case prices: the prompt may all be billed at the dearer of the
+/// input and cache-write prices.
+fn worst_prices(p: &Prices) -> Prices {
+    Prices { input: p.input.max(p.cache_write), ..*p }
+}
+
+fn worst_case(p: &Prices, prompt: u64, output: u64) -> i64 {
+    cost_micros(
+        &worst_prices(p),
+        &Usage { input_tokens: prompt, output_tokens: output, ..Default::default() },
+    )
+}
+
+/// The most output tokens `remaining` micro-dollars pay for after the prompt.
+fn affordable(p: &Prices, prompt: u64, remaining: i64) -> u64 {
+    let w = worst_prices(p);
+    let budget = i128::from(remaining.max(0)) * 1_000_000;
+    let prompt_cost = i128::from(prompt) * i128::from(w.input);
+    if budget < prompt_cost {
+        return 0;
+    }
+    if w.output == 0 {
+        return u64::MAX;
+    }
+    u64::try_from((budget - prompt_cost) / i128::from(w.output)).unwrap_or(u64::MAX)
+}
+
+fn usd(micros: i64) -> String {
+    Usd::from_micros(micros.max(0)).map_or_else(|| format!("{micros} µ$"), |u| format!("${u}"))
+}
+
+/// When the window starting at `start` ends.
+fn window_end(p: Period, start: i64) -> Option<i64> {
+    let day = 86_400_000;
+    match p {
+        Period::Total => None,
+        Period::Daily => Some(start + day),
+        Period::Weekly => Some(start + 7 * day),
+        Period::Monthly => Some(period::window_start(p, start + 32 * day)),
+    }
+}
+
+fn over_cap(key_id: &str, p: Period, start: i64, cap: i64, committed: i64) -> GatewayError {
+    let resets = match window_end(p, start) {
+        Some(end) => format!(
+            "; it resets at {}",
+            chrono::DateTime::from_timestamp_millis(end)
+                .map(|t| t.to_rfc3339())
+                .unwrap_or_default()
+        ),
+        None => " (a lifetime cap: it never resets)".to_string(),
+    };
+    GatewayError::new(
+        402,
+        format!(
+            "spend cap reached for key {key_id}: {} of its {} {} cap is spent or held by \
+             requests in flight{resets}",
+            usd(committed),
+            usd(cap),
+            crate::store::period_str(p)
+        ),
+    )
+    .with_code("spend_cap_reached")
+}
+
+/// Reserves the worst case of a request to `model` with a prompt of at most
+/// `prompt_bound` tokens and up to `max_output` output tokens, clamping the
+/// output when only less fits. 402 when not even a minimal answer fits.
+pub async fn admit(
+    ctx: &Context,
+    caller: &Caller,
+    model: &Model,
+    endpoint: &str,
+    prompt_bound: u64,
+    max_output: u64,
+) -> Result<Admission, GatewayError> {
+    let prices = model.prices.ok_or_else(|| GatewayError::new(500, "unpriced model admitted"))?;
+    let mut period = caller.period;
+    let mut output = max_output;
+    let mut flushed = false;
+    // A few rounds: another request may take the budget between reading it
+    // and reserving, and the key's period may have changed under the cache.
+    for _ in 0..8 {
+        let now = ctx.clock.now_ms();
+        let start = period::window_start(period, now);
+        let micros = worst_case(&prices, prompt_bound, output);
+        let id = new_id("req");
+        let reservation = NewReservation {
+            id: &id,
+            tenant_id: &caller.tenant_id,
+            key_id: &caller.key_id,
+            period: crate::store::period_str(period),
+            period_start_ms: start,
+            model: &model.name,
+            provider: &model.provider.name,
+            endpoint,
+            micros,
+            instance_id: &ctx.instance_id,
+            now_ms: now,
+        };
+        if ctx.store.reserve(&reservation).await? {
+            return Ok(Admission {
+                reservation_id: id,
+                reserved_micros: micros,
+                period_start_ms: start,
+                max_output_tokens: output,
+                clamped: output < max_output,
+            });
+        }
+        if !flushed {
+            // This process's finished requests may still hold their worst
+            // case while their settlement is queued: settle them and retry
+            // before refusing anyone.
+            flushed = true;
+            ctx.recorder.flush().await;
+            continue;
+        }
+        let Some(state) = ctx.store.cap_state(&caller.key_id, start).await? else {
+            return Err(GatewayError::new(401, "invalid API key").with_code("invalid_api_key"));
+        };
+        if !state.usable {
+            ctx.auth_cache.clear();
+            return Err(GatewayError::new(401, "this API key is revoked or disabled")
+                .with_code("invalid_api_key"));
+        }
+        let current = period::parse(&state.period).unwrap_or_default();
+        if current != period {
+            ctx.auth_cache.clear();
+            period = current;
+            output = max_output;
+            continue;
+        }
+        let Some(cap) = state.cap_micros else { continue };
+        let fits = affordable(&prices, prompt_bound, cap - state.committed_micros).min(max_output);
+        if fits < MIN_OUTPUT_TOKENS.min(max_output) {
+            return Err(over_cap(&caller.key_id, period, start, cap, state.committed_micros));
+        }
+        output = fits;
+    }
+    Err(GatewayError::new(
+        402,
+        "spend cap reached: the key's budget is taken by requests in flight",
+    )
+    .with_code("spend_cap_reached"))
+}
+
+/// Keeps this process's heartbeat fresh and settles reservations of
+/// processes whose heartbeat stopped more than `timeout` ago, at their
+/// reserved amount: their usage was never seen, and charging the worst case
+/// loses nothing the provider may have billed. Each is settled exactly once
+/// (settling deletes the reservation).
+pub fn spawn_recovery(
+    store: Store,
+    clock: Arc<crate::clock::Clock>,
+    instance_id: String,
+    timeout: Duration,
+) {
+    tokio::spawn(async move {
+        let beat = Duration::from_millis((timeout.as_millis() as u64 / 4).clamp(100, 5_000));
+        loop {
+            let now = clock.now_ms();
+            if let Err(e) = store.heartbeat(&instance_id, now).await {
+                tracing::warn!(error = %e, "heartbeat");
+            }
+            let cutoff = now - timeout.as_millis() as i64;
+            match store.orphaned_reservations(cutoff, 1000).await {
+                Ok(orphans) if !orphans.is_empty() => match store.settle(&orphans).await {
+                    Ok(n) => tracing::warn!(
+                        settled = n,
+                        "settled reservations of a stopped qlaud at their reserved amount"
+                    ),
+                    Err(e) => tracing::error!(error = %e, "recovering reservations"),
+                },
+                Ok(_) => {}
+                Err(e) => tracing::error!(error = %e, "looking for orphaned reservations"),
+            }
+            tokio::time::sleep(beat).await;
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clamping_never_exceeds_the_budget() {
+        let p = Prices {
+            input: 3_000_000,
+            output: 15_000_000,
+            cache_read: 300_000,
+            cache_write: 3_750_000,
+        };
+        for remaining in [0, 1, 100, 12_345, 5_000_000] {
+            for prompt in [0, 10, 1000] {
+                let n = affordable(&p, prompt, remaining);
+                if n > 0 && n < u64::MAX {
+                    assert!(worst_case(&p, prompt, n) <= remaining, "{remaining} {prompt} {n}");
+                    assert!(worst_case(&p, prompt, n + 1) > remaining || n == 0);
+                }
+            }
+        }
+    }
+}

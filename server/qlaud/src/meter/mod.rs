@@ -1,0 +1,94 @@
+//! Metering: what a request used and what it costs, and the one place every
+//! model endpoint hands its usage to.
+
+pub mod estimate;
+pub mod ledger;
+pub mod period;
+mod recorder;
+
+pub use recorder::Recorder;
+
+use crate::config::{Model, Prices};
+
+/// Tokens of one request, split the way prices are.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Usage {
+    /// Input tokens billed at the input price (cache reads and writes not
+    /// included).
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    pub cache_read_tokens: u64,
+    pub cache_write_tokens: u64,
+}
+
+/// The cost of `usage` at `prices`, in micro-dollars, rounded up: prices are
+/// per million tokens, so a request is charged at least what it used and
+/// per-request costs add up to exactly the totals reported.
+pub fn cost_micros(prices: &Prices, usage: &Usage) -> i64 {
+    let pico = |tokens: u64, price: i64| i128::from(tokens) * i128::from(price);
+    let total = pico(usage.input_tokens, prices.input)
+        + pico(usage.output_tokens, prices.output)
+        + pico(usage.cache_read_tokens, prices.cache_read)
+        + pico(usage.cache_write_tokens, prices.cache_write);
+    let micros = (total + 999_999) / 1_000_000;
+    i64::try_from(micros).unwrap_or(i64::MAX)
+}
+
+/// One finished model request, ready to settle.
+#[derive(Clone, Debug)]
+pub struct RequestRecord {
+    /// The reservation it settles; also the request's id in the log.
+    pub reservation_id: String,
+    pub tenant_id: String,
+    pub key_id: String,
+    pub model: String,
+    pub provider: String,
+    pub endpoint: &'static str,
+    pub streamed: bool,
+    /// The HTTP status the client got (for a stream: 200, 499 when the
+    /// client went away first, 502 when the provider broke off; 0 when
+    /// crash recovery settled it).
+    pub status: u16,
+    pub usage: Usage,
+    pub cost_micros: i64,
+    /// What admission held for it, released by settling.
+    pub reserved_micros: i64,
+    pub period_start_ms: i64,
+    pub latency_ms: i64,
+    pub created_ms: i64,
+    /// Settled at the reserved amount because its usage was never seen
+    /// (qlaud stopped mid-request).
+    pub recovered: bool,
+}
+
+impl RequestRecord {
+    pub fn cost_for(model: &Model, usage: &Usage) -> i64 {
+        model.prices.as_ref().map_or(0, |p| cost_micros(p, usage))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cost_rounds_up_to_the_micro() {
+        let prices = Prices {
+            input: 3_000_000,
+            output: 15_000_000,
+            cache_read: 300_000,
+            cache_write: 3_750_000,
+        };
+        // 1 input token at $3/Mtok = 3 micro-dollars exactly.
+        assert_eq!(cost_micros(&prices, &Usage { input_tokens: 1, ..Default::default() }), 3);
+        let u = Usage {
+            input_tokens: 1000,
+            output_tokens: 500,
+            cache_read_tokens: 1,
+            cache_write_tokens: 0,
+        };
+        // 3000 + 7500 + 0.3 → 10501 (rounded up).
+        assert_eq!(cost_micros(&prices, &u), 10_501);
+        assert_eq!(cost_micros(&prices, &Usage::default()), 0);
+    }
+}

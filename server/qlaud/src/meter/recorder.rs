@@ -1,0 +1,129 @@
+//! Settles finished requests. Every model endpoint ends here, JSON and
+//! streams alike.
+//!
+//! One task writes records in batches of up to 64 per transaction: under
+//! load that is one write where there would be dozens, and the request path
+//! never waits for the disk. Until its batch is written a request's
+//! reservation keeps holding its budget, so the delay can only make the cap
+//! stricter, never looser. A record still queued when the process is killed
+//! is settled by crash recovery instead (at its reserved amount).
+
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::{Notify, mpsc, oneshot};
+
+use super::RequestRecord;
+use crate::store::{MAX_BATCH, Store};
+
+// Records are nearly every message; boxing them would allocate per request.
+#[allow(clippy::large_enum_variant)]
+enum Msg {
+    Record(RequestRecord),
+    /// Answered once every record queued before it is written.
+    Flush(oneshot::Sender<()>),
+}
+
+pub struct Recorder {
+    tx: mpsc::Sender<Msg>,
+    store: Store,
+    shutdown: Arc<Notify>,
+    done: Mutex<Option<oneshot::Receiver<()>>>,
+}
+
+impl Recorder {
+    pub fn start(store: Store) -> Recorder {
+        let (tx, mut rx) = mpsc::channel::<Msg>(16 * 1024);
+        let (done_tx, done_rx) = oneshot::channel();
+        let shutdown = Arc::new(Notify::new());
+        let (writer, stop) = (store.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            let mut batch = Vec::with_capacity(MAX_BATCH);
+            loop {
+                tokio::select! {
+                    n = rx.recv_many(&mut batch, MAX_BATCH) => {
+                        if n == 0 {
+                            break;
+                        }
+                        write(&writer, &mut batch).await;
+                    }
+                    () = stop.notified() => {
+                        // Refuse new records (they are written directly),
+                        // then write what is queued.
+                        rx.close();
+                        while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
+                            write(&writer, &mut batch).await;
+                        }
+                        break;
+                    }
+                }
+            }
+            let _ = done_tx.send(());
+        });
+        Recorder { tx, store, shutdown, done: Mutex::new(Some(done_rx)) }
+    }
+
+    /// Queues a record (waiting if the queue is full, so a stalled store
+    /// slows requests down instead of dropping records).
+    pub async fn record(&self, r: RequestRecord) {
+        if let Err(mpsc::error::SendError(Msg::Record(r))) = self.tx.send(Msg::Record(r)).await {
+            // After close: write it directly.
+            write(&self.store, &mut vec![Msg::Record(r)]).await;
+        }
+    }
+
+    /// Queues a record without waiting (for drop guards); written directly
+    /// in the background if the queue is full or closed.
+    pub fn record_now(&self, r: RequestRecord) {
+        if let Err(e) = self.tx.try_send(Msg::Record(r)) {
+            let msg = match e {
+                mpsc::error::TrySendError::Full(m) | mpsc::error::TrySendError::Closed(m) => m,
+            };
+            let store = self.store.clone();
+            tokio::spawn(async move { write(&store, &mut vec![msg]).await });
+        }
+    }
+
+    /// Returns once every record queued before the call is settled.
+    pub async fn flush(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.tx.send(Msg::Flush(tx)).await.is_ok() {
+            let _ = rx.await;
+        }
+    }
+
+    /// Writes every queued record and returns; later ones go directly.
+    pub async fn close(&self) {
+        let done = self.done.lock().expect("not poisoned").take();
+        if let Some(done) = done {
+            self.shutdown.notify_one();
+            let _ = done.await;
+        }
+    }
+}
+
+async fn write(store: &Store, batch: &mut Vec<Msg>) {
+    let mut records = Vec::with_capacity(batch.len());
+    let mut flushes = Vec::new();
+    for m in batch.drain(..) {
+        match m {
+            Msg::Record(r) => records.push(r),
+            Msg::Flush(tx) => flushes.push(tx),
+        }
+    }
+    // A failed write is retried: a record must not be lost to a passing
+    // store error (its reservation would be recovered at the full amount).
+    let mut delay = std::time::Duration::from_millis(50);
+    for attempt in 0..5 {
+        match store.settle(&records).await {
+            Ok(_) => break,
+            Err(e) => {
+                tracing::error!(error = %e, rows = records.len(), attempt, "settling requests");
+                tokio::time::sleep(delay).await;
+                delay *= 2;
+            }
+        }
+    }
+    for tx in flushes {
+        let _ = tx.send(());
+    }
+}

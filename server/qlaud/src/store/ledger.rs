@@ -1,0 +1,257 @@
+//! The ledger's SQL: admission, settlement, recovery. Every statement is
+//! portable between SQLite and PostgreSQL.
+
+use std::collections::HashMap;
+use std::sync::OnceLock;
+
+use sqlx::Row;
+
+use super::{Store, StoreResult};
+use crate::meter::RequestRecord;
+
+/// Bigger than any cap (caps are at most 10^15 micro-dollars): what an
+/// uncapped key compares against.
+const NO_CAP: i64 = 9_000_000_000_000_000_000;
+
+/// A request to admit.
+pub struct NewReservation<'a> {
+    pub id: &'a str,
+    pub tenant_id: &'a str,
+    pub key_id: &'a str,
+    /// The key's period as the caller believes it; admission fails if the
+    /// key's period has changed since.
+    pub period: &'a str,
+    pub period_start_ms: i64,
+    pub model: &'a str,
+    pub provider: &'a str,
+    pub endpoint: &'a str,
+    pub micros: i64,
+    pub instance_id: &'a str,
+    pub now_ms: i64,
+}
+
+/// A key's cap state, for explaining a refusal and for clamping.
+pub struct CapState {
+    pub cap_micros: Option<i64>,
+    pub period: String,
+    pub usable: bool,
+    /// Settled plus reserved in the window asked about.
+    pub committed_micros: i64,
+}
+
+impl Store {
+    /// Holds `micros` of the key's budget for one request, if the cap
+    /// allows, in one transaction: the conditional upsert decides, the
+    /// reservation row records it. `false`: refused (over the cap, or the
+    /// key changed: revoked, disabled, other period).
+    pub async fn reserve(&self, r: &NewReservation<'_>) -> StoreResult<bool> {
+        let mut tx = self.writer().begin().await?;
+        let admitted = sqlx::query(
+            "INSERT INTO key_spend (key_id, period_start_ms, settled_micros, reserved_micros) \
+             SELECT $1, $2, 0, $3 \
+             WHERE $3 <= (SELECT COALESCE(k.max_spend_micros, $5) FROM api_keys k \
+                          WHERE k.id = $1 AND k.period = $4 AND k.revoked_ms IS NULL \
+                          AND k.disabled = 0) \
+             ON CONFLICT (key_id, period_start_ms) DO UPDATE \
+             SET reserved_micros = key_spend.reserved_micros + excluded.reserved_micros \
+             WHERE key_spend.settled_micros + key_spend.reserved_micros + excluded.reserved_micros \
+                   <= (SELECT COALESCE(k.max_spend_micros, $5) FROM api_keys k \
+                       WHERE k.id = excluded.key_id AND k.period = $4 \
+                       AND k.revoked_ms IS NULL AND k.disabled = 0)",
+        )
+        .bind(r.key_id)
+        .bind(r.period_start_ms)
+        .bind(r.micros)
+        .bind(r.period)
+        .bind(NO_CAP)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            == 1;
+        if !admitted {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        sqlx::query(
+            "INSERT INTO reservations (id, tenant_id, key_id, period_start_ms, model, provider, \
+             endpoint, reserved_micros, instance_id, created_ms) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        )
+        .bind(r.id)
+        .bind(r.tenant_id)
+        .bind(r.key_id)
+        .bind(r.period_start_ms)
+        .bind(r.model)
+        .bind(r.provider)
+        .bind(r.endpoint)
+        .bind(r.micros)
+        .bind(r.instance_id)
+        .bind(r.now_ms)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// The key's cap, period, whether it may be used, and what is committed
+    /// in the window starting at `period_start_ms`.
+    pub async fn cap_state(
+        &self,
+        key_id: &str,
+        period_start_ms: i64,
+    ) -> StoreResult<Option<CapState>> {
+        let row = sqlx::query(
+            "SELECT k.max_spend_micros, k.period, k.disabled, k.revoked_ms, \
+             COALESCE((SELECT s.settled_micros + s.reserved_micros FROM key_spend s \
+                       WHERE s.key_id = k.id AND s.period_start_ms = $2), 0) AS committed \
+             FROM api_keys k WHERE k.id = $1",
+        )
+        .bind(key_id)
+        .bind(period_start_ms)
+        .fetch_optional(self.pool())
+        .await?;
+        let Some(row) = row else { return Ok(None) };
+        Ok(Some(CapState {
+            cap_micros: row.try_get("max_spend_micros")?,
+            period: row.try_get("period")?,
+            usable: row.try_get::<i64, _>("disabled")? == 0
+                && row.try_get::<Option<i64>, _>("revoked_ms")?.is_none(),
+            committed_micros: row.try_get("committed")?,
+        }))
+    }
+
+    /// Settles finished requests, each exactly once: a record whose
+    /// reservation is already gone (settled by crash recovery, say) is
+    /// skipped. Returns how many were settled.
+    pub async fn settle(&self, records: &[RequestRecord]) -> StoreResult<usize> {
+        let mut settled = 0;
+        for chunk in records.chunks(super::MAX_BATCH) {
+            let mut tx = self.writer().begin().await?;
+            let mut q = sqlx::query(delete_sql(chunk.len()));
+            for r in chunk {
+                q = q.bind(r.reservation_id.as_str());
+            }
+            let live: Vec<String> = q
+                .fetch_all(&mut *tx)
+                .await?
+                .iter()
+                .map(|row| row.try_get("id"))
+                .collect::<Result<_, _>>()?;
+            let live: Vec<&RequestRecord> =
+                chunk.iter().filter(|r| live.contains(&r.reservation_id)).collect();
+            let mut spend: HashMap<(&str, i64), (i64, i64)> = HashMap::new();
+            for r in &live {
+                let e = spend.entry((r.key_id.as_str(), r.period_start_ms)).or_default();
+                e.0 += r.reserved_micros;
+                e.1 += r.cost_micros;
+            }
+            for ((key_id, start), (reserved, cost)) in spend {
+                sqlx::query(
+                    "UPDATE key_spend SET reserved_micros = reserved_micros - $3, \
+                     settled_micros = settled_micros + $4 \
+                     WHERE key_id = $1 AND period_start_ms = $2",
+                )
+                .bind(key_id)
+                .bind(start)
+                .bind(reserved)
+                .bind(cost)
+                .execute(&mut *tx)
+                .await?;
+            }
+            if !live.is_empty() {
+                super::requests::insert_requests(&mut tx, &live).await?;
+            }
+            tx.commit().await?;
+            settled += live.len();
+        }
+        Ok(settled)
+    }
+
+    /// Reservations held by processes that stopped sending heartbeats
+    /// before `cutoff_ms` (or never registered), oldest first.
+    pub async fn orphaned_reservations(
+        &self,
+        cutoff_ms: i64,
+        limit: i64,
+    ) -> StoreResult<Vec<RequestRecord>> {
+        let rows = sqlx::query(
+            "SELECT r.id, r.tenant_id, r.key_id, r.period_start_ms, r.model, r.provider, \
+             r.endpoint, r.reserved_micros, r.created_ms FROM reservations r \
+             WHERE NOT EXISTS (SELECT 1 FROM instances i WHERE i.id = r.instance_id \
+                               AND i.heartbeat_ms >= $1) \
+             ORDER BY r.created_ms LIMIT $2",
+        )
+        .bind(cutoff_ms)
+        .bind(limit)
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let reserved: i64 = row.try_get("reserved_micros")?;
+                Ok(RequestRecord {
+                    reservation_id: row.try_get("id")?,
+                    tenant_id: row.try_get("tenant_id")?,
+                    key_id: row.try_get("key_id")?,
+                    model: row.try_get("model")?,
+                    provider: row.try_get("provider")?,
+                    endpoint: endpoint_name(&row.try_get::<String, _>("endpoint")?),
+                    streamed: false,
+                    status: 0,
+                    usage: Default::default(),
+                    cost_micros: reserved,
+                    reserved_micros: reserved,
+                    period_start_ms: row.try_get("period_start_ms")?,
+                    latency_ms: 0,
+                    created_ms: row.try_get("created_ms")?,
+                    recovered: true,
+                })
+            })
+            .collect()
+    }
+
+    /// Says this process is alive.
+    pub async fn heartbeat(&self, instance_id: &str, now_ms: i64) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO instances (id, heartbeat_ms) VALUES ($1, $2) \
+             ON CONFLICT (id) DO UPDATE SET heartbeat_ms = excluded.heartbeat_ms",
+        )
+        .bind(instance_id)
+        .bind(now_ms)
+        .execute(self.writer())
+        .await?;
+        Ok(())
+    }
+
+    /// Open reservations of all processes (for /metrics).
+    pub async fn open_reservations(&self) -> StoreResult<i64> {
+        Ok(sqlx::query("SELECT COUNT(*) AS n FROM reservations")
+            .fetch_one(self.pool())
+            .await?
+            .try_get("n")?)
+    }
+}
+
+fn endpoint_name(s: &str) -> &'static str {
+    match s {
+        "messages" => "messages",
+        _ => "chat_completions",
+    }
+}
+
+/// `DELETE FROM reservations WHERE id IN (…) RETURNING id` for `n` ids,
+/// built once per size (sqlx takes only static SQL).
+fn delete_sql(n: usize) -> &'static str {
+    static SQL: OnceLock<Vec<&'static str>> = OnceLock::new();
+    SQL.get_or_init(|| {
+        (1..=super::MAX_BATCH)
+            .map(|n| {
+                let ids: Vec<String> = (1..=n).map(|i| format!("${i}")).collect();
+                let s = format!(
+                    "DELETE FROM reservations WHERE id IN ({}) RETURNING id",
+                    ids.join(", ")
+                );
+                &*Box::leak(s.into_boxed_str())
+            })
+            .collect()
+    })[n - 1]
+}

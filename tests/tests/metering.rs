@@ -1,0 +1,545 @@
+//! The hard cap and the ledger, end to end against the mock upstream, on
+//! SQLite and PostgreSQL: real concurrency, streams cut off, calendar
+//! rollover, cap changes, cache pricing, several processes and crashes.
+
+use std::sync::Arc;
+
+use futures::StreamExt;
+use qlaud_tests::mock::MockUpstream;
+use qlaud_tests::{
+    Backend, QlaudProcess, TestDb, TestServer, backend_tests, mock_toml, store_pool,
+};
+use serde_json::{Value, json};
+use sqlx::Row;
+
+backend_tests!(
+    cap_holds_under_300_concurrent_requests,
+    cap_holds_across_two_processes,
+    dropped_stream_is_billed_for_what_was_produced,
+    caps_reset_at_calendar_boundaries,
+    raising_a_cap_admits_at_once,
+    clamps_output_instead_of_refusing,
+    cache_tokens_are_priced_in_both_shapes,
+    usage_report_by_key_model_and_day,
+    crash_mid_load_settles_every_request_once,
+);
+
+/// Claude-test costs $3 per million input tokens: 3 µ$ a token; output 15 µ$.
+fn claude_cost(input: u64, output: u64) -> i64 {
+    (3 * input + 15 * output) as i64
+}
+
+async fn mint(base: &str, master: &str, body: Value) -> Value {
+    let resp = reqwest::Client::new()
+        .post(format!("{base}/v1/keys"))
+        .bearer_auth(master)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 201);
+    resp.json().await.unwrap()
+}
+
+async fn message(http: &reqwest::Client, base: &str, key: &str, body: Value) -> (u16, Value) {
+    let resp = http
+        .post(format!("{base}/v1/messages"))
+        .header("x-api-key", key)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap_or(Value::Null))
+}
+
+fn ask(model: &str, max_tokens: u64) -> Value {
+    json!({"model": model, "max_tokens": max_tokens,
+           "messages": [{"role": "user", "content": "please answer briefly"}]})
+}
+
+async fn usage(base: &str, key: &str, query: &str) -> Value {
+    let resp = reqwest::Client::new()
+        .get(format!("{base}/v1/usage{query}"))
+        .bearer_auth(key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    resp.json().await.unwrap()
+}
+
+/// The ledger's own view: settled and reserved micro-dollars of a key, and
+/// open reservations.
+async fn ledger(url: &str, key_id: &str) -> (i64, i64, i64) {
+    let pool = store_pool(url).await;
+    let row = sqlx::query(
+        "SELECT CAST(COALESCE(SUM(settled_micros), 0) AS BIGINT) AS s, \
+         CAST(COALESCE(SUM(reserved_micros), 0) AS BIGINT) AS r FROM key_spend WHERE key_id = $1",
+    )
+    .bind(key_id)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    let open: i64 = sqlx::query("SELECT COUNT(*) AS n FROM reservations")
+        .fetch_one(&pool)
+        .await
+        .unwrap()
+        .try_get("n")
+        .unwrap();
+    pool.close().await;
+    (row.try_get("s").unwrap(), row.try_get("r").unwrap(), open)
+}
+
+/// Fires `n` requests at once, spread over `bases`; returns the statuses
+/// and the costs of the admitted ones.
+async fn storm(bases: &[String], key: &str, n: usize, model: &str) -> (Vec<u16>, i64) {
+    let http = reqwest::Client::builder().pool_max_idle_per_host(512).build().unwrap();
+    let tasks: Vec<_> = (0..n)
+        .map(|i| {
+            let (http, base, key) = (http.clone(), bases[i % bases.len()].clone(), key.to_string());
+            let body = ask(model, 100);
+            tokio::spawn(async move { message(&http, &base, &key, body).await })
+        })
+        .collect();
+    let mut statuses = Vec::new();
+    let mut cost = 0;
+    for t in tasks {
+        let (status, body) = t.await.unwrap();
+        if status == 200 {
+            cost += body["usage"]["cost_micros"].as_i64().unwrap();
+        } else {
+            assert_eq!(status, 402, "{body}");
+            assert_eq!(body["error"]["type"], "billing_error", "{body}");
+        }
+        statuses.push(status);
+    }
+    (statuses, cost)
+}
+
+/// The cap used below (`max_spend_usd: 0.00084`): 840 µ$, about ten
+/// answers of this size.
+const CAP_MICROS: i64 = 840;
+
+async fn cap_holds_under_300_concurrent_requests(backend: Backend) {
+    let mock = MockUpstream::start().await;
+    let Some(t) = TestServer::start_with(backend, Some(&mock_toml(&mock))).await else { return };
+    let key =
+        mint(&t.base_url, &t.master_key, json!({"name": "capped", "max_spend_usd": 0.00084})).await;
+    let secret = key["secret"].as_str().unwrap();
+    let (statuses, cost) =
+        storm(std::slice::from_ref(&t.base_url), secret, 300, "claude-test").await;
+    let admitted = statuses.iter().filter(|s| **s == 200).count() as u64;
+    assert!((1..300).contains(&admitted), "admitted {admitted}");
+    let stats = mock.stats();
+    assert_eq!(stats.requests, admitted, "the provider saw exactly the admitted requests");
+    assert!(cost <= CAP_MICROS, "spent {cost} µ$ of a {CAP_MICROS} µ$ cap");
+    assert_eq!(
+        cost,
+        claude_cost(stats.input_tokens, stats.output_tokens),
+        "ledger = provider's counts × prices"
+    );
+    let report = usage(&t.base_url, &t.master_key, "").await;
+    let row = report["by_key"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["key_id"] == key["id"])
+        .unwrap()
+        .clone();
+    assert_eq!(row["cost_micros"].as_i64().unwrap(), cost);
+    assert_eq!(row["requests"].as_u64().unwrap(), admitted);
+    let (settled, reserved, open) = ledger(&t.db.url, key["id"].as_str().unwrap()).await;
+    assert_eq!((settled, reserved, open), (cost, 0, 0));
+    t.stop().await;
+}
+
+async fn cap_holds_across_two_processes(backend: Backend) {
+    if backend != Backend::Postgres {
+        return; // Several processes share one database only on PostgreSQL.
+    }
+    let Some(db) = TestDb::new(backend).await else { return };
+    let mock = MockUpstream::start().await;
+    let config = std::env::temp_dir().join(format!("qlaud-{}.toml", uuid::Uuid::new_v4()));
+    std::fs::write(&config, mock_toml(&mock)).unwrap();
+    let args = ["--database-url", db.url.as_str(), "--config", config.to_str().unwrap()];
+    let a = QlaudProcess::spawn(&args).await;
+    let b = QlaudProcess::spawn(&args).await;
+    let master = a
+        .stdout
+        .lines()
+        .find(|l| l.starts_with('{'))
+        .or_else(|| b.stdout.lines().find(|l| l.starts_with('{')));
+    let master: Value = serde_json::from_str(master.unwrap()).unwrap();
+    let master = master["master_key"].as_str().unwrap();
+    let key =
+        mint(&a.base_url(), master, json!({"name": "shared", "max_spend_usd": 0.00084})).await;
+    let (statuses, cost) =
+        storm(&[a.base_url(), b.base_url()], key["secret"].as_str().unwrap(), 300, "claude-test")
+            .await;
+    let admitted = statuses.iter().filter(|s| **s == 200).count() as u64;
+    let stats = mock.stats();
+    assert_eq!(stats.requests, admitted);
+    assert!(cost <= CAP_MICROS, "spent {cost} µ$ of {CAP_MICROS}");
+    assert_eq!(cost, claude_cost(stats.input_tokens, stats.output_tokens));
+    // Both processes report the same ledger.
+    let ra = usage(&a.base_url(), master, "").await;
+    let rb = usage(&b.base_url(), master, "").await;
+    assert_eq!(ra["totals"]["cost_micros"].as_i64(), Some(cost));
+    assert_eq!(rb["totals"]["cost_micros"].as_i64(), Some(cost));
+    let (settled, reserved, open) = ledger(&db.url, key["id"].as_str().unwrap()).await;
+    assert_eq!((settled, reserved, open), (cost, 0, 0));
+    a.kill().await;
+    b.kill().await;
+}
+
+async fn dropped_stream_is_billed_for_what_was_produced(backend: Backend) {
+    let mock = MockUpstream::start().await;
+    let Some(t) = TestServer::start_with(backend, Some(&mock_toml(&mock))).await else { return };
+    let key = mint(&t.base_url, &t.master_key, json!({"name": "streamer"})).await;
+    let words = "w ".repeat(40);
+    let resp = t
+        .http
+        .post(format!("{}/v1/messages", t.base_url))
+        .header("x-api-key", key["secret"].as_str().unwrap())
+        .json(&json!({"model": "claude-slow", "max_tokens": 100, "stream": true,
+                      "messages": [{"role": "user", "content": words}]}))
+        .send()
+        .await
+        .unwrap();
+    let mut body = resp.bytes_stream();
+    body.next().await.unwrap().unwrap();
+    drop(body);
+    // Let the provider notice and qlaud settle.
+    tokio::time::sleep(std::time::Duration::from_millis(800)).await;
+    let stats = mock.stats();
+    assert!(stats.output_tokens < 43, "the provider stopped early: {}", stats.output_tokens);
+    let report =
+        usage(&t.base_url, &t.master_key, &format!("?key_id={}", key["id"].as_str().unwrap()))
+            .await;
+    let totals = &report["totals"];
+    assert_eq!(totals["requests"], 1);
+    assert_eq!(totals["input_tokens"].as_u64(), Some(stats.input_tokens));
+    assert_eq!(totals["output_tokens"].as_u64(), Some(stats.output_tokens), "billed = produced");
+    assert_eq!(
+        totals["cost_micros"].as_i64(),
+        Some(claude_cost(stats.input_tokens, stats.output_tokens))
+    );
+    t.stop().await;
+}
+
+async fn caps_reset_at_calendar_boundaries(backend: Backend) {
+    let mock = MockUpstream::start().await;
+    let Some(t) = TestServer::start_with(backend, Some(&mock_toml(&mock))).await else { return };
+    let http = reqwest::Client::new();
+    for (period, step_days) in [("daily", 1), ("weekly", 7), ("monthly", 31)] {
+        let key = mint(
+            &t.base_url,
+            &t.master_key,
+            json!({"name": period, "max_spend_usd": 0.00084, "period": period}),
+        )
+        .await;
+        let secret = key["secret"].as_str().unwrap();
+        // Spend the window's budget one request at a time.
+        let mut served = 0;
+        loop {
+            let (status, _) = message(&http, &t.base_url, secret, ask("claude-test", 100)).await;
+            if status == 402 {
+                break;
+            }
+            assert_eq!(status, 200);
+            served += 1;
+            assert!(served < 100, "the cap never bit");
+        }
+        let (status, body) = message(&http, &t.base_url, secret, ask("claude-test", 100)).await;
+        assert_eq!(status, 402);
+        assert!(body["error"]["message"].as_str().unwrap().contains("resets at"), "{body}");
+        // The next window starts by itself, no job involved.
+        t.clock.advance_ms(step_days * 86_400_000);
+        let (status, _) = message(&http, &t.base_url, secret, ask("claude-test", 100)).await;
+        assert_eq!(status, 200, "{period}: a new window admits again");
+    }
+    // A lifetime cap never resets.
+    let key = mint(
+        &t.base_url,
+        &t.master_key,
+        json!({"name": "total", "max_spend_usd": 0.00084, "period": "total"}),
+    )
+    .await;
+    let secret = key["secret"].as_str().unwrap();
+    while message(&http, &t.base_url, secret, ask("claude-test", 100)).await.0 == 200 {}
+    t.clock.advance_ms(400 * 86_400_000);
+    assert_eq!(message(&http, &t.base_url, secret, ask("claude-test", 100)).await.0, 402);
+    t.stop().await;
+}
+
+async fn raising_a_cap_admits_at_once(backend: Backend) {
+    let mock = MockUpstream::start().await;
+    let Some(t) = TestServer::start_with(backend, Some(&mock_toml(&mock))).await else { return };
+    let http = reqwest::Client::new();
+    let key =
+        mint(&t.base_url, &t.master_key, json!({"name": "tiny", "max_spend_usd": 0.000001})).await;
+    let secret = key["secret"].as_str().unwrap();
+    let (status, body) = message(&http, &t.base_url, secret, ask("claude-test", 100)).await;
+    assert_eq!(status, 402, "{body}");
+    assert_eq!(mock.stats().requests, 0, "refused before the provider");
+    // The same through the OpenAI shape: its own error body.
+    let resp = http
+        .post(format!("{}/v1/chat/completions", t.base_url))
+        .bearer_auth(secret)
+        .json(&json!({"model": "gpt-test", "messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 402);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "spend_cap_reached");
+    let resp = http
+        .patch(format!("{}/v1/keys/{}", t.base_url, key["id"].as_str().unwrap()))
+        .bearer_auth(&t.master_key)
+        .json(&json!({"max_spend_usd": 1}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(message(&http, &t.base_url, secret, ask("claude-test", 100)).await.0, 200);
+    // And lowering it refuses at once.
+    http.patch(format!("{}/v1/keys/{}", t.base_url, key["id"].as_str().unwrap()))
+        .bearer_auth(&t.master_key)
+        .json(&json!({"max_spend_usd": 0.000001}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(message(&http, &t.base_url, secret, ask("claude-test", 100)).await.0, 402);
+    t.stop().await;
+}
+
+async fn clamps_output_instead_of_refusing(backend: Backend) {
+    let mock = MockUpstream::start().await;
+    let Some(t) = TestServer::start_with(backend, Some(&mock_toml(&mock))).await else { return };
+    let http = reqwest::Client::new();
+    // Enough for the prompt and some output, far from 128000 tokens of it
+    // (what the Vercel AI SDK asks for).
+    let key =
+        mint(&t.base_url, &t.master_key, json!({"name": "clamp", "max_spend_usd": 0.01})).await;
+    let secret = key["secret"].as_str().unwrap();
+    let resp = http
+        .post(format!("{}/v1/messages", t.base_url))
+        .header("x-api-key", secret)
+        .json(&ask("claude-test", 128_000))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let clamped: u64 =
+        resp.headers()["qlaud-max-tokens-clamped"].to_str().unwrap().parse().unwrap();
+    let sent = mock.stats().last_body.unwrap()["max_tokens"].as_u64().unwrap();
+    assert_eq!(sent, clamped);
+    assert!((16..1000).contains(&clamped), "clamped to {clamped}");
+    // A clamped answer that runs into the limit says so the usual way.
+    let long = "word ".repeat(2000);
+    let (status, body) = message(
+        &http,
+        &t.base_url,
+        secret,
+        json!({"model": "claude-test", "max_tokens": 128_000, "messages": [{"role": "user", "content": long}]}),
+    )
+    .await;
+    if status == 200 {
+        assert_eq!(body["stop_reason"], "max_tokens");
+    } else {
+        assert_eq!(status, 402);
+    }
+    t.stop().await;
+}
+
+async fn cache_tokens_are_priced_in_both_shapes(backend: Backend) {
+    let mock = MockUpstream::start().await;
+    let Some(t) = TestServer::start_with(backend, Some(&mock_toml(&mock))).await else { return };
+    let http = reqwest::Client::new();
+    // Anthropic: cache reads are separate from input_tokens, at $0.30/Mtok.
+    let (status, body) = message(
+        &http,
+        &t.base_url,
+        &t.master_key,
+        json!({"model": "claude-test", "max_tokens": 100, "messages": [{"role": "user", "content": [
+            {"type": "text", "text": "cached prefix", "cache_control": {"type": "ephemeral"}}]}]}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let u = &body["usage"];
+    assert_eq!(u["cache_read_input_tokens"], 5);
+    let (i, o) = (u["input_tokens"].as_i64().unwrap(), u["output_tokens"].as_i64().unwrap());
+    // 5 × 0.3 = 1.5 µ$: the request is charged 2 (rounded up, never down).
+    assert_eq!(u["cost_micros"].as_i64().unwrap(), 3 * i + 15 * o + 2);
+    // OpenAI: cached tokens are inside prompt_tokens and billed at the
+    // cache price instead of the input price.
+    let resp = http
+        .post(format!("{}/v1/chat/completions", t.base_url))
+        .bearer_auth(&t.master_key)
+        .json(&json!({"model": "gpt-test", "user": "cached",
+                      "messages": [{"role": "user", "content": "one two three four five six"}]}))
+        .send()
+        .await
+        .unwrap();
+    let body: Value = resp.json().await.unwrap();
+    let u = &body["usage"];
+    assert_eq!(u["prompt_tokens"], 6);
+    assert_eq!(u["prompt_tokens_details"]["cached_tokens"], 5);
+    let out = u["completion_tokens"].as_i64().unwrap();
+    // 1 × 1.25 + 5 × 0.125 + out × 10 = 1.875 + 10·out → rounded up.
+    assert_eq!(u["cost_micros"].as_i64().unwrap(), 10 * out + 2);
+    let report = usage(&t.base_url, &t.master_key, "").await;
+    assert_eq!(report["totals"]["cache_read_tokens"], 10);
+    t.stop().await;
+}
+
+async fn usage_report_by_key_model_and_day(backend: Backend) {
+    let mock = MockUpstream::start().await;
+    let Some(t) = TestServer::start_with(backend, Some(&mock_toml(&mock))).await else { return };
+    let http = reqwest::Client::new();
+    let a = mint(&t.base_url, &t.master_key, json!({"name": "user_42", "max_spend_usd": 5})).await;
+    let b = mint(&t.base_url, &t.master_key, json!({"name": "user_43"})).await;
+    let (sa, sb) = (a["secret"].as_str().unwrap(), b["secret"].as_str().unwrap());
+    message(&http, &t.base_url, sa, ask("claude-test", 50)).await;
+    message(&http, &t.base_url, sa, ask("echo", 50)).await;
+    t.clock.advance_ms(86_400_000);
+    message(&http, &t.base_url, sb, ask("claude-test", 50)).await;
+    let r = usage(&t.base_url, &t.master_key, "?from=2000-01-01&to=2100-01-01").await;
+    assert_eq!(r["totals"]["requests"], 3);
+    let by_key = r["by_key"].as_array().unwrap();
+    assert_eq!(by_key.len(), 2);
+    let ka = by_key.iter().find(|k| k["key_name"] == "user_42").unwrap();
+    assert_eq!(ka["requests"], 2);
+    assert_eq!(r["by_model"].as_array().unwrap().len(), 2);
+    assert_eq!(r["by_day"].as_array().unwrap().len(), 2);
+    let sum: i64 = by_key.iter().map(|k| k["cost_micros"].as_i64().unwrap()).sum();
+    assert_eq!(sum, r["totals"]["cost_micros"].as_i64().unwrap());
+    // A standard key sees only itself, and cannot ask for another key.
+    let own = usage(&t.base_url, sb, "?from=2000-01-01&to=2100-01-01").await;
+    assert_eq!(own["by_key"].as_array().unwrap().len(), 1);
+    assert_eq!(own["by_key"][0]["key_name"], "user_43");
+    let resp = http
+        .get(format!("{}/v1/usage?key_id={}", t.base_url, a["id"].as_str().unwrap()))
+        .bearer_auth(sb)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 403);
+    // Another tenant sees nothing of this one.
+    let (_, other) = t.create_tenant("other").await;
+    let r = usage(&t.base_url, &other, "?from=2000-01-01&to=2100-01-01").await;
+    assert_eq!(r["totals"]["requests"], 0);
+    let resp = http
+        .get(format!("{}/v1/usage?key_id={}", t.base_url, a["id"].as_str().unwrap()))
+        .bearer_auth(&other)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 404);
+    for bad in ["?from=yesterday", "?from=2026-02-01&to=2026-01-01"] {
+        let resp = http
+            .get(format!("{}/v1/usage{bad}", t.base_url))
+            .bearer_auth(&t.master_key)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 400, "{bad}");
+    }
+    t.stop().await;
+}
+
+async fn crash_mid_load_settles_every_request_once(backend: Backend) {
+    let Some(db) = TestDb::new(backend).await else { return };
+    let mock = Arc::new(MockUpstream::start().await);
+    let config = std::env::temp_dir().join(format!("qlaud-{}.toml", uuid::Uuid::new_v4()));
+    std::fs::write(&config, mock_toml(&mock)).unwrap();
+    let args = [
+        "--database-url",
+        db.url.as_str(),
+        "--config",
+        config.to_str().unwrap(),
+        "--instance-timeout-secs",
+        "1",
+    ];
+    let first = QlaudProcess::spawn(&args).await;
+    let master: Value =
+        serde_json::from_str(first.stdout.lines().find(|l| l.starts_with('{')).unwrap()).unwrap();
+    let master = master["master_key"].as_str().unwrap().to_string();
+    let key =
+        mint(&first.base_url(), &master, json!({"name": "crashy", "max_spend_usd": 10})).await;
+    let secret = key["secret"].as_str().unwrap().to_string();
+    // Slow answers keep many requests in flight when the process dies.
+    let http = reqwest::Client::new();
+    let base = first.base_url();
+    let tasks: Vec<_> = (0..60)
+        .map(|i| {
+            let (http, base, secret) = (http.clone(), base.clone(), secret.clone());
+            tokio::spawn(async move {
+                tokio::time::sleep(std::time::Duration::from_millis(i * 10)).await;
+                http.post(format!("{base}/v1/messages"))
+                    .header("x-api-key", secret)
+                    .header("x-mock-delay-ms", "300")
+                    .json(&ask("claude-test", 100))
+                    .send()
+                    .await
+                    .map(|r| r.status().as_u16())
+            })
+        })
+        .collect();
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    first.kill().await;
+    for t in tasks {
+        let _ = t.await;
+    }
+    // The restarted process settles what the dead one left open.
+    let second = QlaudProcess::spawn(&args).await;
+    let key_id = key["id"].as_str().unwrap();
+    let mut waited = 0;
+    while ledger(&db.url, key_id).await.2 > 0 {
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        waited += 1;
+        assert!(waited < 100, "reservations were never recovered");
+    }
+    let (settled, reserved, _) = ledger(&db.url, key_id).await;
+    assert_eq!(reserved, 0);
+    let report = usage(&second.base_url(), &master, "?from=2000-01-01&to=2100-01-01").await;
+    assert_eq!(report["totals"]["cost_micros"].as_i64(), Some(settled), "ledger == usage report");
+    // Every request the provider saw is in the log once; usage the
+    // provider reported is billed exactly, the rest at its reservation.
+    let pool = store_pool(&db.url).await;
+    let rows = sqlx::query("SELECT cost_micros, input_tokens, output_tokens, recovered FROM requests WHERE key_id = $1")
+        .bind(key_id)
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    let stats = mock.stats();
+    assert!(
+        rows.len() as u64 >= stats.requests,
+        "{} logged, {} seen by the provider",
+        rows.len(),
+        stats.requests
+    );
+    let mut exact = 0i64;
+    for r in &rows {
+        let (cost, i, o, rec): (i64, i64, i64, i64) = (
+            r.get("cost_micros"),
+            r.get("input_tokens"),
+            r.get("output_tokens"),
+            r.get("recovered"),
+        );
+        if rec == 0 {
+            assert_eq!(cost, claude_cost(i as u64, o as u64));
+            exact += cost;
+        }
+    }
+    let total: i64 = rows.iter().map(|r| r.get::<i64, _>("cost_micros")).sum();
+    assert_eq!(total, settled, "none counted twice");
+    assert!(
+        total >= claude_cost(stats.input_tokens, stats.output_tokens),
+        "none lost: {total} < provider's"
+    );
+    assert!(exact <= total);
+    second.kill().await;
+}
