@@ -94,18 +94,28 @@ def qlaud(mock, tmp_path_factory):
     proc.wait(timeout=10)
 
 
-@pytest.fixture(scope="session")
-def user_key(qlaud):
-    """A standard key, minted the way an app mints one per end user."""
+def mint(qlaud, body):
     req = urllib.request.Request(
         qlaud["base_url"] + "/v1/keys",
-        data=json.dumps({"name": "py_user", "max_spend_usd": 5}).encode(),
+        data=json.dumps(body).encode(),
         headers={"Authorization": "Bearer " + qlaud["master_key"],
                  "Content-Type": "application/json"},
         method="POST",
     )
     with urllib.request.urlopen(req) as resp:
         return json.load(resp)["secret"]
+
+
+@pytest.fixture(scope="session")
+def user_key(qlaud):
+    """A standard key, minted the way an app mints one per end user."""
+    return mint(qlaud, {"name": "py_user", "max_spend_usd": 5})
+
+
+@pytest.fixture(scope="session")
+def broke_key(qlaud):
+    """A key whose cap is already too small for any answer."""
+    return mint(qlaud, {"name": "py_broke", "max_spend_usd": 0.000001})
 
 
 @pytest.fixture

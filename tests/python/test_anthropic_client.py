@@ -116,3 +116,13 @@ def test_errors_are_the_clients_own_exceptions(qlaud, anthropic_client):
     with pytest.raises(anthropic.APIStatusError) as info:
         anthropic_client.messages.create(model="claude-hang", max_tokens=10, messages=USER)
     assert info.value.status_code == 504
+
+
+def test_over_the_cap_is_402_and_not_retried(qlaud, broke_key):
+    # Default retries stay on: a 402 must not be retried (unlike a 429).
+    client = anthropic.Anthropic(base_url=qlaud["base_url"], api_key=broke_key)
+    with pytest.raises(anthropic.APIStatusError) as info:
+        client.messages.create(model="claude-test", max_tokens=100, messages=USER)
+    assert info.value.status_code == 402
+    assert info.value.body["error"]["type"] == "billing_error"
+    assert "spend cap" in info.value.body["error"]["message"]

@@ -93,3 +93,24 @@ def test_errors_are_the_clients_own_exceptions(qlaud, openai_client):
     with pytest.raises(openai.APIStatusError) as info:
         openai_client.chat.completions.create(model="gpt-hang", messages=USER)
     assert info.value.status_code == 504
+
+
+def test_over_the_cap_is_402_and_not_retried(qlaud, broke_key):
+    client = openai.OpenAI(base_url=qlaud["base_url"] + "/v1", api_key=broke_key)
+    with pytest.raises(openai.APIStatusError) as info:
+        client.chat.completions.create(model="gpt-test", messages=USER)
+    assert info.value.status_code == 402
+    assert info.value.code == "spend_cap_reached"
+
+
+def test_usage_reports_the_users_spend(qlaud, openai_client, user_key):
+    import json
+    import urllib.request
+
+    openai_client.chat.completions.create(model="echo", messages=USER)
+    req = urllib.request.Request(qlaud["base_url"] + "/v1/usage",
+                                 headers={"Authorization": "Bearer " + user_key})
+    with urllib.request.urlopen(req) as resp:
+        report = json.load(resp)
+    assert [k["key_name"] for k in report["by_key"]] == ["py_user"]
+    assert report["by_key"][0]["cost_micros"] == report["totals"]["cost_micros"] > 0

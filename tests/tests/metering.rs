@@ -22,7 +22,27 @@ backend_tests!(
     cache_tokens_are_priced_in_both_shapes,
     usage_report_by_key_model_and_day,
     crash_mid_load_settles_every_request_once,
+    health_and_metrics,
 );
+
+async fn health_and_metrics(backend: Backend) {
+    let mock = MockUpstream::start().await;
+    let Some(t) = TestServer::start_with(backend, Some(&mock_toml(&mock))).await else { return };
+    let http = reqwest::Client::new();
+    let resp = http.get(format!("{}/health", t.base_url)).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let key =
+        mint(&t.base_url, &t.master_key, json!({"name": "m", "max_spend_usd": 0.000001})).await;
+    message(&http, &t.base_url, &t.master_key, ask("claude-test", 10)).await;
+    message(&http, &t.base_url, key["secret"].as_str().unwrap(), ask("claude-test", 10)).await;
+    let text =
+        http.get(format!("{}/metrics", t.base_url)).send().await.unwrap().text().await.unwrap();
+    assert!(text.contains("qlaud_model_requests_total{endpoint=\"messages\"} 1"), "{text}");
+    assert!(text.contains("qlaud_cap_refusals_total 1"), "{text}");
+    assert!(text.contains("qlaud_reservations_open 0"), "{text}");
+    assert!(text.contains("# TYPE qlaud_cost_micros_total counter"));
+    t.stop().await;
+}
 
 /// Claude-test costs $3 per million input tokens: 3 µ$ a token; output 15 µ$.
 fn claude_cost(input: u64, output: u64) -> i64 {

@@ -135,6 +135,26 @@ pub trait QlaudApi {
         query: Query<UsageQuery>,
     ) -> Result<HttpResponseOk<UsageReport>, HttpError>;
 
+    /// Liveness and store reachability (operational; not in the published spec).
+    #[endpoint {
+        method = GET,
+        path = "/health",
+        unpublished = true,
+    }]
+    async fn health(
+        rqctx: RequestContext<Self::Context>,
+    ) -> Result<http::Response<dropshot::Body>, HttpError>;
+
+    /// Prometheus metrics (operational; not in the published spec).
+    #[endpoint {
+        method = GET,
+        path = "/metrics",
+        unpublished = true,
+    }]
+    async fn metrics(
+        rqctx: RequestContext<Self::Context>,
+    ) -> Result<http::Response<dropshot::Body>, HttpError>;
+
     /// Create a message (Anthropic Messages API).
     ///
     /// Anthropic's `POST /v1/messages`, for any model qlaud serves: Claude

@@ -9,6 +9,7 @@ use crate::clock::Clock;
 use crate::error::Result;
 use crate::gateway::Gateway;
 use crate::meter::Recorder;
+use crate::metrics::Metrics;
 use crate::store::Store;
 
 pub struct Context {
@@ -20,6 +21,7 @@ pub struct Context {
     pub clock: Arc<Clock>,
     /// This process, in the ledger's reservations and heartbeats.
     pub instance_id: String,
+    pub metrics: Arc<Metrics>,
 }
 
 impl Context {
@@ -28,6 +30,7 @@ impl Context {
             recorder: Arc::new(Recorder::start(store.clone())),
             auth_cache: AuthCache::default(),
             instance_id: crate::store::new_id("inst"),
+            metrics: Arc::default(),
             clock,
             store,
             gateway,

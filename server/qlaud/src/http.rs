@@ -2,8 +2,8 @@
 //! stay short: authenticate, call the domain module, convert errors.
 
 use dropshot::{
-    HttpError, HttpResponseCreated, HttpResponseDeleted, HttpResponseOk, PaginationParams, Path,
-    Query, RequestContext, ResultsPage, TypedBody, WhichPage,
+    Body, HttpError, HttpResponseCreated, HttpResponseDeleted, HttpResponseOk, PaginationParams,
+    Path, Query, RequestContext, ResultsPage, TypedBody, WhichPage,
 };
 use qlaud_api::{
     AnthropicError, ChatCompletion, ChatCompletionRequest, Key, KeyListFilter, KeyPageSelector,
@@ -122,6 +122,29 @@ impl QlaudApi for QlaudImpl {
         let ctx = rqctx.context();
         let caller = ctx.authenticate(rqctx.request.headers()).await?;
         Ok(HttpResponseOk(crate::usage::report(ctx, &caller, query.into_inner()).await?))
+    }
+
+    async fn health(rqctx: RequestContext<Context>) -> Result<http::Response<Body>, HttpError> {
+        let ok = rqctx.context().store.ping().await.is_ok();
+        let (status, body) = if ok {
+            (http::StatusCode::OK, r#"{"status":"ok"}"#)
+        } else {
+            (http::StatusCode::SERVICE_UNAVAILABLE, r#"{"status":"store unreachable"}"#)
+        };
+        Ok(http::Response::builder()
+            .status(status)
+            .header(http::header::CONTENT_TYPE, "application/json")
+            .body(Body::from(body))
+            .expect("a valid response"))
+    }
+
+    async fn metrics(rqctx: RequestContext<Context>) -> Result<http::Response<Body>, HttpError> {
+        let ctx = rqctx.context();
+        let text = ctx.metrics.render(&ctx.store).await;
+        Ok(http::Response::builder()
+            .header(http::header::CONTENT_TYPE, "text/plain; version=0.0.4")
+            .body(Body::from(text))
+            .expect("a valid response"))
     }
 
     async fn create_message(

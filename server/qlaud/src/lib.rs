@@ -13,6 +13,7 @@ pub mod http;
 pub mod keys;
 mod listener;
 pub mod meter;
+pub mod metrics;
 pub mod providers;
 pub mod store;
 pub mod usage;

@@ -128,6 +128,7 @@ struct Call {
     admission: Admission,
     recorder: Arc<Recorder>,
     clock: Arc<Clock>,
+    metrics: Arc<crate::metrics::Metrics>,
     sent: bool,
     settled: bool,
 }
@@ -146,7 +147,16 @@ impl Call {
         max_output: u64,
     ) -> Result<Call, GatewayError> {
         let admission =
-            ledger::admit(ctx, &caller, &model, shape.endpoint(), prompt_bound, max_output).await?;
+            ledger::admit(ctx, &caller, &model, shape.endpoint(), prompt_bound, max_output)
+                .await
+                .inspect_err(|e| {
+                if e.status == 402 {
+                    ctx.metrics.cap_refusal();
+                }
+            })?;
+        if admission.clamped {
+            ctx.metrics.clamp();
+        }
         Ok(Call {
             caller,
             model,
@@ -156,6 +166,7 @@ impl Call {
             admission,
             recorder: ctx.recorder.clone(),
             clock: ctx.clock.clone(),
+            metrics: ctx.metrics.clone(),
             sent: false,
             settled: false,
         })
@@ -195,6 +206,7 @@ impl Call {
     async fn settle(&mut self, status: u16, usage: Usage) -> i64 {
         let cost = self.cost(&usage);
         self.settled = true;
+        self.metrics.settled(self.shape.endpoint(), status, cost);
         self.recorder.record(self.record(status, usage, cost, false)).await;
         cost
     }

@@ -157,6 +157,14 @@ pub async fn admit(
         let Some(state) = ctx.store.cap_state(&caller.key_id, start).await? else {
             return Err(GatewayError::new(401, "invalid API key").with_code("invalid_api_key"));
         };
+        if state.suspended {
+            return Err(GatewayError::new(
+                402,
+                "this key is suspended because its customer's payment failed; it works again \
+                 once the invoice is paid",
+            )
+            .with_code("payment_failed"));
+        }
         if !state.usable {
             ctx.auth_cache.clear();
             return Err(GatewayError::new(401, "this API key is revoked or disabled")

@@ -6,12 +6,47 @@ use std::sync::OnceLock;
 
 use sqlx::Row;
 
+use sqlx::AnyPool;
+use tokio::sync::{mpsc, oneshot};
+
 use super::{Store, StoreResult};
+use crate::error::Error;
 use crate::meter::RequestRecord;
 
 /// Bigger than any cap (caps are at most 10^15 micro-dollars): what an
 /// uncapped key compares against.
 const NO_CAP: i64 = 9_000_000_000_000_000_000;
+
+/// Admits when settled + reserved + this request stay within the key's
+/// current cap (read inside the statement, so a changed cap applies at once)
+/// and the key is live, unsuspended and still on the period the caller
+/// assumed. Parameters: $1 key, $2 window start, $3 micros, $4 period,
+/// $5 no-cap value, $6.. the reservation row.
+macro_rules! admit_upsert {
+    () => {
+        "INSERT INTO key_spend (key_id, period_start_ms, settled_micros, reserved_micros) \
+         SELECT $1, $2, 0, $3 \
+         WHERE $3 <= (SELECT COALESCE(k.max_spend_micros, $5) FROM api_keys k \
+                      WHERE k.id = $1 AND k.period = $4 AND k.revoked_ms IS NULL \
+                      AND k.disabled = 0 AND k.suspended_ms IS NULL) \
+         ON CONFLICT (key_id, period_start_ms) DO UPDATE \
+         SET reserved_micros = key_spend.reserved_micros + excluded.reserved_micros \
+         WHERE key_spend.settled_micros + key_spend.reserved_micros + excluded.reserved_micros \
+               <= (SELECT COALESCE(k.max_spend_micros, $5) FROM api_keys k \
+                   WHERE k.id = excluded.key_id AND k.period = $4 \
+                   AND k.revoked_ms IS NULL AND k.disabled = 0 AND k.suspended_ms IS NULL)"
+    };
+}
+
+const RESERVE_POSTGRES: &str = concat!(
+    "WITH admitted AS (",
+    admit_upsert!(),
+    " RETURNING key_id) \
+     INSERT INTO reservations (id, tenant_id, key_id, period_start_ms, model, provider, endpoint, \
+     reserved_micros, instance_id, created_ms) \
+     SELECT $6, $7, $1, $2, $8, $9, $10, $3, $11, $12 FROM admitted \
+     RETURNING CAST(1 AS BIGINT) AS admitted"
+);
 
 /// A request to admit.
 pub struct NewReservation<'a> {
@@ -30,11 +65,125 @@ pub struct NewReservation<'a> {
     pub now_ms: i64,
 }
 
+/// A reservation waiting for the SQLite admission batch, and where its
+/// answer goes.
+pub(super) struct ReserveJob {
+    id: String,
+    tenant_id: String,
+    key_id: String,
+    period: String,
+    period_start_ms: i64,
+    model: String,
+    provider: String,
+    endpoint: String,
+    micros: i64,
+    instance_id: String,
+    now_ms: i64,
+    answer: oneshot::Sender<StoreResult<bool>>,
+}
+
+/// Jobs one admission batch takes at most (12 parameters each).
+const ADMIT_BATCH: usize = 32;
+
+/// Runs SQLite admissions in batches: all admissions waiting at a moment go
+/// in one script and one transaction, each still its own conditional upsert
+/// in arrival order, so one commit serves many requests. (SQLite has one
+/// writer at a time anyway; PostgreSQL runs admissions in parallel instead.)
+pub(super) fn spawn_admitter(writer: AnyPool) -> mpsc::Sender<ReserveJob> {
+    let (tx, mut rx) = mpsc::channel::<ReserveJob>(4096);
+    tokio::spawn(async move {
+        let mut jobs = Vec::with_capacity(ADMIT_BATCH);
+        while rx.recv_many(&mut jobs, ADMIT_BATCH).await > 0 {
+            match admit_batch(&writer, &jobs).await {
+                Ok(results) => {
+                    for (job, ok) in jobs.drain(..).zip(results) {
+                        let _ = job.answer.send(Ok(ok));
+                    }
+                }
+                Err(e) => {
+                    let _ = sqlx::query("ROLLBACK").execute(&writer).await;
+                    tracing::warn!(error = %e, jobs = jobs.len(), "admission batch failed; retrying one by one");
+                    for job in jobs.drain(..) {
+                        let one = admit_batch(&writer, std::slice::from_ref(&job)).await;
+                        if one.is_err() {
+                            let _ = sqlx::query("ROLLBACK").execute(&writer).await;
+                        }
+                        let _ = job.answer.send(one.map(|r| r[0]).map_err(Into::into));
+                    }
+                }
+            }
+        }
+    });
+    tx
+}
+
+/// The SQLite admission script for `n` jobs: each job's upsert, its
+/// reservation row if the upsert admitted, and a row saying which.
+fn sqlite_batch_sql(n: usize) -> &'static str {
+    static SQL: OnceLock<Vec<&'static str>> = OnceLock::new();
+    SQL.get_or_init(|| {
+        (1..=ADMIT_BATCH)
+            .map(|n| {
+                let mut s = String::from("BEGIN IMMEDIATE;");
+                for j in 0..n {
+                    let mut one = format!(
+                        "{}; INSERT INTO reservations (id, tenant_id, key_id, period_start_ms, model, \
+                         provider, endpoint, reserved_micros, instance_id, created_ms) \
+                         SELECT $6, $7, $1, $2, $8, $9, $10, $3, $11, $12 WHERE changes() = 1; \
+                         SELECT CAST(changes() AS BIGINT) AS admitted, CAST({j} AS BIGINT) AS job;",
+                        admit_upsert!()
+                    );
+                    // Renumber $1..$12 to this job's parameters: first to
+                    // delimited tokens, highest first so `$1` never matches
+                    // the start of `$12`, then to the job's numbers.
+                    for p in (1..=12).rev() {
+                        one = one.replace(&format!("${p}"), &format!("#{p}#"));
+                    }
+                    for p in 1..=12 {
+                        one = one.replace(&format!("#{p}#"), &format!("${}", 12 * j + p));
+                    }
+                    s.push_str(&one);
+                }
+                s.push_str(" COMMIT");
+                &*Box::leak(s.into_boxed_str())
+            })
+            .collect()
+    })[n - 1]
+}
+
+async fn admit_batch(writer: &AnyPool, jobs: &[ReserveJob]) -> Result<Vec<bool>, sqlx::Error> {
+    let mut q = sqlx::query(sqlite_batch_sql(jobs.len()));
+    for j in jobs {
+        q = q
+            .bind(j.key_id.as_str())
+            .bind(j.period_start_ms)
+            .bind(j.micros)
+            .bind(j.period.as_str())
+            .bind(NO_CAP)
+            .bind(j.id.as_str())
+            .bind(j.tenant_id.as_str())
+            .bind(j.model.as_str())
+            .bind(j.provider.as_str())
+            .bind(j.endpoint.as_str())
+            .bind(j.instance_id.as_str())
+            .bind(j.now_ms);
+    }
+    let rows = q.fetch_all(writer).await?;
+    let mut out = vec![false; jobs.len()];
+    for row in rows {
+        let job: i64 = row.try_get("job")?;
+        out[job as usize] = row.try_get::<i64, _>("admitted")? == 1;
+    }
+    Ok(out)
+}
+
 /// A key's cap state, for explaining a refusal and for clamping.
 pub struct CapState {
     pub cap_micros: Option<i64>,
     pub period: String,
     pub usable: bool,
+    /// Suspended for a failed payment.
+    pub suspended: bool,
     /// Settled plus reserved in the window asked about.
     pub committed_micros: i64,
 }
@@ -45,52 +194,49 @@ impl Store {
     /// reservation row records it. `false`: refused (over the cap, or the
     /// key changed: revoked, disabled, other period).
     pub async fn reserve(&self, r: &NewReservation<'_>) -> StoreResult<bool> {
-        let mut tx = self.writer().begin().await?;
-        let admitted = sqlx::query(
-            "INSERT INTO key_spend (key_id, period_start_ms, settled_micros, reserved_micros) \
-             SELECT $1, $2, 0, $3 \
-             WHERE $3 <= (SELECT COALESCE(k.max_spend_micros, $5) FROM api_keys k \
-                          WHERE k.id = $1 AND k.period = $4 AND k.revoked_ms IS NULL \
-                          AND k.disabled = 0) \
-             ON CONFLICT (key_id, period_start_ms) DO UPDATE \
-             SET reserved_micros = key_spend.reserved_micros + excluded.reserved_micros \
-             WHERE key_spend.settled_micros + key_spend.reserved_micros + excluded.reserved_micros \
-                   <= (SELECT COALESCE(k.max_spend_micros, $5) FROM api_keys k \
-                       WHERE k.id = excluded.key_id AND k.period = $4 \
-                       AND k.revoked_ms IS NULL AND k.disabled = 0)",
-        )
-        .bind(r.key_id)
-        .bind(r.period_start_ms)
-        .bind(r.micros)
-        .bind(r.period)
-        .bind(NO_CAP)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected()
-            == 1;
-        if !admitted {
-            tx.rollback().await?;
-            return Ok(false);
+        // One round trip either way: the conditional upsert decides and the
+        // reservation row is written only if it admitted. PostgreSQL does
+        // both in one statement (a data-modifying CTE); SQLite runs them as
+        // one script in one transaction on the single writer connection.
+        if let Some(admitter) = &self.admitter {
+            let (answer, result) = oneshot::channel();
+            let job = ReserveJob {
+                id: r.id.to_string(),
+                tenant_id: r.tenant_id.to_string(),
+                key_id: r.key_id.to_string(),
+                period: r.period.to_string(),
+                period_start_ms: r.period_start_ms,
+                model: r.model.to_string(),
+                provider: r.provider.to_string(),
+                endpoint: r.endpoint.to_string(),
+                micros: r.micros,
+                instance_id: r.instance_id.to_string(),
+                now_ms: r.now_ms,
+                answer,
+            };
+            admitter.send(job).await.map_err(|_| Error::Internal("the admitter stopped".into()))?;
+            return result.await.map_err(|_| Error::Internal("the admitter stopped".into()))?;
         }
-        sqlx::query(
-            "INSERT INTO reservations (id, tenant_id, key_id, period_start_ms, model, provider, \
-             endpoint, reserved_micros, instance_id, created_ms) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-        )
-        .bind(r.id)
-        .bind(r.tenant_id)
-        .bind(r.key_id)
-        .bind(r.period_start_ms)
-        .bind(r.model)
-        .bind(r.provider)
-        .bind(r.endpoint)
-        .bind(r.micros)
-        .bind(r.instance_id)
-        .bind(r.now_ms)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(true)
+        let sql = RESERVE_POSTGRES;
+        let result = sqlx::query(sql)
+            .bind(r.key_id)
+            .bind(r.period_start_ms)
+            .bind(r.micros)
+            .bind(r.period)
+            .bind(NO_CAP)
+            .bind(r.id)
+            .bind(r.tenant_id)
+            .bind(r.model)
+            .bind(r.provider)
+            .bind(r.endpoint)
+            .bind(r.instance_id)
+            .bind(r.now_ms)
+            .fetch_all(self.writer())
+            .await;
+        Ok(match result?.first() {
+            Some(row) => row.try_get::<i64, _>("admitted")? == 1,
+            None => false,
+        })
     }
 
     /// The key's cap, period, whether it may be used, and what is committed
@@ -101,7 +247,7 @@ impl Store {
         period_start_ms: i64,
     ) -> StoreResult<Option<CapState>> {
         let row = sqlx::query(
-            "SELECT k.max_spend_micros, k.period, k.disabled, k.revoked_ms, \
+            "SELECT k.max_spend_micros, k.period, k.disabled, k.revoked_ms, k.suspended_ms, \
              COALESCE((SELECT s.settled_micros + s.reserved_micros FROM key_spend s \
                        WHERE s.key_id = k.id AND s.period_start_ms = $2), 0) AS committed \
              FROM api_keys k WHERE k.id = $1",
@@ -116,6 +262,7 @@ impl Store {
             period: row.try_get("period")?,
             usable: row.try_get::<i64, _>("disabled")? == 0
                 && row.try_get::<Option<i64>, _>("revoked_ms")?.is_none(),
+            suspended: row.try_get::<Option<i64>, _>("suspended_ms")?.is_some(),
             committed_micros: row.try_get("committed")?,
         }))
     }

@@ -45,6 +45,8 @@ pub struct Store {
     /// same pool as reads.
     writer: AnyPool,
     backend: Backend,
+    /// SQLite only: batches admissions (see `ledger::spawn_admitter`).
+    admitter: Option<tokio::sync::mpsc::Sender<ledger::ReserveJob>>,
 }
 
 impl Store {
@@ -92,7 +94,8 @@ impl Store {
                 (pool.clone(), pool)
             }
         };
-        Ok(Store { pool, writer, backend })
+        let admitter = (backend == Backend::Sqlite).then(|| ledger::spawn_admitter(writer.clone()));
+        Ok(Store { pool, writer, backend, admitter })
     }
 
     /// The SQLite URL for a data directory, creating the directory.
@@ -114,6 +117,12 @@ impl Store {
     /// For writes and transactions that write.
     pub(crate) fn writer(&self) -> &AnyPool {
         &self.writer
+    }
+
+    /// Whether the store answers.
+    pub async fn ping(&self) -> crate::error::Result<()> {
+        sqlx::query("SELECT 1").execute(self.pool()).await?;
+        Ok(())
     }
 
     pub async fn close(&self) {

@@ -1,0 +1,91 @@
+//! Counters for `/metrics`, in Prometheus' text format. Process-local (each
+//! qlaud process reports its own); the open-reservations gauge reads the
+//! shared store.
+
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::store::Store;
+
+#[derive(Default)]
+pub struct Metrics {
+    requests_messages: AtomicU64,
+    requests_chat: AtomicU64,
+    upstream_errors: AtomicU64,
+    cost_micros: AtomicU64,
+    cap_refusals: AtomicU64,
+    clamped: AtomicU64,
+}
+
+impl Metrics {
+    /// A settled model request.
+    pub fn settled(&self, endpoint: &str, status: u16, cost_micros: i64) {
+        let counter =
+            if endpoint == "messages" { &self.requests_messages } else { &self.requests_chat };
+        counter.fetch_add(1, Ordering::Relaxed);
+        if status >= 500 || status == 429 {
+            self.upstream_errors.fetch_add(1, Ordering::Relaxed);
+        }
+        self.cost_micros.fetch_add(u64::try_from(cost_micros).unwrap_or(0), Ordering::Relaxed);
+    }
+
+    pub fn cap_refusal(&self) {
+        self.cap_refusals.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn clamp(&self) {
+        self.clamped.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub async fn render(&self, store: &Store) -> String {
+        let open = store.open_reservations().await.unwrap_or(-1);
+        let mut out = String::new();
+        let mut metric = |name: &str, kind: &str, help: &str, lines: &[(&str, u64)]| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+            for (labels, v) in lines {
+                let _ = writeln!(out, "{name}{labels} {v}");
+            }
+        };
+        let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        metric(
+            "qlaud_model_requests_total",
+            "counter",
+            "Model requests settled by this process.",
+            &[
+                ("{endpoint=\"messages\"}", load(&self.requests_messages)),
+                ("{endpoint=\"chat_completions\"}", load(&self.requests_chat)),
+            ],
+        );
+        metric(
+            "qlaud_upstream_errors_total",
+            "counter",
+            "Provider answers of 429 or 5xx, timeouts and refused connections.",
+            &[("", load(&self.upstream_errors))],
+        );
+        metric(
+            "qlaud_cost_micros_total",
+            "counter",
+            "Spend settled by this process, in micro-dollars.",
+            &[("", load(&self.cost_micros))],
+        );
+        metric(
+            "qlaud_cap_refusals_total",
+            "counter",
+            "Requests refused with 402 because the key's cap was reached.",
+            &[("", load(&self.cap_refusals))],
+        );
+        metric(
+            "qlaud_clamped_requests_total",
+            "counter",
+            "Requests whose output limit was lowered to fit the key's budget.",
+            &[("", load(&self.clamped))],
+        );
+        metric(
+            "qlaud_reservations_open",
+            "gauge",
+            "Requests admitted and not yet settled, across all processes.",
+            &[("", u64::try_from(open).unwrap_or(0))],
+        );
+        out
+    }
+}
