@@ -36,6 +36,48 @@ pub mod types {
             Default::default()
         }
     }
+    ///The tenant's billing settings. Secrets are never returned: only whether they are set.
+    #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, PartialEq)]
+    pub struct BillingSettings {
+        ///Where spend alerts go, if anywhere.
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub alert_webhook_url: ::std::option::Option<::std::string::String>,
+        ///The meter's event name.
+        pub meter_event_name: ::std::string::String,
+        ///Whether a Stripe secret key is set.
+        pub stripe_secret_key_set: bool,
+        ///The path to give Stripe as the webhook endpoint (on qlaud's address).
+        pub webhook_path: ::std::string::String,
+        ///Whether a webhook signing secret is set.
+        pub webhook_secret_set: bool,
+    }
+    impl BillingSettings {
+        pub fn builder() -> builder::BillingSettings {
+            Default::default()
+        }
+    }
+    ///Changes to the tenant's billing settings; fields left out stay as they are, and an empty string clears one.
+    #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, Default, PartialEq)]
+    #[serde(deny_unknown_fields)]
+    pub struct BillingSettingsUpdate {
+        ///An https URL that receives spend alerts (50 %, 80 %, 100 % of a cap).
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub alert_webhook_url: ::std::option::Option<::std::string::String>,
+        ///The `event_name` of the Stripe Billing Meter that sums spend (default `qlaud_spend`).
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub meter_event_name: ::std::option::Option<::std::string::String>,
+        ///The tenant's Stripe secret key (`sk_live_…` / `sk_test_…`, or a restricted `rk_…`), used to push meter events. Write-only.
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub stripe_secret_key: ::std::option::Option<::std::string::String>,
+        ///The signing secret (`whsec_…`) of the Stripe webhook endpoint that posts to `/v1/billing/stripe/webhook/{tenant_id}`. Write-only.
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub webhook_secret: ::std::option::Option<::std::string::String>,
+    }
+    impl BillingSettingsUpdate {
+        pub fn builder() -> builder::BillingSettingsUpdate {
+            Default::default()
+        }
+    }
     ///An answer of `POST /v1/chat/completions`, in OpenAI's shape.
     #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, PartialEq)]
     pub struct ChatCompletion {
@@ -134,6 +176,42 @@ pub mod types {
             Default::default()
         }
     }
+    ///One invoice line.
+    #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, PartialEq)]
+    pub struct InvoiceLine {
+        ///The line's amount in micro-dollars.
+        pub amount_micros: i64,
+        ///The model, or `rounding` for the line that carries per-request rounding up to the micro-dollar.
+        pub model: ::std::string::String,
+        ///How many units.
+        pub quantity: i64,
+        ///`input_tokens`, `output_tokens`, `cache_read_tokens`, `cache_write_tokens`, or `micro_dollars` for rounding.
+        pub unit: ::std::string::String,
+        ///Price per million units in US dollars (0 for rounding).
+        pub unit_price_per_million_usd: ::std::string::String,
+    }
+    impl InvoiceLine {
+        pub fn builder() -> builder::InvoiceLine {
+            Default::default()
+        }
+    }
+    ///A key's invoice for a month, line by line.
+    #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, PartialEq)]
+    pub struct InvoicePreview {
+        ///The key.
+        pub key_id: ::std::string::String,
+        ///The lines.
+        pub lines: ::std::vec::Vec<InvoiceLine>,
+        ///The month, `YYYY-MM`.
+        pub period: ::std::string::String,
+        ///The sum of the lines: equal to `get_usage` for the key and month.
+        pub total_micros: i64,
+    }
+    impl InvoicePreview {
+        pub fn builder() -> builder::InvoicePreview {
+            Default::default()
+        }
+    }
     ///A key as qlaud shows it after minting: everything but the secret.
     #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, PartialEq)]
     pub struct Key {
@@ -170,11 +248,35 @@ pub mod types {
         pub secret_hint: ::std::string::String,
         ///Whether the key can be used now.
         pub status: KeyStatus,
+        ///Since when the key is suspended for a failed payment, if it is.
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub suspended_at: ::std::option::Option<
+            ::chrono::DateTime<::chrono::offset::Utc>,
+        >,
         ///When the key last changed.
         pub updated_at: ::chrono::DateTime<::chrono::offset::Utc>,
     }
     impl Key {
         pub fn builder() -> builder::Key {
+            Default::default()
+        }
+    }
+    ///A suspension or reinstatement of a key by a Stripe event.
+    #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, PartialEq)]
+    pub struct KeyBillingEvent {
+        ///When qlaud applied it.
+        pub at: ::chrono::DateTime<::chrono::offset::Utc>,
+        ///The key's billing status after.
+        pub new_status: ::std::string::String,
+        ///The key's billing status before: `active` or `suspended`.
+        pub old_status: ::std::string::String,
+        ///The Stripe event's id.
+        pub stripe_event_id: ::std::string::String,
+        ///The Stripe event's type.
+        pub stripe_event_type: ::std::string::String,
+    }
+    impl KeyBillingEvent {
+        pub fn builder() -> builder::KeyBillingEvent {
             Default::default()
         }
     }
@@ -272,6 +374,9 @@ pub mod types {
         ///The key was revoked; it never authenticates again.
         #[serde(rename = "revoked")]
         Revoked,
+        ///Its customer's payment failed (a Stripe webhook said so): model calls get 402 until the invoice is paid.
+        #[serde(rename = "suspended")]
+        Suspended,
     }
     impl ::std::fmt::Display for KeyStatus {
         fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
@@ -279,6 +384,7 @@ pub mod types {
                 Self::Active => f.write_str("active"),
                 Self::Disabled => f.write_str("disabled"),
                 Self::Revoked => f.write_str("revoked"),
+                Self::Suspended => f.write_str("suspended"),
             }
         }
     }
@@ -291,6 +397,7 @@ pub mod types {
                 "active" => Ok(Self::Active),
                 "disabled" => Ok(Self::Disabled),
                 "revoked" => Ok(Self::Revoked),
+                "suspended" => Ok(Self::Suspended),
                 _ => Err("invalid value".into()),
             }
         }
@@ -374,6 +481,11 @@ pub mod types {
         pub secret_hint: ::std::string::String,
         ///Whether the key can be used now.
         pub status: KeyStatus,
+        ///Since when the key is suspended for a failed payment, if it is.
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub suspended_at: ::std::option::Option<
+            ::chrono::DateTime<::chrono::offset::Utc>,
+        >,
         ///When the key last changed.
         pub updated_at: ::chrono::DateTime<::chrono::offset::Utc>,
     }
@@ -452,6 +564,108 @@ pub mod types {
     impl MessagesUsage {
         pub fn builder() -> builder::MessagesUsage {
             Default::default()
+        }
+    }
+    ///One event in Stripe's Billing Meter event form.
+    #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, PartialEq)]
+    pub struct MeterEvent {
+        ///The meter's event name.
+        pub event_name: ::std::string::String,
+        ///Idempotency key: the same for the same tenant, key and slice, so a re-push never counts twice.
+        pub identifier: ::std::string::String,
+        ///The qlaud key the spend belongs to (not sent to Stripe).
+        pub key_id: ::std::string::String,
+        ///Customer and value.
+        pub payload: MeterEventPayload,
+        ///Unix seconds: the last second of the slice.
+        pub timestamp: i64,
+    }
+    impl MeterEvent {
+        pub fn builder() -> builder::MeterEvent {
+            Default::default()
+        }
+    }
+    ///The payload of a Stripe meter event.
+    #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, PartialEq)]
+    pub struct MeterEventPayload {
+        ///The key's `metadata.stripe_customer_id`.
+        pub stripe_customer_id: ::std::string::String,
+        ///Spend in the slice, in micro-dollars, as Stripe expects it: a string holding a whole number. Price the meter at $0.000001 per unit.
+        pub value: ::std::string::String,
+    }
+    impl MeterEventPayload {
+        pub fn builder() -> builder::MeterEventPayload {
+            Default::default()
+        }
+    }
+    ///A period's meter events.
+    #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, PartialEq)]
+    pub struct MeterExport {
+        ///The events, for keys with a `stripe_customer_id` and spend > 0.
+        pub events: ::std::vec::Vec<MeterEvent>,
+        ///The month, `YYYY-MM`.
+        pub period: ::std::string::String,
+    }
+    impl MeterExport {
+        pub fn builder() -> builder::MeterExport {
+            Default::default()
+        }
+    }
+    ///How finely spend is cut into meter events.
+    #[derive(
+        ::serde::Deserialize,
+        ::serde::Serialize,
+        Clone,
+        Copy,
+        Debug,
+        Eq,
+        Hash,
+        Ord,
+        PartialEq,
+        PartialOrd
+    )]
+    pub enum MeterSlice {
+        ///One event per key and month.
+        #[serde(rename = "month")]
+        Month,
+        ///One event per key and UTC day.
+        #[serde(rename = "day")]
+        Day,
+    }
+    impl ::std::fmt::Display for MeterSlice {
+        fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
+            match *self {
+                Self::Month => f.write_str("month"),
+                Self::Day => f.write_str("day"),
+            }
+        }
+    }
+    impl ::std::str::FromStr for MeterSlice {
+        type Err = self::error::ConversionError;
+        fn from_str(
+            value: &str,
+        ) -> ::std::result::Result<Self, self::error::ConversionError> {
+            match value {
+                "month" => Ok(Self::Month),
+                "day" => Ok(Self::Day),
+                _ => Err("invalid value".into()),
+            }
+        }
+    }
+    impl ::std::convert::TryFrom<&str> for MeterSlice {
+        type Error = self::error::ConversionError;
+        fn try_from(
+            value: &str,
+        ) -> ::std::result::Result<Self, self::error::ConversionError> {
+            value.parse()
+        }
+    }
+    impl ::std::convert::TryFrom<::std::string::String> for MeterSlice {
+        type Error = self::error::ConversionError;
+        fn try_from(
+            value: ::std::string::String,
+        ) -> ::std::result::Result<Self, self::error::ConversionError> {
+            value.parse()
         }
     }
     ///Parameters for minting a key.
@@ -665,6 +879,21 @@ pub mod types {
             value: ::std::string::String,
         ) -> ::std::result::Result<Self, self::error::ConversionError> {
             value.parse()
+        }
+    }
+    ///What a Stripe webhook delivery did.
+    #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, PartialEq)]
+    pub struct StripeWebhookResult {
+        ///The event id had been received before; nothing was done again.
+        pub duplicate: bool,
+        ///Keys suspended or reinstated by this event.
+        pub keys_changed: u64,
+        ///Always true: the event was verified and recorded.
+        pub received: bool,
+    }
+    impl StripeWebhookResult {
+        pub fn builder() -> builder::StripeWebhookResult {
+            Default::default()
         }
     }
     ///Changes to a key. Fields left out stay as they are.
@@ -912,6 +1141,247 @@ pub mod types {
                 Self {
                     message: Ok(value.message),
                     type_: Ok(value.type_),
+                }
+            }
+        }
+        #[derive(Clone, Debug)]
+        pub struct BillingSettings {
+            alert_webhook_url: ::std::result::Result<
+                ::std::option::Option<::std::string::String>,
+                ::std::string::String,
+            >,
+            meter_event_name: ::std::result::Result<
+                ::std::string::String,
+                ::std::string::String,
+            >,
+            stripe_secret_key_set: ::std::result::Result<bool, ::std::string::String>,
+            webhook_path: ::std::result::Result<
+                ::std::string::String,
+                ::std::string::String,
+            >,
+            webhook_secret_set: ::std::result::Result<bool, ::std::string::String>,
+        }
+        impl ::std::default::Default for BillingSettings {
+            fn default() -> Self {
+                Self {
+                    alert_webhook_url: Ok(Default::default()),
+                    meter_event_name: Err(
+                        "no value supplied for meter_event_name".to_string(),
+                    ),
+                    stripe_secret_key_set: Err(
+                        "no value supplied for stripe_secret_key_set".to_string(),
+                    ),
+                    webhook_path: Err("no value supplied for webhook_path".to_string()),
+                    webhook_secret_set: Err(
+                        "no value supplied for webhook_secret_set".to_string(),
+                    ),
+                }
+            }
+        }
+        impl BillingSettings {
+            pub fn alert_webhook_url<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::option::Option<::std::string::String>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.alert_webhook_url = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!(
+                            "error converting supplied value for alert_webhook_url: {e}"
+                        )
+                    });
+                self
+            }
+            pub fn meter_event_name<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::string::String>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.meter_event_name = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!(
+                            "error converting supplied value for meter_event_name: {e}"
+                        )
+                    });
+                self
+            }
+            pub fn stripe_secret_key_set<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<bool>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.stripe_secret_key_set = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!(
+                            "error converting supplied value for stripe_secret_key_set: {e}"
+                        )
+                    });
+                self
+            }
+            pub fn webhook_path<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::string::String>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.webhook_path = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for webhook_path: {e}")
+                    });
+                self
+            }
+            pub fn webhook_secret_set<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<bool>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.webhook_secret_set = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!(
+                            "error converting supplied value for webhook_secret_set: {e}"
+                        )
+                    });
+                self
+            }
+        }
+        impl ::std::convert::TryFrom<BillingSettings> for super::BillingSettings {
+            type Error = super::error::ConversionError;
+            fn try_from(
+                value: BillingSettings,
+            ) -> ::std::result::Result<Self, super::error::ConversionError> {
+                Ok(Self {
+                    alert_webhook_url: value.alert_webhook_url?,
+                    meter_event_name: value.meter_event_name?,
+                    stripe_secret_key_set: value.stripe_secret_key_set?,
+                    webhook_path: value.webhook_path?,
+                    webhook_secret_set: value.webhook_secret_set?,
+                })
+            }
+        }
+        impl ::std::convert::From<super::BillingSettings> for BillingSettings {
+            fn from(value: super::BillingSettings) -> Self {
+                Self {
+                    alert_webhook_url: Ok(value.alert_webhook_url),
+                    meter_event_name: Ok(value.meter_event_name),
+                    stripe_secret_key_set: Ok(value.stripe_secret_key_set),
+                    webhook_path: Ok(value.webhook_path),
+                    webhook_secret_set: Ok(value.webhook_secret_set),
+                }
+            }
+        }
+        #[derive(Clone, Debug)]
+        pub struct BillingSettingsUpdate {
+            alert_webhook_url: ::std::result::Result<
+                ::std::option::Option<::std::string::String>,
+                ::std::string::String,
+            >,
+            meter_event_name: ::std::result::Result<
+                ::std::option::Option<::std::string::String>,
+                ::std::string::String,
+            >,
+            stripe_secret_key: ::std::result::Result<
+                ::std::option::Option<::std::string::String>,
+                ::std::string::String,
+            >,
+            webhook_secret: ::std::result::Result<
+                ::std::option::Option<::std::string::String>,
+                ::std::string::String,
+            >,
+        }
+        impl ::std::default::Default for BillingSettingsUpdate {
+            fn default() -> Self {
+                Self {
+                    alert_webhook_url: Ok(Default::default()),
+                    meter_event_name: Ok(Default::default()),
+                    stripe_secret_key: Ok(Default::default()),
+                    webhook_secret: Ok(Default::default()),
+                }
+            }
+        }
+        impl BillingSettingsUpdate {
+            pub fn alert_webhook_url<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::option::Option<::std::string::String>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.alert_webhook_url = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!(
+                            "error converting supplied value for alert_webhook_url: {e}"
+                        )
+                    });
+                self
+            }
+            pub fn meter_event_name<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::option::Option<::std::string::String>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.meter_event_name = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!(
+                            "error converting supplied value for meter_event_name: {e}"
+                        )
+                    });
+                self
+            }
+            pub fn stripe_secret_key<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::option::Option<::std::string::String>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.stripe_secret_key = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!(
+                            "error converting supplied value for stripe_secret_key: {e}"
+                        )
+                    });
+                self
+            }
+            pub fn webhook_secret<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::option::Option<::std::string::String>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.webhook_secret = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!(
+                            "error converting supplied value for webhook_secret: {e}"
+                        )
+                    });
+                self
+            }
+        }
+        impl ::std::convert::TryFrom<BillingSettingsUpdate>
+        for super::BillingSettingsUpdate {
+            type Error = super::error::ConversionError;
+            fn try_from(
+                value: BillingSettingsUpdate,
+            ) -> ::std::result::Result<Self, super::error::ConversionError> {
+                Ok(Self {
+                    alert_webhook_url: value.alert_webhook_url?,
+                    meter_event_name: value.meter_event_name?,
+                    stripe_secret_key: value.stripe_secret_key?,
+                    webhook_secret: value.webhook_secret?,
+                })
+            }
+        }
+        impl ::std::convert::From<super::BillingSettingsUpdate>
+        for BillingSettingsUpdate {
+            fn from(value: super::BillingSettingsUpdate) -> Self {
+                Self {
+                    alert_webhook_url: Ok(value.alert_webhook_url),
+                    meter_event_name: Ok(value.meter_event_name),
+                    stripe_secret_key: Ok(value.stripe_secret_key),
+                    webhook_secret: Ok(value.webhook_secret),
                 }
             }
         }
@@ -1491,6 +1961,214 @@ pub mod types {
             }
         }
         #[derive(Clone, Debug)]
+        pub struct InvoiceLine {
+            amount_micros: ::std::result::Result<i64, ::std::string::String>,
+            model: ::std::result::Result<::std::string::String, ::std::string::String>,
+            quantity: ::std::result::Result<i64, ::std::string::String>,
+            unit: ::std::result::Result<::std::string::String, ::std::string::String>,
+            unit_price_per_million_usd: ::std::result::Result<
+                ::std::string::String,
+                ::std::string::String,
+            >,
+        }
+        impl ::std::default::Default for InvoiceLine {
+            fn default() -> Self {
+                Self {
+                    amount_micros: Err(
+                        "no value supplied for amount_micros".to_string(),
+                    ),
+                    model: Err("no value supplied for model".to_string()),
+                    quantity: Err("no value supplied for quantity".to_string()),
+                    unit: Err("no value supplied for unit".to_string()),
+                    unit_price_per_million_usd: Err(
+                        "no value supplied for unit_price_per_million_usd".to_string(),
+                    ),
+                }
+            }
+        }
+        impl InvoiceLine {
+            pub fn amount_micros<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<i64>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.amount_micros = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for amount_micros: {e}")
+                    });
+                self
+            }
+            pub fn model<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::string::String>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.model = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for model: {e}")
+                    });
+                self
+            }
+            pub fn quantity<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<i64>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.quantity = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for quantity: {e}")
+                    });
+                self
+            }
+            pub fn unit<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::string::String>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.unit = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for unit: {e}")
+                    });
+                self
+            }
+            pub fn unit_price_per_million_usd<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::string::String>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.unit_price_per_million_usd = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!(
+                            "error converting supplied value for unit_price_per_million_usd: {e}"
+                        )
+                    });
+                self
+            }
+        }
+        impl ::std::convert::TryFrom<InvoiceLine> for super::InvoiceLine {
+            type Error = super::error::ConversionError;
+            fn try_from(
+                value: InvoiceLine,
+            ) -> ::std::result::Result<Self, super::error::ConversionError> {
+                Ok(Self {
+                    amount_micros: value.amount_micros?,
+                    model: value.model?,
+                    quantity: value.quantity?,
+                    unit: value.unit?,
+                    unit_price_per_million_usd: value.unit_price_per_million_usd?,
+                })
+            }
+        }
+        impl ::std::convert::From<super::InvoiceLine> for InvoiceLine {
+            fn from(value: super::InvoiceLine) -> Self {
+                Self {
+                    amount_micros: Ok(value.amount_micros),
+                    model: Ok(value.model),
+                    quantity: Ok(value.quantity),
+                    unit: Ok(value.unit),
+                    unit_price_per_million_usd: Ok(value.unit_price_per_million_usd),
+                }
+            }
+        }
+        #[derive(Clone, Debug)]
+        pub struct InvoicePreview {
+            key_id: ::std::result::Result<::std::string::String, ::std::string::String>,
+            lines: ::std::result::Result<
+                ::std::vec::Vec<super::InvoiceLine>,
+                ::std::string::String,
+            >,
+            period: ::std::result::Result<::std::string::String, ::std::string::String>,
+            total_micros: ::std::result::Result<i64, ::std::string::String>,
+        }
+        impl ::std::default::Default for InvoicePreview {
+            fn default() -> Self {
+                Self {
+                    key_id: Err("no value supplied for key_id".to_string()),
+                    lines: Err("no value supplied for lines".to_string()),
+                    period: Err("no value supplied for period".to_string()),
+                    total_micros: Err("no value supplied for total_micros".to_string()),
+                }
+            }
+        }
+        impl InvoicePreview {
+            pub fn key_id<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::string::String>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.key_id = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for key_id: {e}")
+                    });
+                self
+            }
+            pub fn lines<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::vec::Vec<super::InvoiceLine>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.lines = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for lines: {e}")
+                    });
+                self
+            }
+            pub fn period<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::string::String>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.period = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for period: {e}")
+                    });
+                self
+            }
+            pub fn total_micros<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<i64>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.total_micros = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for total_micros: {e}")
+                    });
+                self
+            }
+        }
+        impl ::std::convert::TryFrom<InvoicePreview> for super::InvoicePreview {
+            type Error = super::error::ConversionError;
+            fn try_from(
+                value: InvoicePreview,
+            ) -> ::std::result::Result<Self, super::error::ConversionError> {
+                Ok(Self {
+                    key_id: value.key_id?,
+                    lines: value.lines?,
+                    period: value.period?,
+                    total_micros: value.total_micros?,
+                })
+            }
+        }
+        impl ::std::convert::From<super::InvoicePreview> for InvoicePreview {
+            fn from(value: super::InvoicePreview) -> Self {
+                Self {
+                    key_id: Ok(value.key_id),
+                    lines: Ok(value.lines),
+                    period: Ok(value.period),
+                    total_micros: Ok(value.total_micros),
+                }
+            }
+        }
+        #[derive(Clone, Debug)]
         pub struct Key {
             created_at: ::std::result::Result<
                 ::chrono::DateTime<::chrono::offset::Utc>,
@@ -1529,6 +2207,10 @@ pub mod types {
                 ::std::string::String,
             >,
             status: ::std::result::Result<super::KeyStatus, ::std::string::String>,
+            suspended_at: ::std::result::Result<
+                ::std::option::Option<::chrono::DateTime<::chrono::offset::Utc>>,
+                ::std::string::String,
+            >,
             updated_at: ::std::result::Result<
                 ::chrono::DateTime<::chrono::offset::Utc>,
                 ::std::string::String,
@@ -1550,6 +2232,7 @@ pub mod types {
                     scope: Err("no value supplied for scope".to_string()),
                     secret_hint: Err("no value supplied for secret_hint".to_string()),
                     status: Err("no value supplied for status".to_string()),
+                    suspended_at: Ok(Default::default()),
                     updated_at: Err("no value supplied for updated_at".to_string()),
                 }
             }
@@ -1720,6 +2403,20 @@ pub mod types {
                     });
                 self
             }
+            pub fn suspended_at<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<
+                    ::std::option::Option<::chrono::DateTime<::chrono::offset::Utc>>,
+                >,
+                T::Error: ::std::fmt::Display,
+            {
+                self.suspended_at = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for suspended_at: {e}")
+                    });
+                self
+            }
             pub fn updated_at<T>(mut self, value: T) -> Self
             where
                 T: ::std::convert::TryInto<::chrono::DateTime<::chrono::offset::Utc>>,
@@ -1752,6 +2449,7 @@ pub mod types {
                     scope: value.scope?,
                     secret_hint: value.secret_hint?,
                     status: value.status?,
+                    suspended_at: value.suspended_at?,
                     updated_at: value.updated_at?,
                 })
             }
@@ -1772,7 +2470,135 @@ pub mod types {
                     scope: Ok(value.scope),
                     secret_hint: Ok(value.secret_hint),
                     status: Ok(value.status),
+                    suspended_at: Ok(value.suspended_at),
                     updated_at: Ok(value.updated_at),
+                }
+            }
+        }
+        #[derive(Clone, Debug)]
+        pub struct KeyBillingEvent {
+            at: ::std::result::Result<
+                ::chrono::DateTime<::chrono::offset::Utc>,
+                ::std::string::String,
+            >,
+            new_status: ::std::result::Result<
+                ::std::string::String,
+                ::std::string::String,
+            >,
+            old_status: ::std::result::Result<
+                ::std::string::String,
+                ::std::string::String,
+            >,
+            stripe_event_id: ::std::result::Result<
+                ::std::string::String,
+                ::std::string::String,
+            >,
+            stripe_event_type: ::std::result::Result<
+                ::std::string::String,
+                ::std::string::String,
+            >,
+        }
+        impl ::std::default::Default for KeyBillingEvent {
+            fn default() -> Self {
+                Self {
+                    at: Err("no value supplied for at".to_string()),
+                    new_status: Err("no value supplied for new_status".to_string()),
+                    old_status: Err("no value supplied for old_status".to_string()),
+                    stripe_event_id: Err(
+                        "no value supplied for stripe_event_id".to_string(),
+                    ),
+                    stripe_event_type: Err(
+                        "no value supplied for stripe_event_type".to_string(),
+                    ),
+                }
+            }
+        }
+        impl KeyBillingEvent {
+            pub fn at<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::chrono::DateTime<::chrono::offset::Utc>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.at = value
+                    .try_into()
+                    .map_err(|e| format!("error converting supplied value for at: {e}"));
+                self
+            }
+            pub fn new_status<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::string::String>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.new_status = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for new_status: {e}")
+                    });
+                self
+            }
+            pub fn old_status<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::string::String>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.old_status = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for old_status: {e}")
+                    });
+                self
+            }
+            pub fn stripe_event_id<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::string::String>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.stripe_event_id = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!(
+                            "error converting supplied value for stripe_event_id: {e}"
+                        )
+                    });
+                self
+            }
+            pub fn stripe_event_type<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::string::String>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.stripe_event_type = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!(
+                            "error converting supplied value for stripe_event_type: {e}"
+                        )
+                    });
+                self
+            }
+        }
+        impl ::std::convert::TryFrom<KeyBillingEvent> for super::KeyBillingEvent {
+            type Error = super::error::ConversionError;
+            fn try_from(
+                value: KeyBillingEvent,
+            ) -> ::std::result::Result<Self, super::error::ConversionError> {
+                Ok(Self {
+                    at: value.at?,
+                    new_status: value.new_status?,
+                    old_status: value.old_status?,
+                    stripe_event_id: value.stripe_event_id?,
+                    stripe_event_type: value.stripe_event_type?,
+                })
+            }
+        }
+        impl ::std::convert::From<super::KeyBillingEvent> for KeyBillingEvent {
+            fn from(value: super::KeyBillingEvent) -> Self {
+                Self {
+                    at: Ok(value.at),
+                    new_status: Ok(value.new_status),
+                    old_status: Ok(value.old_status),
+                    stripe_event_id: Ok(value.stripe_event_id),
+                    stripe_event_type: Ok(value.stripe_event_type),
                 }
             }
         }
@@ -2047,6 +2873,10 @@ pub mod types {
                 ::std::string::String,
             >,
             status: ::std::result::Result<super::KeyStatus, ::std::string::String>,
+            suspended_at: ::std::result::Result<
+                ::std::option::Option<::chrono::DateTime<::chrono::offset::Utc>>,
+                ::std::string::String,
+            >,
             updated_at: ::std::result::Result<
                 ::chrono::DateTime<::chrono::offset::Utc>,
                 ::std::string::String,
@@ -2069,6 +2899,7 @@ pub mod types {
                     secret: Err("no value supplied for secret".to_string()),
                     secret_hint: Err("no value supplied for secret_hint".to_string()),
                     status: Err("no value supplied for status".to_string()),
+                    suspended_at: Ok(Default::default()),
                     updated_at: Err("no value supplied for updated_at".to_string()),
                 }
             }
@@ -2251,6 +3082,20 @@ pub mod types {
                     });
                 self
             }
+            pub fn suspended_at<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<
+                    ::std::option::Option<::chrono::DateTime<::chrono::offset::Utc>>,
+                >,
+                T::Error: ::std::fmt::Display,
+            {
+                self.suspended_at = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for suspended_at: {e}")
+                    });
+                self
+            }
             pub fn updated_at<T>(mut self, value: T) -> Self
             where
                 T: ::std::convert::TryInto<::chrono::DateTime<::chrono::offset::Utc>>,
@@ -2284,6 +3129,7 @@ pub mod types {
                     secret: value.secret?,
                     secret_hint: value.secret_hint?,
                     status: value.status?,
+                    suspended_at: value.suspended_at?,
                     updated_at: value.updated_at?,
                 })
             }
@@ -2305,6 +3151,7 @@ pub mod types {
                     secret: Ok(value.secret),
                     secret_hint: Ok(value.secret_hint),
                     status: Ok(value.status),
+                    suspended_at: Ok(value.suspended_at),
                     updated_at: Ok(value.updated_at),
                 }
             }
@@ -2704,6 +3551,247 @@ pub mod types {
                     cost_micros: Ok(value.cost_micros),
                     input_tokens: Ok(value.input_tokens),
                     output_tokens: Ok(value.output_tokens),
+                }
+            }
+        }
+        #[derive(Clone, Debug)]
+        pub struct MeterEvent {
+            event_name: ::std::result::Result<
+                ::std::string::String,
+                ::std::string::String,
+            >,
+            identifier: ::std::result::Result<
+                ::std::string::String,
+                ::std::string::String,
+            >,
+            key_id: ::std::result::Result<::std::string::String, ::std::string::String>,
+            payload: ::std::result::Result<
+                super::MeterEventPayload,
+                ::std::string::String,
+            >,
+            timestamp: ::std::result::Result<i64, ::std::string::String>,
+        }
+        impl ::std::default::Default for MeterEvent {
+            fn default() -> Self {
+                Self {
+                    event_name: Err("no value supplied for event_name".to_string()),
+                    identifier: Err("no value supplied for identifier".to_string()),
+                    key_id: Err("no value supplied for key_id".to_string()),
+                    payload: Err("no value supplied for payload".to_string()),
+                    timestamp: Err("no value supplied for timestamp".to_string()),
+                }
+            }
+        }
+        impl MeterEvent {
+            pub fn event_name<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::string::String>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.event_name = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for event_name: {e}")
+                    });
+                self
+            }
+            pub fn identifier<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::string::String>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.identifier = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for identifier: {e}")
+                    });
+                self
+            }
+            pub fn key_id<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::string::String>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.key_id = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for key_id: {e}")
+                    });
+                self
+            }
+            pub fn payload<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<super::MeterEventPayload>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.payload = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for payload: {e}")
+                    });
+                self
+            }
+            pub fn timestamp<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<i64>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.timestamp = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for timestamp: {e}")
+                    });
+                self
+            }
+        }
+        impl ::std::convert::TryFrom<MeterEvent> for super::MeterEvent {
+            type Error = super::error::ConversionError;
+            fn try_from(
+                value: MeterEvent,
+            ) -> ::std::result::Result<Self, super::error::ConversionError> {
+                Ok(Self {
+                    event_name: value.event_name?,
+                    identifier: value.identifier?,
+                    key_id: value.key_id?,
+                    payload: value.payload?,
+                    timestamp: value.timestamp?,
+                })
+            }
+        }
+        impl ::std::convert::From<super::MeterEvent> for MeterEvent {
+            fn from(value: super::MeterEvent) -> Self {
+                Self {
+                    event_name: Ok(value.event_name),
+                    identifier: Ok(value.identifier),
+                    key_id: Ok(value.key_id),
+                    payload: Ok(value.payload),
+                    timestamp: Ok(value.timestamp),
+                }
+            }
+        }
+        #[derive(Clone, Debug)]
+        pub struct MeterEventPayload {
+            stripe_customer_id: ::std::result::Result<
+                ::std::string::String,
+                ::std::string::String,
+            >,
+            value: ::std::result::Result<::std::string::String, ::std::string::String>,
+        }
+        impl ::std::default::Default for MeterEventPayload {
+            fn default() -> Self {
+                Self {
+                    stripe_customer_id: Err(
+                        "no value supplied for stripe_customer_id".to_string(),
+                    ),
+                    value: Err("no value supplied for value".to_string()),
+                }
+            }
+        }
+        impl MeterEventPayload {
+            pub fn stripe_customer_id<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::string::String>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.stripe_customer_id = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!(
+                            "error converting supplied value for stripe_customer_id: {e}"
+                        )
+                    });
+                self
+            }
+            pub fn value<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::string::String>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.value = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for value: {e}")
+                    });
+                self
+            }
+        }
+        impl ::std::convert::TryFrom<MeterEventPayload> for super::MeterEventPayload {
+            type Error = super::error::ConversionError;
+            fn try_from(
+                value: MeterEventPayload,
+            ) -> ::std::result::Result<Self, super::error::ConversionError> {
+                Ok(Self {
+                    stripe_customer_id: value.stripe_customer_id?,
+                    value: value.value?,
+                })
+            }
+        }
+        impl ::std::convert::From<super::MeterEventPayload> for MeterEventPayload {
+            fn from(value: super::MeterEventPayload) -> Self {
+                Self {
+                    stripe_customer_id: Ok(value.stripe_customer_id),
+                    value: Ok(value.value),
+                }
+            }
+        }
+        #[derive(Clone, Debug)]
+        pub struct MeterExport {
+            events: ::std::result::Result<
+                ::std::vec::Vec<super::MeterEvent>,
+                ::std::string::String,
+            >,
+            period: ::std::result::Result<::std::string::String, ::std::string::String>,
+        }
+        impl ::std::default::Default for MeterExport {
+            fn default() -> Self {
+                Self {
+                    events: Err("no value supplied for events".to_string()),
+                    period: Err("no value supplied for period".to_string()),
+                }
+            }
+        }
+        impl MeterExport {
+            pub fn events<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::vec::Vec<super::MeterEvent>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.events = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for events: {e}")
+                    });
+                self
+            }
+            pub fn period<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::string::String>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.period = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for period: {e}")
+                    });
+                self
+            }
+        }
+        impl ::std::convert::TryFrom<MeterExport> for super::MeterExport {
+            type Error = super::error::ConversionError;
+            fn try_from(
+                value: MeterExport,
+            ) -> ::std::result::Result<Self, super::error::ConversionError> {
+                Ok(Self {
+                    events: value.events?,
+                    period: value.period?,
+                })
+            }
+        }
+        impl ::std::convert::From<super::MeterExport> for MeterExport {
+            fn from(value: super::MeterExport) -> Self {
+                Self {
+                    events: Ok(value.events),
+                    period: Ok(value.period),
                 }
             }
         }
@@ -3534,6 +4622,81 @@ pub mod types {
             }
         }
         #[derive(Clone, Debug)]
+        pub struct StripeWebhookResult {
+            duplicate: ::std::result::Result<bool, ::std::string::String>,
+            keys_changed: ::std::result::Result<u64, ::std::string::String>,
+            received: ::std::result::Result<bool, ::std::string::String>,
+        }
+        impl ::std::default::Default for StripeWebhookResult {
+            fn default() -> Self {
+                Self {
+                    duplicate: Err("no value supplied for duplicate".to_string()),
+                    keys_changed: Err("no value supplied for keys_changed".to_string()),
+                    received: Err("no value supplied for received".to_string()),
+                }
+            }
+        }
+        impl StripeWebhookResult {
+            pub fn duplicate<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<bool>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.duplicate = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for duplicate: {e}")
+                    });
+                self
+            }
+            pub fn keys_changed<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<u64>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.keys_changed = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for keys_changed: {e}")
+                    });
+                self
+            }
+            pub fn received<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<bool>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.received = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for received: {e}")
+                    });
+                self
+            }
+        }
+        impl ::std::convert::TryFrom<StripeWebhookResult>
+        for super::StripeWebhookResult {
+            type Error = super::error::ConversionError;
+            fn try_from(
+                value: StripeWebhookResult,
+            ) -> ::std::result::Result<Self, super::error::ConversionError> {
+                Ok(Self {
+                    duplicate: value.duplicate?,
+                    keys_changed: value.keys_changed?,
+                    received: value.received?,
+                })
+            }
+        }
+        impl ::std::convert::From<super::StripeWebhookResult> for StripeWebhookResult {
+            fn from(value: super::StripeWebhookResult) -> Self {
+                Self {
+                    duplicate: Ok(value.duplicate),
+                    keys_changed: Ok(value.keys_changed),
+                    received: Ok(value.received),
+                }
+            }
+        }
+        #[derive(Clone, Debug)]
         pub struct UpdateKeyRequest {
             disabled: ::std::result::Result<
                 ::std::option::Option<bool>,
@@ -4085,6 +5248,92 @@ impl ClientInfo<()> for Client {
 }
 impl ClientHooks<()> for &Client {}
 impl Client {
+    /**Preview a key's invoice
+
+A month's spend as line items (model, unit, quantity, unit price, amount) whose total equals `get_usage` for the key and month to the micro-dollar. Requires an admin key.
+
+Sends a `GET` request to `/v1/billing/invoice_preview`
+
+Arguments:
+- `key_id`: The key.
+- `period`: The calendar month, `YYYY-MM` (UTC); default: the current one.
+```ignore
+let response = client.get_invoice_preview()
+    .key_id(key_id)
+    .period(period)
+    .send()
+    .await;
+```*/
+    pub fn get_invoice_preview(&self) -> builder::GetInvoicePreview<'_> {
+        builder::GetInvoicePreview::new(self)
+    }
+    /**Export meter events
+
+A month's spend per key as Stripe Billing Meter events, for keys whose metadata has a `stripe_customer_id`. Requires an admin key.
+
+Sends a `GET` request to `/v1/billing/meter_events`
+
+Arguments:
+- `period`: The calendar month, `YYYY-MM` (UTC).
+- `slice`: `month` (default): one event per key for the month; `day`: one per key and UTC day.
+```ignore
+let response = client.export_meter_events()
+    .period(period)
+    .slice(slice)
+    .send()
+    .await;
+```*/
+    pub fn export_meter_events(&self) -> builder::ExportMeterEvents<'_> {
+        builder::ExportMeterEvents::new(self)
+    }
+    /**Fetch billing settings
+
+Secrets show only as set or not. Requires an admin key.
+
+Sends a `GET` request to `/v1/billing/settings`
+
+```ignore
+let response = client.get_billing_settings()
+    .send()
+    .await;
+```*/
+    pub fn get_billing_settings(&self) -> builder::GetBillingSettings<'_> {
+        builder::GetBillingSettings::new(self)
+    }
+    /**Update billing settings
+
+Sets the tenant's Stripe secret key, webhook signing secret, meter event name and alert URL. Secrets are write-only. Requires an admin key.
+
+Sends a `PATCH` request to `/v1/billing/settings`
+
+```ignore
+let response = client.update_billing_settings()
+    .body(body)
+    .send()
+    .await;
+```*/
+    pub fn update_billing_settings(&self) -> builder::UpdateBillingSettings<'_> {
+        builder::UpdateBillingSettings::new(self)
+    }
+    /**Receive a Stripe webhook
+
+Stripe posts here (no qlaud key: the `Stripe-Signature` header is verified against the tenant's webhook secret, with a 300 s tolerance). `invoice.payment_failed`, `customer.subscription.deleted` and subscriptions turning `unpaid` or `canceled` suspend every key of the customer (`metadata.stripe_customer_id`); `invoice.paid` reinstates them. Events are deduplicated on their id, and an older event never undoes a newer one.
+
+Sends a `POST` request to `/v1/billing/stripe/webhook/{tenant_id}`
+
+Arguments:
+- `tenant_id`: The tenant the webhook belongs to.
+- `body`
+```ignore
+let response = client.stripe_webhook()
+    .tenant_id(tenant_id)
+    .body(body)
+    .send()
+    .await;
+```*/
+    pub fn stripe_webhook(&self) -> builder::StripeWebhook<'_> {
+        builder::StripeWebhook::new(self)
+    }
     /**Create a chat completion (OpenAI Chat Completions API)
 
 OpenAI's `POST /v1/chat/completions`, for any model qlaud serves. With `"stream": true` the answer is `text/event-stream` with OpenAI's chunks and a final `data: [DONE]`. Fields qlaud does not know pass to the provider unchanged. Errors use OpenAI's error shape. Any key may call it.
@@ -4189,6 +5438,23 @@ let response = client.update_key()
     pub fn update_key(&self) -> builder::UpdateKey<'_> {
         builder::UpdateKey::new(self)
     }
+    /**List a key's billing events
+
+Every suspension and reinstatement of the key by a Stripe event, oldest first. Requires an admin key.
+
+Sends a `GET` request to `/v1/keys/{key_id}/billing_events`
+
+Arguments:
+- `key_id`: The key's id (`key_…`).
+```ignore
+let response = client.list_key_billing_events()
+    .key_id(key_id)
+    .send()
+    .await;
+```*/
+    pub fn list_key_billing_events(&self) -> builder::ListKeyBillingEvents<'_> {
+        builder::ListKeyBillingEvents::new(self)
+    }
     /**Rotate a key's secret
 
 Issues a new secret for the same key id; the old secret stops working at once. Cap, spend and history are kept. Requires an admin key.
@@ -4266,6 +5532,460 @@ pub mod builder {
         encode_path, ByteStream, ClientInfo, ClientHooks, Error, OperationInfo,
         RequestBuilderExt, ResponseValue,
     };
+    /**Builder for [`Client::get_invoice_preview`]
+
+[`Client::get_invoice_preview`]: super::Client::get_invoice_preview*/
+    #[derive(Debug, Clone)]
+    pub struct GetInvoicePreview<'a> {
+        client: &'a super::Client,
+        key_id: Result<::std::string::String, String>,
+        period: Result<Option<::std::string::String>, String>,
+    }
+    impl<'a> GetInvoicePreview<'a> {
+        pub fn new(client: &'a super::Client) -> Self {
+            Self {
+                client: client,
+                key_id: Err("key_id was not initialized".to_string()),
+                period: Ok(None),
+            }
+        }
+        pub fn key_id<V>(mut self, value: V) -> Self
+        where
+            V: std::convert::TryInto<::std::string::String>,
+        {
+            self.key_id = value
+                .try_into()
+                .map_err(|_| {
+                    "conversion to `:: std :: string :: String` for key_id failed"
+                        .to_string()
+                });
+            self
+        }
+        pub fn period<V>(mut self, value: V) -> Self
+        where
+            V: std::convert::TryInto<::std::string::String>,
+        {
+            self.period = value
+                .try_into()
+                .map(Some)
+                .map_err(|_| {
+                    "conversion to `:: std :: string :: String` for period failed"
+                        .to_string()
+                });
+            self
+        }
+        ///Sends a `GET` request to `/v1/billing/invoice_preview`
+        pub async fn send(
+            self,
+        ) -> Result<ResponseValue<types::InvoicePreview>, Error<types::Error>> {
+            let Self { client, key_id, period } = self;
+            let key_id = key_id.map_err(Error::InvalidRequest)?;
+            let period = period.map_err(Error::InvalidRequest)?;
+            let url = format!("{}/v1/billing/invoice_preview", client.baseurl,);
+            let mut header_map = ::reqwest::header::HeaderMap::with_capacity(1usize);
+            header_map
+                .append(
+                    ::reqwest::header::HeaderName::from_static("api-version"),
+                    ::reqwest::header::HeaderValue::from_static(
+                        super::Client::api_version(),
+                    ),
+                );
+            #[allow(unused_mut)]
+            let mut request = client
+                .client
+                .get(url)
+                .header(
+                    ::reqwest::header::ACCEPT,
+                    ::reqwest::header::HeaderValue::from_static("application/json"),
+                )
+                .query(&progenitor_client::QueryParam::new("key_id", &key_id))
+                .query(&progenitor_client::QueryParam::new("period", &period))
+                .headers(header_map)
+                .build()?;
+            let info = OperationInfo {
+                operation_id: "get_invoice_preview",
+            };
+            client.pre(&mut request, &info).await?;
+            let result = client.exec(request, &info).await;
+            client.post(&result, &info).await?;
+            let response = result?;
+            match response.status().as_u16() {
+                200u16 => ResponseValue::from_response(response).await,
+                400u16..=499u16 => {
+                    Err(
+                        Error::ErrorResponse(
+                            ResponseValue::from_response(response).await?,
+                        ),
+                    )
+                }
+                500u16..=599u16 => {
+                    Err(
+                        Error::ErrorResponse(
+                            ResponseValue::from_response(response).await?,
+                        ),
+                    )
+                }
+                _ => Err(Error::UnexpectedResponse(response)),
+            }
+        }
+    }
+    /**Builder for [`Client::export_meter_events`]
+
+[`Client::export_meter_events`]: super::Client::export_meter_events*/
+    #[derive(Debug, Clone)]
+    pub struct ExportMeterEvents<'a> {
+        client: &'a super::Client,
+        period: Result<::std::string::String, String>,
+        slice: Result<Option<types::MeterSlice>, String>,
+    }
+    impl<'a> ExportMeterEvents<'a> {
+        pub fn new(client: &'a super::Client) -> Self {
+            Self {
+                client: client,
+                period: Err("period was not initialized".to_string()),
+                slice: Ok(None),
+            }
+        }
+        pub fn period<V>(mut self, value: V) -> Self
+        where
+            V: std::convert::TryInto<::std::string::String>,
+        {
+            self.period = value
+                .try_into()
+                .map_err(|_| {
+                    "conversion to `:: std :: string :: String` for period failed"
+                        .to_string()
+                });
+            self
+        }
+        pub fn slice<V>(mut self, value: V) -> Self
+        where
+            V: std::convert::TryInto<types::MeterSlice>,
+        {
+            self.slice = value
+                .try_into()
+                .map(Some)
+                .map_err(|_| "conversion to `MeterSlice` for slice failed".to_string());
+            self
+        }
+        ///Sends a `GET` request to `/v1/billing/meter_events`
+        pub async fn send(
+            self,
+        ) -> Result<ResponseValue<types::MeterExport>, Error<types::Error>> {
+            let Self { client, period, slice } = self;
+            let period = period.map_err(Error::InvalidRequest)?;
+            let slice = slice.map_err(Error::InvalidRequest)?;
+            let url = format!("{}/v1/billing/meter_events", client.baseurl,);
+            let mut header_map = ::reqwest::header::HeaderMap::with_capacity(1usize);
+            header_map
+                .append(
+                    ::reqwest::header::HeaderName::from_static("api-version"),
+                    ::reqwest::header::HeaderValue::from_static(
+                        super::Client::api_version(),
+                    ),
+                );
+            #[allow(unused_mut)]
+            let mut request = client
+                .client
+                .get(url)
+                .header(
+                    ::reqwest::header::ACCEPT,
+                    ::reqwest::header::HeaderValue::from_static("application/json"),
+                )
+                .query(&progenitor_client::QueryParam::new("period", &period))
+                .query(&progenitor_client::QueryParam::new("slice", &slice))
+                .headers(header_map)
+                .build()?;
+            let info = OperationInfo {
+                operation_id: "export_meter_events",
+            };
+            client.pre(&mut request, &info).await?;
+            let result = client.exec(request, &info).await;
+            client.post(&result, &info).await?;
+            let response = result?;
+            match response.status().as_u16() {
+                200u16 => ResponseValue::from_response(response).await,
+                400u16..=499u16 => {
+                    Err(
+                        Error::ErrorResponse(
+                            ResponseValue::from_response(response).await?,
+                        ),
+                    )
+                }
+                500u16..=599u16 => {
+                    Err(
+                        Error::ErrorResponse(
+                            ResponseValue::from_response(response).await?,
+                        ),
+                    )
+                }
+                _ => Err(Error::UnexpectedResponse(response)),
+            }
+        }
+    }
+    /**Builder for [`Client::get_billing_settings`]
+
+[`Client::get_billing_settings`]: super::Client::get_billing_settings*/
+    #[derive(Debug, Clone)]
+    pub struct GetBillingSettings<'a> {
+        client: &'a super::Client,
+    }
+    impl<'a> GetBillingSettings<'a> {
+        pub fn new(client: &'a super::Client) -> Self {
+            Self { client: client }
+        }
+        ///Sends a `GET` request to `/v1/billing/settings`
+        pub async fn send(
+            self,
+        ) -> Result<ResponseValue<types::BillingSettings>, Error<types::Error>> {
+            let Self { client } = self;
+            let url = format!("{}/v1/billing/settings", client.baseurl,);
+            let mut header_map = ::reqwest::header::HeaderMap::with_capacity(1usize);
+            header_map
+                .append(
+                    ::reqwest::header::HeaderName::from_static("api-version"),
+                    ::reqwest::header::HeaderValue::from_static(
+                        super::Client::api_version(),
+                    ),
+                );
+            #[allow(unused_mut)]
+            let mut request = client
+                .client
+                .get(url)
+                .header(
+                    ::reqwest::header::ACCEPT,
+                    ::reqwest::header::HeaderValue::from_static("application/json"),
+                )
+                .headers(header_map)
+                .build()?;
+            let info = OperationInfo {
+                operation_id: "get_billing_settings",
+            };
+            client.pre(&mut request, &info).await?;
+            let result = client.exec(request, &info).await;
+            client.post(&result, &info).await?;
+            let response = result?;
+            match response.status().as_u16() {
+                200u16 => ResponseValue::from_response(response).await,
+                400u16..=499u16 => {
+                    Err(
+                        Error::ErrorResponse(
+                            ResponseValue::from_response(response).await?,
+                        ),
+                    )
+                }
+                500u16..=599u16 => {
+                    Err(
+                        Error::ErrorResponse(
+                            ResponseValue::from_response(response).await?,
+                        ),
+                    )
+                }
+                _ => Err(Error::UnexpectedResponse(response)),
+            }
+        }
+    }
+    /**Builder for [`Client::update_billing_settings`]
+
+[`Client::update_billing_settings`]: super::Client::update_billing_settings*/
+    #[derive(Debug, Clone)]
+    pub struct UpdateBillingSettings<'a> {
+        client: &'a super::Client,
+        body: Result<types::builder::BillingSettingsUpdate, String>,
+    }
+    impl<'a> UpdateBillingSettings<'a> {
+        pub fn new(client: &'a super::Client) -> Self {
+            Self {
+                client: client,
+                body: Ok(::std::default::Default::default()),
+            }
+        }
+        pub fn body<V>(mut self, value: V) -> Self
+        where
+            V: std::convert::TryInto<types::BillingSettingsUpdate>,
+            <V as std::convert::TryInto<
+                types::BillingSettingsUpdate,
+            >>::Error: std::fmt::Display,
+        {
+            self.body = value
+                .try_into()
+                .map(From::from)
+                .map_err(|s| {
+                    format!(
+                        "conversion to `BillingSettingsUpdate` for body failed: {}", s
+                    )
+                });
+            self
+        }
+        pub fn body_map<F>(mut self, f: F) -> Self
+        where
+            F: std::ops::FnOnce(
+                types::builder::BillingSettingsUpdate,
+            ) -> types::builder::BillingSettingsUpdate,
+        {
+            self.body = self.body.map(f);
+            self
+        }
+        ///Sends a `PATCH` request to `/v1/billing/settings`
+        pub async fn send(
+            self,
+        ) -> Result<ResponseValue<types::BillingSettings>, Error<types::Error>> {
+            let Self { client, body } = self;
+            let body = body
+                .and_then(|v| {
+                    types::BillingSettingsUpdate::try_from(v).map_err(|e| e.to_string())
+                })
+                .map_err(Error::InvalidRequest)?;
+            let url = format!("{}/v1/billing/settings", client.baseurl,);
+            let mut header_map = ::reqwest::header::HeaderMap::with_capacity(1usize);
+            header_map
+                .append(
+                    ::reqwest::header::HeaderName::from_static("api-version"),
+                    ::reqwest::header::HeaderValue::from_static(
+                        super::Client::api_version(),
+                    ),
+                );
+            #[allow(unused_mut)]
+            let mut request = client
+                .client
+                .patch(url)
+                .header(
+                    ::reqwest::header::ACCEPT,
+                    ::reqwest::header::HeaderValue::from_static("application/json"),
+                )
+                .json(&body)
+                .headers(header_map)
+                .build()?;
+            let info = OperationInfo {
+                operation_id: "update_billing_settings",
+            };
+            client.pre(&mut request, &info).await?;
+            let result = client.exec(request, &info).await;
+            client.post(&result, &info).await?;
+            let response = result?;
+            match response.status().as_u16() {
+                200u16 => ResponseValue::from_response(response).await,
+                400u16..=499u16 => {
+                    Err(
+                        Error::ErrorResponse(
+                            ResponseValue::from_response(response).await?,
+                        ),
+                    )
+                }
+                500u16..=599u16 => {
+                    Err(
+                        Error::ErrorResponse(
+                            ResponseValue::from_response(response).await?,
+                        ),
+                    )
+                }
+                _ => Err(Error::UnexpectedResponse(response)),
+            }
+        }
+    }
+    /**Builder for [`Client::stripe_webhook`]
+
+[`Client::stripe_webhook`]: super::Client::stripe_webhook*/
+    #[derive(Debug)]
+    pub struct StripeWebhook<'a> {
+        client: &'a super::Client,
+        tenant_id: Result<::std::string::String, String>,
+        body: Result<reqwest::Body, String>,
+    }
+    impl<'a> StripeWebhook<'a> {
+        pub fn new(client: &'a super::Client) -> Self {
+            Self {
+                client: client,
+                tenant_id: Err("tenant_id was not initialized".to_string()),
+                body: Err("body was not initialized".to_string()),
+            }
+        }
+        pub fn tenant_id<V>(mut self, value: V) -> Self
+        where
+            V: std::convert::TryInto<::std::string::String>,
+        {
+            self.tenant_id = value
+                .try_into()
+                .map_err(|_| {
+                    "conversion to `:: std :: string :: String` for tenant_id failed"
+                        .to_string()
+                });
+            self
+        }
+        pub fn body<B>(mut self, value: B) -> Self
+        where
+            B: std::convert::TryInto<reqwest::Body>,
+        {
+            self.body = value
+                .try_into()
+                .map_err(|_| {
+                    "conversion to `reqwest::Body` for body failed".to_string()
+                });
+            self
+        }
+        ///Sends a `POST` request to `/v1/billing/stripe/webhook/{tenant_id}`
+        pub async fn send(
+            self,
+        ) -> Result<ResponseValue<types::StripeWebhookResult>, Error<types::Error>> {
+            let Self { client, tenant_id, body } = self;
+            let tenant_id = tenant_id.map_err(Error::InvalidRequest)?;
+            let body = body.map_err(Error::InvalidRequest)?;
+            let url = format!(
+                "{}/v1/billing/stripe/webhook/{}", client.baseurl, encode_path(&
+                tenant_id.to_string()),
+            );
+            let mut header_map = ::reqwest::header::HeaderMap::with_capacity(1usize);
+            header_map
+                .append(
+                    ::reqwest::header::HeaderName::from_static("api-version"),
+                    ::reqwest::header::HeaderValue::from_static(
+                        super::Client::api_version(),
+                    ),
+                );
+            #[allow(unused_mut)]
+            let mut request = client
+                .client
+                .post(url)
+                .header(
+                    ::reqwest::header::ACCEPT,
+                    ::reqwest::header::HeaderValue::from_static("application/json"),
+                )
+                .header(
+                    ::reqwest::header::CONTENT_TYPE,
+                    ::reqwest::header::HeaderValue::from_static(
+                        "application/octet-stream",
+                    ),
+                )
+                .body(body)
+                .headers(header_map)
+                .build()?;
+            let info = OperationInfo {
+                operation_id: "stripe_webhook",
+            };
+            client.pre(&mut request, &info).await?;
+            let result = client.exec(request, &info).await;
+            client.post(&result, &info).await?;
+            let response = result?;
+            match response.status().as_u16() {
+                200u16 => ResponseValue::from_response(response).await,
+                400u16..=499u16 => {
+                    Err(
+                        Error::ErrorResponse(
+                            ResponseValue::from_response(response).await?,
+                        ),
+                    )
+                }
+                500u16..=599u16 => {
+                    Err(
+                        Error::ErrorResponse(
+                            ResponseValue::from_response(response).await?,
+                        ),
+                    )
+                }
+                _ => Err(Error::UnexpectedResponse(response)),
+            }
+        }
+    }
     /**Builder for [`Client::create_chat_completion`]
 
 [`Client::create_chat_completion`]: super::Client::create_chat_completion*/
@@ -4873,6 +6593,91 @@ pub mod builder {
                 .build()?;
             let info = OperationInfo {
                 operation_id: "update_key",
+            };
+            client.pre(&mut request, &info).await?;
+            let result = client.exec(request, &info).await;
+            client.post(&result, &info).await?;
+            let response = result?;
+            match response.status().as_u16() {
+                200u16 => ResponseValue::from_response(response).await,
+                400u16..=499u16 => {
+                    Err(
+                        Error::ErrorResponse(
+                            ResponseValue::from_response(response).await?,
+                        ),
+                    )
+                }
+                500u16..=599u16 => {
+                    Err(
+                        Error::ErrorResponse(
+                            ResponseValue::from_response(response).await?,
+                        ),
+                    )
+                }
+                _ => Err(Error::UnexpectedResponse(response)),
+            }
+        }
+    }
+    /**Builder for [`Client::list_key_billing_events`]
+
+[`Client::list_key_billing_events`]: super::Client::list_key_billing_events*/
+    #[derive(Debug, Clone)]
+    pub struct ListKeyBillingEvents<'a> {
+        client: &'a super::Client,
+        key_id: Result<::std::string::String, String>,
+    }
+    impl<'a> ListKeyBillingEvents<'a> {
+        pub fn new(client: &'a super::Client) -> Self {
+            Self {
+                client: client,
+                key_id: Err("key_id was not initialized".to_string()),
+            }
+        }
+        pub fn key_id<V>(mut self, value: V) -> Self
+        where
+            V: std::convert::TryInto<::std::string::String>,
+        {
+            self.key_id = value
+                .try_into()
+                .map_err(|_| {
+                    "conversion to `:: std :: string :: String` for key_id failed"
+                        .to_string()
+                });
+            self
+        }
+        ///Sends a `GET` request to `/v1/keys/{key_id}/billing_events`
+        pub async fn send(
+            self,
+        ) -> Result<
+            ResponseValue<::std::vec::Vec<types::KeyBillingEvent>>,
+            Error<types::Error>,
+        > {
+            let Self { client, key_id } = self;
+            let key_id = key_id.map_err(Error::InvalidRequest)?;
+            let url = format!(
+                "{}/v1/keys/{}/billing_events", client.baseurl, encode_path(& key_id
+                .to_string()),
+            );
+            let mut header_map = ::reqwest::header::HeaderMap::with_capacity(1usize);
+            header_map
+                .append(
+                    ::reqwest::header::HeaderName::from_static("api-version"),
+                    ::reqwest::header::HeaderValue::from_static(
+                        super::Client::api_version(),
+                    ),
+                );
+            #[allow(unused_mut)]
+            let mut request = client
+                .client
+                .get(url)
+                .header(
+                    ::reqwest::header::ACCEPT,
+                    ::reqwest::header::HeaderValue::from_static("application/json"),
+                )
+                .headers(header_map)
+                .build()?;
+            let info = OperationInfo {
+                operation_id: "list_key_billing_events",
             };
             client.pre(&mut request, &info).await?;
             let result = client.exec(request, &info).await;

@@ -173,6 +173,11 @@ impl TestServer {
         })
     }
 
+    /// The server's billing time, Unix ms.
+    pub fn clock_now_ms(&self) -> i64 {
+        self.clock.now_ms()
+    }
+
     pub fn server(&self) -> &Server {
         self.server.as_ref().expect("server running")
     }

@@ -47,6 +47,9 @@ pub enum KeyStatus {
     Disabled,
     /// The key was revoked; it never authenticates again.
     Revoked,
+    /// Its customer's payment failed (a Stripe webhook said so): model
+    /// calls get 402 until the invoice is paid.
+    Suspended,
 }
 
 /// Parameters for minting a key.
@@ -130,6 +133,8 @@ pub struct Key {
     pub rotated_at: Option<DateTime<Utc>>,
     /// When the key was revoked, if it was.
     pub revoked_at: Option<DateTime<Utc>>,
+    /// Since when the key is suspended for a failed payment, if it is.
+    pub suspended_at: Option<DateTime<Utc>>,
 }
 
 /// A key together with its secret: answered only by mint and rotate.

@@ -4,6 +4,7 @@
 //! document (and through it the SDKs) is generated from its stub description
 //! without building the implementation. operationIds are the method names.
 
+pub mod billing;
 pub mod errors;
 pub mod keys;
 pub mod models;
@@ -12,9 +13,10 @@ pub mod usage;
 
 use dropshot::{
     HttpError, HttpResponseCreated, HttpResponseDeleted, HttpResponseOk, PaginationParams, Path,
-    Query, RequestContext, ResultsPage, TypedBody,
+    Query, RequestContext, ResultsPage, TypedBody, UntypedBody,
 };
 
+pub use billing::*;
 pub use errors::{AnthropicError, OpenAiError};
 pub use keys::*;
 pub use models::*;
@@ -134,6 +136,98 @@ pub trait QlaudApi {
         rqctx: RequestContext<Self::Context>,
         query: Query<UsageQuery>,
     ) -> Result<HttpResponseOk<UsageReport>, HttpError>;
+
+    /// Update billing settings.
+    ///
+    /// Sets the tenant's Stripe secret key, webhook signing secret, meter
+    /// event name and alert URL. Secrets are write-only. Requires an admin
+    /// key.
+    #[endpoint {
+        method = PATCH,
+        path = "/v1/billing/settings",
+        tags = ["billing"],
+        request_body_max_bytes = ADMIN_BODY_MAX_BYTES,
+    }]
+    async fn update_billing_settings(
+        rqctx: RequestContext<Self::Context>,
+        body: TypedBody<BillingSettingsUpdate>,
+    ) -> Result<HttpResponseOk<BillingSettings>, HttpError>;
+
+    /// Fetch billing settings.
+    ///
+    /// Secrets show only as set or not. Requires an admin key.
+    #[endpoint {
+        method = GET,
+        path = "/v1/billing/settings",
+        tags = ["billing"],
+    }]
+    async fn get_billing_settings(
+        rqctx: RequestContext<Self::Context>,
+    ) -> Result<HttpResponseOk<BillingSettings>, HttpError>;
+
+    /// Receive a Stripe webhook.
+    ///
+    /// Stripe posts here (no qlaud key: the `Stripe-Signature` header is
+    /// verified against the tenant's webhook secret, with a 300 s
+    /// tolerance). `invoice.payment_failed`, `customer.subscription.deleted`
+    /// and subscriptions turning `unpaid` or `canceled` suspend every key of
+    /// the customer (`metadata.stripe_customer_id`); `invoice.paid`
+    /// reinstates them. Events are deduplicated on their id, and an older
+    /// event never undoes a newer one.
+    #[endpoint {
+        method = POST,
+        path = "/v1/billing/stripe/webhook/{tenant_id}",
+        tags = ["billing"],
+        request_body_max_bytes = 1024 * 1024,
+    }]
+    async fn stripe_webhook(
+        rqctx: RequestContext<Self::Context>,
+        path: Path<TenantPath>,
+        body: UntypedBody,
+    ) -> Result<HttpResponseOk<StripeWebhookResult>, HttpError>;
+
+    /// Export meter events.
+    ///
+    /// A month's spend per key as Stripe Billing Meter events, for keys
+    /// whose metadata has a `stripe_customer_id`. Requires an admin key.
+    #[endpoint {
+        method = GET,
+        path = "/v1/billing/meter_events",
+        tags = ["billing"],
+    }]
+    async fn export_meter_events(
+        rqctx: RequestContext<Self::Context>,
+        query: Query<MeterExportQuery>,
+    ) -> Result<HttpResponseOk<MeterExport>, HttpError>;
+
+    /// Preview a key's invoice.
+    ///
+    /// A month's spend as line items (model, unit, quantity, unit price,
+    /// amount) whose total equals `get_usage` for the key and month to the
+    /// micro-dollar. Requires an admin key.
+    #[endpoint {
+        method = GET,
+        path = "/v1/billing/invoice_preview",
+        tags = ["billing"],
+    }]
+    async fn get_invoice_preview(
+        rqctx: RequestContext<Self::Context>,
+        query: Query<InvoicePreviewQuery>,
+    ) -> Result<HttpResponseOk<InvoicePreview>, HttpError>;
+
+    /// List a key's billing events.
+    ///
+    /// Every suspension and reinstatement of the key by a Stripe event,
+    /// oldest first. Requires an admin key.
+    #[endpoint {
+        method = GET,
+        path = "/v1/keys/{key_id}/billing_events",
+        tags = ["keys"],
+    }]
+    async fn list_key_billing_events(
+        rqctx: RequestContext<Self::Context>,
+        path: Path<KeyPath>,
+    ) -> Result<HttpResponseOk<Vec<KeyBillingEvent>>, HttpError>;
 
     /// Liveness and store reachability (operational; not in the published spec).
     #[endpoint {

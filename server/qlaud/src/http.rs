@@ -3,14 +3,17 @@
 
 use dropshot::{
     Body, HttpError, HttpResponseCreated, HttpResponseDeleted, HttpResponseOk, PaginationParams,
-    Path, Query, RequestContext, ResultsPage, TypedBody, WhichPage,
+    Path, Query, RequestContext, ResultsPage, TypedBody, UntypedBody, WhichPage,
 };
 use qlaud_api::{
-    AnthropicError, ChatCompletion, ChatCompletionRequest, Key, KeyListFilter, KeyPageSelector,
-    KeyPath, KeyWithSecret, Message, MessagesRequest, MintKeyRequest, ModelList, ModelResponse,
-    OpenAiError, QlaudApi, UpdateKeyRequest, UsageQuery, UsageReport,
+    AnthropicError, BillingSettings, BillingSettingsUpdate, ChatCompletion, ChatCompletionRequest,
+    InvoicePreview, InvoicePreviewQuery, Key, KeyBillingEvent, KeyListFilter, KeyPageSelector,
+    KeyPath, KeyWithSecret, Message, MessagesRequest, MeterExport, MeterExportQuery, MeterSlice,
+    MintKeyRequest, ModelList, ModelResponse, OpenAiError, QlaudApi, StripeWebhookResult,
+    TenantPath, UpdateKeyRequest, UsageQuery, UsageReport,
 };
 
+use crate::billing;
 use crate::context::Context;
 use crate::error::Error;
 use crate::gateway;
@@ -122,6 +125,69 @@ impl QlaudApi for QlaudImpl {
         let ctx = rqctx.context();
         let caller = ctx.authenticate(rqctx.request.headers()).await?;
         Ok(HttpResponseOk(crate::usage::report(ctx, &caller, query.into_inner()).await?))
+    }
+
+    async fn update_billing_settings(
+        rqctx: RequestContext<Context>,
+        body: TypedBody<BillingSettingsUpdate>,
+    ) -> Result<HttpResponseOk<BillingSettings>, HttpError> {
+        let ctx = rqctx.context();
+        let caller = ctx.authenticate_admin(rqctx.request.headers()).await?;
+        Ok(HttpResponseOk(billing::update_settings(ctx, &caller, body.into_inner()).await?))
+    }
+
+    async fn get_billing_settings(
+        rqctx: RequestContext<Context>,
+    ) -> Result<HttpResponseOk<BillingSettings>, HttpError> {
+        let ctx = rqctx.context();
+        let caller = ctx.authenticate_admin(rqctx.request.headers()).await?;
+        Ok(HttpResponseOk(billing::get_settings(ctx, &caller).await?))
+    }
+
+    async fn stripe_webhook(
+        rqctx: RequestContext<Context>,
+        path: Path<TenantPath>,
+        body: UntypedBody,
+    ) -> Result<HttpResponseOk<StripeWebhookResult>, HttpError> {
+        let ctx = rqctx.context();
+        let signature =
+            rqctx.request.headers().get("stripe-signature").and_then(|v| v.to_str().ok());
+        let tenant = path.into_inner().tenant_id;
+        Ok(HttpResponseOk(billing::webhook(ctx, &tenant, signature, body.as_bytes()).await?))
+    }
+
+    async fn export_meter_events(
+        rqctx: RequestContext<Context>,
+        query: Query<MeterExportQuery>,
+    ) -> Result<HttpResponseOk<MeterExport>, HttpError> {
+        let ctx = rqctx.context();
+        let caller = ctx.authenticate_admin(rqctx.request.headers()).await?;
+        let q = query.into_inner();
+        ctx.recorder.flush().await;
+        let slice = q.slice.unwrap_or(MeterSlice::Month);
+        Ok(HttpResponseOk(billing::export(&ctx.store, &caller.tenant_id, &q.period, slice).await?))
+    }
+
+    async fn get_invoice_preview(
+        rqctx: RequestContext<Context>,
+        query: Query<InvoicePreviewQuery>,
+    ) -> Result<HttpResponseOk<InvoicePreview>, HttpError> {
+        let ctx = rqctx.context();
+        let caller = ctx.authenticate_admin(rqctx.request.headers()).await?;
+        let q = query.into_inner();
+        ctx.recorder.flush().await;
+        let preview =
+            billing::invoice_preview(ctx, &caller, &q.key_id, q.period.as_deref()).await?;
+        Ok(HttpResponseOk(preview))
+    }
+
+    async fn list_key_billing_events(
+        rqctx: RequestContext<Context>,
+        path: Path<KeyPath>,
+    ) -> Result<HttpResponseOk<Vec<KeyBillingEvent>>, HttpError> {
+        let ctx = rqctx.context();
+        let caller = ctx.authenticate_admin(rqctx.request.headers()).await?;
+        Ok(HttpResponseOk(billing::key_events(ctx, &caller, &path.into_inner().key_id).await?))
     }
 
     async fn health(rqctx: RequestContext<Context>) -> Result<http::Response<Body>, HttpError> {

@@ -4,6 +4,7 @@
 //! (`keys`, or `gateway` → `providers/*` → `meter` for model calls) → `store`.
 
 pub mod auth;
+pub mod billing;
 pub mod clock;
 pub mod config;
 pub mod context;

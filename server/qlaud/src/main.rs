@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use anyhow::Context as _;
+use chrono::Datelike;
 use clap::{Args, Parser, Subcommand};
 use qlaud_server::store::Store;
 use qlaud_server::{ServeConfig, Server};
@@ -22,6 +23,44 @@ enum Command {
     /// Administer the store.
     #[command(subcommand)]
     Admin(AdminCommand),
+    /// Billing out.
+    #[command(subcommand)]
+    Billing(BillingCommand),
+}
+
+#[derive(Subcommand)]
+enum BillingCommand {
+    /// Push a month's spend to Stripe as Billing Meter events; pushing again
+    /// sends nothing twice. Prints what was sent as JSON.
+    PushStripe {
+        /// The month, YYYY-MM (UTC).
+        #[arg(long)]
+        period: String,
+        #[command(flatten)]
+        push: PushArgs,
+        /// Only this tenant (default: every tenant with a Stripe key).
+        #[arg(long)]
+        tenant_id: Option<String>,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+}
+
+#[derive(Args, Clone)]
+struct PushArgs {
+    /// One meter event per key and `month`, or per key and `day`. Keep one
+    /// choice per Stripe meter: Stripe sums whatever it is sent.
+    #[arg(long, default_value = "month", value_parser = ["month", "day"])]
+    slice: String,
+    /// Stripe's API address (a proxy, or a mock in tests).
+    #[arg(long, env = "QLAUD_STRIPE_API_BASE", default_value = qlaud_server::billing::push::STRIPE_API_BASE)]
+    stripe_api_base: String,
+}
+
+impl PushArgs {
+    fn slice(&self) -> qlaud_api::MeterSlice {
+        if self.slice == "day" { qlaud_api::MeterSlice::Day } else { qlaud_api::MeterSlice::Month }
+    }
 }
 
 #[derive(Subcommand)]
@@ -68,6 +107,12 @@ struct ServeArgs {
     /// same database counts as dead and its open requests are settled.
     #[arg(long, env = "QLAUD_INSTANCE_TIMEOUT_SECS", default_value_t = 15)]
     instance_timeout_secs: u64,
+    /// Push closed months (or, with --slice day, closed days) to Stripe every
+    /// this many seconds; off when unset.
+    #[arg(long, env = "QLAUD_STRIPE_PUSH_EVERY_SECS")]
+    stripe_push_every_secs: Option<u64>,
+    #[command(flatten)]
+    push: PushArgs,
     #[command(flatten)]
     store: StoreArgs,
 }
@@ -84,6 +129,26 @@ async fn main() -> anyhow::Result<()> {
         .init();
     match Cli::parse().command {
         Command::Serve(args) => serve(args).await,
+        Command::Billing(BillingCommand::PushStripe { period, push, tenant_id, store }) => {
+            let store = Store::connect(&store.url()?).await?;
+            let summary = qlaud_server::billing::push::push(
+                &store,
+                &push.stripe_api_base,
+                &period,
+                push.slice(),
+                tenant_id.as_deref(),
+            )
+            .await;
+            store.close().await;
+            let s = summary?;
+            println!(
+                "{}",
+                serde_json::json!({"period": period, "sent": s.sent, "already_sent": s.already_sent,
+                                   "still_open": s.still_open, "failed": s.failed})
+            );
+            anyhow::ensure!(s.failed == 0, "{} meter events failed", s.failed);
+            Ok(())
+        }
         Command::Admin(AdminCommand::CreateTenant { name, store }) => {
             let store = Store::connect(&store.url()?).await?;
             let name = name.trim();
@@ -118,6 +183,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         store = %qlaud_server::redact_url(&config.database_url),
         "qlaud listening"
     );
+    if let Some(every) = args.stripe_push_every_secs {
+        spawn_stripe_push(server.store().clone(), args.push.clone(), every);
+    }
     tokio::select! {
         r = server.wait() => r,
         _ = tokio::signal::ctrl_c() => {
@@ -125,4 +193,42 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// The scheduled push: last month always, and this month too with daily
+/// slices (only closed slices are ever sent).
+fn spawn_stripe_push(store: Store, push: PushArgs, every_secs: u64) {
+    tokio::spawn(async move {
+        loop {
+            let now = chrono::Utc::now();
+            let this = now.format("%Y-%m").to_string();
+            let last = (now.date_naive().with_day(1).expect("day 1") - chrono::Duration::days(1))
+                .format("%Y-%m")
+                .to_string();
+            let mut periods = vec![last];
+            if push.slice() == qlaud_api::MeterSlice::Day {
+                periods.push(this);
+            }
+            for period in periods {
+                match qlaud_server::billing::push::push(
+                    &store,
+                    &push.stripe_api_base,
+                    &period,
+                    push.slice(),
+                    None,
+                )
+                .await
+                {
+                    Ok(s) => tracing::info!(
+                        period,
+                        sent = s.sent,
+                        failed = s.failed,
+                        "pushed meter events to Stripe"
+                    ),
+                    Err(e) => tracing::error!(period, error = %e, "pushing meter events to Stripe"),
+                }
+            }
+            tokio::time::sleep(std::time::Duration::from_secs(every_secs.max(60))).await;
+        }
+    });
 }

@@ -41,6 +41,7 @@
 
 mod anthropic;
 mod openai;
+pub mod stripe;
 #[cfg(test)]
 mod tests;
 

@@ -135,6 +135,8 @@ pub fn to_wire(row: KeyRow) -> Result<Key> {
         KeyStatus::Revoked
     } else if row.disabled != 0 {
         KeyStatus::Disabled
+    } else if row.suspended_ms.is_some() {
+        KeyStatus::Suspended
     } else {
         KeyStatus::Active
     };
@@ -153,6 +155,7 @@ pub fn to_wire(row: KeyRow) -> Result<Key> {
         updated_at: time(row.updated_ms),
         rotated_at: row.rotated_ms.map(time),
         revoked_at: row.revoked_ms.map(time),
+        suspended_at: row.suspended_ms.map(time),
     })
 }
 

@@ -15,7 +15,7 @@ use crate::keys::secret::Secret;
 macro_rules! key_columns {
     () => {
         "id, tenant_id, name, scope, secret_hint, max_spend_micros, period, metadata, disabled, \
-         created_ms, updated_ms, rotated_ms, revoked_ms"
+         created_ms, updated_ms, rotated_ms, revoked_ms, suspended_ms"
     };
 }
 
@@ -35,6 +35,7 @@ pub struct KeyRow {
     pub updated_ms: i64,
     pub rotated_ms: Option<i64>,
     pub revoked_ms: Option<i64>,
+    pub suspended_ms: Option<i64>,
 }
 
 /// What the authenticator needs to know about a presented secret.
@@ -71,6 +72,9 @@ pub struct KeyChanges {
     pub disabled: Option<bool>,
 }
 
+/// The metadata entry that links a key to a Stripe customer.
+pub const STRIPE_CUSTOMER: &str = "stripe_customer_id";
+
 pub fn scope_str(scope: KeyScope) -> &'static str {
     match scope {
         KeyScope::Admin => "admin",
@@ -99,8 +103,9 @@ pub(super) async fn insert_key<'e>(
     let now = now_ms();
     const SQL: &str = concat!(
         "INSERT INTO api_keys (id, tenant_id, name, scope, secret_hash, secret_hint, \
-         max_spend_micros, period, metadata, disabled, created_ms, updated_ms) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 0, $10, $10) RETURNING ",
+         max_spend_micros, period, metadata, disabled, created_ms, updated_ms, \
+         stripe_customer_id) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 0, $10, $10, $11) RETURNING ",
         key_columns!(),
         ""
     );
@@ -115,6 +120,7 @@ pub(super) async fn insert_key<'e>(
         .bind(period_str(key.period))
         .bind(metadata_json(&key.metadata))
         .bind(now)
+        .bind(key.metadata.get(STRIPE_CUSTOMER).map(String::as_str))
         .fetch_one(executor)
         .await?;
     Ok(row)
@@ -188,6 +194,7 @@ impl Store {
                max_spend_micros = CASE WHEN $4 = 1 THEN $5 ELSE max_spend_micros END, \
                period = COALESCE($6, period), \
                metadata = COALESCE($7, metadata), \
+               stripe_customer_id = CASE WHEN $7 IS NULL THEN stripe_customer_id ELSE $10 END, \
                disabled = COALESCE($8, disabled), \
                updated_ms = $9 \
              WHERE tenant_id = $1 AND id = $2 AND revoked_ms IS NULL \
@@ -205,6 +212,9 @@ impl Store {
             .bind(changes.metadata.as_ref().map(metadata_json))
             .bind(changes.disabled.map(i64::from))
             .bind(now_ms())
+            .bind(
+                changes.metadata.as_ref().and_then(|m| m.get(STRIPE_CUSTOMER)).map(String::as_str),
+            )
             .fetch_optional(self.writer())
             .await?;
         match row {

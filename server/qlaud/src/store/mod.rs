@@ -5,6 +5,7 @@
 //! SQLite driver reads `$n` as the n-th argument) and run through sqlx's `Any`
 //! driver, which keeps each backend's prepared-statement cache.
 
+mod billing;
 mod keys;
 mod ledger;
 mod requests;
@@ -18,7 +19,8 @@ use std::time::Duration;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, Executor};
 
-pub use keys::{KeyChanges, KeyRow, NewKey, period_str, scope_str};
+pub use billing::{BillingEventRow, MeterRow, ModelSums, SettingsRow};
+pub use keys::{KeyChanges, KeyRow, NewKey, STRIPE_CUSTOMER, period_str, scope_str};
 pub use ledger::{CapState, NewReservation};
 pub use requests::MAX_BATCH;
 pub use tenants::TenantRow;

@@ -1,0 +1,437 @@
+//! Billing out end to end: settings, Stripe webhooks suspending and
+//! reinstating keys, meter events pushed to a mock Stripe exactly once, and
+//! invoice previews that add up, on SQLite and PostgreSQL.
+
+use qlaud_server::billing::signature::sign;
+use qlaud_tests::mock::MockUpstream;
+use qlaud_tests::mock::stripe::MockStripe;
+use qlaud_tests::{Backend, TestServer, backend_tests, mock_toml, qlaud_bin};
+use serde_json::{Value, json};
+
+backend_tests!(
+    settings_are_write_only_and_validated,
+    failed_payment_suspends_and_paid_invoice_reinstates,
+    webhook_signatures_are_enforced,
+    meter_events_are_pushed_once,
+    invoice_preview_adds_up_to_usage,
+);
+
+const WHSEC: &str = "whsec_test_secret";
+
+async fn start(backend: Backend) -> Option<(TestServer, MockUpstream)> {
+    let mock = MockUpstream::start().await;
+    Some((TestServer::start_with(backend, Some(&mock_toml(&mock))).await?, mock))
+}
+
+async fn call(
+    t: &TestServer,
+    method: reqwest::Method,
+    path: &str,
+    key: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let mut req = t.http.request(method, format!("{}{path}", t.base_url)).bearer_auth(key);
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let resp = req.send().await.unwrap();
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap_or(Value::Null))
+}
+
+async fn configure(t: &TestServer) {
+    let (status, body) = call(
+        t,
+        reqwest::Method::PATCH,
+        "/v1/billing/settings",
+        &t.master_key,
+        Some(json!({"stripe_secret_key": "sk_test_123", "webhook_secret": WHSEC})),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+}
+
+/// Posts a Stripe event signed with `secret` at `t` (Unix seconds).
+async fn deliver(t: &TestServer, event: &Value, header: Option<String>) -> (u16, Value) {
+    let body = event.to_string();
+    let mut req = t
+        .http
+        .post(format!("{}/v1/billing/stripe/webhook/{}", t.base_url, t.tenant_id))
+        .header("content-type", "application/json")
+        .body(body.clone());
+    if let Some(h) = header {
+        req = req.header("stripe-signature", h);
+    }
+    let resp = req.send().await.unwrap();
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap_or(Value::Null))
+}
+
+fn signed(event: &Value) -> Option<String> {
+    let ts = chrono::Utc::now().timestamp();
+    Some(format!("t={ts},v1={}", sign(WHSEC, ts, event.to_string().as_bytes())))
+}
+
+fn event(id: &str, kind: &str, customer: &str, created: i64) -> Value {
+    json!({"id": id, "object": "event", "type": kind, "created": created,
+           "data": {"object": {"object": "invoice", "customer": customer, "status": "open"}}})
+}
+
+async fn model_call(t: &TestServer, key: &str) -> (u16, Value) {
+    call(
+        t,
+        reqwest::Method::POST,
+        "/v1/chat/completions",
+        key,
+        Some(json!({"model": "gpt-test", "messages": [{"role": "user", "content": "hi"}]})),
+    )
+    .await
+}
+
+async fn settings_are_write_only_and_validated(backend: Backend) {
+    let Some((t, _mock)) = start(backend).await else { return };
+    configure(&t).await;
+    let (status, body) =
+        call(&t, reqwest::Method::GET, "/v1/billing/settings", &t.master_key, None).await;
+    assert_eq!(status, 200);
+    assert_eq!(body["stripe_secret_key_set"], true);
+    assert_eq!(body["webhook_secret_set"], true);
+    assert_eq!(body["meter_event_name"], "qlaud_spend");
+    assert!(!body.to_string().contains("sk_test_123") && !body.to_string().contains(WHSEC));
+    assert_eq!(body["webhook_path"], format!("/v1/billing/stripe/webhook/{}", t.tenant_id));
+    for bad in [
+        json!({"stripe_secret_key": "pk_live_x"}),
+        json!({"webhook_secret": "secret"}),
+        json!({"meter_event_name": "has spaces"}),
+        json!({"alert_webhook_url": "ftp://x"}),
+        json!({"stripe_secret_kee": "sk_x"}),
+    ] {
+        let (status, body) = call(
+            &t,
+            reqwest::Method::PATCH,
+            "/v1/billing/settings",
+            &t.master_key,
+            Some(bad.clone()),
+        )
+        .await;
+        assert_eq!(status, 400, "{bad}: {body}");
+    }
+    let (_, user) =
+        call(&t, reqwest::Method::POST, "/v1/keys", &t.master_key, Some(json!({"name": "u"})))
+            .await;
+    let (status, _) = call(
+        &t,
+        reqwest::Method::GET,
+        "/v1/billing/settings",
+        user["secret"].as_str().unwrap(),
+        None,
+    )
+    .await;
+    assert_eq!(status, 403);
+    // Clearing a secret.
+    let (_, body) = call(
+        &t,
+        reqwest::Method::PATCH,
+        "/v1/billing/settings",
+        &t.master_key,
+        Some(json!({"stripe_secret_key": ""})),
+    )
+    .await;
+    assert_eq!(body["stripe_secret_key_set"], false);
+    assert_eq!(body["webhook_secret_set"], true);
+    t.stop().await;
+}
+
+async fn failed_payment_suspends_and_paid_invoice_reinstates(backend: Backend) {
+    let Some((t, _mock)) = start(backend).await else { return };
+    configure(&t).await;
+    let (_, k1) = call(
+        &t,
+        reqwest::Method::POST,
+        "/v1/keys",
+        &t.master_key,
+        Some(json!({"name": "a", "metadata": {"stripe_customer_id": "cus_A"}})),
+    )
+    .await;
+    let (_, k2) = call(
+        &t,
+        reqwest::Method::POST,
+        "/v1/keys",
+        &t.master_key,
+        Some(json!({"name": "a2", "metadata": {"stripe_customer_id": "cus_A"}})),
+    )
+    .await;
+    let (_, other) = call(
+        &t,
+        reqwest::Method::POST,
+        "/v1/keys",
+        &t.master_key,
+        Some(json!({"name": "b", "metadata": {"stripe_customer_id": "cus_B"}})),
+    )
+    .await;
+    let s1 = k1["secret"].as_str().unwrap();
+    assert_eq!(model_call(&t, s1).await.0, 200);
+
+    let failed = event("evt_1", "invoice.payment_failed", "cus_A", 1000);
+    let (status, body) = deliver(&t, &failed, signed(&failed)).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["keys_changed"], 2);
+    // Locked out within one webhook, in each shape, with a message that says why.
+    let (status, body) = model_call(&t, s1).await;
+    assert_eq!(status, 402, "{body}");
+    assert_eq!(body["error"]["code"], "payment_failed");
+    assert!(body["error"]["message"].as_str().unwrap().contains("payment failed"));
+    let (status, body) = call(&t, reqwest::Method::POST, "/v1/messages", k2["secret"].as_str().unwrap(),
+        Some(json!({"model": "claude-test", "max_tokens": 10, "messages": [{"role": "user", "content": "x"}]}))).await;
+    assert_eq!((status, body["error"]["type"].as_str()), (402, Some("billing_error")), "{body}");
+    assert_eq!(
+        model_call(&t, other["secret"].as_str().unwrap()).await.0,
+        200,
+        "other customers are untouched"
+    );
+    let (_, key) = call(
+        &t,
+        reqwest::Method::GET,
+        &format!("/v1/keys/{}", k1["id"].as_str().unwrap()),
+        &t.master_key,
+        None,
+    )
+    .await;
+    assert_eq!(key["status"], "suspended");
+    assert!(key["suspended_at"].is_string());
+
+    // The same event again changes nothing.
+    let (_, body) = deliver(&t, &failed, signed(&failed)).await;
+    assert_eq!(body["duplicate"], true);
+    // An older event delivered late never undoes a newer one.
+    let stale_paid = event("evt_0", "invoice.paid", "cus_A", 500);
+    let (_, body) = deliver(&t, &stale_paid, signed(&stale_paid)).await;
+    assert_eq!(body["keys_changed"], 0);
+    assert_eq!(model_call(&t, s1).await.0, 402);
+
+    let paid = event("evt_2", "invoice.paid", "cus_A", 2000);
+    let (_, body) = deliver(&t, &paid, signed(&paid)).await;
+    assert_eq!(body["keys_changed"], 2);
+    assert_eq!(model_call(&t, s1).await.0, 200);
+    let (_, history) = call(
+        &t,
+        reqwest::Method::GET,
+        &format!("/v1/keys/{}/billing_events", k1["id"].as_str().unwrap()),
+        &t.master_key,
+        None,
+    )
+    .await;
+    let history = history.as_array().unwrap();
+    assert_eq!(history.len(), 2);
+    assert_eq!(
+        (history[0]["old_status"].as_str(), history[0]["new_status"].as_str()),
+        (Some("active"), Some("suspended"))
+    );
+    assert_eq!(history[0]["stripe_event_id"], "evt_1");
+    assert_eq!(history[1]["new_status"], "active");
+
+    // Subscriptions that turn unpaid or are deleted suspend too.
+    let mut unpaid = event("evt_3", "customer.subscription.updated", "cus_B", 3000);
+    unpaid["data"]["object"]["status"] = json!("unpaid");
+    assert_eq!(deliver(&t, &unpaid, signed(&unpaid)).await.1["keys_changed"], 1);
+    assert_eq!(model_call(&t, other["secret"].as_str().unwrap()).await.0, 402);
+    t.stop().await;
+}
+
+async fn webhook_signatures_are_enforced(backend: Backend) {
+    let Some((t, _mock)) = start(backend).await else { return };
+    let e = event("evt_x", "invoice.payment_failed", "cus_A", 1000);
+    // No secret configured yet.
+    assert_eq!(deliver(&t, &e, signed(&e)).await.0, 400);
+    configure(&t).await;
+    let (_, k) = call(
+        &t,
+        reqwest::Method::POST,
+        "/v1/keys",
+        &t.master_key,
+        Some(json!({"name": "a", "metadata": {"stripe_customer_id": "cus_A"}})),
+    )
+    .await;
+    let ts = chrono::Utc::now().timestamp();
+    let good = sign(WHSEC, ts, e.to_string().as_bytes());
+    let cases = [
+        None,
+        Some("garbage".to_string()),
+        Some(format!("t={ts}")),
+        Some(format!("t={ts},v1={}", sign("whsec_wrong", ts, e.to_string().as_bytes()))),
+        Some(format!("t={},v1={}", ts - 301, sign(WHSEC, ts - 301, e.to_string().as_bytes()))),
+        Some(format!("t={},v1={good}", ts + 1)),
+    ];
+    for header in cases {
+        let (status, body) = deliver(&t, &e, header.clone()).await;
+        assert_eq!(status, 400, "{header:?}: {body}");
+    }
+    // A tampered body with a valid header for the original.
+    let mut tampered = e.clone();
+    tampered["data"]["object"]["customer"] = json!("cus_B");
+    assert_eq!(deliver(&t, &tampered, signed(&e)).await.0, 400);
+    assert_eq!(model_call(&t, k["secret"].as_str().unwrap()).await.0, 200, "nothing changed");
+    // Several v1 values (a secret being rolled): one match is enough.
+    let header = format!("t={ts},v1=00ff,v1={good}");
+    assert_eq!(deliver(&t, &e, Some(header)).await.0, 200);
+    t.stop().await;
+}
+
+async fn meter_events_are_pushed_once(backend: Backend) {
+    let Some((t, _mock)) = start(backend).await else { return };
+    configure(&t).await;
+    let (_, a) = call(
+        &t,
+        reqwest::Method::POST,
+        "/v1/keys",
+        &t.master_key,
+        Some(json!({"name": "a", "metadata": {"stripe_customer_id": "cus_A"}})),
+    )
+    .await;
+    let (_, b) = call(
+        &t,
+        reqwest::Method::POST,
+        "/v1/keys",
+        &t.master_key,
+        Some(json!({"name": "no customer"})),
+    )
+    .await;
+    // Spend in a month that is over: move the billing clock back.
+    t.clock.advance_ms(-70 * 86_400_000);
+    let period = chrono::DateTime::from_timestamp_millis(t.clock_now_ms())
+        .unwrap()
+        .format("%Y-%m")
+        .to_string();
+    for _ in 0..3 {
+        assert_eq!(model_call(&t, a["secret"].as_str().unwrap()).await.0, 200);
+    }
+    assert_eq!(model_call(&t, b["secret"].as_str().unwrap()).await.0, 200);
+    let (status, export) = call(
+        &t,
+        reqwest::Method::GET,
+        &format!("/v1/billing/meter_events?period={period}"),
+        &t.master_key,
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{export}");
+    let events = export["events"].as_array().unwrap();
+    assert_eq!(events.len(), 1, "only keys with a Stripe customer: {export}");
+    let e = &events[0];
+    assert_eq!(e["event_name"], "qlaud_spend");
+    assert_eq!(e["payload"]["stripe_customer_id"], "cus_A");
+    let (_, usage) = call(
+        &t,
+        reqwest::Method::GET,
+        &format!("/v1/usage?from={period}-01&key_id={}", a["id"].as_str().unwrap()),
+        &t.master_key,
+        None,
+    )
+    .await;
+    assert_eq!(e["payload"]["value"], usage["totals"]["cost_micros"].to_string());
+    let identifier = e["identifier"].as_str().unwrap().to_string();
+    let (_, again) = call(
+        &t,
+        reqwest::Method::GET,
+        &format!("/v1/billing/meter_events?period={period}"),
+        &t.master_key,
+        None,
+    )
+    .await;
+    assert_eq!(
+        again["events"][0]["identifier"],
+        identifier.as_str(),
+        "identifiers are deterministic"
+    );
+
+    let stripe = MockStripe::start().await;
+    stripe.fail_next(2);
+    let push = || async {
+        let out = tokio::process::Command::new(qlaud_bin())
+            .args([
+                "billing",
+                "push-stripe",
+                "--period",
+                &period,
+                "--database-url",
+                &t.db.url,
+                "--stripe-api-base",
+                &stripe.base_url(),
+            ])
+            .output()
+            .await
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice::<Value>(&out.stdout).unwrap()
+    };
+    let first = push().await;
+    assert_eq!(first["sent"], 1, "{first}");
+    assert_eq!(stripe.attempts(), 3, "two 429s retried");
+    let second = push().await;
+    assert_eq!((second["sent"].as_i64(), second["already_sent"].as_i64()), (Some(0), Some(1)));
+    let recorded = stripe.events();
+    assert_eq!(recorded.len(), 1);
+    assert_eq!(recorded[0].identifier, identifier);
+    assert_eq!(recorded[0].secret_key, "sk_test_123");
+    assert_eq!(recorded[0].customer, "cus_A");
+    // Daily slices: one event per day with spend.
+    let (_, daily) = call(
+        &t,
+        reqwest::Method::GET,
+        &format!("/v1/billing/meter_events?period={period}&slice=day"),
+        &t.master_key,
+        None,
+    )
+    .await;
+    assert_eq!(daily["events"].as_array().unwrap().len(), 1);
+    assert_ne!(daily["events"][0]["identifier"], identifier.as_str());
+    t.stop().await;
+}
+
+async fn invoice_preview_adds_up_to_usage(backend: Backend) {
+    let Some((t, _mock)) = start(backend).await else { return };
+    let (_, k) =
+        call(&t, reqwest::Method::POST, "/v1/keys", &t.master_key, Some(json!({"name": "inv"})))
+            .await;
+    let secret = k["secret"].as_str().unwrap();
+    for body in [
+        json!({"model": "gpt-test", "user": "cached", "messages": [{"role": "user", "content": "one two three four five six"}]}),
+        json!({"model": "gpt-test", "messages": [{"role": "user", "content": "hi"}]}),
+    ] {
+        assert_eq!(
+            call(&t, reqwest::Method::POST, "/v1/chat/completions", secret, Some(body)).await.0,
+            200
+        );
+    }
+    assert_eq!(call(&t, reqwest::Method::POST, "/v1/messages", secret,
+        Some(json!({"model": "claude-test", "max_tokens": 20, "messages": [{"role": "user", "content": "a b c"}]}))).await.0, 200);
+    let id = k["id"].as_str().unwrap();
+    let (status, inv) = call(
+        &t,
+        reqwest::Method::GET,
+        &format!("/v1/billing/invoice_preview?key_id={id}"),
+        &t.master_key,
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{inv}");
+    let (_, usage) =
+        call(&t, reqwest::Method::GET, &format!("/v1/usage?key_id={id}"), &t.master_key, None)
+            .await;
+    assert_eq!(inv["total_micros"], usage["totals"]["cost_micros"]);
+    let lines = inv["lines"].as_array().unwrap();
+    let sum: i64 = lines.iter().map(|l| l["amount_micros"].as_i64().unwrap()).sum();
+    assert_eq!(sum, inv["total_micros"].as_i64().unwrap());
+    assert!(lines.iter().any(|l| l["model"] == "gpt-test" && l["unit"] == "cache_read_tokens"));
+    assert!(lines.iter().any(|l| l["model"] == "claude-test" && l["unit"] == "output_tokens"));
+    let (status, _) = call(
+        &t,
+        reqwest::Method::GET,
+        "/v1/billing/invoice_preview?key_id=key_nope",
+        &t.master_key,
+        None,
+    )
+    .await;
+    assert_eq!(status, 404);
+    t.stop().await;
+}
