@@ -39,6 +39,9 @@ pub mod types {
     ///The tenant's billing settings. Secrets are never returned: only whether they are set.
     #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, PartialEq)]
     pub struct BillingSettings {
+        ///The secret spend alerts are signed with (`qlaud-signature: t=…,v1=…`, HMAC-SHA256 of `"{t}.{body}"`, as Stripe signs). Present only in the answer that first sets an alert URL: store it then.
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub alert_signing_secret: ::std::option::Option<::std::string::String>,
         ///Where spend alerts go, if anywhere.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub alert_webhook_url: ::std::option::Option<::std::string::String>,
@@ -1146,6 +1149,10 @@ pub mod types {
         }
         #[derive(Clone, Debug)]
         pub struct BillingSettings {
+            alert_signing_secret: ::std::result::Result<
+                ::std::option::Option<::std::string::String>,
+                ::std::string::String,
+            >,
             alert_webhook_url: ::std::result::Result<
                 ::std::option::Option<::std::string::String>,
                 ::std::string::String,
@@ -1164,6 +1171,7 @@ pub mod types {
         impl ::std::default::Default for BillingSettings {
             fn default() -> Self {
                 Self {
+                    alert_signing_secret: Ok(Default::default()),
                     alert_webhook_url: Ok(Default::default()),
                     meter_event_name: Err(
                         "no value supplied for meter_event_name".to_string(),
@@ -1179,6 +1187,20 @@ pub mod types {
             }
         }
         impl BillingSettings {
+            pub fn alert_signing_secret<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::option::Option<::std::string::String>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.alert_signing_secret = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!(
+                            "error converting supplied value for alert_signing_secret: {e}"
+                        )
+                    });
+                self
+            }
             pub fn alert_webhook_url<T>(mut self, value: T) -> Self
             where
                 T: ::std::convert::TryInto<::std::option::Option<::std::string::String>>,
@@ -1254,6 +1276,7 @@ pub mod types {
                 value: BillingSettings,
             ) -> ::std::result::Result<Self, super::error::ConversionError> {
                 Ok(Self {
+                    alert_signing_secret: value.alert_signing_secret?,
                     alert_webhook_url: value.alert_webhook_url?,
                     meter_event_name: value.meter_event_name?,
                     stripe_secret_key_set: value.stripe_secret_key_set?,
@@ -1265,6 +1288,7 @@ pub mod types {
         impl ::std::convert::From<super::BillingSettings> for BillingSettings {
             fn from(value: super::BillingSettings) -> Self {
                 Self {
+                    alert_signing_secret: Ok(value.alert_signing_secret),
                     alert_webhook_url: Ok(value.alert_webhook_url),
                     meter_event_name: Ok(value.meter_event_name),
                     stripe_secret_key_set: Ok(value.stripe_secret_key_set),

@@ -14,7 +14,112 @@ backend_tests!(
     webhook_signatures_are_enforced,
     meter_events_are_pushed_once,
     invoice_preview_adds_up_to_usage,
+    spend_alerts_fire_once_per_threshold,
 );
+
+/// Receives alerts: (signature header, body) of each POST.
+async fn alert_receiver() -> (String, std::sync::Arc<std::sync::Mutex<Vec<(String, String)>>>) {
+    use axum::routing::post;
+    let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = got.clone();
+    let app = axum::Router::new().route(
+        "/alerts",
+        post(move |headers: axum::http::HeaderMap, body: String| {
+            let sink = sink.clone();
+            async move {
+                let sig = headers
+                    .get("qlaud-signature")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("")
+                    .to_string();
+                sink.lock().unwrap().push((sig, body));
+                "ok"
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/alerts", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.ok() });
+    (url, got)
+}
+
+async fn spend_alerts_fire_once_per_threshold(backend: Backend) {
+    let Some((t, _mock)) = start(backend).await else { return };
+    let (url, got) = alert_receiver().await;
+    let (status, settings) = call(
+        &t,
+        reqwest::Method::PATCH,
+        "/v1/billing/settings",
+        &t.master_key,
+        Some(json!({"alert_webhook_url": url})),
+    )
+    .await;
+    assert_eq!(status, 200, "{settings}");
+    let secret = settings["alert_signing_secret"].as_str().expect("shown once").to_string();
+    let (_, again) =
+        call(&t, reqwest::Method::GET, "/v1/billing/settings", &t.master_key, None).await;
+    assert!(again.get("alert_signing_secret").is_none(), "never shown again");
+    let (_, k) = call(
+        &t,
+        reqwest::Method::POST,
+        "/v1/keys",
+        &t.master_key,
+        Some(json!({"name": "alerted", "max_spend_usd": 0.01})),
+    )
+    .await;
+    let key = k["secret"].as_str().unwrap().to_string();
+    // Four clients at once, each calling until the cap refuses it.
+    let tasks: Vec<_> = (0..4)
+        .map(|_| {
+            let (http, base, key) = (t.http.clone(), t.base_url.clone(), key.clone());
+            tokio::spawn(async move {
+                let mut refusals = 0;
+                while refusals < 3 {
+                    let status = http
+                        .post(format!("{base}/v1/messages"))
+                        .header("x-api-key", &key)
+                        .json(&json!({"model": "claude-test", "max_tokens": 100,
+                                      "messages": [{"role": "user", "content": "please answer briefly"}]}))
+                        .send()
+                        .await
+                        .unwrap()
+                        .status()
+                        .as_u16();
+                    if status == 402 {
+                        refusals += 1;
+                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    }
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while got.lock().unwrap().len() < 3 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let alerts = got.lock().unwrap().clone();
+    let mut thresholds: Vec<i64> = alerts
+        .iter()
+        .map(|(_, b)| {
+            serde_json::from_str::<Value>(b).unwrap()["threshold_percent"].as_i64().unwrap()
+        })
+        .collect();
+    thresholds.sort();
+    assert_eq!(thresholds, vec![50, 80, 100], "each threshold once: {alerts:?}");
+    for (sig, body) in &alerts {
+        let (t_part, v1) = sig.split_once(",v1=").unwrap();
+        let ts: i64 = t_part.trim_start_matches("t=").parse().unwrap();
+        assert_eq!(v1, sign(&secret, ts, body.as_bytes()), "signed with the tenant's alert secret");
+        let v: Value = serde_json::from_str(body).unwrap();
+        assert_eq!(v["key_id"], k["id"]);
+        assert_eq!(v["cap_micros"], 10_000);
+    }
+    t.stop().await;
+}
 
 const WHSEC: &str = "whsec_test_secret";
 

@@ -41,6 +41,11 @@ pub struct BillingSettings {
     pub alert_webhook_url: Option<String>,
     /// The path to give Stripe as the webhook endpoint (on qlaud's address).
     pub webhook_path: String,
+    /// The secret spend alerts are signed with (`qlaud-signature: t=…,v1=…`,
+    /// HMAC-SHA256 of `"{t}.{body}"`, as Stripe signs). Present only in the
+    /// answer that first sets an alert URL: store it then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alert_signing_secret: Option<String>,
 }
 
 /// Path parameters of the Stripe webhook.

@@ -22,6 +22,8 @@ pub struct Context {
     /// This process, in the ledger's reservations and heartbeats.
     pub instance_id: String,
     pub metrics: Arc<Metrics>,
+    /// For outgoing webhooks (spend alerts).
+    pub webhook_http: reqwest::Client,
 }
 
 impl Context {
@@ -31,6 +33,11 @@ impl Context {
             auth_cache: AuthCache::default(),
             instance_id: crate::store::new_id("inst"),
             metrics: Arc::default(),
+            webhook_http: reqwest::Client::builder()
+                .connect_timeout(std::time::Duration::from_secs(5))
+                .timeout(std::time::Duration::from_secs(10))
+                .build()
+                .expect("the TLS backend initialises"),
             clock,
             store,
             gateway,

@@ -1,6 +1,7 @@
 //! Billing out: the tenant's Stripe settings, failed-payment webhooks that
 //! suspend keys, meter events for Stripe Billing Meters, invoice previews.
 
+pub mod alerts;
 pub mod push;
 pub mod signature;
 
@@ -20,6 +21,7 @@ pub const DEFAULT_METER_EVENT: &str = "qlaud_spend";
 
 fn wire(tenant_id: &str, s: &SettingsRow) -> BillingSettings {
     BillingSettings {
+        alert_signing_secret: None,
         stripe_secret_key_set: s.stripe_secret_key.is_some(),
         webhook_secret_set: s.webhook_secret.is_some(),
         meter_event_name: s.meter_event_name.clone(),
@@ -88,8 +90,18 @@ pub async fn update_settings(
         }
         s.alert_webhook_url = url;
     }
+    // Alerts are signed with a secret of the tenant's own, made when the
+    // first alert URL is set and shown only in that answer.
+    let new_secret =
+        (s.alert_webhook_url.is_some() && s.alert_signing_secret.is_none()).then(|| {
+            let random = crate::keys::secret::Secret::generate();
+            format!("qlaud_whsec_{}", &random.expose()[crate::keys::secret::PREFIX.len()..])
+        });
+    if new_secret.is_some() {
+        s.alert_signing_secret = new_secret.clone();
+    }
     ctx.store.put_billing_settings(&caller.tenant_id, &s, ctx.clock.now_ms()).await?;
-    Ok(wire(&caller.tenant_id, &s))
+    Ok(BillingSettings { alert_signing_secret: new_secret, ..wire(&caller.tenant_id, &s) })
 }
 
 /// What a Stripe event means for the customer's keys: `Some(true)` suspend,

@@ -180,6 +180,16 @@ pub async fn admit(
         let Some(cap) = state.cap_micros else { continue };
         let fits = affordable(&prices, prompt_bound, cap - state.committed_micros).min(max_output);
         if fits < MIN_OUTPUT_TOKENS.min(max_output) {
+            // The 100 % alert: settled spend leaves no room, not merely
+            // requests in flight holding it.
+            if state.reserved_micros == 0 {
+                let (store, http) = (ctx.store.clone(), ctx.webhook_http.clone());
+                let (tenant, key) = (caller.tenant_id.clone(), caller.key_id.clone());
+                tokio::spawn(async move {
+                    crate::billing::alerts::check_key(&store, &http, &tenant, &key, start, true)
+                        .await
+                });
+            }
             return Err(over_cap(&caller.key_id, period, start, cap, state.committed_micros));
         }
         output = fits;

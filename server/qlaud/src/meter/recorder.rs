@@ -36,6 +36,11 @@ impl Recorder {
         let (done_tx, done_rx) = oneshot::channel();
         let shutdown = Arc::new(Notify::new());
         let (writer, stop) = (store.clone(), shutdown.clone());
+        let http = reqwest::Client::builder()
+            .connect_timeout(std::time::Duration::from_secs(5))
+            .timeout(std::time::Duration::from_secs(10))
+            .build()
+            .expect("the TLS backend initialises");
         tokio::spawn(async move {
             let mut batch = Vec::with_capacity(MAX_BATCH);
             loop {
@@ -44,14 +49,14 @@ impl Recorder {
                         if n == 0 {
                             break;
                         }
-                        write(&writer, &mut batch).await;
+                        write(&writer, &mut batch, Some(&http)).await;
                     }
                     () = stop.notified() => {
                         // Refuse new records (they are written directly),
                         // then write what is queued.
                         rx.close();
                         while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
-                            write(&writer, &mut batch).await;
+                            write(&writer, &mut batch, Some(&http)).await;
                         }
                         break;
                     }
@@ -67,7 +72,7 @@ impl Recorder {
     pub async fn record(&self, r: RequestRecord) {
         if let Err(mpsc::error::SendError(Msg::Record(r))) = self.tx.send(Msg::Record(r)).await {
             // After close: write it directly.
-            write(&self.store, &mut vec![Msg::Record(r)]).await;
+            write(&self.store, &mut vec![Msg::Record(r)], None).await;
         }
     }
 
@@ -79,7 +84,7 @@ impl Recorder {
                 mpsc::error::TrySendError::Full(m) | mpsc::error::TrySendError::Closed(m) => m,
             };
             let store = self.store.clone();
-            tokio::spawn(async move { write(&store, &mut vec![msg]).await });
+            tokio::spawn(async move { write(&store, &mut vec![msg], None).await });
         }
     }
 
@@ -101,7 +106,7 @@ impl Recorder {
     }
 }
 
-async fn write(store: &Store, batch: &mut Vec<Msg>) {
+async fn write(store: &Store, batch: &mut Vec<Msg>, alerts: Option<&reqwest::Client>) {
     let mut records = Vec::with_capacity(batch.len());
     let mut flushes = Vec::new();
     for m in batch.drain(..) {
@@ -125,5 +130,8 @@ async fn write(store: &Store, batch: &mut Vec<Msg>) {
     }
     for tx in flushes {
         let _ = tx.send(());
+    }
+    if let Some(http) = alerts {
+        crate::billing::alerts::check(store, http, &records).await;
     }
 }

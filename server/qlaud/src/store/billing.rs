@@ -12,6 +12,7 @@ pub struct SettingsRow {
     pub webhook_secret: Option<String>,
     pub meter_event_name: String,
     pub alert_webhook_url: Option<String>,
+    pub alert_signing_secret: Option<String>,
 }
 
 impl std::fmt::Debug for SettingsRow {
@@ -21,8 +22,20 @@ impl std::fmt::Debug for SettingsRow {
             .field("webhook_secret", &self.webhook_secret.as_ref().map(|_| "<set>"))
             .field("meter_event_name", &self.meter_event_name)
             .field("alert_webhook_url", &self.alert_webhook_url)
+            .field("alert_signing_secret", &self.alert_signing_secret.as_ref().map(|_| "<set>"))
             .finish()
     }
+}
+
+/// What a spend alert needs to know about a key in a window.
+pub struct AlertState {
+    pub key_name: String,
+    pub period: String,
+    pub metadata: String,
+    pub cap_micros: i64,
+    pub settled_micros: i64,
+    pub url: String,
+    pub secret: String,
 }
 
 /// Spend of one key in one slice of a month, for meter events.
@@ -55,8 +68,8 @@ pub struct BillingEventRow {
 impl Store {
     pub async fn billing_settings(&self, tenant_id: &str) -> StoreResult<Option<SettingsRow>> {
         let row = sqlx::query(
-            "SELECT stripe_secret_key, webhook_secret, meter_event_name, alert_webhook_url \
-             FROM billing_settings WHERE tenant_id = $1",
+            "SELECT stripe_secret_key, webhook_secret, meter_event_name, alert_webhook_url, \
+             alert_signing_secret FROM billing_settings WHERE tenant_id = $1",
         )
         .bind(tenant_id)
         .fetch_optional(self.pool())
@@ -67,6 +80,7 @@ impl Store {
                 webhook_secret: r.try_get("webhook_secret")?,
                 meter_event_name: r.try_get("meter_event_name")?,
                 alert_webhook_url: r.try_get("alert_webhook_url")?,
+                alert_signing_secret: r.try_get("alert_signing_secret")?,
             })
         })
         .transpose()
@@ -80,10 +94,12 @@ impl Store {
     ) -> StoreResult<()> {
         sqlx::query(
             "INSERT INTO billing_settings (tenant_id, stripe_secret_key, webhook_secret, \
-             meter_event_name, alert_webhook_url, updated_ms) VALUES ($1, $2, $3, $4, $5, $6) \
+             meter_event_name, alert_webhook_url, updated_ms, alert_signing_secret) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7) \
              ON CONFLICT (tenant_id) DO UPDATE SET stripe_secret_key = excluded.stripe_secret_key, \
              webhook_secret = excluded.webhook_secret, meter_event_name = excluded.meter_event_name, \
-             alert_webhook_url = excluded.alert_webhook_url, updated_ms = excluded.updated_ms",
+             alert_webhook_url = excluded.alert_webhook_url, updated_ms = excluded.updated_ms, \
+             alert_signing_secret = excluded.alert_signing_secret",
         )
         .bind(tenant_id)
         .bind(s.stripe_secret_key.as_deref())
@@ -91,9 +107,65 @@ impl Store {
         .bind(s.meter_event_name.as_str())
         .bind(s.alert_webhook_url.as_deref())
         .bind(now_ms)
+        .bind(s.alert_signing_secret.as_deref())
         .execute(self.writer())
         .await?;
         Ok(())
+    }
+
+    /// The cap, spend and alert target of a capped key whose tenant wants
+    /// alerts; `None` otherwise.
+    pub async fn alert_state(
+        &self,
+        key_id: &str,
+        period_start_ms: i64,
+    ) -> StoreResult<Option<AlertState>> {
+        let row = sqlx::query(
+            "SELECT k.name, k.period, k.metadata, k.max_spend_micros, s.settled_micros, \
+             b.alert_webhook_url, b.alert_signing_secret \
+             FROM api_keys k JOIN key_spend s ON s.key_id = k.id AND s.period_start_ms = $2 \
+             JOIN billing_settings b ON b.tenant_id = k.tenant_id \
+             WHERE k.id = $1 AND k.max_spend_micros > 0 AND b.alert_webhook_url IS NOT NULL \
+             AND b.alert_signing_secret IS NOT NULL",
+        )
+        .bind(key_id)
+        .bind(period_start_ms)
+        .fetch_optional(self.pool())
+        .await?;
+        row.map(|r| {
+            Ok(AlertState {
+                key_name: r.try_get("name")?,
+                period: r.try_get("period")?,
+                metadata: r.try_get("metadata")?,
+                cap_micros: r.try_get("max_spend_micros")?,
+                settled_micros: r.try_get("settled_micros")?,
+                url: r.try_get("alert_webhook_url")?,
+                secret: r.try_get("alert_signing_secret")?,
+            })
+        })
+        .transpose()
+    }
+
+    /// Claims the right to send one alert; `false` if it was sent already.
+    pub async fn claim_alert(
+        &self,
+        key_id: &str,
+        period_start_ms: i64,
+        threshold: i64,
+        now_ms: i64,
+    ) -> StoreResult<bool> {
+        Ok(sqlx::query(
+            "INSERT INTO spend_alerts (key_id, period_start_ms, threshold, sent_ms) \
+             VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+        )
+        .bind(key_id)
+        .bind(period_start_ms)
+        .bind(threshold)
+        .bind(now_ms)
+        .execute(self.writer())
+        .await?
+        .rows_affected()
+            == 1)
     }
 
     /// Tenants that set a Stripe secret key.

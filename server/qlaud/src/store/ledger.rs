@@ -186,6 +186,8 @@ pub struct CapState {
     pub suspended: bool,
     /// Settled plus reserved in the window asked about.
     pub committed_micros: i64,
+    /// Held by requests in flight.
+    pub reserved_micros: i64,
 }
 
 impl Store {
@@ -249,7 +251,9 @@ impl Store {
         let row = sqlx::query(
             "SELECT k.max_spend_micros, k.period, k.disabled, k.revoked_ms, k.suspended_ms, \
              COALESCE((SELECT s.settled_micros + s.reserved_micros FROM key_spend s \
-                       WHERE s.key_id = k.id AND s.period_start_ms = $2), 0) AS committed \
+                       WHERE s.key_id = k.id AND s.period_start_ms = $2), 0) AS committed, \
+             COALESCE((SELECT s.reserved_micros FROM key_spend s \
+                       WHERE s.key_id = k.id AND s.period_start_ms = $2), 0) AS reserved \
              FROM api_keys k WHERE k.id = $1",
         )
         .bind(key_id)
@@ -264,6 +268,7 @@ impl Store {
                 && row.try_get::<Option<i64>, _>("revoked_ms")?.is_none(),
             suspended: row.try_get::<Option<i64>, _>("suspended_ms")?.is_some(),
             committed_micros: row.try_get("committed")?,
+            reserved_micros: row.try_get("reserved")?,
         }))
     }
 

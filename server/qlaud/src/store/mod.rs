@@ -19,7 +19,7 @@ use std::time::Duration;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, Executor};
 
-pub use billing::{BillingEventRow, MeterRow, ModelSums, SettingsRow};
+pub use billing::{AlertState, BillingEventRow, MeterRow, ModelSums, SettingsRow};
 pub use keys::{KeyChanges, KeyRow, NewKey, STRIPE_CUSTOMER, period_str, scope_str};
 pub use ledger::{CapState, NewReservation};
 pub use requests::MAX_BATCH;
