@@ -226,6 +226,34 @@ impl TestServer {
     }
 }
 
+/// The events of a server-sent-events body: `(event name, data)`.
+pub fn sse_events(text: &str) -> Vec<(Option<String>, String)> {
+    text.split("\n\n")
+        .filter(|e| !e.trim().is_empty())
+        .map(|e| {
+            let name = e.lines().find_map(|l| l.strip_prefix("event: ")).map(str::to_string);
+            let data: String = e.lines().filter_map(|l| l.strip_prefix("data: ")).collect();
+            (name, data)
+        })
+        .collect()
+}
+
+impl TestServer {
+    /// Mints a key with the master key; the answer's JSON.
+    pub async fn mint(&self, body: serde_json::Value) -> serde_json::Value {
+        let (status, key) = self
+            .request(
+                reqwest::Method::POST,
+                "/v1/keys",
+                Some(&self.master_key),
+                Some(RawBody::Json(body)),
+            )
+            .await;
+        assert_eq!(status, 201, "{key}");
+        key
+    }
+}
+
 /// A request body for [`TestServer::request`].
 pub enum RawBody {
     Json(serde_json::Value),

@@ -59,14 +59,7 @@ async fn spend_alerts_fire_once_per_threshold(backend: Backend) {
     let (_, again) =
         call(&t, reqwest::Method::GET, "/v1/billing/settings", &t.master_key, None).await;
     assert!(again.get("alert_signing_secret").is_none(), "never shown again");
-    let (_, k) = call(
-        &t,
-        reqwest::Method::POST,
-        "/v1/keys",
-        &t.master_key,
-        Some(json!({"name": "alerted", "max_spend_usd": 0.01})),
-    )
-    .await;
+    let k = t.mint(json!({"name": "alerted", "max_spend_usd": 0.01})).await;
     let key = k["secret"].as_str().unwrap().to_string();
     // Four clients at once, each calling until the cap refuses it.
     let tasks: Vec<_> = (0..4)
@@ -250,30 +243,9 @@ async fn settings_are_write_only_and_validated(backend: Backend) {
 async fn failed_payment_suspends_and_paid_invoice_reinstates(backend: Backend) {
     let Some((t, _mock)) = start(backend).await else { return };
     configure(&t).await;
-    let (_, k1) = call(
-        &t,
-        reqwest::Method::POST,
-        "/v1/keys",
-        &t.master_key,
-        Some(json!({"name": "a", "metadata": {"stripe_customer_id": "cus_A"}})),
-    )
-    .await;
-    let (_, k2) = call(
-        &t,
-        reqwest::Method::POST,
-        "/v1/keys",
-        &t.master_key,
-        Some(json!({"name": "a2", "metadata": {"stripe_customer_id": "cus_A"}})),
-    )
-    .await;
-    let (_, other) = call(
-        &t,
-        reqwest::Method::POST,
-        "/v1/keys",
-        &t.master_key,
-        Some(json!({"name": "b", "metadata": {"stripe_customer_id": "cus_B"}})),
-    )
-    .await;
+    let k1 = t.mint(json!({"name": "a", "metadata": {"stripe_customer_id": "cus_A"}})).await;
+    let k2 = t.mint(json!({"name": "a2", "metadata": {"stripe_customer_id": "cus_A"}})).await;
+    let other = t.mint(json!({"name": "b", "metadata": {"stripe_customer_id": "cus_B"}})).await;
     let s1 = k1["secret"].as_str().unwrap();
     assert_eq!(model_call(&t, s1).await.0, 200);
 
@@ -349,14 +321,7 @@ async fn webhook_signatures_are_enforced(backend: Backend) {
     // No secret configured yet.
     assert_eq!(deliver(&t, &e, signed(&e)).await.0, 400);
     configure(&t).await;
-    let (_, k) = call(
-        &t,
-        reqwest::Method::POST,
-        "/v1/keys",
-        &t.master_key,
-        Some(json!({"name": "a", "metadata": {"stripe_customer_id": "cus_A"}})),
-    )
-    .await;
+    let k = t.mint(json!({"name": "a", "metadata": {"stripe_customer_id": "cus_A"}})).await;
     let ts = chrono::Utc::now().timestamp();
     let good = sign(WHSEC, ts, e.to_string().as_bytes());
     let cases = [
@@ -385,22 +350,8 @@ async fn webhook_signatures_are_enforced(backend: Backend) {
 async fn meter_events_are_pushed_once(backend: Backend) {
     let Some((t, _mock)) = start(backend).await else { return };
     configure(&t).await;
-    let (_, a) = call(
-        &t,
-        reqwest::Method::POST,
-        "/v1/keys",
-        &t.master_key,
-        Some(json!({"name": "a", "metadata": {"stripe_customer_id": "cus_A"}})),
-    )
-    .await;
-    let (_, b) = call(
-        &t,
-        reqwest::Method::POST,
-        "/v1/keys",
-        &t.master_key,
-        Some(json!({"name": "no customer"})),
-    )
-    .await;
+    let a = t.mint(json!({"name": "a", "metadata": {"stripe_customer_id": "cus_A"}})).await;
+    let b = t.mint(json!({"name": "no customer"})).await;
     // Spend in a month that is over: move the billing clock back.
     t.clock.advance_ms(-70 * 86_400_000);
     let period = chrono::DateTime::from_timestamp_millis(t.clock_now_ms())

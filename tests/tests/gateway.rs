@@ -3,7 +3,7 @@
 
 use futures::StreamExt;
 use qlaud_tests::mock::MockUpstream;
-use qlaud_tests::{Backend, RawBody, TestServer, backend_tests, mock_toml};
+use qlaud_tests::{Backend, RawBody, TestServer, backend_tests, mock_toml, sse_events};
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -68,22 +68,7 @@ async fn sse(t: &TestServer, path: &str, body: Value) -> Vec<(Option<String>, St
         .unwrap();
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.headers()["content-type"], "text/event-stream");
-    let text = resp.text().await.unwrap();
-    text.split("\n\n")
-        .filter(|e| !e.trim().is_empty())
-        .map(|e| {
-            let mut name = None;
-            let mut data = String::new();
-            for line in e.lines() {
-                if let Some(v) = line.strip_prefix("event: ") {
-                    name = Some(v.to_string());
-                } else if let Some(v) = line.strip_prefix("data: ") {
-                    data.push_str(v);
-                }
-            }
-            (name, data)
-        })
-        .collect()
+    sse_events(&resp.text().await.unwrap())
 }
 
 async fn messages_pass_through_with_cost(backend: Backend) {

@@ -3,7 +3,7 @@
 //! and tool round trips, against the mock upstream.
 
 use qlaud_tests::mock::MockUpstream;
-use qlaud_tests::{Backend, TestServer, backend_tests, mock_toml};
+use qlaud_tests::{Backend, TestServer, backend_tests, mock_toml, sse_events};
 use serde_json::{Value, json};
 
 backend_tests!(
@@ -44,14 +44,9 @@ async fn events(t: &TestServer, path: &str, body: Value) -> Vec<(Option<String>,
         .await
         .unwrap();
     assert_eq!(resp.status(), 200);
-    let text = resp.text().await.unwrap();
-    text.split("\n\n")
-        .filter(|e| !e.trim().is_empty())
-        .map(|e| {
-            let name = e.lines().find_map(|l| l.strip_prefix("event: ")).map(str::to_string);
-            let data = e.lines().find_map(|l| l.strip_prefix("data: ")).unwrap_or_default();
-            (name, serde_json::from_str(data).unwrap_or(Value::String(data.to_string())))
-        })
+    sse_events(&resp.text().await.unwrap())
+        .into_iter()
+        .map(|(name, data)| (name, serde_json::from_str(&data).unwrap_or(Value::String(data))))
         .collect()
 }
 
