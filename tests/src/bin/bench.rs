@@ -25,6 +25,8 @@ struct Args {
     rate: u64,
     concurrency: usize,
     runs: usize,
+    /// A store for qlaud other than a fresh SQLite file (an empty database).
+    database_url: Option<String>,
 }
 
 fn args() -> anyhow::Result<Args> {
@@ -35,6 +37,7 @@ fn args() -> anyhow::Result<Args> {
         rate: 1000,
         concurrency: 32,
         runs: 3,
+        database_url: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -46,6 +49,7 @@ fn args() -> anyhow::Result<Args> {
             "--rate" => a.rate = v.parse()?,
             "--concurrency" => a.concurrency = v.parse()?,
             "--runs" => a.runs = v.parse::<usize>()?.max(1),
+            "--database-url" => a.database_url = Some(v),
             other => anyhow::bail!("unknown flag {other}"),
         }
     }
@@ -203,8 +207,10 @@ async fn main() -> anyhow::Result<()> {
     let mut qlaud = Command::new(&a.qlaud)
         .args(["serve", "--bind", "127.0.0.1:0", "--config"])
         .arg(&config)
-        .arg("--data-dir")
-        .arg(dir.path().join("data"))
+        .args(match &a.database_url {
+            Some(url) => vec!["--database-url".into(), url.clone()],
+            None => vec!["--data-dir".into(), dir.path().join("data").display().to_string()],
+        })
         .env("RUST_LOG", "info")
         .env("NO_COLOR", "1")
         .stdout(Stdio::piped())
@@ -283,9 +289,10 @@ async fn main() -> anyhow::Result<()> {
     let added = |row: &[[f64; 2]]| median(&row.iter().map(|r| r[1] - r[0]).collect::<Vec<_>>());
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
     println!(
-        "Measured {} on {cores} cores (load generator, mock and qlaud on one machine), SQLite store; \
+        "Measured {} on {cores} cores (load generator, mock and qlaud on one machine), {} store; \
          median of {} runs of {} s each:\n",
         chrono_date(),
+        if a.database_url.is_some() { "PostgreSQL" } else { "SQLite" },
         a.runs,
         a.seconds
     );

@@ -8,15 +8,19 @@
 
 mod echo;
 pub mod error;
+mod shape;
 pub mod sse;
+mod stream;
+
+use shape::ClientEncoder;
+pub use shape::Shape;
+use stream::{Translator, stream};
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
-use bytes::{Bytes, BytesMut};
 use dropshot::Body;
-use futures::StreamExt;
 use http::{HeaderMap, Response, StatusCode};
 use qlaud_api::{ChatCompletionRequest, MessagesRequest, ModelInfo, ModelList, ModelPricing, Usd};
 use serde_json::Value;
@@ -27,7 +31,7 @@ use crate::config::{Catalog, Model, ProviderKind};
 use crate::context::Context;
 use crate::meter::ledger::{self, Admission};
 use crate::meter::{Recorder, RequestRecord, Usage, estimate};
-use crate::providers::ir::{Completion, Event};
+use crate::providers::ir::Completion;
 use crate::providers::{self, anthropic, openai};
 use error::GatewayError;
 
@@ -95,22 +99,6 @@ impl Gateway {
             last_id: data.last().map(|m| m.id.clone()),
             has_more: false,
             data,
-        }
-    }
-}
-
-/// Which API shape the client speaks.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Shape {
-    Messages,
-    ChatCompletions,
-}
-
-impl Shape {
-    fn endpoint(self) -> &'static str {
-        match self {
-            Shape::Messages => "messages",
-            Shape::ChatCompletions => "chat_completions",
         }
     }
 }
@@ -511,200 +499,6 @@ fn sse_response(call: &Call, body: Body) -> Response<Body> {
         .header(http::header::CACHE_CONTROL, "no-cache")
         .body(body)
         .expect("a valid response")
-}
-
-/// How a forwarded stream ended.
-enum StreamEnd {
-    /// The provider finished.
-    Done,
-    /// The client went away; the provider call was dropped with it.
-    ClientGone,
-    /// The provider's stream broke off.
-    UpstreamFailed(String),
-}
-
-impl StreamEnd {
-    fn status(&self) -> u16 {
-        match self {
-            StreamEnd::Done => 200,
-            StreamEnd::ClientGone => 499,
-            StreamEnd::UpstreamFailed(_) => 502,
-        }
-    }
-}
-
-/// Forwards upstream events to the client as each completes, through `tap`.
-/// Returns when either side ends; dropping the upstream body then closes the
-/// provider connection, which stops generation.
-async fn pump(
-    upstream: reqwest::Response,
-    tx: &sse::Sender,
-    mut tap: impl FnMut(Bytes) -> Option<Bytes>,
-) -> StreamEnd {
-    let mut framer = sse::Framer::default();
-    let mut body = upstream.bytes_stream();
-    while let Some(chunk) = body.next().await {
-        let chunk = match chunk {
-            Ok(c) => c,
-            Err(e) => return StreamEnd::UpstreamFailed(error_chain(&e)),
-        };
-        for event in framer.push(&chunk) {
-            if let Some(out) = tap(event)
-                && !sse::send(tx, out).await
-            {
-                return StreamEnd::ClientGone;
-            }
-        }
-    }
-    match framer.rest() {
-        Some(_) => StreamEnd::UpstreamFailed("the stream ended mid-event".into()),
-        None => StreamEnd::Done,
-    }
-}
-
-/// What a forwarded stream needs: turn each upstream event into what the
-/// client gets, and say what the stream used so far.
-pub trait StreamMeter: Send + 'static {
-    fn tap(&mut self, raw: Bytes) -> Option<Bytes>;
-    fn usage(&self) -> Usage;
-}
-
-impl StreamMeter for anthropic::StreamTap {
-    fn tap(&mut self, raw: Bytes) -> Option<Bytes> {
-        Some(self.on_event(raw))
-    }
-    fn usage(&self) -> Usage {
-        self.final_usage()
-    }
-}
-
-impl StreamMeter for openai::StreamTap {
-    fn tap(&mut self, raw: Bytes) -> Option<Bytes> {
-        self.on_event(raw)
-    }
-    fn usage(&self) -> Usage {
-        self.final_usage()
-    }
-}
-
-/// A cross-shape stream: provider events → internal events → client events.
-struct Translator<D> {
-    decode: D,
-    encoder: ClientEncoder,
-    usage: Option<Usage>,
-    pieces: u64,
-    prompt_estimate: u64,
-}
-
-impl<D: FnMut(&[u8]) -> Vec<Event> + Send + 'static> Translator<D> {
-    fn new(call: &Call, decode: D, wants_usage: bool, prompt_estimate: u64) -> Translator<D> {
-        Translator {
-            decode,
-            encoder: ClientEncoder::new(call.shape, &call.model, wants_usage),
-            usage: None,
-            pieces: 0,
-            prompt_estimate,
-        }
-    }
-}
-
-impl<D: FnMut(&[u8]) -> Vec<Event> + Send + 'static> StreamMeter for Translator<D> {
-    fn tap(&mut self, raw: Bytes) -> Option<Bytes> {
-        let mut out = BytesMut::new();
-        for event in (self.decode)(&raw) {
-            match &event {
-                Event::Usage(u) => self.usage = Some(*u),
-                Event::Text(_) | Event::ToolArgs(_) => self.pieces += 1,
-                _ => {}
-            }
-            for b in self.encoder.encode(event) {
-                out.extend_from_slice(&b);
-            }
-        }
-        (!out.is_empty()).then(|| out.freeze())
-    }
-
-    fn usage(&self) -> Usage {
-        // A stream cut before the provider's count is billed at least one
-        // token per piece of content that came through.
-        let mut u = self
-            .usage
-            .unwrap_or(Usage { input_tokens: self.prompt_estimate, ..Default::default() });
-        u.output_tokens = u.output_tokens.max(self.pieces);
-        u
-    }
-}
-
-/// Internal events written in the client's shape.
-pub(crate) enum ClientEncoder {
-    Anthropic(anthropic::convert::Encoder),
-    OpenAi(openai::convert::Encoder),
-}
-
-impl ClientEncoder {
-    fn new(shape: Shape, model: &Model, wants_usage: bool) -> ClientEncoder {
-        let prices = model.prices.unwrap_or_default();
-        match shape {
-            Shape::Messages => {
-                ClientEncoder::Anthropic(anthropic::convert::Encoder::new(&model.name, prices))
-            }
-            Shape::ChatCompletions => ClientEncoder::OpenAi(openai::convert::Encoder::new(
-                &model.name,
-                prices,
-                wants_usage,
-            )),
-        }
-    }
-
-    fn encode(&mut self, event: Event) -> Vec<Bytes> {
-        match self {
-            ClientEncoder::Anthropic(e) => e.encode(event),
-            ClientEncoder::OpenAi(e) => e.encode(event),
-        }
-    }
-
-    /// A whole answer in `shape`.
-    fn completion(shape: Shape, c: &Completion, model: &str, cost: i64) -> Value {
-        match shape {
-            Shape::Messages => anthropic::convert::message(c, model, cost),
-            Shape::ChatCompletions => {
-                openai::convert::chat_completion(c, model, chrono::Utc::now().timestamp(), cost)
-            }
-        }
-    }
-
-    /// An error event in `shape`, for a stream that broke off.
-    fn error_event(shape: Shape, err: GatewayError) -> Bytes {
-        match shape {
-            Shape::Messages => sse::event(
-                Some("error"),
-                &serde_json::to_string(&err.into_anthropic()).unwrap_or_default(),
-            ),
-            Shape::ChatCompletions => {
-                sse::event(None, &serde_json::to_string(&err.into_openai()).unwrap_or_default())
-            }
-        }
-    }
-}
-
-/// Streams the provider's answer to the client through `meter`, then
-/// settles what it used.
-fn stream(
-    mut call: Call,
-    upstream: reqwest::Response,
-    mut meter: impl StreamMeter,
-) -> Response<Body> {
-    let (tx, body) = sse::channel();
-    let response = sse_response(&call, body);
-    tokio::spawn(async move {
-        let end = pump(upstream, &tx, |e| meter.tap(e)).await;
-        if let StreamEnd::UpstreamFailed(why) = &end {
-            let err = GatewayError::new(502, format!("provider stream failed: {why}"));
-            sse::send(&tx, ClientEncoder::error_event(call.shape, err)).await;
-        }
-        call.settle(end.status(), meter.usage()).await;
-    });
-    response
 }
 
 /// A non-streamed answer from a provider of the other shape.

@@ -43,20 +43,35 @@ impl Recorder {
             .expect("the TLS backend initialises");
         tokio::spawn(async move {
             let mut batch = Vec::with_capacity(MAX_BATCH);
+            // Records the store refused even after retries: kept, never
+            // dropped, and tried again every second until it answers.
+            let mut unsettled: Vec<RequestRecord> = Vec::new();
             loop {
                 tokio::select! {
                     n = rx.recv_many(&mut batch, MAX_BATCH) => {
                         if n == 0 {
                             break;
                         }
-                        write(&writer, &mut batch, Some(&http)).await;
+                        batch.extend(unsettled.drain(..).map(Msg::Record));
+                        unsettled = write(&writer, &mut batch, Some(&http)).await;
+                    }
+                    () = tokio::time::sleep(std::time::Duration::from_secs(1)), if !unsettled.is_empty() => {
+                        let mut retry: Vec<Msg> = unsettled.drain(..).map(Msg::Record).collect();
+                        unsettled = write(&writer, &mut retry, Some(&http)).await;
                     }
                     () = stop.notified() => {
                         // Refuse new records (they are written directly),
                         // then write what is queued.
                         rx.close();
-                        while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
-                            write(&writer, &mut batch, Some(&http)).await;
+                        batch.extend(unsettled.drain(..).map(Msg::Record));
+                        while !batch.is_empty() || rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
+                            let failed = write(&writer, &mut batch, Some(&http)).await;
+                            if !failed.is_empty() {
+                                // Shutting down with the store away: crash
+                                // recovery settles these (at the reserved
+                                // amount) once this process is gone.
+                                tracing::error!(rows = failed.len(), "left unsettled at shutdown");
+                            }
                         }
                         break;
                     }
@@ -72,7 +87,7 @@ impl Recorder {
     pub async fn record(&self, r: RequestRecord) {
         if let Err(mpsc::error::SendError(Msg::Record(r))) = self.tx.send(Msg::Record(r)).await {
             // After close: write it directly.
-            write(&self.store, &mut vec![Msg::Record(r)], None).await;
+            let _ = write(&self.store, &mut vec![Msg::Record(r)], None).await;
         }
     }
 
@@ -84,7 +99,9 @@ impl Recorder {
                 mpsc::error::TrySendError::Full(m) | mpsc::error::TrySendError::Closed(m) => m,
             };
             let store = self.store.clone();
-            tokio::spawn(async move { write(&store, &mut vec![msg], None).await });
+            tokio::spawn(async move {
+                let _ = write(&store, &mut vec![msg], None).await;
+            });
         }
     }
 
@@ -106,7 +123,13 @@ impl Recorder {
     }
 }
 
-async fn write(store: &Store, batch: &mut Vec<Msg>, alerts: Option<&reqwest::Client>) {
+/// Settles a batch; returns the records the store still refused after
+/// retries.
+async fn write(
+    store: &Store,
+    batch: &mut Vec<Msg>,
+    alerts: Option<&reqwest::Client>,
+) -> Vec<RequestRecord> {
     let mut records = Vec::with_capacity(batch.len());
     let mut flushes = Vec::new();
     for m in batch.drain(..) {
@@ -118,9 +141,13 @@ async fn write(store: &Store, batch: &mut Vec<Msg>, alerts: Option<&reqwest::Cli
     // A failed write is retried: a record must not be lost to a passing
     // store error (its reservation would be recovered at the full amount).
     let mut delay = std::time::Duration::from_millis(50);
+    let mut settled = false;
     for attempt in 0..5 {
         match store.settle(&records).await {
-            Ok(_) => break,
+            Ok(_) => {
+                settled = true;
+                break;
+            }
             Err(e) => {
                 tracing::error!(error = %e, rows = records.len(), attempt, "settling requests");
                 tokio::time::sleep(delay).await;
@@ -131,7 +158,11 @@ async fn write(store: &Store, batch: &mut Vec<Msg>, alerts: Option<&reqwest::Cli
     for tx in flushes {
         let _ = tx.send(());
     }
+    if !settled {
+        return records;
+    }
     if let Some(http) = alerts {
         crate::billing::alerts::check(store, http, &records).await;
     }
+    Vec::new()
 }

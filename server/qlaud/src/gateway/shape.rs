@@ -1,0 +1,78 @@
+//! The API shape a client speaks, and writing answers in it.
+
+use bytes::Bytes;
+use serde_json::Value;
+
+use super::error::GatewayError;
+use super::sse;
+use crate::config::Model;
+use crate::providers::ir::{Completion, Event};
+use crate::providers::{anthropic, openai};
+
+/// Which API shape the client speaks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Shape {
+    Messages,
+    ChatCompletions,
+}
+
+impl Shape {
+    pub fn endpoint(self) -> &'static str {
+        match self {
+            Shape::Messages => "messages",
+            Shape::ChatCompletions => "chat_completions",
+        }
+    }
+}
+
+/// Internal events written in the client's shape.
+pub(crate) enum ClientEncoder {
+    Anthropic(anthropic::convert::Encoder),
+    OpenAi(openai::convert::Encoder),
+}
+
+impl ClientEncoder {
+    pub fn new(shape: Shape, model: &Model, wants_usage: bool) -> ClientEncoder {
+        let prices = model.prices.unwrap_or_default();
+        match shape {
+            Shape::Messages => {
+                ClientEncoder::Anthropic(anthropic::convert::Encoder::new(&model.name, prices))
+            }
+            Shape::ChatCompletions => ClientEncoder::OpenAi(openai::convert::Encoder::new(
+                &model.name,
+                prices,
+                wants_usage,
+            )),
+        }
+    }
+
+    pub fn encode(&mut self, event: Event) -> Vec<Bytes> {
+        match self {
+            ClientEncoder::Anthropic(e) => e.encode(event),
+            ClientEncoder::OpenAi(e) => e.encode(event),
+        }
+    }
+
+    /// A whole answer in `shape`.
+    pub fn completion(shape: Shape, c: &Completion, model: &str, cost: i64) -> Value {
+        match shape {
+            Shape::Messages => anthropic::convert::message(c, model, cost),
+            Shape::ChatCompletions => {
+                openai::convert::chat_completion(c, model, chrono::Utc::now().timestamp(), cost)
+            }
+        }
+    }
+
+    /// An error event in `shape`, for a stream that broke off.
+    pub fn error_event(shape: Shape, err: GatewayError) -> Bytes {
+        match shape {
+            Shape::Messages => sse::event(
+                Some("error"),
+                &serde_json::to_string(&err.into_anthropic()).unwrap_or_default(),
+            ),
+            Shape::ChatCompletions => {
+                sse::event(None, &serde_json::to_string(&err.into_openai()).unwrap_or_default())
+            }
+        }
+    }
+}

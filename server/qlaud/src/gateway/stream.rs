@@ -1,0 +1,161 @@
+//! Forwarding a provider's stream to the client as each event completes,
+//! reading usage on the way, and settling when it ends.
+
+use bytes::{Bytes, BytesMut};
+use dropshot::Body;
+use futures::StreamExt;
+use http::Response;
+
+use super::error::GatewayError;
+use super::shape::ClientEncoder;
+use super::{Call, error_chain, sse, sse_response};
+use crate::meter::Usage;
+use crate::providers::ir::Event;
+use crate::providers::{anthropic, openai};
+
+/// How a forwarded stream ended.
+enum StreamEnd {
+    /// The provider finished.
+    Done,
+    /// The client went away; the provider call was dropped with it.
+    ClientGone,
+    /// The provider's stream broke off.
+    UpstreamFailed(String),
+}
+
+impl StreamEnd {
+    fn status(&self) -> u16 {
+        match self {
+            StreamEnd::Done => 200,
+            StreamEnd::ClientGone => 499,
+            StreamEnd::UpstreamFailed(_) => 502,
+        }
+    }
+}
+
+/// Forwards upstream events to the client as each completes, through `tap`.
+/// Returns when either side ends; dropping the upstream body then closes the
+/// provider connection, which stops generation.
+async fn pump(
+    upstream: reqwest::Response,
+    tx: &sse::Sender,
+    mut tap: impl FnMut(Bytes) -> Option<Bytes>,
+) -> StreamEnd {
+    let mut framer = sse::Framer::default();
+    let mut body = upstream.bytes_stream();
+    while let Some(chunk) = body.next().await {
+        let chunk = match chunk {
+            Ok(c) => c,
+            Err(e) => return StreamEnd::UpstreamFailed(error_chain(&e)),
+        };
+        for event in framer.push(&chunk) {
+            if let Some(out) = tap(event)
+                && !sse::send(tx, out).await
+            {
+                return StreamEnd::ClientGone;
+            }
+        }
+    }
+    match framer.rest() {
+        Some(_) => StreamEnd::UpstreamFailed("the stream ended mid-event".into()),
+        None => StreamEnd::Done,
+    }
+}
+
+/// What a forwarded stream needs: turn each upstream event into what the
+/// client gets, and say what the stream used so far.
+pub trait StreamMeter: Send + 'static {
+    fn tap(&mut self, raw: Bytes) -> Option<Bytes>;
+    fn usage(&self) -> Usage;
+}
+
+impl StreamMeter for anthropic::StreamTap {
+    fn tap(&mut self, raw: Bytes) -> Option<Bytes> {
+        Some(self.on_event(raw))
+    }
+    fn usage(&self) -> Usage {
+        self.final_usage()
+    }
+}
+
+impl StreamMeter for openai::StreamTap {
+    fn tap(&mut self, raw: Bytes) -> Option<Bytes> {
+        self.on_event(raw)
+    }
+    fn usage(&self) -> Usage {
+        self.final_usage()
+    }
+}
+
+/// A cross-shape stream: provider events → internal events → client events.
+pub(super) struct Translator<D> {
+    decode: D,
+    encoder: ClientEncoder,
+    usage: Option<Usage>,
+    pieces: u64,
+    prompt_estimate: u64,
+}
+
+impl<D: FnMut(&[u8]) -> Vec<Event> + Send + 'static> Translator<D> {
+    pub(super) fn new(
+        call: &Call,
+        decode: D,
+        wants_usage: bool,
+        prompt_estimate: u64,
+    ) -> Translator<D> {
+        Translator {
+            decode,
+            encoder: ClientEncoder::new(call.shape, &call.model, wants_usage),
+            usage: None,
+            pieces: 0,
+            prompt_estimate,
+        }
+    }
+}
+
+impl<D: FnMut(&[u8]) -> Vec<Event> + Send + 'static> StreamMeter for Translator<D> {
+    fn tap(&mut self, raw: Bytes) -> Option<Bytes> {
+        let mut out = BytesMut::new();
+        for event in (self.decode)(&raw) {
+            match &event {
+                Event::Usage(u) => self.usage = Some(*u),
+                Event::Text(_) | Event::ToolArgs(_) => self.pieces += 1,
+                _ => {}
+            }
+            for b in self.encoder.encode(event) {
+                out.extend_from_slice(&b);
+            }
+        }
+        (!out.is_empty()).then(|| out.freeze())
+    }
+
+    fn usage(&self) -> Usage {
+        // A stream cut before the provider's count is billed at least one
+        // token per piece of content that came through.
+        let mut u = self
+            .usage
+            .unwrap_or(Usage { input_tokens: self.prompt_estimate, ..Default::default() });
+        u.output_tokens = u.output_tokens.max(self.pieces);
+        u
+    }
+}
+
+/// Streams the provider's answer to the client through `meter`, then
+/// settles what it used.
+pub(super) fn stream(
+    mut call: Call,
+    upstream: reqwest::Response,
+    mut meter: impl StreamMeter,
+) -> Response<Body> {
+    let (tx, body) = sse::channel();
+    let response = sse_response(&call, body);
+    tokio::spawn(async move {
+        let end = pump(upstream, &tx, |e| meter.tap(e)).await;
+        if let StreamEnd::UpstreamFailed(why) = &end {
+            let err = GatewayError::new(502, format!("provider stream failed: {why}"));
+            sse::send(&tx, ClientEncoder::error_event(call.shape, err)).await;
+        }
+        call.settle(end.status(), meter.usage()).await;
+    });
+    response
+}
