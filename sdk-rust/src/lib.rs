@@ -21,11 +21,14 @@
 #[rustfmt::skip]
 mod generated;
 
+mod stream;
+
 use std::fmt;
 use std::ops::Deref;
 use std::time::Duration;
 
 pub use generated::{ByteStream, ClientInfo, Error, ResponseValue, builder, types};
+pub use stream::{EventStream, SseEvent, StreamError};
 
 /// The address `qlaud serve` listens on by default.
 pub const DEFAULT_BASE_URL: &str = "http://127.0.0.1:8080";

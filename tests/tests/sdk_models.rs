@@ -4,7 +4,7 @@ use qlaud::types;
 use qlaud_tests::{Backend, TestServer, backend_tests};
 use serde_json::json;
 
-backend_tests!(sdk_calls_both_model_shapes);
+backend_tests!(sdk_calls_both_model_shapes, sdk_streams_both_model_shapes);
 
 async fn sdk_calls_both_model_shapes(backend: Backend) {
     let Some(t) = TestServer::start(backend).await else {
@@ -62,6 +62,50 @@ async fn sdk_calls_both_model_shapes(backend: Backend) {
             assert_eq!(e.error.type_, "not_found_error");
         }
         other => panic!("unexpected {other:?}"),
+    }
+    t.stop().await;
+}
+
+async fn sdk_streams_both_model_shapes(backend: Backend) {
+    use futures::StreamExt;
+    let Some(t) = TestServer::start(backend).await else { return };
+    let client = t.client(&t.master_key);
+    let mut text = String::new();
+    let mut names = Vec::new();
+    let mut events = client
+        .create_message_stream(json!({"model": "echo", "max_tokens": 20,
+                                      "messages": [{"role": "user", "content": "stream me"}]}))
+        .await
+        .unwrap();
+    while let Some(e) = events.next().await {
+        let e = e.unwrap();
+        if e.event.as_deref() == Some("content_block_delta") {
+            text.push_str(e.json().unwrap()["delta"]["text"].as_str().unwrap());
+        }
+        names.push(e.event.unwrap_or_default());
+    }
+    assert_eq!(text, "echo: stream me");
+    assert_eq!(names.first().map(String::as_str), Some("message_start"));
+    assert_eq!(names.last().map(String::as_str), Some("message_stop"));
+
+    let chunks: Vec<qlaud::SseEvent> = client
+        .create_chat_completion_stream(json!({"model": "echo", "stream_options": {"include_usage": true},
+                                              "messages": [{"role": "user", "content": "stream me"}]}))
+        .await
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
+        .await;
+    assert!(chunks.last().unwrap().is_done());
+    let usage = chunks[chunks.len() - 2].json().unwrap();
+    assert!(usage["usage"]["cost_micros"].as_i64().unwrap() > 0);
+
+    match client.create_message_stream(json!({"model": "nope", "messages": []})).await {
+        Err(qlaud::StreamError::Status { status, body }) => {
+            assert_eq!(status, 404);
+            assert_eq!(body["error"]["type"], "not_found_error");
+        }
+        other => panic!("expected a 404, got {:?}", other.map(|_| ())),
     }
     t.stop().await;
 }
