@@ -220,6 +220,9 @@ pub fn spawn_recovery(
                 tracing::warn!(error = %e, "heartbeat");
             }
             let cutoff = now - timeout.as_millis() as i64;
+            if let Err(e) = store.prune_instances(now - 86_400_000).await {
+                tracing::warn!(error = %e, "pruning stopped instances");
+            }
             match store.orphaned_reservations(cutoff, 1000).await {
                 Ok(orphans) if !orphans.is_empty() => match store.settle(&orphans).await {
                     Ok(n) => tracing::warn!(

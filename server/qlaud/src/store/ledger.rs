@@ -361,6 +361,18 @@ impl Store {
             .collect()
     }
 
+    /// Forgets processes silent for a day that hold no reservations.
+    pub async fn prune_instances(&self, before_ms: i64) -> StoreResult<u64> {
+        Ok(sqlx::query(
+            "DELETE FROM instances WHERE heartbeat_ms < $1 \
+             AND NOT EXISTS (SELECT 1 FROM reservations r WHERE r.instance_id = instances.id)",
+        )
+        .bind(before_ms)
+        .execute(self.writer())
+        .await?
+        .rows_affected())
+    }
+
     /// Says this process is alive.
     pub async fn heartbeat(&self, instance_id: &str, now_ms: i64) -> StoreResult<()> {
         sqlx::query(
