@@ -115,11 +115,8 @@ pub async fn authenticate(store: &Store, cache: &AuthCache, headers: &HeaderMap)
     if row.disabled != 0 {
         return Err(Error::Unauthenticated("this API key is disabled".to_string()));
     }
-    let scope = match row.scope.as_str() {
-        "admin" => KeyScope::Admin,
-        _ => KeyScope::Standard,
-    };
-    let period = crate::meter::period::parse(&row.period).unwrap_or_default();
+    let scope = crate::store::parse_scope(&row.scope).unwrap_or(KeyScope::Standard);
+    let period = crate::store::parse_period(&row.period).unwrap_or_default();
     let caller = Caller { tenant_id: row.tenant_id, key_id: row.id, scope, period };
     cache.put(hash, caller.clone());
     Ok(caller)

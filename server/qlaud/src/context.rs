@@ -28,16 +28,18 @@ pub struct Context {
 
 impl Context {
     pub fn new(store: Store, gateway: Gateway, clock: Arc<Clock>) -> Context {
+        // Outgoing webhooks are bounded: a slow receiver never holds qlaud.
+        let webhook_http = reqwest::Client::builder()
+            .connect_timeout(std::time::Duration::from_secs(5))
+            .timeout(std::time::Duration::from_secs(10))
+            .build()
+            .expect("the TLS backend initialises");
         Context {
-            recorder: Arc::new(Recorder::start(store.clone())),
+            recorder: Arc::new(Recorder::start(store.clone(), webhook_http.clone())),
             auth_cache: AuthCache::default(),
             instance_id: crate::store::new_id("inst"),
             metrics: Arc::default(),
-            webhook_http: reqwest::Client::builder()
-                .connect_timeout(std::time::Duration::from_secs(5))
-                .timeout(std::time::Duration::from_secs(10))
-                .build()
-                .expect("the TLS backend initialises"),
+            webhook_http,
             clock,
             store,
             gateway,

@@ -47,7 +47,7 @@ pub async fn report(ctx: &Context, caller: &Caller, q: UsageQuery) -> Result<Usa
     let from = q.from.as_deref().map(|s| parse_time("from", s)).transpose()?.unwrap_or(month);
     let to = match q.to.as_deref() {
         Some(s) => parse_time("to", s)?,
-        None => period::window_start(qlaud_api::Period::Monthly, month + 32 * DAY_MS),
+        None => period::window_end(qlaud_api::Period::Monthly, month).expect("months end"),
     };
     if to <= from {
         return Err(Error::invalid("to must be later than from"));

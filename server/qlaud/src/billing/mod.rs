@@ -5,7 +5,7 @@ pub mod alerts;
 pub mod push;
 pub mod signature;
 
-use chrono::{Datelike, NaiveDate};
+use chrono::NaiveDate;
 use qlaud_api::{
     BillingSettings, BillingSettingsUpdate, InvoiceLine, InvoicePreview, KeyBillingEvent,
     MeterEvent, MeterEventPayload, MeterExport, MeterSlice, StripeWebhookResult, Usd,
@@ -193,14 +193,10 @@ pub fn month(period: &str) -> Result<(i64, i64)> {
     let bad = || Error::invalid(format!("period must be a month, YYYY-MM, got {period:?}"));
     let first =
         NaiveDate::parse_from_str(&format!("{period}-01"), "%Y-%m-%d").map_err(|_| bad())?;
-    let next = if first.month() == 12 {
-        NaiveDate::from_ymd_opt(first.year() + 1, 1, 1)
-    } else {
-        NaiveDate::from_ymd_opt(first.year(), first.month() + 1, 1)
-    }
-    .ok_or_else(bad)?;
-    let ms = |d: NaiveDate| d.and_hms_opt(0, 0, 0).expect("midnight").and_utc().timestamp_millis();
-    Ok((ms(first), ms(next)))
+    let start = first.and_hms_opt(0, 0, 0).expect("midnight").and_utc().timestamp_millis();
+    let end =
+        crate::meter::period::window_end(qlaud_api::Period::Monthly, start).ok_or_else(bad)?;
+    Ok((start, end))
 }
 
 const DAY_MS: i64 = 86_400_000;

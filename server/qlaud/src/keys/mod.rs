@@ -6,12 +6,10 @@ pub mod secret;
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, TimeZone, Utc};
-use qlaud_api::{
-    Key, KeyScope, KeyStatus, KeyWithSecret, MintKeyRequest, Period, UpdateKeyRequest, Usd,
-};
+use qlaud_api::{Key, KeyScope, KeyStatus, KeyWithSecret, MintKeyRequest, UpdateKeyRequest, Usd};
 
 use crate::error::{Error, Result};
-use crate::store::{KeyChanges, KeyRow, NewKey};
+use crate::store::{KeyChanges, KeyRow, NewKey, parse_period, parse_scope};
 use secret::Secret;
 
 const MAX_NAME_CHARS: usize = 200;
@@ -117,18 +115,10 @@ fn time(ms: i64) -> DateTime<Utc> {
 
 /// The wire shape of a stored key.
 pub fn to_wire(row: KeyRow) -> Result<Key> {
-    let scope = match row.scope.as_str() {
-        "admin" => KeyScope::Admin,
-        "standard" => KeyScope::Standard,
-        other => return Err(Error::Internal(format!("stored key scope {other:?}"))),
-    };
-    let period = match row.period.as_str() {
-        "monthly" => Period::Monthly,
-        "weekly" => Period::Weekly,
-        "daily" => Period::Daily,
-        "total" => Period::Total,
-        other => return Err(Error::Internal(format!("stored key period {other:?}"))),
-    };
+    let scope = parse_scope(&row.scope)
+        .ok_or_else(|| Error::Internal(format!("stored key scope {:?}", row.scope)))?;
+    let period = parse_period(&row.period)
+        .ok_or_else(|| Error::Internal(format!("stored key period {:?}", row.period)))?;
     let metadata = serde_json::from_str(&row.metadata)
         .map_err(|e| Error::Internal(format!("stored key metadata: {e}")))?;
     let status = if row.revoked_ms.is_some() {

@@ -68,19 +68,8 @@ fn usd(micros: i64) -> String {
     Usd::from_micros(micros.max(0)).map_or_else(|| format!("{micros} µ$"), |u| format!("${u}"))
 }
 
-/// When the window starting at `start` ends.
-fn window_end(p: Period, start: i64) -> Option<i64> {
-    let day = 86_400_000;
-    match p {
-        Period::Total => None,
-        Period::Daily => Some(start + day),
-        Period::Weekly => Some(start + 7 * day),
-        Period::Monthly => Some(period::window_start(p, start + 32 * day)),
-    }
-}
-
 fn over_cap(key_id: &str, p: Period, start: i64, cap: i64, committed: i64) -> GatewayError {
-    let resets = match window_end(p, start) {
+    let resets = match period::window_end(p, start) {
         Some(end) => format!(
             "; it resets at {}",
             chrono::DateTime::from_timestamp_millis(end)
@@ -170,7 +159,7 @@ pub async fn admit(
             return Err(GatewayError::new(401, "this API key is revoked or disabled")
                 .with_code("invalid_api_key"));
         }
-        let current = period::parse(&state.period).unwrap_or_default();
+        let current = crate::store::parse_period(&state.period).unwrap_or_default();
         if current != period {
             ctx.auth_cache.clear();
             period = current;

@@ -19,13 +19,15 @@ pub fn window_start(period: Period, now_ms: i64) -> i64 {
     start.and_hms_opt(0, 0, 0).expect("midnight exists").and_utc().timestamp_millis()
 }
 
-pub fn parse(s: &str) -> Option<Period> {
-    match s {
-        "monthly" => Some(Period::Monthly),
-        "weekly" => Some(Period::Weekly),
-        "daily" => Some(Period::Daily),
-        "total" => Some(Period::Total),
-        _ => None,
+/// When the window starting at `start_ms` ends; `total` never does.
+pub fn window_end(period: Period, start_ms: i64) -> Option<i64> {
+    const DAY: i64 = 86_400_000;
+    match period {
+        Period::Total => None,
+        Period::Daily => Some(start_ms + DAY),
+        Period::Weekly => Some(start_ms + 7 * DAY),
+        // Past the longest month, then back to its first day.
+        Period::Monthly => Some(window_start(period, start_ms + 32 * DAY)),
     }
 }
 

@@ -31,16 +31,13 @@ pub struct Recorder {
 }
 
 impl Recorder {
-    pub fn start(store: Store) -> Recorder {
+    /// `webhooks` sends the spend alerts settlements trigger.
+    pub fn start(store: Store, webhooks: reqwest::Client) -> Recorder {
         let (tx, mut rx) = mpsc::channel::<Msg>(16 * 1024);
         let (done_tx, done_rx) = oneshot::channel();
         let shutdown = Arc::new(Notify::new());
         let (writer, stop) = (store.clone(), shutdown.clone());
-        let http = reqwest::Client::builder()
-            .connect_timeout(std::time::Duration::from_secs(5))
-            .timeout(std::time::Duration::from_secs(10))
-            .build()
-            .expect("the TLS backend initialises");
+        let http = webhooks;
         tokio::spawn(async move {
             let mut batch = Vec::with_capacity(MAX_BATCH);
             // Records the store refused even after retries: kept, never

@@ -82,6 +82,18 @@ pub fn scope_str(scope: KeyScope) -> &'static str {
     }
 }
 
+/// A stored scope; `None` for a spelling qlaud never writes.
+pub fn parse_scope(s: &str) -> Option<KeyScope> {
+    [KeyScope::Admin, KeyScope::Standard].into_iter().find(|k| scope_str(*k) == s)
+}
+
+/// A stored period; `None` for a spelling qlaud never writes.
+pub fn parse_period(s: &str) -> Option<Period> {
+    [Period::Monthly, Period::Weekly, Period::Daily, Period::Total]
+        .into_iter()
+        .find(|p| period_str(*p) == s)
+}
+
 pub fn period_str(period: Period) -> &'static str {
     match period {
         Period::Monthly => "monthly",

@@ -121,34 +121,30 @@ pub(super) fn spawn_admitter(writer: AnyPool) -> mpsc::Sender<ReserveJob> {
 /// reservation row if the upsert admitted, and a row saying which.
 fn sqlite_batch_sql(n: usize) -> &'static str {
     static SQL: OnceLock<Vec<&'static str>> = OnceLock::new();
-    SQL.get_or_init(|| {
-        (1..=ADMIT_BATCH)
-            .map(|n| {
-                let mut s = String::from("BEGIN IMMEDIATE;");
-                for j in 0..n {
-                    let mut one = format!(
-                        "{}; INSERT INTO reservations (id, tenant_id, key_id, period_start_ms, model, \
+    super::sized_sql(&SQL, ADMIT_BATCH, n, |n| {
+        let mut s = String::from("BEGIN IMMEDIATE;");
+        for j in 0..n {
+            let mut one = format!(
+                "{}; INSERT INTO reservations (id, tenant_id, key_id, period_start_ms, model, \
                          provider, endpoint, reserved_micros, instance_id, created_ms) \
                          SELECT $6, $7, $1, $2, $8, $9, $10, $3, $11, $12 WHERE changes() = 1; \
                          SELECT CAST(changes() AS BIGINT) AS admitted, CAST({j} AS BIGINT) AS job;",
-                        admit_upsert!()
-                    );
-                    // Renumber $1..$12 to this job's parameters: first to
-                    // delimited tokens, highest first so `$1` never matches
-                    // the start of `$12`, then to the job's numbers.
-                    for p in (1..=12).rev() {
-                        one = one.replace(&format!("${p}"), &format!("#{p}#"));
-                    }
-                    for p in 1..=12 {
-                        one = one.replace(&format!("#{p}#"), &format!("${}", 12 * j + p));
-                    }
-                    s.push_str(&one);
-                }
-                s.push_str(" COMMIT");
-                &*Box::leak(s.into_boxed_str())
-            })
-            .collect()
-    })[n - 1]
+                admit_upsert!()
+            );
+            // Renumber $1..$12 to this job's parameters: first to
+            // delimited tokens, highest first so `$1` never matches
+            // the start of `$12`, then to the job's numbers.
+            for p in (1..=12).rev() {
+                one = one.replace(&format!("${p}"), &format!("#{p}#"));
+            }
+            for p in 1..=12 {
+                one = one.replace(&format!("#{p}#"), &format!("${}", 12 * j + p));
+            }
+            s.push_str(&one);
+        }
+        s.push_str(" COMMIT");
+        s
+    })
 }
 
 async fn admit_batch(writer: &AnyPool, jobs: &[ReserveJob]) -> Result<Vec<bool>, sqlx::Error> {
@@ -406,16 +402,8 @@ fn endpoint_name(s: &str) -> &'static str {
 /// built once per size (sqlx takes only static SQL).
 fn delete_sql(n: usize) -> &'static str {
     static SQL: OnceLock<Vec<&'static str>> = OnceLock::new();
-    SQL.get_or_init(|| {
-        (1..=super::MAX_BATCH)
-            .map(|n| {
-                let ids: Vec<String> = (1..=n).map(|i| format!("${i}")).collect();
-                let s = format!(
-                    "DELETE FROM reservations WHERE id IN ({}) RETURNING id",
-                    ids.join(", ")
-                );
-                &*Box::leak(s.into_boxed_str())
-            })
-            .collect()
-    })[n - 1]
+    super::sized_sql(&SQL, super::MAX_BATCH, n, |n| {
+        let ids: Vec<String> = (1..=n).map(|i| format!("${i}")).collect();
+        format!("DELETE FROM reservations WHERE id IN ({}) RETURNING id", ids.join(", "))
+    })
 }

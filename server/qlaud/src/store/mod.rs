@@ -14,13 +14,16 @@ mod usage;
 
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, Executor};
 
 pub use billing::{AlertState, BillingEventRow, MeterRow, ModelSums, SettingsRow};
-pub use keys::{KeyChanges, KeyRow, NewKey, STRIPE_CUSTOMER, period_str, scope_str};
+pub use keys::{
+    KeyChanges, KeyRow, NewKey, STRIPE_CUSTOMER, parse_period, parse_scope, period_str, scope_str,
+};
 pub use ledger::{CapState, NewReservation};
 pub use requests::MAX_BATCH;
 pub use tenants::TenantRow;
@@ -150,6 +153,18 @@ async fn migrate(pool: &AnyPool, backend: Backend) -> anyhow::Result<()> {
             Err(e) => return Err(e.into()),
         }
     }
+}
+
+/// Statements whose text depends on a batch size (`n` rows or jobs in one
+/// statement). sqlx takes only static SQL, so each size's text is built on
+/// first use and kept for the life of the process: at most `max` strings.
+pub(crate) fn sized_sql(
+    cache: &'static OnceLock<Vec<&'static str>>,
+    max: usize,
+    n: usize,
+    build: impl Fn(usize) -> String,
+) -> &'static str {
+    cache.get_or_init(|| (1..=max).map(|n| &*Box::leak(build(n).into_boxed_str())).collect())[n - 1]
 }
 
 /// Milliseconds since the Unix epoch, the store's time unit.

@@ -16,26 +16,22 @@ const COLUMNS: usize = 17;
 /// each size is built once and kept for the life of the process.
 fn insert_sql(n: usize) -> &'static str {
     static SQL: OnceLock<Vec<&'static str>> = OnceLock::new();
-    SQL.get_or_init(|| {
-        (1..=MAX_BATCH)
-            .map(|rows| {
-                let mut s = String::from(
-                    "INSERT INTO requests (id, tenant_id, key_id, model, provider, endpoint, \
+    super::sized_sql(&SQL, MAX_BATCH, n, |rows| {
+        let mut s = String::from(
+            "INSERT INTO requests (id, tenant_id, key_id, model, provider, endpoint, \
                      streamed, status, input_tokens, output_tokens, cache_read_tokens, \
                      cache_write_tokens, cost_micros, latency_ms, created_ms, period_start_ms, \
                      recovered) VALUES ",
-                );
-                for r in 0..rows {
-                    s.push_str(if r == 0 { "(" } else { ", (" });
-                    let params: Vec<String> =
-                        (1..=COLUMNS).map(|c| format!("${}", r * COLUMNS + c)).collect();
-                    s.push_str(&params.join(", "));
-                    s.push(')');
-                }
-                &*Box::leak(s.into_boxed_str())
-            })
-            .collect()
-    })[n - 1]
+        );
+        for r in 0..rows {
+            s.push_str(if r == 0 { "(" } else { ", (" });
+            let params: Vec<String> =
+                (1..=COLUMNS).map(|c| format!("${}", r * COLUMNS + c)).collect();
+            s.push_str(&params.join(", "));
+            s.push(')');
+        }
+        s
+    })
 }
 
 /// Inserts up to [`MAX_BATCH`] records in one statement.
