@@ -21,6 +21,7 @@
 #[rustfmt::skip]
 mod generated;
 
+mod retry;
 mod stream;
 
 use std::fmt;
@@ -28,7 +29,8 @@ use std::ops::Deref;
 use std::time::Duration;
 
 pub use generated::{ByteStream, ClientInfo, Error, ResponseValue, builder, types};
-pub use stream::{EventStream, SseEvent, StreamError};
+pub use retry::RetryPolicy;
+pub use stream::{EventStream, RawError, SseEvent};
 
 /// The address `qlaud serve` listens on by default.
 pub const DEFAULT_BASE_URL: &str = "http://127.0.0.1:8080";
@@ -89,7 +91,20 @@ impl Client {
     /// `Authorization: Bearer <key>` header itself.
     pub fn with_http_client(base_url: impl AsRef<str>, http: reqwest::Client) -> Client {
         let base = base_url.as_ref().trim_end_matches('/');
-        Client { inner: generated::Client::new_with_client(base, http) }
+        Client { inner: generated::Client::new_with_client(base, http, RetryPolicy::default()) }
+    }
+
+    /// This client with another retry policy (see [`RetryPolicy`]; the
+    /// default retries twice). `RetryPolicy { max_retries: 0, .. }` turns
+    /// retrying off.
+    pub fn with_retry_policy(self, policy: RetryPolicy) -> Client {
+        let http = self.inner.client().clone();
+        Client { inner: generated::Client::new_with_client(self.base_url(), http, policy) }
+    }
+
+    /// The retry policy in force.
+    pub fn retry_policy(&self) -> RetryPolicy {
+        *self.inner.inner()
     }
 
     /// The base URL requests go to.

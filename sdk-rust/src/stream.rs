@@ -1,12 +1,14 @@
-//! Streaming for the two model endpoints, which the generated code cannot
-//! express: progenitor types only JSON answers, and its request types keep
-//! only the fields qlaud's spec names. These methods take the request as
-//! JSON (so tools, temperature and any provider parameter pass through) and
-//! yield server-sent events as they arrive.
+//! The calls the generated code cannot express. Progenitor types only JSON
+//! answers, and its request types keep only the fields qlaud's spec names;
+//! the model endpoints take any provider parameter. These methods take the
+//! request as JSON (so tools, temperature, thinking … pass through) and
+//! return the answer as JSON, or its server-sent events as they arrive.
 
 use std::pin::Pin;
 
 use futures::{Stream, StreamExt};
+
+use progenitor_client::ClientInfo as _;
 
 use crate::Client;
 
@@ -33,28 +35,28 @@ impl SseEvent {
     }
 }
 
-/// Why a stream could not start or broke off.
+/// Why a JSON call or a stream failed, or a stream broke off.
 #[derive(Debug)]
-pub enum StreamError {
+pub enum RawError {
     /// The request failed to send or the connection broke.
     Http(reqwest::Error),
     /// qlaud answered with an error (its body in the endpoint's shape).
     Status { status: u16, body: serde_json::Value },
 }
 
-impl std::fmt::Display for StreamError {
+impl std::fmt::Display for RawError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            StreamError::Http(e) => write!(f, "{e}"),
-            StreamError::Status { status, body } => write!(f, "qlaud answered {status}: {body}"),
+            RawError::Http(e) => write!(f, "{e}"),
+            RawError::Status { status, body } => write!(f, "qlaud answered {status}: {body}"),
         }
     }
 }
 
-impl std::error::Error for StreamError {}
+impl std::error::Error for RawError {}
 
 /// A stream of events.
-pub type EventStream = Pin<Box<dyn Stream<Item = Result<SseEvent, StreamError>> + Send>>;
+pub type EventStream = Pin<Box<dyn Stream<Item = Result<SseEvent, RawError>> + Send>>;
 
 impl Client {
     /// `POST /v1/messages` with `"stream": true`: Anthropic's events.
@@ -79,7 +81,7 @@ impl Client {
     pub async fn create_message_stream(
         &self,
         body: serde_json::Value,
-    ) -> Result<EventStream, StreamError> {
+    ) -> Result<EventStream, RawError> {
         self.stream("/v1/messages", body).await
     }
 
@@ -89,33 +91,88 @@ impl Client {
     pub async fn create_chat_completion_stream(
         &self,
         body: serde_json::Value,
-    ) -> Result<EventStream, StreamError> {
+    ) -> Result<EventStream, RawError> {
         self.stream("/v1/chat/completions", body).await
+    }
+
+    /// `POST /v1/messages` without streaming, every field of `body` passed
+    /// through: the answer in Anthropic's shape.
+    pub async fn create_message_json(
+        &self,
+        body: serde_json::Value,
+    ) -> Result<serde_json::Value, RawError> {
+        self.json("/v1/messages", body).await
+    }
+
+    /// `POST /v1/chat/completions` without streaming, every field of `body`
+    /// passed through: the answer in OpenAI's shape.
+    pub async fn create_chat_completion_json(
+        &self,
+        body: serde_json::Value,
+    ) -> Result<serde_json::Value, RawError> {
+        self.json("/v1/chat/completions", body).await
+    }
+
+    /// Delivers a Stripe webhook as Stripe would: the raw `payload` bytes
+    /// with their `Stripe-Signature` header. For forwarding webhooks that
+    /// reach your own endpoint first, and for testing.
+    pub async fn stripe_webhook_signed(
+        &self,
+        tenant_id: &str,
+        payload: Vec<u8>,
+        signature: &str,
+    ) -> Result<serde_json::Value, RawError> {
+        let request = self
+            .inner
+            .client()
+            .post(format!(
+                "{}/v1/billing/stripe/webhook/{}",
+                self.base_url(),
+                progenitor_client::encode_path(tenant_id)
+            ))
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .header("stripe-signature", signature)
+            .body(payload);
+        read_json(self.send(request).await?).await
+    }
+
+    async fn json(
+        &self,
+        path: &str,
+        mut body: serde_json::Value,
+    ) -> Result<serde_json::Value, RawError> {
+        if let Some(map) = body.as_object_mut() {
+            map.remove("stream");
+        }
+        let request = self.inner.client().post(format!("{}{path}", self.base_url())).json(&body);
+        read_json(self.send(request).await?).await
+    }
+
+    async fn send(&self, request: reqwest::RequestBuilder) -> Result<reqwest::Response, RawError> {
+        let request = request.build().map_err(RawError::Http)?;
+        self.retry_policy().execute(self.inner.client(), request).await.map_err(RawError::Http)
     }
 
     async fn stream(
         &self,
         path: &str,
         mut body: serde_json::Value,
-    ) -> Result<EventStream, StreamError> {
+    ) -> Result<EventStream, RawError> {
         body["stream"] = serde_json::Value::Bool(true);
-        let resp = self
+        let request = self
             .inner
-            .client
+            .client()
             .post(format!("{}{path}", self.base_url()))
             .header(reqwest::header::ACCEPT, "text/event-stream")
-            .json(&body)
-            .send()
-            .await
-            .map_err(StreamError::Http)?;
+            .json(&body);
+        let resp = self.send(request).await?;
         let status = resp.status();
         if !status.is_success() {
-            let body = resp.json().await.unwrap_or(serde_json::Value::Null);
-            return Err(StreamError::Status { status: status.as_u16(), body });
+            return Err(error_status(resp).await);
         }
         let mut buf = Vec::new();
         let events = resp.bytes_stream().flat_map(move |chunk| {
-            let out: Vec<Result<SseEvent, StreamError>> = match chunk {
+            let out: Vec<Result<SseEvent, RawError>> = match chunk {
                 Ok(bytes) => {
                     buf.extend_from_slice(&bytes);
                     let mut out = Vec::new();
@@ -127,12 +184,28 @@ impl Client {
                     }
                     out
                 }
-                Err(e) => vec![Err(StreamError::Http(e))],
+                Err(e) => vec![Err(RawError::Http(e))],
             };
             futures::stream::iter(out)
         });
         Ok(Box::pin(events))
     }
+}
+
+/// The JSON body of a success, or the error in the endpoint's shape.
+async fn read_json(resp: reqwest::Response) -> Result<serde_json::Value, RawError> {
+    if !resp.status().is_success() {
+        return Err(error_status(resp).await);
+    }
+    resp.json().await.map_err(RawError::Http)
+}
+
+async fn error_status(resp: reqwest::Response) -> RawError {
+    let status = resp.status().as_u16();
+    let text = resp.text().await.unwrap_or_default();
+    // A proxy's HTML error page is kept as a string rather than lost.
+    let body = serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text));
+    RawError::Status { status, body }
 }
 
 /// Just past the first blank line (`\n\n` or `\r\n\r\n`).

@@ -101,7 +101,7 @@ async fn sdk_streams_both_model_shapes(backend: Backend) {
     assert!(usage["usage"]["cost_micros"].as_i64().unwrap() > 0);
 
     match client.create_message_stream(json!({"model": "nope", "messages": []})).await {
-        Err(qlaud::StreamError::Status { status, body }) => {
+        Err(qlaud::RawError::Status { status, body }) => {
             assert_eq!(status, 404);
             assert_eq!(body["error"]["type"], "not_found_error");
         }

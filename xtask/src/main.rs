@@ -6,6 +6,8 @@
 //! - `check`: fails, naming the file, when either is stale.
 //! - `test`: the one command CI runs (spec check, fmt, clippy, every test).
 
+mod python;
+mod stubs;
 mod test;
 
 use std::path::{Path, PathBuf};
@@ -80,7 +82,9 @@ fn expected_files() -> anyhow::Result<Vec<(&'static str, String)>> {
     let spec = qlaud_api::openapi_document();
     let spec_text = serde_json::to_string_pretty(&spec)? + "\n";
     let sdk = rust_sdk(&spec)?;
-    Ok(vec![(SPEC, spec_text), (RUST_SDK, sdk)])
+    let mut files = vec![(SPEC, spec_text), (RUST_SDK, sdk)];
+    files.extend(python::expected_files(&workspace_root(), &spec)?);
+    Ok(files)
 }
 
 fn rust_sdk(spec: &serde_json::Value) -> anyhow::Result<String> {
@@ -90,7 +94,12 @@ fn rust_sdk(spec: &serde_json::Value) -> anyhow::Result<String> {
     settings
         .with_interface(progenitor::InterfaceStyle::Builder)
         .with_tag(progenitor::TagStyle::Merged)
-        .with_derive("PartialEq");
+        .with_derive("PartialEq")
+        // The hand-written `ClientHooks` impl in sdk-rust/src/retry.rs reads
+        // its retry policy from here.
+        .with_inner_type(
+            "crate::retry::RetryPolicy".parse::<proc_macro2::TokenStream>().expect("a Rust path"),
+        );
     let mut generator = progenitor::Generator::new(&settings);
     let tokens = generator.generate_tokens(&spec).context("progenitor failed")?;
     let file: syn::File = syn::parse2(tokens).context("progenitor emitted invalid Rust")?;
@@ -129,16 +138,33 @@ fn stale_files(root: &Path) -> anyhow::Result<Vec<&'static str>> {
 }
 
 fn check() -> anyhow::Result<()> {
-    let stale = stale_files(&workspace_root())?;
-    if stale.is_empty() {
-        println!("spec and generated SDK code are up to date");
-        Ok(())
-    } else {
-        for path in &stale {
-            eprintln!("stale: {path} does not match the API trait");
-        }
-        anyhow::bail!("generated files are stale; run `cargo xtask generate` and commit the result")
+    let root = workspace_root();
+    let stale = stale_files(&root)?;
+    for path in &stale {
+        eprintln!("stale: {path} does not match the API trait");
     }
+    anyhow::ensure!(
+        stale.is_empty(),
+        "generated files are stale; run `cargo xtask generate` and commit the result"
+    );
+    let drift = stub_drift(&root)?;
+    for problem in &drift {
+        eprintln!("stub drift: {problem}");
+    }
+    anyhow::ensure!(
+        drift.is_empty(),
+        "{} does not match the pyo3 bindings in sdk-python/src; edit {} to match",
+        python::STUB,
+        python::STUB_HEAD
+    );
+    println!("spec, generated SDK code and Python stubs are up to date");
+    Ok(())
+}
+
+/// Differences between the committed stub and the Rust bindings.
+fn stub_drift(root: &Path) -> anyhow::Result<Vec<String>> {
+    let stub = std::fs::read_to_string(root.join(python::STUB)).unwrap_or_default();
+    stubs::drift(&root.join("sdk-python/src"), &stub)
 }
 
 #[cfg(test)]
@@ -166,5 +192,30 @@ mod tests {
     #[test]
     fn committed_files_are_current() {
         assert_eq!(stale_files(&workspace_root()).unwrap(), Vec::<&str>::new());
+        assert_eq!(stub_drift(&workspace_root()).unwrap(), Vec::<String>::new());
+    }
+
+    #[test]
+    fn stub_drift_names_a_method_without_a_stub() {
+        let root = workspace_root();
+        let stub = std::fs::read_to_string(root.join(python::STUB)).unwrap();
+        let src = root.join("sdk-python/src");
+        // Rename the sync `get_key` in the stub: the binding still has it.
+        let edited = stub.replacen("    def get_key(", "    def get_a_key(", 1);
+        let problems = stubs::drift(&src, &edited).unwrap();
+        assert!(problems.iter().any(|p| p.contains("Client.get_key")), "{problems:?}");
+    }
+
+    #[test]
+    fn every_operation_has_a_python_method_on_both_clients() {
+        let root = workspace_root();
+        let stub = std::fs::read_to_string(root.join(python::STUB)).unwrap();
+        for id in python::operation_ids(&qlaud_api::openapi_document()) {
+            for class in ["class Client", "class AsyncClient"] {
+                let body = &stub[stub.find(class).unwrap()..];
+                let body = &body[..body[1..].find("\nclass ").map_or(body.len(), |i| i + 1)];
+                assert!(body.contains(&format!("def {id}(")), "{class} lacks {id}");
+            }
+        }
     }
 }

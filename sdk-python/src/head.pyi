@@ -1,0 +1,102 @@
+# Stubs for the `qlaud._qlaud` extension module. The operations of `Client`
+# and `AsyncClient` are put in where the markers are, from the spec.
+from types import TracebackType
+from typing import Any, AsyncIterator, Iterator, Literal, overload
+
+from typing_extensions import Self
+
+from qlaud.types import *
+
+DEFAULT_BASE_URL: str
+__version__: str
+
+class Stream:
+    """A model stream: each event's JSON, until the stream ends."""
+
+    def __iter__(self) -> Self: ...
+    def __next__(self) -> dict[str, Any]: ...
+    def close(self) -> None:
+        """Stops reading and closes the connection."""
+    def __enter__(self) -> Self: ...
+    def __exit__(self, *_args: object) -> None: ...
+
+class AsyncStream:
+    """A model stream for `async for`: each event's JSON."""
+
+    def __aiter__(self) -> Self: ...
+    async def __anext__(self) -> dict[str, Any]: ...
+    async def aclose(self) -> None:
+        """Stops reading and closes the connection."""
+    async def __aenter__(self) -> Self: ...
+    async def __aexit__(self, *_args: object) -> None: ...
+
+class Pager:
+    """Every item of a paginated listing, fetched a page at a time."""
+
+    def __iter__(self) -> Self: ...
+    def __next__(self) -> Key: ...
+
+class AsyncPager:
+    """Every item of a paginated listing, for `async for`."""
+
+    def __aiter__(self) -> Self: ...
+    async def __anext__(self) -> Key: ...
+
+class Client:
+    """The blocking client.
+
+    Every method releases the GIL while it waits and can be interrupted with
+    Ctrl-C. Safe to share between threads, and usable after `os.fork()` (the
+    child opens its own connections).
+
+    Args:
+        api_key: a qlaud key (`qlk_live_…`); default `QLAUD_API_KEY`.
+        base_url: where qlaud listens; default `QLAUD_BASE_URL`, else
+            `http://127.0.0.1:8080`.
+        max_retries: retries of idempotent calls (and of any call whose
+            connection was refused) after transient failures, with backoff.
+        timeout: seconds a call may take (for a stream: until it starts, and
+            between events); `None` waits for ever.
+    """
+
+    def __init__(
+        self,
+        *,
+        api_key: str | None = None,
+        base_url: str | None = None,
+        max_retries: int = 2,
+        timeout: float | None = 600.0,
+    ) -> None: ...
+    @property
+    def base_url(self) -> str:
+        """The qlaud address requests go to."""
+    def close(self) -> None:
+        """Closes idle connections. The client stays usable (it reconnects)."""
+    def __enter__(self) -> Self: ...
+    def __exit__(self, *_args: object) -> None: ...
+    def __repr__(self) -> str: ...
+    # <operations: Client>
+
+class AsyncClient:
+    """The asyncio client: `Client`'s methods as coroutines.
+
+    Takes the same arguments as `Client`.
+    """
+
+    def __init__(
+        self,
+        *,
+        api_key: str | None = None,
+        base_url: str | None = None,
+        max_retries: int = 2,
+        timeout: float | None = 600.0,
+    ) -> None: ...
+    @property
+    def base_url(self) -> str:
+        """The qlaud address requests go to."""
+    async def close(self) -> None:
+        """Closes idle connections. The client stays usable (it reconnects)."""
+    async def __aenter__(self) -> Self: ...
+    async def __aexit__(self, *_args: object) -> None: ...
+    def __repr__(self) -> str: ...
+    # <operations: AsyncClient>
