@@ -130,19 +130,24 @@ pub fn put_all(body: &mut Map<String, Value>, extra: Option<&Bound<'_, PyDict>>)
     Ok(())
 }
 
-/// A request body as the Rust SDK's type for it.
-pub fn decode<T: serde::de::DeserializeOwned>(body: Map<String, Value>) -> Result<T, CallError> {
-    serde_json::from_value(Value::Object(body)).map_err(|e| CallError::Invalid(e.to_string()))
+/// A request body, once the Rust SDK's type for it accepts it (so a wrong
+/// type or an unknown field fails here, before anything is sent).
+pub fn checked<T: serde::de::DeserializeOwned>(
+    body: Map<String, Value>,
+) -> Result<Value, CallError> {
+    let body = Value::Object(body);
+    T::deserialize(&body).map_err(|e| CallError::Invalid(e.to_string()))?;
+    Ok(body)
+}
+
+/// A path parameter, percent-encoded as one segment.
+pub fn segment(value: &str) -> String {
+    qlaud::encode_path(value)
 }
 
 /// An enum parameter from its string.
 pub fn parse<T: serde::de::DeserializeOwned>(value: String) -> Result<T, CallError> {
     serde_json::from_value(Value::String(value)).map_err(|e| CallError::Invalid(e.to_string()))
-}
-
-/// An answer as JSON.
-pub fn json<T: serde::Serialize>(value: &T) -> Result<Output, CallError> {
-    serde_json::to_value(value).map(Output::Json).map_err(|e| CallError::Decode(e.to_string()))
 }
 
 /// A JSON value as a Python object (dicts, lists, str, int, float, None).

@@ -473,117 +473,113 @@ mod ops {
     }
 
     pub(super) async fn export_meter_events(sdk: qlaud::Client, period: String, slice: Option<String>) -> Result<Output, CallError> {
-        let request = sdk.export_meter_events()
-            .period(period)
-            ;
-        let request = match slice { Some(v) => request.slice(crate::convert::parse::<types::MeterSlice>(v)?), None => request };
-        match request.send().await {
-            Ok(response) => crate::convert::json(&response.into_inner()),
-            Err(e) => Err(CallError::sdk(e).await),
-        }
+        let mut query: Vec<(&str, String)> = Vec::new();
+        { let v = period; query.push(("period", v.to_string())); }
+        if let Some(v) = slice { crate::convert::parse::<types::MeterSlice>(v.clone())?; query.push(("slice", v.to_string())); }
+        let path = String::from("/v1/billing/meter_events");
+        sdk.request_json(reqwest::Method::GET, &path, &query, None)
+            .await
+            .map(Output::Json)
+            .map_err(CallError::raw)
     }
 
     pub(super) async fn get_billing_settings(sdk: qlaud::Client) -> Result<Output, CallError> {
-        let request = sdk.get_billing_settings()
-            ;
-        match request.send().await {
-            Ok(response) => crate::convert::json(&response.into_inner()),
-            Err(e) => Err(CallError::sdk(e).await),
-        }
+        let query: Vec<(&str, String)> = Vec::new();
+        let path = String::from("/v1/billing/settings");
+        sdk.request_json(reqwest::Method::GET, &path, &query, None)
+            .await
+            .map(Output::Json)
+            .map_err(CallError::raw)
     }
 
     pub(super) async fn get_invoice_preview(sdk: qlaud::Client, key_id: String, period: Option<String>) -> Result<Output, CallError> {
-        let request = sdk.get_invoice_preview()
-            .key_id(key_id)
-            ;
-        let request = match period { Some(v) => request.period(v), None => request };
-        match request.send().await {
-            Ok(response) => crate::convert::json(&response.into_inner()),
-            Err(e) => Err(CallError::sdk(e).await),
-        }
+        let mut query: Vec<(&str, String)> = Vec::new();
+        { let v = key_id; query.push(("key_id", v.to_string())); }
+        if let Some(v) = period { query.push(("period", v.to_string())); }
+        let path = String::from("/v1/billing/invoice_preview");
+        sdk.request_json(reqwest::Method::GET, &path, &query, None)
+            .await
+            .map(Output::Json)
+            .map_err(CallError::raw)
     }
 
     pub(super) async fn get_key(sdk: qlaud::Client, key_id: String) -> Result<Output, CallError> {
-        let request = sdk.get_key()
-            .key_id(key_id)
-            ;
-        match request.send().await {
-            Ok(response) => crate::convert::json(&response.into_inner()),
-            Err(e) => Err(CallError::sdk(e).await),
-        }
+        let query: Vec<(&str, String)> = Vec::new();
+        let path = format!("/v1/keys/{}", crate::convert::segment(&key_id));
+        sdk.request_json(reqwest::Method::GET, &path, &query, None)
+            .await
+            .map(Output::Json)
+            .map_err(CallError::raw)
     }
 
     pub(super) async fn get_usage(sdk: qlaud::Client, from_: Option<String>, key_id: Option<String>, to: Option<String>) -> Result<Output, CallError> {
-        let request = sdk.get_usage()
-            ;
-        let request = match from_ { Some(v) => request.from(v), None => request };
-        let request = match key_id { Some(v) => request.key_id(v), None => request };
-        let request = match to { Some(v) => request.to(v), None => request };
-        match request.send().await {
-            Ok(response) => crate::convert::json(&response.into_inner()),
-            Err(e) => Err(CallError::sdk(e).await),
-        }
+        let mut query: Vec<(&str, String)> = Vec::new();
+        if let Some(v) = from_ { query.push(("from", v.to_string())); }
+        if let Some(v) = key_id { query.push(("key_id", v.to_string())); }
+        if let Some(v) = to { query.push(("to", v.to_string())); }
+        let path = String::from("/v1/usage");
+        sdk.request_json(reqwest::Method::GET, &path, &query, None)
+            .await
+            .map(Output::Json)
+            .map_err(CallError::raw)
     }
 
     pub(super) async fn list_key_billing_events(sdk: qlaud::Client, key_id: String) -> Result<Output, CallError> {
-        let request = sdk.list_key_billing_events()
-            .key_id(key_id)
-            ;
-        match request.send().await {
-            Ok(response) => crate::convert::json(&response.into_inner()),
-            Err(e) => Err(CallError::sdk(e).await),
-        }
+        let query: Vec<(&str, String)> = Vec::new();
+        let path = format!("/v1/keys/{}/billing_events", crate::convert::segment(&key_id));
+        sdk.request_json(reqwest::Method::GET, &path, &query, None)
+            .await
+            .map(Output::Json)
+            .map_err(CallError::raw)
     }
 
     pub(super) async fn list_keys(sdk: qlaud::Client, include_revoked: Option<bool>, limit: Option<u32>, page_token: Option<String>) -> Result<Output, CallError> {
-        let request = sdk.list_keys()
-            ;
-        let request = match include_revoked { Some(v) => request.include_revoked(v), None => request };
-        let request = match limit { Some(v) => request.limit(v), None => request };
-        let request = match page_token { Some(v) => request.page_token(v), None => request };
-        match request.send().await {
-            Ok(response) => crate::convert::json(&response.into_inner()),
-            Err(e) => Err(CallError::sdk(e).await),
-        }
+        let mut query: Vec<(&str, String)> = Vec::new();
+        if let Some(v) = include_revoked { query.push(("include_revoked", v.to_string())); }
+        if let Some(v) = limit { query.push(("limit", v.to_string())); }
+        if let Some(v) = page_token { query.push(("page_token", v.to_string())); }
+        let path = String::from("/v1/keys");
+        sdk.request_json(reqwest::Method::GET, &path, &query, None)
+            .await
+            .map(Output::Json)
+            .map_err(CallError::raw)
     }
 
     pub(super) async fn list_models(sdk: qlaud::Client) -> Result<Output, CallError> {
-        let request = sdk.list_models()
-            ;
-        match request.send().await {
-            Ok(response) => crate::convert::json(&response.into_inner()),
-            Err(e) => Err(CallError::sdk(e).await),
-        }
+        let query: Vec<(&str, String)> = Vec::new();
+        let path = String::from("/v1/models");
+        sdk.request_json(reqwest::Method::GET, &path, &query, None)
+            .await
+            .map(Output::Json)
+            .map_err(CallError::raw)
     }
 
     pub(super) async fn mint_key(sdk: qlaud::Client, body: serde_json::Map<String, serde_json::Value>) -> Result<Output, CallError> {
-        let request = sdk.mint_key()
-            .body(crate::convert::decode::<types::MintKeyRequest>(body)?)
-            ;
-        match request.send().await {
-            Ok(response) => crate::convert::json(&response.into_inner()),
-            Err(e) => Err(CallError::sdk(e).await),
-        }
+        let query: Vec<(&str, String)> = Vec::new();
+        let path = String::from("/v1/keys");
+        let body = crate::convert::checked::<types::MintKeyRequest>(body)?;
+        sdk.request_json(reqwest::Method::POST, &path, &query, Some(body))
+            .await
+            .map(Output::Json)
+            .map_err(CallError::raw)
     }
 
     pub(super) async fn revoke_key(sdk: qlaud::Client, key_id: String) -> Result<Output, CallError> {
-        let request = sdk.revoke_key()
-            .key_id(key_id)
-            ;
-        match request.send().await {
-            Ok(response) => crate::convert::json(&response.into_inner()),
-            Err(e) => Err(CallError::sdk(e).await),
-        }
+        let query: Vec<(&str, String)> = Vec::new();
+        let path = format!("/v1/keys/{}", crate::convert::segment(&key_id));
+        sdk.request_json(reqwest::Method::DELETE, &path, &query, None)
+            .await
+            .map(Output::Json)
+            .map_err(CallError::raw)
     }
 
     pub(super) async fn rotate_key(sdk: qlaud::Client, key_id: String) -> Result<Output, CallError> {
-        let request = sdk.rotate_key()
-            .key_id(key_id)
-            ;
-        match request.send().await {
-            Ok(response) => crate::convert::json(&response.into_inner()),
-            Err(e) => Err(CallError::sdk(e).await),
-        }
+        let query: Vec<(&str, String)> = Vec::new();
+        let path = format!("/v1/keys/{}/rotate", crate::convert::segment(&key_id));
+        sdk.request_json(reqwest::Method::POST, &path, &query, None)
+            .await
+            .map(Output::Json)
+            .map_err(CallError::raw)
     }
 
     pub(super) async fn stripe_webhook(sdk: qlaud::Client, tenant_id: String, payload: Vec<u8>, signature: String) -> Result<Output, CallError> {
@@ -594,24 +590,23 @@ mod ops {
     }
 
     pub(super) async fn update_billing_settings(sdk: qlaud::Client, body: serde_json::Map<String, serde_json::Value>) -> Result<Output, CallError> {
-        let request = sdk.update_billing_settings()
-            .body(crate::convert::decode::<types::BillingSettingsUpdate>(body)?)
-            ;
-        match request.send().await {
-            Ok(response) => crate::convert::json(&response.into_inner()),
-            Err(e) => Err(CallError::sdk(e).await),
-        }
+        let query: Vec<(&str, String)> = Vec::new();
+        let path = String::from("/v1/billing/settings");
+        let body = crate::convert::checked::<types::BillingSettingsUpdate>(body)?;
+        sdk.request_json(reqwest::Method::PATCH, &path, &query, Some(body))
+            .await
+            .map(Output::Json)
+            .map_err(CallError::raw)
     }
 
     pub(super) async fn update_key(sdk: qlaud::Client, key_id: String, body: serde_json::Map<String, serde_json::Value>) -> Result<Output, CallError> {
-        let request = sdk.update_key()
-            .key_id(key_id)
-            .body(crate::convert::decode::<types::UpdateKeyRequest>(body)?)
-            ;
-        match request.send().await {
-            Ok(response) => crate::convert::json(&response.into_inner()),
-            Err(e) => Err(CallError::sdk(e).await),
-        }
+        let query: Vec<(&str, String)> = Vec::new();
+        let path = format!("/v1/keys/{}", crate::convert::segment(&key_id));
+        let body = crate::convert::checked::<types::UpdateKeyRequest>(body)?;
+        sdk.request_json(reqwest::Method::PATCH, &path, &query, Some(body))
+            .await
+            .map(Output::Json)
+            .map_err(CallError::raw)
     }
 
 }

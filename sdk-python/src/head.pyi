@@ -3,13 +3,24 @@
 from types import TracebackType
 from typing import Any, AsyncIterator, Iterator, Literal, overload
 
-from typing_extensions import Self
+from typing_extensions import Self, final
 
-from qlaud.types import *
+# <imports: qlaud.types>
 
+__all__ = [
+    "AsyncClient",
+    "AsyncPager",
+    "AsyncStream",
+    "Client",
+    "DEFAULT_BASE_URL",
+    "Pager",
+    "Stream",
+    "__version__",
+]
 DEFAULT_BASE_URL: str
 __version__: str
 
+@final
 class Stream:
     """A model stream: each event's JSON, until the stream ends."""
 
@@ -20,6 +31,7 @@ class Stream:
     def __enter__(self) -> Self: ...
     def __exit__(self, *_args: object) -> None: ...
 
+@final
 class AsyncStream:
     """A model stream for `async for`: each event's JSON."""
 
@@ -30,18 +42,21 @@ class AsyncStream:
     async def __aenter__(self) -> Self: ...
     async def __aexit__(self, *_args: object) -> None: ...
 
+@final
 class Pager:
     """Every item of a paginated listing, fetched a page at a time."""
 
     def __iter__(self) -> Self: ...
     def __next__(self) -> Key: ...
 
+@final
 class AsyncPager:
     """Every item of a paginated listing, for `async for`."""
 
     def __aiter__(self) -> Self: ...
     async def __anext__(self) -> Key: ...
 
+@final
 class Client:
     """The blocking client.
 
@@ -59,14 +74,14 @@ class Client:
             between events); `None` waits for ever.
     """
 
-    def __init__(
-        self,
+    def __new__(
+        cls,
         *,
         api_key: str | None = None,
         base_url: str | None = None,
         max_retries: int = 2,
         timeout: float | None = 600.0,
-    ) -> None: ...
+    ) -> Self: ...
     @property
     def base_url(self) -> str:
         """The qlaud address requests go to."""
@@ -77,20 +92,21 @@ class Client:
     def __repr__(self) -> str: ...
     # <operations: Client>
 
+@final
 class AsyncClient:
     """The asyncio client: `Client`'s methods as coroutines.
 
     Takes the same arguments as `Client`.
     """
 
-    def __init__(
-        self,
+    def __new__(
+        cls,
         *,
         api_key: str | None = None,
         base_url: str | None = None,
         max_retries: int = 2,
         timeout: float | None = 600.0,
-    ) -> None: ...
+    ) -> Self: ...
     @property
     def base_url(self) -> str:
         """The qlaud address requests go to."""

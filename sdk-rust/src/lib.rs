@@ -21,16 +21,18 @@
 #[rustfmt::skip]
 mod generated;
 
+mod raw;
 mod retry;
-mod stream;
 
 use std::fmt;
 use std::ops::Deref;
 use std::time::Duration;
 
 pub use generated::{ByteStream, ClientInfo, Error, ResponseValue, builder, types};
+/// Percent-encodes one path segment (an id) for [`Client::request_json`].
+pub use progenitor_client::encode_path;
+pub use raw::{EventStream, RawError, SseEvent};
 pub use retry::RetryPolicy;
-pub use stream::{EventStream, RawError, SseEvent};
 
 /// The address `qlaud serve` listens on by default.
 pub const DEFAULT_BASE_URL: &str = "http://127.0.0.1:8080";

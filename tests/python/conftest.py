@@ -89,7 +89,7 @@ def qlaud(mock, tmp_path_factory):
                 addr = line.split("addr=")[1].split()[0]
         time.sleep(0.05)
     assert addr, pathlib.Path(log).read_text()
-    yield {"base_url": f"http://{addr}", "master_key": master}
+    yield {"base_url": f"http://{addr}", "master_key": master, "data_dir": str(root / "data")}
     proc.terminate()
     proc.wait(timeout=10)
 

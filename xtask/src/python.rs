@@ -438,35 +438,58 @@ fn rust_bindings(ops: &[Op]) -> String {
             );
             continue;
         }
-        let _ = writeln!(out, "        let request = sdk.{}()", op.id);
-        for p in &op.path_params {
-            let _ = writeln!(out, "            .{}({})", p.name, ident(&p.name));
-        }
-        for p in op.query_params.iter().filter(|p| p.required) {
-            let value = param_value(p, &ident(&p.name));
-            let _ = writeln!(out, "            .{}({value})", p.name);
-        }
-        if let Body::Json { schema, .. } = &op.body {
-            let _ = writeln!(
-                out,
-                "            .body(crate::convert::decode::<types::{schema}>(body)?)"
-            );
-        }
-        let _ = writeln!(out, "            ;");
-        for p in op.query_params.iter().filter(|p| !p.required) {
+        // The call goes out as JSON through the Rust SDK's client (its
+        // retries, auth and errors); arguments are first checked against the
+        // SDK's generated types. The answer is returned exactly as sent:
+        // re-serialising the typed answer would drop its `null` fields.
+        let mutable = if op.query_params.is_empty() { "" } else { "mut " };
+        let _ = writeln!(out, "        let {mutable}query: Vec<(&str, String)> = Vec::new();");
+        for p in &op.query_params {
             let n = ident(&p.name);
-            let value = param_value(p, "v");
-            let _ = writeln!(
-                out,
-                "        let request = match {n} {{ Some(v) => request.{}({value}), None => request }};",
-                p.name
-            );
+            let check = match reference(&p.schema) {
+                Some(name) => format!("crate::convert::parse::<types::{name}>(v.clone())?; "),
+                None => String::new(),
+            };
+            if p.required {
+                let _ = writeln!(
+                    out,
+                    "        {{ let v = {n}; {check}query.push(({:?}, v.to_string())); }}",
+                    p.name
+                );
+            } else {
+                let _ = writeln!(
+                    out,
+                    "        if let Some(v) = {n} {{ {check}query.push(({:?}, v.to_string())); }}",
+                    p.name
+                );
+            }
         }
+        let mut template = op.path.clone();
+        let mut args = Vec::new();
+        for p in &op.path_params {
+            template = template.replace(&format!("{{{}}}", p.name), "{}");
+            args.push(format!(", crate::convert::segment(&{})", ident(&p.name)));
+        }
+        if args.is_empty() {
+            let _ = writeln!(out, "        let path = String::from({template:?});");
+        } else {
+            let _ = writeln!(out, "        let path = format!({template:?}{});", args.concat());
+        }
+        let body = match &op.body {
+            Body::Json { schema, .. } => {
+                let _ = writeln!(
+                    out,
+                    "        let body = crate::convert::checked::<types::{schema}>(body)?;"
+                );
+                "Some(body)"
+            }
+            _ => "None",
+        };
         let _ = writeln!(
             out,
-            "        match request.send().await {{\n            \
-             Ok(response) => crate::convert::json(&response.into_inner()),\n            \
-             Err(e) => Err(CallError::sdk(e).await),\n        }}\n    }}\n"
+            "        sdk.request_json(reqwest::Method::{}, &path, &query, {body})\n            \
+             .await\n            .map(Output::Json)\n            .map_err(CallError::raw)\n    }}\n",
+            op.method
         );
     }
     out.push_str("}\n");
@@ -505,15 +528,6 @@ fn pager_method(out: &mut String, op: &Op, is_async: bool) {
         op.id,
         args.join(", ")
     );
-}
-
-/// A parameter's value as the generated builder wants it: enums are parsed
-/// from their string.
-fn param_value(p: &Param, var: &str) -> String {
-    match reference(&p.schema) {
-        Some(name) => format!("crate::convert::parse::<types::{name}>({var})?"),
-        None => var.to_string(),
-    }
 }
 
 // -------------------------------------------------------------- Python ----
@@ -752,6 +766,15 @@ pub fn expected_files(
         match line.trim() {
             "# <operations: Client>" => stub.push_str(&py_methods(&ops, false)),
             "# <operations: AsyncClient>" => stub.push_str(&py_methods(&ops, true)),
+            // Named one by one: a stub re-exports what `*` imports.
+            "# <imports: qlaud.types>" => {
+                let names = spec["components"]["schemas"].as_object().context("no schemas")?;
+                stub.push_str("from qlaud.types import (\n");
+                for name in names.keys() {
+                    let _ = writeln!(stub, "    {name},");
+                }
+                stub.push_str(")\n");
+            }
             _ => {
                 stub.push_str(line);
                 stub.push('\n');

@@ -70,7 +70,7 @@ fn collect(items: &[syn::Item], surface: &mut Surface) -> anyhow::Result<()> {
                     let syn::ImplItem::Fn(f) = it else { continue };
                     let mut name = f.sig.ident.to_string();
                     if has_attr(&f.attrs, "new") {
-                        name = "__init__".into();
+                        name = "__new__".into();
                     }
                     let params = match signature(&f.attrs)? {
                         Some(p) => p,
@@ -152,7 +152,7 @@ fn param_names(list: &str) -> Vec<String> {
             let p = p.split([':', '=']).next().unwrap_or_default();
             p.split_whitespace().collect::<String>()
         })
-        .filter(|p| !p.is_empty() && p != "self" && p != "/")
+        .filter(|p| !p.is_empty() && p != "self" && p != "cls" && p != "/")
         .collect()
 }
 

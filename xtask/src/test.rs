@@ -47,7 +47,8 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         ]),
     )?;
     let mut test = Command::new(&cargo);
-    test.args(["test", "--workspace"]).args(args);
+    // The Python bindings are tested from Python, against the built wheel.
+    test.args(["test", "--workspace", "--exclude", "qlaud-python"]).args(args);
     if pg.is_none() {
         test.env_remove("QLAUD_TEST_DATABASE_URL");
     }
@@ -98,6 +99,26 @@ fn run_tests(cmd: &mut Command) -> anyhow::Result<(u64, u64)> {
     Ok((passed, failed))
 }
 
+/// The Python wheel, built by maturin into the same target directory and
+/// `dev` profile as everything else (only the pyo3 crates compile again).
+fn build_wheel(
+    venv: &std::path::Path,
+    target: &std::path::Path,
+) -> anyhow::Result<std::path::PathBuf> {
+    let out = target.join("wheels");
+    let _ = std::fs::remove_dir_all(&out);
+    run_step(
+        "maturin build (the qlaud wheel)",
+        Command::new(venv.join("bin/maturin"))
+            .args(["build", "--quiet", "--manifest-path", "sdk-python/Cargo.toml", "--out"])
+            .arg(&out),
+    )?;
+    let mut wheels = std::fs::read_dir(&out)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "whl"));
+    wheels.next().context("maturin built no wheel")
+}
+
 /// The official `openai` and `anthropic` clients against the real binary:
 /// a venv under target/ (made once, refreshed when the requirements change),
 /// the two binaries from the same debug build, then pytest.
@@ -136,11 +157,20 @@ fn python_tests(cargo: &str) -> anyhow::Result<(u64, u64)> {
             "mock-upstream",
         ]),
     )?;
+    let wheel = build_wheel(&venv, &target)?;
+    run_step(
+        "pip install the qlaud wheel",
+        Command::new(venv.join("bin/pip"))
+            .args(["install", "--quiet", "--disable-pip-version-check", "--force-reinstall"])
+            .arg("--no-deps")
+            .arg(&wheel),
+    )?;
     eprintln!("\n==> pytest tests/python");
     let out = Command::new(venv.join("bin/python"))
         .args(["-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/python"])
         .env("QLAUD_BIN", target.join("debug/qlaud"))
         .env("QLAUD_MOCK_BIN", target.join("debug/mock-upstream"))
+        .env("QLAUD_WHEEL", &wheel)
         .current_dir(&root)
         .output()
         .context("running pytest")?;

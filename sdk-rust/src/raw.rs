@@ -136,6 +136,32 @@ impl Client {
         read_json(self.send(request).await?).await
     }
 
+    /// Any operation as JSON: `path` (with ids already encoded by
+    /// [`encode_path`](crate::encode_path)), query pairs and an optional
+    /// body; the answer exactly as qlaud sent it (`null` for 204). The typed
+    /// methods are usually nicer; this keeps every field of the answer,
+    /// `null`s included, and is what the Python SDK calls.
+    pub async fn request_json(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        query: &[(&str, String)],
+        body: Option<serde_json::Value>,
+    ) -> Result<serde_json::Value, RawError> {
+        let mut request = self.inner.client().request(method, format!("{}{path}", self.base_url()));
+        if !query.is_empty() {
+            request = request.query(query);
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let resp = self.send(request).await?;
+        if resp.status() == reqwest::StatusCode::NO_CONTENT {
+            return Ok(serde_json::Value::Null);
+        }
+        read_json(resp).await
+    }
+
     async fn json(
         &self,
         path: &str,

@@ -1,0 +1,349 @@
+"""The `qlaud` wheel (pyo3 over the Rust SDK), installed into the test venv
+by the test command, against the real binary: every operation on both
+clients, typed errors, streams, pagination, the GIL, Ctrl-C, fork, and the
+typing promises (stubs match the module; the examples pass mypy --strict)."""
+
+import asyncio
+import hashlib
+import hmac
+import json
+import os
+import pathlib
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+
+import pytest
+
+import qlaud
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+SPEC = json.loads((ROOT / "openapi" / "qlaud.json").read_text())
+OPERATIONS = sorted(op["operationId"] for item in SPEC["paths"].values() for op in item.values())
+EXAMPLES = ROOT / "sdk-python" / "examples"
+
+
+@pytest.fixture(scope="module")
+def server(qlaud):
+    """The running qlaud (named so as not to hide the `qlaud` module)."""
+    return qlaud
+
+
+@pytest.fixture(scope="module")
+def tenant(server):
+    """A tenant of its own, so billing settings here touch no other test."""
+    out = subprocess.run(
+        [os.environ["QLAUD_BIN"], "admin", "create-tenant", "--name", "python-sdk",
+         "--data-dir", server["data_dir"]],
+        check=True, capture_output=True, text=True,
+    )
+    return json.loads(out.stdout)
+
+
+@pytest.fixture
+def admin(server, tenant):
+    with qlaud_client(server, tenant["master_key"]) as client:
+        yield client
+
+
+def qlaud_client(server, key, **kw):
+    return qlaud.Client(api_key=key, base_url=server["base_url"], **kw)
+
+
+@pytest.fixture
+def silent_server():
+    """A TCP server that accepts and never answers: a hung call."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(16)
+    accepted = threading.Event()
+    conns = []
+
+    def serve():
+        while True:
+            try:
+                conn, _ = sock.accept()
+            except OSError:
+                return
+            conns.append(conn)
+            accepted.set()
+
+    threading.Thread(target=serve, daemon=True).start()
+    yield f"http://127.0.0.1:{sock.getsockname()[1]}", accepted
+    sock.close()
+    for c in conns:
+        c.close()
+
+
+def test_every_operation_is_a_method_of_both_clients():
+    stub = (ROOT / "sdk-python/python/qlaud/_qlaud.pyi").read_text()
+    for op in OPERATIONS:
+        assert callable(getattr(qlaud.Client, op, None)), f"Client lacks {op}"
+        assert callable(getattr(qlaud.AsyncClient, op, None)), f"AsyncClient lacks {op}"
+        assert f"    def {op}(" in stub and f"    async def {op}(" in stub, op
+
+
+def test_keys_from_mint_to_revoke(admin, server):
+    key = admin.mint_key(name="alice", max_spend_usd=2.5, period="daily", metadata={"plan": "pro"})
+    assert key["secret"].startswith("qlk_live_") and key["max_spend_micros"] == 2_500_000
+    assert key["period"] == "daily" and key["metadata"] == {"plan": "pro"}
+    got = admin.get_key(key["id"])
+    assert "secret" not in got and got["name"] == "alice"
+    assert any(k["id"] == key["id"] for k in admin.list_keys(limit=100)["items"])
+    updated = admin.update_key(key["id"], max_spend_usd=7, name="alice2")
+    assert updated["max_spend_micros"] == 7_000_000 and updated["name"] == "alice2"
+    removed = admin.update_key(key["id"], remove_max_spend=True)
+    assert removed["max_spend_micros"] is None
+    rotated = admin.rotate_key(key["id"])
+    assert rotated["id"] == key["id"] and rotated["secret"] != key["secret"]
+    with pytest.raises(qlaud.AuthenticationError):
+        qlaud_client(server, key["secret"], max_retries=0).list_models()
+    assert admin.revoke_key(key["id"]) is None
+    assert admin.get_key(key["id"])["status"] == "revoked"
+    assert admin.list_key_billing_events(key["id"]) == []
+
+
+def test_iter_keys_walks_every_page(admin):
+    minted = {admin.mint_key(name=f"page{i}")["id"] for i in range(7)}
+    seen = [k["id"] for k in admin.iter_keys(limit=2)]
+    assert minted <= set(seen) and len(seen) == len(set(seen))
+
+
+def test_models_messages_and_chat(admin, server):
+    user = qlaud_client(server, admin.mint_key(name="chatty", max_spend_usd=1)["secret"])
+    assert any(m["id"] == "echo" for m in user.list_models()["data"])
+    msg = user.create_message(model="echo", max_tokens=32,
+                              messages=[{"role": "user", "content": "hi"}], temperature=0.1)
+    assert msg["content"][0]["text"] == "echo: hi" and msg["usage"]["cost_micros"] > 0
+    # Any provider field passes through (**extra), here to the mock Anthropic.
+    msg = user.create_message(model="claude-test", max_tokens=50, system="be brief",
+                              messages=[{"role": "user", "content": "hello"}],
+                              metadata={"user_id": "u1"}, top_k=5)
+    assert msg["type"] == "message" and msg["usage"]["output_tokens"] > 0
+    chat = user.create_chat_completion(model="claude-test", max_tokens=50,
+                                       messages=[{"role": "user", "content": "hello"}])
+    assert chat["object"] == "chat.completion" and chat["usage"]["cost_micros"] > 0
+
+
+def test_streams_yield_events_and_end(admin, server):
+    user = qlaud_client(server, admin.mint_key(name="streamer", max_spend_usd=1)["secret"])
+    with user.create_message(model="claude-test", max_tokens=50, stream=True,
+                             messages=[{"role": "user", "content": "hello"}]) as stream:
+        types = [e["type"] for e in stream]
+    assert types[0] == "message_start" and types[-1] == "message_stop"
+    chunks = list(user.create_chat_completion(
+        model="echo", messages=[{"role": "user", "content": "hi"}], stream=True,
+        stream_options={"include_usage": True}))
+    assert chunks[-1]["usage"]["cost_micros"] > 0
+    assert "".join(c["choices"][0]["delta"].get("content", "") for c in chunks if c["choices"])
+
+
+def test_a_provider_failing_mid_stream_raises(admin, server):
+    user = qlaud_client(server, admin.mint_key(name="cut", max_spend_usd=1)["secret"], max_retries=0)
+    with pytest.raises(qlaud.ApiError) as err:
+        for _ in user.create_message(model="claude-cut", max_tokens=50, stream=True,
+                                     messages=[{"role": "user", "content": "hello"}]):
+            pass
+    assert err.value.status >= 500
+
+
+def test_errors_are_typed(admin, server, broke_key):
+    with pytest.raises(qlaud.AuthenticationError) as e:
+        qlaud_client(server, "qlk_live_wrong", max_retries=0).list_models()
+    assert e.value.status == 401
+    with pytest.raises(qlaud.AuthenticationError) as e:
+        qlaud_client(server, "qlk_live_wrong").create_chat_completion(model="echo", messages=[])
+    assert e.value.code == "invalid_api_key" and e.value.type == "authentication_error"
+    user_key = admin.mint_key(name="plain")["secret"]
+    with pytest.raises(qlaud.PermissionDeniedError):
+        qlaud_client(server, user_key).list_keys()
+    with pytest.raises(qlaud.NotFoundError) as e:
+        admin.get_key("key_of_someone_else")
+    assert e.value.status == 404 and e.value.request_id
+    with pytest.raises(qlaud.NotFoundError):
+        qlaud_client(server, user_key).create_message(model="no-such-model", messages=[])
+    with pytest.raises(qlaud.BadRequestError) as e:
+        admin.mint_key(name="x", max_spend_usd=-1)
+    assert "negative" in e.value.message
+    with pytest.raises(qlaud.ValidationError):
+        admin.export_meter_events(period="2026-11", slice="fortnight")
+    with pytest.raises(TypeError):
+        admin.mint_key(name="x", no_such_argument=1)
+    broke = qlaud_client(server, broke_key, max_retries=0)
+    for call in (lambda: broke.create_message(model="echo", messages=[{"role": "user", "content": "hi"}]),
+                 lambda: broke.create_chat_completion(model="echo", messages=[{"role": "user", "content": "hi"}])):
+        with pytest.raises(qlaud.BudgetExceededError) as e:
+            call()
+        assert e.value.status == 402 and isinstance(e.value, qlaud.PaymentRequiredError)
+
+
+def test_no_answer_is_a_connection_error(silent_server):
+    with pytest.raises(qlaud.ApiConnectionError):
+        qlaud.Client(api_key="k", base_url="http://127.0.0.1:1", max_retries=0).list_models()
+    url, _ = silent_server
+    with pytest.raises(qlaud.ApiTimeoutError):
+        qlaud.Client(api_key="k", base_url=url, max_retries=0, timeout=0.3).list_models()
+
+
+def _sign(secret, payload):
+    t = str(int(time.time()))
+    mac = hmac.new(secret.encode(), f"{t}.".encode() + payload, hashlib.sha256).hexdigest()
+    return f"t={t},v1={mac}"
+
+
+def test_billing_operations_and_suspension(admin, server, tenant):
+    settings = admin.update_billing_settings(webhook_secret="whsec_sdk", meter_event_name="sdk_spend")
+    assert settings["webhook_secret_set"] and settings["meter_event_name"] == "sdk_spend"
+    assert admin.get_billing_settings()["webhook_path"].endswith(tenant["tenant_id"])
+    key = admin.mint_key(name="payer", metadata={"stripe_customer_id": "cus_sdk"})
+    user = qlaud_client(server, key["secret"], max_retries=0)
+    user.create_message(model="echo", messages=[{"role": "user", "content": "hi"}])
+
+    period = time.strftime("%Y-%m", time.gmtime())
+    preview = admin.get_invoice_preview(key_id=key["id"], period=period)
+    usage = admin.get_usage(key_id=key["id"])
+    assert preview["total_micros"] == usage["totals"]["cost_micros"] > 0
+    events = admin.export_meter_events(period=period, slice="day")
+    assert events["period"] == period and isinstance(events["events"], list)
+
+    failed = json.dumps({"id": "evt_sdk_1", "object": "event", "type": "invoice.payment_failed",
+                         "created": int(time.time()),
+                         "data": {"object": {"object": "invoice", "customer": "cus_sdk"}}}).encode()
+    result = admin.stripe_webhook(tenant["tenant_id"], failed, signature=_sign("whsec_sdk", failed))
+    assert result["received"] and result["keys_changed"] == 1
+    with pytest.raises(qlaud.KeySuspendedError) as e:
+        user.create_message(model="echo", messages=[{"role": "user", "content": "hi"}])
+    assert e.value.status == 402
+    with pytest.raises(qlaud.KeySuspendedError):
+        user.create_chat_completion(model="echo", messages=[{"role": "user", "content": "hi"}])
+    assert admin.list_key_billing_events(key["id"])[0]["stripe_event_type"] == "invoice.payment_failed"
+    with pytest.raises(qlaud.BadRequestError):
+        admin.stripe_webhook(tenant["tenant_id"], failed, signature="t=1,v1=00")
+
+
+def test_async_client(server, tenant):
+    async def main():
+        async with qlaud.AsyncClient(api_key=tenant["master_key"], base_url=server["base_url"]) as admin:
+            keys = await asyncio.gather(*(admin.mint_key(name=f"async{i}", max_spend_usd=1)
+                                          for i in range(50)))
+            assert len({k["id"] for k in keys}) == 50
+            user = qlaud.AsyncClient(api_key=keys[0]["secret"], base_url=server["base_url"])
+            msg = await user.create_message(model="echo", messages=[{"role": "user", "content": "yo"}])
+            assert msg["content"][0]["text"] == "echo: yo"
+            stream = await user.create_chat_completion(
+                model="echo", messages=[{"role": "user", "content": "yo"}], stream=True)
+            chunks = [c async for c in stream]
+            assert chunks and chunks[0]["object"] == "chat.completion.chunk"
+            seen = [k["id"] async for k in admin.iter_keys(limit=7)]
+            assert {k["id"] for k in keys} <= set(seen)
+            with pytest.raises(qlaud.NotFoundError):
+                await admin.get_key("nope")
+            usage = await admin.get_usage(key_id=keys[0]["id"])
+            assert usage["totals"]["requests"] == 2
+    asyncio.run(main())
+
+
+def test_blocking_calls_release_the_gil(silent_server):
+    url, accepted = silent_server
+    client = qlaud.Client(api_key="k", base_url=url, max_retries=0, timeout=5)
+    caller = threading.Thread(target=lambda: pytest.raises(qlaud.ApiTimeoutError, client.list_models))
+    caller.start()
+    assert accepted.wait(5)
+    # While the call waits on its socket, this thread runs Python freely.
+    count, until = 0, time.monotonic() + 0.2
+    while time.monotonic() < until:
+        count += 1
+    assert caller.is_alive() and count > 1000
+    caller.join()
+
+
+def test_ctrl_c_interrupts_a_hung_call(silent_server):
+    url, accepted = silent_server
+    script = textwrap.dedent(f"""
+        import qlaud
+        client = qlaud.Client(api_key="k", base_url="{url}", timeout=None)
+        try:
+            client.get_usage()
+        except KeyboardInterrupt:
+            print("interrupted")
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    assert accepted.wait(30)
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=30)
+    assert out.strip() == "interrupted"
+
+
+def test_the_client_works_in_a_forked_child(admin):
+    admin.list_models()  # the runtime and a pooled connection exist now
+    pid = os.fork()
+    if pid == 0:
+        try:
+            ok = any(m["id"] == "echo" for m in admin.list_models()["data"])
+            os._exit(0 if ok else 1)
+        except BaseException:
+            os._exit(2)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert admin.list_models()["data"]
+
+
+def test_defaults_come_from_the_environment(server, tenant, monkeypatch):
+    monkeypatch.setenv("QLAUD_API_KEY", tenant["master_key"])
+    monkeypatch.setenv("QLAUD_BASE_URL", server["base_url"])
+    client = qlaud.Client()
+    assert client.base_url == server["base_url"] and client.get_billing_settings()
+    assert tenant["master_key"] not in repr(client)
+    monkeypatch.delenv("QLAUD_API_KEY")
+    with pytest.raises(ValueError, match="QLAUD_API_KEY"):
+        qlaud.Client()
+    with pytest.raises(ValueError):
+        qlaud.Client(api_key="k", timeout=-1)
+
+
+def test_stubs_match_the_module_and_examples_pass_mypy_strict():
+    stubtest = subprocess.run([sys.executable, "-m", "mypy.stubtest", "qlaud._qlaud"],
+                              capture_output=True, text=True)
+    assert stubtest.returncode == 0, stubtest.stdout + stubtest.stderr
+    mypy = subprocess.run([sys.executable, "-m", "mypy", "--strict", "--no-incremental",
+                           "quickstart.py", "typed.py"],
+                          capture_output=True, text=True, cwd=EXAMPLES)
+    assert mypy.returncode == 0, mypy.stdout + mypy.stderr
+
+
+def test_the_typed_example_runs(server, tenant):
+    env = dict(os.environ, QLAUD_API_KEY=tenant["master_key"], QLAUD_BASE_URL=server["base_url"])
+    out = subprocess.run([sys.executable, str(EXAMPLES / "typed.py")], env=env,
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert "message_stop" in out.stdout
+
+
+def test_readme_python_example_runs_as_printed(server, tenant):
+    example = (EXAMPLES / "quickstart.py").read_text()
+    assert example in (ROOT / "README.md").read_text()
+    assert len(example.strip().splitlines()) <= 13
+    env = dict(os.environ, QLAUD_API_KEY=tenant["master_key"], QLAUD_BASE_URL=server["base_url"])
+    out = subprocess.run([sys.executable, "-c", example], env=env,
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines()[0] == "echo: Hello!"
+    assert "micro-dollars" in out.stdout.splitlines()[1]
+
+
+def test_the_wheel_installs_into_a_clean_venv(server, tenant, tmp_path):
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    subprocess.run([str(venv / "bin/pip"), "install", "--quiet", "--no-index",
+                    "--disable-pip-version-check", os.environ["QLAUD_WHEEL"]], check=True)
+    probe = ("import qlaud, sys; c = qlaud.Client(api_key=sys.argv[1], base_url=sys.argv[2]); "
+             "print(qlaud.__version__, [m['id'] for m in c.list_models()['data']][:1])")
+    out = subprocess.run([str(venv / "bin/python"), "-c", probe, tenant["master_key"],
+                          server["base_url"]], capture_output=True, text=True, check=True)
+    assert out.stdout.startswith(qlaud.__version__)
+    site = next((venv / "lib").glob("python3*/site-packages/qlaud"))
+    assert (site / "py.typed").exists() and (site / "_qlaud.pyi").exists()
