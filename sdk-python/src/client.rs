@@ -75,12 +75,21 @@ impl Core {
         let pid = std::process::id();
         let mut slot = self.sdk.lock().unwrap_or_else(|e| e.into_inner());
         if slot.0 != pid {
-            // The settings built a client once already, so they build again.
-            if let Ok(sdk) = build(&self.config) {
-                *slot = (pid, sdk);
-            }
+            Self::rebuild(&self.config, &mut slot);
         }
         slot.1.clone()
+    }
+
+    /// Drops the pooled connections: the next call opens new ones.
+    fn reset(&self) {
+        Self::rebuild(&self.config, &mut self.sdk.lock().unwrap_or_else(|e| e.into_inner()));
+    }
+
+    fn rebuild(config: &Config, slot: &mut (u32, qlaud::Client)) {
+        // The settings built a client once already, so they build again.
+        if let Ok(sdk) = build(config) {
+            *slot = (std::process::id(), sdk);
+        }
     }
 
     /// Runs `fut` to completion with the GIL released, waking every 50 ms
@@ -190,10 +199,7 @@ impl Client {
     /// Closes idle connections. The client stays usable (it reconnects).
     #[pyo3(signature = ())]
     fn close(&self) {
-        let mut slot = self.core.sdk.lock().unwrap_or_else(|e| e.into_inner());
-        if let Ok(sdk) = build(&self.core.config) {
-            *slot = (std::process::id(), sdk);
-        }
+        self.core.reset();
     }
 
     #[pyo3(signature = ())]
@@ -241,10 +247,7 @@ impl AsyncClient {
     fn close<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         let core = self.core.clone();
         pyo3_async_runtimes::generic::future_into_py::<QlaudRuntime, _, _>(py, async move {
-            let mut slot = core.sdk.lock().unwrap_or_else(|e| e.into_inner());
-            if let Ok(sdk) = build(&core.config) {
-                *slot = (std::process::id(), sdk);
-            }
+            core.reset();
             Ok(())
         })
     }

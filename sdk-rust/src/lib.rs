@@ -13,6 +13,15 @@
 //! # Ok(()) }
 //! ```
 //!
+//! Listings come a page at a time; `.stream()` walks every page:
+//!
+//! ```no_run
+//! # async fn demo(client: qlaud::Client) -> Result<(), qlaud::Error<qlaud::types::Error>> {
+//! use futures::TryStreamExt;
+//! let keys: Vec<qlaud::types::Key> = client.list_keys().stream().try_collect().await?;
+//! # Ok(()) }
+//! ```
+//!
 //! The operations are generated from qlaud's OpenAPI document by progenitor
 //! (`generated.rs`, never edited by hand); this file adds the client set-up
 //! the spec cannot express.
@@ -24,6 +33,11 @@ mod generated;
 mod raw;
 mod retry;
 
+// The README's examples compile as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
+
 use std::fmt;
 use std::ops::Deref;
 use std::time::Duration;
@@ -32,6 +46,8 @@ pub use generated::{ByteStream, ClientInfo, Error, ResponseValue, builder, types
 /// Percent-encodes one path segment (an id) for [`Client::request_json`].
 pub use progenitor_client::encode_path;
 pub use raw::{EventStream, RawError, SseEvent};
+/// The HTTP method of a [`Client::request_json`] call.
+pub use reqwest::Method;
 pub use retry::RetryPolicy;
 
 /// The address `qlaud serve` listens on by default.

@@ -141,6 +141,16 @@ impl Client {
     /// body; the answer exactly as qlaud sent it (`null` for 204). The typed
     /// methods are usually nicer; this keeps every field of the answer,
     /// `null`s included, and is what the Python SDK calls.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: qlaud::Client) -> Result<(), qlaud::RawError> {
+    /// let path = format!("/v1/keys/{}", qlaud::encode_path("key_0123"));
+    /// let key = client.request_json(qlaud::Method::GET, &path, &[], None).await?;
+    /// if key["max_spend_micros"].is_null() {
+    ///     println!("{} has no cap", key["name"]);
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub async fn request_json(
         &self,
         method: reqwest::Method,

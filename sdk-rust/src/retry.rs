@@ -17,6 +17,13 @@ use crate::generated;
 /// How often and how patiently a client retries. The defaults match the
 /// official OpenAI and Anthropic SDKs: two retries, backoff from 0.5 s up to
 /// 8 s with jitter, and a server's `Retry-After` honoured up to 60 s.
+///
+/// ```no_run
+/// # fn demo() -> Result<(), qlaud::BuildError> {
+/// let patient = qlaud::Client::new("http://127.0.0.1:8080", "qlk_live_…")?
+///     .with_retry_policy(qlaud::RetryPolicy { max_retries: 5, ..Default::default() });
+/// # Ok(()) }
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RetryPolicy {
     /// Retries after the first attempt; 0 turns retrying off.
