@@ -1,6 +1,7 @@
 """Every kind of call, for `mypy --strict` (the test suite runs it too)."""
 
 import asyncio
+from decimal import Decimal
 
 import qlaud
 from qlaud.types import Key, KeyWithSecret, UsageReport
@@ -8,10 +9,10 @@ from qlaud.types import Key, KeyWithSecret, UsageReport
 
 def sync_calls(admin: qlaud.Client) -> int:
     key: KeyWithSecret = admin.mint_key(
-        name="typed", max_spend_usd=2.5, period="daily", metadata={"plan": "pro"}
+        name="typed", max_spend_usd=Decimal("2.50"), period="daily", metadata={"plan": "pro"}
     )
     same: Key = admin.get_key(key["id"])
-    admin.update_key(key["id"], max_spend_usd=10)
+    admin.update_key(key["id"], max_spend_usd=10.25)
     names = [k["name"] for k in admin.iter_keys(include_revoked=False)]
     user = qlaud.Client(api_key=key["secret"], max_retries=0, timeout=30.0)
     try:

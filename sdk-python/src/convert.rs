@@ -117,15 +117,32 @@ pub fn put(
     value: Option<&Bound<'_, PyAny>>,
 ) -> PyResult<()> {
     if let Some(v) = value.filter(|v| !v.is_none()) {
-        body.insert(name.to_string(), pythonize::depythonize(v)?);
+        body.insert(name.to_string(), to_json(v)?);
     }
     Ok(())
+}
+
+/// A Python value as JSON. A `Decimal` becomes the JSON number it prints
+/// as, digit for digit, so money given exactly stays exact.
+fn to_json(value: &Bound<'_, PyAny>) -> PyResult<Value> {
+    static DECIMAL: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+    let py = value.py();
+    let decimal = DECIMAL.get_or_try_init(py, || {
+        Ok::<_, PyErr>(py.import("decimal")?.getattr("Decimal")?.unbind())
+    })?;
+    if value.is_instance(decimal.bind(py))? {
+        let text: String = value.str()?.extract()?;
+        return text.parse::<serde_json::Number>().map(Value::Number).map_err(|_| {
+            pyo3::exceptions::PyValueError::new_err(format!("{text} is not a finite number"))
+        });
+    }
+    Ok(pythonize::depythonize(value)?)
 }
 
 /// Adds `**extra` to a request body, as given.
 pub fn put_all(body: &mut Map<String, Value>, extra: Option<&Bound<'_, PyDict>>) -> PyResult<()> {
     for (k, v) in extra.into_iter().flatten() {
-        body.insert(k.extract::<String>()?, pythonize::depythonize(&v)?);
+        body.insert(k.extract::<String>()?, to_json(&v)?);
     }
     Ok(())
 }

@@ -1,6 +1,6 @@
 # Stubs for the `qlaud._qlaud` extension module. The operations of `Client`
 # and `AsyncClient` are put in where the markers are, from the spec.
-from types import TracebackType
+from decimal import Decimal
 from typing import Any, AsyncIterator, Iterator, Literal, overload
 
 from typing_extensions import Self, final

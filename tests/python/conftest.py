@@ -63,18 +63,37 @@ def mock():
     proc.wait(timeout=10)
 
 
-@pytest.fixture(scope="session")
-def qlaud(mock, tmp_path_factory):
+# Every test that talks to qlaud runs once per store: the embedded SQLite
+# and, when the test command has one, PostgreSQL.
+PG_URL = os.environ.get("QLAUD_TEST_DATABASE_URL")
+BACKENDS = ["sqlite"] + (["postgres"] if PG_URL else [])
+
+
+def _psql(sql):
+    subprocess.run(["psql", "-q", "-v", "ON_ERROR_STOP=1", PG_URL, "-c", sql],
+                   check=True, capture_output=True)
+
+
+@pytest.fixture(scope="session", params=BACKENDS)
+def qlaud(request, mock, tmp_path_factory):
     root = tmp_path_factory.mktemp("qlaud")
     config = root / "qlaud.toml"
     config.write_text(_toml(mock))
+    if request.param == "postgres":
+        # A database of its own, dropped afterwards.
+        name = f"qlaud_py_{os.getpid()}_{int(time.time() * 1000)}"
+        _psql(f"CREATE DATABASE {name}")
+        request.addfinalizer(lambda: _psql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        store = ["--database-url", PG_URL.rsplit("/", 1)[0] + "/" + name]
+    else:
+        store = ["--data-dir", str(root / "data")]
     log = root / "stderr.log"
     env = dict(os.environ, RUST_LOG="info", NO_COLOR="1")
     env.pop("QLAUD_DATABASE_URL", None)
     with open(log, "w") as err:
         proc = subprocess.Popen(
-            [os.environ["QLAUD_BIN"], "serve", "--bind", "127.0.0.1:0",
-             "--data-dir", str(root / "data"), "--config", str(config)],
+            [os.environ["QLAUD_BIN"], "serve", "--bind", "127.0.0.1:0", *store,
+             "--config", str(config)],
             stdout=subprocess.PIPE,
             stderr=err,
             text=True,
@@ -89,7 +108,8 @@ def qlaud(mock, tmp_path_factory):
                 addr = line.split("addr=")[1].split()[0]
         time.sleep(0.05)
     assert addr, pathlib.Path(log).read_text()
-    yield {"base_url": f"http://{addr}", "master_key": master, "data_dir": str(root / "data")}
+    yield {"base_url": f"http://{addr}", "master_key": master, "store_args": store,
+           "backend": request.param}
     proc.terminate()
     proc.wait(timeout=10)
 

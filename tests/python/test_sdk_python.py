@@ -38,7 +38,7 @@ def tenant(server):
     """A tenant of its own, so billing settings here touch no other test."""
     out = subprocess.run(
         [os.environ["QLAUD_BIN"], "admin", "create-tenant", "--name", "python-sdk",
-         "--data-dir", server["data_dir"]],
+         *server["store_args"]],
         check=True, capture_output=True, text=True,
     )
     return json.loads(out.stdout)
@@ -105,6 +105,18 @@ def test_keys_from_mint_to_revoke(admin, server):
     assert admin.revoke_key(key["id"]) is None
     assert admin.get_key(key["id"])["status"] == "revoked"
     assert admin.list_key_billing_events(key["id"]) == []
+
+
+def test_money_can_be_given_exactly_as_decimal(admin):
+    from decimal import Decimal
+    key = admin.mint_key(name="exact", max_spend_usd=Decimal("4.99"))
+    assert key["max_spend_micros"] == 4_990_000
+    key = admin.update_key(key["id"], max_spend_usd=Decimal("0.000001"))
+    assert key["max_spend_micros"] == 1
+    with pytest.raises(qlaud.BadRequestError, match="decimal|micro|precision|places"):
+        admin.mint_key(name="too_fine", max_spend_usd=Decimal("0.0000001"))
+    with pytest.raises(ValueError):
+        admin.mint_key(name="nan", max_spend_usd=Decimal("NaN"))
 
 
 def test_iter_keys_walks_every_page(admin):

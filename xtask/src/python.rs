@@ -570,7 +570,11 @@ fn py_signature(op: &Op, stream: Option<bool>) -> (Vec<String>, String) {
     let mut returns = op.returns.clone();
     if let Body::Json { fields, passthrough, .. } = &op.body {
         for f in fields {
-            let t = py_type(&f.schema);
+            let mut t = py_type(&f.schema);
+            // Money may also be given exactly, as a `Decimal`.
+            if reference(&f.schema) == Some("Usd") {
+                t = t.replacen("Usd", "Usd | Decimal", 1);
+            }
             if op.model() && f.name == "stream" {
                 match stream {
                     Some(true) => params.push("stream: Literal[True]".into()),

@@ -2,7 +2,7 @@
 # openapi/qlaud.json. Do not edit by hand.
 # Stubs for the `qlaud._qlaud` extension module. The operations of `Client`
 # and `AsyncClient` are put in where the markers are, from the spec.
-from types import TracebackType
+from decimal import Decimal
 from typing import Any, AsyncIterator, Iterator, Literal, overload
 
 from typing_extensions import Self, final
@@ -356,7 +356,7 @@ class Client:
         self,
         *,
         name: str,
-        max_spend_usd: Usd | None = None,
+        max_spend_usd: Usd | Decimal | None = None,
         metadata: dict[str, str] | None = None,
         period: Period | None = None,
         scope: KeyScope | None = None,
@@ -443,7 +443,7 @@ class Client:
         key_id: str,
         *,
         disabled: bool | None = None,
-        max_spend_usd: Usd | None = None,
+        max_spend_usd: Usd | Decimal | None = None,
         metadata: dict[str, str] | None = None,
         name: str | None = None,
         period: Period | None = None,
@@ -712,7 +712,7 @@ class AsyncClient:
         self,
         *,
         name: str,
-        max_spend_usd: Usd | None = None,
+        max_spend_usd: Usd | Decimal | None = None,
         metadata: dict[str, str] | None = None,
         period: Period | None = None,
         scope: KeyScope | None = None,
@@ -799,7 +799,7 @@ class AsyncClient:
         key_id: str,
         *,
         disabled: bool | None = None,
-        max_spend_usd: Usd | None = None,
+        max_spend_usd: Usd | Decimal | None = None,
         metadata: dict[str, str] | None = None,
         name: str | None = None,
         period: Period | None = None,
