@@ -32,27 +32,6 @@ pub enum CallError {
 }
 
 impl CallError {
-    /// From a generated operation's error.
-    pub async fn sdk<E: serde::Serialize + std::fmt::Debug>(e: qlaud::Error<E>) -> CallError {
-        match e {
-            qlaud::Error::ErrorResponse(r) => CallError::Api {
-                status: r.status().as_u16(),
-                body: serde_json::to_value(r.into_inner()).unwrap_or_default(),
-            },
-            qlaud::Error::UnexpectedResponse(r) => {
-                let status = r.status().as_u16();
-                let text = r.text().await.unwrap_or_default();
-                let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
-                CallError::Api { status, body }
-            }
-            qlaud::Error::InvalidRequest(m) => CallError::Invalid(m),
-            qlaud::Error::CommunicationError(e) | qlaud::Error::ResponseBodyError(e) => {
-                CallError::connection(&e)
-            }
-            other => CallError::Decode(other.to_string()),
-        }
-    }
-
     /// From a JSON or streaming call's error.
     pub fn raw(e: qlaud::RawError) -> CallError {
         match e {
