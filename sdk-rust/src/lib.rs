@@ -30,6 +30,7 @@
 #[rustfmt::skip]
 mod generated;
 
+mod events;
 mod raw;
 mod retry;
 
@@ -42,6 +43,9 @@ use std::fmt;
 use std::ops::Deref;
 use std::time::Duration;
 
+pub use events::{
+    ChatChunk, ChunkChoice, ChunkDelta, ContentDelta, DeltaUsage, MessageDeltaBody, MessageEvent,
+};
 pub use generated::{ByteStream, ClientInfo, Error, ResponseValue, builder, types};
 /// Percent-encodes one path segment (an id) for [`Client::request_json`].
 pub use progenitor_client::encode_path;

@@ -88,6 +88,32 @@ async fn sdk_streams_both_model_shapes(backend: Backend) {
     assert_eq!(names.first().map(String::as_str), Some("message_start"));
     assert_eq!(names.last().map(String::as_str), Some("message_stop"));
 
+    // The same stream, typed.
+    let typed: Vec<qlaud::MessageEvent> = client
+        .create_message_stream(json!({"model": "echo", "max_tokens": 20,
+                                      "messages": [{"role": "user", "content": "stream me"}]}))
+        .await
+        .unwrap()
+        .map(|e| e.unwrap().message_event().unwrap())
+        .collect()
+        .await;
+    let mut typed_text = String::new();
+    let mut cost = None;
+    for e in &typed {
+        match e {
+            qlaud::MessageEvent::ContentBlockDelta {
+                delta: qlaud::ContentDelta::TextDelta { text },
+                ..
+            } => typed_text.push_str(text),
+            qlaud::MessageEvent::MessageDelta { usage: Some(u), .. } => cost = u.cost_micros,
+            qlaud::MessageEvent::Unknown => panic!("every echo event is known"),
+            _ => {}
+        }
+    }
+    assert!(matches!(typed[0], qlaud::MessageEvent::MessageStart { .. }));
+    assert_eq!(typed_text, "echo: stream me");
+    assert!(cost.unwrap() > 0);
+
     let chunks: Vec<qlaud::SseEvent> = client
         .create_chat_completion_stream(json!({"model": "echo", "stream_options": {"include_usage": true},
                                               "messages": [{"role": "user", "content": "stream me"}]}))
@@ -99,6 +125,12 @@ async fn sdk_streams_both_model_shapes(backend: Backend) {
     assert!(chunks.last().unwrap().is_done());
     let usage = chunks[chunks.len() - 2].json().unwrap();
     assert!(usage["usage"]["cost_micros"].as_i64().unwrap() > 0);
+    let typed: Vec<qlaud::ChatChunk> =
+        chunks.iter().filter_map(|c| c.chat_chunk().unwrap()).collect();
+    let said: String =
+        typed.iter().flat_map(|c| &c.choices).filter_map(|c| c.delta.content.clone()).collect();
+    assert_eq!(said, "echo: stream me");
+    assert!(typed.last().unwrap().usage.as_ref().unwrap().cost_micros.unwrap() > 0);
 
     match client.create_message_stream(json!({"model": "nope", "messages": []})).await {
         Err(qlaud::RawError::Status { status, body }) => {
