@@ -16,6 +16,7 @@ import sys
 import textwrap
 import threading
 import time
+import types
 
 import pytest
 
@@ -73,7 +74,8 @@ def silent_server():
             accepted.set()
 
     threading.Thread(target=serve, daemon=True).start()
-    yield f"http://127.0.0.1:{sock.getsockname()[1]}", accepted
+    yield types.SimpleNamespace(url=f"http://127.0.0.1:{sock.getsockname()[1]}",
+                                accepted=accepted, conns=conns)
     sock.close()
     for c in conns:
         c.close()
@@ -196,7 +198,7 @@ def test_errors_are_typed(admin, server, broke_key):
 def test_no_answer_is_a_connection_error(silent_server):
     with pytest.raises(qlaud.ApiConnectionError):
         qlaud.Client(api_key="k", base_url="http://127.0.0.1:1", max_retries=0).list_models()
-    url, _ = silent_server
+    url = silent_server.url
     with pytest.raises(qlaud.ApiTimeoutError):
         qlaud.Client(api_key="k", base_url=url, max_retries=0, timeout=0.3).list_models()
 
@@ -260,7 +262,7 @@ def test_async_client(server, tenant):
 
 
 def test_blocking_calls_release_the_gil(silent_server):
-    url, accepted = silent_server
+    url, accepted = silent_server.url, silent_server.accepted
     client = qlaud.Client(api_key="k", base_url=url, max_retries=0, timeout=5)
     caller = threading.Thread(target=lambda: pytest.raises(qlaud.ApiTimeoutError, client.list_models))
     caller.start()
@@ -273,8 +275,25 @@ def test_blocking_calls_release_the_gil(silent_server):
     caller.join()
 
 
+def test_cancelling_an_awaitable_drops_the_call(silent_server):
+    url, accepted = silent_server.url, silent_server.accepted
+
+    async def main():
+        client = qlaud.AsyncClient(api_key="k", base_url=url, timeout=None, max_retries=0)
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(client.get_usage(), 0.5)
+
+    asyncio.run(main())
+    assert accepted.wait(5)
+    # The server side sees the connection closed: the Rust future is gone.
+    conn = silent_server.conns[0]
+    conn.settimeout(10)
+    while conn.recv(4096):
+        pass
+
+
 def test_ctrl_c_interrupts_a_hung_call(silent_server):
-    url, accepted = silent_server
+    url, accepted = silent_server.url, silent_server.accepted
     script = textwrap.dedent(f"""
         import qlaud
         client = qlaud.Client(api_key="k", base_url="{url}", timeout=None)
