@@ -9,23 +9,8 @@ coroutines. Both wrap qlaud's Rust SDK. Answers are plain dicts, typed by the
 `TypedDict`s in `qlaud.types`.
 """
 
-from qlaud._exceptions import (
-    QlaudError,
-    ApiError,
-    BadRequestError,
-    AuthenticationError,
-    PaymentRequiredError,
-    BudgetExceededError,
-    KeySuspendedError,
-    PermissionDeniedError,
-    NotFoundError,
-    ConflictError,
-    RateLimitError,
-    InternalServerError,
-    ApiConnectionError,
-    ApiTimeoutError,
-    ValidationError,
-)
+from qlaud import _exceptions
+from qlaud._exceptions import *  # noqa: F403 (their __all__)
 from qlaud._qlaud import (
     DEFAULT_BASE_URL,
     AsyncClient,
@@ -49,19 +34,5 @@ __all__ = [
     "DEFAULT_BASE_URL",
     "__version__",
     "types",
-    "QlaudError",
-    "ApiError",
-    "BadRequestError",
-    "AuthenticationError",
-    "PaymentRequiredError",
-    "BudgetExceededError",
-    "KeySuspendedError",
-    "PermissionDeniedError",
-    "NotFoundError",
-    "ConflictError",
-    "RateLimitError",
-    "InternalServerError",
-    "ApiConnectionError",
-    "ApiTimeoutError",
-    "ValidationError",
 ]
+__all__ += _exceptions.__all__
