@@ -108,8 +108,7 @@ def qlaud(request, mock, tmp_path_factory):
                 addr = line.split("addr=")[1].split()[0]
         time.sleep(0.05)
     assert addr, pathlib.Path(log).read_text()
-    yield {"base_url": f"http://{addr}", "master_key": master, "store_args": store,
-           "backend": request.param}
+    yield {"base_url": f"http://{addr}", "master_key": master, "store_args": store}
     proc.terminate()
     proc.wait(timeout=10)
 

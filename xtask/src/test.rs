@@ -119,9 +119,10 @@ fn build_wheel(
     wheels.next().context("maturin built no wheel")
 }
 
-/// The official `openai` and `anthropic` clients against the real binary:
-/// a venv under target/ (made once, refreshed when the requirements change),
-/// the two binaries from the same debug build, then pytest.
+/// The Python suite against the real binary (the official `openai`,
+/// `anthropic` and `stripe` packages, and the `qlaud` wheel): a venv under
+/// target/ (made once, refreshed when the requirements change), the two
+/// binaries and the wheel from the same debug build, then pytest.
 fn python_tests(cargo: &str) -> anyhow::Result<(u64, u64)> {
     let root = crate::workspace_root();
     let target = std::env::var_os("CARGO_TARGET_DIR")
