@@ -28,6 +28,15 @@ def sync_calls(admin: qlaud.Client) -> int:
     return usage["totals"]["cost_micros"] + len(names)
 
 
+def either_way(user: qlaud.Client, stream: bool) -> str:
+    answer = user.create_message(
+        model="echo", max_tokens=16, messages=[{"role": "user", "content": "hi"}], stream=stream
+    )
+    if isinstance(answer, qlaud.Stream):
+        return " ".join(str(event["type"]) for event in answer)
+    return str(answer["content"][0]["text"])
+
+
 async def async_calls(admin: qlaud.AsyncClient) -> None:
     keys = await asyncio.gather(*(admin.mint_key(name=f"u{i}") for i in range(3)))
     user = qlaud.AsyncClient(api_key=keys[0]["secret"])
@@ -42,4 +51,6 @@ async def async_calls(admin: qlaud.AsyncClient) -> None:
 
 if __name__ == "__main__":
     print(sync_calls(qlaud.Client()))
+    user = qlaud.Client(api_key=qlaud.Client().mint_key(name="either")["secret"])
+    print(either_way(user, True), either_way(user, False))
     asyncio.run(async_calls(qlaud.AsyncClient()))

@@ -578,7 +578,8 @@ fn py_signature(op: &Op, stream: Option<bool>) -> (Vec<String>, String) {
             if op.model() && f.name == "stream" {
                 match stream {
                     Some(true) => params.push("stream: Literal[True]".into()),
-                    _ => params.push("stream: Literal[False] = False".into()),
+                    Some(false) => params.push("stream: Literal[False] = False".into()),
+                    None => params.push("stream: bool = False".into()),
                 }
                 continue;
             }
@@ -593,8 +594,11 @@ fn py_signature(op: &Op, stream: Option<bool>) -> (Vec<String>, String) {
             params.push("**extra: Any".into());
         }
     }
-    if stream == Some(true) {
-        returns = "Stream".into();
+    match stream {
+        Some(true) => returns = "Stream".into(),
+        // A `stream=` known only at run time.
+        None if op.model() => returns = format!("{returns} | Stream"),
+        _ => {}
     }
     if params.last().map(String::as_str) == Some("*") {
         params.pop();
@@ -635,13 +639,13 @@ fn py_methods(ops: &[Op], is_async: bool) -> String {
     for op in ops {
         let doc = format!("{}\n\n`{} {}`{}", op.doc, op.method, op.path, py_param_docs(op));
         let variants: &[Option<bool>] =
-            if op.model() { &[Some(false), Some(true)] } else { &[None] };
+            if op.model() { &[Some(false), Some(true), None] } else { &[None] };
         for variant in variants {
             let (params, mut returns) = py_signature(op, *variant);
-            if is_async && returns == "Stream" {
-                returns = "AsyncStream".into();
+            if is_async && op.model() {
+                returns = returns.replace("Stream", "AsyncStream");
             }
-            if variant.is_some() {
+            if op.model() {
                 out.push_str("    @overload\n");
             }
             let prefix = if is_async { "async def" } else { "def" };

@@ -183,6 +183,31 @@ class Client:
             extra: Any other field of the provider's API (tools, temperature, …), sent as is.
         """
     @overload
+    def create_chat_completion(
+        self,
+        *,
+        messages: list[Any],
+        model: str,
+        max_completion_tokens: int | None = None,
+        max_tokens: int | None = None,
+        stream: bool = False,
+        **extra: Any,
+    ) -> ChatCompletion | Stream:
+        """Create a chat completion (OpenAI Chat Completions API).
+
+        OpenAI's `POST /v1/chat/completions`, for any model qlaud serves. With `"stream": true` the answer is `text/event-stream` with OpenAI's chunks and a final `data: [DONE]`. Fields qlaud does not know pass to the provider unchanged. Errors use OpenAI's error shape. Any key may call it.
+
+        `POST /v1/chat/completions`
+
+        Args:
+            messages: The conversation: `{role, content, …}` objects as in OpenAI's API.
+            model: The model's public name in qlaud (see `GET /v1/models`).
+            max_completion_tokens: The most tokens the answer may have, reasoning included.
+            max_tokens: The most tokens the answer may have (older name).
+            stream: `true` answers with server-sent events (`data: …` chunks, then `data: [DONE]`).
+            extra: Any other field of the provider's API (tools, temperature, …), sent as is.
+        """
+    @overload
     def create_message(
         self,
         *,
@@ -218,6 +243,31 @@ class Client:
         system: Any = None,
         **extra: Any,
     ) -> Stream:
+        """Create a message (Anthropic Messages API).
+
+        Anthropic's `POST /v1/messages`, for any model qlaud serves: Claude models pass through; other models are translated. With `"stream": true` the answer is `text/event-stream` with Anthropic's events. Fields qlaud does not know pass to the provider unchanged. Errors use Anthropic's error shape. Any key may call it.
+
+        `POST /v1/messages`
+
+        Args:
+            messages: The conversation: `{role, content}` objects as in Anthropic's API.
+            model: The model's public name in qlaud (see `GET /v1/models`).
+            max_tokens: The most tokens the answer may have. Optional here (unlike Anthropic's API): qlaud fills in the model's limit when it is left out.
+            stream: `true` answers with server-sent events instead of one JSON object.
+            system: The system prompt: a string or an array of text blocks.
+            extra: Any other field of the provider's API (tools, temperature, …), sent as is.
+        """
+    @overload
+    def create_message(
+        self,
+        *,
+        messages: list[Any],
+        model: str,
+        max_tokens: int | None = None,
+        stream: bool = False,
+        system: Any = None,
+        **extra: Any,
+    ) -> Message | Stream:
         """Create a message (Anthropic Messages API).
 
         Anthropic's `POST /v1/messages`, for any model qlaud serves: Claude models pass through; other models are translated. With `"stream": true` the answer is `text/event-stream` with Anthropic's events. Fields qlaud does not know pass to the provider unchanged. Errors use Anthropic's error shape. Any key may call it.
@@ -539,6 +589,31 @@ class AsyncClient:
             extra: Any other field of the provider's API (tools, temperature, …), sent as is.
         """
     @overload
+    async def create_chat_completion(
+        self,
+        *,
+        messages: list[Any],
+        model: str,
+        max_completion_tokens: int | None = None,
+        max_tokens: int | None = None,
+        stream: bool = False,
+        **extra: Any,
+    ) -> ChatCompletion | AsyncStream:
+        """Create a chat completion (OpenAI Chat Completions API).
+
+        OpenAI's `POST /v1/chat/completions`, for any model qlaud serves. With `"stream": true` the answer is `text/event-stream` with OpenAI's chunks and a final `data: [DONE]`. Fields qlaud does not know pass to the provider unchanged. Errors use OpenAI's error shape. Any key may call it.
+
+        `POST /v1/chat/completions`
+
+        Args:
+            messages: The conversation: `{role, content, …}` objects as in OpenAI's API.
+            model: The model's public name in qlaud (see `GET /v1/models`).
+            max_completion_tokens: The most tokens the answer may have, reasoning included.
+            max_tokens: The most tokens the answer may have (older name).
+            stream: `true` answers with server-sent events (`data: …` chunks, then `data: [DONE]`).
+            extra: Any other field of the provider's API (tools, temperature, …), sent as is.
+        """
+    @overload
     async def create_message(
         self,
         *,
@@ -574,6 +649,31 @@ class AsyncClient:
         system: Any = None,
         **extra: Any,
     ) -> AsyncStream:
+        """Create a message (Anthropic Messages API).
+
+        Anthropic's `POST /v1/messages`, for any model qlaud serves: Claude models pass through; other models are translated. With `"stream": true` the answer is `text/event-stream` with Anthropic's events. Fields qlaud does not know pass to the provider unchanged. Errors use Anthropic's error shape. Any key may call it.
+
+        `POST /v1/messages`
+
+        Args:
+            messages: The conversation: `{role, content}` objects as in Anthropic's API.
+            model: The model's public name in qlaud (see `GET /v1/models`).
+            max_tokens: The most tokens the answer may have. Optional here (unlike Anthropic's API): qlaud fills in the model's limit when it is left out.
+            stream: `true` answers with server-sent events instead of one JSON object.
+            system: The system prompt: a string or an array of text blocks.
+            extra: Any other field of the provider's API (tools, temperature, …), sent as is.
+        """
+    @overload
+    async def create_message(
+        self,
+        *,
+        messages: list[Any],
+        model: str,
+        max_tokens: int | None = None,
+        stream: bool = False,
+        system: Any = None,
+        **extra: Any,
+    ) -> Message | AsyncStream:
         """Create a message (Anthropic Messages API).
 
         Anthropic's `POST /v1/messages`, for any model qlaud serves: Claude models pass through; other models are translated. With `"stream": true` the answer is `text/event-stream` with Anthropic's events. Fields qlaud does not know pass to the provider unchanged. Errors use Anthropic's error shape. Any key may call it.
