@@ -25,12 +25,16 @@ struct Config {
     timeout: Option<Duration>,
 }
 
+/// The Rust SDK client as calls get it: shared, so that a call costs no
+/// copy of it.
+pub type Sdk = Arc<qlaud::Client>;
+
 /// What both clients hold: their settings and the Rust SDK client.
 pub struct Core {
     config: Config,
     /// The SDK client and the process it was built in: a forked child
     /// must not reuse its parent's pooled connections.
-    sdk: Mutex<(u32, qlaud::Client)>,
+    sdk: Mutex<(u32, Sdk)>,
 }
 
 impl Core {
@@ -71,7 +75,7 @@ impl Core {
     }
 
     /// The Rust SDK client for this process.
-    pub fn sdk(&self) -> qlaud::Client {
+    pub fn sdk(&self) -> Sdk {
         let pid = std::process::id();
         let mut slot = self.sdk.lock().unwrap_or_else(|e| e.into_inner());
         if slot.0 != pid {
@@ -85,7 +89,7 @@ impl Core {
         Self::rebuild(&self.config, &mut self.sdk.lock().unwrap_or_else(|e| e.into_inner()));
     }
 
-    fn rebuild(config: &Config, slot: &mut (u32, qlaud::Client)) {
+    fn rebuild(config: &Config, slot: &mut (u32, Sdk)) {
         // The settings built a client once already, so they build again.
         if let Ok(sdk) = build(config) {
             *slot = (std::process::id(), sdk);
@@ -161,13 +165,13 @@ async fn limited<T>(
     }
 }
 
-fn build(config: &Config) -> PyResult<qlaud::Client> {
+fn build(config: &Config) -> PyResult<Sdk> {
     let sdk = qlaud::Client::new(&config.base_url, &config.api_key)
         .map_err(|e| PyValueError::new_err(e.to_string()))?;
-    Ok(sdk.with_retry_policy(qlaud::RetryPolicy {
+    Ok(Arc::new(sdk.with_retry_policy(qlaud::RetryPolicy {
         max_retries: config.max_retries,
         ..qlaud::RetryPolicy::default()
-    }))
+    })))
 }
 
 /// The blocking client. Every operation of qlaud's API is a method; each

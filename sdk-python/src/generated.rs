@@ -452,7 +452,7 @@ mod ops {
     use super::*;
     use qlaud::types;
 
-    pub(super) async fn create_chat_completion(sdk: qlaud::Client, body: serde_json::Map<String, serde_json::Value>, stream: bool) -> Result<Output, CallError> {
+    pub(super) async fn create_chat_completion(sdk: crate::client::Sdk, body: serde_json::Map<String, serde_json::Value>, stream: bool) -> Result<Output, CallError> {
         let body = serde_json::Value::Object(body);
         if stream {
             let events = sdk.create_chat_completion_stream(body).await.map_err(CallError::raw)?;
@@ -462,7 +462,7 @@ mod ops {
         }
     }
 
-    pub(super) async fn create_message(sdk: qlaud::Client, body: serde_json::Map<String, serde_json::Value>, stream: bool) -> Result<Output, CallError> {
+    pub(super) async fn create_message(sdk: crate::client::Sdk, body: serde_json::Map<String, serde_json::Value>, stream: bool) -> Result<Output, CallError> {
         let body = serde_json::Value::Object(body);
         if stream {
             let events = sdk.create_message_stream(body).await.map_err(CallError::raw)?;
@@ -472,7 +472,7 @@ mod ops {
         }
     }
 
-    pub(super) async fn export_meter_events(sdk: qlaud::Client, period: String, slice: Option<String>) -> Result<Output, CallError> {
+    pub(super) async fn export_meter_events(sdk: crate::client::Sdk, period: String, slice: Option<String>) -> Result<Output, CallError> {
         let mut query: Vec<(&str, String)> = Vec::new();
         { let v = period; query.push(("period", v.to_string())); }
         if let Some(v) = slice { crate::convert::parse::<types::MeterSlice>(v.clone())?; query.push(("slice", v.to_string())); }
@@ -483,7 +483,7 @@ mod ops {
             .map_err(CallError::raw)
     }
 
-    pub(super) async fn get_billing_settings(sdk: qlaud::Client) -> Result<Output, CallError> {
+    pub(super) async fn get_billing_settings(sdk: crate::client::Sdk) -> Result<Output, CallError> {
         let query: Vec<(&str, String)> = Vec::new();
         let path = String::from("/v1/billing/settings");
         sdk.request_json(reqwest::Method::GET, &path, &query, None)
@@ -492,7 +492,7 @@ mod ops {
             .map_err(CallError::raw)
     }
 
-    pub(super) async fn get_invoice_preview(sdk: qlaud::Client, key_id: String, period: Option<String>) -> Result<Output, CallError> {
+    pub(super) async fn get_invoice_preview(sdk: crate::client::Sdk, key_id: String, period: Option<String>) -> Result<Output, CallError> {
         let mut query: Vec<(&str, String)> = Vec::new();
         { let v = key_id; query.push(("key_id", v.to_string())); }
         if let Some(v) = period { query.push(("period", v.to_string())); }
@@ -503,7 +503,7 @@ mod ops {
             .map_err(CallError::raw)
     }
 
-    pub(super) async fn get_key(sdk: qlaud::Client, key_id: String) -> Result<Output, CallError> {
+    pub(super) async fn get_key(sdk: crate::client::Sdk, key_id: String) -> Result<Output, CallError> {
         let query: Vec<(&str, String)> = Vec::new();
         let path = format!("/v1/keys/{}", crate::convert::segment(&key_id));
         sdk.request_json(reqwest::Method::GET, &path, &query, None)
@@ -512,7 +512,7 @@ mod ops {
             .map_err(CallError::raw)
     }
 
-    pub(super) async fn get_usage(sdk: qlaud::Client, from_: Option<String>, key_id: Option<String>, to: Option<String>) -> Result<Output, CallError> {
+    pub(super) async fn get_usage(sdk: crate::client::Sdk, from_: Option<String>, key_id: Option<String>, to: Option<String>) -> Result<Output, CallError> {
         let mut query: Vec<(&str, String)> = Vec::new();
         if let Some(v) = from_ { query.push(("from", v.to_string())); }
         if let Some(v) = key_id { query.push(("key_id", v.to_string())); }
@@ -524,7 +524,7 @@ mod ops {
             .map_err(CallError::raw)
     }
 
-    pub(super) async fn list_key_billing_events(sdk: qlaud::Client, key_id: String) -> Result<Output, CallError> {
+    pub(super) async fn list_key_billing_events(sdk: crate::client::Sdk, key_id: String) -> Result<Output, CallError> {
         let query: Vec<(&str, String)> = Vec::new();
         let path = format!("/v1/keys/{}/billing_events", crate::convert::segment(&key_id));
         sdk.request_json(reqwest::Method::GET, &path, &query, None)
@@ -533,7 +533,7 @@ mod ops {
             .map_err(CallError::raw)
     }
 
-    pub(super) async fn list_keys(sdk: qlaud::Client, include_revoked: Option<bool>, limit: Option<u32>, page_token: Option<String>) -> Result<Output, CallError> {
+    pub(super) async fn list_keys(sdk: crate::client::Sdk, include_revoked: Option<bool>, limit: Option<u32>, page_token: Option<String>) -> Result<Output, CallError> {
         let mut query: Vec<(&str, String)> = Vec::new();
         if let Some(v) = include_revoked { query.push(("include_revoked", v.to_string())); }
         if let Some(v) = limit { query.push(("limit", v.to_string())); }
@@ -545,7 +545,7 @@ mod ops {
             .map_err(CallError::raw)
     }
 
-    pub(super) async fn list_models(sdk: qlaud::Client) -> Result<Output, CallError> {
+    pub(super) async fn list_models(sdk: crate::client::Sdk) -> Result<Output, CallError> {
         let query: Vec<(&str, String)> = Vec::new();
         let path = String::from("/v1/models");
         sdk.request_json(reqwest::Method::GET, &path, &query, None)
@@ -554,7 +554,7 @@ mod ops {
             .map_err(CallError::raw)
     }
 
-    pub(super) async fn mint_key(sdk: qlaud::Client, body: serde_json::Map<String, serde_json::Value>) -> Result<Output, CallError> {
+    pub(super) async fn mint_key(sdk: crate::client::Sdk, body: serde_json::Map<String, serde_json::Value>) -> Result<Output, CallError> {
         let query: Vec<(&str, String)> = Vec::new();
         let path = String::from("/v1/keys");
         let body = crate::convert::checked::<types::MintKeyRequest>(body)?;
@@ -564,7 +564,7 @@ mod ops {
             .map_err(CallError::raw)
     }
 
-    pub(super) async fn revoke_key(sdk: qlaud::Client, key_id: String) -> Result<Output, CallError> {
+    pub(super) async fn revoke_key(sdk: crate::client::Sdk, key_id: String) -> Result<Output, CallError> {
         let query: Vec<(&str, String)> = Vec::new();
         let path = format!("/v1/keys/{}", crate::convert::segment(&key_id));
         sdk.request_json(reqwest::Method::DELETE, &path, &query, None)
@@ -573,7 +573,7 @@ mod ops {
             .map_err(CallError::raw)
     }
 
-    pub(super) async fn rotate_key(sdk: qlaud::Client, key_id: String) -> Result<Output, CallError> {
+    pub(super) async fn rotate_key(sdk: crate::client::Sdk, key_id: String) -> Result<Output, CallError> {
         let query: Vec<(&str, String)> = Vec::new();
         let path = format!("/v1/keys/{}/rotate", crate::convert::segment(&key_id));
         sdk.request_json(reqwest::Method::POST, &path, &query, None)
@@ -582,14 +582,14 @@ mod ops {
             .map_err(CallError::raw)
     }
 
-    pub(super) async fn stripe_webhook(sdk: qlaud::Client, tenant_id: String, payload: Vec<u8>, signature: String) -> Result<Output, CallError> {
+    pub(super) async fn stripe_webhook(sdk: crate::client::Sdk, tenant_id: String, payload: Vec<u8>, signature: String) -> Result<Output, CallError> {
         sdk.stripe_webhook_signed(&tenant_id, payload, &signature)
             .await
             .map(Output::Json)
             .map_err(CallError::raw)
     }
 
-    pub(super) async fn update_billing_settings(sdk: qlaud::Client, body: serde_json::Map<String, serde_json::Value>) -> Result<Output, CallError> {
+    pub(super) async fn update_billing_settings(sdk: crate::client::Sdk, body: serde_json::Map<String, serde_json::Value>) -> Result<Output, CallError> {
         let query: Vec<(&str, String)> = Vec::new();
         let path = String::from("/v1/billing/settings");
         let body = crate::convert::checked::<types::BillingSettingsUpdate>(body)?;
@@ -599,7 +599,7 @@ mod ops {
             .map_err(CallError::raw)
     }
 
-    pub(super) async fn update_key(sdk: qlaud::Client, key_id: String, body: serde_json::Map<String, serde_json::Value>) -> Result<Output, CallError> {
+    pub(super) async fn update_key(sdk: crate::client::Sdk, key_id: String, body: serde_json::Map<String, serde_json::Value>) -> Result<Output, CallError> {
         let query: Vec<(&str, String)> = Vec::new();
         let path = format!("/v1/keys/{}", crate::convert::segment(&key_id));
         let body = crate::convert::checked::<types::UpdateKeyRequest>(body)?;

@@ -11,12 +11,12 @@ use pyo3::prelude::*;
 use serde_json::Value;
 use tokio::sync::Mutex;
 
-use crate::client::Core;
+use crate::client::{Core, Sdk};
 use crate::convert::{CallError, Output};
 use crate::runtime::QlaudRuntime;
 
 type PageFuture = Pin<Box<dyn Future<Output = Result<Output, CallError>> + Send>>;
-type Fetch = Arc<dyn Fn(qlaud::Client, Option<String>) -> PageFuture + Send + Sync>;
+type Fetch = Arc<dyn Fn(Sdk, Option<String>) -> PageFuture + Send + Sync>;
 
 struct State {
     items: VecDeque<Value>,
@@ -34,7 +34,7 @@ struct Pages {
 impl Pages {
     fn new(
         core: Arc<Core>,
-        fetch: impl Fn(qlaud::Client, Option<String>) -> PageFuture + Send + Sync + 'static,
+        fetch: impl Fn(Sdk, Option<String>) -> PageFuture + Send + Sync + 'static,
     ) -> Pages {
         let state = State { items: VecDeque::new(), next_page: None, done: false };
         Pages { core, fetch: Arc::new(fetch), state: Arc::new(Mutex::new(state)) }
@@ -74,7 +74,7 @@ pub struct Pager {
 impl Pager {
     pub fn new(
         core: Arc<Core>,
-        fetch: impl Fn(qlaud::Client, Option<String>) -> PageFuture + Send + Sync + 'static,
+        fetch: impl Fn(Sdk, Option<String>) -> PageFuture + Send + Sync + 'static,
     ) -> Pager {
         Pager { pages: Pages::new(core, fetch) }
     }
@@ -104,7 +104,7 @@ pub struct AsyncPager {
 impl AsyncPager {
     pub fn new(
         core: Arc<Core>,
-        fetch: impl Fn(qlaud::Client, Option<String>) -> PageFuture + Send + Sync + 'static,
+        fetch: impl Fn(Sdk, Option<String>) -> PageFuture + Send + Sync + 'static,
     ) -> AsyncPager {
         AsyncPager { pages: Pages::new(core, fetch) }
     }

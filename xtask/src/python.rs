@@ -395,7 +395,7 @@ fn rust_bindings(ops: &[Op]) -> String {
     out.push_str("    use super::*;\n    use qlaud::types;\n\n");
     for op in ops {
         let shape = rust_shape(op);
-        let mut params = vec!["sdk: qlaud::Client".to_string()];
+        let mut params = vec!["sdk: crate::client::Sdk".to_string()];
         params.extend(
             shape
                 .params
