@@ -269,6 +269,30 @@ impl Shared {
             .unwrap_or(0);
         ms == 0 || self.sleep(Duration::from_millis(ms)).await
     }
+
+    /// One model request, whichever API: recorded, answered by `answer` (or
+    /// by `stopping` while the mock shuts down), errors counted, and tagged
+    /// with the provider's request-id header.
+    async fn serve<Fut: Future<Output = Response>>(
+        &self,
+        (api, path, id_header): (Api, &str, &'static str),
+        headers: &HeaderMap,
+        body: Bytes,
+        stopping: fn() -> Response,
+        answer: impl FnOnce(u64, Option<Value>) -> Fut,
+    ) -> Response {
+        let body = serde_json::from_slice::<Value>(&body).ok();
+        let n = self.record(api, path, headers, body.clone());
+        let mut resp =
+            if self.header_delay(headers).await { answer(n, body).await } else { stopping() };
+        if !resp.status().is_success() {
+            self.count_error();
+        }
+        if let Ok(v) = HeaderValue::from_str(&format!("req_mock_{n}")) {
+            resp.headers_mut().insert(id_header, v);
+        }
+        resp
+    }
 }
 
 fn router(shared: Arc<Shared>) -> Router {

@@ -20,20 +20,10 @@ pub(super) async fn chat_completions(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let body = serde_json::from_slice::<Value>(&body).ok();
-    let n = shared.record(Api::OpenAi, "/v1/chat/completions", &headers, body.clone());
-    let mut resp = if shared.header_delay(&headers).await {
-        answer(&shared, n, &headers, body).await
-    } else {
-        stopping()
-    };
-    if !resp.status().is_success() {
-        shared.count_error();
-    }
-    if let Ok(v) = HeaderValue::from_str(&format!("req_mock_{n}")) {
-        resp.headers_mut().insert("x-request-id", v);
-    }
-    resp
+    let route = (Api::OpenAi, "/v1/chat/completions", "x-request-id");
+    shared
+        .serve(route, &headers, body, stopping, |n, body| answer(&shared, n, &headers, body))
+        .await
 }
 
 /// The 401 to answer, if the key is wrong.
