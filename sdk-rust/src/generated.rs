@@ -25,6 +25,9 @@ pub mod types {
     ///The inside of an Anthropic error.
     #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, PartialEq)]
     pub struct AnthropicErrorDetail {
+        ///qlaud's finer reason, the same as OpenAI's `code`: `spend_cap_reached` and `payment_failed` (both 402), `invalid_api_key`, `model_not_found`, …; absent when there is none. Anthropic's own clients ignore it.
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub code: ::std::option::Option<::std::string::String>,
         ///What went wrong.
         pub message: ::std::string::String,
         ///`invalid_request_error`, `authentication_error`, `permission_error`, `not_found_error`, `request_too_large`, `rate_limit_error`, `api_error`, `overloaded_error`, or qlaud's `billing_error` (402).
@@ -1090,18 +1093,35 @@ pub mod types {
         }
         #[derive(Clone, Debug)]
         pub struct AnthropicErrorDetail {
+            code: ::std::result::Result<
+                ::std::option::Option<::std::string::String>,
+                ::std::string::String,
+            >,
             message: ::std::result::Result<::std::string::String, ::std::string::String>,
             type_: ::std::result::Result<::std::string::String, ::std::string::String>,
         }
         impl ::std::default::Default for AnthropicErrorDetail {
             fn default() -> Self {
                 Self {
+                    code: Ok(Default::default()),
                     message: Err("no value supplied for message".to_string()),
                     type_: Err("no value supplied for type_".to_string()),
                 }
             }
         }
         impl AnthropicErrorDetail {
+            pub fn code<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::option::Option<::std::string::String>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.code = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for code: {e}")
+                    });
+                self
+            }
             pub fn message<T>(mut self, value: T) -> Self
             where
                 T: ::std::convert::TryInto<::std::string::String>,
@@ -1134,6 +1154,7 @@ pub mod types {
                 value: AnthropicErrorDetail,
             ) -> ::std::result::Result<Self, super::error::ConversionError> {
                 Ok(Self {
+                    code: value.code?,
                     message: value.message?,
                     type_: value.type_?,
                 })
@@ -1142,6 +1163,7 @@ pub mod types {
         impl ::std::convert::From<super::AnthropicErrorDetail> for AnthropicErrorDetail {
             fn from(value: super::AnthropicErrorDetail) -> Self {
                 Self {
+                    code: Ok(value.code),
                     message: Ok(value.message),
                     type_: Ok(value.type_),
                 }

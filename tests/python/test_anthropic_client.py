@@ -125,4 +125,5 @@ def test_over_the_cap_is_402_and_not_retried(qlaud, broke_key):
         client.messages.create(model="claude-test", max_tokens=100, messages=USER)
     assert info.value.status_code == 402
     assert info.value.body["error"]["type"] == "billing_error"
+    assert info.value.body["error"]["code"] == "spend_cap_reached"
     assert "spend cap" in info.value.body["error"]["message"]

@@ -261,6 +261,7 @@ async fn failed_payment_suspends_and_paid_invoice_reinstates(backend: Backend) {
     let (status, body) = call(&t, reqwest::Method::POST, "/v1/messages", k2["secret"].as_str().unwrap(),
         Some(json!({"model": "claude-test", "max_tokens": 10, "messages": [{"role": "user", "content": "x"}]}))).await;
     assert_eq!((status, body["error"]["type"].as_str()), (402, Some("billing_error")), "{body}");
+    assert_eq!(body["error"]["code"], "payment_failed", "{body}");
     assert_eq!(
         model_call(&t, other["secret"].as_str().unwrap()).await.0,
         200,

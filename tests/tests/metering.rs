@@ -131,6 +131,7 @@ async fn storm(bases: &[String], key: &str, n: usize, model: &str) -> (Vec<u16>,
         } else {
             assert_eq!(status, 402, "{body}");
             assert_eq!(body["error"]["type"], "billing_error", "{body}");
+            assert_eq!(body["error"]["code"], "spend_cap_reached", "{body}");
         }
         statuses.push(status);
     }

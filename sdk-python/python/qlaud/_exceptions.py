@@ -145,6 +145,12 @@ _BY_STATUS: dict[int, type[ApiError]] = {
     429: RateLimitError,
 }
 
+# qlaud's reasons for a 402, in every error shape's `code`.
+_BY_PAYMENT_CODE: dict[str, type[ApiError]] = {
+    "spend_cap_reached": BudgetExceededError,
+    "payment_failed": KeySuspendedError,
+}
+
 # The status an error type in a stream stands for (Anthropic's and OpenAI's).
 _STATUS_OF_TYPE = {
     "invalid_request_error": 400,
@@ -191,11 +197,7 @@ def _api_error(status: int, body: Any) -> ApiError:
         status = _STATUS_OF_TYPE.get(type_ or "", 500)
     cls = _BY_STATUS.get(status, InternalServerError if status >= 500 else ApiError)
     if cls is PaymentRequiredError:
-        text = f"{code or ''} {message or ''}".lower()
-        if "payment_failed" in text or "payment failed" in text or "suspended" in text:
-            cls = KeySuspendedError
-        elif "spend_cap" in text or "spend cap" in text or "budget" in text:
-            cls = BudgetExceededError
+        cls = _BY_PAYMENT_CODE.get(code or "", PaymentRequiredError)
     return cls(
         message or f"qlaud answered {status}",
         status=status,

@@ -88,6 +88,8 @@ class AnthropicErrorDetail(TypedDict):
     """The inside of an Anthropic error.
     """
 
+    code: NotRequired[str | None]
+    """qlaud's finer reason, the same as OpenAI's `code`: `spend_cap_reached` and `payment_failed` (both 402), `invalid_api_key`, `model_not_found`, …; absent when there is none. Anthropic's own clients ignore it."""
     message: str
     """What went wrong."""
     type: str

@@ -17,6 +17,11 @@ pub struct AnthropicErrorDetail {
     pub kind: String,
     /// What went wrong.
     pub message: String,
+    /// qlaud's finer reason, the same as OpenAI's `code`: `spend_cap_reached`
+    /// and `payment_failed` (both 402), `invalid_api_key`, `model_not_found`,
+    /// …; absent when there is none. Anthropic's own clients ignore it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
 }
 
 /// An error of `POST /v1/messages`:
@@ -38,9 +43,19 @@ impl AnthropicError {
     pub fn new(status: u16, kind: &str, message: impl Into<String>) -> AnthropicError {
         AnthropicError {
             kind: "error".to_string(),
-            error: AnthropicErrorDetail { kind: kind.to_string(), message: message.into() },
+            error: AnthropicErrorDetail {
+                kind: kind.to_string(),
+                message: message.into(),
+                code: None,
+            },
             status,
         }
+    }
+
+    /// This error with qlaud's finer reason.
+    pub fn with_code(mut self, code: Option<String>) -> AnthropicError {
+        self.error.code = code;
+        self
     }
 }
 

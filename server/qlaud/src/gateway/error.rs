@@ -71,7 +71,7 @@ impl GatewayError {
             Some((t, false)) => t,
             _ => anthropic_type(self.status).to_string(),
         };
-        AnthropicError::new(self.status, &kind, self.message)
+        AnthropicError::new(self.status, &kind, self.message).with_code(self.code)
     }
 
     pub fn into_openai(self) -> OpenAiError {
