@@ -703,6 +703,8 @@ pub mod types {
     ///A model qlaud serves, in a shape both the OpenAI and Anthropic clients read.
     #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, PartialEq)]
     pub struct ModelInfo {
+        ///The most input tokens the model reads. qlaud never reserves more input than this for one request, and a request carrying an attachment whose size it cannot see (a PDF or file by URL) reserves this much.
+        pub context_window: u64,
         ///Unix seconds (OpenAI's field); when the model was added to qlaud's catalogue.
         pub created: i64,
         ///RFC 3339 time (Anthropic's field), the same instant as `created`.
@@ -3973,6 +3975,7 @@ pub mod types {
         }
         #[derive(Clone, Debug)]
         pub struct ModelInfo {
+            context_window: ::std::result::Result<u64, ::std::string::String>,
             created: ::std::result::Result<i64, ::std::string::String>,
             created_at: ::std::result::Result<
                 ::std::string::String,
@@ -3995,6 +3998,9 @@ pub mod types {
         impl ::std::default::Default for ModelInfo {
             fn default() -> Self {
                 Self {
+                    context_window: Err(
+                        "no value supplied for context_window".to_string(),
+                    ),
                     created: Err("no value supplied for created".to_string()),
                     created_at: Err("no value supplied for created_at".to_string()),
                     display_name: Err("no value supplied for display_name".to_string()),
@@ -4010,6 +4016,20 @@ pub mod types {
             }
         }
         impl ModelInfo {
+            pub fn context_window<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<u64>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.context_window = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!(
+                            "error converting supplied value for context_window: {e}"
+                        )
+                    });
+                self
+            }
             pub fn created<T>(mut self, value: T) -> Self
             where
                 T: ::std::convert::TryInto<i64>,
@@ -4125,6 +4145,7 @@ pub mod types {
                 value: ModelInfo,
             ) -> ::std::result::Result<Self, super::error::ConversionError> {
                 Ok(Self {
+                    context_window: value.context_window?,
                     created: value.created?,
                     created_at: value.created_at?,
                     display_name: value.display_name?,
@@ -4140,6 +4161,7 @@ pub mod types {
         impl ::std::convert::From<super::ModelInfo> for ModelInfo {
             fn from(value: super::ModelInfo) -> Self {
                 Self {
+                    context_window: Ok(value.context_window),
                     created: Ok(value.created),
                     created_at: Ok(value.created_at),
                     display_name: Ok(value.display_name),

@@ -138,15 +138,15 @@ async fn storm(bases: &[String], key: &str, n: usize, model: &str) -> (Vec<u16>,
     (statuses, cost)
 }
 
-/// The cap used below (`max_spend_usd: 0.00084`): 840 µ$, about ten
+/// The cap used below (`max_spend_usd: 0.0015`): 1,500 µ$, about ten
 /// answers of this size.
-const CAP_MICROS: i64 = 840;
+const CAP_MICROS: i64 = 1_500;
 
 async fn cap_holds_under_300_concurrent_requests(backend: Backend) {
     let mock = MockUpstream::start().await;
     let Some(t) = TestServer::start_with(backend, Some(&mock_toml(&mock))).await else { return };
     let key =
-        mint(&t.base_url, &t.master_key, json!({"name": "capped", "max_spend_usd": 0.00084})).await;
+        mint(&t.base_url, &t.master_key, json!({"name": "capped", "max_spend_usd": 0.0015})).await;
     let secret = key["secret"].as_str().unwrap();
     let (statuses, cost) =
         storm(std::slice::from_ref(&t.base_url), secret, 300, "claude-test").await;
@@ -193,8 +193,7 @@ async fn cap_holds_across_two_processes(backend: Backend) {
         .or_else(|| b.stdout.lines().find(|l| l.starts_with('{')));
     let master: Value = serde_json::from_str(master.unwrap()).unwrap();
     let master = master["master_key"].as_str().unwrap();
-    let key =
-        mint(&a.base_url(), master, json!({"name": "shared", "max_spend_usd": 0.00084})).await;
+    let key = mint(&a.base_url(), master, json!({"name": "shared", "max_spend_usd": 0.0015})).await;
     let (statuses, cost) =
         storm(&[a.base_url(), b.base_url()], key["secret"].as_str().unwrap(), 300, "claude-test")
             .await;
@@ -257,7 +256,7 @@ async fn caps_reset_at_calendar_boundaries(backend: Backend) {
         let key = mint(
             &t.base_url,
             &t.master_key,
-            json!({"name": period, "max_spend_usd": 0.00084, "period": period}),
+            json!({"name": period, "max_spend_usd": 0.0015, "period": period}),
         )
         .await;
         let secret = key["secret"].as_str().unwrap();
@@ -284,7 +283,7 @@ async fn caps_reset_at_calendar_boundaries(backend: Backend) {
     let key = mint(
         &t.base_url,
         &t.master_key,
-        json!({"name": "total", "max_spend_usd": 0.00084, "period": "total"}),
+        json!({"name": "total", "max_spend_usd": 0.0015, "period": "total"}),
     )
     .await;
     let secret = key["secret"].as_str().unwrap();

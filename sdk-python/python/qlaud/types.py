@@ -467,6 +467,8 @@ class ModelInfo(TypedDict):
     """A model qlaud serves, in a shape both the OpenAI and Anthropic clients read.
     """
 
+    context_window: int
+    """The most input tokens the model reads. qlaud never reserves more input than this for one request, and a request carrying an attachment whose size it cannot see (a PDF or file by URL) reserves this much."""
     created: int
     """Unix seconds (OpenAI's field); when the model was added to qlaud's catalogue."""
     created_at: str

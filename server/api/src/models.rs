@@ -182,6 +182,11 @@ pub struct ModelInfo {
     pub owned_by: String,
     /// The most output tokens one answer may have.
     pub max_output_tokens: u64,
+    /// The most input tokens the model reads. qlaud never reserves more
+    /// input than this for one request, and a request carrying an
+    /// attachment whose size it cannot see (a PDF or file by URL) reserves
+    /// this much.
+    pub context_window: u64,
     /// What qlaud charges for it.
     pub pricing: ModelPricing,
 }

@@ -15,6 +15,8 @@ pub struct Metrics {
     cost_micros: AtomicU64,
     cap_refusals: AtomicU64,
     clamped: AtomicU64,
+    overruns: AtomicU64,
+    overrun_micros: AtomicU64,
 }
 
 impl Metrics {
@@ -35,6 +37,12 @@ impl Metrics {
 
     pub fn clamp(&self) {
         self.clamped.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A provider reported more than the request's reserved worst case.
+    pub fn overrun(&self, micros: i64) {
+        self.overruns.fetch_add(1, Ordering::Relaxed);
+        self.overrun_micros.fetch_add(u64::try_from(micros).unwrap_or(0), Ordering::Relaxed);
     }
 
     pub async fn render(&self, store: &Store) -> String {
@@ -79,6 +87,20 @@ impl Metrics {
             "counter",
             "Requests whose output limit was lowered to fit the key's budget.",
             &[("", load(&self.clamped))],
+        );
+        metric(
+            "qlaud_reservation_overruns_total",
+            "counter",
+            "Requests whose provider-reported cost exceeded their reserved worst case; each \
+             was settled at its reservation so the cap held. Non-zero means the estimate \
+             missed something the provider bills.",
+            &[("", load(&self.overruns))],
+        );
+        metric(
+            "qlaud_reservation_overrun_micros_total",
+            "counter",
+            "What those requests cost beyond their reservations, unbilled, in micro-dollars.",
+            &[("", load(&self.overrun_micros))],
         );
         metric(
             "qlaud_reservations_open",

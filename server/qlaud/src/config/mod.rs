@@ -12,6 +12,11 @@ use serde::Deserialize;
 
 const DEFAULTS: &str = include_str!("defaults.toml");
 
+/// The context window of a model configured without one: at least the
+/// largest any current model has, so a reservation bounded by it is still
+/// an upper bound.
+pub const DEFAULT_CONTEXT_WINDOW: u64 = 2_000_000;
+
 /// What kind of API a provider speaks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -58,6 +63,8 @@ struct ModelSpec {
     upstream: Option<String>,
     display_name: Option<String>,
     max_output_tokens: u64,
+    /// The most input tokens the model reads; bounds every reservation.
+    context_window: Option<u64>,
     prices: Option<PriceSpec>,
 }
 
@@ -99,6 +106,8 @@ pub struct Model {
     pub upstream: String,
     pub provider: Arc<Provider>,
     pub max_output_tokens: u64,
+    /// The most input tokens one request can be billed for.
+    pub context_window: u64,
     /// `None`: no price configured, so the model is refused.
     pub prices: Option<Prices>,
 }
@@ -168,6 +177,7 @@ impl Catalog {
                 upstream: spec.upstream.unwrap_or_else(|| name.clone()),
                 provider: provider.clone(),
                 max_output_tokens: spec.max_output_tokens,
+                context_window: spec.context_window.unwrap_or(DEFAULT_CONTEXT_WINDOW),
                 prices,
                 name: name.clone(),
             };

@@ -20,6 +20,14 @@ pub(super) async fn answer(
         Shape::Messages => new_id("msg"),
         Shape::ChatCompletions => new_id("chatcmpl"),
     };
+    // Like a provider, the offline model reads no more than its window.
+    if reply.usage.input_tokens > call.model.context_window {
+        call.settle(400, Usage::default()).await;
+        return Err(GatewayError::bad_request(format!(
+            "prompt is too long: {} tokens > {} maximum",
+            reply.usage.input_tokens, call.model.context_window
+        )));
+    }
     // Nothing leaves the process, but the answer is billed like any other.
     call.sent = true;
     if !call.streamed {

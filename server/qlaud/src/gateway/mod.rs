@@ -29,8 +29,9 @@ use crate::auth::Caller;
 use crate::clock::Clock;
 use crate::config::{Catalog, Model, ProviderKind};
 use crate::context::Context;
+use crate::meter::estimate::{self, Estimate, PromptBound};
 use crate::meter::ledger::{self, Admission};
-use crate::meter::{Recorder, RequestRecord, Usage, estimate};
+use crate::meter::{Recorder, RequestRecord, Usage};
 use crate::providers::ir::Completion;
 use crate::providers::{self, anthropic, openai};
 use error::GatewayError;
@@ -84,6 +85,7 @@ impl Gateway {
                     created_at: "2026-01-01T00:00:00Z".into(),
                     owned_by: m.provider.name.clone(),
                     max_output_tokens: m.max_output_tokens,
+                    context_window: m.context_window,
                     pricing: ModelPricing {
                         input_per_mtok_usd: usd(p.input),
                         output_per_mtok_usd: usd(p.output),
@@ -123,7 +125,6 @@ struct Call {
 
 impl Call {
     /// Authenticated, resolved and now admitted against the key's cap.
-    #[allow(clippy::too_many_arguments)]
     async fn admit(
         ctx: &Context,
         caller: Caller,
@@ -131,13 +132,11 @@ impl Call {
         shape: Shape,
         streamed: bool,
         started: Instant,
-        prompt_bound: u64,
-        max_output: u64,
+        estimate: &Estimate,
     ) -> Result<Call, GatewayError> {
-        let admission =
-            ledger::admit(ctx, &caller, &model, shape.endpoint(), prompt_bound, max_output)
-                .await
-                .inspect_err(|e| {
+        let admission = ledger::admit(ctx, &caller, &model, shape.endpoint(), estimate)
+            .await
+            .inspect_err(|e| {
                 if e.status == 402 {
                     ctx.metrics.cap_refusal();
                 }
@@ -190,9 +189,25 @@ impl Call {
         }
     }
 
-    /// Settles the request at the cost of `usage`; returns that cost.
+    /// Settles the request at the cost of `usage`; returns that cost. A
+    /// cost above the reservation means the estimate missed something the
+    /// provider bills: it is settled at the reservation, so the cap holds,
+    /// and the gap is logged and counted for the operator.
     async fn settle(&mut self, status: u16, usage: Usage) -> i64 {
-        let cost = self.cost(&usage);
+        let mut cost = self.cost(&usage);
+        if cost > self.admission.reserved_micros {
+            let over = cost - self.admission.reserved_micros;
+            tracing::warn!(
+                model = %self.model.name,
+                key_id = %self.caller.key_id,
+                reserved_micros = self.admission.reserved_micros,
+                cost_micros = cost,
+                "the provider reported more than the request's reserved worst case; \
+                 settled at the reservation"
+            );
+            self.metrics.overrun(over);
+            cost = self.admission.reserved_micros;
+        }
         self.settled = true;
         self.metrics.settled(self.shape.endpoint(), status, cost);
         self.recorder.record(self.record(status, usage, cost, false)).await;
@@ -213,6 +228,16 @@ impl Drop for Call {
     }
 }
 
+/// The output-multiplying fields of a forwarded body, as choices.
+fn choices(fields: &serde_json::Map<String, Value>) -> Result<u64, GatewayError> {
+    estimate::choices(fields).map_err(|field| {
+        GatewayError::bad_request(format!(
+            "{field} must be a whole number from 1 to {}",
+            estimate::MAX_CHOICES
+        ))
+    })
+}
+
 /// `POST /v1/messages`.
 pub async fn messages(
     ctx: &Context,
@@ -227,48 +252,68 @@ pub async fn messages(
     // sends 128000 for every Claude model): cap at the model's limit, and
     // fill it in when missing, since Anthropic requires it.
     let wanted = req.max_tokens.unwrap_or(model.max_output_tokens).min(model.max_output_tokens);
-    let bound =
-        estimate::prompt_bound(&req.messages, &[req.system.as_ref(), req.extra.get("tools")]);
+    let window = model.context_window;
+    // The worst case of the body as it is forwarded: the client's own
+    // (every field passes through) or its translation.
+    let (estimate, translated) = match model.provider.kind {
+        ProviderKind::Openai | ProviderKind::OpenaiCompatible => {
+            let body =
+                openai::convert::request_from_anthropic(&req, &model.upstream, wanted, streamed)?;
+            let prompt_tokens = PromptBound::body(&body).finish(window);
+            (
+                Estimate { prompt_tokens, max_output: wanted, choices: 1, extra_output: 0 },
+                Some(body),
+            )
+        }
+        ProviderKind::Anthropic | ProviderKind::Echo => {
+            let mut bound = PromptBound::default();
+            bound.field("model", &Value::String(model.upstream.clone()));
+            bound.messages("messages", &req.messages);
+            if let Some(system) = &req.system {
+                bound.field("system", system);
+            }
+            bound.fields(&req.extra);
+            let estimate = Estimate {
+                prompt_tokens: bound.finish(window),
+                max_output: wanted,
+                choices: choices(&req.extra)?,
+                extra_output: estimate::extra_output(&req.extra),
+            };
+            (estimate, None)
+        }
+    };
     let mut call =
-        Call::admit(ctx, caller, model.clone(), Shape::Messages, streamed, started, bound, wanted)
+        Call::admit(ctx, caller, model.clone(), Shape::Messages, streamed, started, &estimate)
             .await?;
     let max_tokens = call.admission.max_output_tokens;
-    match model.provider.kind {
-        ProviderKind::Echo => {
+    match (model.provider.kind, translated) {
+        (ProviderKind::Openai | ProviderKind::OpenaiCompatible, Some(mut body)) => {
+            body["max_completion_tokens"] = max_tokens.into();
+            let http = openai::request(ctx.gateway.client(&model), &model, to_vec(&body)?)?;
+            let upstream = send(&mut call, http).await?;
+            if streamed {
+                let mut decoder = openai::convert::Decoder::default();
+                let meter = Translator::new(&call, move |raw| decoder.decode(raw), false);
+                Ok(stream(call, upstream, meter))
+            } else {
+                json_translated(call, upstream, openai::convert::completion).await
+            }
+        }
+        (ProviderKind::Echo, _) => {
             let reply = providers::echo::reply(req.system.as_ref(), &req.messages, max_tokens);
             echo::answer(call, reply, false).await
         }
-        ProviderKind::Anthropic => {
+        _ => {
             req.model = model.upstream.clone();
             req.max_tokens = Some(max_tokens);
             let body = to_vec(&req)?;
             let http = anthropic::request(ctx.gateway.client(&model), &model, headers, body)?;
             let upstream = send(&mut call, http).await?;
             if streamed {
-                let meter = anthropic::StreamTap::new(&model);
+                let meter = anthropic::StreamTap::new(&model, call.admission.unreported);
                 Ok(stream(call, upstream, meter))
             } else {
-                json_answer(call, upstream, |v| anthropic::usage(&v["usage"])).await
-            }
-        }
-        ProviderKind::Openai | ProviderKind::OpenaiCompatible => {
-            let body = openai::convert::request_from_anthropic(
-                &req,
-                &model.upstream,
-                max_tokens,
-                streamed,
-            )?;
-            let http = openai::request(ctx.gateway.client(&model), &model, to_vec(&body)?)?;
-            let upstream = send(&mut call, http).await?;
-            if streamed {
-                let prompt_estimate =
-                    providers::echo::count_input(req.system.as_ref(), &req.messages);
-                let mut decoder = openai::convert::Decoder::default();
-                let meter =
-                    Translator::new(&call, move |raw| decoder.decode(raw), false, prompt_estimate);
-                Ok(stream(call, upstream, meter))
-            } else {
-                json_translated(call, upstream, openai::convert::completion).await
+                json_answer(call, upstream, anthropic::usage).await
             }
         }
     }
@@ -285,7 +330,39 @@ pub async fn chat_completions(
     let model = ctx.gateway.model(&req.model)?;
     let streamed = req.stream.unwrap_or(false);
     let wanted = chat_max_tokens(&req, &model);
-    let bound = estimate::prompt_bound(&req.messages, &[req.extra.get("tools")]);
+    let window = model.context_window;
+    let wants_usage = wants_usage(&req.extra);
+    let (estimate, translated) = match model.provider.kind {
+        ProviderKind::Anthropic => {
+            if choices(&req.extra)? > 1 {
+                return Err(GatewayError::bad_request(format!(
+                    "model {:?} answers one choice per request: n (or best_of) above 1 is not \
+                     supported",
+                    model.name
+                )));
+            }
+            let body =
+                anthropic::convert::request_from_openai(&req, &model.upstream, wanted, streamed)?;
+            let prompt_tokens = PromptBound::body(&body).finish(window);
+            (
+                Estimate { prompt_tokens, max_output: wanted, choices: 1, extra_output: 0 },
+                Some(body),
+            )
+        }
+        ProviderKind::Openai | ProviderKind::OpenaiCompatible | ProviderKind::Echo => {
+            let mut bound = PromptBound::default();
+            bound.field("model", &Value::String(model.upstream.clone()));
+            bound.messages("messages", &req.messages);
+            bound.fields(&req.extra);
+            let estimate = Estimate {
+                prompt_tokens: bound.finish(window),
+                max_output: wanted,
+                choices: choices(&req.extra)?,
+                extra_output: estimate::extra_output(&req.extra),
+            };
+            (estimate, None)
+        }
+    };
     let mut call = Call::admit(
         ctx,
         caller,
@@ -293,28 +370,43 @@ pub async fn chat_completions(
         Shape::ChatCompletions,
         streamed,
         started,
-        bound,
-        wanted,
+        &estimate,
     )
     .await?;
     let max_tokens = call.admission.max_output_tokens;
-    let wants_usage = wants_usage(&req.extra);
-    match model.provider.kind {
-        ProviderKind::Echo => {
+    match (model.provider.kind, translated) {
+        (ProviderKind::Anthropic, Some(mut body)) => {
+            body["max_tokens"] = max_tokens.into();
+            let http =
+                anthropic::request(ctx.gateway.client(&model), &model, headers, to_vec(&body)?)?;
+            let upstream = send(&mut call, http).await?;
+            if streamed {
+                let mut decoder = anthropic::convert::Decoder::default();
+                let meter = Translator::new(&call, move |raw| decoder.decode(raw), wants_usage);
+                Ok(stream(call, upstream, meter))
+            } else {
+                json_translated(call, upstream, anthropic::convert::completion).await
+            }
+        }
+        (ProviderKind::Echo, _) => {
             let reply = providers::echo::reply(None, &req.messages, max_tokens);
             echo::answer(call, reply, wants_usage).await
         }
-        ProviderKind::Openai | ProviderKind::OpenaiCompatible => {
-            let prompt_estimate = providers::echo::count_input(None, &req.messages);
+        _ => {
             req.model = model.upstream.clone();
-            if call.admission.clamped {
-                // Lower whichever limit the client used; with none, the one
-                // the provider reads.
-                if req.max_completion_tokens.is_some()
-                    || (req.max_tokens.is_none() && model.provider.kind == ProviderKind::Openai)
-                {
+            // The provider gets exactly the limit that was reserved, in
+            // every field the client used (a provider honouring either
+            // sees the same), or with none, in the field it reads.
+            let both = req.max_tokens.is_some() && req.max_completion_tokens.is_some();
+            if both || req.max_completion_tokens.is_some() {
+                req.max_completion_tokens = Some(max_tokens);
+            }
+            if both || req.max_tokens.is_some() {
+                req.max_tokens = Some(max_tokens);
+            }
+            if req.max_tokens.is_none() && req.max_completion_tokens.is_none() {
+                if model.provider.kind == ProviderKind::Openai {
                     req.max_completion_tokens = Some(max_tokens);
-                    req.max_tokens = None;
                 } else {
                     req.max_tokens = Some(max_tokens);
                 }
@@ -333,34 +425,10 @@ pub async fn chat_completions(
             let http = openai::request(ctx.gateway.client(&model), &model, to_vec(&req)?)?;
             let upstream = send(&mut call, http).await?;
             if streamed {
-                let meter = openai::StreamTap::new(&model, wants_usage, prompt_estimate);
+                let meter = openai::StreamTap::new(&model, wants_usage, call.admission.unreported);
                 Ok(stream(call, upstream, meter))
             } else {
-                json_answer(call, upstream, |v| openai::usage(&v["usage"])).await
-            }
-        }
-        ProviderKind::Anthropic => {
-            let body = anthropic::convert::request_from_openai(
-                &req,
-                &model.upstream,
-                max_tokens,
-                streamed,
-            )?;
-            let http =
-                anthropic::request(ctx.gateway.client(&model), &model, headers, to_vec(&body)?)?;
-            let upstream = send(&mut call, http).await?;
-            if streamed {
-                let prompt_estimate = providers::echo::count_input(None, &req.messages);
-                let mut decoder = anthropic::convert::Decoder::default();
-                let meter = Translator::new(
-                    &call,
-                    move |raw| decoder.decode(raw),
-                    wants_usage,
-                    prompt_estimate,
-                );
-                Ok(stream(call, upstream, meter))
-            } else {
-                json_translated(call, upstream, anthropic::convert::completion).await
+                json_answer(call, upstream, openai::usage).await
             }
         }
     }
@@ -370,13 +438,13 @@ fn to_vec(v: &impl serde::Serialize) -> Result<Vec<u8>, GatewayError> {
     serde_json::to_vec(v).map_err(|e| GatewayError::new(500, e.to_string()))
 }
 
-/// The output limit of a chat request: the client's (either field), capped
-/// at the model's.
+/// The output limit of a chat request: the larger of the two fields the
+/// client may use (a provider may honour either), capped at the model's.
 fn chat_max_tokens(req: &ChatCompletionRequest, model: &Model) -> u64 {
-    req.max_completion_tokens
-        .or(req.max_tokens)
-        .unwrap_or(model.max_output_tokens)
-        .min(model.max_output_tokens)
+    match (req.max_completion_tokens, req.max_tokens) {
+        (None, None) => model.max_output_tokens,
+        (a, b) => a.unwrap_or(0).max(b.unwrap_or(0)).min(model.max_output_tokens),
+    }
 }
 
 fn wants_usage(extra: &serde_json::Map<String, Value>) -> bool {
@@ -433,15 +501,27 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     s
 }
 
+/// The usage an answer reports, or (when it reports none) its reserved
+/// prompt bound and what its content can stand for.
+fn answer_usage(call: &Call, v: &Value, reported: impl Fn(&Value) -> Usage) -> Usage {
+    match v.get("usage").filter(|u| u.is_object()) {
+        Some(u) => reported(u),
+        None => {
+            let seen = estimate::text_tokens(&v["content"]) + estimate::text_tokens(&v["choices"]);
+            call.admission.unreported.usage(None, seen)
+        }
+    }
+}
+
 /// A non-streamed provider answer in the client's shape: read usage, add
 /// cost, name the model as the client did, settle, answer.
 async fn json_answer(
     mut call: Call,
     upstream: reqwest::Response,
-    usage_of: impl Fn(&Value) -> Usage,
+    usage_of: fn(&Value) -> Usage,
 ) -> Result<Response<Body>, GatewayError> {
     let mut v = read_json(&mut call, upstream).await?;
-    let usage = usage_of(&v);
+    let usage = answer_usage(&call, &v, usage_of);
     let cost = call.settle(200, usage).await;
     v["model"] = Value::String(call.model.name.clone());
     if let Some(u) = v.get_mut("usage").and_then(Value::as_object_mut) {
@@ -508,7 +588,8 @@ async fn json_translated(
     decode: fn(&Value) -> Completion,
 ) -> Result<Response<Body>, GatewayError> {
     let v = read_json(&mut call, upstream).await?;
-    let c = decode(&v);
+    let mut c = decode(&v);
+    c.usage = answer_usage(&call, &v, |_| c.usage);
     let cost = call.settle(200, c.usage).await;
     let body = ClientEncoder::completion(call.shape, &c, &call.model.name, cost);
     Ok(json_response(&call, &body, cost))

@@ -9,7 +9,7 @@ use http::Response;
 use super::error::GatewayError;
 use super::shape::ClientEncoder;
 use super::{Call, error_chain, sse, sse_response};
-use crate::meter::Usage;
+use crate::meter::{Unreported, Usage};
 use crate::providers::ir::Event;
 use crate::providers::{anthropic, openai};
 
@@ -91,24 +91,24 @@ impl StreamMeter for openai::StreamTap {
 pub(super) struct Translator<D> {
     decode: D,
     encoder: ClientEncoder,
+    /// The provider's final counts, once they come.
     usage: Option<Usage>,
-    pieces: u64,
-    prompt_estimate: u64,
+    /// Input counts reported at the start.
+    input: Option<Usage>,
+    /// Output the content that came through can stand for (its bytes).
+    seen_output: u64,
+    unreported: Unreported,
 }
 
 impl<D: FnMut(&[u8]) -> Vec<Event> + Send + 'static> Translator<D> {
-    pub(super) fn new(
-        call: &Call,
-        decode: D,
-        wants_usage: bool,
-        prompt_estimate: u64,
-    ) -> Translator<D> {
+    pub(super) fn new(call: &Call, decode: D, wants_usage: bool) -> Translator<D> {
         Translator {
             decode,
             encoder: ClientEncoder::new(call.shape, &call.model, wants_usage),
             usage: None,
-            pieces: 0,
-            prompt_estimate,
+            input: None,
+            seen_output: 0,
+            unreported: call.admission.unreported,
         }
     }
 }
@@ -119,7 +119,10 @@ impl<D: FnMut(&[u8]) -> Vec<Event> + Send + 'static> StreamMeter for Translator<
         for event in (self.decode)(&raw) {
             match &event {
                 Event::Usage(u) => self.usage = Some(*u),
-                Event::Text(_) | Event::ToolArgs(_) => self.pieces += 1,
+                Event::InputUsage(u) => self.input = Some(*u),
+                Event::Text(t) | Event::ToolArgs(t) => self.seen_output += t.len().max(1) as u64,
+                Event::ToolStart { name, .. } => self.seen_output += name.len() as u64,
+                Event::Unseen(n) => self.seen_output += n,
                 _ => {}
             }
             for b in self.encoder.encode(event) {
@@ -130,13 +133,16 @@ impl<D: FnMut(&[u8]) -> Vec<Event> + Send + 'static> StreamMeter for Translator<
     }
 
     fn usage(&self) -> Usage {
-        // A stream cut before the provider's count is billed at least one
-        // token per piece of content that came through.
-        let mut u = self
-            .usage
-            .unwrap_or(Usage { input_tokens: self.prompt_estimate, ..Default::default() });
-        u.output_tokens = u.output_tokens.max(self.pieces);
-        u
+        if let Some(mut u) = self.usage {
+            // Final counts without any input: the input went uncounted.
+            if self.input.is_none()
+                && u.input_tokens + u.cache_read_tokens + u.cache_write_tokens == 0
+            {
+                u.input_tokens = self.unreported.prompt_tokens;
+            }
+            return u;
+        }
+        self.unreported.usage(self.input, self.seen_output)
     }
 }
 

@@ -14,7 +14,8 @@ use std::time::Duration;
 
 use qlaud_api::{Period, Usd};
 
-use super::{Usage, cost_micros, period};
+use super::estimate::Estimate;
+use super::{Unreported, Usage, cost_micros, period};
 use crate::auth::Caller;
 use crate::config::{Model, Prices};
 use crate::context::Context;
@@ -31,8 +32,10 @@ pub struct Admission {
     pub reservation_id: String,
     pub reserved_micros: i64,
     pub period_start_ms: i64,
-    /// The output limit to send upstream.
+    /// The output limit (per choice) to send upstream.
     pub max_output_tokens: u64,
+    /// How an answer without usage is billed.
+    pub unreported: Unreported,
     /// Whether that limit is lower than the client asked for.
     pub clamped: bool,
 }
@@ -43,25 +46,29 @@ fn worst_prices(p: &Prices) -> Prices {
     Prices { input: p.input.max(p.cache_write), ..*p }
 }
 
-fn worst_case(p: &Prices, prompt: u64, output: u64) -> i64 {
-    cost_micros(
-        &worst_prices(p),
-        &Usage { input_tokens: prompt, output_tokens: output, ..Default::default() },
-    )
+fn worst_case(p: &Prices, e: &Estimate, per_choice: u64) -> i64 {
+    let usage = Usage {
+        input_tokens: e.prompt_tokens,
+        output_tokens: e.output_tokens(per_choice),
+        ..Default::default()
+    };
+    cost_micros(&worst_prices(p), &usage)
 }
 
-/// The most output tokens `remaining` micro-dollars pay for after the prompt.
-fn affordable(p: &Prices, prompt: u64, remaining: i64) -> u64 {
+/// The largest output limit per choice that `remaining` micro-dollars pay
+/// for after the prompt, with every choice billed to it plus its extra.
+fn affordable(p: &Prices, e: &Estimate, remaining: i64) -> u64 {
     let w = worst_prices(p);
     let budget = i128::from(remaining.max(0)) * 1_000_000;
-    let prompt_cost = i128::from(prompt) * i128::from(w.input);
+    let prompt_cost = i128::from(e.prompt_tokens) * i128::from(w.input);
     if budget < prompt_cost {
         return 0;
     }
     if w.output == 0 {
         return u64::MAX;
     }
-    u64::try_from((budget - prompt_cost) / i128::from(w.output)).unwrap_or(u64::MAX)
+    let total = u64::try_from((budget - prompt_cost) / i128::from(w.output)).unwrap_or(u64::MAX);
+    (total / e.choices.max(1)).saturating_sub(e.extra_output)
 }
 
 fn usd(micros: i64) -> String {
@@ -91,17 +98,17 @@ fn over_cap(key_id: &str, p: Period, start: i64, cap: i64, committed: i64) -> Ga
     .with_code("spend_cap_reached")
 }
 
-/// Reserves the worst case of a request to `model` with a prompt of at most
-/// `prompt_bound` tokens and up to `max_output` output tokens, clamping the
-/// output when only less fits. 402 when not even a minimal answer fits.
+/// Reserves the worst case of a request to `model` (`estimate`), clamping
+/// the output limit when only less fits. 402 when not even a minimal answer
+/// fits.
 pub async fn admit(
     ctx: &Context,
     caller: &Caller,
     model: &Model,
     endpoint: &str,
-    prompt_bound: u64,
-    max_output: u64,
+    estimate: &Estimate,
 ) -> Result<Admission, GatewayError> {
+    let max_output = estimate.max_output;
     let prices = model.prices.ok_or_else(|| GatewayError::new(500, "unpriced model admitted"))?;
     let mut period = caller.period;
     let mut output = max_output;
@@ -111,7 +118,7 @@ pub async fn admit(
     for _ in 0..8 {
         let now = ctx.clock.now_ms();
         let start = period::window_start(period, now);
-        let micros = worst_case(&prices, prompt_bound, output);
+        let micros = worst_case(&prices, estimate, output);
         let id = new_id("req");
         let reservation = NewReservation {
             id: &id,
@@ -132,6 +139,10 @@ pub async fn admit(
                 reserved_micros: micros,
                 period_start_ms: start,
                 max_output_tokens: output,
+                unreported: Unreported {
+                    prompt_tokens: estimate.prompt_tokens,
+                    max_output_tokens: estimate.output_tokens(output),
+                },
                 clamped: output < max_output,
             });
         }
@@ -167,7 +178,7 @@ pub async fn admit(
             continue;
         }
         let Some(cap) = state.cap_micros else { continue };
-        let fits = affordable(&prices, prompt_bound, cap - state.committed_micros).min(max_output);
+        let fits = affordable(&prices, estimate, cap - state.committed_micros).min(max_output);
         if fits < MIN_OUTPUT_TOKENS.min(max_output) {
             // The 100 % alert: settled spend leaves no room, not merely
             // requests in flight holding it.
@@ -242,10 +253,18 @@ mod tests {
         };
         for remaining in [0, 1, 100, 12_345, 5_000_000] {
             for prompt in [0, 10, 1000] {
-                let n = affordable(&p, prompt, remaining);
-                if n > 0 && n < u64::MAX {
-                    assert!(worst_case(&p, prompt, n) <= remaining, "{remaining} {prompt} {n}");
-                    assert!(worst_case(&p, prompt, n + 1) > remaining || n == 0);
+                for (choices, extra) in [(1, 0), (8, 0), (3, 100), (128, 7)] {
+                    let e = Estimate {
+                        prompt_tokens: prompt,
+                        max_output: u64::MAX,
+                        choices,
+                        extra_output: extra,
+                    };
+                    let n = affordable(&p, &e, remaining);
+                    if n > 0 && n < u64::MAX {
+                        assert!(worst_case(&p, &e, n) <= remaining, "{remaining} {prompt} {n}");
+                        assert!(worst_case(&p, &e, n + 1) > remaining);
+                    }
                 }
             }
         }

@@ -77,7 +77,7 @@ impl Reply {
     /// it), so a client that leaves early is billed a token per word it got.
     pub fn events(&self, id: String) -> Vec<Event> {
         let mut out =
-            vec![Event::Start { id }, Event::Usage(Usage { output_tokens: 0, ..self.usage })];
+            vec![Event::Start { id }, Event::InputUsage(Usage { output_tokens: 0, ..self.usage })];
         for (i, w) in self.words.iter().enumerate() {
             out.push(Event::Text(if i == 0 { w.clone() } else { format!(" {w}") }));
         }

@@ -46,8 +46,13 @@ pub enum Event {
     ToolStart { id: String, name: String },
     /// More of the current tool call's JSON arguments.
     ToolArgs(String),
-    /// Usage so far (the latest replaces what came before).
+    /// The input counts, reported as the answer starts (output not yet).
+    InputUsage(Usage),
+    /// The provider's final counts (the latest replaces what came before).
     Usage(Usage),
+    /// Output the provider bills that the client's shape has no place for
+    /// (thinking, when translated): an upper bound of its tokens.
+    Unseen(u64),
     /// Why the answer ended.
     Stop(StopReason),
     /// The stream ended normally.

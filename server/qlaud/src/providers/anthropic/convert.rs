@@ -110,15 +110,15 @@ impl Decoder {
         };
         match name.or_else(|| v["type"].as_str()) {
             Some("message_start") => {
-                self.usage = usage(&v["message"]["usage"]);
+                let id = v["message"]["id"].as_str().unwrap_or_default().to_string();
+                let u = &v["message"]["usage"];
+                if !u.is_object() {
+                    return vec![Event::Start { id }];
+                }
+                self.usage = usage(u);
                 // Its output count is a placeholder; real counts follow.
                 self.usage.output_tokens = 0;
-                vec![
-                    Event::Start {
-                        id: v["message"]["id"].as_str().unwrap_or_default().to_string(),
-                    },
-                    Event::Usage(self.usage),
-                ]
+                vec![Event::Start { id }, Event::InputUsage(self.usage)]
             }
             Some("content_block_start") => {
                 let b = &v["content_block"];
@@ -143,6 +143,9 @@ impl Decoder {
                     Some("input_json_delta") => vec![Event::ToolArgs(
                         d["partial_json"].as_str().unwrap_or_default().to_string(),
                     )],
+                    Some("thinking_delta") => {
+                        vec![Event::Unseen(d["thinking"].as_str().map_or(1, |t| t.len() as u64))]
+                    }
                     _ => Vec::new(),
                 }
             }
@@ -155,7 +158,10 @@ impl Decoder {
                 if let Some(n) = u["input_tokens"].as_u64() {
                     self.usage.input_tokens = n;
                 }
-                let mut out = vec![Event::Usage(self.usage)];
+                let mut out = Vec::new();
+                if u.is_object() {
+                    out.push(Event::Usage(self.usage));
+                }
                 if let Some(r) = v["delta"]["stop_reason"].as_str() {
                     out.push(Event::Stop(stop_reason(r)));
                 }
@@ -238,7 +244,8 @@ impl Encoder {
                     out.push(sse::event(Some("content_block_delta"), &v.to_string()));
                 }
             }
-            Event::Usage(u) => self.usage = u,
+            Event::InputUsage(u) | Event::Usage(u) => self.usage = u,
+            Event::Unseen(_) => {}
             Event::Stop(r) => {
                 self.close(&mut out);
                 self.stop = Some(r);

@@ -9,7 +9,7 @@ use serde_json::Value;
 use crate::config::{Model, Prices};
 use crate::gateway::error::GatewayError;
 use crate::gateway::sse;
-use crate::meter::{Usage, cost_micros};
+use crate::meter::{Unreported, Usage, cost_micros};
 
 /// The API version sent when the client sent none.
 const DEFAULT_VERSION: &str = "2023-06-01";
@@ -55,13 +55,43 @@ pub fn usage(u: &Value) -> Usage {
     }
 }
 
+/// The output tokens one `content_block_delta` can stand for: the bytes of
+/// its text, tool-input JSON or thinking (no tokenizer emits more tokens
+/// than bytes; at least one per delta).
+pub fn delta_tokens(data: &str) -> u64 {
+    #[derive(serde::Deserialize)]
+    struct Event<'a> {
+        #[serde(borrow)]
+        delta: Delta<'a>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Delta<'a> {
+        #[serde(borrow, default)]
+        text: Option<std::borrow::Cow<'a, str>>,
+        #[serde(borrow, default)]
+        partial_json: Option<std::borrow::Cow<'a, str>>,
+        #[serde(borrow, default)]
+        thinking: Option<std::borrow::Cow<'a, str>>,
+    }
+    let len = |s: &Option<std::borrow::Cow<'_, str>>| s.as_ref().map_or(0, |s| s.len() as u64);
+    match serde_json::from_str::<Event<'_>>(data) {
+        Ok(e) => (len(&e.delta.text) + len(&e.delta.partial_json) + len(&e.delta.thinking)).max(1),
+        // Unreadable: everything in it could have been output.
+        Err(_) => data.len() as u64,
+    }
+}
+
 /// Reads usage off a passing stream and adds qlaud's cost to the final
 /// usage event; every other event goes through byte for byte.
 pub struct StreamTap {
     pub usage: Usage,
-    /// Content deltas seen: the floor for output tokens when a stream ends
-    /// before the provider's final count.
-    deltas: u64,
+    /// Whether `message_start` reported the input counts.
+    input_seen: bool,
+    /// How the stream is billed where the provider's counts are missing.
+    unreported: Unreported,
+    /// Output the content deltas can stand for: the floor for output tokens
+    /// when a stream ends before the provider's final count.
+    seen_output: u64,
     /// The output count of `message_delta`, once seen.
     final_output: Option<u64>,
     public_model: String,
@@ -70,10 +100,12 @@ pub struct StreamTap {
 }
 
 impl StreamTap {
-    pub fn new(model: &Model) -> StreamTap {
+    pub fn new(model: &Model, unreported: Unreported) -> StreamTap {
         StreamTap {
             usage: Usage::default(),
-            deltas: 0,
+            input_seen: false,
+            unreported,
+            seen_output: 0,
             final_output: None,
             public_model: model.name.clone(),
             rename_model: model.name != model.upstream,
@@ -82,12 +114,16 @@ impl StreamTap {
     }
 
     /// Usage as far as the stream went: the provider's final count, or for
-    /// a stream cut before it, the content deltas that came through
-    /// (`message_start` carries only a placeholder output count).
+    /// a stream cut before it (or a provider that reports none), the
+    /// reserved prompt bound for input it never counted and what the
+    /// content deltas can stand for as output (`message_start` carries
+    /// only a placeholder output count).
     pub fn final_usage(&self) -> Usage {
-        let mut u = self.usage;
-        u.output_tokens = self.final_output.unwrap_or(self.deltas);
-        u
+        let input = self.input_seen.then_some(self.usage);
+        match self.final_output {
+            Some(output) => Usage { output_tokens: output, ..self.unreported.usage(input, 0) },
+            None => self.unreported.usage(input, self.seen_output),
+        }
     }
 
     fn cost(&self) -> i64 {
@@ -99,14 +135,16 @@ impl StreamTap {
         let (name, data) = sse::parse(&raw);
         match name {
             Some("content_block_delta") => {
-                self.deltas += 1;
+                self.seen_output += delta_tokens(&data);
                 raw
             }
             Some("message_start") => {
                 let Ok(mut v) = serde_json::from_str::<Value>(&data) else {
                     return raw;
                 };
-                self.usage = usage(&v["message"]["usage"]);
+                let u = &v["message"]["usage"];
+                self.input_seen = u.is_object();
+                self.usage = usage(u);
                 if self.rename_model {
                     v["message"]["model"] = Value::String(self.public_model.clone());
                     return sse::event(Some("message_start"), &v.to_string());
@@ -119,6 +157,9 @@ impl StreamTap {
                 };
                 // Counts here are cumulative: take the latest, never add.
                 let u = &v["usage"];
+                if u.get("input_tokens").is_some() {
+                    self.input_seen = true;
+                }
                 if let Some(out) = u["output_tokens"].as_u64() {
                     self.usage.output_tokens = out;
                     self.final_output = Some(out);

@@ -199,10 +199,11 @@ impl Encoder {
                     json!({"index": self.tool_index.max(0), "function": {"arguments": args}});
                 vec![self.chunk(json!({"tool_calls": [call]}), None)]
             }
-            Event::Usage(u) => {
+            Event::InputUsage(u) | Event::Usage(u) => {
                 self.usage = u;
                 Vec::new()
             }
+            Event::Unseen(_) => Vec::new(),
             Event::Stop(r) => vec![self.chunk(json!({}), Some(finish_str(&r)))],
             Event::End => {
                 let mut out = Vec::new();

@@ -8,7 +8,7 @@ use serde_json::Value;
 use crate::config::{Model, Prices};
 use crate::gateway::error::GatewayError;
 use crate::gateway::sse;
-use crate::meter::{Usage, cost_micros};
+use crate::meter::{Unreported, Usage, cost_micros};
 
 /// The upstream request for `body` (already in OpenAI's shape).
 pub fn request(
@@ -40,13 +40,87 @@ pub fn usage(u: &Value) -> Usage {
     }
 }
 
+/// The output tokens one stream chunk can stand for: the bytes of the text,
+/// refusal, reasoning and tool-call names and arguments of every choice in
+/// it (no tokenizer emits more tokens than bytes; at least one per chunk
+/// that carries any). `data` is the chunk's JSON.
+pub fn chunk_tokens(data: &[u8]) -> u64 {
+    use std::borrow::Cow;
+    #[derive(serde::Deserialize)]
+    struct Chunk<'a> {
+        #[serde(borrow, default)]
+        choices: Vec<Choice<'a>>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Choice<'a> {
+        #[serde(borrow, default)]
+        delta: Option<Delta<'a>>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Delta<'a> {
+        #[serde(borrow, default)]
+        content: Option<Cow<'a, str>>,
+        #[serde(borrow, default)]
+        refusal: Option<Cow<'a, str>>,
+        #[serde(borrow, default)]
+        reasoning_content: Option<Cow<'a, str>>,
+        #[serde(borrow, default)]
+        reasoning: Option<Cow<'a, str>>,
+        #[serde(borrow, default)]
+        tool_calls: Option<Vec<ToolCall<'a>>>,
+    }
+    #[derive(serde::Deserialize)]
+    struct ToolCall<'a> {
+        #[serde(borrow, default)]
+        function: Option<Function<'a>>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Function<'a> {
+        #[serde(borrow, default)]
+        name: Option<Cow<'a, str>>,
+        #[serde(borrow, default)]
+        arguments: Option<Cow<'a, str>>,
+    }
+    let len = |s: &Option<Cow<'_, str>>| s.as_ref().map_or(0, |s| s.len() as u64);
+    let Ok(chunk) = serde_json::from_slice::<Chunk<'_>>(data) else {
+        // Unreadable: everything in it could have been output.
+        return data.len() as u64;
+    };
+    chunk
+        .choices
+        .iter()
+        .filter_map(|c| c.delta.as_ref())
+        .map(|d| {
+            let calls: u64 = d
+                .tool_calls
+                .iter()
+                .flatten()
+                .filter_map(|c| c.function.as_ref())
+                .map(|f| len(&f.name) + len(&f.arguments))
+                .sum();
+            let n = len(&d.content)
+                + len(&d.refusal)
+                + len(&d.reasoning_content)
+                + len(&d.reasoning)
+                + calls;
+            let carries = d.content.as_ref().is_some_and(|c| !c.is_empty())
+                || d.tool_calls.is_some()
+                || d.refusal.is_some();
+            n.max(u64::from(carries))
+        })
+        .sum()
+}
+
 /// Reads usage off a passing stream. qlaud always asks the provider for the
 /// final usage chunk; the client sees it (with `cost_micros`) only if it
 /// asked for it too.
 pub struct StreamTap {
     pub usage: Option<Usage>,
-    chunks: u64,
-    prompt_estimate: u64,
+    /// Output the chunks can stand for, for a stream without a usage chunk.
+    seen_output: u64,
+    /// How the stream is billed when the provider never reports usage (a
+    /// stream cut before its last chunk).
+    unreported: Unreported,
     client_wants_usage: bool,
     public_model: String,
     rename_model: bool,
@@ -57,11 +131,11 @@ pub struct StreamTap {
 }
 
 impl StreamTap {
-    pub fn new(model: &Model, client_wants_usage: bool, prompt_estimate: u64) -> StreamTap {
+    pub fn new(model: &Model, client_wants_usage: bool, unreported: Unreported) -> StreamTap {
         StreamTap {
             usage: None,
-            chunks: 0,
-            prompt_estimate,
+            seen_output: 0,
+            unreported,
             client_wants_usage,
             public_model: model.name.clone(),
             rename_model: model.name != model.upstream,
@@ -74,13 +148,10 @@ impl StreamTap {
     }
 
     /// Usage as far as the stream went: the provider's count, or without
-    /// one (a stream cut short) the prompt estimate and a token per chunk.
+    /// one (a stream cut short, a provider that reports none) the reserved
+    /// prompt bound and what the chunks can stand for.
     pub fn final_usage(&self) -> Usage {
-        self.usage.unwrap_or(Usage {
-            input_tokens: self.prompt_estimate,
-            output_tokens: self.chunks,
-            ..Default::default()
-        })
+        self.usage.unwrap_or_else(|| self.unreported.usage(None, self.seen_output))
     }
 
     /// What to send the client for one upstream event, if anything.
@@ -88,8 +159,8 @@ impl StreamTap {
         // Only chunks with a usage object are parsed; the rest pass as they are.
         let has_usage = memchr_usage(&raw);
         if !has_usage {
-            if raw.starts_with(b"data: {") {
-                self.chunks += 1;
+            if let Some(data) = raw.strip_prefix(b"data: ").filter(|d| d.starts_with(b"{")) {
+                self.seen_output += chunk_tokens(data);
             }
             if !self.rename_model {
                 return Some(raw);
@@ -106,6 +177,10 @@ impl StreamTap {
             v["model"] = Value::String(self.public_model.clone());
         }
         if v["usage"].is_object() {
+            // A usage chunk may carry content too.
+            if let Some(data) = raw.strip_prefix(b"data: ") {
+                self.seen_output += chunk_tokens(data);
+            }
             let u = usage(&v["usage"]);
             self.usage = Some(u);
             let cost = cost_micros(&self.prices, &u);
