@@ -74,6 +74,8 @@ struct Request {
     stream: bool,
     input_tokens: u64,
     cached: u64,
+    /// False for `nousage`: the answer reports no usage.
+    usage: bool,
 }
 
 impl Request {
@@ -120,6 +122,7 @@ impl Request {
             stream: obj.get("stream").and_then(Value::as_bool).unwrap_or(false),
             input_tokens,
             cached,
+            usage: true,
         };
         Ok((req, intent(messages, tools)))
     }
@@ -210,7 +213,7 @@ async fn answer(
     let Some(body) = body else {
         return invalid("There was an error parsing the body of your request: invalid JSON");
     };
-    let (req, intent) = match Request::parse(&body) {
+    let (mut req, intent) = match Request::parse(&body) {
         Ok(parsed) => parsed,
         Err(message) => return invalid(&message),
     };
@@ -218,6 +221,7 @@ async fn answer(
     if let Some(code) = faults.error {
         return fault(code);
     }
+    req.usage = !faults.nousage;
     if faults.hang {
         shared.sleep(Duration::from_secs(3600)).await;
         return stopping();
@@ -237,7 +241,7 @@ async fn answer(
                             "input": serde_json::from_str::<Value>(TOOL_ARGS).unwrap_or_default()}),
         );
     }
-    let body = json!({
+    let mut body = json!({
         "id": id,
         "type": "message",
         "role": "assistant",
@@ -245,8 +249,10 @@ async fn answer(
         "content": content,
         "stop_reason": stop_reason(&plan),
         "stop_sequence": null,
-        "usage": usage(req.input_tokens, plan.output_tokens(), req.cached),
     });
+    if req.usage {
+        body["usage"] = usage(req.input_tokens, plan.output_tokens(), req.cached);
+    }
     if faults.cut {
         return cut_json_response(&body);
     }
@@ -278,12 +284,14 @@ fn event(name: &str, data: &Value) -> SseEvent {
 }
 
 fn stream_events(req: &Request, plan: &Plan, id: &str) -> Vec<SseEvent> {
-    let message = json!({
+    let mut message = json!({
         "id": id, "type": "message", "role": "assistant", "model": req.model,
         "content": [], "stop_reason": null, "stop_sequence": null,
-        // Like the real API: output_tokens starts at 1 and is final in message_delta.
-        "usage": usage(req.input_tokens, 1, req.cached),
     });
+    if req.usage {
+        // Like the real API: output_tokens starts at 1 and is final in message_delta.
+        message["usage"] = usage(req.input_tokens, 1, req.cached);
+    }
     let mut events = vec![
         event("message_start", &json!({"type": "message_start", "message": message}))
             .input(req.input_tokens, req.cached),
@@ -315,11 +323,13 @@ fn stream_events(req: &Request, plan: &Plan, id: &str) -> Vec<SseEvent> {
         events
             .push(event("content_block_stop", &json!({"type": "content_block_stop", "index": 1})));
     }
-    let delta = json!({
+    let mut delta = json!({
         "type": "message_delta",
         "delta": {"stop_reason": stop_reason(plan), "stop_sequence": null},
-        "usage": {"output_tokens": plan.output_tokens()},
     });
+    if req.usage {
+        delta["usage"] = json!({"output_tokens": plan.output_tokens()});
+    }
     events.push(event("message_delta", &delta));
     events.push(event("message_stop", &json!({"type": "message_stop"})));
     events

@@ -30,6 +30,10 @@
 //!   every SSE event), `cut` (stream the start and 3 output tokens, then drop
 //!   the connection; a JSON reply is cut in half), `hang` (never answer).
 //!   Header `x-mock-delay-ms: N` waits N ms before answering.
+//! - `nousage` in the model name: the answer reports no usage at all (no
+//!   `usage` in JSON; OpenAI streams have no usage chunk and no `"usage":
+//!   null` even with `include_usage`; Anthropic's `message_start` message and
+//!   `message_delta` have no `usage`). The stats still count the tokens.
 //! - Stats: every POST to a model endpoint counts as a request (failures too)
 //!   and records its headers and JSON body. Tokens are counted as billed: the
 //!   input (and cached) tokens once the response starts, output tokens as
@@ -362,6 +366,8 @@ struct Faults {
     slow: bool,
     cut: bool,
     hang: bool,
+    /// Answer without usage (still counted in the stats).
+    nousage: bool,
 }
 
 impl Faults {
@@ -373,6 +379,7 @@ impl Faults {
             slow: model.contains("slow"),
             cut: model.contains("cut"),
             hang: model.contains("hang"),
+            nousage: model.contains("nousage"),
         }
     }
 }

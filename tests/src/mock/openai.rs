@@ -98,6 +98,8 @@ struct Request {
     include_usage: bool,
     input_tokens: u64,
     cached: u64,
+    /// False for `nousage`: the answer reports no usage.
+    usage: bool,
 }
 
 /// A 400 in OpenAI's shape: message, param, code.
@@ -176,6 +178,7 @@ impl Request {
             include_usage,
             input_tokens,
             cached,
+            usage: true,
         };
         Ok((req, intent(messages, tools)))
     }
@@ -261,7 +264,7 @@ async fn answer(
             None,
         );
     };
-    let (req, intent) = match Request::parse(&body) {
+    let (mut req, intent) = match Request::parse(&body) {
         Ok(parsed) => parsed,
         Err((message, param, code)) => return invalid(&message, param, code),
     };
@@ -269,6 +272,7 @@ async fn answer(
     if let Some(code) = faults.error {
         return fault(code);
     }
+    req.usage = !faults.nousage;
     if faults.hang {
         shared.sleep(Duration::from_secs(3600)).await;
         return stopping();
@@ -288,15 +292,17 @@ async fn answer(
                              "tool_calls": [tool_call(name, TOOL_ARGS)]}),
         None => json!({"role": "assistant", "content": plan.text(), "refusal": null}),
     };
-    let body = json!({
+    let mut body = json!({
         "id": id,
         "object": "chat.completion",
         "created": created,
         "model": req.model,
         "choices": [{"index": 0, "message": message, "logprobs": null,
                      "finish_reason": finish_reason(&plan)}],
-        "usage": usage(&req, &plan),
     });
+    if req.usage {
+        body["usage"] = usage(&req, &plan);
+    }
     if faults.cut {
         return cut_json_response(&body);
     }
@@ -331,11 +337,12 @@ fn usage(req: &Request, plan: &Plan) -> Value {
 }
 
 fn stream_events(req: &Request, plan: &Plan, id: &str, created: u64) -> Vec<SseEvent> {
+    let with_usage = req.include_usage && req.usage;
     let chunk = |choices: Value| {
         let mut c = json!({"id": id, "object": "chat.completion.chunk", "created": created,
                            "model": req.model, "choices": choices});
         // With include_usage the real API puts `"usage": null` on every chunk.
-        if req.include_usage {
+        if with_usage {
             c["usage"] = Value::Null;
         }
         SseEvent::new(format!("data: {c}\n\n"))
@@ -364,7 +371,7 @@ fn stream_events(req: &Request, plan: &Plan, id: &str, created: u64) -> Vec<SseE
     events.push(chunk(
         json!([{"index": 0, "delta": {}, "logprobs": null, "finish_reason": finish_reason(plan)}]),
     ));
-    if req.include_usage {
+    if with_usage {
         let c = json!({"id": id, "object": "chat.completion.chunk", "created": created,
                        "model": req.model, "choices": [], "usage": usage(req, plan)});
         events.push(SseEvent::new(format!("data: {c}\n\n")));

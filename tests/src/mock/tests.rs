@@ -5,6 +5,8 @@ use serde_json::{Value, json};
 
 use super::{ANTHROPIC_KEY, MockUpstream, OPENAI_KEY, TOOL_ARGS};
 
+mod billing;
+
 fn client() -> reqwest::Client {
     reqwest::Client::builder().no_proxy().build().unwrap()
 }
