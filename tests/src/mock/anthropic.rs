@@ -9,6 +9,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::Response;
 use serde_json::{Value, json};
 
+use super::greedy::{self, MAX_OUTPUT_LIMIT, MOCK_CONTEXT_WINDOW};
 use super::{
     ANTHROPIC_KEY, Api, CACHED_TOKENS, Faults, IMAGE_TOKENS, Intent, Plan, SLOW_STEP, Shared,
     SseEvent, TOOL_ARG_FRAGMENTS, TOOL_ARGS, TOOL_CALL_TOKENS, TOOL_DEF_TOKENS, cut_json_response,
@@ -126,6 +127,26 @@ impl Request {
         };
         Ok((req, intent(messages, tools)))
     }
+
+    /// Makes the request greedy (see `greedy`).
+    fn greedy(&mut self, body: &Value) -> Result<(), String> {
+        if self.max_tokens > MAX_OUTPUT_LIMIT {
+            return Err(format!(
+                "max_tokens: {} > {MAX_OUTPUT_LIMIT}, which is the maximum allowed number of \
+                 output tokens for {}",
+                self.max_tokens, self.model
+            ));
+        }
+        self.input_tokens = greedy::input_tokens(Api::Anthropic, body);
+        self.cached = 0;
+        if self.input_tokens > MOCK_CONTEXT_WINDOW {
+            return Err(format!(
+                "prompt is too long: {} tokens > {MOCK_CONTEXT_WINDOW} maximum",
+                self.input_tokens
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// Input tokens of a `system` or message `content`: a string or blocks.
@@ -221,12 +242,20 @@ async fn answer(
     if let Some(code) = faults.error {
         return fault(code);
     }
+    let lead = "Let me check.";
+    let plan = if faults.greedy {
+        if let Err(message) = req.greedy(&body) {
+            return invalid(&message);
+        }
+        Plan::greedy(intent, req.max_tokens, lead)
+    } else {
+        Plan::new(intent, Some(req.max_tokens), lead)
+    };
     req.usage = !faults.nousage;
     if faults.hang {
         shared.sleep(Duration::from_secs(3600)).await;
         return stopping();
     }
-    let plan = Plan::new(intent, Some(req.max_tokens), "Let me check.");
     let id = format!("msg_mock_{n}");
     if req.stream {
         return sse_response(shared.clone(), stream_events(&req, &plan, &id), &faults);
@@ -261,10 +290,10 @@ async fn answer(
 }
 
 fn stop_reason(plan: &Plan) -> &'static str {
-    if plan.tool.is_some() {
-        "tool_use"
-    } else if plan.truncated {
+    if plan.truncated {
         "max_tokens"
+    } else if plan.tool.is_some() {
+        "tool_use"
     } else {
         "end_turn"
     }

@@ -34,6 +34,35 @@
 //!   `usage` in JSON; OpenAI streams have no usage chunk and no `"usage":
 //!   null` even with `include_usage`; Anthropic's `message_start` message and
 //!   `message_delta` have no `usage`). The stats still count the tokens.
+//! - `greedy` in the model name bills the most the real API could bill for
+//!   the request (combinable with the faults and `nousage`):
+//!   - Input tokens: the byte length of the body re-serialized as compact
+//!     JSON, minus the byte length of each payload string's value, plus a
+//!     fixed allowance per attachment: 100 per image (Anthropic `image` with
+//!     source `base64` → `data`, `url` → `url`, `file` → `file_id`; OpenAI
+//!     `image_url` → `image_url.url` or the string `image_url`) and 100,000
+//!     per attachment whose size the request does not show (Anthropic
+//!     `document` with source `base64`/`url`/`file`, payload as for images;
+//!     OpenAI `file` → `file.file_data` and `file.file_id`, `input_audio` →
+//!     `input_audio.data`). Recognised anywhere in the body (tool results,
+//!     document `content` sources, …); malformed ones are plain JSON. No
+//!     cached tokens.
+//!   - Input above 1,000,000 tokens: a 400 in the provider's shape (OpenAI
+//!     code `context_length_exceeded`, Anthropic "prompt is too long: N
+//!     tokens > 1000000 maximum"), billing nothing. So is an output limit
+//!     above 128,000, and on OpenAI an `n` that is not an integer in 1..=128.
+//!   - Output per choice: exactly the limit (Anthropic `max_tokens`; OpenAI
+//!     the larger of `max_tokens` and `max_completion_tokens`, 4096 if
+//!     neither): the ordinary reply cut or padded with the word "more". A
+//!     tool call is kept if its lead words + 10 fit, the filler before it.
+//!     Stops with `max_tokens` / `length`.
+//!   - OpenAI only (`n` is ignored elsewhere): `n` choices (index 0..n), each
+//!     billed in full; streamed round-robin, one event per choice in turn. A
+//!     `prediction` (`{"type": "content",
+//!     "content": string | text parts}`) adds its text's byte length to each
+//!     choice's output, reported as `completion_tokens_details.
+//!     rejected_prediction_tokens` (always present, summed over choices) and
+//!     counted as billed with each choice's finish chunk.
 //! - Stats: every POST to a model endpoint counts as a request (failures too)
 //!   and records its headers and JSON body. Tokens are counted as billed: the
 //!   input (and cached) tokens once the response starts, output tokens as
@@ -44,6 +73,7 @@
 //!   clients of the `mock-upstream` binary.
 
 mod anthropic;
+mod greedy;
 mod openai;
 pub mod stripe;
 #[cfg(test)]
@@ -366,6 +396,8 @@ struct Faults {
     slow: bool,
     cut: bool,
     hang: bool,
+    /// Bill the most the real API could (see `greedy`).
+    greedy: bool,
     /// Answer without usage (still counted in the stats).
     nousage: bool,
 }
@@ -379,6 +411,7 @@ impl Faults {
             slow: model.contains("slow"),
             cut: model.contains("cut"),
             hang: model.contains("hang"),
+            greedy: model.contains("greedy"),
             nousage: model.contains("nousage"),
         }
     }

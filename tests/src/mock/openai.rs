@@ -9,6 +9,9 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::Response;
 use serde_json::{Value, json};
 
+use super::greedy::{
+    self, DEFAULT_OUTPUT_LIMIT, MAX_CHOICES, MAX_OUTPUT_LIMIT, MOCK_CONTEXT_WINDOW,
+};
 use super::{
     Api, CACHED_TOKENS, Faults, IMAGE_TOKENS, Intent, OPENAI_KEY, Plan, SLOW_STEP, Shared,
     SseEvent, TOOL_ARG_FRAGMENTS, TOOL_ARGS, TOOL_CALL_TOKENS, TOOL_DEF_TOKENS, cut_json_response,
@@ -93,11 +96,19 @@ fn fault(code: u16) -> Response {
 /// A validated request, reduced to what the reply depends on.
 struct Request {
     model: String,
+    /// The output limit: `max_completion_tokens` if given, else `max_tokens`.
     max_tokens: Option<u64>,
+    /// The larger of the two, which a greedy provider honours.
+    larger_max_tokens: Option<u64>,
     stream: bool,
     include_usage: bool,
     input_tokens: u64,
     cached: u64,
+    /// Choices to answer, each billed in full (`n`, greedy only).
+    choices: u64,
+    /// Rejected prediction tokens billed per choice; Some (reported) in
+    /// greedy mode only.
+    rejected: Option<u64>,
     /// False for `nousage`: the answer reports no usage.
     usage: bool,
 }
@@ -141,12 +152,16 @@ impl Request {
             }
         };
         let mut max_tokens = None;
+        let mut larger_max_tokens = None;
         for name in ["max_tokens", "max_completion_tokens"] {
             match obj.get(name) {
                 None | Some(Value::Null) => {}
                 Some(v) => match v.as_u64() {
                     // The newer name wins when both are given.
-                    Some(m) => max_tokens = Some(m),
+                    Some(m) => {
+                        max_tokens = Some(m);
+                        larger_max_tokens = larger_max_tokens.max(Some(m));
+                    }
                     None => {
                         return Err((
                             format!("Invalid type for '{name}': expected an integer."),
@@ -174,14 +189,82 @@ impl Request {
         let req = Request {
             model,
             max_tokens,
+            larger_max_tokens,
             stream: obj.get("stream").and_then(Value::as_bool).unwrap_or(false),
             include_usage,
             input_tokens,
             cached,
+            choices: 1,
+            rejected: None,
             usage: true,
         };
         Ok((req, intent(messages, tools)))
     }
+
+    /// Makes the request greedy (see `greedy`); returns the output limit
+    /// per choice.
+    fn greedy(&mut self, body: &Value) -> Result<u64, Invalid> {
+        self.choices = choices(body)?;
+        let limit = self.larger_max_tokens.unwrap_or(DEFAULT_OUTPUT_LIMIT);
+        if limit > MAX_OUTPUT_LIMIT {
+            return Err((
+                format!(
+                    "max_tokens is too large: {limit}. This model supports at most \
+                     {MAX_OUTPUT_LIMIT} completion tokens, whereas you provided {limit}."
+                ),
+                Some("max_tokens"),
+                Some("invalid_value"),
+            ));
+        }
+        self.input_tokens = greedy::input_tokens(Api::OpenAi, body);
+        self.cached = 0;
+        if self.input_tokens > MOCK_CONTEXT_WINDOW {
+            return Err((
+                format!(
+                    "This model's maximum context length is {MOCK_CONTEXT_WINDOW} tokens. \
+                     However, your messages resulted in {} tokens. Please reduce the length \
+                     of the messages.",
+                    self.input_tokens
+                ),
+                Some("messages"),
+                Some("context_length_exceeded"),
+            ));
+        }
+        self.rejected = Some(greedy::prediction_tokens(body));
+        Ok(limit)
+    }
+
+    /// Output tokens billed over all choices.
+    fn output_tokens(&self, plan: &Plan) -> u64 {
+        self.choices * (plan.output_tokens() + self.rejected.unwrap_or(0))
+    }
+}
+
+/// `n`, validated like the real API: an integer from 1 to 128, default 1.
+fn choices(body: &Value) -> Result<u64, Invalid> {
+    let n = match body.get("n") {
+        None | Some(Value::Null) => return Ok(1),
+        Some(n) => n,
+    };
+    let (message, code) = match (n.as_u64(), n.as_i64()) {
+        (Some(n), _) if (1..=MAX_CHOICES).contains(&n) => return Ok(n),
+        (Some(n), _) if n > MAX_CHOICES => (
+            format!(
+                "Invalid 'n': integer above maximum value. Expected a value <= {MAX_CHOICES}, \
+                 but got {n} instead."
+            ),
+            "integer_above_max_value",
+        ),
+        (_, Some(n)) => (
+            format!(
+                "Invalid 'n': integer below minimum value. Expected a value >= 1, but got {n} \
+                 instead."
+            ),
+            "integer_below_min_value",
+        ),
+        _ => ("Invalid type for 'n': expected an integer.".to_owned(), "invalid_type"),
+    };
+    Err((message, Some("n"), Some(code)))
 }
 
 /// Input tokens of a message `content`: a string, parts or null.
@@ -272,12 +355,19 @@ async fn answer(
     if let Some(code) = faults.error {
         return fault(code);
     }
+    let plan = if faults.greedy {
+        match req.greedy(&body) {
+            Ok(limit) => Plan::greedy(intent, limit, ""),
+            Err((message, param, code)) => return invalid(&message, param, code),
+        }
+    } else {
+        Plan::new(intent, req.max_tokens, "")
+    };
     req.usage = !faults.nousage;
     if faults.hang {
         shared.sleep(Duration::from_secs(3600)).await;
         return stopping();
     }
-    let plan = Plan::new(intent, req.max_tokens, "");
     let id = format!("chatcmpl-mock{n}");
     let created = unix_now();
     if req.stream {
@@ -288,17 +378,26 @@ async fn answer(
         return stopping();
     }
     let message = match &plan.tool {
-        Some(name) => json!({"role": "assistant", "content": null, "refusal": null,
-                             "tool_calls": [tool_call(name, TOOL_ARGS)]}),
+        // A greedy reply may say something before its call.
+        Some(name) => {
+            let content = if plan.words.is_empty() { Value::Null } else { json!(plan.text()) };
+            json!({"role": "assistant", "content": content, "refusal": null,
+                   "tool_calls": [tool_call(name, TOOL_ARGS)]})
+        }
         None => json!({"role": "assistant", "content": plan.text(), "refusal": null}),
     };
+    let choices: Vec<Value> = (0..req.choices)
+        .map(|index| {
+            json!({"index": index, "message": message, "logprobs": null,
+                   "finish_reason": finish_reason(&plan)})
+        })
+        .collect();
     let mut body = json!({
         "id": id,
         "object": "chat.completion",
         "created": created,
         "model": req.model,
-        "choices": [{"index": 0, "message": message, "logprobs": null,
-                     "finish_reason": finish_reason(&plan)}],
+        "choices": choices,
     });
     if req.usage {
         body["usage"] = usage(&req, &plan);
@@ -306,7 +405,7 @@ async fn answer(
     if faults.cut {
         return cut_json_response(&body);
     }
-    shared.count(req.input_tokens, plan.output_tokens(), req.cached);
+    shared.count(req.input_tokens, req.output_tokens(&plan), req.cached);
     json_response(StatusCode::OK, &body)
 }
 
@@ -316,23 +415,27 @@ fn tool_call(name: &str, arguments: &str) -> Value {
 }
 
 fn finish_reason(plan: &Plan) -> &'static str {
-    if plan.tool.is_some() {
-        "tool_calls"
-    } else if plan.truncated {
+    if plan.truncated {
         "length"
+    } else if plan.tool.is_some() {
+        "tool_calls"
     } else {
         "stop"
     }
 }
 
 fn usage(req: &Request, plan: &Plan) -> Value {
-    let output = plan.output_tokens();
+    let output = req.output_tokens(plan);
+    let mut details = json!({"reasoning_tokens": 0});
+    if let Some(rejected) = req.rejected {
+        details["rejected_prediction_tokens"] = json!(rejected * req.choices);
+    }
     json!({
         "prompt_tokens": req.input_tokens,
         "completion_tokens": output,
         "total_tokens": req.input_tokens + output,
         "prompt_tokens_details": {"cached_tokens": req.cached},
-        "completion_tokens_details": {"reasoning_tokens": 0},
+        "completion_tokens_details": details,
     })
 }
 
@@ -347,30 +450,43 @@ fn stream_events(req: &Request, plan: &Plan, id: &str, created: u64) -> Vec<SseE
         }
         SseEvent::new(format!("data: {c}\n\n"))
     };
-    let delta = |delta: Value| {
-        chunk(json!([{"index": 0, "delta": delta, "logprobs": null, "finish_reason": null}]))
-    };
-    let first_content = if plan.tool.is_some() { Value::Null } else { json!("") };
-    let mut events = vec![
-        delta(json!({"role": "assistant", "content": first_content, "refusal": null}))
-            .input(req.input_tokens, req.cached),
-    ];
-    for text in plan.deltas() {
-        events.push(delta(json!({"content": text})).output(1));
-    }
-    if let Some(name) = &plan.tool {
-        let mut call = tool_call(name, "");
-        call["index"] = json!(0);
-        events.push(delta(json!({"tool_calls": [call]})));
-        let per_fragment = TOOL_CALL_TOKENS / TOOL_ARG_FRAGMENTS.len() as u64;
-        for part in TOOL_ARG_FRAGMENTS {
-            let call = json!({"index": 0, "function": {"arguments": part}});
-            events.push(delta(json!({"tool_calls": [call]})).output(per_fragment));
+    let choice = |index: u64| {
+        let delta = |delta: Value| {
+            chunk(json!([{"index": index, "delta": delta, "logprobs": null,
+                          "finish_reason": null}]))
+        };
+        let first_content = if plan.tool.is_some() { Value::Null } else { json!("") };
+        let start = delta(json!({"role": "assistant", "content": first_content, "refusal": null}));
+        // The first chunk of all starts the response, billing the input.
+        let mut events =
+            vec![if index == 0 { start.input(req.input_tokens, req.cached) } else { start }];
+        for text in plan.deltas() {
+            events.push(delta(json!({"content": text})).output(1));
         }
+        if let Some(name) = &plan.tool {
+            let mut call = tool_call(name, "");
+            call["index"] = json!(0);
+            events.push(delta(json!({"tool_calls": [call]})));
+            let per_fragment = TOOL_CALL_TOKENS / TOOL_ARG_FRAGMENTS.len() as u64;
+            for part in TOOL_ARG_FRAGMENTS {
+                let call = json!({"index": 0, "function": {"arguments": part}});
+                events.push(delta(json!({"tool_calls": [call]})).output(per_fragment));
+            }
+        }
+        // The rejected prediction is billed once the choice is complete.
+        let end = json!([{"index": index, "delta": {}, "logprobs": null,
+                          "finish_reason": finish_reason(plan)}]);
+        events.push(chunk(end).output(req.rejected.unwrap_or(0)));
+        events
+    };
+    // Round-robin, as the real API interleaves choices; every choice has the
+    // same plan, so the same number of events.
+    let mut choices: Vec<_> = (0..req.choices).map(|i| choice(i).into_iter()).collect();
+    let mut events = Vec::new();
+    while let Some(first) = choices.first_mut().and_then(Iterator::next) {
+        events.push(first);
+        events.extend(choices[1..].iter_mut().filter_map(Iterator::next));
     }
-    events.push(chunk(
-        json!([{"index": 0, "delta": {}, "logprobs": null, "finish_reason": finish_reason(plan)}]),
-    ));
     if with_usage {
         let c = json!({"id": id, "object": "chat.completion.chunk", "created": created,
                        "model": req.model, "choices": [], "usage": usage(req, plan)});
