@@ -387,7 +387,9 @@ timeout_secs = 2
     };
     model("claude-test", "anthropic", "claude-upstream", claude);
     model("gpt-test", "openai", "gpt-upstream", gpt);
-    for fault in ["error-500", "error-429", "error-400", "error-529", "slow", "hang", "cut"] {
+    let faults = ["error-500", "error-429", "error-400", "error-529", "slow", "hang", "cut"];
+    let billing = ["greedy", "nousage", "greedy-cut", "greedy-nousage", "greedy-slow"];
+    for fault in faults.into_iter().chain(billing) {
         model(&format!("claude-{fault}"), "anthropic", &format!("claude-{fault}"), claude);
         model(&format!("gpt-{fault}"), "openai", &format!("gpt-{fault}"), gpt);
     }
