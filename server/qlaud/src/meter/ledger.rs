@@ -141,6 +141,7 @@ pub async fn admit(
                 max_output_tokens: output,
                 unreported: Unreported {
                     prompt_tokens: estimate.prompt_tokens,
+                    hidden_output_tokens: estimate.extra_output * estimate.choices,
                     max_output_tokens: estimate.output_tokens(output),
                 },
                 clamped: output < max_output,

@@ -37,11 +37,14 @@ pub fn cost_micros(prices: &Prices, usage: &Usage) -> i64 {
 /// What an answer is billed when its provider reported no usage (a stream
 /// cut before its last event, a provider that reports none): input as the
 /// provider reported it at the start, else at the reserved prompt bound;
-/// output at what the content that came through can stand for (its bytes),
-/// never more than the output the provider could generate.
+/// output at what the content that came through can stand for (its bytes)
+/// plus what the provider bills without showing it (rejected prediction
+/// tokens), never more than the output the provider could generate.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Unreported {
     pub prompt_tokens: u64,
+    /// Output billed that no stream or answer shows.
+    pub hidden_output_tokens: u64,
     pub max_output_tokens: u64,
 }
 
@@ -49,7 +52,8 @@ impl Unreported {
     pub fn usage(&self, input: Option<Usage>, seen_output: u64) -> Usage {
         let input =
             input.unwrap_or(Usage { input_tokens: self.prompt_tokens, ..Default::default() });
-        Usage { output_tokens: seen_output.min(self.max_output_tokens), ..input }
+        let output = seen_output.saturating_add(self.hidden_output_tokens);
+        Usage { output_tokens: output.min(self.max_output_tokens), ..input }
     }
 }
 
