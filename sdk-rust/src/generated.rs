@@ -314,10 +314,10 @@ pub mod types {
         PartialOrd
     )]
     pub enum KeyScope {
-        ///The tenant's own key: manages keys and tools and reads all of the tenant's usage.
+        ///The tenant's own key: manages keys and billing settings, and reads all of the tenant's usage.
         #[serde(rename = "admin")]
         Admin,
-        ///One end user's key: calls models and sees only its own usage, threads and jobs.
+        ///One end user's key: calls models and sees only its own usage.
         #[serde(rename = "standard")]
         Standard,
     }

@@ -12,11 +12,10 @@ use crate::money::Usd;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum KeyScope {
-    /// The tenant's own key: manages keys and tools and reads all of the
-    /// tenant's usage.
+    /// The tenant's own key: manages keys and billing settings, and reads
+    /// all of the tenant's usage.
     Admin,
-    /// One end user's key: calls models and sees only its own usage, threads
-    /// and jobs.
+    /// One end user's key: calls models and sees only its own usage.
     Standard,
 }
 

@@ -5,22 +5,22 @@ use std::sync::Arc;
 use http::HeaderMap;
 
 use crate::auth::{self, AuthCache, Caller};
+use crate::billing::alerts::Alerts;
 use crate::clock::Clock;
 use crate::error::Result;
 use crate::gateway::Gateway;
-use crate::meter::Recorder;
+use crate::meter::{Meter, Recorder};
 use crate::metrics::Metrics;
 use crate::store::Store;
 
 pub struct Context {
     pub store: Store,
     pub gateway: Gateway,
-    pub recorder: Arc<Recorder>,
-    pub auth_cache: AuthCache,
+    /// Admission and settlement of every metered call.
+    pub meter: Arc<Meter>,
+    pub auth_cache: Arc<AuthCache>,
     /// The time billing goes by.
     pub clock: Arc<Clock>,
-    /// This process, in the ledger's reservations and heartbeats.
-    pub instance_id: String,
     pub metrics: Arc<Metrics>,
     /// For outgoing webhooks (spend alerts).
     pub webhook_http: reqwest::Client,
@@ -34,16 +34,19 @@ impl Context {
             .timeout(std::time::Duration::from_secs(10))
             .build()
             .expect("the TLS backend initialises");
-        Context {
-            recorder: Arc::new(Recorder::start(store.clone(), webhook_http.clone())),
-            auth_cache: AuthCache::default(),
+        let hook = Arc::new(Alerts { store: store.clone(), http: webhook_http.clone() });
+        let metrics = Arc::<Metrics>::default();
+        let auth_cache = Arc::<AuthCache>::default();
+        let meter = Arc::new(Meter {
+            store: store.clone(),
+            recorder: Arc::new(Recorder::start(store.clone(), hook.clone())),
+            clock: clock.clone(),
+            metrics: metrics.clone(),
             instance_id: crate::store::new_id("inst"),
-            metrics: Arc::default(),
-            webhook_http,
-            clock,
-            store,
-            gateway,
-        }
+            auth_cache: auth_cache.clone(),
+            hook,
+        });
+        Context { meter, auth_cache, metrics, webhook_http, clock, store, gateway }
     }
 
     pub async fn authenticate(&self, headers: &HeaderMap) -> Result<Caller> {

@@ -21,6 +21,17 @@ pub enum Error {
     /// The object's state does not allow the operation.
     #[error("{0}")]
     Conflict(String),
+    /// The key's spend cap leaves no room for the request (or requests in
+    /// flight hold what is left).
+    #[error("{0}")]
+    SpendCapReached(String),
+    /// The key's customer failed to pay; the key works again once paid.
+    #[error("{0}")]
+    KeySuspended(String),
+    /// The model has no price, and qlaud never serves a model at $0 by
+    /// accident.
+    #[error("{0}")]
+    Unpriced(String),
     /// The store failed; the details go to the log, not to the client.
     #[error("store error: {0}")]
     Store(#[from] sqlx::Error),
@@ -58,6 +69,13 @@ impl From<Error> for HttpError {
                 client("InvalidRequest", ClientErrorStatusCode::BAD_REQUEST, m)
             }
             Error::Conflict(m) => client("Conflict", ClientErrorStatusCode::CONFLICT, m),
+            Error::SpendCapReached(m) => {
+                client("spend_cap_reached", ClientErrorStatusCode::PAYMENT_REQUIRED, m)
+            }
+            Error::KeySuspended(m) => {
+                client("payment_failed", ClientErrorStatusCode::PAYMENT_REQUIRED, m)
+            }
+            Error::Unpriced(m) => client("model_not_priced", ClientErrorStatusCode::BAD_REQUEST, m),
             e @ (Error::Store(_) | Error::Internal(_)) => {
                 tracing::error!(error = %e, "request failed");
                 HttpError::for_internal_error(e.to_string())

@@ -163,7 +163,7 @@ impl QlaudApi for QlaudImpl {
         let ctx = rqctx.context();
         let caller = ctx.authenticate_admin(rqctx.request.headers()).await?;
         let q = query.into_inner();
-        ctx.recorder.flush().await;
+        ctx.meter.recorder.flush().await;
         let slice = q.slice.unwrap_or(MeterSlice::Month);
         Ok(HttpResponseOk(billing::export(&ctx.store, &caller.tenant_id, &q.period, slice).await?))
     }
@@ -175,7 +175,7 @@ impl QlaudApi for QlaudImpl {
         let ctx = rqctx.context();
         let caller = ctx.authenticate_admin(rqctx.request.headers()).await?;
         let q = query.into_inner();
-        ctx.recorder.flush().await;
+        ctx.meter.recorder.flush().await;
         let preview =
             billing::invoice_preview(ctx, &caller, &q.key_id, q.period.as_deref()).await?;
         Ok(HttpResponseOk(preview))

@@ -85,7 +85,7 @@ impl Server {
         meter::ledger::spawn_recovery(
             ctx.store.clone(),
             ctx.clock.clone(),
-            ctx.instance_id.clone(),
+            ctx.meter.instance_id.clone(),
             config.instance_timeout,
         );
         let dropshot_config = ConfigDropshot {
@@ -120,7 +120,7 @@ impl Server {
     /// store.
     pub async fn close(self) -> anyhow::Result<()> {
         let store = self.store().clone();
-        let recorder = self.http.app_private().recorder.clone();
+        let recorder = self.http.app_private().meter.recorder.clone();
         // Stop taking requests first, then write the queued records.
         self.http.close().await.map_err(|e| anyhow::anyhow!(e))?;
         recorder.close().await;

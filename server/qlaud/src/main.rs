@@ -133,6 +133,7 @@ async fn main() -> anyhow::Result<()> {
             let store = Store::connect(&store.url()?).await?;
             let summary = qlaud_server::billing::push::push(
                 &store,
+                &qlaud_server::clock::Clock::default(),
                 &push.stripe_api_base,
                 &period,
                 push.slice(),
@@ -198,9 +199,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 /// The scheduled push: last month always, and this month too with daily
 /// slices (only closed slices are ever sent).
 fn spawn_stripe_push(store: Store, push: PushArgs, every_secs: u64) {
+    let clock = qlaud_server::clock::Clock::default();
     tokio::spawn(async move {
         loop {
-            let now = chrono::Utc::now();
+            let now = chrono::DateTime::from_timestamp_millis(clock.now_ms()).unwrap_or_default();
             let this = now.format("%Y-%m").to_string();
             let last = (now.date_naive().with_day(1).expect("day 1") - chrono::Duration::days(1))
                 .format("%Y-%m")
@@ -212,6 +214,7 @@ fn spawn_stripe_push(store: Store, push: PushArgs, every_secs: u64) {
             for period in periods {
                 match qlaud_server::billing::push::push(
                     &store,
+                    &clock,
                     &push.stripe_api_base,
                     &period,
                     push.slice(),

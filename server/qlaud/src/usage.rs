@@ -67,7 +67,7 @@ pub async fn report(ctx: &Context, caller: &Caller, q: UsageQuery) -> Result<Usa
         (KeyScope::Admin, None) => None,
     };
     // Requests this process finished are settled before the report reads.
-    ctx.recorder.flush().await;
+    ctx.meter.recorder.flush().await;
     let f = UsageFilter {
         tenant_id: &caller.tenant_id,
         from_ms: from,

@@ -9,18 +9,44 @@ use std::time::Duration;
 use serde_json::json;
 
 use super::signature::sign;
-use crate::meter::RequestRecord;
+use crate::meter::{RequestRecord, SpendHook};
 use crate::store::{Store, now_ms};
 
 pub const THRESHOLDS: [i64; 3] = [50, 80, 100];
 
-/// Checks the keys of freshly settled records and sends what is due.
-pub async fn check(store: &Store, http: &reqwest::Client, records: &[RequestRecord]) {
-    let mut seen = std::collections::HashSet::new();
-    for r in records {
-        if r.cost_micros > 0 && seen.insert((r.key_id.as_str(), r.period_start_ms)) {
-            check_key(store, http, &r.tenant_id, &r.key_id, r.period_start_ms, false).await;
+/// Spend alerts as the meter's hook: checked after every settled batch and
+/// when a request is refused for the cap, off the request path.
+pub struct Alerts {
+    pub store: Store,
+    pub http: reqwest::Client,
+}
+
+impl SpendHook for Alerts {
+    fn settled(&self, records: &[RequestRecord]) {
+        let mut keys: Vec<(String, String, i64)> = records
+            .iter()
+            .filter(|r| r.cost_micros > 0)
+            .map(|r| (r.tenant_id.clone(), r.key_id.clone(), r.period_start_ms))
+            .collect();
+        keys.sort_unstable();
+        keys.dedup();
+        if keys.is_empty() {
+            return;
         }
+        let (store, http) = (self.store.clone(), self.http.clone());
+        tokio::spawn(async move {
+            for (tenant, key, start) in keys {
+                check_key(&store, &http, &tenant, &key, start, false).await;
+            }
+        });
+    }
+
+    fn cap_reached(&self, tenant_id: &str, key_id: &str, period_start_ms: i64) {
+        let (store, http) = (self.store.clone(), self.http.clone());
+        let (tenant, key) = (tenant_id.to_string(), key_id.to_string());
+        tokio::spawn(async move {
+            check_key(&store, &http, &tenant, &key, period_start_ms, true).await
+        });
     }
 }
 

@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use qlaud_api::{MeterEvent, MeterSlice};
 
-use crate::store::{Store, now_ms};
+use crate::clock::Clock;
+use crate::store::Store;
 
 /// The Stripe API unless configured otherwise (a proxy, or a mock in tests).
 pub const STRIPE_API_BASE: &str = "https://api.stripe.com";
@@ -30,6 +31,7 @@ pub struct PushSummary {
 /// `tenant`).
 pub async fn push(
     store: &Store,
+    clock: &Clock,
     api_base: &str,
     period: &str,
     slice: MeterSlice,
@@ -44,7 +46,8 @@ pub async fn push(
         None => store.tenants_with_stripe().await?,
     };
     let mut summary = PushSummary::default();
-    let now_s = now_ms() / 1000;
+    // Which slices are closed goes by the billing clock.
+    let now_s = clock.now_ms() / 1000;
     for tenant_id in tenants {
         let Some(key) = store.billing_settings(&tenant_id).await?.and_then(|s| s.stripe_secret_key)
         else {
@@ -69,7 +72,7 @@ pub async fn push(
                             &event.identifier,
                             &event.key_id,
                             value,
-                            now_ms(),
+                            clock.now_ms(),
                         )
                         .await?;
                     summary.sent += 1;

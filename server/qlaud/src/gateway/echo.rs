@@ -21,25 +21,26 @@ pub(super) async fn answer(
         Shape::ChatCompletions => new_id("chatcmpl"),
     };
     // Like a provider, the offline model reads no more than its window.
-    if reply.usage.input_tokens > call.model.context_window {
+    if reply.usage.input_tokens > call.model().context_window {
         call.settle(400, Usage::default()).await;
         return Err(GatewayError::bad_request(format!(
             "prompt is too long: {} tokens > {} maximum",
-            reply.usage.input_tokens, call.model.context_window
+            reply.usage.input_tokens,
+            call.model().context_window
         )));
     }
     // Nothing leaves the process, but the answer is billed like any other.
-    call.sent = true;
-    if !call.streamed {
+    call.metered.sent();
+    if !call.metered.streamed {
         let cost = call.settle(200, reply.usage).await;
         let v =
-            ClientEncoder::completion(call.shape, &reply.completion(id), &call.model.name, cost);
+            ClientEncoder::completion(call.shape, &reply.completion(id), &call.model().name, cost);
         return Ok(json_response(&call, &v, cost));
     }
     let (tx, body) = sse::channel();
     let response = sse_response(&call, body);
     tokio::spawn(async move {
-        let mut encoder = ClientEncoder::new(call.shape, &call.model, client_wants_usage);
+        let mut encoder = ClientEncoder::new(call.shape, call.model(), client_wants_usage);
         let mut sent = 0u64;
         let mut done = true;
         'events: for event in reply.events(id) {

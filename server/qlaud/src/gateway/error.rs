@@ -91,6 +91,9 @@ impl From<Error> for GatewayError {
             e @ Error::NotFound { .. } => GatewayError::new(404, e.to_string()),
             Error::InvalidRequest(m) => GatewayError::new(400, m),
             Error::Conflict(m) => GatewayError::new(409, m),
+            Error::SpendCapReached(m) => GatewayError::new(402, m).with_code("spend_cap_reached"),
+            Error::KeySuspended(m) => GatewayError::new(402, m).with_code("payment_failed"),
+            Error::Unpriced(m) => GatewayError::new(400, m).with_code("model_not_priced"),
             e @ (Error::Store(_) | Error::Internal(_)) => {
                 tracing::error!(error = %e, "model request failed");
                 GatewayError::new(500, "internal error")

@@ -26,12 +26,11 @@ use qlaud_api::{ChatCompletionRequest, MessagesRequest, ModelInfo, ModelList, Mo
 use serde_json::Value;
 
 use crate::auth::Caller;
-use crate::clock::Clock;
 use crate::config::{Catalog, Model, ProviderKind};
 use crate::context::Context;
 use crate::meter::estimate::{self, Estimate, PromptBound};
-use crate::meter::ledger::{self, Admission};
-use crate::meter::{Recorder, RequestRecord, Usage};
+use crate::meter::ledger::Admission;
+use crate::meter::{Metered, Usage};
 use crate::providers::ir::Completion;
 use crate::providers::{self, anthropic, openai};
 use error::GatewayError;
@@ -105,22 +104,10 @@ impl Gateway {
     }
 }
 
-/// One admitted model request. Settling is the last thing that happens to
-/// it; when that never comes (an early error, a panic), dropping it settles
-/// it: at nothing if the provider was never called, at the reserved amount
-/// if it was, since its usage is then unknown.
+/// A metered model call and the API shape its client speaks.
 struct Call {
-    caller: Caller,
-    model: Arc<Model>,
+    metered: Metered,
     shape: Shape,
-    streamed: bool,
-    started: Instant,
-    admission: Admission,
-    recorder: Arc<Recorder>,
-    clock: Arc<Clock>,
-    metrics: Arc<crate::metrics::Metrics>,
-    sent: bool,
-    settled: bool,
 }
 
 impl Call {
@@ -134,97 +121,23 @@ impl Call {
         started: Instant,
         estimate: &Estimate,
     ) -> Result<Call, GatewayError> {
-        let admission = ledger::admit(ctx, &caller, &model, shape.endpoint(), estimate)
-            .await
-            .inspect_err(|e| {
-                if e.status == 402 {
-                    ctx.metrics.cap_refusal();
-                }
-            })?;
-        if admission.clamped {
-            ctx.metrics.clamp();
-        }
-        Ok(Call {
-            caller,
-            model,
-            shape,
-            streamed,
-            started,
-            admission,
-            recorder: ctx.recorder.clone(),
-            clock: ctx.clock.clone(),
-            metrics: ctx.metrics.clone(),
-            sent: false,
-            settled: false,
-        })
+        let endpoint = shape.endpoint();
+        let metered =
+            Metered::admit(&ctx.meter, &caller, model, endpoint, streamed, started, estimate)
+                .await?;
+        Ok(Call { metered, shape })
     }
 
-    fn cost(&self, usage: &Usage) -> i64 {
-        RequestRecord::cost_for(&self.model, usage)
+    fn model(&self) -> &Arc<Model> {
+        &self.metered.model
     }
 
-    fn record(
-        &self,
-        status: u16,
-        usage: Usage,
-        cost_micros: i64,
-        recovered: bool,
-    ) -> RequestRecord {
-        RequestRecord {
-            reservation_id: self.admission.reservation_id.clone(),
-            tenant_id: self.caller.tenant_id.clone(),
-            key_id: self.caller.key_id.clone(),
-            model: self.model.name.clone(),
-            provider: self.model.provider.name.clone(),
-            endpoint: self.shape.endpoint(),
-            streamed: self.streamed,
-            status,
-            usage,
-            cost_micros,
-            reserved_micros: self.admission.reserved_micros,
-            period_start_ms: self.admission.period_start_ms,
-            latency_ms: i64::try_from(self.started.elapsed().as_millis()).unwrap_or(i64::MAX),
-            created_ms: self.clock.now_ms(),
-            recovered,
-        }
+    fn admission(&self) -> &Admission {
+        &self.metered.admission
     }
 
-    /// Settles the request at the cost of `usage`; returns that cost. A
-    /// cost above the reservation means the estimate missed something the
-    /// provider bills: it is settled at the reservation, so the cap holds,
-    /// and the gap is logged and counted for the operator.
     async fn settle(&mut self, status: u16, usage: Usage) -> i64 {
-        let mut cost = self.cost(&usage);
-        if cost > self.admission.reserved_micros {
-            let over = cost - self.admission.reserved_micros;
-            tracing::warn!(
-                model = %self.model.name,
-                key_id = %self.caller.key_id,
-                reserved_micros = self.admission.reserved_micros,
-                cost_micros = cost,
-                "the provider reported more than the request's reserved worst case; \
-                 settled at the reservation"
-            );
-            self.metrics.overrun(over);
-            cost = self.admission.reserved_micros;
-        }
-        self.settled = true;
-        self.metrics.settled(self.shape.endpoint(), status, cost);
-        self.recorder.record(self.record(status, usage, cost, false)).await;
-        cost
-    }
-}
-
-impl Drop for Call {
-    fn drop(&mut self) {
-        if !self.settled {
-            let record = if self.sent {
-                self.record(0, Usage::default(), self.admission.reserved_micros, true)
-            } else {
-                self.record(500, Usage::default(), 0, false)
-            };
-            self.recorder.record_now(record);
-        }
+        self.metered.settle(status, usage).await
     }
 }
 
@@ -285,7 +198,7 @@ pub async fn messages(
     let mut call =
         Call::admit(ctx, caller, model.clone(), Shape::Messages, streamed, started, &estimate)
             .await?;
-    let max_tokens = call.admission.max_output_tokens;
+    let max_tokens = call.admission().max_output_tokens;
     match (model.provider.kind, translated) {
         (ProviderKind::Openai | ProviderKind::OpenaiCompatible, Some(mut body)) => {
             body["max_completion_tokens"] = max_tokens.into();
@@ -310,7 +223,7 @@ pub async fn messages(
             let http = anthropic::request(ctx.gateway.client(&model), &model, headers, body)?;
             let upstream = send(&mut call, http).await?;
             if streamed {
-                let meter = anthropic::StreamTap::new(&model, call.admission.unreported);
+                let meter = anthropic::StreamTap::new(&model, call.admission().unreported);
                 Ok(stream(call, upstream, meter))
             } else {
                 json_answer(call, upstream, anthropic::usage).await
@@ -373,7 +286,7 @@ pub async fn chat_completions(
         &estimate,
     )
     .await?;
-    let max_tokens = call.admission.max_output_tokens;
+    let max_tokens = call.admission().max_output_tokens;
     match (model.provider.kind, translated) {
         (ProviderKind::Anthropic, Some(mut body)) => {
             body["max_tokens"] = max_tokens.into();
@@ -425,7 +338,8 @@ pub async fn chat_completions(
             let http = openai::request(ctx.gateway.client(&model), &model, to_vec(&req)?)?;
             let upstream = send(&mut call, http).await?;
             if streamed {
-                let meter = openai::StreamTap::new(&model, wants_usage, call.admission.unreported);
+                let meter =
+                    openai::StreamTap::new(&model, wants_usage, call.admission().unreported);
                 Ok(stream(call, upstream, meter))
             } else {
                 json_answer(call, upstream, openai::usage).await
@@ -458,8 +372,8 @@ async fn send(
     call: &mut Call,
     req: reqwest::RequestBuilder,
 ) -> Result<reqwest::Response, GatewayError> {
-    let provider = call.model.provider.clone();
-    call.sent = true;
+    let provider = call.model().provider.clone();
+    call.metered.sent();
     let result = tokio::time::timeout(provider.timeout, req.send()).await;
     let failure = match result {
         Ok(Ok(resp)) if resp.status().is_success() => return Ok(resp),
@@ -508,7 +422,7 @@ fn answer_usage(call: &Call, v: &Value, reported: impl Fn(&Value) -> Usage) -> U
         Some(u) => reported(u),
         None => {
             let seen = estimate::text_tokens(&v["content"]) + estimate::text_tokens(&v["choices"]);
-            call.admission.unreported.usage(None, seen)
+            call.admission().unreported.usage(None, seen)
         }
     }
 }
@@ -523,7 +437,7 @@ async fn json_answer(
     let mut v = read_json(&mut call, upstream).await?;
     let usage = answer_usage(&call, &v, usage_of);
     let cost = call.settle(200, usage).await;
-    v["model"] = Value::String(call.model.name.clone());
+    v["model"] = Value::String(call.model().name.clone());
     if let Some(u) = v.get_mut("usage").and_then(Value::as_object_mut) {
         u.insert("cost_micros".into(), cost.into());
     }
@@ -534,7 +448,7 @@ async fn json_answer(
 /// its reserved amount: the provider answered, so it billed, but its usage
 /// was not read.
 async fn read_json(call: &mut Call, upstream: reqwest::Response) -> Result<Value, GatewayError> {
-    let provider = call.model.provider.clone();
+    let provider = call.model().provider.clone();
     let bytes = match tokio::time::timeout(provider.timeout, upstream.bytes()).await {
         Ok(Ok(b)) => b,
         Ok(Err(e)) => {
@@ -554,10 +468,10 @@ async fn read_json(call: &mut Call, upstream: reqwest::Response) -> Result<Value
 
 /// Headers every answer carries: the output limit qlaud lowered, if it did.
 fn common_headers(call: &Call, mut b: http::response::Builder) -> http::response::Builder {
-    if call.admission.clamped {
+    if call.admission().clamped {
         // The client's own stop reason (max_tokens / length) tells it the
         // answer was cut; this says why.
-        b = b.header("qlaud-max-tokens-clamped", call.admission.max_output_tokens);
+        b = b.header("qlaud-max-tokens-clamped", call.admission().max_output_tokens);
     }
     b
 }
@@ -591,6 +505,6 @@ async fn json_translated(
     let mut c = decode(&v);
     c.usage = answer_usage(&call, &v, |_| c.usage);
     let cost = call.settle(200, c.usage).await;
-    let body = ClientEncoder::completion(call.shape, &c, &call.model.name, cost);
+    let body = ClientEncoder::completion(call.shape, &c, &call.model().name, cost);
     Ok(json_response(&call, &body, cost))
 }

@@ -6,6 +6,7 @@ use serde_json::Value;
 use super::error::GatewayError;
 use super::sse;
 use crate::config::Model;
+use crate::meter::Endpoint;
 use crate::providers::ir::{Completion, Event};
 use crate::providers::{anthropic, openai};
 
@@ -17,10 +18,10 @@ pub enum Shape {
 }
 
 impl Shape {
-    pub fn endpoint(self) -> &'static str {
+    pub fn endpoint(self) -> Endpoint {
         match self {
-            Shape::Messages => "messages",
-            Shape::ChatCompletions => "chat_completions",
+            Shape::Messages => Endpoint::Messages,
+            Shape::ChatCompletions => Endpoint::ChatCompletions,
         }
     }
 }

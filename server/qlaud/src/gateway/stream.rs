@@ -104,11 +104,11 @@ impl<D: FnMut(&[u8]) -> Vec<Event> + Send + 'static> Translator<D> {
     pub(super) fn new(call: &Call, decode: D, wants_usage: bool) -> Translator<D> {
         Translator {
             decode,
-            encoder: ClientEncoder::new(call.shape, &call.model, wants_usage),
+            encoder: ClientEncoder::new(call.shape, call.model(), wants_usage),
             usage: None,
             input: None,
             seen_output: 0,
-            unreported: call.admission.unreported,
+            unreported: call.admission().unreported,
         }
     }
 }

@@ -14,12 +14,12 @@ use std::time::Duration;
 
 use qlaud_api::{Period, Usd};
 
+use super::call::Meter;
 use super::estimate::Estimate;
 use super::{Unreported, Usage, cost_micros, period};
 use crate::auth::Caller;
 use crate::config::{Model, Prices};
-use crate::context::Context;
-use crate::gateway::error::GatewayError;
+use crate::error::{Error, Result};
 use crate::store::{NewReservation, Store, new_id};
 
 /// The shortest answer worth admitting: below this the request is refused
@@ -75,7 +75,7 @@ fn usd(micros: i64) -> String {
     Usd::from_micros(micros.max(0)).map_or_else(|| format!("{micros} µ$"), |u| format!("${u}"))
 }
 
-fn over_cap(key_id: &str, p: Period, start: i64, cap: i64, committed: i64) -> GatewayError {
+fn over_cap(key_id: &str, p: Period, start: i64, cap: i64, committed: i64) -> Error {
     let resets = match period::window_end(p, start) {
         Some(end) => format!(
             "; it resets at {}",
@@ -85,38 +85,36 @@ fn over_cap(key_id: &str, p: Period, start: i64, cap: i64, committed: i64) -> Ga
         ),
         None => " (a lifetime cap: it never resets)".to_string(),
     };
-    GatewayError::new(
-        402,
-        format!(
-            "spend cap reached for key {key_id}: {} of its {} {} cap is spent or held by \
-             requests in flight{resets}",
-            usd(committed),
-            usd(cap),
-            crate::store::period_str(p)
-        ),
-    )
-    .with_code("spend_cap_reached")
+    Error::SpendCapReached(format!(
+        "spend cap reached for key {key_id}: {} of its {} {} cap is spent or held by requests \
+         in flight{resets}",
+        usd(committed),
+        usd(cap),
+        crate::store::period_str(p)
+    ))
 }
 
 /// Reserves the worst case of a request to `model` (`estimate`), clamping
 /// the output limit when only less fits. 402 when not even a minimal answer
 /// fits.
 pub async fn admit(
-    ctx: &Context,
+    meter: &Meter,
     caller: &Caller,
     model: &Model,
     endpoint: &str,
     estimate: &Estimate,
-) -> Result<Admission, GatewayError> {
+) -> Result<Admission> {
     let max_output = estimate.max_output;
-    let prices = model.prices.ok_or_else(|| GatewayError::new(500, "unpriced model admitted"))?;
+    let prices = model.prices.ok_or_else(|| {
+        Error::Unpriced(format!("model {:?} has no price configured", model.name))
+    })?;
     let mut period = caller.period;
     let mut output = max_output;
     let mut flushed = false;
     // A few rounds: another request may take the budget between reading it
     // and reserving, and the key's period may have changed under the cache.
     for _ in 0..8 {
-        let now = ctx.clock.now_ms();
+        let now = meter.clock.now_ms();
         let start = period::window_start(period, now);
         let micros = worst_case(&prices, estimate, output);
         let id = new_id("req");
@@ -130,10 +128,10 @@ pub async fn admit(
             provider: &model.provider.name,
             endpoint,
             micros,
-            instance_id: &ctx.instance_id,
+            instance_id: &meter.instance_id,
             now_ms: now,
         };
-        if ctx.store.reserve(&reservation).await? {
+        if meter.store.reserve(&reservation).await? {
             return Ok(Admission {
                 reservation_id: id,
                 reserved_micros: micros,
@@ -152,28 +150,26 @@ pub async fn admit(
             // case while their settlement is queued: settle them and retry
             // before refusing anyone.
             flushed = true;
-            ctx.recorder.flush().await;
+            meter.recorder.flush().await;
             continue;
         }
-        let Some(state) = ctx.store.cap_state(&caller.key_id, start).await? else {
-            return Err(GatewayError::new(401, "invalid API key").with_code("invalid_api_key"));
+        let Some(state) = meter.store.cap_state(&caller.key_id, start).await? else {
+            return Err(Error::Unauthenticated("invalid API key".into()));
         };
         if state.suspended {
-            return Err(GatewayError::new(
-                402,
+            return Err(Error::KeySuspended(
                 "this key is suspended because its customer's payment failed; it works again \
-                 once the invoice is paid",
-            )
-            .with_code("payment_failed"));
+                 once the invoice is paid"
+                    .into(),
+            ));
         }
         if !state.usable {
-            ctx.auth_cache.clear();
-            return Err(GatewayError::new(401, "this API key is revoked or disabled")
-                .with_code("invalid_api_key"));
+            meter.auth_cache.clear();
+            return Err(Error::Unauthenticated("this API key is revoked or disabled".into()));
         }
         let current = crate::store::parse_period(&state.period).unwrap_or_default();
         if current != period {
-            ctx.auth_cache.clear();
+            meter.auth_cache.clear();
             period = current;
             output = max_output;
             continue;
@@ -184,22 +180,15 @@ pub async fn admit(
             // The 100 % alert: settled spend leaves no room, not merely
             // requests in flight holding it.
             if state.reserved_micros == 0 {
-                let (store, http) = (ctx.store.clone(), ctx.webhook_http.clone());
-                let (tenant, key) = (caller.tenant_id.clone(), caller.key_id.clone());
-                tokio::spawn(async move {
-                    crate::billing::alerts::check_key(&store, &http, &tenant, &key, start, true)
-                        .await
-                });
+                meter.hook.cap_reached(&caller.tenant_id, &caller.key_id, start);
             }
             return Err(over_cap(&caller.key_id, period, start, cap, state.committed_micros));
         }
         output = fits;
     }
-    Err(GatewayError::new(
-        402,
-        "spend cap reached: the key's budget is taken by requests in flight",
-    )
-    .with_code("spend_cap_reached"))
+    Err(Error::SpendCapReached(
+        "spend cap reached: the key's budget is taken by requests in flight".into(),
+    ))
 }
 
 /// Keeps this process's heartbeat fresh and settles reservations of

@@ -1,11 +1,13 @@
 //! Metering: what a request used and what it costs, and the one place every
 //! model endpoint hands its usage to.
 
+pub mod call;
 pub mod estimate;
 pub mod ledger;
 pub mod period;
 mod recorder;
 
+pub use call::{Meter, Metered};
 pub use recorder::Recorder;
 
 use crate::config::{Model, Prices};
@@ -57,6 +59,52 @@ impl Unreported {
     }
 }
 
+/// The operation a metered call served, as the request log names it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Endpoint {
+    Messages,
+    ChatCompletions,
+    /// A name this version does not know (written by a newer one), kept
+    /// as it was.
+    Other(String),
+}
+
+impl Endpoint {
+    pub fn as_str(&self) -> &str {
+        match self {
+            Endpoint::Messages => "messages",
+            Endpoint::ChatCompletions => "chat_completions",
+            Endpoint::Other(name) => name,
+        }
+    }
+
+    pub fn parse(name: &str) -> Endpoint {
+        match name {
+            "messages" => Endpoint::Messages,
+            "chat_completions" => Endpoint::ChatCompletions,
+            other => Endpoint::Other(other.to_string()),
+        }
+    }
+}
+
+/// Where billing side effects hang off the meter (spend alerts), so the
+/// meter calls out through one hook instead of importing them.
+pub trait SpendHook: Send + Sync {
+    /// These records were just settled in the store.
+    fn settled(&self, records: &[RequestRecord]);
+    /// A request was refused for the cap with nothing of the key's in
+    /// flight: its window's budget is spent.
+    fn cap_reached(&self, tenant_id: &str, key_id: &str, period_start_ms: i64);
+}
+
+/// A hook that does nothing (tools and tests that need no alerts).
+pub struct NoHook;
+
+impl SpendHook for NoHook {
+    fn settled(&self, _: &[RequestRecord]) {}
+    fn cap_reached(&self, _: &str, _: &str, _: i64) {}
+}
+
 /// One finished model request, ready to settle.
 #[derive(Clone, Debug)]
 pub struct RequestRecord {
@@ -66,7 +114,7 @@ pub struct RequestRecord {
     pub key_id: String,
     pub model: String,
     pub provider: String,
-    pub endpoint: &'static str,
+    pub endpoint: Endpoint,
     pub streamed: bool,
     /// The HTTP status the client got (for a stream: 200, 499 when the
     /// client went away first, 502 when the provider broke off; 0 when

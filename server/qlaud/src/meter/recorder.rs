@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::{Notify, mpsc, oneshot};
 
-use super::RequestRecord;
+use super::{RequestRecord, SpendHook};
 use crate::store::{MAX_BATCH, Store};
 
 // Records are nearly every message; boxing them would allocate per request.
@@ -31,13 +31,13 @@ pub struct Recorder {
 }
 
 impl Recorder {
-    /// `webhooks` sends the spend alerts settlements trigger.
-    pub fn start(store: Store, webhooks: reqwest::Client) -> Recorder {
+    /// `hook` hears of every settled batch (spend alerts).
+    pub fn start(store: Store, hook: Arc<dyn SpendHook>) -> Recorder {
         let (tx, mut rx) = mpsc::channel::<Msg>(16 * 1024);
         let (done_tx, done_rx) = oneshot::channel();
         let shutdown = Arc::new(Notify::new());
         let (writer, stop) = (store.clone(), shutdown.clone());
-        let http = webhooks;
+        let hook = Some(hook);
         tokio::spawn(async move {
             let mut batch = Vec::with_capacity(MAX_BATCH);
             // Records the store refused even after retries: kept, never
@@ -50,11 +50,11 @@ impl Recorder {
                             break;
                         }
                         batch.extend(unsettled.drain(..).map(Msg::Record));
-                        unsettled = write(&writer, &mut batch, Some(&http)).await;
+                        unsettled = write(&writer, &mut batch, hook.as_deref()).await;
                     }
                     () = tokio::time::sleep(std::time::Duration::from_secs(1)), if !unsettled.is_empty() => {
                         let mut retry: Vec<Msg> = unsettled.drain(..).map(Msg::Record).collect();
-                        unsettled = write(&writer, &mut retry, Some(&http)).await;
+                        unsettled = write(&writer, &mut retry, hook.as_deref()).await;
                     }
                     () = stop.notified() => {
                         // Refuse new records (they are written directly),
@@ -62,7 +62,7 @@ impl Recorder {
                         rx.close();
                         batch.extend(unsettled.drain(..).map(Msg::Record));
                         while !batch.is_empty() || rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
-                            let failed = write(&writer, &mut batch, Some(&http)).await;
+                            let failed = write(&writer, &mut batch, hook.as_deref()).await;
                             if !failed.is_empty() {
                                 // Shutting down with the store away: crash
                                 // recovery settles these (at the reserved
@@ -125,7 +125,7 @@ impl Recorder {
 async fn write(
     store: &Store,
     batch: &mut Vec<Msg>,
-    alerts: Option<&reqwest::Client>,
+    hook: Option<&dyn SpendHook>,
 ) -> Vec<RequestRecord> {
     let mut records = Vec::with_capacity(batch.len());
     let mut flushes = Vec::new();
@@ -158,8 +158,8 @@ async fn write(
     if !settled {
         return records;
     }
-    if let Some(http) = alerts {
-        crate::billing::alerts::check(store, http, &records).await;
+    if let Some(hook) = hook {
+        hook.settled(&records);
     }
     Vec::new()
 }

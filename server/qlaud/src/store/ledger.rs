@@ -11,7 +11,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::{Store, StoreResult};
 use crate::error::Error;
-use crate::meter::RequestRecord;
+use crate::meter::{Endpoint, RequestRecord};
 
 /// Bigger than any cap (caps are at most 10^15 micro-dollars): what an
 /// uncapped key compares against.
@@ -342,7 +342,7 @@ impl Store {
                     key_id: row.try_get("key_id")?,
                     model: row.try_get("model")?,
                     provider: row.try_get("provider")?,
-                    endpoint: endpoint_name(&row.try_get::<String, _>("endpoint")?),
+                    endpoint: Endpoint::parse(&row.try_get::<String, _>("endpoint")?),
                     streamed: false,
                     status: 0,
                     usage: Default::default(),
@@ -388,13 +388,6 @@ impl Store {
             .fetch_one(self.pool())
             .await?
             .try_get("n")?)
-    }
-}
-
-fn endpoint_name(s: &str) -> &'static str {
-    match s {
-        "messages" => "messages",
-        _ => "chat_completions",
     }
 }
 

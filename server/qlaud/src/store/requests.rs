@@ -47,7 +47,7 @@ pub(super) async fn insert_requests(
             .bind(r.key_id.as_str())
             .bind(r.model.as_str())
             .bind(r.provider.as_str())
-            .bind(r.endpoint)
+            .bind(r.endpoint.as_str())
             .bind(i64::from(r.streamed))
             .bind(i64::from(r.status))
             .bind(clamp(r.usage.input_tokens))

@@ -1,0 +1,154 @@
+//! One metered call: admitted against the key's cap before the provider is
+//! called, settled exactly once after, and settled on drop when it never
+//! gets that far. Every metered operation goes through it, whatever its
+//! endpoint or unit.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::estimate::Estimate;
+use super::ledger::{self, Admission};
+use super::{Endpoint, Recorder, RequestRecord, SpendHook, Usage};
+use crate::auth::{AuthCache, Caller};
+use crate::clock::Clock;
+use crate::config::Model;
+use crate::error::Result;
+use crate::metrics::Metrics;
+use crate::store::Store;
+
+/// What metering needs of the server: the store, the settlement queue, the
+/// billing clock, and where settlements and refusals are reported.
+pub struct Meter {
+    pub store: Store,
+    pub recorder: Arc<Recorder>,
+    pub clock: Arc<Clock>,
+    pub metrics: Arc<Metrics>,
+    /// This process, in the ledger's reservations and heartbeats.
+    pub instance_id: String,
+    /// Cleared when admission finds a key changed under the cache.
+    pub auth_cache: Arc<AuthCache>,
+    pub hook: Arc<dyn SpendHook>,
+}
+
+/// An admitted call. Settling is the last thing that happens to it; when
+/// that never comes (an early error, a panic), dropping it settles it: at
+/// nothing if the provider was never called, at the reserved amount if it
+/// was, since its usage is then unknown.
+pub struct Metered {
+    meter: Arc<Meter>,
+    tenant_id: String,
+    key_id: String,
+    pub model: Arc<Model>,
+    pub endpoint: Endpoint,
+    pub streamed: bool,
+    started: Instant,
+    pub admission: Admission,
+    sent: bool,
+    settled: bool,
+}
+
+impl Metered {
+    /// Reserves `estimate` against the caller's cap; a domain error (cap
+    /// reached, key suspended, revoked or disabled) when it cannot.
+    pub async fn admit(
+        meter: &Arc<Meter>,
+        caller: &Caller,
+        model: Arc<Model>,
+        endpoint: Endpoint,
+        streamed: bool,
+        started: Instant,
+        estimate: &Estimate,
+    ) -> Result<Metered> {
+        let admission = ledger::admit(meter, caller, &model, endpoint.as_str(), estimate)
+            .await
+            .inspect_err(|e| {
+                if matches!(e, crate::error::Error::SpendCapReached(_)) {
+                    meter.metrics.cap_refusal();
+                }
+            })?;
+        if admission.clamped {
+            meter.metrics.clamp();
+        }
+        Ok(Metered {
+            meter: meter.clone(),
+            tenant_id: caller.tenant_id.clone(),
+            key_id: caller.key_id.clone(),
+            model,
+            endpoint,
+            streamed,
+            started,
+            admission,
+            sent: false,
+            settled: false,
+        })
+    }
+
+    /// The provider is being called: from here on the call may be billed.
+    pub fn sent(&mut self) {
+        self.sent = true;
+    }
+
+    fn record(
+        &self,
+        status: u16,
+        usage: Usage,
+        cost_micros: i64,
+        recovered: bool,
+    ) -> RequestRecord {
+        RequestRecord {
+            reservation_id: self.admission.reservation_id.clone(),
+            tenant_id: self.tenant_id.clone(),
+            key_id: self.key_id.clone(),
+            model: self.model.name.clone(),
+            provider: self.model.provider.name.clone(),
+            endpoint: self.endpoint.clone(),
+            streamed: self.streamed,
+            status,
+            usage,
+            cost_micros,
+            reserved_micros: self.admission.reserved_micros,
+            period_start_ms: self.admission.period_start_ms,
+            latency_ms: i64::try_from(self.started.elapsed().as_millis()).unwrap_or(i64::MAX),
+            created_ms: self.meter.clock.now_ms(),
+            recovered,
+        }
+    }
+
+    /// Settles the call at the cost of `usage`; returns that cost. A cost
+    /// above the reservation means the estimate missed something the
+    /// provider bills: it is settled at the reservation, so the cap holds,
+    /// and the gap is logged and counted for the operator.
+    pub async fn settle(&mut self, status: u16, usage: Usage) -> i64 {
+        let mut cost = RequestRecord::cost_for(&self.model, &usage);
+        if cost > self.admission.reserved_micros {
+            let over = cost - self.admission.reserved_micros;
+            tracing::warn!(
+                model = %self.model.name,
+                key_id = %self.key_id,
+                reserved_micros = self.admission.reserved_micros,
+                cost_micros = cost,
+                "the provider reported more than the call's reserved worst case; \
+                 settled at the reservation"
+            );
+            self.meter.metrics.overrun(over);
+            cost = self.admission.reserved_micros;
+        }
+        self.settled = true;
+        self.meter.metrics.settled(self.endpoint.as_str(), status, cost);
+        self.meter.recorder.record(self.record(status, usage, cost, false)).await;
+        cost
+    }
+}
+
+impl Drop for Metered {
+    fn drop(&mut self) {
+        if !self.settled {
+            let record = if self.sent {
+                self.record(0, Usage::default(), self.admission.reserved_micros, true)
+            } else {
+                self.record(500, Usage::default(), 0, false)
+            };
+            self.meter.recorder.record_now(record);
+        }
+    }
+}
