@@ -163,6 +163,12 @@ pub mod types {
         pub output_tokens: i64,
         ///Model requests, failed ones included (they cost nothing).
         pub requests: i64,
+        ///Quantity per priced unit (`input_tokens`, `output_tokens`, `cache_read_tokens`, `cache_write_tokens`, `requests`, and any unit a model is priced in, such as `audio_seconds`). The token fields above repeat the token units, for readers written before units existed.
+        #[serde(
+            default,
+            skip_serializing_if = ":: std :: collections :: HashMap::is_empty"
+        )]
+        pub units: ::std::collections::HashMap<::std::string::String, i64>,
     }
     impl DayUsage {
         pub fn builder() -> builder::DayUsage {
@@ -443,6 +449,12 @@ pub mod types {
         pub output_tokens: i64,
         ///Model requests, failed ones included (they cost nothing).
         pub requests: i64,
+        ///Quantity per priced unit (`input_tokens`, `output_tokens`, `cache_read_tokens`, `cache_write_tokens`, `requests`, and any unit a model is priced in, such as `audio_seconds`). The token fields above repeat the token units, for readers written before units existed.
+        #[serde(
+            default,
+            skip_serializing_if = ":: std :: collections :: HashMap::is_empty"
+        )]
+        pub units: ::std::collections::HashMap<::std::string::String, i64>,
     }
     impl KeyUsage {
         pub fn builder() -> builder::KeyUsage {
@@ -762,6 +774,8 @@ pub mod types {
         pub input_per_mtok_usd: Usd,
         ///Per million output tokens.
         pub output_per_mtok_usd: Usd,
+        ///Every unit the model is priced in, in US dollars per million units: the token units above (`input_tokens`, `output_tokens`, `cache_read_tokens`, `cache_write_tokens`) and any other, such as `requests` (a per-request fee) or `audio_seconds`.
+        pub units: ::std::collections::HashMap<::std::string::String, Usd>,
     }
     impl ModelPricing {
         pub fn builder() -> builder::ModelPricing {
@@ -785,6 +799,12 @@ pub mod types {
         pub output_tokens: i64,
         ///Model requests, failed ones included (they cost nothing).
         pub requests: i64,
+        ///Quantity per priced unit (`input_tokens`, `output_tokens`, `cache_read_tokens`, `cache_write_tokens`, `requests`, and any unit a model is priced in, such as `audio_seconds`). The token fields above repeat the token units, for readers written before units existed.
+        #[serde(
+            default,
+            skip_serializing_if = ":: std :: collections :: HashMap::is_empty"
+        )]
+        pub units: ::std::collections::HashMap<::std::string::String, i64>,
     }
     impl ModelUsage {
         pub fn builder() -> builder::ModelUsage {
@@ -981,6 +1001,12 @@ pub mod types {
         pub output_tokens: i64,
         ///Model requests, failed ones included (they cost nothing).
         pub requests: i64,
+        ///Quantity per priced unit (`input_tokens`, `output_tokens`, `cache_read_tokens`, `cache_write_tokens`, `requests`, and any unit a model is priced in, such as `audio_seconds`). The token fields above repeat the token units, for readers written before units existed.
+        #[serde(
+            default,
+            skip_serializing_if = ":: std :: collections :: HashMap::is_empty"
+        )]
+        pub units: ::std::collections::HashMap<::std::string::String, i64>,
     }
     impl UsageTotals {
         pub fn builder() -> builder::UsageTotals {
@@ -1789,6 +1815,10 @@ pub mod types {
             input_tokens: ::std::result::Result<i64, ::std::string::String>,
             output_tokens: ::std::result::Result<i64, ::std::string::String>,
             requests: ::std::result::Result<i64, ::std::string::String>,
+            units: ::std::result::Result<
+                ::std::collections::HashMap<::std::string::String, i64>,
+                ::std::string::String,
+            >,
         }
         impl ::std::default::Default for DayUsage {
             fn default() -> Self {
@@ -1806,6 +1836,7 @@ pub mod types {
                         "no value supplied for output_tokens".to_string(),
                     ),
                     requests: Err("no value supplied for requests".to_string()),
+                    units: Ok(Default::default()),
                 }
             }
         }
@@ -1898,6 +1929,20 @@ pub mod types {
                     });
                 self
             }
+            pub fn units<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<
+                    ::std::collections::HashMap<::std::string::String, i64>,
+                >,
+                T::Error: ::std::fmt::Display,
+            {
+                self.units = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for units: {e}")
+                    });
+                self
+            }
         }
         impl ::std::convert::TryFrom<DayUsage> for super::DayUsage {
             type Error = super::error::ConversionError;
@@ -1912,6 +1957,7 @@ pub mod types {
                     input_tokens: value.input_tokens?,
                     output_tokens: value.output_tokens?,
                     requests: value.requests?,
+                    units: value.units?,
                 })
             }
         }
@@ -1925,6 +1971,7 @@ pub mod types {
                     input_tokens: Ok(value.input_tokens),
                     output_tokens: Ok(value.output_tokens),
                     requests: Ok(value.requests),
+                    units: Ok(value.units),
                 }
             }
         }
@@ -2727,6 +2774,10 @@ pub mod types {
             >,
             output_tokens: ::std::result::Result<i64, ::std::string::String>,
             requests: ::std::result::Result<i64, ::std::string::String>,
+            units: ::std::result::Result<
+                ::std::collections::HashMap<::std::string::String, i64>,
+                ::std::string::String,
+            >,
         }
         impl ::std::default::Default for KeyUsage {
             fn default() -> Self {
@@ -2745,6 +2796,7 @@ pub mod types {
                         "no value supplied for output_tokens".to_string(),
                     ),
                     requests: Err("no value supplied for requests".to_string()),
+                    units: Ok(Default::default()),
                 }
             }
         }
@@ -2849,6 +2901,20 @@ pub mod types {
                     });
                 self
             }
+            pub fn units<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<
+                    ::std::collections::HashMap<::std::string::String, i64>,
+                >,
+                T::Error: ::std::fmt::Display,
+            {
+                self.units = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for units: {e}")
+                    });
+                self
+            }
         }
         impl ::std::convert::TryFrom<KeyUsage> for super::KeyUsage {
             type Error = super::error::ConversionError;
@@ -2864,6 +2930,7 @@ pub mod types {
                     key_name: value.key_name?,
                     output_tokens: value.output_tokens?,
                     requests: value.requests?,
+                    units: value.units?,
                 })
             }
         }
@@ -2878,6 +2945,7 @@ pub mod types {
                     key_name: Ok(value.key_name),
                     output_tokens: Ok(value.output_tokens),
                     requests: Ok(value.requests),
+                    units: Ok(value.units),
                 }
             }
         }
@@ -4304,6 +4372,10 @@ pub mod types {
                 super::Usd,
                 ::std::string::String,
             >,
+            units: ::std::result::Result<
+                ::std::collections::HashMap<::std::string::String, super::Usd>,
+                ::std::string::String,
+            >,
         }
         impl ::std::default::Default for ModelPricing {
             fn default() -> Self {
@@ -4320,6 +4392,7 @@ pub mod types {
                     output_per_mtok_usd: Err(
                         "no value supplied for output_per_mtok_usd".to_string(),
                     ),
+                    units: Err("no value supplied for units".to_string()),
                 }
             }
         }
@@ -4380,6 +4453,20 @@ pub mod types {
                     });
                 self
             }
+            pub fn units<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<
+                    ::std::collections::HashMap<::std::string::String, super::Usd>,
+                >,
+                T::Error: ::std::fmt::Display,
+            {
+                self.units = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for units: {e}")
+                    });
+                self
+            }
         }
         impl ::std::convert::TryFrom<ModelPricing> for super::ModelPricing {
             type Error = super::error::ConversionError;
@@ -4391,6 +4478,7 @@ pub mod types {
                     cache_write_per_mtok_usd: value.cache_write_per_mtok_usd?,
                     input_per_mtok_usd: value.input_per_mtok_usd?,
                     output_per_mtok_usd: value.output_per_mtok_usd?,
+                    units: value.units?,
                 })
             }
         }
@@ -4401,6 +4489,7 @@ pub mod types {
                     cache_write_per_mtok_usd: Ok(value.cache_write_per_mtok_usd),
                     input_per_mtok_usd: Ok(value.input_per_mtok_usd),
                     output_per_mtok_usd: Ok(value.output_per_mtok_usd),
+                    units: Ok(value.units),
                 }
             }
         }
@@ -4413,6 +4502,10 @@ pub mod types {
             model: ::std::result::Result<::std::string::String, ::std::string::String>,
             output_tokens: ::std::result::Result<i64, ::std::string::String>,
             requests: ::std::result::Result<i64, ::std::string::String>,
+            units: ::std::result::Result<
+                ::std::collections::HashMap<::std::string::String, i64>,
+                ::std::string::String,
+            >,
         }
         impl ::std::default::Default for ModelUsage {
             fn default() -> Self {
@@ -4430,6 +4523,7 @@ pub mod types {
                         "no value supplied for output_tokens".to_string(),
                     ),
                     requests: Err("no value supplied for requests".to_string()),
+                    units: Ok(Default::default()),
                 }
             }
         }
@@ -4522,6 +4616,20 @@ pub mod types {
                     });
                 self
             }
+            pub fn units<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<
+                    ::std::collections::HashMap<::std::string::String, i64>,
+                >,
+                T::Error: ::std::fmt::Display,
+            {
+                self.units = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for units: {e}")
+                    });
+                self
+            }
         }
         impl ::std::convert::TryFrom<ModelUsage> for super::ModelUsage {
             type Error = super::error::ConversionError;
@@ -4536,6 +4644,7 @@ pub mod types {
                     model: value.model?,
                     output_tokens: value.output_tokens?,
                     requests: value.requests?,
+                    units: value.units?,
                 })
             }
         }
@@ -4549,6 +4658,7 @@ pub mod types {
                     model: Ok(value.model),
                     output_tokens: Ok(value.output_tokens),
                     requests: Ok(value.requests),
+                    units: Ok(value.units),
                 }
             }
         }
@@ -5103,6 +5213,10 @@ pub mod types {
             input_tokens: ::std::result::Result<i64, ::std::string::String>,
             output_tokens: ::std::result::Result<i64, ::std::string::String>,
             requests: ::std::result::Result<i64, ::std::string::String>,
+            units: ::std::result::Result<
+                ::std::collections::HashMap<::std::string::String, i64>,
+                ::std::string::String,
+            >,
         }
         impl ::std::default::Default for UsageTotals {
             fn default() -> Self {
@@ -5119,6 +5233,7 @@ pub mod types {
                         "no value supplied for output_tokens".to_string(),
                     ),
                     requests: Err("no value supplied for requests".to_string()),
+                    units: Ok(Default::default()),
                 }
             }
         }
@@ -5199,6 +5314,20 @@ pub mod types {
                     });
                 self
             }
+            pub fn units<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<
+                    ::std::collections::HashMap<::std::string::String, i64>,
+                >,
+                T::Error: ::std::fmt::Display,
+            {
+                self.units = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for units: {e}")
+                    });
+                self
+            }
         }
         impl ::std::convert::TryFrom<UsageTotals> for super::UsageTotals {
             type Error = super::error::ConversionError;
@@ -5212,6 +5341,7 @@ pub mod types {
                     input_tokens: value.input_tokens?,
                     output_tokens: value.output_tokens?,
                     requests: value.requests?,
+                    units: value.units?,
                 })
             }
         }
@@ -5224,6 +5354,7 @@ pub mod types {
                     input_tokens: Ok(value.input_tokens),
                     output_tokens: Ok(value.output_tokens),
                     requests: Ok(value.requests),
+                    units: Ok(value.units),
                 }
             }
         }

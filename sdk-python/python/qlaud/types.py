@@ -194,6 +194,8 @@ class DayUsage(TypedDict):
     """Output tokens."""
     requests: int
     """Model requests, failed ones included (they cost nothing)."""
+    units: NotRequired[dict[str, int]]
+    """Quantity per priced unit (`input_tokens`, `output_tokens`, `cache_read_tokens`, `cache_write_tokens`, `requests`, and any unit a model is priced in, such as `audio_seconds`). The token fields above repeat the token units, for readers written before units existed."""
 
 
 class Error(TypedDict):
@@ -317,6 +319,8 @@ class KeyUsage(TypedDict):
     """Output tokens."""
     requests: int
     """Model requests, failed ones included (they cost nothing)."""
+    units: NotRequired[dict[str, int]]
+    """Quantity per priced unit (`input_tokens`, `output_tokens`, `cache_read_tokens`, `cache_write_tokens`, `requests`, and any unit a model is priced in, such as `audio_seconds`). The token fields above repeat the token units, for readers written before units existed."""
 
 
 class KeyWithSecret(TypedDict):
@@ -517,6 +521,8 @@ class ModelPricing(TypedDict):
     """Per million input tokens."""
     output_per_mtok_usd: Usd
     """Per million output tokens."""
+    units: dict[str, Usd]
+    """Every unit the model is priced in, in US dollars per million units: the token units above (`input_tokens`, `output_tokens`, `cache_read_tokens`, `cache_write_tokens`) and any other, such as `requests` (a per-request fee) or `audio_seconds`."""
 
 
 class ModelUsage(TypedDict):
@@ -537,6 +543,8 @@ class ModelUsage(TypedDict):
     """Output tokens."""
     requests: int
     """Model requests, failed ones included (they cost nothing)."""
+    units: NotRequired[dict[str, int]]
+    """Quantity per priced unit (`input_tokens`, `output_tokens`, `cache_read_tokens`, `cache_write_tokens`, `requests`, and any unit a model is priced in, such as `audio_seconds`). The token fields above repeat the token units, for readers written before units existed."""
 
 
 class OpenAiError(TypedDict):
@@ -632,3 +640,5 @@ class UsageTotals(TypedDict):
     """Output tokens."""
     requests: int
     """Model requests, failed ones included (they cost nothing)."""
+    units: NotRequired[dict[str, int]]
+    """Quantity per priced unit (`input_tokens`, `output_tokens`, `cache_read_tokens`, `cache_write_tokens`, `requests`, and any unit a model is priced in, such as `audio_seconds`). The token fields above repeat the token units, for readers written before units existed."""

@@ -158,6 +158,11 @@ pub struct ModelPricing {
     pub cache_read_per_mtok_usd: crate::Usd,
     /// Per million input tokens written to the prompt cache.
     pub cache_write_per_mtok_usd: crate::Usd,
+    /// Every unit the model is priced in, in US dollars per million units:
+    /// the token units above (`input_tokens`, `output_tokens`,
+    /// `cache_read_tokens`, `cache_write_tokens`) and any other, such as
+    /// `requests` (a per-request fee) or `audio_seconds`.
+    pub units: std::collections::BTreeMap<String, crate::Usd>,
 }
 
 /// A model qlaud serves, in a shape both the OpenAI and Anthropic clients

@@ -44,6 +44,12 @@ pub struct UsageTotals {
     pub cache_read_tokens: i64,
     /// Input tokens written to the prompt cache.
     pub cache_write_tokens: i64,
+    /// Quantity per priced unit (`input_tokens`, `output_tokens`,
+    /// `cache_read_tokens`, `cache_write_tokens`, `requests`, and any unit
+    /// a model is priced in, such as `audio_seconds`). The token fields above
+    /// repeat the token units, for readers written before units existed.
+    #[serde(default)]
+    pub units: std::collections::BTreeMap<String, i64>,
 }
 
 /// One key's usage.

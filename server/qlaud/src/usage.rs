@@ -9,7 +9,7 @@ use crate::auth::Caller;
 use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::meter::period;
-use crate::store::{UsageFilter, UsageRow};
+use crate::store::{UnitGroup, UsageFilter, UsageRow};
 
 const DAY_MS: i64 = 86_400_000;
 
@@ -38,6 +38,7 @@ fn totals(r: &UsageRow) -> UsageTotals {
         output_tokens: r.output_tokens,
         cache_read_tokens: r.cache_read_tokens,
         cache_write_tokens: r.cache_write_tokens,
+        units: r.units.clone(),
     }
 }
 
@@ -74,12 +75,17 @@ pub async fn report(ctx: &Context, caller: &Caller, q: UsageQuery) -> Result<Usa
         to_ms: to,
         key_id: key_id.as_deref(),
     };
-    let (all, keys, models, days) = (
-        ctx.store.usage_totals(&f).await?,
+    let (mut all, mut keys, mut models, mut days) = (
+        [ctx.store.usage_totals(&f).await?],
         ctx.store.usage_by_key(&f).await?,
         ctx.store.usage_by_model(&f).await?,
         ctx.store.usage_by_day(&f).await?,
     );
+    ctx.store.add_unit_sums(&f, UnitGroup::Total, &mut all).await?;
+    ctx.store.add_unit_sums(&f, UnitGroup::Key, &mut keys).await?;
+    ctx.store.add_unit_sums(&f, UnitGroup::Model, &mut models).await?;
+    ctx.store.add_unit_sums(&f, UnitGroup::Day, &mut days).await?;
+    let [all] = all;
     Ok(UsageReport {
         period: UsagePeriod { from: time(from), to: time(to) },
         totals: totals(&all),

@@ -16,6 +16,7 @@ use crate::auth::Caller;
 use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::store::{SettingsRow, Store};
+use crate::units::Unit;
 
 pub const DEFAULT_METER_EVENT: &str = "qlaud_spend";
 
@@ -270,12 +271,10 @@ pub async fn invoice_preview(
         total += m.cost_micros;
         let prices =
             ctx.gateway.catalog.model(&m.model).and_then(|model| model.prices).unwrap_or_default();
-        for (unit, quantity, price) in [
-            ("input_tokens", m.input_tokens, prices.input),
-            ("output_tokens", m.output_tokens, prices.output),
-            ("cache_read_tokens", m.cache_read_tokens, prices.cache_read),
-            ("cache_write_tokens", m.cache_write_tokens, prices.cache_write),
-        ] {
+        for (unit, &quantity) in &m.units {
+            // A unit the model is not priced in (the request count of a
+            // model without a per-request fee) costs nothing: no line.
+            let Some(price) = prices.get(Unit::named(unit)) else { continue };
             if quantity == 0 {
                 continue;
             }
@@ -284,7 +283,7 @@ pub async fn invoice_preview(
             lines_sum += amount;
             lines.push(InvoiceLine {
                 model: m.model.clone(),
-                unit: unit.to_string(),
+                unit: unit.clone(),
                 quantity,
                 unit_price_per_million_usd: Usd::from_micros(price)
                     .map(|u| u.to_string())

@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use qlaud_api::Usd;
+
+use crate::units::Unit;
 use serde::Deserialize;
 
 const DEFAULTS: &str = include_str!("defaults.toml");
@@ -68,15 +70,11 @@ struct ModelSpec {
     prices: Option<PriceSpec>,
 }
 
-/// Prices as written in the file: decimal dollars per million tokens.
-#[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct PriceSpec {
-    input: String,
-    output: String,
-    cache_read: Option<String>,
-    cache_write: Option<String>,
-}
+/// Prices as written in the file: unit name → decimal US dollars per
+/// million units (`input = "3"` is $3 per million input tokens;
+/// `requests = "10000"` is $0.01 a request). `input`, `output`,
+/// `cache_read` and `cache_write` name the token units.
+type PriceSpec = BTreeMap<String, String>;
 
 /// A provider ready to call.
 #[derive(Debug)]
@@ -89,14 +87,7 @@ pub struct Provider {
     pub timeout: Duration,
 }
 
-/// Prices in integer micro-dollars per million tokens.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Prices {
-    pub input: i64,
-    pub output: i64,
-    pub cache_read: i64,
-    pub cache_write: i64,
-}
+pub use crate::units::Prices;
 
 /// A model qlaud serves.
 #[derive(Debug)]
@@ -169,7 +160,7 @@ impl Catalog {
                 .with_context(|| format!("model {name}: no provider named {:?}", spec.provider))?;
             let prices = spec
                 .prices
-                .map(|p| p.resolve())
+                .map(|p| resolve_prices(p, provider.kind))
                 .transpose()
                 .with_context(|| format!("model {name}: prices"))?;
             let model = Model {
@@ -198,28 +189,47 @@ impl Catalog {
     }
 }
 
-impl PriceSpec {
-    fn resolve(self) -> anyhow::Result<Prices> {
-        let parse = |what: &str, v: &str| {
-            Usd::parse_decimal(v).map(Usd::micros).map_err(|e| anyhow::anyhow!("{what} {e}"))
-        };
-        Ok(Prices {
-            input: parse("input", &self.input)?,
-            output: parse("output", &self.output)?,
-            cache_read: self
-                .cache_read
-                .as_deref()
-                .map(|v| parse("cache_read", v))
-                .transpose()?
-                .unwrap_or(0),
-            cache_write: self
-                .cache_write
-                .as_deref()
-                .map(|v| parse("cache_write", v))
-                .transpose()?
-                .unwrap_or(0),
-        })
+/// Resolves a price table: exact decimals into micro-dollars per million
+/// units. A model that is called for tokens must price both input and
+/// output, so no part of a call is served at $0 by accident.
+fn resolve_prices(spec: PriceSpec, kind: ProviderKind) -> anyhow::Result<Prices> {
+    let mut prices = Prices::default();
+    for (name, value) in spec {
+        let unit = Unit::named(match name.as_str() {
+            "input" => "input_tokens",
+            "output" => "output_tokens",
+            "cache_read" => "cache_read_tokens",
+            "cache_write" => "cache_write_tokens",
+            other => other,
+        });
+        anyhow::ensure!(
+            !unit.as_str().is_empty()
+                && unit
+                    .as_str()
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_'),
+            "unit {name:?}: use lower-case letters, digits and _"
+        );
+        let micros = Usd::parse_decimal(&value)
+            .map(Usd::micros)
+            .map_err(|e| anyhow::anyhow!("{name} {e}"))?;
+        prices.set(unit, micros).map_err(|_| {
+            anyhow::anyhow!("at most {} priced units per model", crate::units::MAX_UNITS)
+        })?;
     }
+    let chat = matches!(
+        kind,
+        ProviderKind::Anthropic
+            | ProviderKind::Openai
+            | ProviderKind::OpenaiCompatible
+            | ProviderKind::Echo
+    );
+    if chat {
+        for unit in [Unit::INPUT_TOKENS, Unit::OUTPUT_TOKENS] {
+            anyhow::ensure!(prices.get(unit).is_some(), "{} needs a price", unit.as_str());
+        }
+    }
+    Ok(prices)
 }
 
 #[cfg(test)]
@@ -238,10 +248,10 @@ mod tests {
         let opus = catalog.model("claude-opus-4-7").unwrap();
         assert_eq!(opus.provider.base_url, "http://127.0.0.1:9");
         assert_eq!(opus.provider.api_key.as_deref(), Some("k"));
-        assert_eq!(opus.prices.unwrap().output, 25_000_000);
+        assert_eq!(opus.prices.unwrap().of(Unit::OUTPUT_TOKENS), 25_000_000);
         let gpt = catalog.model("gpt-5.4").unwrap();
         assert_eq!(gpt.provider.base_url, "https://api.openai.com/v1");
-        assert_eq!(gpt.prices.unwrap().cache_read, 125_000);
+        assert_eq!(gpt.prices.unwrap().of(Unit::CACHE_READ_TOKENS), 125_000);
         assert!(catalog.model("echo").is_some());
     }
 }

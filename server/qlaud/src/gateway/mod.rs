@@ -33,6 +33,7 @@ use crate::meter::ledger::Admission;
 use crate::meter::{Metered, Usage};
 use crate::providers::ir::Completion;
 use crate::providers::{self, anthropic, openai};
+use crate::units::Unit;
 use error::GatewayError;
 
 /// Providers and models with a pooled HTTP client per provider.
@@ -86,10 +87,14 @@ impl Gateway {
                     max_output_tokens: m.max_output_tokens,
                     context_window: m.context_window,
                     pricing: ModelPricing {
-                        input_per_mtok_usd: usd(p.input),
-                        output_per_mtok_usd: usd(p.output),
-                        cache_read_per_mtok_usd: usd(p.cache_read),
-                        cache_write_per_mtok_usd: usd(p.cache_write),
+                        input_per_mtok_usd: usd(p.of(Unit::INPUT_TOKENS)),
+                        output_per_mtok_usd: usd(p.of(Unit::OUTPUT_TOKENS)),
+                        cache_read_per_mtok_usd: usd(p.of(Unit::CACHE_READ_TOKENS)),
+                        cache_write_per_mtok_usd: usd(p.of(Unit::CACHE_WRITE_TOKENS)),
+                        units: p
+                            .iter()
+                            .map(|(u, price)| (u.as_str().to_string(), usd(price)))
+                            .collect(),
                     },
                 })
             })

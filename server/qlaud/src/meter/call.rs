@@ -15,6 +15,7 @@ use crate::config::Model;
 use crate::error::Result;
 use crate::metrics::Metrics;
 use crate::store::Store;
+use crate::units::Quantities;
 
 /// What metering needs of the server: the store, the settlement queue, the
 /// billing clock, and where settlements and refusals are reported.
@@ -92,6 +93,7 @@ impl Metered {
         &self,
         status: u16,
         usage: Usage,
+        quantities: Quantities,
         cost_micros: i64,
         recovered: bool,
     ) -> RequestRecord {
@@ -105,6 +107,7 @@ impl Metered {
             streamed: self.streamed,
             status,
             usage,
+            quantities,
             cost_micros,
             reserved_micros: self.admission.reserved_micros,
             period_start_ms: self.admission.period_start_ms,
@@ -119,7 +122,8 @@ impl Metered {
     /// provider bills: it is settled at the reservation, so the cap holds,
     /// and the gap is logged and counted for the operator.
     pub async fn settle(&mut self, status: u16, usage: Usage) -> i64 {
-        let mut cost = RequestRecord::cost_for(&self.model, &usage);
+        let quantities = super::quantities(&usage);
+        let mut cost = RequestRecord::cost_for(&self.model, &quantities);
         if cost > self.admission.reserved_micros {
             let over = cost - self.admission.reserved_micros;
             tracing::warn!(
@@ -135,7 +139,7 @@ impl Metered {
         }
         self.settled = true;
         self.meter.metrics.settled(self.endpoint.as_str(), status, cost);
-        self.meter.recorder.record(self.record(status, usage, cost, false)).await;
+        self.meter.recorder.record(self.record(status, usage, quantities, cost, false)).await;
         cost
     }
 }
@@ -143,10 +147,11 @@ impl Metered {
 impl Drop for Metered {
     fn drop(&mut self) {
         if !self.settled {
+            let (usage, none) = (Usage::default(), Quantities::default());
             let record = if self.sent {
-                self.record(0, Usage::default(), self.admission.reserved_micros, true)
+                self.record(0, usage, none, self.admission.reserved_micros, true)
             } else {
-                self.record(500, Usage::default(), 0, false)
+                self.record(500, usage, none, 0, false)
             };
             self.meter.recorder.record_now(record);
         }

@@ -16,11 +16,12 @@ use qlaud_api::{Period, Usd};
 
 use super::call::Meter;
 use super::estimate::Estimate;
-use super::{Unreported, Usage, cost_micros, period};
+use super::{Unreported, period};
 use crate::auth::Caller;
-use crate::config::{Model, Prices};
+use crate::config::Model;
 use crate::error::{Error, Result};
 use crate::store::{NewReservation, Store, new_id};
+use crate::units::{Prices, Unit};
 
 /// The shortest answer worth admitting: below this the request is refused
 /// with 402 rather than clamped.
@@ -40,34 +41,34 @@ pub struct Admission {
     pub clamped: bool,
 }
 
-/// Worst-case prices: the prompt may all be billed at the dearer of the
-/// input and cache-write prices.
-fn worst_prices(p: &Prices) -> Prices {
-    Prices { input: p.input.max(p.cache_write), ..*p }
+/// The worst case of `e` with an output limit of `per_choice`: the prompt
+/// at the dearest input price, every output token, and every other unit a
+/// call always costs (a per-request fee).
+fn worst_case(p: &Prices, e: &Estimate, per_choice: u64) -> i64 {
+    let pico = fixed_pico(p, e)
+        + i128::from(e.output_tokens(per_choice)) * i128::from(p.of(Unit::OUTPUT_TOKENS));
+    i64::try_from((pico + 999_999) / 1_000_000).unwrap_or(i64::MAX)
 }
 
-fn worst_case(p: &Prices, e: &Estimate, per_choice: u64) -> i64 {
-    let usage = Usage {
-        input_tokens: e.prompt_tokens,
-        output_tokens: e.output_tokens(per_choice),
-        ..Default::default()
-    };
-    cost_micros(&worst_prices(p), &usage)
+/// What a call costs before any output, in pico-dollars.
+fn fixed_pico(p: &Prices, e: &Estimate) -> i128 {
+    i128::from(e.prompt_tokens) * i128::from(p.dearest_input()) + i128::from(p.of(Unit::REQUESTS))
 }
 
 /// The largest output limit per choice that `remaining` micro-dollars pay
-/// for after the prompt, with every choice billed to it plus its extra.
+/// for after the rest of the call, with every choice billed to it plus its
+/// extra.
 fn affordable(p: &Prices, e: &Estimate, remaining: i64) -> u64 {
-    let w = worst_prices(p);
     let budget = i128::from(remaining.max(0)) * 1_000_000;
-    let prompt_cost = i128::from(e.prompt_tokens) * i128::from(w.input);
-    if budget < prompt_cost {
+    let fixed = fixed_pico(p, e);
+    if budget < fixed {
         return 0;
     }
-    if w.output == 0 {
+    let output_price = p.of(Unit::OUTPUT_TOKENS);
+    if output_price == 0 {
         return u64::MAX;
     }
-    let total = u64::try_from((budget - prompt_cost) / i128::from(w.output)).unwrap_or(u64::MAX);
+    let total = u64::try_from((budget - fixed) / i128::from(output_price)).unwrap_or(u64::MAX);
     (total / e.choices.max(1)).saturating_sub(e.extra_output)
 }
 
@@ -235,12 +236,7 @@ mod tests {
 
     #[test]
     fn clamping_never_exceeds_the_budget() {
-        let p = Prices {
-            input: 3_000_000,
-            output: 15_000_000,
-            cache_read: 300_000,
-            cache_write: 3_750_000,
-        };
+        let p = Prices::tokens(3_000_000, 15_000_000, 300_000, 3_750_000);
         for remaining in [0, 1, 100, 12_345, 5_000_000] {
             for prompt in [0, 10, 1000] {
                 for (choices, extra) in [(1, 0), (8, 0), (3, 100), (128, 7)] {

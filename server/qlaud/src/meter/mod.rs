@@ -10,7 +10,8 @@ mod recorder;
 pub use call::{Meter, Metered};
 pub use recorder::Recorder;
 
-use crate::config::{Model, Prices};
+use crate::config::Model;
+use crate::units::{self, Prices, Quantities, Unit};
 
 /// Tokens of one request, split the way prices are.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -23,17 +24,29 @@ pub struct Usage {
     pub cache_write_tokens: u64,
 }
 
-/// The cost of `usage` at `prices`, in micro-dollars, rounded up: prices are
-/// per million tokens, so a request is charged at least what it used and
-/// per-request costs add up to exactly the totals reported.
+/// What a model call used, per priced unit: its tokens, and the call
+/// itself (`requests`).
+pub fn quantities(usage: &Usage) -> Quantities {
+    let mut q = Quantities::default();
+    for (unit, n) in [
+        (Unit::INPUT_TOKENS, usage.input_tokens),
+        (Unit::OUTPUT_TOKENS, usage.output_tokens),
+        (Unit::CACHE_READ_TOKENS, usage.cache_read_tokens),
+        (Unit::CACHE_WRITE_TOKENS, usage.cache_write_tokens),
+        (Unit::REQUESTS, 1),
+    ] {
+        if n > 0 {
+            // Five units always fit.
+            let _ = q.set(unit, n);
+        }
+    }
+    q
+}
+
+/// The cost of a model call's `usage` at `prices`, in micro-dollars,
+/// rounded up once per call.
 pub fn cost_micros(prices: &Prices, usage: &Usage) -> i64 {
-    let pico = |tokens: u64, price: i64| i128::from(tokens) * i128::from(price);
-    let total = pico(usage.input_tokens, prices.input)
-        + pico(usage.output_tokens, prices.output)
-        + pico(usage.cache_read_tokens, prices.cache_read)
-        + pico(usage.cache_write_tokens, prices.cache_write);
-    let micros = (total + 999_999) / 1_000_000;
-    i64::try_from(micros).unwrap_or(i64::MAX)
+    units::cost_micros(prices, &quantities(usage))
 }
 
 /// What an answer is billed when its provider reported no usage (a stream
@@ -121,6 +134,8 @@ pub struct RequestRecord {
     /// crash recovery settled it).
     pub status: u16,
     pub usage: Usage,
+    /// What it used per priced unit (its tokens and the request itself).
+    pub quantities: Quantities,
     pub cost_micros: i64,
     /// What admission held for it, released by settling.
     pub reserved_micros: i64,
@@ -133,8 +148,8 @@ pub struct RequestRecord {
 }
 
 impl RequestRecord {
-    pub fn cost_for(model: &Model, usage: &Usage) -> i64 {
-        model.prices.as_ref().map_or(0, |p| cost_micros(p, usage))
+    pub fn cost_for(model: &Model, q: &Quantities) -> i64 {
+        model.prices.as_ref().map_or(0, |p| units::cost_micros(p, q))
     }
 }
 
@@ -144,12 +159,7 @@ mod tests {
 
     #[test]
     fn cost_rounds_up_to_the_micro() {
-        let prices = Prices {
-            input: 3_000_000,
-            output: 15_000_000,
-            cache_read: 300_000,
-            cache_write: 3_750_000,
-        };
+        let prices = Prices::tokens(3_000_000, 15_000_000, 300_000, 3_750_000);
         // 1 input token at $3/Mtok = 3 micro-dollars exactly.
         assert_eq!(cost_micros(&prices, &Usage { input_tokens: 1, ..Default::default() }), 3);
         let u = Usage {

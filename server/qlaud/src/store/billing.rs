@@ -46,14 +46,12 @@ pub struct MeterRow {
     pub cost_micros: i64,
 }
 
-/// Token sums of one model, for invoice lines.
+/// What one model was used for, per unit, for invoice lines.
 pub struct ModelSums {
     pub model: String,
-    pub input_tokens: i64,
-    pub output_tokens: i64,
-    pub cache_read_tokens: i64,
-    pub cache_write_tokens: i64,
     pub cost_micros: i64,
+    /// Quantity per unit, in unit order.
+    pub units: std::collections::BTreeMap<String, i64>,
 }
 
 /// A suspension or reinstatement as stored.
@@ -367,13 +365,8 @@ impl Store {
         from_ms: i64,
         to_ms: i64,
     ) -> StoreResult<Vec<ModelSums>> {
-        let rows = sqlx::query(
-            "SELECT model, \
-             CAST(COALESCE(SUM(input_tokens), 0) AS BIGINT) AS i, \
-             CAST(COALESCE(SUM(output_tokens), 0) AS BIGINT) AS o, \
-             CAST(COALESCE(SUM(cache_read_tokens), 0) AS BIGINT) AS cr, \
-             CAST(COALESCE(SUM(cache_write_tokens), 0) AS BIGINT) AS cw, \
-             CAST(COALESCE(SUM(cost_micros), 0) AS BIGINT) AS cost \
+        let costs = sqlx::query(
+            "SELECT model, CAST(COALESCE(SUM(cost_micros), 0) AS BIGINT) AS cost \
              FROM requests WHERE tenant_id = $1 AND key_id = $2 AND created_ms >= $3 \
              AND created_ms < $4 GROUP BY model ORDER BY model",
         )
@@ -383,17 +376,34 @@ impl Store {
         .bind(to_ms)
         .fetch_all(self.pool())
         .await?;
-        rows.iter()
+        let mut sums = costs
+            .iter()
             .map(|r| {
                 Ok(ModelSums {
                     model: r.try_get("model")?,
-                    input_tokens: r.try_get("i")?,
-                    output_tokens: r.try_get("o")?,
-                    cache_read_tokens: r.try_get("cr")?,
-                    cache_write_tokens: r.try_get("cw")?,
                     cost_micros: r.try_get("cost")?,
+                    units: Default::default(),
                 })
             })
-            .collect()
+            .collect::<StoreResult<Vec<_>>>()?;
+        let units = sqlx::query(
+            "SELECT r.model, u.unit, CAST(COALESCE(SUM(u.quantity), 0) AS BIGINT) AS q \
+             FROM request_units u JOIN requests r ON r.id = u.request_id \
+             WHERE r.tenant_id = $1 AND r.key_id = $2 AND r.created_ms >= $3 \
+             AND r.created_ms < $4 GROUP BY r.model, u.unit",
+        )
+        .bind(tenant_id)
+        .bind(key_id)
+        .bind(from_ms)
+        .bind(to_ms)
+        .fetch_all(self.pool())
+        .await?;
+        for r in units {
+            let model: String = r.try_get("model")?;
+            if let Some(m) = sums.iter_mut().find(|m| m.model == model) {
+                m.units.insert(r.try_get("unit")?, r.try_get("q")?);
+            }
+        }
+        Ok(sums)
     }
 }

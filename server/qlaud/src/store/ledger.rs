@@ -346,6 +346,7 @@ impl Store {
                     streamed: false,
                     status: 0,
                     usage: Default::default(),
+                    quantities: Default::default(),
                     cost_micros: reserved,
                     reserved_micros: reserved,
                     period_start_ms: row.try_get("period_start_ms")?,

@@ -27,7 +27,7 @@ pub use keys::{
 pub use ledger::{CapState, NewReservation};
 pub use requests::MAX_BATCH;
 pub use tenants::TenantRow;
-pub use usage::{UsageFilter, UsageRow};
+pub use usage::{UnitGroup, UsageFilter, UsageRow};
 
 use crate::error::Result;
 

@@ -61,7 +61,38 @@ pub(super) async fn insert_requests(
             .bind(i64::from(r.recovered));
     }
     q.execute(&mut **tx).await?;
+    let units: Vec<(&str, &str, i64)> = records
+        .iter()
+        .flat_map(|r| {
+            r.quantities
+                .iter()
+                .map(|(unit, n)| (r.reservation_id.as_str(), unit.as_str(), clamp(n)))
+        })
+        .collect();
+    for chunk in units.chunks(MAX_UNIT_ROWS) {
+        let mut q = sqlx::query(insert_units_sql(chunk.len()));
+        for (id, unit, n) in chunk {
+            q = q.bind(*id).bind(*unit).bind(*n);
+        }
+        q.execute(&mut **tx).await?;
+    }
     Ok(())
+}
+
+/// Unit rows one statement carries at most (3 parameters each).
+const MAX_UNIT_ROWS: usize = 128;
+
+fn insert_units_sql(n: usize) -> &'static str {
+    static SQL: OnceLock<Vec<&'static str>> = OnceLock::new();
+    super::sized_sql(&SQL, MAX_UNIT_ROWS, n, |rows| {
+        let values: Vec<String> = (0..rows)
+            .map(|r| format!("(${}, ${}, ${})", 3 * r + 1, 3 * r + 2, 3 * r + 3))
+            .collect();
+        format!(
+            "INSERT INTO request_units (request_id, unit, quantity) VALUES {}",
+            values.join(", ")
+        )
+    })
 }
 
 fn clamp(n: u64) -> i64 {

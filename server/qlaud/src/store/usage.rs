@@ -29,6 +29,17 @@ pub struct UsageRow {
     pub cache_read_tokens: i64,
     pub cache_write_tokens: i64,
     pub cost_micros: i64,
+    /// Quantity per priced unit.
+    pub units: std::collections::BTreeMap<String, i64>,
+}
+
+/// How unit sums are grouped, like the report's rows.
+#[derive(Clone, Copy)]
+pub enum UnitGroup {
+    Total,
+    Key,
+    Model,
+    Day,
 }
 
 macro_rules! sums {
@@ -58,7 +69,24 @@ fn row(r: &AnyRow, group: String, name: String) -> StoreResult<UsageRow> {
         cache_read_tokens: r.try_get("cache_read_tokens")?,
         cache_write_tokens: r.try_get("cache_write_tokens")?,
         cost_micros: r.try_get("cost_micros")?,
+        units: Default::default(),
     })
+}
+
+/// `SELECT <group> AS g, unit, SUM(quantity)` over the filtered requests.
+macro_rules! unit_sums {
+    ($group:literal) => {
+        concat!(
+            "SELECT ",
+            $group,
+            " AS g, u.unit, CAST(COALESCE(SUM(u.quantity), 0) AS BIGINT) AS q \
+             FROM request_units u JOIN requests r ON r.id = u.request_id WHERE ",
+            filter!(),
+            " GROUP BY ",
+            $group,
+            ", u.unit"
+        )
+    };
 }
 
 impl Store {
@@ -74,6 +102,34 @@ impl Store {
             .bind(f.key_id.unwrap_or(""))
             .fetch_all(self.pool())
             .await?)
+    }
+
+    /// Quantities per group and unit, added to `rows` (matched by group).
+    pub async fn add_unit_sums(
+        &self,
+        f: &UsageFilter<'_>,
+        group: UnitGroup,
+        rows: &mut [UsageRow],
+    ) -> StoreResult<()> {
+        let sql = match group {
+            // One tenant per query: grouping by it is grouping by nothing.
+            UnitGroup::Total => unit_sums!("r.tenant_id"),
+            UnitGroup::Key => unit_sums!("r.key_id"),
+            UnitGroup::Model => unit_sums!("r.model"),
+            UnitGroup::Day => unit_sums!("CAST(r.created_ms / 86400000 AS BIGINT)"),
+        };
+        for r in self.usage_query(sql, f).await? {
+            let g = match group {
+                UnitGroup::Total => String::new(),
+                UnitGroup::Day => r.try_get::<i64, _>("g")?.to_string(),
+                _ => r.try_get::<String, _>("g")?,
+            };
+            let (unit, q): (String, i64) = (r.try_get("unit")?, r.try_get("q")?);
+            if let Some(row) = rows.iter_mut().find(|row| row.group == g) {
+                row.units.insert(unit, q);
+            }
+        }
+        Ok(())
     }
 
     pub async fn usage_totals(&self, f: &UsageFilter<'_>) -> StoreResult<UsageRow> {
