@@ -64,7 +64,8 @@
 //!     rejected_prediction_tokens` (always present, summed over choices) and
 //!     counted as billed with each choice's finish chunk.
 //! - Stats: every POST to a model endpoint counts as a request (failures too)
-//!   and records its headers and JSON body. Tokens are counted as billed: the
+//!   and records its headers and JSON body; `max_in_flight` is the most
+//!   model requests handled at once (from arrival until the response head). Tokens are counted as billed: the
 //!   input (and cached) tokens once the response starts, output tokens as
 //!   each SSE event carrying them is handed to the connection, so a cut or
 //!   abandoned stream leaves what was actually sent (OpenAI streams count
@@ -134,6 +135,10 @@ pub struct MockStats {
     pub last_path: Option<String>,
     pub last_body: Option<Value>,
     pub last_headers: Vec<(String, String)>,
+    /// The most model requests handled at once, from arrival until the
+    /// response head is ready (the `x-mock-delay-ms` wait included), so a
+    /// test can tell that requests really overlapped.
+    pub max_in_flight: u64,
 }
 
 impl MockStats {
@@ -157,6 +162,7 @@ impl MockStats {
             "last_path": self.last_path,
             "last_body": self.last_body,
             "last_headers": self.last_headers,
+            "max_in_flight": self.max_in_flight,
         })
     }
 }
@@ -183,6 +189,7 @@ impl MockUpstream {
         let shared = Arc::new(Shared {
             stats: Mutex::new(MockStats::default()),
             next_id: AtomicU64::new(1),
+            in_flight: AtomicU64::new(0),
             shutdown: rx.clone(),
         });
         let app = router(shared.clone());
@@ -234,6 +241,8 @@ impl MockUpstream {
 struct Shared {
     stats: Mutex<MockStats>,
     next_id: AtomicU64,
+    /// Model requests being handled now (see `MockStats::max_in_flight`).
+    in_flight: AtomicU64,
     shutdown: watch::Receiver<bool>,
 }
 
@@ -315,6 +324,7 @@ impl Shared {
         stopping: fn() -> Response,
         answer: impl FnOnce(u64, Option<Value>) -> Fut,
     ) -> Response {
+        let _in_flight = InFlight::enter(self);
         let body = serde_json::from_slice::<Value>(&body).ok();
         let n = self.record(api, path, headers, body.clone());
         let mut resp =
@@ -326,6 +336,25 @@ impl Shared {
             resp.headers_mut().insert(id_header, v);
         }
         resp
+    }
+}
+
+/// Counts one request in flight until dropped, also when the client goes
+/// away and the handler is dropped mid-wait.
+struct InFlight<'a>(&'a Shared);
+
+impl<'a> InFlight<'a> {
+    fn enter(shared: &'a Shared) -> InFlight<'a> {
+        let now = shared.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        let mut s = shared.stats();
+        s.max_in_flight = s.max_in_flight.max(now);
+        InFlight(shared)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
     }
 }
 

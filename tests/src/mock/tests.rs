@@ -424,3 +424,40 @@ async fn models_lists() {
     assert_eq!(v["data"][0]["type"], "model");
     assert_eq!(mock.stats().requests, 0);
 }
+
+#[tokio::test]
+async fn max_in_flight_counts_overlapping_requests() {
+    let mock = MockUpstream::start().await;
+    let msgs = json!([{"role": "user", "content": "x"}]);
+    let send = |delay: &'static str| {
+        client()
+            .post(format!("{}/chat/completions", mock.openai_base_url()))
+            .bearer_auth(OPENAI_KEY)
+            .header("x-mock-delay-ms", delay)
+            .json(&json!({"model": "m", "messages": msgs}))
+            .send()
+    };
+    // One after another: never more than one at a time.
+    for _ in 0..3 {
+        assert_eq!(send("0").await.unwrap().status(), 200);
+    }
+    assert_eq!(mock.stats().max_in_flight, 1);
+    // Five at once, each held 300 ms: all five overlap.
+    let answers = futures::future::join_all((0..5).map(|_| send("300"))).await;
+    assert!(answers.iter().all(|r| r.as_ref().unwrap().status() == 200));
+    assert_eq!(mock.stats().max_in_flight, 5);
+    // Finished requests leave the count: one more alone does not raise it.
+    assert_eq!(send("0").await.unwrap().status(), 200);
+    mock.reset_stats();
+    assert_eq!(send("0").await.unwrap().status(), 200);
+    assert_eq!(mock.stats().max_in_flight, 1);
+    let v: Value = client()
+        .get(format!("http://{}/_mock/stats", mock.addr()))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["max_in_flight"], 1);
+}
