@@ -106,17 +106,34 @@ async fn messages_pass_through_with_cost(backend: Backend) {
     assert_eq!(seen.header("x-api-key"), Some("mock-anthropic-key"));
     assert!(seen.header("authorization").is_none(), "the client's key never goes upstream");
     assert_eq!(seen.header("anthropic-version"), Some("2023-06-01"));
+    assert_eq!(seen.requests, 1);
     // max_tokens is filled in when missing and capped at the model's limit.
-    let (status, _, _) = post(
+    // Each request must be answered and reach the mock: otherwise
+    // `last_body` would still be the previous request's.
+    let (status, body, _) = post(
         &t,
         "/v1/messages",
         json!({"model": "claude-test", "messages": [{"role": "user", "content": "x"}]}),
     )
     .await;
-    assert_eq!(status, 200);
-    assert_eq!(mock.stats().last_body.unwrap()["max_tokens"], 1000);
-    post(&t, "/v1/messages", json!({"model": "claude-test", "max_tokens": 128000, "messages": [{"role": "user", "content": "x"}]})).await;
-    assert_eq!(mock.stats().last_body.unwrap()["max_tokens"], 1000);
+    assert_eq!(status, 200, "{body}");
+    let seen = mock.stats();
+    assert_eq!(seen.requests, 2, "forwarded to the provider");
+    assert_eq!(seen.last_body.unwrap()["max_tokens"], 1000);
+    let (status, body, _) = post(
+        &t,
+        "/v1/messages",
+        json!({"model": "claude-test", "max_tokens": 128000,
+               "messages": [{"role": "user", "content": "y"}]}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["content"][0]["text"], "Hello from mock: y");
+    let seen = mock.stats();
+    assert_eq!(seen.requests, 3, "forwarded to the provider");
+    let sent = seen.last_body.unwrap();
+    assert_eq!(sent["messages"][0]["content"], "y", "the body is this request's");
+    assert_eq!(sent["max_tokens"], 1000);
     t.stop().await;
 }
 
@@ -375,7 +392,10 @@ async fn upstream_failures_map_faithfully(backend: Backend) {
     )
     .await;
     assert_eq!(events.last().unwrap().0.as_deref(), Some("error"), "{events:?}");
-    assert!(mock.stats().requests >= 10);
+    // Eight fault cases, the 529 and the cut stream reached the provider,
+    // each exactly once: qlaud never retries a model call (a retry could
+    // bill the user twice). The refused connection never reached it.
+    assert_eq!(mock.stats().requests, 10);
     t.stop().await;
 }
 
