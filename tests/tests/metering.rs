@@ -111,15 +111,37 @@ async fn ledger(url: &str, key_id: &str) -> (i64, i64, i64) {
     (row.try_get("s").unwrap(), row.try_get("r").unwrap(), open)
 }
 
+/// A request whose answer runs into `max_tokens` (the mock echoes the 100
+/// words after three of its own), so each admitted request costs exactly
+/// 100 input and 100 output tokens: 3 × 100 + 15 × 100 = 1800 µ$, close to
+/// its reservation. A cap that let a few requests too many in would then
+/// show in the settled spend, not only in the reservations. The `slow`
+/// model (priced as claude-test) is answered after 100 ms, so the admitted
+/// requests are in flight together while the rest are being admitted.
+/// (qlaud does not forward a client's `x-mock-delay-ms` header.)
+fn truncating() -> Value {
+    json!({"model": "claude-slow", "max_tokens": 100,
+           "messages": [{"role": "user", "content": "w ".repeat(100).trim_end()}]})
+}
+
 /// Fires `n` requests at once, spread over `bases`; returns the statuses
 /// and the costs of the admitted ones.
-async fn storm(bases: &[String], key: &str, n: usize, model: &str) -> (Vec<u16>, i64) {
+async fn storm(bases: &[String], key: &str, n: usize) -> (Vec<u16>, i64) {
     let http = reqwest::Client::builder().pool_max_idle_per_host(512).build().unwrap();
     let tasks: Vec<_> = (0..n)
         .map(|i| {
             let (http, base, key) = (http.clone(), bases[i % bases.len()].clone(), key.to_string());
-            let body = ask(model, 100);
-            tokio::spawn(async move { message(&http, &base, &key, body).await })
+            tokio::spawn(async move {
+                let resp = http
+                    .post(format!("{base}/v1/messages"))
+                    .header("x-api-key", key)
+                    .json(&truncating())
+                    .send()
+                    .await
+                    .unwrap();
+                let status = resp.status().as_u16();
+                (status, resp.json::<Value>().await.unwrap_or(Value::Null))
+            })
         })
         .collect();
     let mut statuses = Vec::new();
@@ -138,28 +160,88 @@ async fn storm(bases: &[String], key: &str, n: usize, model: &str) -> (Vec<u16>,
     (statuses, cost)
 }
 
-/// The cap used below (`max_spend_usd: 0.0015`): 1,500 µ$, about ten
-/// answers of this size.
-const CAP_MICROS: i64 = 1_500;
+/// Watches the key's ledger rows until `stop` is set: returns the largest
+/// settled + reserved seen in any window, the largest reserved amount and
+/// how many samples were taken. The cap's invariant holds at every instant,
+/// not only once the requests are settled.
+fn watch_ledger(
+    url: String,
+    key_id: String,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) -> tokio::task::JoinHandle<(i64, i64, u64)> {
+    tokio::spawn(async move {
+        let pool = store_pool(&url).await;
+        let (mut committed, mut reserved, mut samples) = (0i64, 0i64, 0u64);
+        while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+            let rows = sqlx::query(
+                "SELECT CAST(settled_micros + reserved_micros AS BIGINT) AS c, \
+                 CAST(reserved_micros AS BIGINT) AS r FROM key_spend WHERE key_id = $1",
+            )
+            .bind(&key_id)
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+            for row in rows {
+                committed = committed.max(row.get::<i64, _>("c"));
+                reserved = reserved.max(row.get::<i64, _>("r"));
+            }
+            samples += 1;
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        pool.close().await;
+        (committed, reserved, samples)
+    })
+}
 
-async fn cap_holds_under_300_concurrent_requests(backend: Backend) {
-    let mock = MockUpstream::start().await;
-    let Some(t) = TestServer::start_with(backend, Some(&mock_toml(&mock))).await else { return };
-    let key =
-        mint(&t.base_url, &t.master_key, json!({"name": "capped", "max_spend_usd": 0.0015})).await;
-    let secret = key["secret"].as_str().unwrap();
-    let (statuses, cost) =
-        storm(std::slice::from_ref(&t.base_url), secret, 300, "claude-test").await;
+/// The cap of the storms below (`max_spend_usd: 0.05`): room for about
+/// twenty reservations of a `truncating()` request at once, and for at most
+/// 27 of them settled (27 × 1800 = 48600 µ$).
+const STORM_CAP_MICROS: i64 = 50_000;
+
+/// The shared checks of a storm against one key: the cap held at every
+/// instant and in the end, the provider saw exactly the admitted requests
+/// and many of them at once, and what was billed is what it reported.
+fn check_storm(
+    mock: &MockUpstream,
+    statuses: &[u16],
+    cost: i64,
+    (committed, reserved, samples): (i64, i64, u64),
+) {
     let admitted = statuses.iter().filter(|s| **s == 200).count() as u64;
-    assert!((1..300).contains(&admitted), "admitted {admitted}");
+    assert!((2..statuses.len() as u64).contains(&admitted), "admitted {admitted}");
     let stats = mock.stats();
     assert_eq!(stats.requests, admitted, "the provider saw exactly the admitted requests");
-    assert!(cost <= CAP_MICROS, "spent {cost} µ$ of a {CAP_MICROS} µ$ cap");
+    assert!(
+        stats.max_in_flight >= 10,
+        "only {} requests were in flight at once: the reservations never overlapped",
+        stats.max_in_flight
+    );
+    assert!(cost <= STORM_CAP_MICROS, "spent {cost} µ$ of a {STORM_CAP_MICROS} µ$ cap");
     assert_eq!(
         cost,
         claude_cost(stats.input_tokens, stats.output_tokens),
         "ledger = provider's counts × prices"
     );
+    assert!(samples > 0 && reserved > 0, "the ledger was never seen holding reservations");
+    assert!(
+        committed <= STORM_CAP_MICROS,
+        "settled + reserved reached {committed} µ$ of a {STORM_CAP_MICROS} µ$ cap"
+    );
+}
+
+async fn cap_holds_under_300_concurrent_requests(backend: Backend) {
+    let mock = MockUpstream::start().await;
+    let Some(t) = TestServer::start_with(backend, Some(&mock_toml(&mock))).await else { return };
+    let key =
+        mint(&t.base_url, &t.master_key, json!({"name": "capped", "max_spend_usd": 0.05})).await;
+    let secret = key["secret"].as_str().unwrap();
+    let key_id = key["id"].as_str().unwrap();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let watcher = watch_ledger(t.db.url.clone(), key_id.to_string(), stop.clone());
+    let (statuses, cost) = storm(std::slice::from_ref(&t.base_url), secret, 300).await;
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    check_storm(&mock, &statuses, cost, watcher.await.unwrap());
+    let admitted = statuses.iter().filter(|s| **s == 200).count() as u64;
     let report = usage(&t.base_url, &t.master_key, "").await;
     let row = report["by_key"]
         .as_array()
@@ -170,15 +252,14 @@ async fn cap_holds_under_300_concurrent_requests(backend: Backend) {
         .clone();
     assert_eq!(row["cost_micros"].as_i64().unwrap(), cost);
     assert_eq!(row["requests"].as_u64().unwrap(), admitted);
-    let (settled, reserved, open) = ledger(&t.db.url, key["id"].as_str().unwrap()).await;
+    let (settled, reserved, open) = ledger(&t.db.url, key_id).await;
     assert_eq!((settled, reserved, open), (cost, 0, 0));
     t.stop().await;
 }
 
+/// Two `qlaud serve` processes on one store: PostgreSQL, and the same
+/// SQLite file (the store's own locking serialises their admissions).
 async fn cap_holds_across_two_processes(backend: Backend) {
-    if backend != Backend::Postgres {
-        return; // Several processes share one database only on PostgreSQL.
-    }
     let Some(db) = TestDb::new(backend).await else { return };
     let mock = MockUpstream::start().await;
     let config = std::env::temp_dir().join(format!("qlaud-{}.toml", uuid::Uuid::new_v4()));
@@ -193,21 +274,25 @@ async fn cap_holds_across_two_processes(backend: Backend) {
         .or_else(|| b.stdout.lines().find(|l| l.starts_with('{')));
     let master: Value = serde_json::from_str(master.unwrap()).unwrap();
     let master = master["master_key"].as_str().unwrap();
-    let key = mint(&a.base_url(), master, json!({"name": "shared", "max_spend_usd": 0.0015})).await;
+    let key = mint(&a.base_url(), master, json!({"name": "shared", "max_spend_usd": 0.05})).await;
+    let key_id = key["id"].as_str().unwrap();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let watcher = watch_ledger(db.url.clone(), key_id.to_string(), stop.clone());
     let (statuses, cost) =
-        storm(&[a.base_url(), b.base_url()], key["secret"].as_str().unwrap(), 300, "claude-test")
-            .await;
-    let admitted = statuses.iter().filter(|s| **s == 200).count() as u64;
-    let stats = mock.stats();
-    assert_eq!(stats.requests, admitted);
-    assert!(cost <= CAP_MICROS, "spent {cost} µ$ of {CAP_MICROS}");
-    assert_eq!(cost, claude_cost(stats.input_tokens, stats.output_tokens));
-    // Both processes report the same ledger.
+        storm(&[a.base_url(), b.base_url()], key["secret"].as_str().unwrap(), 300).await;
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    check_storm(&mock, &statuses, cost, watcher.await.unwrap());
+    // Half the requests went to each process, each admitted or refused
+    // on the shared ledger (which one admits more is up to timing). Both
+    // report the same ledger once each has written what it still had
+    // queued (a usage report does that).
+    usage(&a.base_url(), master, "").await;
+    usage(&b.base_url(), master, "").await;
     let ra = usage(&a.base_url(), master, "").await;
     let rb = usage(&b.base_url(), master, "").await;
     assert_eq!(ra["totals"]["cost_micros"].as_i64(), Some(cost));
     assert_eq!(rb["totals"]["cost_micros"].as_i64(), Some(cost));
-    let (settled, reserved, open) = ledger(&db.url, key["id"].as_str().unwrap()).await;
+    let (settled, reserved, open) = ledger(&db.url, key_id).await;
     assert_eq!((settled, reserved, open), (cost, 0, 0));
     a.kill().await;
     b.kill().await;
@@ -256,7 +341,7 @@ async fn caps_reset_at_calendar_boundaries(backend: Backend) {
         let key = mint(
             &t.base_url,
             &t.master_key,
-            json!({"name": period, "max_spend_usd": 0.0015, "period": period}),
+            json!({"name": period, "max_spend_usd": 0.00084, "period": period}),
         )
         .await;
         let secret = key["secret"].as_str().unwrap();
@@ -283,7 +368,7 @@ async fn caps_reset_at_calendar_boundaries(backend: Backend) {
     let key = mint(
         &t.base_url,
         &t.master_key,
-        json!({"name": "total", "max_spend_usd": 0.0015, "period": "total"}),
+        json!({"name": "total", "max_spend_usd": 0.00084, "period": "total"}),
     )
     .await;
     let secret = key["secret"].as_str().unwrap();
