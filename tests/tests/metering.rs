@@ -302,7 +302,9 @@ async fn dropped_stream_is_billed_for_what_was_produced(backend: Backend) {
     let mock = MockUpstream::start().await;
     let Some(t) = TestServer::start_with(backend, Some(&mock_toml(&mock))).await else { return };
     let key = mint(&t.base_url, &t.master_key, json!({"name": "streamer"})).await;
+    let query = format!("?key_id={}", key["id"].as_str().unwrap());
     let words = "w ".repeat(40);
+    let started = std::time::Instant::now();
     let resp = t
         .http
         .post(format!("{}/v1/messages", t.base_url))
@@ -315,13 +317,26 @@ async fn dropped_stream_is_billed_for_what_was_produced(backend: Backend) {
     let mut body = resp.bytes_stream();
     body.next().await.unwrap().unwrap();
     drop(body);
-    // Let the provider notice and qlaud settle.
-    tokio::time::sleep(std::time::Duration::from_millis(800)).await;
+    // The whole answer is 43 output tokens in some 50 events, 100 ms each:
+    // about 5 s. Wait until qlaud has settled the request, then until well
+    // past the time the full answer would have taken, so that a provider
+    // call that was never stopped shows all 43 tokens.
+    let full_answer = started + std::time::Duration::from_secs(7);
+    let deadline = started + std::time::Duration::from_secs(30);
+    loop {
+        let report = usage(&t.base_url, &t.master_key, &query).await;
+        if report["totals"]["requests"] == 1 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the dropped stream was never settled");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let at_settle = mock.stats().output_tokens;
+    tokio::time::sleep_until(full_answer.into()).await;
     let stats = mock.stats();
+    assert_eq!(stats.output_tokens, at_settle, "the provider kept generating after the drop");
     assert!(stats.output_tokens < 43, "the provider stopped early: {}", stats.output_tokens);
-    let report =
-        usage(&t.base_url, &t.master_key, &format!("?key_id={}", key["id"].as_str().unwrap()))
-            .await;
+    let report = usage(&t.base_url, &t.master_key, &query).await;
     let totals = &report["totals"];
     assert_eq!(totals["requests"], 1);
     assert_eq!(totals["input_tokens"].as_u64(), Some(stats.input_tokens));
