@@ -348,11 +348,63 @@ async fn dropped_stream_is_billed_for_what_was_produced(backend: Backend) {
     t.stop().await;
 }
 
+/// Unix ms of `y-m-d` 00:00 UTC.
+fn utc_midnight(y: i32, m: u32, d: u32) -> i64 {
+    chrono::NaiveDate::from_ymd_opt(y, m, d)
+        .unwrap()
+        .and_hms_opt(0, 0, 0)
+        .unwrap()
+        .and_utc()
+        .timestamp_millis()
+}
+
+/// Puts the server's billing clock at `at_ms` (it runs on from there).
+fn set_clock(t: &TestServer, at_ms: i64) {
+    t.clock.advance_ms(at_ms - t.clock_now_ms());
+}
+
+/// Calls until the cap refuses (at most 20 calls); the number admitted.
+async fn spend_cap(http: &reqwest::Client, t: &TestServer, secret: &str) -> u32 {
+    for admitted in 0..20 {
+        let (status, body) = message(http, &t.base_url, secret, ask("claude-test", 100)).await;
+        if status == 402 {
+            assert_eq!(body["error"]["code"], "spend_cap_reached", "{body}");
+            return admitted;
+        }
+        assert_eq!(status, 200, "{body}");
+    }
+    panic!("the cap never bit in 20 calls");
+}
+
+/// The key's next call is refused, saying the window ends at `ends_ms`.
+async fn refused_until(http: &reqwest::Client, t: &TestServer, secret: &str, ends_ms: i64) {
+    let (status, body) = message(http, &t.base_url, secret, ask("claude-test", 100)).await;
+    assert_eq!(status, 402, "{body}");
+    let ends = chrono::DateTime::from_timestamp_millis(ends_ms).unwrap();
+    let ends = ends.format("%Y-%m-%dT%H:%M:%S").to_string();
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(message.contains(&format!("resets at {ends}")), "{message}");
+}
+
 async fn caps_reset_at_calendar_boundaries(backend: Backend) {
+    const HOUR: i64 = 3_600_000;
+    const DAY: i64 = 24 * HOUR;
     let mock = MockUpstream::start().await;
     let Some(t) = TestServer::start_with(backend, Some(&mock_toml(&mock))).await else { return };
     let http = reqwest::Client::new();
-    for (period, step_days) in [("daily", 1), ("weekly", 7), ("monthly", 31)] {
+    // For each period: a boundary of that period only (a Wednesday that is
+    // not the 1st; a Monday that is not the 1st; a 1st that is a Friday),
+    // and a later moment in the new window past boundaries of the shorter
+    // periods (23 h on; six midnights and the 1st of February on; four
+    // Mondays on). A rolling window (the last 24 h, 7 or 31 days) refuses
+    // just after the boundary; a window that resets too often admits at the
+    // later moment.
+    let cases = [
+        ("daily", utc_midnight(2030, 1, 16), 23 * HOUR, DAY),
+        ("weekly", utc_midnight(2030, 1, 28), 6 * DAY + 23 * HOUR, 7 * DAY),
+        ("monthly", utc_midnight(2030, 3, 1), 30 * DAY + 23 * HOUR, 31 * DAY),
+    ];
+    for (period, boundary, later, length) in cases {
         let key = mint(
             &t.base_url,
             &t.master_key,
@@ -360,24 +412,19 @@ async fn caps_reset_at_calendar_boundaries(backend: Backend) {
         )
         .await;
         let secret = key["secret"].as_str().unwrap();
-        // Spend the window's budget one request at a time.
-        let mut served = 0;
-        loop {
-            let (status, _) = message(&http, &t.base_url, secret, ask("claude-test", 100)).await;
-            if status == 402 {
-                break;
-            }
-            assert_eq!(status, 200);
-            served += 1;
-            assert!(served < 100, "the cap never bit");
-        }
+        // Spend the window's budget in its last seconds.
+        set_clock(&t, boundary - 3_000);
+        assert!(spend_cap(&http, &t, secret).await >= 1, "{period}: nothing was admitted");
+        assert!(t.clock_now_ms() < boundary - 1_000, "{period}: spending took too long");
+        set_clock(&t, boundary - 300);
+        refused_until(&http, &t, secret, boundary).await;
+        // 100 ms into the next window: a budget of its own, no job involved.
+        set_clock(&t, boundary + 100);
         let (status, body) = message(&http, &t.base_url, secret, ask("claude-test", 100)).await;
-        assert_eq!(status, 402);
-        assert!(body["error"]["message"].as_str().unwrap().contains("resets at"), "{body}");
-        // The next window starts by itself, no job involved.
-        t.clock.advance_ms(step_days * 86_400_000);
-        let (status, _) = message(&http, &t.base_url, secret, ask("claude-test", 100)).await;
-        assert_eq!(status, 200, "{period}: a new window admits again");
+        assert_eq!(status, 200, "{period}: a new window admits again: {body}");
+        spend_cap(&http, &t, secret).await;
+        set_clock(&t, boundary + later);
+        refused_until(&http, &t, secret, boundary + length).await;
     }
     // A lifetime cap never resets.
     let key = mint(
@@ -387,9 +434,11 @@ async fn caps_reset_at_calendar_boundaries(backend: Backend) {
     )
     .await;
     let secret = key["secret"].as_str().unwrap();
-    while message(&http, &t.base_url, secret, ask("claude-test", 100)).await.0 == 200 {}
-    t.clock.advance_ms(400 * 86_400_000);
-    assert_eq!(message(&http, &t.base_url, secret, ask("claude-test", 100)).await.0, 402);
+    assert!(spend_cap(&http, &t, secret).await >= 1);
+    t.clock.advance_ms(400 * DAY);
+    let (status, body) = message(&http, &t.base_url, secret, ask("claude-test", 100)).await;
+    assert_eq!(status, 402, "{body}");
+    assert!(body["error"]["message"].as_str().unwrap().contains("never resets"), "{body}");
     t.stop().await;
 }
 
