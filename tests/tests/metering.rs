@@ -502,23 +502,45 @@ async fn clamps_output_instead_of_refusing(backend: Backend) {
     assert_eq!(resp.status(), 200);
     let clamped: u64 =
         resp.headers()["qlaud-max-tokens-clamped"].to_str().unwrap().parse().unwrap();
-    let sent = mock.stats().last_body.unwrap()["max_tokens"].as_u64().unwrap();
+    let first: Value = resp.json().await.unwrap();
+    let stats = mock.stats();
+    assert_eq!(stats.requests, 1);
+    let sent = stats.last_body.unwrap()["max_tokens"].as_u64().unwrap();
     assert_eq!(sent, clamped);
     assert!((16..1000).contains(&clamped), "clamped to {clamped}");
-    // A clamped answer that runs into the limit says so the usual way.
-    let long = "word ".repeat(2000);
-    let (status, body) = message(
-        &http,
-        &t.base_url,
-        secret,
-        json!({"model": "claude-test", "max_tokens": 128_000, "messages": [{"role": "user", "content": long}]}),
-    )
-    .await;
-    if status == 200 {
-        assert_eq!(body["stop_reason"], "max_tokens");
-    } else {
-        assert_eq!(status, 402);
-    }
+    let spent = first["usage"]["cost_micros"].as_i64().unwrap();
+    // A clamped answer that runs into the limit says so the usual way. The
+    // 600-word prompt fits the $0.01 left (600 × 3 µ$ billed, under 5000 µ$
+    // reserved for it) but the 603-word answer does not, so the output is
+    // clamped below it and the answer stops at the limit.
+    let long = json!({"model": "claude-test", "max_tokens": 128_000,
+                      "messages": [{"role": "user", "content": "w ".repeat(600).trim_end()}]});
+    let resp = http
+        .post(format!("{}/v1/messages", t.base_url))
+        .header("x-api-key", secret)
+        .json(&long)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let clamped: u64 =
+        resp.headers()["qlaud-max-tokens-clamped"].to_str().unwrap().parse().unwrap();
+    let body: Value = resp.json().await.unwrap();
+    let stats = mock.stats();
+    assert_eq!(stats.requests, 2, "forwarded to the provider");
+    assert_eq!(stats.last_body.unwrap()["max_tokens"].as_u64(), Some(clamped));
+    assert!((16..603).contains(&clamped), "clamped to {clamped}");
+    assert_eq!(body["stop_reason"], "max_tokens", "{body}");
+    assert_eq!(body["usage"]["output_tokens"].as_u64(), Some(clamped));
+    let cost = body["usage"]["cost_micros"].as_i64().unwrap();
+    assert_eq!(cost, claude_cost(600, clamped));
+    assert!(spent + cost <= 10_000, "spent {} µ$ of a 10000 µ$ cap", spent + cost);
+    // What is left now pays for neither that prompt nor 16 tokens of output:
+    // refused, before the provider.
+    let (status, body) = message(&http, &t.base_url, secret, long).await;
+    assert_eq!(status, 402, "{body}");
+    assert_eq!(body["error"]["code"], "spend_cap_reached", "{body}");
+    assert_eq!(mock.stats().requests, 2, "refused before the provider");
     t.stop().await;
 }
 
