@@ -660,9 +660,19 @@ async fn crash_mid_load_settles_every_request_once(backend: Backend) {
     let key =
         mint(&first.base_url(), &master, json!({"name": "crashy", "max_spend_usd": 10})).await;
     let secret = key["secret"].as_str().unwrap().to_string();
-    // Slow answers keep many requests in flight when the process dies.
+    let key_id = key["id"].as_str().unwrap();
     let http = reqwest::Client::new();
     let base = first.base_url();
+    // Three requests finish and are written (a usage report writes what
+    // the process still has queued) before the crash: settled exactly.
+    for _ in 0..3 {
+        assert_eq!(message(&http, &base, &secret, ask("claude-test", 100)).await.0, 200);
+    }
+    let before = usage(&base, &master, "?from=2000-01-01&to=2100-01-01").await;
+    assert_eq!(before["totals"]["requests"], 3);
+    // Slow answers (100 ms: the `slow` model; qlaud does not forward a
+    // client's `x-mock-delay-ms`) keep requests in flight when the process
+    // dies.
     let tasks: Vec<_> = (0..60)
         .map(|i| {
             let (http, base, secret) = (http.clone(), base.clone(), secret.clone());
@@ -670,8 +680,7 @@ async fn crash_mid_load_settles_every_request_once(backend: Backend) {
                 tokio::time::sleep(std::time::Duration::from_millis(i * 10)).await;
                 http.post(format!("{base}/v1/messages"))
                     .header("x-api-key", secret)
-                    .header("x-mock-delay-ms", "300")
-                    .json(&ask("claude-test", 100))
+                    .json(&ask("claude-slow", 100))
                     .send()
                     .await
                     .map(|r| r.status().as_u16())
@@ -680,12 +689,15 @@ async fn crash_mid_load_settles_every_request_once(backend: Backend) {
         .collect();
     tokio::time::sleep(std::time::Duration::from_millis(400)).await;
     first.kill().await;
+    let mut answered = 0u64;
     for t in tasks {
-        let _ = t.await;
+        if let Ok(Ok(status)) = t.await {
+            assert_eq!(status, 200);
+            answered += 1;
+        }
     }
     // The restarted process settles what the dead one left open.
     let second = QlaudProcess::spawn(&args).await;
-    let key_id = key["id"].as_str().unwrap();
     let mut waited = 0;
     while ledger(&db.url, key_id).await.2 > 0 {
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
@@ -699,20 +711,31 @@ async fn crash_mid_load_settles_every_request_once(backend: Backend) {
     // Every request the provider saw is in the log once; usage the
     // provider reported is billed exactly, the rest at its reservation.
     let pool = store_pool(&db.url).await;
-    let rows = sqlx::query("SELECT cost_micros, input_tokens, output_tokens, recovered FROM requests WHERE key_id = $1")
-        .bind(key_id)
-        .fetch_all(&pool)
-        .await
-        .unwrap();
+    let rows = sqlx::query(
+        "SELECT id, cost_micros, input_tokens, output_tokens, recovered FROM requests \
+         WHERE key_id = $1",
+    )
+    .bind(key_id)
+    .fetch_all(&pool)
+    .await
+    .unwrap();
     pool.close().await;
     let stats = mock.stats();
+    let ids: std::collections::HashSet<String> = rows.iter().map(|r| r.get("id")).collect();
+    assert_eq!(ids.len(), rows.len(), "a request was logged twice");
     assert!(
         rows.len() as u64 >= stats.requests,
         "{} logged, {} seen by the provider",
         rows.len(),
         stats.requests
     );
-    let mut exact = 0i64;
+    assert!(rows.len() as u64 >= 3 + answered, "a request answered to its client was not billed");
+    assert!(rows.len() <= 3 + 60, "{} rows for 63 requests", rows.len());
+    // The most the provider could bill for one of these requests: its 3
+    // input tokens and all 100 output tokens allowed.
+    let worst = claude_cost(3, 100);
+    let (mut exact, mut recovered) = (0, 0);
+    let (mut exact_input, mut exact_output) = (0u64, 0u64);
     for r in &rows {
         let (cost, i, o, rec): (i64, i64, i64, i64) = (
             r.get("cost_micros"),
@@ -722,15 +745,28 @@ async fn crash_mid_load_settles_every_request_once(backend: Backend) {
         );
         if rec == 0 {
             assert_eq!(cost, claude_cost(i as u64, o as u64));
-            exact += cost;
+            exact += 1;
+            exact_input += i as u64;
+            exact_output += o as u64;
+        } else {
+            assert!(
+                cost >= worst,
+                "recovered at {cost} µ$, less than the {worst} µ$ it could cost"
+            );
+            recovered += 1;
         }
     }
+    assert!(exact >= 3, "{exact} requests settled exactly");
+    assert!(recovered >= 1, "no request was left in flight by the crash");
+    assert!(exact <= stats.requests, "{exact} exact rows, {} provider requests", stats.requests);
+    // Usage billed exactly was reported by the provider: never more of it.
+    assert!(exact_input <= stats.input_tokens, "{exact_input} > {}", stats.input_tokens);
+    assert!(exact_output <= stats.output_tokens, "{exact_output} > {}", stats.output_tokens);
     let total: i64 = rows.iter().map(|r| r.get::<i64, _>("cost_micros")).sum();
     assert_eq!(total, settled, "none counted twice");
     assert!(
         total >= claude_cost(stats.input_tokens, stats.output_tokens),
         "none lost: {total} < provider's"
     );
-    assert!(exact <= total);
     second.kill().await;
 }
