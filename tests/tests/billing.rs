@@ -2,7 +2,6 @@
 //! reinstating keys, meter events pushed to a mock Stripe exactly once, and
 //! invoice previews that add up, on SQLite and PostgreSQL.
 
-use qlaud_server::billing::signature::sign;
 use qlaud_tests::mock::MockUpstream;
 use qlaud_tests::mock::stripe::MockStripe;
 use qlaud_tests::{Backend, TestServer, backend_tests, mock_toml, qlaud_bin};
@@ -18,6 +17,35 @@ backend_tests!(
 );
 
 /// Receives alerts: (signature header, body) of each POST.
+/// Stripe's `v1` signature scheme, HMAC-SHA256 of `"{t}.{body}"` in hex,
+/// computed here with the HMAC crates rather than with qlaud's own signing
+/// code, so that a mistake there cannot hide on both sides of a check.
+fn stripe_v1(secret: &str, t: i64, body: &[u8]) -> String {
+    use hmac::Mac as _;
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(format!("{t}.").as_bytes());
+    mac.update(body);
+    hex::encode(mac.finalize().into_bytes())
+}
+
+/// A Stripe event, byte for byte, and its signature at t = 1700000000 with
+/// [`WHSEC`], computed outside Rust:
+/// `printf '%s' "1700000000.$BODY" | openssl dgst -sha256 -hmac whsec_test_secret`
+/// (Python's `hmac` gives the same).
+const KAT_BODY: &str = r#"{"id":"evt_kat","object":"event","type":"invoice.payment_failed","created":1700000000,"data":{"object":{"object":"invoice","customer":"cus_KAT","status":"open"}}}"#;
+const KAT_T: i64 = 1_700_000_000;
+const KAT_V1: &str = "0613679021d6001d1e96b4def5ca3aca2b6a636582e177fbbf5abd6557a5855c";
+
+#[test]
+fn test_signer_matches_the_known_answer() {
+    assert_eq!(stripe_v1(WHSEC, KAT_T, KAT_BODY.as_bytes()), KAT_V1);
+    // And a second vector, for a one-line body.
+    assert_eq!(
+        stripe_v1(WHSEC, KAT_T, br#"{"id":"evt_kat"}"#),
+        "94a72b7d6bd6656f8eb4526dfbefe5453e5c64c7f320ed905e0ff9f590245e31"
+    );
+}
+
 async fn alert_receiver() -> (String, std::sync::Arc<std::sync::Mutex<Vec<(String, String)>>>) {
     use axum::routing::post;
     let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
@@ -106,7 +134,11 @@ async fn spend_alerts_fire_once_per_threshold(backend: Backend) {
     for (sig, body) in &alerts {
         let (t_part, v1) = sig.split_once(",v1=").unwrap();
         let ts: i64 = t_part.trim_start_matches("t=").parse().unwrap();
-        assert_eq!(v1, sign(&secret, ts, body.as_bytes()), "signed with the tenant's alert secret");
+        assert_eq!(
+            v1,
+            stripe_v1(&secret, ts, body.as_bytes()),
+            "signed with the tenant's alert secret"
+        );
         let v: Value = serde_json::from_str(body).unwrap();
         assert_eq!(v["key_id"], k["id"]);
         assert_eq!(v["cap_micros"], 10_000);
@@ -167,7 +199,7 @@ async fn deliver(t: &TestServer, event: &Value, header: Option<String>) -> (u16,
 
 fn signed(event: &Value) -> Option<String> {
     let ts = chrono::Utc::now().timestamp();
-    Some(format!("t={ts},v1={}", sign(WHSEC, ts, event.to_string().as_bytes())))
+    Some(format!("t={ts},v1={}", stripe_v1(WHSEC, ts, event.to_string().as_bytes())))
 }
 
 fn event(id: &str, kind: &str, customer: &str, created: i64) -> Value {
@@ -324,13 +356,13 @@ async fn webhook_signatures_are_enforced(backend: Backend) {
     configure(&t).await;
     let k = t.mint(json!({"name": "a", "metadata": {"stripe_customer_id": "cus_A"}})).await;
     let ts = chrono::Utc::now().timestamp();
-    let good = sign(WHSEC, ts, e.to_string().as_bytes());
+    let good = stripe_v1(WHSEC, ts, e.to_string().as_bytes());
     let cases = [
         None,
         Some("garbage".to_string()),
         Some(format!("t={ts}")),
-        Some(format!("t={ts},v1={}", sign("whsec_wrong", ts, e.to_string().as_bytes()))),
-        Some(format!("t={},v1={}", ts - 301, sign(WHSEC, ts - 301, e.to_string().as_bytes()))),
+        Some(format!("t={ts},v1={}", stripe_v1("whsec_wrong", ts, e.to_string().as_bytes()))),
+        Some(format!("t={},v1={}", ts - 301, stripe_v1(WHSEC, ts - 301, e.to_string().as_bytes()))),
         Some(format!("t={},v1={good}", ts + 1)),
     ];
     for header in cases {
@@ -345,6 +377,23 @@ async fn webhook_signatures_are_enforced(backend: Backend) {
     // Several v1 values (a secret being rolled): one match is enough.
     let header = format!("t={ts},v1=00ff,v1={good}");
     assert_eq!(deliver(&t, &e, Some(header)).await.0, 200);
+    // The known-answer event, its bytes and signature fixed: accepted when
+    // the server's clock is within tolerance of its timestamp.
+    let kat = t.mint(json!({"name": "kat", "metadata": {"stripe_customer_id": "cus_KAT"}})).await;
+    t.clock.advance_ms((KAT_T + 10) * 1000 - t.clock_now_ms());
+    let resp = t
+        .http
+        .post(format!("{}/v1/billing/stripe/webhook/{}", t.base_url, t.tenant_id))
+        .header("content-type", "application/json")
+        .header("stripe-signature", format!("t={KAT_T},v1={KAT_V1}"))
+        .body(KAT_BODY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["keys_changed"], 1, "{body}");
+    assert_eq!(model_call(&t, kat["secret"].as_str().unwrap()).await.0, 402);
     t.stop().await;
 }
 
