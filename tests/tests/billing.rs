@@ -2,8 +2,8 @@
 //! reinstating keys, meter events pushed to a mock Stripe exactly once, and
 //! invoice previews that add up, on SQLite and PostgreSQL.
 
-use qlaud_tests::mock::MockUpstream;
 use qlaud_tests::mock::stripe::MockStripe;
+use qlaud_tests::mock::{MockStats, MockUpstream};
 use qlaud_tests::{Backend, TestServer, backend_tests, mock_toml, qlaud_bin};
 use serde_json::{Value, json};
 
@@ -397,8 +397,27 @@ async fn webhook_signatures_are_enforced(backend: Backend) {
     t.stop().await;
 }
 
+/// What one gpt-test request costs, from the tokens the mock reported for
+/// it: $1.25 per million input tokens not read from the cache, $0.125 per
+/// million cached ones, $10 per million output tokens, rounded up to the
+/// micro-dollar per request.
+fn gpt_cost(before: &MockStats, after: &MockStats) -> i64 {
+    let cached = after.cached_tokens - before.cached_tokens;
+    let input = after.input_tokens - before.input_tokens - cached;
+    let output = after.output_tokens - before.output_tokens;
+    let pico = 1_250_000 * input + 125_000 * cached + 10_000_000 * output;
+    pico.div_ceil(1_000_000) as i64
+}
+
+/// The last second of the calendar month `period` (`YYYY-MM`), Unix seconds.
+fn month_last_second(period: &str) -> i64 {
+    let first = chrono::NaiveDate::parse_from_str(&format!("{period}-01"), "%Y-%m-%d").unwrap();
+    let next = first.checked_add_months(chrono::Months::new(1)).unwrap();
+    next.and_hms_opt(0, 0, 0).unwrap().and_utc().timestamp() - 1
+}
+
 async fn meter_events_are_pushed_once(backend: Backend) {
-    let Some((t, _mock)) = start(backend).await else { return };
+    let Some((t, mock)) = start(backend).await else { return };
     configure(&t).await;
     let a = t.mint(json!({"name": "a", "metadata": {"stripe_customer_id": "cus_A"}})).await;
     let b = t.mint(json!({"name": "no customer"})).await;
@@ -408,9 +427,15 @@ async fn meter_events_are_pushed_once(backend: Backend) {
         .unwrap()
         .format("%Y-%m")
         .to_string();
+    // The value Stripe must get, from the provider's counts: each "hi" is
+    // 1 input and 4 output tokens, 1.25 + 40 → 42 µ$, three times: 126.
+    let mut expected = 0;
     for _ in 0..3 {
+        let before = mock.stats();
         assert_eq!(model_call(&t, a["secret"].as_str().unwrap()).await.0, 200);
+        expected += gpt_cost(&before, &mock.stats());
     }
+    assert_eq!(mock.stats().requests, 3);
     assert_eq!(model_call(&t, b["secret"].as_str().unwrap()).await.0, 200);
     let (status, export) = call(
         &t,
@@ -426,15 +451,8 @@ async fn meter_events_are_pushed_once(backend: Backend) {
     let e = &events[0];
     assert_eq!(e["event_name"], "qlaud_spend");
     assert_eq!(e["payload"]["stripe_customer_id"], "cus_A");
-    let (_, usage) = call(
-        &t,
-        reqwest::Method::GET,
-        &format!("/v1/usage?from={period}-01&key_id={}", a["id"].as_str().unwrap()),
-        &t.master_key,
-        None,
-    )
-    .await;
-    assert_eq!(e["payload"]["value"], usage["totals"]["cost_micros"].to_string());
+    assert_eq!(e["payload"]["value"], expected.to_string(), "a's spend only, in micro-dollars");
+    assert_eq!(e["timestamp"], month_last_second(&period), "{e}");
     let identifier = e["identifier"].as_str().unwrap().to_string();
     let (_, again) = call(
         &t,
@@ -480,6 +498,9 @@ async fn meter_events_are_pushed_once(backend: Backend) {
     assert_eq!(recorded[0].identifier, identifier);
     assert_eq!(recorded[0].secret_key, "sk_test_123");
     assert_eq!(recorded[0].customer, "cus_A");
+    assert_eq!(recorded[0].event_name, "qlaud_spend");
+    assert_eq!(recorded[0].value, expected.to_string(), "the value Stripe got");
+    assert_eq!(recorded[0].timestamp, month_last_second(&period));
     // Daily slices: one event per day with spend.
     let (_, daily) = call(
         &t,
@@ -491,26 +512,56 @@ async fn meter_events_are_pushed_once(backend: Backend) {
     .await;
     assert_eq!(daily["events"].as_array().unwrap().len(), 1);
     assert_ne!(daily["events"][0]["identifier"], identifier.as_str());
+    assert_eq!(daily["events"][0]["payload"]["value"], expected.to_string());
     t.stop().await;
 }
 
 async fn invoice_preview_adds_up_to_usage(backend: Backend) {
-    let Some((t, _mock)) = start(backend).await else { return };
+    let Some((t, mock)) = start(backend).await else { return };
     let (_, k) =
         call(&t, reqwest::Method::POST, "/v1/keys", &t.master_key, Some(json!({"name": "inv"})))
             .await;
     let secret = k["secret"].as_str().unwrap();
+    // Two GPT calls, one with cached tokens, then one Claude call; the mock's
+    // counts of each, priced by hand, are what the invoice must say.
+    let mut total = 0;
     for body in [
         json!({"model": "gpt-test", "user": "cached", "messages": [{"role": "user", "content": "one two three four five six"}]}),
         json!({"model": "gpt-test", "messages": [{"role": "user", "content": "hi"}]}),
     ] {
+        let before = mock.stats();
         assert_eq!(
             call(&t, reqwest::Method::POST, "/v1/chat/completions", secret, Some(body)).await.0,
             200
         );
+        total += gpt_cost(&before, &mock.stats());
     }
+    let gpt = mock.stats();
     assert_eq!(call(&t, reqwest::Method::POST, "/v1/messages", secret,
         Some(json!({"model": "claude-test", "max_tokens": 20, "messages": [{"role": "user", "content": "a b c"}]}))).await.0, 200);
+    let all = mock.stats();
+    let (claude_in, claude_out) =
+        (all.input_tokens - gpt.input_tokens, all.output_tokens - gpt.output_tokens);
+    // $3 and $15 per million: whole micro-dollars, nothing to round.
+    total += (3 * claude_in + 15 * claude_out) as i64;
+    // 6 + 1 prompt tokens (5 of them cached) and 9 + 4 output tokens on
+    // GPT: 91.875 → 92 and 41.25 → 42 µ$; 3 in and 6 out on Claude: 99 µ$.
+    assert_eq!((gpt.input_tokens, gpt.cached_tokens, gpt.output_tokens), (7, 5, 13));
+    assert_eq!(total, 92 + 42 + 99);
+    // Lines: quantity × price, rounded down; the per-request rounding up is
+    // a line of its own.
+    let gpt_input = gpt.input_tokens - gpt.cached_tokens;
+    let mut expected = vec![
+        ("gpt-test", "input_tokens", gpt_input, "1.25", gpt_input * 125 / 100),
+        ("gpt-test", "output_tokens", gpt.output_tokens, "10", gpt.output_tokens * 10),
+        ("gpt-test", "cache_read_tokens", gpt.cached_tokens, "0.125", gpt.cached_tokens / 8),
+        ("claude-test", "input_tokens", claude_in, "3", claude_in * 3),
+        ("claude-test", "output_tokens", claude_out, "15", claude_out * 15),
+    ];
+    let lines_sum: u64 = expected.iter().map(|l| l.4).sum();
+    let rounding = total as u64 - lines_sum;
+    expected.push(("rounding", "micro_dollars", rounding, "0", rounding));
+    expected.sort();
     let id = k["id"].as_str().unwrap();
     let (status, inv) = call(
         &t,
@@ -521,15 +572,27 @@ async fn invoice_preview_adds_up_to_usage(backend: Backend) {
     )
     .await;
     assert_eq!(status, 200, "{inv}");
+    assert_eq!(inv["total_micros"].as_i64(), Some(total), "{inv}");
+    let mut lines: Vec<(&str, &str, u64, &str, u64)> = inv["lines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| {
+            (
+                l["model"].as_str().unwrap(),
+                l["unit"].as_str().unwrap(),
+                l["quantity"].as_u64().unwrap(),
+                l["unit_price_per_million_usd"].as_str().unwrap(),
+                l["amount_micros"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    lines.sort();
+    assert_eq!(lines, expected, "{inv}");
     let (_, usage) =
         call(&t, reqwest::Method::GET, &format!("/v1/usage?key_id={id}"), &t.master_key, None)
             .await;
-    assert_eq!(inv["total_micros"], usage["totals"]["cost_micros"]);
-    let lines = inv["lines"].as_array().unwrap();
-    let sum: i64 = lines.iter().map(|l| l["amount_micros"].as_i64().unwrap()).sum();
-    assert_eq!(sum, inv["total_micros"].as_i64().unwrap());
-    assert!(lines.iter().any(|l| l["model"] == "gpt-test" && l["unit"] == "cache_read_tokens"));
-    assert!(lines.iter().any(|l| l["model"] == "claude-test" && l["unit"] == "output_tokens"));
+    assert_eq!(usage["totals"]["cost_micros"].as_i64(), Some(total));
     let (status, _) = call(
         &t,
         reqwest::Method::GET,
