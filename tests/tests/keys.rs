@@ -323,11 +323,24 @@ async fn tenants_cannot_see_each_other(backend: Backend) {
         });
         let (status, body) = t.request(method.clone(), &path, Some(&other_master), body).await;
         assert_eq!(status, 404, "{method} {path}: {body}");
-        // The same answer as for an id that never existed.
+        // The same answer as for an id that never existed: the same status
+        // and body, but for the id it names and its own request id.
         let (status_missing, body_missing) = t
             .request(method.clone(), &path.replace(id, "key_0000"), Some(&other_master), again)
             .await;
         assert_eq!(status_missing, 404, "{body_missing}");
+        let normalise = |mut v: serde_json::Value, key_id: &str| {
+            assert!(v["request_id"].is_string(), "{v}");
+            v["request_id"] = json!("…");
+            let message = v["message"].as_str().unwrap_or_default().replace(key_id, "{id}");
+            v["message"] = json!(message);
+            v
+        };
+        assert_eq!(
+            normalise(body, id),
+            normalise(body_missing, "key_0000"),
+            "{method} {path}: another tenant's key is told apart from a missing one"
+        );
     }
     let (_, list) = t.request(Method::GET, "/v1/keys", Some(&other_master), None).await;
     let items = list["items"].as_array().unwrap();
@@ -445,6 +458,9 @@ async fn update_changes_only_what_is_sent(backend: Backend) {
         return;
     };
     let admin = t.client(&t.master_key);
+    // Each update must move `updated_at` forward; a pause between calls
+    // makes "forward" visible at the API's millisecond precision.
+    let pause = || tokio::time::sleep(std::time::Duration::from_millis(5));
     let k = admin
         .mint_key()
         .body(
@@ -457,6 +473,7 @@ async fn update_changes_only_what_is_sent(backend: Backend) {
         .await
         .unwrap()
         .into_inner();
+    pause().await;
     let u = admin
         .update_key()
         .key_id(&k.id)
@@ -465,9 +482,13 @@ async fn update_changes_only_what_is_sent(backend: Backend) {
         .await
         .unwrap()
         .into_inner();
+    assert!(u.updated_at > k.updated_at, "{} !> {}", u.updated_at, k.updated_at);
+    assert_eq!(u.created_at, k.created_at);
+    let previous = u.updated_at;
     assert_eq!(u.name, "b");
     assert_eq!(u.max_spend_micros, Some(2_500_000));
     assert_eq!(u.metadata["plan"], "pro");
+    pause().await;
     let u = admin
         .update_key()
         .key_id(&k.id)
@@ -486,6 +507,9 @@ async fn update_changes_only_what_is_sent(backend: Backend) {
         ("b", Some(10_000_000), types::Period::Total)
     );
     assert!(u.metadata.is_empty());
+    assert!(u.updated_at > previous, "{} !> {previous}", u.updated_at);
+    let previous = u.updated_at;
+    pause().await;
     let u = admin
         .update_key()
         .key_id(&k.id)
@@ -496,6 +520,9 @@ async fn update_changes_only_what_is_sent(backend: Backend) {
         .into_inner();
     assert_eq!(u.max_spend_micros, None);
     assert_eq!(u.max_spend_usd, None);
-    assert!(u.updated_at >= k.updated_at);
+    assert!(u.updated_at > previous, "{} !> {previous}", u.updated_at);
+    // The stored key says the same as the answers did.
+    let got = admin.get_key().key_id(&k.id).send().await.unwrap().into_inner();
+    assert_eq!((got.updated_at, got.created_at), (u.updated_at, k.created_at));
     t.stop().await;
 }
