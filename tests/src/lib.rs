@@ -44,13 +44,28 @@ macro_rules! backend_tests {
 
 /// The PostgreSQL server tests use, or `None` (loudly) when not configured.
 /// Under `CI=true` a missing database fails the test instead.
+///
+/// libtest has no way to skip a test once it runs, so a `postgres::` test
+/// without a database returns at once and is reported as passed. The note
+/// below goes straight to the process's stderr (libtest captures only
+/// `eprintln!`), once per test binary; `cargo xtask test` leaves these tests
+/// out by name instead, and counts them as skipped.
 pub fn postgres_admin_url() -> Option<String> {
     match std::env::var("QLAUD_TEST_DATABASE_URL") {
         Ok(url) if !url.is_empty() => Some(url),
         _ => {
             let ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
             assert!(!ci, "CI=true but QLAUD_TEST_DATABASE_URL is not set");
-            eprintln!("SKIPPED on PostgreSQL: QLAUD_TEST_DATABASE_URL is not set");
+            static NOTE: std::sync::Once = std::sync::Once::new();
+            NOTE.call_once(|| {
+                use std::io::Write as _;
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "\nNOTE: QLAUD_TEST_DATABASE_URL is not set: the postgres:: tests of this \
+                     binary test NOTHING and are reported as passed (use --skip postgres::, or \
+                     cargo xtask test, to see them counted as skipped)."
+                );
+            });
             None
         }
     }
