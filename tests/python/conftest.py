@@ -149,3 +149,18 @@ def openai_client(qlaud, user_key):
     import openai
 
     return openai.OpenAI(base_url=qlaud["base_url"] + "/v1", api_key=user_key, max_retries=0)
+
+
+def metric(qlaud, name):
+    """The value of the unlabelled counter `name` on qlaud's /metrics."""
+    with urllib.request.urlopen(qlaud["base_url"] + "/metrics") as resp:
+        for line in resp.read().decode().splitlines():
+            if line.startswith(name + " "):
+                return float(line.split()[1])
+    raise AssertionError(f"{name} is not on /metrics")
+
+
+def mock_stats(mock):
+    """What the mock upstream has seen: requests, tokens, the last body …"""
+    with urllib.request.urlopen(f"http://{mock['addr']}/_mock/stats") as resp:
+        return json.load(resp)

@@ -4,6 +4,8 @@ qlk key are all it is given."""
 import anthropic
 import pytest
 
+from conftest import metric, mock_stats
+
 USER = [{"role": "user", "content": "hi there"}]
 TOOLS = [{
     "name": "get_weather",
@@ -118,11 +120,18 @@ def test_errors_are_the_clients_own_exceptions(qlaud, anthropic_client):
     assert info.value.status_code == 504
 
 
-def test_over_the_cap_is_402_and_not_retried(qlaud, broke_key):
-    # Default retries stay on: a 402 must not be retried (unlike a 429).
+def test_over_the_cap_is_402_and_not_retried(qlaud, mock, broke_key):
+    # Default retries stay on: a 402 must not be retried (unlike a 429, or
+    # an answer that says `x-should-retry: true`). qlaud counts every
+    # refusal, so a retried call would show as more than one.
     client = anthropic.Anthropic(base_url=qlaud["base_url"], api_key=broke_key)
+    assert client.max_retries == 2
+    refusals = metric(qlaud, "qlaud_cap_refusals_total")
+    upstream = mock_stats(mock)["requests"]
     with pytest.raises(anthropic.APIStatusError) as info:
         client.messages.create(model="claude-test", max_tokens=100, messages=USER)
+    assert metric(qlaud, "qlaud_cap_refusals_total") == refusals + 1, "sent more than once"
+    assert mock_stats(mock)["requests"] == upstream, "refused before the provider"
     assert info.value.status_code == 402
     assert info.value.body["error"]["type"] == "billing_error"
     assert info.value.body["error"]["code"] == "spend_cap_reached"

@@ -4,6 +4,8 @@ key are all it is given."""
 import openai
 import pytest
 
+from conftest import metric, mock_stats
+
 USER = [{"role": "user", "content": "hi there"}]
 TOOLS = [{"type": "function", "function": {
     "name": "get_weather", "description": "The weather in a city",
@@ -95,10 +97,17 @@ def test_errors_are_the_clients_own_exceptions(qlaud, openai_client):
     assert info.value.status_code == 504
 
 
-def test_over_the_cap_is_402_and_not_retried(qlaud, broke_key):
+def test_over_the_cap_is_402_and_not_retried(qlaud, mock, broke_key):
+    # Default retries stay on; qlaud counts every refusal, so a retried
+    # call would show as more than one.
     client = openai.OpenAI(base_url=qlaud["base_url"] + "/v1", api_key=broke_key)
+    assert client.max_retries == 2
+    refusals = metric(qlaud, "qlaud_cap_refusals_total")
+    upstream = mock_stats(mock)["requests"]
     with pytest.raises(openai.APIStatusError) as info:
         client.chat.completions.create(model="gpt-test", messages=USER)
+    assert metric(qlaud, "qlaud_cap_refusals_total") == refusals + 1, "sent more than once"
+    assert mock_stats(mock)["requests"] == upstream, "refused before the provider"
     assert info.value.status_code == 402
     assert info.value.code == "spend_cap_reached"
 
