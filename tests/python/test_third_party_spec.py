@@ -2,9 +2,11 @@
 (openapi-python-client) makes a working client from it."""
 
 import importlib
+import json
 import pathlib
 import subprocess
 import sys
+import urllib.request
 
 from openapi_spec_validator import validate
 from openapi_spec_validator.readers import read_from_filename
@@ -40,9 +42,20 @@ def test_generated_client_works_against_qlaud(qlaud, tmp_path):
         key = mint_key.sync(client=client, body=models.MintKeyRequest(name="third_party", max_spend_usd=5))
         assert key.secret.startswith("qlk_live_")
         assert key.max_spend_micros == 5_000_000
-        usage = get_usage.sync(client=client)
-        assert usage.totals.requests >= 0
-        assert isinstance(usage.by_key, list)
+        # One call with the new key: "hi there" is 2 input and 5 output
+        # tokens at the mock, 2 × $3 + 5 × $15 per million = 81 µ$.
+        req = urllib.request.Request(
+            qlaud["base_url"] + "/v1/messages",
+            data=json.dumps({"model": "claude-test", "max_tokens": 100,
+                             "messages": [{"role": "user", "content": "hi there"}]}).encode(),
+            headers={"x-api-key": key.secret, "Content-Type": "application/json"},
+            method="POST",
+        )
+        with urllib.request.urlopen(req) as resp:
+            assert resp.status == 200
+        usage = get_usage.sync(client=client, key_id=key.id)
+        assert (usage.totals.requests, usage.totals.cost_micros) == (1, 81)
+        assert [(k.key_name, k.cost_micros) for k in usage.by_key] == [("third_party", 81)]
     finally:
         sys.path.remove(str(out))
         for name in [m for m in sys.modules if m.startswith("qlaud_client")]:
