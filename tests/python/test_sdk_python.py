@@ -21,6 +21,7 @@ import types
 import pytest
 
 import qlaud
+from conftest import mock_stats
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 SPEC = json.loads((ROOT / "openapi" / "qlaud.json").read_text())
@@ -127,20 +128,34 @@ def test_iter_keys_walks_every_page(admin):
     assert minted <= set(seen) and len(seen) == len(set(seen))
 
 
-def test_models_messages_and_chat(admin, server):
+# Echo's price is $3 / $15 per million tokens; "hi" is 1 + 3 input tokens
+# (four characters a token, rounded up, plus three per message) and
+# "echo: hi" 2 output tokens: 4 × 3 + 2 × 15 = 42 µ$.
+ECHO_HI_MICROS = 42
+
+
+def test_models_messages_and_chat(admin, server, mock):
     user = qlaud_client(server, admin.mint_key(name="chatty", max_spend_usd=1)["secret"])
     assert any(m["id"] == "echo" for m in user.list_models()["data"])
     msg = user.create_message(model="echo", max_tokens=32,
                               messages=[{"role": "user", "content": "hi"}], temperature=0.1)
-    assert msg["content"][0]["text"] == "echo: hi" and msg["usage"]["cost_micros"] > 0
+    assert msg["content"][0]["text"] == "echo: hi"
+    assert msg["usage"]["cost_micros"] == ECHO_HI_MICROS
     # Any provider field passes through (**extra), here to the mock Anthropic.
     msg = user.create_message(model="claude-test", max_tokens=50, system="be brief",
                               messages=[{"role": "user", "content": "hello"}],
                               metadata={"user_id": "u1"}, top_k=5)
-    assert msg["type"] == "message" and msg["usage"]["output_tokens"] > 0
+    sent = mock_stats(mock)["last_body"]
+    assert sent["model"] == "claude-upstream" and sent["system"] == "be brief"
+    assert sent["top_k"] == 5 and sent["metadata"] == {"user_id": "u1"}
+    # 2 + 1 words in, "Hello from mock: hello" out: 3 × 3 + 4 × 15 = 69 µ$.
+    assert msg["type"] == "message"
+    assert (msg["usage"]["input_tokens"], msg["usage"]["output_tokens"]) == (3, 4)
+    assert msg["usage"]["cost_micros"] == 69
     chat = user.create_chat_completion(model="claude-test", max_tokens=50,
                                        messages=[{"role": "user", "content": "hello"}])
-    assert chat["object"] == "chat.completion" and chat["usage"]["cost_micros"] > 0
+    # 1 word in, 4 out: 1 × 3 + 4 × 15 = 63 µ$.
+    assert chat["object"] == "chat.completion" and chat["usage"]["cost_micros"] == 63
 
 
 def test_streams_yield_events_and_end(admin, server):
@@ -152,7 +167,7 @@ def test_streams_yield_events_and_end(admin, server):
     chunks = list(user.create_chat_completion(
         model="echo", messages=[{"role": "user", "content": "hi"}], stream=True,
         stream_options={"include_usage": True}))
-    assert chunks[-1]["usage"]["cost_micros"] > 0
+    assert chunks[-1]["usage"]["cost_micros"] == ECHO_HI_MICROS
     assert "".join(c["choices"][0]["delta"].get("content", "") for c in chunks if c["choices"])
 
 
@@ -220,7 +235,7 @@ def test_billing_operations_and_suspension(admin, server, tenant):
     period = time.strftime("%Y-%m", time.gmtime())
     preview = admin.get_invoice_preview(key_id=key["id"], period=period)
     usage = admin.get_usage(key_id=key["id"])
-    assert preview["total_micros"] == usage["totals"]["cost_micros"] > 0
+    assert preview["total_micros"] == usage["totals"]["cost_micros"] == ECHO_HI_MICROS
     events = admin.export_meter_events(period=period, slice="day")
     assert events["period"] == period and isinstance(events["events"], list)
 
@@ -264,7 +279,19 @@ def test_async_client(server, tenant):
 def test_blocking_calls_release_the_gil(silent_server):
     url, accepted = silent_server.url, silent_server.accepted
     client = qlaud.Client(api_key="k", base_url=url, max_retries=0, timeout=5)
-    caller = threading.Thread(target=lambda: pytest.raises(qlaud.ApiTimeoutError, client.list_models))
+    outcome = []
+
+    def call():
+        # An exception raised in a thread is lost to pytest: keep the result.
+        try:
+            client.list_models()
+            outcome.append("answered")
+        except qlaud.ApiTimeoutError:
+            outcome.append("timed out")
+        except BaseException as e:  # noqa: BLE001 - reported below
+            outcome.append(repr(e))
+
+    caller = threading.Thread(target=call)
     caller.start()
     assert accepted.wait(5)
     # While the call waits on its socket, this thread runs Python freely.
@@ -273,6 +300,7 @@ def test_blocking_calls_release_the_gil(silent_server):
         count += 1
     assert caller.is_alive() and count > 1000
     caller.join()
+    assert outcome == ["timed out"]
 
 
 def test_cancelling_an_awaitable_drops_the_call(silent_server):
