@@ -408,7 +408,7 @@ async fn caps_reset_at_calendar_boundaries(backend: Backend) {
         let key = mint(
             &t.base_url,
             &t.master_key,
-            json!({"name": period, "max_spend_usd": 0.00084, "period": period}),
+            json!({"name": period, "max_spend_usd": 0.0015, "period": period}),
         )
         .await;
         let secret = key["secret"].as_str().unwrap();
@@ -430,7 +430,7 @@ async fn caps_reset_at_calendar_boundaries(backend: Backend) {
     let key = mint(
         &t.base_url,
         &t.master_key,
-        json!({"name": "total", "max_spend_usd": 0.00084, "period": "total"}),
+        json!({"name": "total", "max_spend_usd": 0.0015, "period": "total"}),
     )
     .await;
     let secret = key["secret"].as_str().unwrap();
