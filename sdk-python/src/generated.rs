@@ -30,6 +30,24 @@ impl Client {
         self.core.call(py, ops::create_chat_completion(sdk, body, stream))
     }
 
+    /// Create embeddings.
+    ///
+    /// OpenAI's Embeddings API for the embedding models in the catalog (`kind = "embedding"`), metered and capped like every model call: the input's worst case is reserved before the provider is called, and the call is settled from the provider's `usage`. Errors use OpenAI's error body; a spent cap is 402.
+    ///
+    /// `POST /v1/embeddings`
+    #[pyo3(signature = (*, input, model, dimensions=None, encoding_format=None, user=None, **extra))]
+    fn create_embedding<'py>(&self, py: Python<'py>, input: &Bound<'py, PyAny>, model: &Bound<'py, PyAny>, dimensions: Option<&Bound<'py, PyAny>>, encoding_format: Option<&Bound<'py, PyAny>>, user: Option<&Bound<'py, PyAny>>, extra: Option<&Bound<'py, PyDict>>) -> PyResult<Py<PyAny>> {
+        let mut body = serde_json::Map::new();
+        crate::convert::put(&mut body, "input", Some(input))?;
+        crate::convert::put(&mut body, "model", Some(model))?;
+        crate::convert::put(&mut body, "dimensions", dimensions)?;
+        crate::convert::put(&mut body, "encoding_format", encoding_format)?;
+        crate::convert::put(&mut body, "user", user)?;
+        crate::convert::put_all(&mut body, extra)?;
+        let sdk = self.core.sdk();
+        self.core.call(py, ops::create_embedding(sdk, body))
+    }
+
     /// Create a message (Anthropic Messages API).
     ///
     /// Anthropic's `POST /v1/messages`, for any model qlaud serves: Claude models pass through; other models are translated. With `"stream": true` the answer is `text/event-stream` with Anthropic's events. Fields qlaud does not know pass to the provider unchanged. Errors use Anthropic's error shape. Any key may call it.
@@ -248,6 +266,24 @@ impl AsyncClient {
         self.core.spawn(py, ops::create_chat_completion(sdk, body, stream))
     }
 
+    /// Create embeddings.
+    ///
+    /// OpenAI's Embeddings API for the embedding models in the catalog (`kind = "embedding"`), metered and capped like every model call: the input's worst case is reserved before the provider is called, and the call is settled from the provider's `usage`. Errors use OpenAI's error body; a spent cap is 402.
+    ///
+    /// `POST /v1/embeddings`
+    #[pyo3(signature = (*, input, model, dimensions=None, encoding_format=None, user=None, **extra))]
+    fn create_embedding<'py>(&self, py: Python<'py>, input: &Bound<'py, PyAny>, model: &Bound<'py, PyAny>, dimensions: Option<&Bound<'py, PyAny>>, encoding_format: Option<&Bound<'py, PyAny>>, user: Option<&Bound<'py, PyAny>>, extra: Option<&Bound<'py, PyDict>>) -> PyResult<Bound<'py, PyAny>> {
+        let mut body = serde_json::Map::new();
+        crate::convert::put(&mut body, "input", Some(input))?;
+        crate::convert::put(&mut body, "model", Some(model))?;
+        crate::convert::put(&mut body, "dimensions", dimensions)?;
+        crate::convert::put(&mut body, "encoding_format", encoding_format)?;
+        crate::convert::put(&mut body, "user", user)?;
+        crate::convert::put_all(&mut body, extra)?;
+        let sdk = self.core.sdk();
+        self.core.spawn(py, ops::create_embedding(sdk, body))
+    }
+
     /// Create a message (Anthropic Messages API).
     ///
     /// Anthropic's `POST /v1/messages`, for any model qlaud serves: Claude models pass through; other models are translated. With `"stream": true` the answer is `text/event-stream` with Anthropic's events. Fields qlaud does not know pass to the provider unchanged. Errors use Anthropic's error shape. Any key may call it.
@@ -460,6 +496,16 @@ mod ops {
         } else {
             sdk.create_chat_completion_json(body).await.map(Output::Json).map_err(CallError::raw)
         }
+    }
+
+    pub(super) async fn create_embedding(sdk: crate::client::Sdk, body: serde_json::Map<String, serde_json::Value>) -> Result<Output, CallError> {
+        let query: Vec<(&str, String)> = Vec::new();
+        let path = String::from("/v1/embeddings");
+        let body = crate::convert::checked::<types::EmbeddingRequest>(body)?;
+        sdk.request_json(reqwest::Method::POST, &path, &query, Some(body))
+            .await
+            .map(Output::Json)
+            .map_err(CallError::raw)
     }
 
     pub(super) async fn create_message(sdk: crate::client::Sdk, body: serde_json::Map<String, serde_json::Value>, stream: bool) -> Result<Output, CallError> {

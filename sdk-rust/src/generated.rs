@@ -175,6 +175,61 @@ pub mod types {
             Default::default()
         }
     }
+    ///An answer of `POST /v1/embeddings`, in OpenAI's shape.
+    #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, PartialEq)]
+    pub struct EmbeddingList {
+        ///One `{object: "embedding", index, embedding}` per input, where `embedding` is an array of floats or a base64 string.
+        pub data: ::std::vec::Vec<::serde_json::Value>,
+        ///The model's public name.
+        pub model: ::std::string::String,
+        ///Always `list`.
+        pub object: ::std::string::String,
+        ///Token counts and cost.
+        pub usage: EmbeddingUsage,
+    }
+    impl EmbeddingList {
+        pub fn builder() -> builder::EmbeddingList {
+            Default::default()
+        }
+    }
+    ///A request to `POST /v1/embeddings`, in OpenAI's shape.
+    #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, PartialEq)]
+    pub struct EmbeddingRequest {
+        ///Fewer dimensions than the model's own, where the model supports it.
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub dimensions: ::std::option::Option<u64>,
+        ///`float` (default) or `base64` (packed little-endian 32-bit floats).
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub encoding_format: ::std::option::Option<::std::string::String>,
+        ///What to embed: a string, an array of strings, or token arrays.
+        pub input: ::serde_json::Value,
+        ///An embedding model's public name in qlaud (see `GET /v1/models`).
+        pub model: ::std::string::String,
+        ///An end-user id passed to the provider.
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub user: ::std::option::Option<::std::string::String>,
+    }
+    impl EmbeddingRequest {
+        pub fn builder() -> builder::EmbeddingRequest {
+            Default::default()
+        }
+    }
+    ///Token counts of an embeddings answer, with qlaud's cost.
+    #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, PartialEq)]
+    pub struct EmbeddingUsage {
+        ///What qlaud charged the key for this request, in micro-dollars.
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub cost_micros: ::std::option::Option<i64>,
+        ///Input tokens.
+        pub prompt_tokens: u64,
+        ///The same as `prompt_tokens`: embeddings have no output tokens.
+        pub total_tokens: u64,
+    }
+    impl EmbeddingUsage {
+        pub fn builder() -> builder::EmbeddingUsage {
+            Default::default()
+        }
+    }
     ///Error information from a response.
     #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, PartialEq)]
     pub struct Error {
@@ -1972,6 +2027,295 @@ pub mod types {
                     output_tokens: Ok(value.output_tokens),
                     requests: Ok(value.requests),
                     units: Ok(value.units),
+                }
+            }
+        }
+        #[derive(Clone, Debug)]
+        pub struct EmbeddingList {
+            data: ::std::result::Result<
+                ::std::vec::Vec<::serde_json::Value>,
+                ::std::string::String,
+            >,
+            model: ::std::result::Result<::std::string::String, ::std::string::String>,
+            object: ::std::result::Result<::std::string::String, ::std::string::String>,
+            usage: ::std::result::Result<super::EmbeddingUsage, ::std::string::String>,
+        }
+        impl ::std::default::Default for EmbeddingList {
+            fn default() -> Self {
+                Self {
+                    data: Err("no value supplied for data".to_string()),
+                    model: Err("no value supplied for model".to_string()),
+                    object: Err("no value supplied for object".to_string()),
+                    usage: Err("no value supplied for usage".to_string()),
+                }
+            }
+        }
+        impl EmbeddingList {
+            pub fn data<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::vec::Vec<::serde_json::Value>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.data = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for data: {e}")
+                    });
+                self
+            }
+            pub fn model<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::string::String>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.model = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for model: {e}")
+                    });
+                self
+            }
+            pub fn object<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::string::String>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.object = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for object: {e}")
+                    });
+                self
+            }
+            pub fn usage<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<super::EmbeddingUsage>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.usage = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for usage: {e}")
+                    });
+                self
+            }
+        }
+        impl ::std::convert::TryFrom<EmbeddingList> for super::EmbeddingList {
+            type Error = super::error::ConversionError;
+            fn try_from(
+                value: EmbeddingList,
+            ) -> ::std::result::Result<Self, super::error::ConversionError> {
+                Ok(Self {
+                    data: value.data?,
+                    model: value.model?,
+                    object: value.object?,
+                    usage: value.usage?,
+                })
+            }
+        }
+        impl ::std::convert::From<super::EmbeddingList> for EmbeddingList {
+            fn from(value: super::EmbeddingList) -> Self {
+                Self {
+                    data: Ok(value.data),
+                    model: Ok(value.model),
+                    object: Ok(value.object),
+                    usage: Ok(value.usage),
+                }
+            }
+        }
+        #[derive(Clone, Debug)]
+        pub struct EmbeddingRequest {
+            dimensions: ::std::result::Result<
+                ::std::option::Option<u64>,
+                ::std::string::String,
+            >,
+            encoding_format: ::std::result::Result<
+                ::std::option::Option<::std::string::String>,
+                ::std::string::String,
+            >,
+            input: ::std::result::Result<::serde_json::Value, ::std::string::String>,
+            model: ::std::result::Result<::std::string::String, ::std::string::String>,
+            user: ::std::result::Result<
+                ::std::option::Option<::std::string::String>,
+                ::std::string::String,
+            >,
+        }
+        impl ::std::default::Default for EmbeddingRequest {
+            fn default() -> Self {
+                Self {
+                    dimensions: Ok(Default::default()),
+                    encoding_format: Ok(Default::default()),
+                    input: Err("no value supplied for input".to_string()),
+                    model: Err("no value supplied for model".to_string()),
+                    user: Ok(Default::default()),
+                }
+            }
+        }
+        impl EmbeddingRequest {
+            pub fn dimensions<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::option::Option<u64>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.dimensions = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for dimensions: {e}")
+                    });
+                self
+            }
+            pub fn encoding_format<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::option::Option<::std::string::String>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.encoding_format = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!(
+                            "error converting supplied value for encoding_format: {e}"
+                        )
+                    });
+                self
+            }
+            pub fn input<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::serde_json::Value>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.input = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for input: {e}")
+                    });
+                self
+            }
+            pub fn model<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::string::String>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.model = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for model: {e}")
+                    });
+                self
+            }
+            pub fn user<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::option::Option<::std::string::String>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.user = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for user: {e}")
+                    });
+                self
+            }
+        }
+        impl ::std::convert::TryFrom<EmbeddingRequest> for super::EmbeddingRequest {
+            type Error = super::error::ConversionError;
+            fn try_from(
+                value: EmbeddingRequest,
+            ) -> ::std::result::Result<Self, super::error::ConversionError> {
+                Ok(Self {
+                    dimensions: value.dimensions?,
+                    encoding_format: value.encoding_format?,
+                    input: value.input?,
+                    model: value.model?,
+                    user: value.user?,
+                })
+            }
+        }
+        impl ::std::convert::From<super::EmbeddingRequest> for EmbeddingRequest {
+            fn from(value: super::EmbeddingRequest) -> Self {
+                Self {
+                    dimensions: Ok(value.dimensions),
+                    encoding_format: Ok(value.encoding_format),
+                    input: Ok(value.input),
+                    model: Ok(value.model),
+                    user: Ok(value.user),
+                }
+            }
+        }
+        #[derive(Clone, Debug)]
+        pub struct EmbeddingUsage {
+            cost_micros: ::std::result::Result<
+                ::std::option::Option<i64>,
+                ::std::string::String,
+            >,
+            prompt_tokens: ::std::result::Result<u64, ::std::string::String>,
+            total_tokens: ::std::result::Result<u64, ::std::string::String>,
+        }
+        impl ::std::default::Default for EmbeddingUsage {
+            fn default() -> Self {
+                Self {
+                    cost_micros: Ok(Default::default()),
+                    prompt_tokens: Err(
+                        "no value supplied for prompt_tokens".to_string(),
+                    ),
+                    total_tokens: Err("no value supplied for total_tokens".to_string()),
+                }
+            }
+        }
+        impl EmbeddingUsage {
+            pub fn cost_micros<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::option::Option<i64>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.cost_micros = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for cost_micros: {e}")
+                    });
+                self
+            }
+            pub fn prompt_tokens<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<u64>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.prompt_tokens = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for prompt_tokens: {e}")
+                    });
+                self
+            }
+            pub fn total_tokens<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<u64>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.total_tokens = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for total_tokens: {e}")
+                    });
+                self
+            }
+        }
+        impl ::std::convert::TryFrom<EmbeddingUsage> for super::EmbeddingUsage {
+            type Error = super::error::ConversionError;
+            fn try_from(
+                value: EmbeddingUsage,
+            ) -> ::std::result::Result<Self, super::error::ConversionError> {
+                Ok(Self {
+                    cost_micros: value.cost_micros?,
+                    prompt_tokens: value.prompt_tokens?,
+                    total_tokens: value.total_tokens?,
+                })
+            }
+        }
+        impl ::std::convert::From<super::EmbeddingUsage> for EmbeddingUsage {
+            fn from(value: super::EmbeddingUsage) -> Self {
+                Self {
+                    cost_micros: Ok(value.cost_micros),
+                    prompt_tokens: Ok(value.prompt_tokens),
+                    total_tokens: Ok(value.total_tokens),
                 }
             }
         }
@@ -5554,6 +5898,21 @@ let response = client.create_chat_completion()
     pub fn create_chat_completion(&self) -> builder::CreateChatCompletion<'_> {
         builder::CreateChatCompletion::new(self)
     }
+    /**Create embeddings
+
+OpenAI's Embeddings API for the embedding models in the catalog (`kind = "embedding"`), metered and capped like every model call: the input's worst case is reserved before the provider is called, and the call is settled from the provider's `usage`. Errors use OpenAI's error body; a spent cap is 402.
+
+Sends a `POST` request to `/v1/embeddings`
+
+```ignore
+let response = client.create_embedding()
+    .body(body)
+    .send()
+    .await;
+```*/
+    pub fn create_embedding(&self) -> builder::CreateEmbedding<'_> {
+        builder::CreateEmbedding::new(self)
+    }
     /**List keys
 
 The tenant's keys, oldest first, a page at a time; revoked keys only with `include_revoked=true`. Requires an admin key.
@@ -6264,6 +6623,102 @@ pub mod builder {
                 .build()?;
             let info = OperationInfo {
                 operation_id: "create_chat_completion",
+            };
+            client.pre(&mut request, &info).await?;
+            let result = client.exec(request, &info).await;
+            client.post(&result, &info).await?;
+            let response = result?;
+            match response.status().as_u16() {
+                200u16 => ResponseValue::from_response(response).await,
+                400u16..=499u16 => {
+                    Err(
+                        Error::ErrorResponse(
+                            ResponseValue::from_response(response).await?,
+                        ),
+                    )
+                }
+                500u16..=599u16 => {
+                    Err(
+                        Error::ErrorResponse(
+                            ResponseValue::from_response(response).await?,
+                        ),
+                    )
+                }
+                _ => Err(Error::UnexpectedResponse(response)),
+            }
+        }
+    }
+    /**Builder for [`Client::create_embedding`]
+
+[`Client::create_embedding`]: super::Client::create_embedding*/
+    #[derive(Debug, Clone)]
+    pub struct CreateEmbedding<'a> {
+        client: &'a super::Client,
+        body: Result<types::builder::EmbeddingRequest, String>,
+    }
+    impl<'a> CreateEmbedding<'a> {
+        pub fn new(client: &'a super::Client) -> Self {
+            Self {
+                client: client,
+                body: Ok(::std::default::Default::default()),
+            }
+        }
+        pub fn body<V>(mut self, value: V) -> Self
+        where
+            V: std::convert::TryInto<types::EmbeddingRequest>,
+            <V as std::convert::TryInto<
+                types::EmbeddingRequest,
+            >>::Error: std::fmt::Display,
+        {
+            self.body = value
+                .try_into()
+                .map(From::from)
+                .map_err(|s| {
+                    format!("conversion to `EmbeddingRequest` for body failed: {}", s)
+                });
+            self
+        }
+        pub fn body_map<F>(mut self, f: F) -> Self
+        where
+            F: std::ops::FnOnce(
+                types::builder::EmbeddingRequest,
+            ) -> types::builder::EmbeddingRequest,
+        {
+            self.body = self.body.map(f);
+            self
+        }
+        ///Sends a `POST` request to `/v1/embeddings`
+        pub async fn send(
+            self,
+        ) -> Result<ResponseValue<types::EmbeddingList>, Error<types::OpenAiError>> {
+            let Self { client, body } = self;
+            let body = body
+                .and_then(|v| {
+                    types::EmbeddingRequest::try_from(v).map_err(|e| e.to_string())
+                })
+                .map_err(Error::InvalidRequest)?;
+            let url = format!("{}/v1/embeddings", client.baseurl,);
+            let mut header_map = ::reqwest::header::HeaderMap::with_capacity(1usize);
+            header_map
+                .append(
+                    ::reqwest::header::HeaderName::from_static("api-version"),
+                    ::reqwest::header::HeaderValue::from_static(
+                        super::Client::api_version(),
+                    ),
+                );
+            #[allow(unused_mut)]
+            let mut request = client
+                .client
+                .post(url)
+                .header(
+                    ::reqwest::header::ACCEPT,
+                    ::reqwest::header::HeaderValue::from_static("application/json"),
+                )
+                .json(&body)
+                .headers(header_map)
+                .build()?;
+            let info = OperationInfo {
+                operation_id: "create_embedding",
             };
             client.pre(&mut request, &info).await?;
             let result = client.exec(request, &info).await;

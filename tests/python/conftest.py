@@ -38,6 +38,12 @@ provider = "openai"
 upstream = "gpt-upstream"
 max_output_tokens = 1000
 prices = {{ input = "1.25", output = "10", cache_read = "0.125" }}
+
+[models."embed-test"]
+provider = "openai"
+upstream = "embed-upstream"
+kind = "embedding"
+prices = {{ input = "0.02" }}
 """
     for fault in FAULTS:
         for prefix, provider in (("claude", "anthropic"), ("gpt", "openai")):

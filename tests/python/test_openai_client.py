@@ -123,3 +123,36 @@ def test_usage_reports_the_users_spend(qlaud, openai_client, user_key):
         report = json.load(resp)
     assert [k["key_name"] for k in report["by_key"]] == ["py_user"]
     assert report["by_key"][0]["cost_micros"] == report["totals"]["cost_micros"] > 0
+
+
+def test_embeddings_float_and_base64_billed_to_the_key(qlaud, openai_client):
+    import base64
+    import struct
+
+    # The client asks for base64 by default and decodes it itself.
+    r = openai_client.embeddings.create(model="embed-test", input=["one two", "three"])
+    assert r.model == "embed-test"
+    assert [d.index for d in r.data] == [0, 1]
+    assert len(r.data[0].embedding) == 16
+    assert (r.usage.prompt_tokens, r.usage.total_tokens) == (3, 3)
+    # 3 tokens × $0.02 per million = 0.06 µ$, rounded up to 1.
+    assert r.usage.cost_micros == 1
+    floats = openai_client.embeddings.create(
+        model="embed-test", input="one two three four", encoding_format="float", dimensions=4)
+    assert len(floats.data[0].embedding) == 4
+    assert floats.usage.prompt_tokens == 4
+    raw = openai_client.embeddings.with_raw_response.create(
+        model="embed-test", input="a b", encoding_format="base64")
+    assert raw.headers["qlaud-cost-micros"] == "1"
+    packed = raw.http_response.json()["data"][0]["embedding"]
+    assert len(struct.unpack("<16f", base64.b64decode(packed))) == 16
+
+
+def test_embeddings_refuse_chat_models_and_unknown_ones(openai_client):
+    with pytest.raises(openai.BadRequestError) as e:
+        openai_client.embeddings.create(model="gpt-test", input="hi")
+    assert "chat model" in e.value.message
+    with pytest.raises(openai.NotFoundError):
+        openai_client.embeddings.create(model="no-such-embedder", input="hi")
+    with pytest.raises(openai.BadRequestError):
+        openai_client.chat.completions.create(model="embed-test", messages=USER)

@@ -408,6 +408,13 @@ timeout_secs = 2
         model(&format!("claude-{fault}"), "anthropic", &format!("claude-{fault}"), claude);
         model(&format!("gpt-{fault}"), "openai", &format!("gpt-{fault}"), gpt);
     }
+    // Embedding models: $0.02 per million input tokens.
+    for (name, upstream) in [("embed-test", "embed-upstream"), ("embed-nousage", "embed-nousage")] {
+        toml.push_str(&format!(
+            "\n[models.\"{name}\"]\nprovider = \"openai\"\nupstream = \"{upstream}\"\n\
+             kind = \"embedding\"\ncontext_window = 300000\nprices = {{ input = \"0.02\" }}\n"
+        ));
+    }
     toml
 }
 

@@ -16,6 +16,9 @@ from qlaud.types import (
     ChatCompletionRequest,
     ChatUsage,
     DayUsage,
+    EmbeddingList,
+    EmbeddingRequest,
+    EmbeddingUsage,
     Error,
     InvoiceLine,
     InvoicePreview,
@@ -205,6 +208,30 @@ class Client:
             max_completion_tokens: The most tokens the answer may have, reasoning included.
             max_tokens: The most tokens the answer may have (older name).
             stream: `true` answers with server-sent events (`data: …` chunks, then `data: [DONE]`).
+            extra: Any other field of the provider's API (tools, temperature, …), sent as is.
+        """
+    def create_embedding(
+        self,
+        *,
+        input: Any,
+        model: str,
+        dimensions: int | None = None,
+        encoding_format: str | None = None,
+        user: str | None = None,
+        **extra: Any,
+    ) -> EmbeddingList:
+        """Create embeddings.
+
+        OpenAI's Embeddings API for the embedding models in the catalog (`kind = "embedding"`), metered and capped like every model call: the input's worst case is reserved before the provider is called, and the call is settled from the provider's `usage`. Errors use OpenAI's error body; a spent cap is 402.
+
+        `POST /v1/embeddings`
+
+        Args:
+            input: What to embed: a string, an array of strings, or token arrays.
+            model: An embedding model's public name in qlaud (see `GET /v1/models`).
+            dimensions: Fewer dimensions than the model's own, where the model supports it.
+            encoding_format: `float` (default) or `base64` (packed little-endian 32-bit floats).
+            user: An end-user id passed to the provider.
             extra: Any other field of the provider's API (tools, temperature, …), sent as is.
         """
     @overload
@@ -611,6 +638,30 @@ class AsyncClient:
             max_completion_tokens: The most tokens the answer may have, reasoning included.
             max_tokens: The most tokens the answer may have (older name).
             stream: `true` answers with server-sent events (`data: …` chunks, then `data: [DONE]`).
+            extra: Any other field of the provider's API (tools, temperature, …), sent as is.
+        """
+    async def create_embedding(
+        self,
+        *,
+        input: Any,
+        model: str,
+        dimensions: int | None = None,
+        encoding_format: str | None = None,
+        user: str | None = None,
+        **extra: Any,
+    ) -> EmbeddingList:
+        """Create embeddings.
+
+        OpenAI's Embeddings API for the embedding models in the catalog (`kind = "embedding"`), metered and capped like every model call: the input's worst case is reserved before the provider is called, and the call is settled from the provider's `usage`. Errors use OpenAI's error body; a spent cap is 402.
+
+        `POST /v1/embeddings`
+
+        Args:
+            input: What to embed: a string, an array of strings, or token arrays.
+            model: An embedding model's public name in qlaud (see `GET /v1/models`).
+            dimensions: Fewer dimensions than the model's own, where the model supports it.
+            encoding_format: `float` (default) or `base64` (packed little-endian 32-bit floats).
+            user: An end-user id passed to the provider.
             extra: Any other field of the provider's API (tools, temperature, …), sent as is.
         """
     @overload

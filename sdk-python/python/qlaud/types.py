@@ -25,6 +25,9 @@ __all__ = [
     "ChatCompletionRequest",
     "ChatUsage",
     "DayUsage",
+    "EmbeddingList",
+    "EmbeddingRequest",
+    "EmbeddingUsage",
     "Error",
     "InvoiceLine",
     "InvoicePreview",
@@ -196,6 +199,48 @@ class DayUsage(TypedDict):
     """Model requests, failed ones included (they cost nothing)."""
     units: NotRequired[dict[str, int]]
     """Quantity per priced unit (`input_tokens`, `output_tokens`, `cache_read_tokens`, `cache_write_tokens`, `requests`, and any unit a model is priced in, such as `audio_seconds`). The token fields above repeat the token units, for readers written before units existed."""
+
+
+class EmbeddingList(TypedDict):
+    """An answer of `POST /v1/embeddings`, in OpenAI's shape.
+    """
+
+    data: list[Any]
+    """One `{object: "embedding", index, embedding}` per input, where `embedding` is an array of floats or a base64 string."""
+    model: str
+    """The model's public name."""
+    object: str
+    """Always `list`."""
+    usage: EmbeddingUsage
+    """Token counts and cost."""
+
+
+class EmbeddingRequest(TypedDict):
+    """A request to `POST /v1/embeddings`, in OpenAI's shape.
+    """
+
+    dimensions: NotRequired[int | None]
+    """Fewer dimensions than the model's own, where the model supports it."""
+    encoding_format: NotRequired[str | None]
+    """`float` (default) or `base64` (packed little-endian 32-bit floats)."""
+    input: Any
+    """What to embed: a string, an array of strings, or token arrays."""
+    model: str
+    """An embedding model's public name in qlaud (see `GET /v1/models`)."""
+    user: NotRequired[str | None]
+    """An end-user id passed to the provider."""
+
+
+class EmbeddingUsage(TypedDict):
+    """Token counts of an embeddings answer, with qlaud's cost.
+    """
+
+    cost_micros: NotRequired[int | None]
+    """What qlaud charged the key for this request, in micro-dollars."""
+    prompt_tokens: int
+    """Input tokens."""
+    total_tokens: int
+    """The same as `prompt_tokens`: embeddings have no output tokens."""
 
 
 class Error(TypedDict):

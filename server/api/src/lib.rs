@@ -285,6 +285,24 @@ pub trait QlaudApi {
         body: TypedBody<ChatCompletionRequest>,
     ) -> Result<ModelResponse<ChatCompletion>, OpenAiError>;
 
+    /// Create embeddings.
+    ///
+    /// OpenAI's Embeddings API for the embedding models in the catalog
+    /// (`kind = "embedding"`), metered and capped like every model call:
+    /// the input's worst case is reserved before the provider is called,
+    /// and the call is settled from the provider's `usage`. Errors use
+    /// OpenAI's error body; a spent cap is 402.
+    #[endpoint {
+        method = POST,
+        path = "/v1/embeddings",
+        tags = ["models"],
+        request_body_max_bytes = MODEL_BODY_MAX_BYTES,
+    }]
+    async fn create_embedding(
+        rqctx: RequestContext<Self::Context>,
+        body: TypedBody<EmbeddingRequest>,
+    ) -> Result<ModelResponse<EmbeddingList>, OpenAiError>;
+
     /// List models.
     ///
     /// Every model qlaud serves, with its prices, in a shape that both the

@@ -241,3 +241,53 @@ where
         self.response.status()
     }
 }
+
+/// A request to `POST /v1/embeddings`, in OpenAI's shape.
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
+pub struct EmbeddingRequest {
+    /// An embedding model's public name in qlaud (see `GET /v1/models`).
+    pub model: String,
+    /// What to embed: a string, an array of strings, or token arrays.
+    pub input: Value,
+    /// `float` (default) or `base64` (packed little-endian 32-bit floats).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encoding_format: Option<String>,
+    /// Fewer dimensions than the model's own, where the model supports it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dimensions: Option<u64>,
+    /// An end-user id passed to the provider.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// Any other provider parameter, passed through unchanged.
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+/// Token counts of an embeddings answer, with qlaud's cost.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema)]
+pub struct EmbeddingUsage {
+    /// Input tokens.
+    pub prompt_tokens: u64,
+    /// The same as `prompt_tokens`: embeddings have no output tokens.
+    pub total_tokens: u64,
+    /// What qlaud charged the key for this request, in micro-dollars.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cost_micros: Option<i64>,
+}
+
+/// An answer of `POST /v1/embeddings`, in OpenAI's shape.
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
+pub struct EmbeddingList {
+    /// Always `list`.
+    pub object: String,
+    /// One `{object: "embedding", index, embedding}` per input, where
+    /// `embedding` is an array of floats or a base64 string.
+    pub data: Vec<Value>,
+    /// The model's public name.
+    pub model: String,
+    /// Token counts and cost.
+    pub usage: EmbeddingUsage,
+    /// Other fields of the provider's answer, unchanged.
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}

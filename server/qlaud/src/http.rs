@@ -7,10 +7,10 @@ use dropshot::{
 };
 use qlaud_api::{
     AnthropicError, BillingSettings, BillingSettingsUpdate, ChatCompletion, ChatCompletionRequest,
-    InvoicePreview, InvoicePreviewQuery, Key, KeyBillingEvent, KeyListFilter, KeyPageSelector,
-    KeyPath, KeyWithSecret, Message, MessagesRequest, MeterExport, MeterExportQuery, MeterSlice,
-    MintKeyRequest, ModelList, ModelResponse, OpenAiError, QlaudApi, StripeWebhookResult,
-    TenantPath, UpdateKeyRequest, UsageQuery, UsageReport,
+    EmbeddingList, EmbeddingRequest, InvoicePreview, InvoicePreviewQuery, Key, KeyBillingEvent,
+    KeyListFilter, KeyPageSelector, KeyPath, KeyWithSecret, Message, MessagesRequest, MeterExport,
+    MeterExportQuery, MeterSlice, MintKeyRequest, ModelList, ModelResponse, OpenAiError, QlaudApi,
+    StripeWebhookResult, TenantPath, UpdateKeyRequest, UsageQuery, UsageReport,
 };
 
 use crate::billing;
@@ -228,6 +228,16 @@ impl QlaudApi for QlaudImpl {
         body: TypedBody<ChatCompletionRequest>,
     ) -> Result<ModelResponse<ChatCompletion>, OpenAiError> {
         gateway::chat_completions(rqctx.context(), rqctx.request.headers(), body.into_inner())
+            .await
+            .map(ModelResponse::new)
+            .map_err(gateway::error::GatewayError::into_openai)
+    }
+
+    async fn create_embedding(
+        rqctx: RequestContext<Context>,
+        body: TypedBody<EmbeddingRequest>,
+    ) -> Result<ModelResponse<EmbeddingList>, OpenAiError> {
+        gateway::embeddings(rqctx.context(), rqctx.request.headers(), body.into_inner())
             .await
             .map(ModelResponse::new)
             .map_err(gateway::error::GatewayError::into_openai)

@@ -7,10 +7,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::store::Store;
 
+/// The endpoints requests are counted by; any other counts as `other`.
+const ENDPOINTS: [&str; 4] = ["messages", "chat_completions", "embeddings", "other"];
+
 #[derive(Default)]
 pub struct Metrics {
-    requests_messages: AtomicU64,
-    requests_chat: AtomicU64,
+    /// Model requests by endpoint, in `ENDPOINTS` order.
+    requests: [AtomicU64; ENDPOINTS.len()],
     upstream_errors: AtomicU64,
     cost_micros: AtomicU64,
     cap_refusals: AtomicU64,
@@ -22,9 +25,8 @@ pub struct Metrics {
 impl Metrics {
     /// A settled model request.
     pub fn settled(&self, endpoint: &str, status: u16, cost_micros: i64) {
-        let counter =
-            if endpoint == "messages" { &self.requests_messages } else { &self.requests_chat };
-        counter.fetch_add(1, Ordering::Relaxed);
+        let i = ENDPOINTS.iter().position(|e| *e == endpoint).unwrap_or(ENDPOINTS.len() - 1);
+        self.requests[i].fetch_add(1, Ordering::Relaxed);
         if status >= 500 || status == 429 {
             self.upstream_errors.fetch_add(1, Ordering::Relaxed);
         }
@@ -59,10 +61,14 @@ impl Metrics {
             "qlaud_model_requests_total",
             "counter",
             "Model requests settled by this process.",
-            &[
-                ("{endpoint=\"messages\"}", load(&self.requests_messages)),
-                ("{endpoint=\"chat_completions\"}", load(&self.requests_chat)),
-            ],
+            &ENDPOINTS
+                .iter()
+                .zip(&self.requests)
+                .map(|(e, c)| (format!("{{endpoint=\"{e}\"}}"), load(c)))
+                .collect::<Vec<_>>()
+                .iter()
+                .map(|(l, v)| (l.as_str(), *v))
+                .collect::<Vec<_>>(),
         );
         metric(
             "qlaud_upstream_errors_total",

@@ -70,10 +70,13 @@
 //!   each SSE event carrying them is handed to the connection, so a cut or
 //!   abandoned stream leaves what was actually sent (OpenAI streams count
 //!   even without `include_usage`).
+//! - `POST /v1/embeddings` (OpenAI's shape): see `embeddings.rs`; `nousage`
+//!   in the model name leaves `usage` out.
 //! - Also `GET /_mock/stats` (the stats as JSON) and `POST /_mock/reset`, for
 //!   clients of the `mock-upstream` binary.
 
 mod anthropic;
+mod embeddings;
 mod greedy;
 mod openai;
 pub mod stripe;
@@ -362,6 +365,7 @@ fn router(shared: Arc<Shared>) -> Router {
     Router::new()
         .route("/v1/messages", post(anthropic::messages))
         .route("/v1/chat/completions", post(openai::chat_completions))
+        .route("/v1/embeddings", post(embeddings::embeddings))
         .route("/v1/models", get(models))
         .route("/_mock/stats", get(stats_json))
         .route("/_mock/reset", post(reset))

@@ -63,11 +63,11 @@ fn server_error(status: StatusCode, message: &str) -> Response {
     error(status, message, "server_error", None, None)
 }
 
-fn stopping() -> Response {
+pub(super) fn stopping() -> Response {
     server_error(StatusCode::SERVICE_UNAVAILABLE, "mock: shutting down")
 }
 
-fn fault(code: u16) -> Response {
+pub(super) fn fault(code: u16) -> Response {
     match code {
         429 => {
             let mut resp = error(

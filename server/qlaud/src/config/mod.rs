@@ -33,6 +33,17 @@ pub enum ProviderKind {
     Echo,
 }
 
+/// What a model is called for.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ModelKind {
+    /// Messages, chat completions (and the dialects built on them).
+    #[default]
+    Chat,
+    /// `POST /v1/embeddings`.
+    Embedding,
+}
+
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct FileConfig {
@@ -64,6 +75,10 @@ struct ModelSpec {
     /// The provider's id for the model; the public name when left out.
     upstream: Option<String>,
     display_name: Option<String>,
+    #[serde(default)]
+    kind: ModelKind,
+    /// Required for chat models.
+    #[serde(default)]
     max_output_tokens: u64,
     /// The most input tokens the model reads; bounds every reservation.
     context_window: Option<u64>,
@@ -95,6 +110,7 @@ pub struct Model {
     pub name: String,
     pub display_name: String,
     pub upstream: String,
+    pub kind: ModelKind,
     pub provider: Arc<Provider>,
     pub max_output_tokens: u64,
     /// The most input tokens one request can be billed for.
@@ -158,14 +174,19 @@ impl Catalog {
             let provider = providers
                 .get(&spec.provider)
                 .with_context(|| format!("model {name}: no provider named {:?}", spec.provider))?;
+            anyhow::ensure!(
+                spec.kind != ModelKind::Chat || spec.max_output_tokens > 0,
+                "model {name}: a chat model needs max_output_tokens"
+            );
             let prices = spec
                 .prices
-                .map(|p| resolve_prices(p, provider.kind))
+                .map(|p| resolve_prices(p, provider.kind, spec.kind))
                 .transpose()
                 .with_context(|| format!("model {name}: prices"))?;
             let model = Model {
                 display_name: spec.display_name.unwrap_or_else(|| name.clone()),
                 upstream: spec.upstream.unwrap_or_else(|| name.clone()),
+                kind: spec.kind,
                 provider: provider.clone(),
                 max_output_tokens: spec.max_output_tokens,
                 context_window: spec.context_window.unwrap_or(DEFAULT_CONTEXT_WINDOW),
@@ -192,7 +213,11 @@ impl Catalog {
 /// Resolves a price table: exact decimals into micro-dollars per million
 /// units. A model that is called for tokens must price both input and
 /// output, so no part of a call is served at $0 by accident.
-fn resolve_prices(spec: PriceSpec, kind: ProviderKind) -> anyhow::Result<Prices> {
+fn resolve_prices(
+    spec: PriceSpec,
+    provider: ProviderKind,
+    kind: ModelKind,
+) -> anyhow::Result<Prices> {
     let mut prices = Prices::default();
     for (name, value) in spec {
         let unit = Unit::named(match name.as_str() {
@@ -217,16 +242,20 @@ fn resolve_prices(spec: PriceSpec, kind: ProviderKind) -> anyhow::Result<Prices>
             anyhow::anyhow!("at most {} priced units per model", crate::units::MAX_UNITS)
         })?;
     }
-    let chat = matches!(
-        kind,
+    let tokens = matches!(
+        provider,
         ProviderKind::Anthropic
             | ProviderKind::Openai
             | ProviderKind::OpenaiCompatible
             | ProviderKind::Echo
     );
-    if chat {
-        for unit in [Unit::INPUT_TOKENS, Unit::OUTPUT_TOKENS] {
-            anyhow::ensure!(prices.get(unit).is_some(), "{} needs a price", unit.as_str());
+    let needed: &[Unit] = match kind {
+        ModelKind::Chat => &[Unit::INPUT_TOKENS, Unit::OUTPUT_TOKENS],
+        ModelKind::Embedding => &[Unit::INPUT_TOKENS],
+    };
+    if tokens {
+        for unit in needed {
+            anyhow::ensure!(prices.get(*unit).is_some(), "{} needs a price", unit.as_str());
         }
     }
     Ok(prices)

@@ -18,7 +18,7 @@ pub(super) async fn answer(
 ) -> Result<Response<Body>, GatewayError> {
     let id = match call.shape {
         Shape::Messages => new_id("msg"),
-        Shape::ChatCompletions => new_id("chatcmpl"),
+        Shape::ChatCompletions | Shape::Embeddings => new_id("chatcmpl"),
     };
     // Like a provider, the offline model reads no more than its window.
     if reply.usage.input_tokens > call.model().context_window {

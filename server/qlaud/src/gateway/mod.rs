@@ -7,11 +7,13 @@
 //! for byte except the few it annotates with cost.
 
 mod echo;
+mod embeddings;
 pub mod error;
 mod shape;
 pub mod sse;
 mod stream;
 
+pub use embeddings::embeddings;
 use shape::ClientEncoder;
 pub use shape::Shape;
 use stream::{Translator, stream};
@@ -26,7 +28,7 @@ use qlaud_api::{ChatCompletionRequest, MessagesRequest, ModelInfo, ModelList, Mo
 use serde_json::Value;
 
 use crate::auth::Caller;
-use crate::config::{Catalog, Model, ProviderKind};
+use crate::config::{Catalog, Model, ModelKind, ProviderKind};
 use crate::context::Context;
 use crate::meter::estimate::{self, Estimate, PromptBound};
 use crate::meter::ledger::Admission;
@@ -55,9 +57,20 @@ impl Gateway {
         &self.clients[&model.provider.name]
     }
 
-    /// A model that may be served: known and priced.
-    fn model(&self, name: &str) -> Result<Arc<Model>, GatewayError> {
+    /// A model that may be served for `kind`: known, of that kind, and
+    /// priced.
+    fn model(&self, name: &str, kind: ModelKind) -> Result<Arc<Model>, GatewayError> {
         let model = self.catalog.model(name).ok_or_else(|| GatewayError::model_not_found(name))?;
+        if model.kind != kind {
+            let what = match model.kind {
+                ModelKind::Chat => {
+                    "a chat model: call it through /v1/messages or /v1/chat/completions"
+                }
+                ModelKind::Embedding => "an embedding model: call it through /v1/embeddings",
+            };
+            return Err(GatewayError::bad_request(format!("model {name:?} is {what}"))
+                .with_code("model_not_supported"));
+        }
         if model.prices.is_none() {
             return Err(GatewayError::bad_request(format!(
                 "model {name:?} has no price configured, and qlaud never serves a model at $0 \
@@ -164,7 +177,7 @@ pub async fn messages(
 ) -> Result<Response<Body>, GatewayError> {
     let started = Instant::now();
     let caller = ctx.authenticate(headers).await?;
-    let model = ctx.gateway.model(&req.model)?;
+    let model = ctx.gateway.model(&req.model, ModelKind::Chat)?;
     let streamed = req.stream.unwrap_or(false);
     // Clients ask for far more output than models allow (the Vercel AI SDK
     // sends 128000 for every Claude model): cap at the model's limit, and
@@ -245,7 +258,7 @@ pub async fn chat_completions(
 ) -> Result<Response<Body>, GatewayError> {
     let started = Instant::now();
     let caller = ctx.authenticate(headers).await?;
-    let model = ctx.gateway.model(&req.model)?;
+    let model = ctx.gateway.model(&req.model, ModelKind::Chat)?;
     let streamed = req.stream.unwrap_or(false);
     let wanted = chat_max_tokens(&req, &model);
     let window = model.context_window;

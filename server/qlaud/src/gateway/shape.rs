@@ -15,6 +15,8 @@ use crate::providers::{anthropic, openai};
 pub enum Shape {
     Messages,
     ChatCompletions,
+    /// OpenAI's Embeddings API (JSON only; errors in OpenAI's shape).
+    Embeddings,
 }
 
 impl Shape {
@@ -22,6 +24,7 @@ impl Shape {
         match self {
             Shape::Messages => Endpoint::Messages,
             Shape::ChatCompletions => Endpoint::ChatCompletions,
+            Shape::Embeddings => Endpoint::Embeddings,
         }
     }
 }
@@ -39,11 +42,9 @@ impl ClientEncoder {
             Shape::Messages => {
                 ClientEncoder::Anthropic(anthropic::convert::Encoder::new(&model.name, prices))
             }
-            Shape::ChatCompletions => ClientEncoder::OpenAi(openai::convert::Encoder::new(
-                &model.name,
-                prices,
-                wants_usage,
-            )),
+            Shape::ChatCompletions | Shape::Embeddings => ClientEncoder::OpenAi(
+                openai::convert::Encoder::new(&model.name, prices, wants_usage),
+            ),
         }
     }
 
@@ -58,7 +59,7 @@ impl ClientEncoder {
     pub fn completion(shape: Shape, c: &Completion, model: &str, cost: i64) -> Value {
         match shape {
             Shape::Messages => anthropic::convert::message(c, model, cost),
-            Shape::ChatCompletions => {
+            Shape::ChatCompletions | Shape::Embeddings => {
                 openai::convert::chat_completion(c, model, chrono::Utc::now().timestamp(), cost)
             }
         }
@@ -71,7 +72,7 @@ impl ClientEncoder {
                 Some("error"),
                 &serde_json::to_string(&err.into_anthropic()).unwrap_or_default(),
             ),
-            Shape::ChatCompletions => {
+            Shape::ChatCompletions | Shape::Embeddings => {
                 sse::event(None, &serde_json::to_string(&err.into_openai()).unwrap_or_default())
             }
         }

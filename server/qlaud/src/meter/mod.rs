@@ -77,6 +77,7 @@ impl Unreported {
 pub enum Endpoint {
     Messages,
     ChatCompletions,
+    Embeddings,
     /// A name this version does not know (written by a newer one), kept
     /// as it was.
     Other(String),
@@ -87,6 +88,7 @@ impl Endpoint {
         match self {
             Endpoint::Messages => "messages",
             Endpoint::ChatCompletions => "chat_completions",
+            Endpoint::Embeddings => "embeddings",
             Endpoint::Other(name) => name,
         }
     }
@@ -95,6 +97,7 @@ impl Endpoint {
         match name {
             "messages" => Endpoint::Messages,
             "chat_completions" => Endpoint::ChatCompletions,
+            "embeddings" => Endpoint::Embeddings,
             other => Endpoint::Other(other.to_string()),
         }
     }

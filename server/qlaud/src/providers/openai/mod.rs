@@ -27,6 +27,23 @@ pub fn request(
         .body(body))
 }
 
+/// The upstream embeddings request for `body` (already in OpenAI's shape).
+pub fn embeddings_request(
+    http: &reqwest::Client,
+    model: &Model,
+    body: Vec<u8>,
+) -> Result<reqwest::RequestBuilder, GatewayError> {
+    let provider = &model.provider;
+    let key = provider.api_key.as_deref().ok_or_else(|| {
+        GatewayError::new(502, format!("provider {} has no API key configured", provider.name))
+    })?;
+    Ok(http
+        .post(format!("{}/embeddings", provider.base_url))
+        .bearer_auth(key)
+        .header("content-type", "application/json")
+        .body(body))
+}
+
 /// Usage from an OpenAI `usage` object. Cached tokens are counted inside
 /// `prompt_tokens`; qlaud bills them at the cache-read price instead.
 pub fn usage(u: &Value) -> Usage {
