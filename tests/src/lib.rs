@@ -418,6 +418,29 @@ timeout_secs = 2
     toml
 }
 
+/// The ledger's own view of a key: settled and reserved micro-dollars
+/// (over all its windows), and the open reservations of the whole store.
+pub async fn ledger_state(url: &str, key_id: &str) -> (i64, i64, i64) {
+    use sqlx::Row;
+    let pool = store_pool(url).await;
+    let row = sqlx::query(
+        "SELECT CAST(COALESCE(SUM(settled_micros), 0) AS BIGINT) AS s, \
+         CAST(COALESCE(SUM(reserved_micros), 0) AS BIGINT) AS r FROM key_spend WHERE key_id = $1",
+    )
+    .bind(key_id)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    let open: i64 = sqlx::query("SELECT COUNT(*) AS n FROM reservations")
+        .fetch_one(&pool)
+        .await
+        .unwrap()
+        .try_get("n")
+        .unwrap();
+    pool.close().await;
+    (row.try_get("s").unwrap(), row.try_get("r").unwrap(), open)
+}
+
 /// A pool on a test database, for checking the ledger's own tables.
 pub async fn store_pool(url: &str) -> sqlx::AnyPool {
     sqlx::any::install_default_drivers();

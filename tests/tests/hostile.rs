@@ -10,9 +10,8 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use qlaud_tests::mock::{MockStats, MockUpstream};
-use qlaud_tests::{Backend, TestServer, backend_tests, mock_toml, store_pool};
+use qlaud_tests::{Backend, TestServer, backend_tests, ledger_state, mock_toml};
 use serde_json::{Value, json};
-use sqlx::Row;
 
 backend_tests!(
     n_choices_are_reserved_for_every_choice,
@@ -30,16 +29,27 @@ backend_tests!(
 /// priced like `gpt-test` ($1.25 / $10 per million) and `claude-test`
 /// ($3 / $15, cache writes $3.75).
 fn hostile_toml(mock: &MockUpstream) -> String {
+    // Providers of their own with a generous timeout: hundreds of requests
+    // in flight on two cores must not turn into provider timeouts.
     let mut toml = mock_toml(mock);
+    toml.push_str(&format!(
+        "\n[providers.hostile-openai]\nkind = \"openai\"\nbase_url = \"{}\"\n\
+         api_key = \"mock-openai-key\"\ntimeout_secs = 60\n\
+         \n[providers.hostile-anthropic]\nkind = \"anthropic\"\nbase_url = \"{}\"\n\
+         api_key = \"mock-anthropic-key\"\ntimeout_secs = 60\n",
+        mock.openai_base_url(),
+        mock.anthropic_base_url()
+    ));
     let gpt = r#"prices = { input = "1.25", output = "10", cache_read = "0.125" }"#;
     let claude =
         r#"prices = { input = "3", output = "15", cache_read = "0.3", cache_write = "3.75" }"#;
     for mode in ["greedy", "greedy-slow", "greedy-cut", "nousage", "greedy-nousage"] {
         toml.push_str(&format!(
-            "\n[models.\"gpt-5.4-{mode}\"]\nprovider = \"openai\"\nupstream = \"gpt-{mode}\"\n\
-             max_output_tokens = 128000\ncontext_window = 1000000\n{gpt}\n\
-             \n[models.\"claude-{mode}-x\"]\nprovider = \"anthropic\"\nupstream = \"claude-{mode}\"\n\
-             max_output_tokens = 64000\ncontext_window = 1000000\n{claude}\n"
+            "\n[models.\"gpt-5.4-{mode}\"]\nprovider = \"hostile-openai\"\n\
+             upstream = \"gpt-{mode}\"\nmax_output_tokens = 128000\ncontext_window = 1000000\n\
+             {gpt}\n\n[models.\"claude-{mode}-x\"]\nprovider = \"hostile-anthropic\"\n\
+             upstream = \"claude-{mode}\"\nmax_output_tokens = 64000\n\
+             context_window = 1000000\n{claude}\n"
         ));
     }
     toml
@@ -143,28 +153,6 @@ async fn overruns(t: &TestServer) -> u64 {
         .expect("the overrun counter is exported")
 }
 
-/// The ledger's own rows for a key: (settled, still reserved) micro-dollars,
-/// and open reservations of the whole store.
-async fn ledger(t: &TestServer, key_id: &str) -> (i64, i64, i64) {
-    let pool = store_pool(&t.db.url).await;
-    let row = sqlx::query(
-        "SELECT CAST(COALESCE(SUM(settled_micros), 0) AS BIGINT) AS s, \
-         CAST(COALESCE(SUM(reserved_micros), 0) AS BIGINT) AS r FROM key_spend WHERE key_id = $1",
-    )
-    .bind(key_id)
-    .fetch_one(&pool)
-    .await
-    .unwrap();
-    let open: i64 = sqlx::query("SELECT COUNT(*) AS n FROM reservations")
-        .fetch_one(&pool)
-        .await
-        .unwrap()
-        .try_get("n")
-        .unwrap();
-    pool.close().await;
-    (row.try_get("s").unwrap(), row.try_get("r").unwrap(), open)
-}
-
 async fn user(t: &TestServer, cap_usd: f64) -> (String, String) {
     let key = t.mint(json!({"name": "hostile", "max_spend_usd": cap_usd})).await;
     (key["id"].as_str().unwrap().to_string(), key["secret"].as_str().unwrap().to_string())
@@ -266,7 +254,7 @@ async fn concurrent_n_choices_stay_within_the_cap(backend: Backend) {
     assert_eq!(stats.requests, admitted, "the provider saw exactly the admitted requests");
     assert!(cost <= 5_000_000, "spent {cost} µ$ of a $5 cap");
     assert!(cost >= billed(&stats, GPT) && cost <= billed(&stats, GPT) + admitted as i64);
-    assert_eq!(ledger(&t, &id).await, (cost, 0, 0));
+    assert_eq!(ledger_state(&t.db.url, &id).await, (cost, 0, 0));
     assert_eq!(overruns(&t).await, 0);
     t.stop().await;
 }
@@ -394,7 +382,7 @@ async fn a_stream_cut_before_its_usage_bills_the_prompt_bound(backend: Backend) 
             billed(&stats, GPT)
         );
         assert!(cost <= 1_000_000, "{path}: spent {cost} µ$ of a $1 cap");
-        assert_eq!(ledger(&t, &id).await.1, 0, "{path}: nothing left reserved");
+        assert_eq!(ledger_state(&t.db.url, &id).await.1, 0, "{path}: nothing left reserved");
     }
     // Cut mid-stream by the provider itself, in both shapes: the same rule.
     for (path, model, prices) in [
@@ -756,7 +744,7 @@ async fn mixed_hostile_load_on_one_key(backend: Backend) {
     assert_eq!(stats.requests, admitted, "each admitted request reached the provider once");
     assert!(cost <= 2_000_000, "spent {cost} µ$ of a $2 cap");
     assert!(cost >= billed(&stats, GPT), "{cost} < {}", billed(&stats, GPT));
-    assert_eq!(ledger(&t, &id).await, (cost, 0, 0));
+    assert_eq!(ledger_state(&t.db.url, &id).await, (cost, 0, 0));
     assert_eq!(overruns(&t).await, 0);
     t.stop().await;
 }

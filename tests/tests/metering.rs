@@ -7,7 +7,7 @@ use std::sync::Arc;
 use futures::StreamExt;
 use qlaud_tests::mock::MockUpstream;
 use qlaud_tests::{
-    Backend, QlaudProcess, TestDb, TestServer, backend_tests, mock_toml, store_pool,
+    Backend, QlaudProcess, TestDb, TestServer, backend_tests, ledger_state, mock_toml, store_pool,
 };
 use serde_json::{Value, json};
 use sqlx::Row;
@@ -87,28 +87,6 @@ async fn usage(base: &str, key: &str, query: &str) -> Value {
         .unwrap();
     assert_eq!(resp.status(), 200);
     resp.json().await.unwrap()
-}
-
-/// The ledger's own view: settled and reserved micro-dollars of a key, and
-/// open reservations.
-async fn ledger(url: &str, key_id: &str) -> (i64, i64, i64) {
-    let pool = store_pool(url).await;
-    let row = sqlx::query(
-        "SELECT CAST(COALESCE(SUM(settled_micros), 0) AS BIGINT) AS s, \
-         CAST(COALESCE(SUM(reserved_micros), 0) AS BIGINT) AS r FROM key_spend WHERE key_id = $1",
-    )
-    .bind(key_id)
-    .fetch_one(&pool)
-    .await
-    .unwrap();
-    let open: i64 = sqlx::query("SELECT COUNT(*) AS n FROM reservations")
-        .fetch_one(&pool)
-        .await
-        .unwrap()
-        .try_get("n")
-        .unwrap();
-    pool.close().await;
-    (row.try_get("s").unwrap(), row.try_get("r").unwrap(), open)
 }
 
 /// A request whose answer runs into `max_tokens` (the mock echoes the 100
@@ -252,7 +230,7 @@ async fn cap_holds_under_300_concurrent_requests(backend: Backend) {
         .clone();
     assert_eq!(row["cost_micros"].as_i64().unwrap(), cost);
     assert_eq!(row["requests"].as_u64().unwrap(), admitted);
-    let (settled, reserved, open) = ledger(&t.db.url, key_id).await;
+    let (settled, reserved, open) = ledger_state(&t.db.url, key_id).await;
     assert_eq!((settled, reserved, open), (cost, 0, 0));
     t.stop().await;
 }
@@ -292,7 +270,7 @@ async fn cap_holds_across_two_processes(backend: Backend) {
     let rb = usage(&b.base_url(), master, "").await;
     assert_eq!(ra["totals"]["cost_micros"].as_i64(), Some(cost));
     assert_eq!(rb["totals"]["cost_micros"].as_i64(), Some(cost));
-    let (settled, reserved, open) = ledger(&db.url, key_id).await;
+    let (settled, reserved, open) = ledger_state(&db.url, key_id).await;
     assert_eq!((settled, reserved, open), (cost, 0, 0));
     a.kill().await;
     b.kill().await;
@@ -699,12 +677,12 @@ async fn crash_mid_load_settles_every_request_once(backend: Backend) {
     // The restarted process settles what the dead one left open.
     let second = QlaudProcess::spawn(&args).await;
     let mut waited = 0;
-    while ledger(&db.url, key_id).await.2 > 0 {
+    while ledger_state(&db.url, key_id).await.2 > 0 {
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
         waited += 1;
         assert!(waited < 100, "reservations were never recovered");
     }
-    let (settled, reserved, _) = ledger(&db.url, key_id).await;
+    let (settled, reserved, _) = ledger_state(&db.url, key_id).await;
     assert_eq!(reserved, 0);
     let report = usage(&second.base_url(), &master, "?from=2000-01-01&to=2100-01-01").await;
     assert_eq!(report["totals"]["cost_micros"].as_i64(), Some(settled), "ledger == usage report");

@@ -169,6 +169,37 @@ fn choices(fields: &serde_json::Map<String, Value>) -> Result<u64, GatewayError>
     })
 }
 
+/// The worst case of a body forwarded as the client sent it: every field
+/// (unknown ones too) counts toward the prompt, and its multipliers apply.
+fn pass_through_estimate(
+    model: &Model,
+    messages: &[Value],
+    system: Option<&Value>,
+    extra: &serde_json::Map<String, Value>,
+    max_output: u64,
+) -> Result<Estimate, GatewayError> {
+    let mut bound = PromptBound::default();
+    bound.field("model", &Value::String(model.upstream.clone()));
+    bound.messages("messages", messages);
+    if let Some(system) = system {
+        bound.field("system", system);
+    }
+    bound.fields(extra);
+    Ok(Estimate {
+        prompt_tokens: bound.finish(model.context_window),
+        max_output,
+        choices: choices(extra)?,
+        extra_output: estimate::extra_output(extra),
+    })
+}
+
+/// The worst case of a translated body: one choice, as the translators
+/// carry no multipliers.
+fn translation_estimate(model: &Model, body: &Value, max_output: u64) -> Estimate {
+    let prompt_tokens = PromptBound::body(body).finish(model.context_window);
+    Estimate { prompt_tokens, max_output, choices: 1, extra_output: 0 }
+}
+
 /// `POST /v1/messages`.
 pub async fn messages(
     ctx: &Context,
@@ -183,33 +214,22 @@ pub async fn messages(
     // sends 128000 for every Claude model): cap at the model's limit, and
     // fill it in when missing, since Anthropic requires it.
     let wanted = req.max_tokens.unwrap_or(model.max_output_tokens).min(model.max_output_tokens);
-    let window = model.context_window;
     // The worst case of the body as it is forwarded: the client's own
     // (every field passes through) or its translation.
     let (estimate, translated) = match model.provider.kind {
         ProviderKind::Openai | ProviderKind::OpenaiCompatible => {
             let body =
                 openai::convert::request_from_anthropic(&req, &model.upstream, wanted, streamed)?;
-            let prompt_tokens = PromptBound::body(&body).finish(window);
-            (
-                Estimate { prompt_tokens, max_output: wanted, choices: 1, extra_output: 0 },
-                Some(body),
-            )
+            (translation_estimate(&model, &body, wanted), Some(body))
         }
         ProviderKind::Anthropic | ProviderKind::Echo => {
-            let mut bound = PromptBound::default();
-            bound.field("model", &Value::String(model.upstream.clone()));
-            bound.messages("messages", &req.messages);
-            if let Some(system) = &req.system {
-                bound.field("system", system);
-            }
-            bound.fields(&req.extra);
-            let estimate = Estimate {
-                prompt_tokens: bound.finish(window),
-                max_output: wanted,
-                choices: choices(&req.extra)?,
-                extra_output: estimate::extra_output(&req.extra),
-            };
+            let estimate = pass_through_estimate(
+                &model,
+                &req.messages,
+                req.system.as_ref(),
+                &req.extra,
+                wanted,
+            )?;
             (estimate, None)
         }
     };
@@ -222,13 +242,10 @@ pub async fn messages(
             body["max_completion_tokens"] = max_tokens.into();
             let http = openai::request(ctx.gateway.client(&model), &model, to_vec(&body)?)?;
             let upstream = send(&mut call, http).await?;
-            if streamed {
-                let mut decoder = openai::convert::Decoder::default();
-                let meter = Translator::new(&call, move |raw| decoder.decode(raw), false);
-                Ok(stream(call, upstream, meter))
-            } else {
-                json_translated(call, upstream, openai::convert::completion).await
-            }
+            let mut decoder = openai::convert::Decoder::default();
+            let decode = move |raw: &[u8]| decoder.decode(raw);
+            answer_translated(call, upstream, streamed, decode, false, openai::convert::completion)
+                .await
         }
         (ProviderKind::Echo, _) => {
             let reply = providers::echo::reply(req.system.as_ref(), &req.messages, max_tokens);
@@ -261,7 +278,6 @@ pub async fn chat_completions(
     let model = ctx.gateway.model(&req.model, ModelKind::Chat)?;
     let streamed = req.stream.unwrap_or(false);
     let wanted = chat_max_tokens(&req, &model);
-    let window = model.context_window;
     let wants_usage = wants_usage(&req.extra);
     let (estimate, translated) = match model.provider.kind {
         ProviderKind::Anthropic => {
@@ -274,23 +290,10 @@ pub async fn chat_completions(
             }
             let body =
                 anthropic::convert::request_from_openai(&req, &model.upstream, wanted, streamed)?;
-            let prompt_tokens = PromptBound::body(&body).finish(window);
-            (
-                Estimate { prompt_tokens, max_output: wanted, choices: 1, extra_output: 0 },
-                Some(body),
-            )
+            (translation_estimate(&model, &body, wanted), Some(body))
         }
         ProviderKind::Openai | ProviderKind::OpenaiCompatible | ProviderKind::Echo => {
-            let mut bound = PromptBound::default();
-            bound.field("model", &Value::String(model.upstream.clone()));
-            bound.messages("messages", &req.messages);
-            bound.fields(&req.extra);
-            let estimate = Estimate {
-                prompt_tokens: bound.finish(window),
-                max_output: wanted,
-                choices: choices(&req.extra)?,
-                extra_output: estimate::extra_output(&req.extra),
-            };
+            let estimate = pass_through_estimate(&model, &req.messages, None, &req.extra, wanted)?;
             (estimate, None)
         }
     };
@@ -311,13 +314,17 @@ pub async fn chat_completions(
             let http =
                 anthropic::request(ctx.gateway.client(&model), &model, headers, to_vec(&body)?)?;
             let upstream = send(&mut call, http).await?;
-            if streamed {
-                let mut decoder = anthropic::convert::Decoder::default();
-                let meter = Translator::new(&call, move |raw| decoder.decode(raw), wants_usage);
-                Ok(stream(call, upstream, meter))
-            } else {
-                json_translated(call, upstream, anthropic::convert::completion).await
-            }
+            let mut decoder = anthropic::convert::Decoder::default();
+            let decode = move |raw: &[u8]| decoder.decode(raw);
+            answer_translated(
+                call,
+                upstream,
+                streamed,
+                decode,
+                wants_usage,
+                anthropic::convert::completion,
+            )
+            .await
         }
         (ProviderKind::Echo, _) => {
             let reply = providers::echo::reply(None, &req.messages, max_tokens);
@@ -511,6 +518,23 @@ fn sse_response(call: &Call, body: Body) -> Response<Body> {
         .header(http::header::CACHE_CONTROL, "no-cache")
         .body(body)
         .expect("a valid response")
+}
+
+/// An answer from a provider of the other shape, streamed or whole.
+async fn answer_translated(
+    call: Call,
+    upstream: reqwest::Response,
+    streamed: bool,
+    decode: impl FnMut(&[u8]) -> Vec<crate::providers::ir::Event> + Send + 'static,
+    wants_usage: bool,
+    completion: fn(&Value) -> Completion,
+) -> Result<Response<Body>, GatewayError> {
+    if streamed {
+        let meter = Translator::new(&call, decode, wants_usage);
+        Ok(stream(call, upstream, meter))
+    } else {
+        json_translated(call, upstream, completion).await
+    }
 }
 
 /// A non-streamed answer from a provider of the other shape.

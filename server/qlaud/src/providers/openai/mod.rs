@@ -10,21 +10,13 @@ use crate::gateway::error::GatewayError;
 use crate::gateway::sse;
 use crate::meter::{Unreported, Usage, cost_micros};
 
-/// The upstream request for `body` (already in OpenAI's shape).
+/// The upstream chat request for `body` (already in OpenAI's shape).
 pub fn request(
     http: &reqwest::Client,
     model: &Model,
     body: Vec<u8>,
 ) -> Result<reqwest::RequestBuilder, GatewayError> {
-    let provider = &model.provider;
-    let key = provider.api_key.as_deref().ok_or_else(|| {
-        GatewayError::new(502, format!("provider {} has no API key configured", provider.name))
-    })?;
-    Ok(http
-        .post(format!("{}/chat/completions", provider.base_url))
-        .bearer_auth(key)
-        .header("content-type", "application/json")
-        .body(body))
+    post(http, model, "chat/completions", body)
 }
 
 /// The upstream embeddings request for `body` (already in OpenAI's shape).
@@ -33,12 +25,22 @@ pub fn embeddings_request(
     model: &Model,
     body: Vec<u8>,
 ) -> Result<reqwest::RequestBuilder, GatewayError> {
+    post(http, model, "embeddings", body)
+}
+
+/// A JSON POST to `path` under the provider's base URL, with its key.
+fn post(
+    http: &reqwest::Client,
+    model: &Model,
+    path: &str,
+    body: Vec<u8>,
+) -> Result<reqwest::RequestBuilder, GatewayError> {
     let provider = &model.provider;
     let key = provider.api_key.as_deref().ok_or_else(|| {
         GatewayError::new(502, format!("provider {} has no API key configured", provider.name))
     })?;
     Ok(http
-        .post(format!("{}/embeddings", provider.base_url))
+        .post(format!("{}/{path}", provider.base_url))
         .bearer_auth(key)
         .header("content-type", "application/json")
         .body(body))
