@@ -17,6 +17,7 @@ pub mod meter;
 pub mod metrics;
 pub mod providers;
 pub mod store;
+pub mod tokens;
 pub mod units;
 pub mod usage;
 
