@@ -111,11 +111,7 @@ impl Request {
             }
         }
         let tools = obj.get("tools").and_then(Value::as_array).map_or(&[][..], Vec::as_slice);
-
-        let system = obj.get("system").map_or(0, content_tokens);
-        let input_tokens = system
-            + messages.iter().map(|m| m.get("content").map_or(0, content_tokens)).sum::<u64>()
-            + tools.len() as u64 * TOOL_DEF_TOKENS;
+        let input_tokens = input_tokens(body);
         let cached = if has_key(body, "cache_control") { CACHED_TOKENS } else { 0 };
         let req = Request {
             model,
@@ -147,6 +143,52 @@ impl Request {
         }
         Ok(())
     }
+}
+
+/// Input tokens of a request by the mock's rule: the words of the system
+/// prompt and of every message, images and tool definitions.
+fn input_tokens(body: &Value) -> u64 {
+    let messages = body.get("messages").and_then(Value::as_array).map_or(&[][..], Vec::as_slice);
+    let tools = body.get("tools").and_then(Value::as_array).map_or(0, Vec::len);
+    body.get("system").map_or(0, content_tokens)
+        + messages.iter().map(|m| m.get("content").map_or(0, content_tokens)).sum::<u64>()
+        + tools as u64 * TOOL_DEF_TOKENS
+}
+
+/// `POST /v1/messages/count_tokens`: `{"input_tokens": N}` by the same rule
+/// as the messages, checked like them (auth, version, model, messages) but
+/// without `max_tokens`. Free, so the stats count no tokens.
+pub(super) async fn count_tokens(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let route = (Api::Anthropic, "/v1/messages/count_tokens", "request-id");
+    let answer = |_, body| std::future::ready(count_answer(&headers, body));
+    shared.serve(route, &headers, body, stopping, answer).await
+}
+
+fn count_answer(headers: &HeaderMap, body: Option<Value>) -> Response {
+    if let Some(resp) = auth_error(headers) {
+        return resp;
+    }
+    if !headers.contains_key("anthropic-version") {
+        return invalid("anthropic-version: header is required");
+    }
+    let Some(body) = body else {
+        return invalid("There was an error parsing the body of your request: invalid JSON");
+    };
+    // The same checks as a message, which also needs `max_tokens`.
+    let mut as_message = body.clone();
+    as_message["max_tokens"] = json!(1);
+    if let Err(message) = Request::parse(&as_message) {
+        return invalid(&message);
+    }
+    let model = body.get("model").and_then(Value::as_str).unwrap_or_default();
+    if let Some(code) = Faults::from_model(model).error {
+        return fault(code);
+    }
+    json_response(StatusCode::OK, &json!({"input_tokens": input_tokens(&body)}))
 }
 
 /// Input tokens of a `system` or message `content`: a string or blocks.

@@ -1,5 +1,6 @@
 //! A mock upstream speaking the real wire formats of Anthropic's Messages API
-//! (`POST /v1/messages`) and OpenAI's Chat Completions API
+//! (`POST /v1/messages`, `POST /v1/messages/count_tokens`) and OpenAI's Chat
+//! Completions API
 //! (`POST /v1/chat/completions`, `GET /v1/models`), JSON and SSE, so the
 //! gateway can be tested and benchmarked without the real providers.
 //!
@@ -18,6 +19,9 @@
 //!   `system`; OpenAI system/developer messages are ordinary messages) and of
 //!   every message's text (text blocks/parts, tool results), + 100 per image,
 //!   + 10 per tool definition. Tool-use blocks and tool_calls count nothing.
+//! - Anthropic's count_tokens answers `{"input_tokens": N}` by that rule
+//!   (the `error-NNN` faults apply); it counts as a request in the stats,
+//!   with no tokens, since it is free.
 //! - Output tokens: words of the reply, + 10 for a tool call (not truncated).
 //!   `max_tokens` / `max_completion_tokens` below the word count truncates
 //!   the reply and stops with `max_tokens` / `length`.
@@ -364,6 +368,7 @@ impl Drop for InFlight<'_> {
 fn router(shared: Arc<Shared>) -> Router {
     Router::new()
         .route("/v1/messages", post(anthropic::messages))
+        .route("/v1/messages/count_tokens", post(anthropic::count_tokens))
         .route("/v1/chat/completions", post(openai::chat_completions))
         .route("/v1/embeddings", post(embeddings::embeddings))
         .route("/v1/models", get(models))

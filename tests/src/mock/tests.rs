@@ -461,3 +461,33 @@ async fn max_in_flight_counts_overlapping_requests() {
         .unwrap();
     assert_eq!(v["max_in_flight"], 1);
 }
+
+#[tokio::test]
+async fn anthropic_count_tokens_uses_the_input_rule() {
+    let mock = MockUpstream::start().await;
+    let count = |body: Value, version: bool| {
+        let mut req = client()
+            .post(format!("{}/v1/messages/count_tokens", mock.anthropic_base_url()))
+            .header("x-api-key", ANTHROPIC_KEY)
+            .json(&body);
+        if version {
+            req = req.header("anthropic-version", "2023-06-01");
+        }
+        req.send()
+    };
+    let body = json!({"model": "m", "system": [{"type": "text", "text": "be brief"}],
+                      "tools": [{"name": "t", "input_schema": {"type": "object"}}],
+                      "messages": [{"role": "user", "content": "one two three"}]});
+    let resp = count(body.clone(), true).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    // 2 system words + 3 message words + 10 for the tool.
+    assert_eq!(resp.json::<Value>().await.unwrap(), json!({"input_tokens": 15}));
+    let stats = mock.stats();
+    assert_eq!(stats.last_path.as_deref(), Some("/v1/messages/count_tokens"));
+    assert_eq!((stats.requests, stats.input_tokens), (1, 0));
+    assert_eq!(count(body, false).await.unwrap().status(), 400);
+    let no_messages = json!({"model": "m", "messages": []});
+    assert_eq!(count(no_messages, true).await.unwrap().status(), 400);
+    let failing = json!({"model": "m-error-529", "messages": [{"role": "user", "content": "x"}]});
+    assert_eq!(count(failing, true).await.unwrap().status().as_u16(), 529);
+}
