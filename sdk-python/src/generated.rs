@@ -13,6 +13,25 @@ use crate::convert::{CallError, Output};
 
 #[pymethods]
 impl Client {
+    /// Count a message's input tokens (Anthropic's count_tokens).
+    ///
+    /// Anthropic's `POST /v1/messages/count_tokens` (also called as `?beta=true`, as Claude Code does; query parameters are ignored), for any model qlaud serves, answering `{"input_tokens": N}`. Claude models: the request is forwarded to the provider's own count_tokens (model renamed to the provider's id, `anthropic-version` and `anthropic-beta` passed on, every other field unchanged) and its count is returned. Other models: an estimate counted locally with the model family's tokenizer (o200k_base for GPT-5.x, GPT-4o and unknown families) over the text of `system`, each message's text blocks, `tool_use` blocks (name and input as JSON), `tool_result` content, text documents and thinking, and each tool definition as JSON; plus 3 tokens per message, 1 per tool call and 3 for the reply's priming; each image counts 765 tokens (a 1024×1024 image at high detail). The offline `echo` model counts by its own billing rule. Counting is free: it is not metered and not capped, so a key whose spend cap is reached can still count; a suspended, revoked or disabled key cannot. Authenticates like `POST /v1/messages`, and errors use Anthropic's error shape (404 `not_found_error` with code `model_not_found` for an unknown model). Any key may call it.
+    ///
+    /// `POST /v1/messages/count_tokens`
+    #[pyo3(signature = (*, messages, model, system=None, thinking=None, tool_choice=None, tools=None, **extra))]
+    fn count_message_tokens<'py>(&self, py: Python<'py>, messages: &Bound<'py, PyAny>, model: &Bound<'py, PyAny>, system: Option<&Bound<'py, PyAny>>, thinking: Option<&Bound<'py, PyAny>>, tool_choice: Option<&Bound<'py, PyAny>>, tools: Option<&Bound<'py, PyAny>>, extra: Option<&Bound<'py, PyDict>>) -> PyResult<Py<PyAny>> {
+        let mut body = serde_json::Map::new();
+        crate::convert::put(&mut body, "messages", Some(messages))?;
+        crate::convert::put(&mut body, "model", Some(model))?;
+        crate::convert::put(&mut body, "system", system)?;
+        crate::convert::put(&mut body, "thinking", thinking)?;
+        crate::convert::put(&mut body, "tool_choice", tool_choice)?;
+        crate::convert::put(&mut body, "tools", tools)?;
+        crate::convert::put_all(&mut body, extra)?;
+        let sdk = self.core.sdk();
+        self.core.call(py, ops::count_message_tokens(sdk, body))
+    }
+
     /// Create a chat completion (OpenAI Chat Completions API).
     ///
     /// OpenAI's `POST /v1/chat/completions`, for any model qlaud serves. With `"stream": true` the answer is `text/event-stream` with OpenAI's chunks and a final `data: [DONE]`. Fields qlaud does not know pass to the provider unchanged. Errors use OpenAI's error shape. Any key may call it.
@@ -107,6 +126,17 @@ impl Client {
     fn get_key<'py>(&self, py: Python<'py>, key_id: String) -> PyResult<Py<PyAny>> {
         let sdk = self.core.sdk();
         self.core.call(py, ops::get_key(sdk, key_id))
+    }
+
+    /// Fetch a model.
+    ///
+    /// One model qlaud serves, as `GET /v1/models` lists it (OpenAI's and Anthropic's fields both), so `client.models.retrieve(…)` works on both official clients. An unknown model is a 404 whose body both clients read: Anthropic's error shape (`type: error`, `error.type: not_found_error`) whose `error` object also carries OpenAI's `code` (`model_not_found`), so each raises its own `NotFoundError`. Any key may call it.
+    ///
+    /// `GET /v1/models/{model_id}`
+    #[pyo3(signature = (model_id))]
+    fn get_model<'py>(&self, py: Python<'py>, model_id: String) -> PyResult<Py<PyAny>> {
+        let sdk = self.core.sdk();
+        self.core.call(py, ops::get_model(sdk, model_id))
     }
 
     /// Report usage.
@@ -249,6 +279,25 @@ impl Client {
 
 #[pymethods]
 impl AsyncClient {
+    /// Count a message's input tokens (Anthropic's count_tokens).
+    ///
+    /// Anthropic's `POST /v1/messages/count_tokens` (also called as `?beta=true`, as Claude Code does; query parameters are ignored), for any model qlaud serves, answering `{"input_tokens": N}`. Claude models: the request is forwarded to the provider's own count_tokens (model renamed to the provider's id, `anthropic-version` and `anthropic-beta` passed on, every other field unchanged) and its count is returned. Other models: an estimate counted locally with the model family's tokenizer (o200k_base for GPT-5.x, GPT-4o and unknown families) over the text of `system`, each message's text blocks, `tool_use` blocks (name and input as JSON), `tool_result` content, text documents and thinking, and each tool definition as JSON; plus 3 tokens per message, 1 per tool call and 3 for the reply's priming; each image counts 765 tokens (a 1024×1024 image at high detail). The offline `echo` model counts by its own billing rule. Counting is free: it is not metered and not capped, so a key whose spend cap is reached can still count; a suspended, revoked or disabled key cannot. Authenticates like `POST /v1/messages`, and errors use Anthropic's error shape (404 `not_found_error` with code `model_not_found` for an unknown model). Any key may call it.
+    ///
+    /// `POST /v1/messages/count_tokens`
+    #[pyo3(signature = (*, messages, model, system=None, thinking=None, tool_choice=None, tools=None, **extra))]
+    fn count_message_tokens<'py>(&self, py: Python<'py>, messages: &Bound<'py, PyAny>, model: &Bound<'py, PyAny>, system: Option<&Bound<'py, PyAny>>, thinking: Option<&Bound<'py, PyAny>>, tool_choice: Option<&Bound<'py, PyAny>>, tools: Option<&Bound<'py, PyAny>>, extra: Option<&Bound<'py, PyDict>>) -> PyResult<Bound<'py, PyAny>> {
+        let mut body = serde_json::Map::new();
+        crate::convert::put(&mut body, "messages", Some(messages))?;
+        crate::convert::put(&mut body, "model", Some(model))?;
+        crate::convert::put(&mut body, "system", system)?;
+        crate::convert::put(&mut body, "thinking", thinking)?;
+        crate::convert::put(&mut body, "tool_choice", tool_choice)?;
+        crate::convert::put(&mut body, "tools", tools)?;
+        crate::convert::put_all(&mut body, extra)?;
+        let sdk = self.core.sdk();
+        self.core.spawn(py, ops::count_message_tokens(sdk, body))
+    }
+
     /// Create a chat completion (OpenAI Chat Completions API).
     ///
     /// OpenAI's `POST /v1/chat/completions`, for any model qlaud serves. With `"stream": true` the answer is `text/event-stream` with OpenAI's chunks and a final `data: [DONE]`. Fields qlaud does not know pass to the provider unchanged. Errors use OpenAI's error shape. Any key may call it.
@@ -343,6 +392,17 @@ impl AsyncClient {
     fn get_key<'py>(&self, py: Python<'py>, key_id: String) -> PyResult<Bound<'py, PyAny>> {
         let sdk = self.core.sdk();
         self.core.spawn(py, ops::get_key(sdk, key_id))
+    }
+
+    /// Fetch a model.
+    ///
+    /// One model qlaud serves, as `GET /v1/models` lists it (OpenAI's and Anthropic's fields both), so `client.models.retrieve(…)` works on both official clients. An unknown model is a 404 whose body both clients read: Anthropic's error shape (`type: error`, `error.type: not_found_error`) whose `error` object also carries OpenAI's `code` (`model_not_found`), so each raises its own `NotFoundError`. Any key may call it.
+    ///
+    /// `GET /v1/models/{model_id}`
+    #[pyo3(signature = (model_id))]
+    fn get_model<'py>(&self, py: Python<'py>, model_id: String) -> PyResult<Bound<'py, PyAny>> {
+        let sdk = self.core.sdk();
+        self.core.spawn(py, ops::get_model(sdk, model_id))
     }
 
     /// Report usage.
@@ -488,6 +548,16 @@ mod ops {
     use super::*;
     use qlaud::types;
 
+    pub(super) async fn count_message_tokens(sdk: crate::client::Sdk, body: serde_json::Map<String, serde_json::Value>) -> Result<Output, CallError> {
+        let query: Vec<(&str, String)> = Vec::new();
+        let path = String::from("/v1/messages/count_tokens");
+        let body = crate::convert::checked::<types::MessageTokensRequest>(body)?;
+        sdk.request_json(reqwest::Method::POST, &path, &query, Some(body))
+            .await
+            .map(Output::Json)
+            .map_err(CallError::raw)
+    }
+
     pub(super) async fn create_chat_completion(sdk: crate::client::Sdk, body: serde_json::Map<String, serde_json::Value>, stream: bool) -> Result<Output, CallError> {
         let body = serde_json::Value::Object(body);
         if stream {
@@ -552,6 +622,15 @@ mod ops {
     pub(super) async fn get_key(sdk: crate::client::Sdk, key_id: String) -> Result<Output, CallError> {
         let query: Vec<(&str, String)> = Vec::new();
         let path = format!("/v1/keys/{}", crate::convert::segment(&key_id));
+        sdk.request_json(reqwest::Method::GET, &path, &query, None)
+            .await
+            .map(Output::Json)
+            .map_err(CallError::raw)
+    }
+
+    pub(super) async fn get_model(sdk: crate::client::Sdk, model_id: String) -> Result<Output, CallError> {
+        let query: Vec<(&str, String)> = Vec::new();
+        let path = format!("/v1/models/{}", crate::convert::segment(&model_id));
         sdk.request_json(reqwest::Method::GET, &path, &query, None)
             .await
             .map(Output::Json)

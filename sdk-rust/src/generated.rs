@@ -595,6 +595,42 @@ pub mod types {
             Default::default()
         }
     }
+    ///The answer of `POST /v1/messages/count_tokens`: `{"input_tokens": N}`.
+    #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, PartialEq)]
+    pub struct MessageTokensCount {
+        ///The input tokens the request would be billed for: the provider's own count for Claude models, an estimate by the model family's tokenizer for the others.
+        pub input_tokens: u64,
+    }
+    impl MessageTokensCount {
+        pub fn builder() -> builder::MessageTokensCount {
+            Default::default()
+        }
+    }
+    ///A request to `POST /v1/messages/count_tokens`, in Anthropic's shape: what a `POST /v1/messages` request would send, without the output limit.
+    #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, PartialEq)]
+    pub struct MessageTokensRequest {
+        ///The conversation: `{role, content}` objects as in Anthropic's API (text, image, document, tool_use and tool_result blocks).
+        pub messages: ::std::vec::Vec<::serde_json::Value>,
+        ///The model's public name in qlaud (see `GET /v1/models`).
+        pub model: ::std::string::String,
+        ///The system prompt: a string or an array of text blocks (which may carry `cache_control`).
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub system: ::std::option::Option<::serde_json::Value>,
+        ///Extended thinking settings, as in `POST /v1/messages`.
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub thinking: ::std::option::Option<::serde_json::Value>,
+        ///How the model may use the tools, as in `POST /v1/messages`.
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub tool_choice: ::std::option::Option<::serde_json::Value>,
+        ///Tool definitions (`{name, description, input_schema}` or typed server tools), as in `POST /v1/messages`.
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub tools: ::std::option::Option<::std::vec::Vec<::serde_json::Value>>,
+    }
+    impl MessageTokensRequest {
+        pub fn builder() -> builder::MessageTokensRequest {
+            Default::default()
+        }
+    }
     ///A request to `POST /v1/messages`, in Anthropic's Messages API shape.
     #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, PartialEq)]
     pub struct MessagesRequest {
@@ -3778,6 +3814,188 @@ pub mod types {
             }
         }
         #[derive(Clone, Debug)]
+        pub struct MessageTokensCount {
+            input_tokens: ::std::result::Result<u64, ::std::string::String>,
+        }
+        impl ::std::default::Default for MessageTokensCount {
+            fn default() -> Self {
+                Self {
+                    input_tokens: Err("no value supplied for input_tokens".to_string()),
+                }
+            }
+        }
+        impl MessageTokensCount {
+            pub fn input_tokens<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<u64>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.input_tokens = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for input_tokens: {e}")
+                    });
+                self
+            }
+        }
+        impl ::std::convert::TryFrom<MessageTokensCount> for super::MessageTokensCount {
+            type Error = super::error::ConversionError;
+            fn try_from(
+                value: MessageTokensCount,
+            ) -> ::std::result::Result<Self, super::error::ConversionError> {
+                Ok(Self {
+                    input_tokens: value.input_tokens?,
+                })
+            }
+        }
+        impl ::std::convert::From<super::MessageTokensCount> for MessageTokensCount {
+            fn from(value: super::MessageTokensCount) -> Self {
+                Self {
+                    input_tokens: Ok(value.input_tokens),
+                }
+            }
+        }
+        #[derive(Clone, Debug)]
+        pub struct MessageTokensRequest {
+            messages: ::std::result::Result<
+                ::std::vec::Vec<::serde_json::Value>,
+                ::std::string::String,
+            >,
+            model: ::std::result::Result<::std::string::String, ::std::string::String>,
+            system: ::std::result::Result<
+                ::std::option::Option<::serde_json::Value>,
+                ::std::string::String,
+            >,
+            thinking: ::std::result::Result<
+                ::std::option::Option<::serde_json::Value>,
+                ::std::string::String,
+            >,
+            tool_choice: ::std::result::Result<
+                ::std::option::Option<::serde_json::Value>,
+                ::std::string::String,
+            >,
+            tools: ::std::result::Result<
+                ::std::option::Option<::std::vec::Vec<::serde_json::Value>>,
+                ::std::string::String,
+            >,
+        }
+        impl ::std::default::Default for MessageTokensRequest {
+            fn default() -> Self {
+                Self {
+                    messages: Err("no value supplied for messages".to_string()),
+                    model: Err("no value supplied for model".to_string()),
+                    system: Ok(Default::default()),
+                    thinking: Ok(Default::default()),
+                    tool_choice: Ok(Default::default()),
+                    tools: Ok(Default::default()),
+                }
+            }
+        }
+        impl MessageTokensRequest {
+            pub fn messages<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::vec::Vec<::serde_json::Value>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.messages = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for messages: {e}")
+                    });
+                self
+            }
+            pub fn model<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::string::String>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.model = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for model: {e}")
+                    });
+                self
+            }
+            pub fn system<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::option::Option<::serde_json::Value>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.system = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for system: {e}")
+                    });
+                self
+            }
+            pub fn thinking<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::option::Option<::serde_json::Value>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.thinking = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for thinking: {e}")
+                    });
+                self
+            }
+            pub fn tool_choice<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::option::Option<::serde_json::Value>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.tool_choice = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for tool_choice: {e}")
+                    });
+                self
+            }
+            pub fn tools<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<
+                    ::std::option::Option<::std::vec::Vec<::serde_json::Value>>,
+                >,
+                T::Error: ::std::fmt::Display,
+            {
+                self.tools = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for tools: {e}")
+                    });
+                self
+            }
+        }
+        impl ::std::convert::TryFrom<MessageTokensRequest>
+        for super::MessageTokensRequest {
+            type Error = super::error::ConversionError;
+            fn try_from(
+                value: MessageTokensRequest,
+            ) -> ::std::result::Result<Self, super::error::ConversionError> {
+                Ok(Self {
+                    messages: value.messages?,
+                    model: value.model?,
+                    system: value.system?,
+                    thinking: value.thinking?,
+                    tool_choice: value.tool_choice?,
+                    tools: value.tools?,
+                })
+            }
+        }
+        impl ::std::convert::From<super::MessageTokensRequest> for MessageTokensRequest {
+            fn from(value: super::MessageTokensRequest) -> Self {
+                Self {
+                    messages: Ok(value.messages),
+                    model: Ok(value.model),
+                    system: Ok(value.system),
+                    thinking: Ok(value.thinking),
+                    tool_choice: Ok(value.tool_choice),
+                    tools: Ok(value.tools),
+                }
+            }
+        }
+        #[derive(Clone, Debug)]
         pub struct MessagesRequest {
             max_tokens: ::std::result::Result<
                 ::std::option::Option<u64>,
@@ -6051,6 +6269,21 @@ let response = client.create_message()
     pub fn create_message(&self) -> builder::CreateMessage<'_> {
         builder::CreateMessage::new(self)
     }
+    /**Count a message's input tokens (Anthropic's count_tokens)
+
+Anthropic's `POST /v1/messages/count_tokens` (also called as `?beta=true`, as Claude Code does; query parameters are ignored), for any model qlaud serves, answering `{"input_tokens": N}`. Claude models: the request is forwarded to the provider's own count_tokens (model renamed to the provider's id, `anthropic-version` and `anthropic-beta` passed on, every other field unchanged) and its count is returned. Other models: an estimate counted locally with the model family's tokenizer (o200k_base for GPT-5.x, GPT-4o and unknown families) over the text of `system`, each message's text blocks, `tool_use` blocks (name and input as JSON), `tool_result` content, text documents and thinking, and each tool definition as JSON; plus 3 tokens per message, 1 per tool call and 3 for the reply's priming; each image counts 765 tokens (a 1024×1024 image at high detail). The offline `echo` model counts by its own billing rule. Counting is free: it is not metered and not capped, so a key whose spend cap is reached can still count; a suspended, revoked or disabled key cannot. Authenticates like `POST /v1/messages`, and errors use Anthropic's error shape (404 `not_found_error` with code `model_not_found` for an unknown model). Any key may call it.
+
+Sends a `POST` request to `/v1/messages/count_tokens`
+
+```ignore
+let response = client.count_message_tokens()
+    .body(body)
+    .send()
+    .await;
+```*/
+    pub fn count_message_tokens(&self) -> builder::CountMessageTokens<'_> {
+        builder::CountMessageTokens::new(self)
+    }
     /**List models
 
 Every model qlaud serves, with its prices, in a shape that both the OpenAI and the Anthropic clients read. Any key may call it.
@@ -6064,6 +6297,23 @@ let response = client.list_models()
 ```*/
     pub fn list_models(&self) -> builder::ListModels<'_> {
         builder::ListModels::new(self)
+    }
+    /**Fetch a model
+
+One model qlaud serves, as `GET /v1/models` lists it (OpenAI's and Anthropic's fields both), so `client.models.retrieve(…)` works on both official clients. An unknown model is a 404 whose body both clients read: Anthropic's error shape (`type: error`, `error.type: not_found_error`) whose `error` object also carries OpenAI's `code` (`model_not_found`), so each raises its own `NotFoundError`. Any key may call it.
+
+Sends a `GET` request to `/v1/models/{model_id}`
+
+Arguments:
+- `model_id`: The model's public name, as `GET /v1/models` lists it.
+```ignore
+let response = client.get_model()
+    .model_id(model_id)
+    .send()
+    .await;
+```*/
+    pub fn get_model(&self) -> builder::GetModel<'_> {
+        builder::GetModel::new(self)
     }
     /**Report usage
 
@@ -7541,6 +7791,107 @@ pub mod builder {
             }
         }
     }
+    /**Builder for [`Client::count_message_tokens`]
+
+[`Client::count_message_tokens`]: super::Client::count_message_tokens*/
+    #[derive(Debug, Clone)]
+    pub struct CountMessageTokens<'a> {
+        client: &'a super::Client,
+        body: Result<types::builder::MessageTokensRequest, String>,
+    }
+    impl<'a> CountMessageTokens<'a> {
+        pub fn new(client: &'a super::Client) -> Self {
+            Self {
+                client: client,
+                body: Ok(::std::default::Default::default()),
+            }
+        }
+        pub fn body<V>(mut self, value: V) -> Self
+        where
+            V: std::convert::TryInto<types::MessageTokensRequest>,
+            <V as std::convert::TryInto<
+                types::MessageTokensRequest,
+            >>::Error: std::fmt::Display,
+        {
+            self.body = value
+                .try_into()
+                .map(From::from)
+                .map_err(|s| {
+                    format!(
+                        "conversion to `MessageTokensRequest` for body failed: {}", s
+                    )
+                });
+            self
+        }
+        pub fn body_map<F>(mut self, f: F) -> Self
+        where
+            F: std::ops::FnOnce(
+                types::builder::MessageTokensRequest,
+            ) -> types::builder::MessageTokensRequest,
+        {
+            self.body = self.body.map(f);
+            self
+        }
+        ///Sends a `POST` request to `/v1/messages/count_tokens`
+        pub async fn send(
+            self,
+        ) -> Result<
+            ResponseValue<types::MessageTokensCount>,
+            Error<types::AnthropicError>,
+        > {
+            let Self { client, body } = self;
+            let body = body
+                .and_then(|v| {
+                    types::MessageTokensRequest::try_from(v).map_err(|e| e.to_string())
+                })
+                .map_err(Error::InvalidRequest)?;
+            let url = format!("{}/v1/messages/count_tokens", client.baseurl,);
+            let mut header_map = ::reqwest::header::HeaderMap::with_capacity(1usize);
+            header_map
+                .append(
+                    ::reqwest::header::HeaderName::from_static("api-version"),
+                    ::reqwest::header::HeaderValue::from_static(
+                        super::Client::api_version(),
+                    ),
+                );
+            #[allow(unused_mut)]
+            let mut request = client
+                .client
+                .post(url)
+                .header(
+                    ::reqwest::header::ACCEPT,
+                    ::reqwest::header::HeaderValue::from_static("application/json"),
+                )
+                .json(&body)
+                .headers(header_map)
+                .build()?;
+            let info = OperationInfo {
+                operation_id: "count_message_tokens",
+            };
+            client.pre(&mut request, &info).await?;
+            let result = client.exec(request, &info).await;
+            client.post(&result, &info).await?;
+            let response = result?;
+            match response.status().as_u16() {
+                200u16 => ResponseValue::from_response(response).await,
+                400u16..=499u16 => {
+                    Err(
+                        Error::ErrorResponse(
+                            ResponseValue::from_response(response).await?,
+                        ),
+                    )
+                }
+                500u16..=599u16 => {
+                    Err(
+                        Error::ErrorResponse(
+                            ResponseValue::from_response(response).await?,
+                        ),
+                    )
+                }
+                _ => Err(Error::UnexpectedResponse(response)),
+            }
+        }
+    }
     /**Builder for [`Client::list_models`]
 
 [`Client::list_models`]: super::Client::list_models*/
@@ -7578,6 +7929,87 @@ pub mod builder {
                 .build()?;
             let info = OperationInfo {
                 operation_id: "list_models",
+            };
+            client.pre(&mut request, &info).await?;
+            let result = client.exec(request, &info).await;
+            client.post(&result, &info).await?;
+            let response = result?;
+            match response.status().as_u16() {
+                200u16 => ResponseValue::from_response(response).await,
+                400u16..=499u16 => {
+                    Err(
+                        Error::ErrorResponse(
+                            ResponseValue::from_response(response).await?,
+                        ),
+                    )
+                }
+                500u16..=599u16 => {
+                    Err(
+                        Error::ErrorResponse(
+                            ResponseValue::from_response(response).await?,
+                        ),
+                    )
+                }
+                _ => Err(Error::UnexpectedResponse(response)),
+            }
+        }
+    }
+    /**Builder for [`Client::get_model`]
+
+[`Client::get_model`]: super::Client::get_model*/
+    #[derive(Debug, Clone)]
+    pub struct GetModel<'a> {
+        client: &'a super::Client,
+        model_id: Result<::std::string::String, String>,
+    }
+    impl<'a> GetModel<'a> {
+        pub fn new(client: &'a super::Client) -> Self {
+            Self {
+                client: client,
+                model_id: Err("model_id was not initialized".to_string()),
+            }
+        }
+        pub fn model_id<V>(mut self, value: V) -> Self
+        where
+            V: std::convert::TryInto<::std::string::String>,
+        {
+            self.model_id = value
+                .try_into()
+                .map_err(|_| {
+                    "conversion to `:: std :: string :: String` for model_id failed"
+                        .to_string()
+                });
+            self
+        }
+        ///Sends a `GET` request to `/v1/models/{model_id}`
+        pub async fn send(
+            self,
+        ) -> Result<ResponseValue<types::ModelInfo>, Error<types::AnthropicError>> {
+            let Self { client, model_id } = self;
+            let model_id = model_id.map_err(Error::InvalidRequest)?;
+            let url = format!(
+                "{}/v1/models/{}", client.baseurl, encode_path(& model_id.to_string()),
+            );
+            let mut header_map = ::reqwest::header::HeaderMap::with_capacity(1usize);
+            header_map
+                .append(
+                    ::reqwest::header::HeaderName::from_static("api-version"),
+                    ::reqwest::header::HeaderValue::from_static(
+                        super::Client::api_version(),
+                    ),
+                );
+            #[allow(unused_mut)]
+            let mut request = client
+                .client
+                .get(url)
+                .header(
+                    ::reqwest::header::ACCEPT,
+                    ::reqwest::header::HeaderValue::from_static("application/json"),
+                )
+                .headers(header_map)
+                .build()?;
+            let info = OperationInfo {
+                operation_id: "get_model",
             };
             client.pre(&mut request, &info).await?;
             let result = client.exec(request, &info).await;

@@ -30,6 +30,8 @@ from qlaud.types import (
     KeyUsage,
     KeyWithSecret,
     Message,
+    MessageTokensCount,
+    MessageTokensRequest,
     MessagesRequest,
     MessagesUsage,
     MeterEvent,
@@ -135,6 +137,32 @@ class Client:
     def __enter__(self) -> Self: ...
     def __exit__(self, *_args: object) -> None: ...
     def __repr__(self) -> str: ...
+    def count_message_tokens(
+        self,
+        *,
+        messages: list[Any],
+        model: str,
+        system: Any = None,
+        thinking: Any = None,
+        tool_choice: Any = None,
+        tools: list[Any] | None = None,
+        **extra: Any,
+    ) -> MessageTokensCount:
+        """Count a message's input tokens (Anthropic's count_tokens).
+
+        Anthropic's `POST /v1/messages/count_tokens` (also called as `?beta=true`, as Claude Code does; query parameters are ignored), for any model qlaud serves, answering `{"input_tokens": N}`. Claude models: the request is forwarded to the provider's own count_tokens (model renamed to the provider's id, `anthropic-version` and `anthropic-beta` passed on, every other field unchanged) and its count is returned. Other models: an estimate counted locally with the model family's tokenizer (o200k_base for GPT-5.x, GPT-4o and unknown families) over the text of `system`, each message's text blocks, `tool_use` blocks (name and input as JSON), `tool_result` content, text documents and thinking, and each tool definition as JSON; plus 3 tokens per message, 1 per tool call and 3 for the reply's priming; each image counts 765 tokens (a 1024×1024 image at high detail). The offline `echo` model counts by its own billing rule. Counting is free: it is not metered and not capped, so a key whose spend cap is reached can still count; a suspended, revoked or disabled key cannot. Authenticates like `POST /v1/messages`, and errors use Anthropic's error shape (404 `not_found_error` with code `model_not_found` for an unknown model). Any key may call it.
+
+        `POST /v1/messages/count_tokens`
+
+        Args:
+            messages: The conversation: `{role, content}` objects as in Anthropic's API (text, image, document, tool_use and tool_result blocks).
+            model: The model's public name in qlaud (see `GET /v1/models`).
+            system: The system prompt: a string or an array of text blocks (which may carry `cache_control`).
+            thinking: Extended thinking settings, as in `POST /v1/messages`.
+            tool_choice: How the model may use the tools, as in `POST /v1/messages`.
+            tools: Tool definitions (`{name, description, input_schema}` or typed server tools), as in `POST /v1/messages`.
+            extra: Any other field of the provider's API (tools, temperature, …), sent as is.
+        """
     @overload
     def create_chat_completion(
         self,
@@ -363,6 +391,19 @@ class Client:
         Args:
             key_id: The key's id (`key_…`).
         """
+    def get_model(
+        self,
+        model_id: str,
+    ) -> ModelInfo:
+        """Fetch a model.
+
+        One model qlaud serves, as `GET /v1/models` lists it (OpenAI's and Anthropic's fields both), so `client.models.retrieve(…)` works on both official clients. An unknown model is a 404 whose body both clients read: Anthropic's error shape (`type: error`, `error.type: not_found_error`) whose `error` object also carries OpenAI's `code` (`model_not_found`), so each raises its own `NotFoundError`. Any key may call it.
+
+        `GET /v1/models/{model_id}`
+
+        Args:
+            model_id: The model's public name, as `GET /v1/models` lists it.
+        """
     def get_usage(
         self,
         *,
@@ -565,6 +606,32 @@ class AsyncClient:
     async def __aenter__(self) -> Self: ...
     async def __aexit__(self, *_args: object) -> None: ...
     def __repr__(self) -> str: ...
+    async def count_message_tokens(
+        self,
+        *,
+        messages: list[Any],
+        model: str,
+        system: Any = None,
+        thinking: Any = None,
+        tool_choice: Any = None,
+        tools: list[Any] | None = None,
+        **extra: Any,
+    ) -> MessageTokensCount:
+        """Count a message's input tokens (Anthropic's count_tokens).
+
+        Anthropic's `POST /v1/messages/count_tokens` (also called as `?beta=true`, as Claude Code does; query parameters are ignored), for any model qlaud serves, answering `{"input_tokens": N}`. Claude models: the request is forwarded to the provider's own count_tokens (model renamed to the provider's id, `anthropic-version` and `anthropic-beta` passed on, every other field unchanged) and its count is returned. Other models: an estimate counted locally with the model family's tokenizer (o200k_base for GPT-5.x, GPT-4o and unknown families) over the text of `system`, each message's text blocks, `tool_use` blocks (name and input as JSON), `tool_result` content, text documents and thinking, and each tool definition as JSON; plus 3 tokens per message, 1 per tool call and 3 for the reply's priming; each image counts 765 tokens (a 1024×1024 image at high detail). The offline `echo` model counts by its own billing rule. Counting is free: it is not metered and not capped, so a key whose spend cap is reached can still count; a suspended, revoked or disabled key cannot. Authenticates like `POST /v1/messages`, and errors use Anthropic's error shape (404 `not_found_error` with code `model_not_found` for an unknown model). Any key may call it.
+
+        `POST /v1/messages/count_tokens`
+
+        Args:
+            messages: The conversation: `{role, content}` objects as in Anthropic's API (text, image, document, tool_use and tool_result blocks).
+            model: The model's public name in qlaud (see `GET /v1/models`).
+            system: The system prompt: a string or an array of text blocks (which may carry `cache_control`).
+            thinking: Extended thinking settings, as in `POST /v1/messages`.
+            tool_choice: How the model may use the tools, as in `POST /v1/messages`.
+            tools: Tool definitions (`{name, description, input_schema}` or typed server tools), as in `POST /v1/messages`.
+            extra: Any other field of the provider's API (tools, temperature, …), sent as is.
+        """
     @overload
     async def create_chat_completion(
         self,
@@ -792,6 +859,19 @@ class AsyncClient:
 
         Args:
             key_id: The key's id (`key_…`).
+        """
+    async def get_model(
+        self,
+        model_id: str,
+    ) -> ModelInfo:
+        """Fetch a model.
+
+        One model qlaud serves, as `GET /v1/models` lists it (OpenAI's and Anthropic's fields both), so `client.models.retrieve(…)` works on both official clients. An unknown model is a 404 whose body both clients read: Anthropic's error shape (`type: error`, `error.type: not_found_error`) whose `error` object also carries OpenAI's `code` (`model_not_found`), so each raises its own `NotFoundError`. Any key may call it.
+
+        `GET /v1/models/{model_id}`
+
+        Args:
+            model_id: The model's public name, as `GET /v1/models` lists it.
         """
     async def get_usage(
         self,

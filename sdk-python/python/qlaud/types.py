@@ -39,6 +39,8 @@ __all__ = [
     "KeyUsage",
     "KeyWithSecret",
     "Message",
+    "MessageTokensCount",
+    "MessageTokensRequest",
     "MessagesRequest",
     "MessagesUsage",
     "MeterEvent",
@@ -426,6 +428,32 @@ class Message(TypedDict):
     """Always `message`."""
     usage: MessagesUsage
     """Token counts and cost."""
+
+
+class MessageTokensCount(TypedDict):
+    """The answer of `POST /v1/messages/count_tokens`: `{"input_tokens": N}`.
+    """
+
+    input_tokens: int
+    """The input tokens the request would be billed for: the provider's own count for Claude models, an estimate by the model family's tokenizer for the others."""
+
+
+class MessageTokensRequest(TypedDict):
+    """A request to `POST /v1/messages/count_tokens`, in Anthropic's shape: what a `POST /v1/messages` request would send, without the output limit.
+    """
+
+    messages: list[Any]
+    """The conversation: `{role, content}` objects as in Anthropic's API (text, image, document, tool_use and tool_result blocks)."""
+    model: str
+    """The model's public name in qlaud (see `GET /v1/models`)."""
+    system: NotRequired[Any]
+    """The system prompt: a string or an array of text blocks (which may carry `cache_control`)."""
+    thinking: NotRequired[Any]
+    """Extended thinking settings, as in `POST /v1/messages`."""
+    tool_choice: NotRequired[Any]
+    """How the model may use the tools, as in `POST /v1/messages`."""
+    tools: NotRequired[list[Any] | None]
+    """Tool definitions (`{name, description, input_schema}` or typed server tools), as in `POST /v1/messages`."""
 
 
 class MessagesRequest(TypedDict):

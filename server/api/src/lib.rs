@@ -5,6 +5,7 @@
 //! without building the implementation. operationIds are the method names.
 
 pub mod billing;
+pub mod dropin;
 pub mod errors;
 pub mod keys;
 pub mod models;
@@ -17,6 +18,7 @@ use dropshot::{
 };
 
 pub use billing::*;
+pub use dropin::*;
 pub use errors::{AnthropicError, OpenAiError};
 pub use keys::*;
 pub use models::*;
@@ -267,6 +269,38 @@ pub trait QlaudApi {
         body: TypedBody<MessagesRequest>,
     ) -> Result<ModelResponse<Message>, AnthropicError>;
 
+    /// Count a message's input tokens (Anthropic's count_tokens).
+    ///
+    /// Anthropic's `POST /v1/messages/count_tokens` (also called as
+    /// `?beta=true`, as Claude Code does; query parameters are ignored), for
+    /// any model qlaud serves, answering `{"input_tokens": N}`. Claude
+    /// models: the request is forwarded to the provider's own count_tokens
+    /// (model renamed to the provider's id, `anthropic-version` and
+    /// `anthropic-beta` passed on, every other field unchanged) and its
+    /// count is returned. Other models: an estimate counted locally with
+    /// the model family's tokenizer (o200k_base for GPT-5.x, GPT-4o and
+    /// unknown families) over the text of `system`, each message's text
+    /// blocks, `tool_use` blocks (name and input as JSON), `tool_result`
+    /// content, text documents and thinking, and each tool definition as
+    /// JSON; plus 3 tokens per message, 1 per tool call and 3 for the
+    /// reply's priming; each image counts 765 tokens (a 1024×1024 image
+    /// at high detail). The offline `echo` model counts by its own billing
+    /// rule. Counting is free: it is not metered and not capped, so a key
+    /// whose spend cap is reached can still count; a suspended, revoked or
+    /// disabled key cannot. Authenticates like `POST /v1/messages`, and
+    /// errors use Anthropic's error shape (404 `not_found_error` with code
+    /// `model_not_found` for an unknown model). Any key may call it.
+    #[endpoint {
+        method = POST,
+        path = "/v1/messages/count_tokens",
+        tags = ["models"],
+        request_body_max_bytes = MODEL_BODY_MAX_BYTES,
+    }]
+    async fn count_message_tokens(
+        rqctx: RequestContext<Self::Context>,
+        body: TypedBody<MessageTokensRequest>,
+    ) -> Result<HttpResponseOk<MessageTokensCount>, AnthropicError>;
+
     /// Create a chat completion (OpenAI Chat Completions API).
     ///
     /// OpenAI's `POST /v1/chat/completions`, for any model qlaud serves. With
@@ -315,6 +349,25 @@ pub trait QlaudApi {
     async fn list_models(
         rqctx: RequestContext<Self::Context>,
     ) -> Result<HttpResponseOk<ModelList>, HttpError>;
+
+    /// Fetch a model.
+    ///
+    /// One model qlaud serves, as `GET /v1/models` lists it (OpenAI's and
+    /// Anthropic's fields both), so `client.models.retrieve(…)` works on
+    /// both official clients. An unknown model is a 404 whose body both
+    /// clients read: Anthropic's error shape (`type: error`, `error.type:
+    /// not_found_error`) whose `error` object also carries OpenAI's `code`
+    /// (`model_not_found`), so each raises its own `NotFoundError`. Any key
+    /// may call it.
+    #[endpoint {
+        method = GET,
+        path = "/v1/models/{model_id}",
+        tags = ["models"],
+    }]
+    async fn get_model(
+        rqctx: RequestContext<Self::Context>,
+        path: Path<ModelPath>,
+    ) -> Result<HttpResponseOk<ModelInfo>, AnthropicError>;
 }
 
 /// The OpenAPI document of [`QlaudApi`], as published under `openapi/`.

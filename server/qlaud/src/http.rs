@@ -7,10 +7,7 @@ use dropshot::{
 };
 use qlaud_api::{
     AnthropicError, BillingSettings, BillingSettingsUpdate, ChatCompletion, ChatCompletionRequest,
-    EmbeddingList, EmbeddingRequest, InvoicePreview, InvoicePreviewQuery, Key, KeyBillingEvent,
-    KeyListFilter, KeyPageSelector, KeyPath, KeyWithSecret, Message, MessagesRequest, MeterExport,
-    MeterExportQuery, MeterSlice, MintKeyRequest, ModelList, ModelResponse, OpenAiError, QlaudApi,
-    StripeWebhookResult, TenantPath, UpdateKeyRequest, UsageQuery, UsageReport,
+    EmbeddingList, EmbeddingRequest, InvoicePreview, InvoicePreviewQuery, Key, KeyBillingEvent, KeyListFilter, KeyPageSelector, KeyPath, KeyWithSecret, Message, MessagesRequest, MeterExport, MeterExportQuery, MeterSlice, MintKeyRequest, ModelList, ModelResponse, OpenAiError, QlaudApi, StripeWebhookResult, TenantPath, UpdateKeyRequest, UsageQuery, UsageReport, MessageTokensCount, MessageTokensRequest, ModelInfo, ModelPath,
 };
 
 use crate::billing;
@@ -223,6 +220,16 @@ impl QlaudApi for QlaudImpl {
             .map_err(gateway::error::GatewayError::into_anthropic)
     }
 
+    async fn count_message_tokens(
+        rqctx: RequestContext<Context>,
+        body: TypedBody<MessageTokensRequest>,
+    ) -> Result<HttpResponseOk<MessageTokensCount>, AnthropicError> {
+        gateway::count_tokens::count(rqctx.context(), rqctx.request.headers(), body.into_inner())
+            .await
+            .map(HttpResponseOk)
+            .map_err(gateway::error::GatewayError::into_anthropic)
+    }
+
     async fn create_chat_completion(
         rqctx: RequestContext<Context>,
         body: TypedBody<ChatCompletionRequest>,
@@ -249,5 +256,20 @@ impl QlaudApi for QlaudImpl {
         let ctx = rqctx.context();
         ctx.authenticate(rqctx.request.headers()).await?;
         Ok(HttpResponseOk(ctx.gateway.list()))
+    }
+
+    async fn get_model(
+        rqctx: RequestContext<Context>,
+        path: Path<ModelPath>,
+    ) -> Result<HttpResponseOk<ModelInfo>, AnthropicError> {
+        let ctx = rqctx.context();
+        let id = path.into_inner().model_id;
+        let lookup = async {
+            ctx.authenticate(rqctx.request.headers()).await?;
+            // Exactly the entry the list shows, so the two never disagree.
+            let found = ctx.gateway.list().data.into_iter().find(|m| m.id == id);
+            found.ok_or_else(|| gateway::error::GatewayError::model_not_found(&id))
+        };
+        lookup.await.map(HttpResponseOk).map_err(gateway::error::GatewayError::into_anthropic)
     }
 }

@@ -6,6 +6,7 @@
 //! limits, usage) and forwards everything else untouched, stream events byte
 //! for byte except the few it annotates with cost.
 
+pub mod count_tokens;
 mod echo;
 mod embeddings;
 pub mod error;

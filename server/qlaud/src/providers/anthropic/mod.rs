@@ -21,6 +21,18 @@ pub fn request(
     client_headers: &HeaderMap,
     body: Vec<u8>,
 ) -> Result<reqwest::RequestBuilder, GatewayError> {
+    post(http, model, client_headers, "/v1/messages", body)
+}
+
+/// A POST of `body` to `path` of the provider's API, with qlaud's key and
+/// the client's `anthropic-version` and `anthropic-beta` headers.
+pub fn post(
+    http: &reqwest::Client,
+    model: &Model,
+    client_headers: &HeaderMap,
+    path: &str,
+    body: Vec<u8>,
+) -> Result<reqwest::RequestBuilder, GatewayError> {
     let provider = &model.provider;
     let key = provider.api_key.as_deref().ok_or_else(|| {
         GatewayError::new(
@@ -33,7 +45,7 @@ pub fn request(
         .and_then(|v| v.to_str().ok())
         .unwrap_or(DEFAULT_VERSION);
     let mut req = http
-        .post(format!("{}/v1/messages", provider.base_url))
+        .post(format!("{}{path}", provider.base_url))
         .header("x-api-key", key)
         .header("anthropic-version", version)
         .header("content-type", "application/json")

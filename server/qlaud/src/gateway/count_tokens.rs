@@ -1,0 +1,132 @@
+//! `POST /v1/messages/count_tokens`: Anthropic's token counting, for any
+//! model. Claude models ask their provider; the others are counted locally
+//! (`crate::tokens`). Counting is free, so nothing here touches the ledger:
+//! a key at its cap may still count, and only a key that may not be used at
+//! all (suspended, revoked, disabled) is refused.
+
+use std::sync::Arc;
+
+use http::HeaderMap;
+use qlaud_api::{MessageTokensCount, MessageTokensRequest};
+use serde_json::{Map, Value};
+use tokio::task::JoinHandle;
+
+use super::error::GatewayError;
+use super::error_chain;
+use crate::auth::Caller;
+use crate::config::{Model, ProviderKind};
+use crate::context::Context;
+use crate::providers::{anthropic, echo};
+use crate::tokens::Tokenizer;
+
+/// `POST /v1/messages/count_tokens`.
+pub async fn count(
+    ctx: &Context,
+    headers: &HeaderMap,
+    mut req: MessageTokensRequest,
+) -> Result<MessageTokensCount, GatewayError> {
+    let caller = ctx.authenticate(headers).await?;
+    let model = ctx.gateway.model(&req.model)?;
+    usable(ctx, &caller).await?;
+    let local = |input_tokens| MessageTokensCount { input_tokens, extra: Map::new() };
+    match model.provider.kind {
+        ProviderKind::Anthropic => {
+            req.model = model.upstream.clone();
+            forward(ctx, &model, headers, &req).await
+        }
+        // The offline model's own rule is exactly what it bills.
+        ProviderKind::Echo => Ok(local(echo::count_input(req.system.as_ref(), &req.messages))),
+        ProviderKind::Openai | ProviderKind::OpenaiCompatible => {
+            let n = spawn_count(model, req.system, req.messages, req.tools)
+                .await
+                .map_err(|e| GatewayError::new(500, format!("counting tokens failed: {e}")))?;
+            Ok(local(n))
+        }
+    }
+}
+
+/// The local estimate of a prompt, counted on a blocking thread: a long
+/// conversation takes a while to tokenize (and the first count loads the
+/// tokenizer), which must not hold up the runtime's other requests.
+fn spawn_count(
+    model: Arc<Model>,
+    system: Option<Value>,
+    messages: Vec<Value>,
+    tools: Option<Vec<Value>>,
+) -> JoinHandle<u64> {
+    tokio::task::spawn_blocking(move || {
+        Tokenizer::for_model(&model).messages_request(system.as_ref(), &messages, tools.as_deref())
+    })
+}
+
+/// Refuses a key that may not be used for anything, whatever its spend: the
+/// authentication cache can be up to two seconds behind a revocation in
+/// another process, and suspension is otherwise only checked on admission.
+async fn usable(ctx: &Context, caller: &Caller) -> Result<(), GatewayError> {
+    let key = ctx.store.get_key(&caller.tenant_id, &caller.key_id).await?;
+    if key.revoked_ms.is_some() || key.disabled != 0 {
+        ctx.auth_cache.clear();
+        return Err(GatewayError::new(401, "this API key is revoked or disabled")
+            .with_code("invalid_api_key"));
+    }
+    if key.suspended_ms.is_some() {
+        return Err(GatewayError::new(
+            402,
+            "this key is suspended because its customer's payment failed; it works again once \
+             the invoice is paid",
+        )
+        .with_code("payment_failed"));
+    }
+    Ok(())
+}
+
+/// Asks the provider's own count_tokens, with the headers `/v1/messages`
+/// forwards. Its errors come back as the client's, as for messages.
+async fn forward(
+    ctx: &Context,
+    model: &Model,
+    headers: &HeaderMap,
+    req: &MessageTokensRequest,
+) -> Result<MessageTokensCount, GatewayError> {
+    let provider = &model.provider;
+    let body = serde_json::to_vec(req).map_err(|e| GatewayError::new(500, e.to_string()))?;
+    let http = ctx.gateway.client(model);
+    let upstream = anthropic::post(http, model, headers, "/v1/messages/count_tokens", body)?;
+    let answer = tokio::time::timeout(provider.timeout, async {
+        let resp = upstream.send().await?;
+        let status = resp.status().as_u16();
+        Ok::<_, reqwest::Error>((status, resp.bytes().await?))
+    })
+    .await;
+    let (status, bytes) = match answer {
+        Ok(Ok(answer)) => answer,
+        Err(_) => {
+            return Err(GatewayError::new(
+                504,
+                format!(
+                    "provider {} did not answer within {} s",
+                    provider.name,
+                    provider.timeout.as_secs()
+                ),
+            ));
+        }
+        Ok(Err(e)) if e.is_timeout() => {
+            return Err(GatewayError::new(
+                504,
+                format!("provider {} timed out: {e}", provider.name),
+            ));
+        }
+        Ok(Err(e)) => {
+            return Err(GatewayError::new(
+                502,
+                format!("could not reach provider {}: {}", provider.name, error_chain(&e)),
+            ));
+        }
+    };
+    if !(200..300).contains(&status) {
+        return Err(GatewayError::from_upstream(&provider.name, false, status, &bytes));
+    }
+    serde_json::from_slice(&bytes).map_err(|e| {
+        GatewayError::new(502, format!("provider {} sent an invalid count: {e}", provider.name))
+    })
+}
