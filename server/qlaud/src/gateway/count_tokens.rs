@@ -7,14 +7,14 @@
 use std::sync::Arc;
 
 use http::HeaderMap;
-use qlaud_api::{MessageTokensCount, MessageTokensRequest};
+use qlaud_api::{MessageTokensCount, MessageTokensRequest, MessagesRequest};
 use serde_json::{Map, Value};
 use tokio::task::JoinHandle;
 
 use super::error::GatewayError;
 use super::error_chain;
 use crate::auth::Caller;
-use crate::config::{Model, ProviderKind};
+use crate::config::{Model, ModelKind, ProviderKind};
 use crate::context::Context;
 use crate::providers::{anthropic, echo};
 use crate::tokens::Tokenizer;
@@ -26,7 +26,7 @@ pub async fn count(
     mut req: MessageTokensRequest,
 ) -> Result<MessageTokensCount, GatewayError> {
     let caller = ctx.authenticate(headers).await?;
-    let model = ctx.gateway.model(&req.model)?;
+    let model = ctx.gateway.model(&req.model, ModelKind::Chat)?;
     usable(ctx, &caller).await?;
     let local = |input_tokens| MessageTokensCount { input_tokens, extra: Map::new() };
     match model.provider.kind {
@@ -57,6 +57,16 @@ fn spawn_count(
     tokio::task::spawn_blocking(move || {
         Tokenizer::for_model(&model).messages_request(system.as_ref(), &messages, tools.as_deref())
     })
+}
+
+/// [`spawn_count`] of a `/v1/messages` request, whose tools are among its
+/// other fields.
+pub(super) fn spawn_estimate(model: Arc<Model>, mut req: MessagesRequest) -> JoinHandle<u64> {
+    let tools = match req.extra.remove("tools") {
+        Some(Value::Array(tools)) => Some(tools),
+        _ => None,
+    };
+    spawn_count(model, req.system, req.messages, tools)
 }
 
 /// Refuses a key that may not be used for anything, whatever its spend: the

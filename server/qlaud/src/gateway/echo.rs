@@ -41,6 +41,8 @@ pub(super) async fn answer(
     let response = sse_response(&call, body);
     tokio::spawn(async move {
         let mut encoder = ClientEncoder::new(call.shape, call.model(), client_wants_usage);
+        // Its events report usage at the end, like OpenAI's.
+        encoder.start_input(reply.usage.input_tokens);
         let mut sent = 0u64;
         let mut done = true;
         'events: for event in reply.events(id) {

@@ -242,11 +242,18 @@ pub async fn messages(
         (ProviderKind::Openai | ProviderKind::OpenaiCompatible, Some(mut body)) => {
             body["max_completion_tokens"] = max_tokens.into();
             let http = openai::request(ctx.gateway.client(&model), &model, to_vec(&body)?)?;
+            // Anthropic's clients read input tokens from `message_start`, before
+            // OpenAI counts any: estimated meanwhile (billing uses OpenAI's).
+            let estimate = streamed.then(|| count_tokens::spawn_estimate(model.clone(), req));
             let upstream = send(&mut call, http).await?;
-            let mut decoder = openai::convert::Decoder::default();
-            let decode = move |raw: &[u8]| decoder.decode(raw);
-            answer_translated(call, upstream, streamed, decode, false, openai::convert::completion)
-                .await
+            if let Some(estimate) = estimate {
+                let mut decoder = openai::convert::Decoder::default();
+                let meter = Translator::new(&call, move |raw| decoder.decode(raw), false)
+                    .start_input(estimate.await.unwrap_or(0));
+                Ok(stream(call, upstream, meter))
+            } else {
+                json_translated(call, upstream, openai::convert::completion).await
+            }
         }
         (ProviderKind::Echo, _) => {
             let reply = providers::echo::reply(req.system.as_ref(), &req.messages, max_tokens);

@@ -48,6 +48,15 @@ impl ClientEncoder {
         }
     }
 
+    /// A local count of the prompt for Anthropic's `message_start` (see
+    /// `anthropic::convert::Encoder::start_input`); OpenAI's chunks carry
+    /// no input count before the end, so it is not needed there.
+    pub fn start_input(&mut self, tokens: u64) {
+        if let ClientEncoder::Anthropic(e) = self {
+            e.start_input(tokens);
+        }
+    }
+
     pub fn encode(&mut self, event: Event) -> Vec<Bytes> {
         match self {
             ClientEncoder::Anthropic(e) => e.encode(event),

@@ -113,6 +113,15 @@ impl<D: FnMut(&[u8]) -> Vec<Event> + Send + 'static> Translator<D> {
     }
 }
 
+impl<D> Translator<D> {
+    /// Reports `tokens` as the input in the client's first event when the
+    /// provider has not counted it by then (see `ClientEncoder::start_input`).
+    pub(super) fn start_input(mut self, tokens: u64) -> Translator<D> {
+        self.encoder.start_input(tokens);
+        self
+    }
+}
+
 impl<D: FnMut(&[u8]) -> Vec<Event> + Send + 'static> StreamMeter for Translator<D> {
     fn tap(&mut self, raw: Bytes) -> Option<Bytes> {
         let mut out = BytesMut::new();

@@ -183,6 +183,9 @@ pub struct Encoder {
     next_index: u32,
     usage: Usage,
     stop: Option<StopReason>,
+    /// A local count of the prompt for `message_start`, where a provider
+    /// that reports usage only at the end has no figure yet.
+    start_input: Option<u64>,
 }
 
 impl Encoder {
@@ -194,7 +197,16 @@ impl Encoder {
             next_index: 0,
             usage: Usage::default(),
             stop: None,
+            start_input: None,
         }
+    }
+
+    /// Reports `tokens` as the input in `message_start` when the provider
+    /// has reported none by then. Clients that read input tokens only there
+    /// (LangChain JS) would otherwise show 0; the final `message_delta`
+    /// still carries the provider's own counts.
+    pub fn start_input(&mut self, tokens: u64) {
+        self.start_input = Some(tokens);
     }
 
     fn close(&mut self, out: &mut Vec<Bytes>) {
@@ -218,10 +230,16 @@ impl Encoder {
         let mut out = Vec::new();
         match event {
             Event::Start { id } => {
+                let mut usage = self.usage;
+                let reported =
+                    usage.input_tokens + usage.cache_read_tokens + usage.cache_write_tokens;
+                if reported == 0 {
+                    usage.input_tokens = self.start_input.unwrap_or(0);
+                }
                 let v = json!({"type": "message_start", "message": {
                     "id": id, "type": "message", "role": "assistant", "content": [],
                     "model": self.model, "stop_reason": null, "stop_sequence": null,
-                    "usage": usage_json(&self.usage, None)}});
+                    "usage": usage_json(&usage, None)}});
                 out.push(sse::event(Some("message_start"), &v.to_string()));
             }
             Event::Text(t) => {
