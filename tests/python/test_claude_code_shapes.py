@@ -1,7 +1,8 @@
 """What Claude Code and the official clients call besides messages and chat
 completions, through the `anthropic` and `openai` packages, unchanged:
 `messages.count_tokens` (plain and beta), `beta.messages.create` with
-`betas=[…]`, and `models.retrieve` on both clients."""
+`betas=[…]` on `/v1/messages?beta=true`, and `models.retrieve` on both
+clients."""
 
 import json
 import urllib.request
@@ -58,23 +59,32 @@ def test_count_tokens_for_gpt_is_a_local_estimate(anthropic_client, mock):
     assert mock_stats(mock)["requests"] == before, "no provider was asked"
 
 
+# Claude Code's TypeScript client puts `?beta=true` on every beta call; this
+# Python client marks them only internally, so the query is added by hand.
+CLAUDE_CODE_QUERY = {"beta": "true"}
+
+
 def test_beta_calls_as_claude_code_makes_them(anthropic_client, mock):
     raw = anthropic_client.beta.messages.with_raw_response.count_tokens(
         model="claude-test", system=SYSTEM, messages=MESSAGES,
-        betas=["token-counting-2024-11-01"])
+        betas=["token-counting-2024-11-01"], extra_query=CLAUDE_CODE_QUERY)
     assert "beta=true" in str(raw.http_request.url)
     assert raw.parse().input_tokens == 5 + 3
-    assert header(mock_stats(mock), "anthropic-beta") == "token-counting-2024-11-01"
+    # Passed on exactly as the client sent it (this one adds its own entry).
+    sent = raw.http_request.headers["anthropic-beta"]
+    assert "token-counting-2024-11-01" in sent
+    assert header(mock_stats(mock), "anthropic-beta") == sent
 
     betas = ["interleaved-thinking-2025-05-14", "context-management-2025-06-27"]
     raw = anthropic_client.beta.messages.with_raw_response.create(
         model="claude-test", max_tokens=100, system=SYSTEM, tools=TOOLS, messages=MESSAGES,
-        betas=betas)
+        betas=betas, extra_query=CLAUDE_CODE_QUERY)
     assert "beta=true" in str(raw.http_request.url)
     assert raw.parse().content[0].text == "Hello from mock: list the files"
     seen = mock_stats(mock)
     assert seen["last_path"] == "/v1/messages"
-    assert header(seen, "anthropic-beta") == ",".join(betas)
+    assert header(seen, "anthropic-beta") == raw.http_request.headers["anthropic-beta"]
+    assert all(b in header(seen, "anthropic-beta") for b in betas)
 
 
 def test_counting_is_free_and_works_at_the_cap(qlaud, broke_key):
@@ -83,7 +93,8 @@ def test_counting_is_free_and_works_at_the_cap(qlaud, broke_key):
     before = usage_totals(qlaud, key)
     for model in ("claude-test", "gpt-test"):
         client.messages.count_tokens(model=model, system=SYSTEM, tools=TOOLS, messages=MESSAGES)
-        client.beta.messages.count_tokens(model=model, messages=MESSAGES)
+        client.beta.messages.count_tokens(model=model, messages=MESSAGES,
+                                          extra_query=CLAUDE_CODE_QUERY)
     assert usage_totals(qlaud, key) == before
 
     broke = anthropic.Anthropic(base_url=qlaud["base_url"], api_key=broke_key, max_retries=0)

@@ -158,6 +158,31 @@ def test_models_messages_and_chat(admin, server, mock):
     assert chat["object"] == "chat.completion" and chat["usage"]["cost_micros"] == 63
 
 
+def test_token_counts_and_model_lookup(admin, server, broke_key):
+    user = qlaud_client(server, admin.mint_key(name="counter")["secret"], max_retries=0)
+    ask = [{"role": "user", "content": "one two three"}]
+    tools = [{"name": "t", "input_schema": {"type": "object"}}]
+    # Forwarded to the mock Anthropic: 2 + 3 words + 10 for the tool.
+    claude = user.count_message_tokens(model="claude-test", system="be brief", tools=tools,
+                                       messages=ask, tool_choice={"type": "auto"})
+    assert claude == {"input_tokens": 15}
+    assert user.count_message_tokens(model="gpt-test", messages=ask)["input_tokens"] > 0
+    # Free: a key whose cap is spent still counts.
+    broke = qlaud_client(server, broke_key, max_retries=0)
+    assert broke.count_message_tokens(model="echo", messages=ask)["input_tokens"] > 0
+    assert user.get_model("echo") == next(m for m in user.list_models()["data"] if m["id"] == "echo")
+    with pytest.raises(qlaud.NotFoundError) as e:
+        user.get_model("no-such-model")
+    assert e.value.code == "model_not_found"
+
+    async def main():
+        async with qlaud.AsyncClient(api_key=broke_key, base_url=server["base_url"]) as client:
+            assert (await client.get_model("gpt-test"))["id"] == "gpt-test"
+            count = await client.count_message_tokens(model="claude-test", messages=ask)
+            assert count["input_tokens"] == 3
+    asyncio.run(main())
+
+
 def test_streams_yield_events_and_end(admin, server):
     user = qlaud_client(server, admin.mint_key(name="streamer", max_spend_usd=1)["secret"])
     with user.create_message(model="claude-test", max_tokens=50, stream=True,
