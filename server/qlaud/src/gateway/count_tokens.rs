@@ -4,11 +4,12 @@
 //! a key at its cap may still count, and only a key that may not be used at
 //! all (suspended, revoked, disabled) is refused.
 
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 use http::HeaderMap;
 use qlaud_api::{MessageTokensCount, MessageTokensRequest, MessagesRequest};
 use serde_json::{Map, Value};
+use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 
 use super::error::GatewayError;
@@ -37,6 +38,10 @@ pub async fn count(
         // The offline model's own rule is exactly what it bills.
         ProviderKind::Echo => Ok(local(echo::count_input(req.system.as_ref(), &req.messages))),
         ProviderKind::Openai | ProviderKind::OpenaiCompatible => {
+            // Counting is free, so no spend cap bounds the CPU a key can ask
+            // for here: a flood of large requests queues for a few threads
+            // instead of taking every core from the gateway.
+            let _turn = COUNTING.acquire().await;
             let n = spawn_count(model, req.system, req.messages, req.tools)
                 .await
                 .map_err(|e| GatewayError::new(500, format!("counting tokens failed: {e}")))?;
@@ -44,6 +49,11 @@ pub async fn count(
         }
     }
 }
+
+/// How many free local counts run at once: one per core.
+static COUNTING: LazyLock<Semaphore> = LazyLock::new(|| {
+    Semaphore::new(std::thread::available_parallelism().map_or(2, std::num::NonZero::get))
+});
 
 /// The local estimate of a prompt, counted on a blocking thread: a long
 /// conversation takes a while to tokenize (and the first count loads the
