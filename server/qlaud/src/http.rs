@@ -7,7 +7,11 @@ use dropshot::{
 };
 use qlaud_api::{
     AnthropicError, BillingSettings, BillingSettingsUpdate, ChatCompletion, ChatCompletionRequest,
-    EmbeddingList, EmbeddingRequest, InvoicePreview, InvoicePreviewQuery, Key, KeyBillingEvent, KeyListFilter, KeyPageSelector, KeyPath, KeyWithSecret, Message, MessagesRequest, MeterExport, MeterExportQuery, MeterSlice, MintKeyRequest, ModelList, ModelResponse, OpenAiError, QlaudApi, StripeWebhookResult, TenantPath, UpdateKeyRequest, UsageQuery, UsageReport, MessageTokensCount, MessageTokensRequest, ModelInfo, ModelPath,
+    EmbeddingList, EmbeddingRequest, InvoicePreview, InvoicePreviewQuery, Key, KeyBillingEvent,
+    KeyListFilter, KeyPageSelector, KeyPath, KeyWithSecret, Message, MessageTokensCount,
+    MessageTokensRequest, MessagesRequest, MeterExport, MeterExportQuery, MeterSlice,
+    MintKeyRequest, ModelInfo, ModelList, ModelPath, ModelResponse, OpenAiError, QlaudApi,
+    StripeWebhookResult, TenantPath, UpdateKeyRequest, UsageQuery, UsageReport,
 };
 
 use crate::billing;
