@@ -84,6 +84,30 @@ impl Client {
         self.core.call(py, ops::create_message(sdk, body, stream))
     }
 
+    /// Create a response (OpenAI Responses API).
+    ///
+    /// OpenAI's `POST /v1/responses`, for any model qlaud serves: GPT models pass through to the provider's own Responses endpoint (always with `store: false`); other models are translated. With `"stream": true` the answer is `text/event-stream` with the typed events (`response.created`, `response.output_text.delta`, …, `response.completed` whose usage carries `cost_micros`). `previous_response_id` and `conversation` are refused with 400 until qlaud serves response state from its own store. Fields qlaud does not know pass to GPT models unchanged. Errors use OpenAI's error shape. Any key may call it.
+    ///
+    /// `POST /v1/responses`
+    #[pyo3(signature = (*, model, conversation=None, input=None, instructions=None, max_output_tokens=None, previous_response_id=None, reasoning=None, store=None, stream=false, text=None, tool_choice=None, tools=None, **extra))]
+    fn create_response<'py>(&self, py: Python<'py>, model: &Bound<'py, PyAny>, conversation: Option<&Bound<'py, PyAny>>, input: Option<&Bound<'py, PyAny>>, instructions: Option<&Bound<'py, PyAny>>, max_output_tokens: Option<&Bound<'py, PyAny>>, previous_response_id: Option<&Bound<'py, PyAny>>, reasoning: Option<&Bound<'py, PyAny>>, store: Option<&Bound<'py, PyAny>>, stream: bool, text: Option<&Bound<'py, PyAny>>, tool_choice: Option<&Bound<'py, PyAny>>, tools: Option<&Bound<'py, PyAny>>, extra: Option<&Bound<'py, PyDict>>) -> PyResult<Py<PyAny>> {
+        let mut body = serde_json::Map::new();
+        crate::convert::put(&mut body, "model", Some(model))?;
+        crate::convert::put(&mut body, "conversation", conversation)?;
+        crate::convert::put(&mut body, "input", input)?;
+        crate::convert::put(&mut body, "instructions", instructions)?;
+        crate::convert::put(&mut body, "max_output_tokens", max_output_tokens)?;
+        crate::convert::put(&mut body, "previous_response_id", previous_response_id)?;
+        crate::convert::put(&mut body, "reasoning", reasoning)?;
+        crate::convert::put(&mut body, "store", store)?;
+        crate::convert::put(&mut body, "text", text)?;
+        crate::convert::put(&mut body, "tool_choice", tool_choice)?;
+        crate::convert::put(&mut body, "tools", tools)?;
+        crate::convert::put_all(&mut body, extra)?;
+        let sdk = self.core.sdk();
+        self.core.call(py, ops::create_response(sdk, body, stream))
+    }
+
     /// Export meter events.
     ///
     /// A month's spend per key as Stripe Billing Meter events, for keys whose metadata has a `stripe_customer_id`. Requires an admin key.
@@ -350,6 +374,30 @@ impl AsyncClient {
         self.core.spawn(py, ops::create_message(sdk, body, stream))
     }
 
+    /// Create a response (OpenAI Responses API).
+    ///
+    /// OpenAI's `POST /v1/responses`, for any model qlaud serves: GPT models pass through to the provider's own Responses endpoint (always with `store: false`); other models are translated. With `"stream": true` the answer is `text/event-stream` with the typed events (`response.created`, `response.output_text.delta`, …, `response.completed` whose usage carries `cost_micros`). `previous_response_id` and `conversation` are refused with 400 until qlaud serves response state from its own store. Fields qlaud does not know pass to GPT models unchanged. Errors use OpenAI's error shape. Any key may call it.
+    ///
+    /// `POST /v1/responses`
+    #[pyo3(signature = (*, model, conversation=None, input=None, instructions=None, max_output_tokens=None, previous_response_id=None, reasoning=None, store=None, stream=false, text=None, tool_choice=None, tools=None, **extra))]
+    fn create_response<'py>(&self, py: Python<'py>, model: &Bound<'py, PyAny>, conversation: Option<&Bound<'py, PyAny>>, input: Option<&Bound<'py, PyAny>>, instructions: Option<&Bound<'py, PyAny>>, max_output_tokens: Option<&Bound<'py, PyAny>>, previous_response_id: Option<&Bound<'py, PyAny>>, reasoning: Option<&Bound<'py, PyAny>>, store: Option<&Bound<'py, PyAny>>, stream: bool, text: Option<&Bound<'py, PyAny>>, tool_choice: Option<&Bound<'py, PyAny>>, tools: Option<&Bound<'py, PyAny>>, extra: Option<&Bound<'py, PyDict>>) -> PyResult<Bound<'py, PyAny>> {
+        let mut body = serde_json::Map::new();
+        crate::convert::put(&mut body, "model", Some(model))?;
+        crate::convert::put(&mut body, "conversation", conversation)?;
+        crate::convert::put(&mut body, "input", input)?;
+        crate::convert::put(&mut body, "instructions", instructions)?;
+        crate::convert::put(&mut body, "max_output_tokens", max_output_tokens)?;
+        crate::convert::put(&mut body, "previous_response_id", previous_response_id)?;
+        crate::convert::put(&mut body, "reasoning", reasoning)?;
+        crate::convert::put(&mut body, "store", store)?;
+        crate::convert::put(&mut body, "text", text)?;
+        crate::convert::put(&mut body, "tool_choice", tool_choice)?;
+        crate::convert::put(&mut body, "tools", tools)?;
+        crate::convert::put_all(&mut body, extra)?;
+        let sdk = self.core.sdk();
+        self.core.spawn(py, ops::create_response(sdk, body, stream))
+    }
+
     /// Export meter events.
     ///
     /// A month's spend per key as Stripe Billing Meter events, for keys whose metadata has a `stripe_customer_id`. Requires an admin key.
@@ -585,6 +633,16 @@ mod ops {
             Ok(Output::Stream(events))
         } else {
             sdk.create_message_json(body).await.map(Output::Json).map_err(CallError::raw)
+        }
+    }
+
+    pub(super) async fn create_response(sdk: crate::client::Sdk, body: serde_json::Map<String, serde_json::Value>, stream: bool) -> Result<Output, CallError> {
+        let body = serde_json::Value::Object(body);
+        if stream {
+            let events = sdk.create_response_stream(body).await.map_err(CallError::raw)?;
+            Ok(Output::Stream(events))
+        } else {
+            sdk.create_response_json(body).await.map(Output::Json).map_err(CallError::raw)
         }
     }
 

@@ -1000,6 +1000,93 @@ pub mod types {
             value.parse()
         }
     }
+    ///An answer of `POST /v1/responses`, in OpenAI's Responses API shape.
+    #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, PartialEq)]
+    pub struct ResponseObject {
+        ///Unix seconds.
+        pub created_at: f64,
+        ///The answer's id (`resp_…`).
+        pub id: ::std::string::String,
+        ///The model's public name.
+        pub model: ::std::string::String,
+        ///Always `response`.
+        pub object: ::std::string::String,
+        ///Output items: `message` (with `output_text` parts), `function_call`, `reasoning`, …
+        pub output: ::std::vec::Vec<::serde_json::Value>,
+        ///`completed`, or `incomplete` when the output limit cut it (see `incomplete_details.reason`).
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub status: ::std::option::Option<::std::string::String>,
+        ///Token counts and cost.
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub usage: ::std::option::Option<ResponsesUsage>,
+    }
+    impl ResponseObject {
+        pub fn builder() -> builder::ResponseObject {
+            Default::default()
+        }
+    }
+    ///A request to `POST /v1/responses`, in OpenAI's Responses API shape.
+    #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, PartialEq)]
+    pub struct ResponsesRequest {
+        ///Not served yet: a 400, like `previous_response_id`.
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub conversation: ::std::option::Option<::serde_json::Value>,
+        ///The input: a string (one user message) or an array of items — messages (`{role, content}` with `input_text` / `input_image` parts), `function_call` and `function_call_output` items.
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub input: ::std::option::Option<::serde_json::Value>,
+        ///A system (developer) message placed before the input.
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub instructions: ::std::option::Option<::serde_json::Value>,
+        ///The most tokens the answer may have, reasoning included. qlaud fills in the model's limit when it is left out, and lowers it to what the key's budget pays for (header `qlaud-max-tokens-clamped`).
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub max_output_tokens: ::std::option::Option<u64>,
+        ///The model's public name in qlaud (see `GET /v1/models`).
+        pub model: ::std::string::String,
+        ///Not served yet: a 400. qlaud will serve it from its own store in a later release; send the whole conversation in `input` meanwhile.
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub previous_response_id: ::std::option::Option<::std::string::String>,
+        ///Reasoning options (`{effort, summary}`), passed to GPT models; dropped when the model is translated.
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub reasoning: ::std::option::Option<::serde_json::Value>,
+        ///Accepted (the official clients send `true` by default) but the provider is always called with `store: false`: response state will be kept by qlaud, not by the provider.
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub store: ::std::option::Option<bool>,
+        ///`true` answers with server-sent events (`response.created`, …, `response.completed`).
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub stream: ::std::option::Option<bool>,
+        ///Output format: `{format: {type: "text" | "json_object" | "json_schema", name, schema, strict}}`.
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub text: ::std::option::Option<::serde_json::Value>,
+        ///`auto`, `none`, `required` or `{type: "function", name}`.
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub tool_choice: ::std::option::Option<::serde_json::Value>,
+        ///Tools the model may call: `{type: "function", name, description, parameters, strict}`. Hosted tools (web search, file search, code interpreter, …) are refused: their per-call fees are not priced.
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub tools: ::std::option::Option<::std::vec::Vec<::serde_json::Value>>,
+    }
+    impl ResponsesRequest {
+        pub fn builder() -> builder::ResponsesRequest {
+            Default::default()
+        }
+    }
+    ///Token counts of a Responses API answer, with qlaud's cost.
+    #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, PartialEq)]
+    pub struct ResponsesUsage {
+        ///What qlaud charged the key for this request, in micro-dollars.
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub cost_micros: ::std::option::Option<i64>,
+        ///Input tokens, cached ones included.
+        pub input_tokens: u64,
+        ///Output tokens, reasoning included.
+        pub output_tokens: u64,
+        ///The sum of both.
+        pub total_tokens: u64,
+    }
+    impl ResponsesUsage {
+        pub fn builder() -> builder::ResponsesUsage {
+            Default::default()
+        }
+    }
     ///What a Stripe webhook delivery did.
     #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, PartialEq)]
     pub struct StripeWebhookResult {
@@ -5362,6 +5449,503 @@ pub mod types {
             }
         }
         #[derive(Clone, Debug)]
+        pub struct ResponseObject {
+            created_at: ::std::result::Result<f64, ::std::string::String>,
+            id: ::std::result::Result<::std::string::String, ::std::string::String>,
+            model: ::std::result::Result<::std::string::String, ::std::string::String>,
+            object: ::std::result::Result<::std::string::String, ::std::string::String>,
+            output: ::std::result::Result<
+                ::std::vec::Vec<::serde_json::Value>,
+                ::std::string::String,
+            >,
+            status: ::std::result::Result<
+                ::std::option::Option<::std::string::String>,
+                ::std::string::String,
+            >,
+            usage: ::std::result::Result<
+                ::std::option::Option<super::ResponsesUsage>,
+                ::std::string::String,
+            >,
+        }
+        impl ::std::default::Default for ResponseObject {
+            fn default() -> Self {
+                Self {
+                    created_at: Err("no value supplied for created_at".to_string()),
+                    id: Err("no value supplied for id".to_string()),
+                    model: Err("no value supplied for model".to_string()),
+                    object: Err("no value supplied for object".to_string()),
+                    output: Err("no value supplied for output".to_string()),
+                    status: Ok(Default::default()),
+                    usage: Ok(Default::default()),
+                }
+            }
+        }
+        impl ResponseObject {
+            pub fn created_at<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<f64>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.created_at = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for created_at: {e}")
+                    });
+                self
+            }
+            pub fn id<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::string::String>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.id = value
+                    .try_into()
+                    .map_err(|e| format!("error converting supplied value for id: {e}"));
+                self
+            }
+            pub fn model<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::string::String>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.model = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for model: {e}")
+                    });
+                self
+            }
+            pub fn object<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::string::String>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.object = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for object: {e}")
+                    });
+                self
+            }
+            pub fn output<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::vec::Vec<::serde_json::Value>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.output = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for output: {e}")
+                    });
+                self
+            }
+            pub fn status<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::option::Option<::std::string::String>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.status = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for status: {e}")
+                    });
+                self
+            }
+            pub fn usage<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::option::Option<super::ResponsesUsage>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.usage = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for usage: {e}")
+                    });
+                self
+            }
+        }
+        impl ::std::convert::TryFrom<ResponseObject> for super::ResponseObject {
+            type Error = super::error::ConversionError;
+            fn try_from(
+                value: ResponseObject,
+            ) -> ::std::result::Result<Self, super::error::ConversionError> {
+                Ok(Self {
+                    created_at: value.created_at?,
+                    id: value.id?,
+                    model: value.model?,
+                    object: value.object?,
+                    output: value.output?,
+                    status: value.status?,
+                    usage: value.usage?,
+                })
+            }
+        }
+        impl ::std::convert::From<super::ResponseObject> for ResponseObject {
+            fn from(value: super::ResponseObject) -> Self {
+                Self {
+                    created_at: Ok(value.created_at),
+                    id: Ok(value.id),
+                    model: Ok(value.model),
+                    object: Ok(value.object),
+                    output: Ok(value.output),
+                    status: Ok(value.status),
+                    usage: Ok(value.usage),
+                }
+            }
+        }
+        #[derive(Clone, Debug)]
+        pub struct ResponsesRequest {
+            conversation: ::std::result::Result<
+                ::std::option::Option<::serde_json::Value>,
+                ::std::string::String,
+            >,
+            input: ::std::result::Result<
+                ::std::option::Option<::serde_json::Value>,
+                ::std::string::String,
+            >,
+            instructions: ::std::result::Result<
+                ::std::option::Option<::serde_json::Value>,
+                ::std::string::String,
+            >,
+            max_output_tokens: ::std::result::Result<
+                ::std::option::Option<u64>,
+                ::std::string::String,
+            >,
+            model: ::std::result::Result<::std::string::String, ::std::string::String>,
+            previous_response_id: ::std::result::Result<
+                ::std::option::Option<::std::string::String>,
+                ::std::string::String,
+            >,
+            reasoning: ::std::result::Result<
+                ::std::option::Option<::serde_json::Value>,
+                ::std::string::String,
+            >,
+            store: ::std::result::Result<
+                ::std::option::Option<bool>,
+                ::std::string::String,
+            >,
+            stream: ::std::result::Result<
+                ::std::option::Option<bool>,
+                ::std::string::String,
+            >,
+            text: ::std::result::Result<
+                ::std::option::Option<::serde_json::Value>,
+                ::std::string::String,
+            >,
+            tool_choice: ::std::result::Result<
+                ::std::option::Option<::serde_json::Value>,
+                ::std::string::String,
+            >,
+            tools: ::std::result::Result<
+                ::std::option::Option<::std::vec::Vec<::serde_json::Value>>,
+                ::std::string::String,
+            >,
+        }
+        impl ::std::default::Default for ResponsesRequest {
+            fn default() -> Self {
+                Self {
+                    conversation: Ok(Default::default()),
+                    input: Ok(Default::default()),
+                    instructions: Ok(Default::default()),
+                    max_output_tokens: Ok(Default::default()),
+                    model: Err("no value supplied for model".to_string()),
+                    previous_response_id: Ok(Default::default()),
+                    reasoning: Ok(Default::default()),
+                    store: Ok(Default::default()),
+                    stream: Ok(Default::default()),
+                    text: Ok(Default::default()),
+                    tool_choice: Ok(Default::default()),
+                    tools: Ok(Default::default()),
+                }
+            }
+        }
+        impl ResponsesRequest {
+            pub fn conversation<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::option::Option<::serde_json::Value>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.conversation = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for conversation: {e}")
+                    });
+                self
+            }
+            pub fn input<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::option::Option<::serde_json::Value>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.input = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for input: {e}")
+                    });
+                self
+            }
+            pub fn instructions<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::option::Option<::serde_json::Value>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.instructions = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for instructions: {e}")
+                    });
+                self
+            }
+            pub fn max_output_tokens<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::option::Option<u64>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.max_output_tokens = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!(
+                            "error converting supplied value for max_output_tokens: {e}"
+                        )
+                    });
+                self
+            }
+            pub fn model<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::string::String>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.model = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for model: {e}")
+                    });
+                self
+            }
+            pub fn previous_response_id<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::option::Option<::std::string::String>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.previous_response_id = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!(
+                            "error converting supplied value for previous_response_id: {e}"
+                        )
+                    });
+                self
+            }
+            pub fn reasoning<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::option::Option<::serde_json::Value>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.reasoning = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for reasoning: {e}")
+                    });
+                self
+            }
+            pub fn store<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::option::Option<bool>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.store = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for store: {e}")
+                    });
+                self
+            }
+            pub fn stream<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::option::Option<bool>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.stream = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for stream: {e}")
+                    });
+                self
+            }
+            pub fn text<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::option::Option<::serde_json::Value>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.text = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for text: {e}")
+                    });
+                self
+            }
+            pub fn tool_choice<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::option::Option<::serde_json::Value>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.tool_choice = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for tool_choice: {e}")
+                    });
+                self
+            }
+            pub fn tools<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<
+                    ::std::option::Option<::std::vec::Vec<::serde_json::Value>>,
+                >,
+                T::Error: ::std::fmt::Display,
+            {
+                self.tools = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for tools: {e}")
+                    });
+                self
+            }
+        }
+        impl ::std::convert::TryFrom<ResponsesRequest> for super::ResponsesRequest {
+            type Error = super::error::ConversionError;
+            fn try_from(
+                value: ResponsesRequest,
+            ) -> ::std::result::Result<Self, super::error::ConversionError> {
+                Ok(Self {
+                    conversation: value.conversation?,
+                    input: value.input?,
+                    instructions: value.instructions?,
+                    max_output_tokens: value.max_output_tokens?,
+                    model: value.model?,
+                    previous_response_id: value.previous_response_id?,
+                    reasoning: value.reasoning?,
+                    store: value.store?,
+                    stream: value.stream?,
+                    text: value.text?,
+                    tool_choice: value.tool_choice?,
+                    tools: value.tools?,
+                })
+            }
+        }
+        impl ::std::convert::From<super::ResponsesRequest> for ResponsesRequest {
+            fn from(value: super::ResponsesRequest) -> Self {
+                Self {
+                    conversation: Ok(value.conversation),
+                    input: Ok(value.input),
+                    instructions: Ok(value.instructions),
+                    max_output_tokens: Ok(value.max_output_tokens),
+                    model: Ok(value.model),
+                    previous_response_id: Ok(value.previous_response_id),
+                    reasoning: Ok(value.reasoning),
+                    store: Ok(value.store),
+                    stream: Ok(value.stream),
+                    text: Ok(value.text),
+                    tool_choice: Ok(value.tool_choice),
+                    tools: Ok(value.tools),
+                }
+            }
+        }
+        #[derive(Clone, Debug)]
+        pub struct ResponsesUsage {
+            cost_micros: ::std::result::Result<
+                ::std::option::Option<i64>,
+                ::std::string::String,
+            >,
+            input_tokens: ::std::result::Result<u64, ::std::string::String>,
+            output_tokens: ::std::result::Result<u64, ::std::string::String>,
+            total_tokens: ::std::result::Result<u64, ::std::string::String>,
+        }
+        impl ::std::default::Default for ResponsesUsage {
+            fn default() -> Self {
+                Self {
+                    cost_micros: Ok(Default::default()),
+                    input_tokens: Err("no value supplied for input_tokens".to_string()),
+                    output_tokens: Err(
+                        "no value supplied for output_tokens".to_string(),
+                    ),
+                    total_tokens: Err("no value supplied for total_tokens".to_string()),
+                }
+            }
+        }
+        impl ResponsesUsage {
+            pub fn cost_micros<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::option::Option<i64>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.cost_micros = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for cost_micros: {e}")
+                    });
+                self
+            }
+            pub fn input_tokens<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<u64>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.input_tokens = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for input_tokens: {e}")
+                    });
+                self
+            }
+            pub fn output_tokens<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<u64>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.output_tokens = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for output_tokens: {e}")
+                    });
+                self
+            }
+            pub fn total_tokens<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<u64>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.total_tokens = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for total_tokens: {e}")
+                    });
+                self
+            }
+        }
+        impl ::std::convert::TryFrom<ResponsesUsage> for super::ResponsesUsage {
+            type Error = super::error::ConversionError;
+            fn try_from(
+                value: ResponsesUsage,
+            ) -> ::std::result::Result<Self, super::error::ConversionError> {
+                Ok(Self {
+                    cost_micros: value.cost_micros?,
+                    input_tokens: value.input_tokens?,
+                    output_tokens: value.output_tokens?,
+                    total_tokens: value.total_tokens?,
+                })
+            }
+        }
+        impl ::std::convert::From<super::ResponsesUsage> for ResponsesUsage {
+            fn from(value: super::ResponsesUsage) -> Self {
+                Self {
+                    cost_micros: Ok(value.cost_micros),
+                    input_tokens: Ok(value.input_tokens),
+                    output_tokens: Ok(value.output_tokens),
+                    total_tokens: Ok(value.total_tokens),
+                }
+            }
+        }
+        #[derive(Clone, Debug)]
         pub struct StripeWebhookResult {
             duplicate: ::std::result::Result<bool, ::std::string::String>,
             keys_changed: ::std::result::Result<u64, ::std::string::String>,
@@ -6314,6 +6898,21 @@ let response = client.get_model()
 ```*/
     pub fn get_model(&self) -> builder::GetModel<'_> {
         builder::GetModel::new(self)
+    }
+    /**Create a response (OpenAI Responses API)
+
+OpenAI's `POST /v1/responses`, for any model qlaud serves: GPT models pass through to the provider's own Responses endpoint (always with `store: false`); other models are translated. With `"stream": true` the answer is `text/event-stream` with the typed events (`response.created`, `response.output_text.delta`, …, `response.completed` whose usage carries `cost_micros`). `previous_response_id` and `conversation` are refused with 400 until qlaud serves response state from its own store. Fields qlaud does not know pass to GPT models unchanged. Errors use OpenAI's error shape. Any key may call it.
+
+Sends a `POST` request to `/v1/responses`
+
+```ignore
+let response = client.create_response()
+    .body(body)
+    .send()
+    .await;
+```*/
+    pub fn create_response(&self) -> builder::CreateResponse<'_> {
+        builder::CreateResponse::new(self)
     }
     /**Report usage
 
@@ -8010,6 +8609,102 @@ pub mod builder {
                 .build()?;
             let info = OperationInfo {
                 operation_id: "get_model",
+            };
+            client.pre(&mut request, &info).await?;
+            let result = client.exec(request, &info).await;
+            client.post(&result, &info).await?;
+            let response = result?;
+            match response.status().as_u16() {
+                200u16 => ResponseValue::from_response(response).await,
+                400u16..=499u16 => {
+                    Err(
+                        Error::ErrorResponse(
+                            ResponseValue::from_response(response).await?,
+                        ),
+                    )
+                }
+                500u16..=599u16 => {
+                    Err(
+                        Error::ErrorResponse(
+                            ResponseValue::from_response(response).await?,
+                        ),
+                    )
+                }
+                _ => Err(Error::UnexpectedResponse(response)),
+            }
+        }
+    }
+    /**Builder for [`Client::create_response`]
+
+[`Client::create_response`]: super::Client::create_response*/
+    #[derive(Debug, Clone)]
+    pub struct CreateResponse<'a> {
+        client: &'a super::Client,
+        body: Result<types::builder::ResponsesRequest, String>,
+    }
+    impl<'a> CreateResponse<'a> {
+        pub fn new(client: &'a super::Client) -> Self {
+            Self {
+                client: client,
+                body: Ok(::std::default::Default::default()),
+            }
+        }
+        pub fn body<V>(mut self, value: V) -> Self
+        where
+            V: std::convert::TryInto<types::ResponsesRequest>,
+            <V as std::convert::TryInto<
+                types::ResponsesRequest,
+            >>::Error: std::fmt::Display,
+        {
+            self.body = value
+                .try_into()
+                .map(From::from)
+                .map_err(|s| {
+                    format!("conversion to `ResponsesRequest` for body failed: {}", s)
+                });
+            self
+        }
+        pub fn body_map<F>(mut self, f: F) -> Self
+        where
+            F: std::ops::FnOnce(
+                types::builder::ResponsesRequest,
+            ) -> types::builder::ResponsesRequest,
+        {
+            self.body = self.body.map(f);
+            self
+        }
+        ///Sends a `POST` request to `/v1/responses`
+        pub async fn send(
+            self,
+        ) -> Result<ResponseValue<types::ResponseObject>, Error<types::OpenAiError>> {
+            let Self { client, body } = self;
+            let body = body
+                .and_then(|v| {
+                    types::ResponsesRequest::try_from(v).map_err(|e| e.to_string())
+                })
+                .map_err(Error::InvalidRequest)?;
+            let url = format!("{}/v1/responses", client.baseurl,);
+            let mut header_map = ::reqwest::header::HeaderMap::with_capacity(1usize);
+            header_map
+                .append(
+                    ::reqwest::header::HeaderName::from_static("api-version"),
+                    ::reqwest::header::HeaderValue::from_static(
+                        super::Client::api_version(),
+                    ),
+                );
+            #[allow(unused_mut)]
+            let mut request = client
+                .client
+                .post(url)
+                .header(
+                    ::reqwest::header::ACCEPT,
+                    ::reqwest::header::HeaderValue::from_static("application/json"),
+                )
+                .json(&body)
+                .headers(header_map)
+                .build()?;
+            let info = OperationInfo {
+                operation_id: "create_response",
             };
             client.pre(&mut request, &info).await?;
             let result = client.exec(request, &info).await;

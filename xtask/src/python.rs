@@ -23,7 +23,7 @@ pub const STUB_HEAD: &str = "sdk-python/src/head.pyi";
 
 /// Operations whose request body passes through untouched (any provider
 /// parameter) and which can answer with a stream.
-const MODEL_OPS: &[&str] = &["create_message", "create_chat_completion"];
+const MODEL_OPS: &[&str] = &["create_message", "create_chat_completion", "create_response"];
 /// The one operation whose body is raw bytes with a signature header.
 const WEBHOOK_OP: &str = "stripe_webhook";
 

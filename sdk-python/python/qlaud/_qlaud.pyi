@@ -46,6 +46,9 @@ from qlaud.types import (
     OpenAiError,
     OpenAiErrorDetail,
     Period,
+    ResponseObject,
+    ResponsesRequest,
+    ResponsesUsage,
     StripeWebhookResult,
     UpdateKeyRequest,
     UsagePeriod,
@@ -335,6 +338,123 @@ class Client:
             max_tokens: The most tokens the answer may have. Optional here (unlike Anthropic's API): qlaud fills in the model's limit when it is left out.
             stream: `true` answers with server-sent events instead of one JSON object.
             system: The system prompt: a string or an array of text blocks.
+            extra: Any other field of the provider's API (tools, temperature, …), sent as is.
+        """
+    @overload
+    def create_response(
+        self,
+        *,
+        model: str,
+        conversation: Any = None,
+        input: Any = None,
+        instructions: Any = None,
+        max_output_tokens: int | None = None,
+        previous_response_id: str | None = None,
+        reasoning: Any = None,
+        store: bool | None = None,
+        stream: Literal[False] = False,
+        text: Any = None,
+        tool_choice: Any = None,
+        tools: list[Any] | None = None,
+        **extra: Any,
+    ) -> ResponseObject:
+        """Create a response (OpenAI Responses API).
+
+        OpenAI's `POST /v1/responses`, for any model qlaud serves: GPT models pass through to the provider's own Responses endpoint (always with `store: false`); other models are translated. With `"stream": true` the answer is `text/event-stream` with the typed events (`response.created`, `response.output_text.delta`, …, `response.completed` whose usage carries `cost_micros`). `previous_response_id` and `conversation` are refused with 400 until qlaud serves response state from its own store. Fields qlaud does not know pass to GPT models unchanged. Errors use OpenAI's error shape. Any key may call it.
+
+        `POST /v1/responses`
+
+        Args:
+            model: The model's public name in qlaud (see `GET /v1/models`).
+            conversation: Not served yet: a 400, like `previous_response_id`.
+            input: The input: a string (one user message) or an array of items — messages (`{role, content}` with `input_text` / `input_image` parts), `function_call` and `function_call_output` items.
+            instructions: A system (developer) message placed before the input.
+            max_output_tokens: The most tokens the answer may have, reasoning included. qlaud fills in the model's limit when it is left out, and lowers it to what the key's budget pays for (header `qlaud-max-tokens-clamped`).
+            previous_response_id: Not served yet: a 400. qlaud will serve it from its own store in a later release; send the whole conversation in `input` meanwhile.
+            reasoning: Reasoning options (`{effort, summary}`), passed to GPT models; dropped when the model is translated.
+            store: Accepted (the official clients send `true` by default) but the provider is always called with `store: false`: response state will be kept by qlaud, not by the provider.
+            stream: `true` answers with server-sent events (`response.created`, …, `response.completed`).
+            text: Output format: `{format: {type: "text" | "json_object" | "json_schema", name, schema, strict}}`.
+            tool_choice: `auto`, `none`, `required` or `{type: "function", name}`.
+            tools: Tools the model may call: `{type: "function", name, description, parameters, strict}`. Hosted tools (web search, file search, code interpreter, …) are refused: their per-call fees are not priced.
+            extra: Any other field of the provider's API (tools, temperature, …), sent as is.
+        """
+    @overload
+    def create_response(
+        self,
+        *,
+        model: str,
+        conversation: Any = None,
+        input: Any = None,
+        instructions: Any = None,
+        max_output_tokens: int | None = None,
+        previous_response_id: str | None = None,
+        reasoning: Any = None,
+        store: bool | None = None,
+        stream: Literal[True],
+        text: Any = None,
+        tool_choice: Any = None,
+        tools: list[Any] | None = None,
+        **extra: Any,
+    ) -> Stream:
+        """Create a response (OpenAI Responses API).
+
+        OpenAI's `POST /v1/responses`, for any model qlaud serves: GPT models pass through to the provider's own Responses endpoint (always with `store: false`); other models are translated. With `"stream": true` the answer is `text/event-stream` with the typed events (`response.created`, `response.output_text.delta`, …, `response.completed` whose usage carries `cost_micros`). `previous_response_id` and `conversation` are refused with 400 until qlaud serves response state from its own store. Fields qlaud does not know pass to GPT models unchanged. Errors use OpenAI's error shape. Any key may call it.
+
+        `POST /v1/responses`
+
+        Args:
+            model: The model's public name in qlaud (see `GET /v1/models`).
+            conversation: Not served yet: a 400, like `previous_response_id`.
+            input: The input: a string (one user message) or an array of items — messages (`{role, content}` with `input_text` / `input_image` parts), `function_call` and `function_call_output` items.
+            instructions: A system (developer) message placed before the input.
+            max_output_tokens: The most tokens the answer may have, reasoning included. qlaud fills in the model's limit when it is left out, and lowers it to what the key's budget pays for (header `qlaud-max-tokens-clamped`).
+            previous_response_id: Not served yet: a 400. qlaud will serve it from its own store in a later release; send the whole conversation in `input` meanwhile.
+            reasoning: Reasoning options (`{effort, summary}`), passed to GPT models; dropped when the model is translated.
+            store: Accepted (the official clients send `true` by default) but the provider is always called with `store: false`: response state will be kept by qlaud, not by the provider.
+            stream: `true` answers with server-sent events (`response.created`, …, `response.completed`).
+            text: Output format: `{format: {type: "text" | "json_object" | "json_schema", name, schema, strict}}`.
+            tool_choice: `auto`, `none`, `required` or `{type: "function", name}`.
+            tools: Tools the model may call: `{type: "function", name, description, parameters, strict}`. Hosted tools (web search, file search, code interpreter, …) are refused: their per-call fees are not priced.
+            extra: Any other field of the provider's API (tools, temperature, …), sent as is.
+        """
+    @overload
+    def create_response(
+        self,
+        *,
+        model: str,
+        conversation: Any = None,
+        input: Any = None,
+        instructions: Any = None,
+        max_output_tokens: int | None = None,
+        previous_response_id: str | None = None,
+        reasoning: Any = None,
+        store: bool | None = None,
+        stream: bool = False,
+        text: Any = None,
+        tool_choice: Any = None,
+        tools: list[Any] | None = None,
+        **extra: Any,
+    ) -> ResponseObject | Stream:
+        """Create a response (OpenAI Responses API).
+
+        OpenAI's `POST /v1/responses`, for any model qlaud serves: GPT models pass through to the provider's own Responses endpoint (always with `store: false`); other models are translated. With `"stream": true` the answer is `text/event-stream` with the typed events (`response.created`, `response.output_text.delta`, …, `response.completed` whose usage carries `cost_micros`). `previous_response_id` and `conversation` are refused with 400 until qlaud serves response state from its own store. Fields qlaud does not know pass to GPT models unchanged. Errors use OpenAI's error shape. Any key may call it.
+
+        `POST /v1/responses`
+
+        Args:
+            model: The model's public name in qlaud (see `GET /v1/models`).
+            conversation: Not served yet: a 400, like `previous_response_id`.
+            input: The input: a string (one user message) or an array of items — messages (`{role, content}` with `input_text` / `input_image` parts), `function_call` and `function_call_output` items.
+            instructions: A system (developer) message placed before the input.
+            max_output_tokens: The most tokens the answer may have, reasoning included. qlaud fills in the model's limit when it is left out, and lowers it to what the key's budget pays for (header `qlaud-max-tokens-clamped`).
+            previous_response_id: Not served yet: a 400. qlaud will serve it from its own store in a later release; send the whole conversation in `input` meanwhile.
+            reasoning: Reasoning options (`{effort, summary}`), passed to GPT models; dropped when the model is translated.
+            store: Accepted (the official clients send `true` by default) but the provider is always called with `store: false`: response state will be kept by qlaud, not by the provider.
+            stream: `true` answers with server-sent events (`response.created`, …, `response.completed`).
+            text: Output format: `{format: {type: "text" | "json_object" | "json_schema", name, schema, strict}}`.
+            tool_choice: `auto`, `none`, `required` or `{type: "function", name}`.
+            tools: Tools the model may call: `{type: "function", name, description, parameters, strict}`. Hosted tools (web search, file search, code interpreter, …) are refused: their per-call fees are not priced.
             extra: Any other field of the provider's API (tools, temperature, …), sent as is.
         """
     def export_meter_events(
@@ -804,6 +924,123 @@ class AsyncClient:
             max_tokens: The most tokens the answer may have. Optional here (unlike Anthropic's API): qlaud fills in the model's limit when it is left out.
             stream: `true` answers with server-sent events instead of one JSON object.
             system: The system prompt: a string or an array of text blocks.
+            extra: Any other field of the provider's API (tools, temperature, …), sent as is.
+        """
+    @overload
+    async def create_response(
+        self,
+        *,
+        model: str,
+        conversation: Any = None,
+        input: Any = None,
+        instructions: Any = None,
+        max_output_tokens: int | None = None,
+        previous_response_id: str | None = None,
+        reasoning: Any = None,
+        store: bool | None = None,
+        stream: Literal[False] = False,
+        text: Any = None,
+        tool_choice: Any = None,
+        tools: list[Any] | None = None,
+        **extra: Any,
+    ) -> ResponseObject:
+        """Create a response (OpenAI Responses API).
+
+        OpenAI's `POST /v1/responses`, for any model qlaud serves: GPT models pass through to the provider's own Responses endpoint (always with `store: false`); other models are translated. With `"stream": true` the answer is `text/event-stream` with the typed events (`response.created`, `response.output_text.delta`, …, `response.completed` whose usage carries `cost_micros`). `previous_response_id` and `conversation` are refused with 400 until qlaud serves response state from its own store. Fields qlaud does not know pass to GPT models unchanged. Errors use OpenAI's error shape. Any key may call it.
+
+        `POST /v1/responses`
+
+        Args:
+            model: The model's public name in qlaud (see `GET /v1/models`).
+            conversation: Not served yet: a 400, like `previous_response_id`.
+            input: The input: a string (one user message) or an array of items — messages (`{role, content}` with `input_text` / `input_image` parts), `function_call` and `function_call_output` items.
+            instructions: A system (developer) message placed before the input.
+            max_output_tokens: The most tokens the answer may have, reasoning included. qlaud fills in the model's limit when it is left out, and lowers it to what the key's budget pays for (header `qlaud-max-tokens-clamped`).
+            previous_response_id: Not served yet: a 400. qlaud will serve it from its own store in a later release; send the whole conversation in `input` meanwhile.
+            reasoning: Reasoning options (`{effort, summary}`), passed to GPT models; dropped when the model is translated.
+            store: Accepted (the official clients send `true` by default) but the provider is always called with `store: false`: response state will be kept by qlaud, not by the provider.
+            stream: `true` answers with server-sent events (`response.created`, …, `response.completed`).
+            text: Output format: `{format: {type: "text" | "json_object" | "json_schema", name, schema, strict}}`.
+            tool_choice: `auto`, `none`, `required` or `{type: "function", name}`.
+            tools: Tools the model may call: `{type: "function", name, description, parameters, strict}`. Hosted tools (web search, file search, code interpreter, …) are refused: their per-call fees are not priced.
+            extra: Any other field of the provider's API (tools, temperature, …), sent as is.
+        """
+    @overload
+    async def create_response(
+        self,
+        *,
+        model: str,
+        conversation: Any = None,
+        input: Any = None,
+        instructions: Any = None,
+        max_output_tokens: int | None = None,
+        previous_response_id: str | None = None,
+        reasoning: Any = None,
+        store: bool | None = None,
+        stream: Literal[True],
+        text: Any = None,
+        tool_choice: Any = None,
+        tools: list[Any] | None = None,
+        **extra: Any,
+    ) -> AsyncStream:
+        """Create a response (OpenAI Responses API).
+
+        OpenAI's `POST /v1/responses`, for any model qlaud serves: GPT models pass through to the provider's own Responses endpoint (always with `store: false`); other models are translated. With `"stream": true` the answer is `text/event-stream` with the typed events (`response.created`, `response.output_text.delta`, …, `response.completed` whose usage carries `cost_micros`). `previous_response_id` and `conversation` are refused with 400 until qlaud serves response state from its own store. Fields qlaud does not know pass to GPT models unchanged. Errors use OpenAI's error shape. Any key may call it.
+
+        `POST /v1/responses`
+
+        Args:
+            model: The model's public name in qlaud (see `GET /v1/models`).
+            conversation: Not served yet: a 400, like `previous_response_id`.
+            input: The input: a string (one user message) or an array of items — messages (`{role, content}` with `input_text` / `input_image` parts), `function_call` and `function_call_output` items.
+            instructions: A system (developer) message placed before the input.
+            max_output_tokens: The most tokens the answer may have, reasoning included. qlaud fills in the model's limit when it is left out, and lowers it to what the key's budget pays for (header `qlaud-max-tokens-clamped`).
+            previous_response_id: Not served yet: a 400. qlaud will serve it from its own store in a later release; send the whole conversation in `input` meanwhile.
+            reasoning: Reasoning options (`{effort, summary}`), passed to GPT models; dropped when the model is translated.
+            store: Accepted (the official clients send `true` by default) but the provider is always called with `store: false`: response state will be kept by qlaud, not by the provider.
+            stream: `true` answers with server-sent events (`response.created`, …, `response.completed`).
+            text: Output format: `{format: {type: "text" | "json_object" | "json_schema", name, schema, strict}}`.
+            tool_choice: `auto`, `none`, `required` or `{type: "function", name}`.
+            tools: Tools the model may call: `{type: "function", name, description, parameters, strict}`. Hosted tools (web search, file search, code interpreter, …) are refused: their per-call fees are not priced.
+            extra: Any other field of the provider's API (tools, temperature, …), sent as is.
+        """
+    @overload
+    async def create_response(
+        self,
+        *,
+        model: str,
+        conversation: Any = None,
+        input: Any = None,
+        instructions: Any = None,
+        max_output_tokens: int | None = None,
+        previous_response_id: str | None = None,
+        reasoning: Any = None,
+        store: bool | None = None,
+        stream: bool = False,
+        text: Any = None,
+        tool_choice: Any = None,
+        tools: list[Any] | None = None,
+        **extra: Any,
+    ) -> ResponseObject | AsyncStream:
+        """Create a response (OpenAI Responses API).
+
+        OpenAI's `POST /v1/responses`, for any model qlaud serves: GPT models pass through to the provider's own Responses endpoint (always with `store: false`); other models are translated. With `"stream": true` the answer is `text/event-stream` with the typed events (`response.created`, `response.output_text.delta`, …, `response.completed` whose usage carries `cost_micros`). `previous_response_id` and `conversation` are refused with 400 until qlaud serves response state from its own store. Fields qlaud does not know pass to GPT models unchanged. Errors use OpenAI's error shape. Any key may call it.
+
+        `POST /v1/responses`
+
+        Args:
+            model: The model's public name in qlaud (see `GET /v1/models`).
+            conversation: Not served yet: a 400, like `previous_response_id`.
+            input: The input: a string (one user message) or an array of items — messages (`{role, content}` with `input_text` / `input_image` parts), `function_call` and `function_call_output` items.
+            instructions: A system (developer) message placed before the input.
+            max_output_tokens: The most tokens the answer may have, reasoning included. qlaud fills in the model's limit when it is left out, and lowers it to what the key's budget pays for (header `qlaud-max-tokens-clamped`).
+            previous_response_id: Not served yet: a 400. qlaud will serve it from its own store in a later release; send the whole conversation in `input` meanwhile.
+            reasoning: Reasoning options (`{effort, summary}`), passed to GPT models; dropped when the model is translated.
+            store: Accepted (the official clients send `true` by default) but the provider is always called with `store: false`: response state will be kept by qlaud, not by the provider.
+            stream: `true` answers with server-sent events (`response.created`, …, `response.completed`).
+            text: Output format: `{format: {type: "text" | "json_object" | "json_schema", name, schema, strict}}`.
+            tool_choice: `auto`, `none`, `required` or `{type: "function", name}`.
+            tools: Tools the model may call: `{type: "function", name, description, parameters, strict}`. Hosted tools (web search, file search, code interpreter, …) are refused: their per-call fees are not priced.
             extra: Any other field of the provider's API (tools, temperature, …), sent as is.
         """
     async def export_meter_events(

@@ -55,6 +55,9 @@ __all__ = [
     "OpenAiError",
     "OpenAiErrorDetail",
     "Period",
+    "ResponseObject",
+    "ResponsesRequest",
+    "ResponsesUsage",
     "StripeWebhookResult",
     "UpdateKeyRequest",
     "UsagePeriod",
@@ -640,6 +643,70 @@ class OpenAiErrorDetail(TypedDict):
     """The request field at fault, if one is."""
     type: str
     """`invalid_request_error`, `authentication_error`, `insufficient_quota`, `rate_limit_error`, `server_error`, …"""
+
+
+class ResponseObject(TypedDict):
+    """An answer of `POST /v1/responses`, in OpenAI's Responses API shape.
+    """
+
+    created_at: float
+    """Unix seconds."""
+    id: str
+    """The answer's id (`resp_…`)."""
+    model: str
+    """The model's public name."""
+    object: str
+    """Always `response`."""
+    output: list[Any]
+    """Output items: `message` (with `output_text` parts), `function_call`, `reasoning`, …"""
+    status: NotRequired[str | None]
+    """`completed`, or `incomplete` when the output limit cut it (see `incomplete_details.reason`)."""
+    usage: NotRequired[ResponsesUsage | None]
+    """Token counts and cost."""
+
+
+class ResponsesRequest(TypedDict):
+    """A request to `POST /v1/responses`, in OpenAI's Responses API shape.
+    """
+
+    conversation: NotRequired[Any]
+    """Not served yet: a 400, like `previous_response_id`."""
+    input: NotRequired[Any]
+    """The input: a string (one user message) or an array of items — messages (`{role, content}` with `input_text` / `input_image` parts), `function_call` and `function_call_output` items."""
+    instructions: NotRequired[Any]
+    """A system (developer) message placed before the input."""
+    max_output_tokens: NotRequired[int | None]
+    """The most tokens the answer may have, reasoning included. qlaud fills in the model's limit when it is left out, and lowers it to what the key's budget pays for (header `qlaud-max-tokens-clamped`)."""
+    model: str
+    """The model's public name in qlaud (see `GET /v1/models`)."""
+    previous_response_id: NotRequired[str | None]
+    """Not served yet: a 400. qlaud will serve it from its own store in a later release; send the whole conversation in `input` meanwhile."""
+    reasoning: NotRequired[Any]
+    """Reasoning options (`{effort, summary}`), passed to GPT models; dropped when the model is translated."""
+    store: NotRequired[bool | None]
+    """Accepted (the official clients send `true` by default) but the provider is always called with `store: false`: response state will be kept by qlaud, not by the provider."""
+    stream: NotRequired[bool | None]
+    """`true` answers with server-sent events (`response.created`, …, `response.completed`)."""
+    text: NotRequired[Any]
+    """Output format: `{format: {type: "text" | "json_object" | "json_schema", name, schema, strict}}`."""
+    tool_choice: NotRequired[Any]
+    """`auto`, `none`, `required` or `{type: "function", name}`."""
+    tools: NotRequired[list[Any] | None]
+    """Tools the model may call: `{type: "function", name, description, parameters, strict}`. Hosted tools (web search, file search, code interpreter, …) are refused: their per-call fees are not priced."""
+
+
+class ResponsesUsage(TypedDict):
+    """Token counts of a Responses API answer, with qlaud's cost.
+    """
+
+    cost_micros: NotRequired[int | None]
+    """What qlaud charged the key for this request, in micro-dollars."""
+    input_tokens: int
+    """Input tokens, cached ones included."""
+    output_tokens: int
+    """Output tokens, reasoning included."""
+    total_tokens: int
+    """The sum of both."""
 
 
 class StripeWebhookResult(TypedDict):

@@ -10,6 +10,7 @@ pub mod errors;
 pub mod keys;
 pub mod models;
 pub mod money;
+pub mod responses;
 pub mod usage;
 
 use dropshot::{
@@ -23,6 +24,7 @@ pub use errors::{AnthropicError, OpenAiError};
 pub use keys::*;
 pub use models::*;
 pub use money::Usd;
+pub use responses::*;
 pub use usage::*;
 
 /// Body limit of qlaud's own JSON endpoints (keys, usage, …). Generous for
@@ -336,6 +338,29 @@ pub trait QlaudApi {
         rqctx: RequestContext<Self::Context>,
         body: TypedBody<EmbeddingRequest>,
     ) -> Result<ModelResponse<EmbeddingList>, OpenAiError>;
+
+    /// Create a response (OpenAI Responses API).
+    ///
+    /// OpenAI's `POST /v1/responses`, for any model qlaud serves: GPT models
+    /// pass through to the provider's own Responses endpoint (always with
+    /// `store: false`); other models are translated. With `"stream": true`
+    /// the answer is `text/event-stream` with the typed events
+    /// (`response.created`, `response.output_text.delta`, …,
+    /// `response.completed` whose usage carries `cost_micros`).
+    /// `previous_response_id` and `conversation` are refused with 400 until
+    /// qlaud serves response state from its own store. Fields qlaud does not
+    /// know pass to GPT models unchanged. Errors use OpenAI's error shape.
+    /// Any key may call it.
+    #[endpoint {
+        method = POST,
+        path = "/v1/responses",
+        tags = ["models"],
+        request_body_max_bytes = MODEL_BODY_MAX_BYTES,
+    }]
+    async fn create_response(
+        rqctx: RequestContext<Self::Context>,
+        body: TypedBody<ResponsesRequest>,
+    ) -> Result<ModelResponse<ResponseObject>, OpenAiError>;
 
     /// List models.
     ///

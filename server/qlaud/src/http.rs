@@ -7,11 +7,7 @@ use dropshot::{
 };
 use qlaud_api::{
     AnthropicError, BillingSettings, BillingSettingsUpdate, ChatCompletion, ChatCompletionRequest,
-    EmbeddingList, EmbeddingRequest, InvoicePreview, InvoicePreviewQuery, Key, KeyBillingEvent,
-    KeyListFilter, KeyPageSelector, KeyPath, KeyWithSecret, Message, MessageTokensCount,
-    MessageTokensRequest, MessagesRequest, MeterExport, MeterExportQuery, MeterSlice,
-    MintKeyRequest, ModelInfo, ModelList, ModelPath, ModelResponse, OpenAiError, QlaudApi,
-    StripeWebhookResult, TenantPath, UpdateKeyRequest, UsageQuery, UsageReport,
+    EmbeddingList, EmbeddingRequest, InvoicePreview, InvoicePreviewQuery, Key, KeyBillingEvent, KeyListFilter, KeyPageSelector, KeyPath, KeyWithSecret, Message, MessageTokensCount, MessageTokensRequest, MessagesRequest, MeterExport, MeterExportQuery, MeterSlice, MintKeyRequest, ModelInfo, ModelList, ModelPath, ModelResponse, OpenAiError, QlaudApi, StripeWebhookResult, TenantPath, UpdateKeyRequest, UsageQuery, UsageReport, ResponseObject, ResponsesRequest,
 };
 
 use crate::billing;
@@ -249,6 +245,16 @@ impl QlaudApi for QlaudImpl {
         body: TypedBody<EmbeddingRequest>,
     ) -> Result<ModelResponse<EmbeddingList>, OpenAiError> {
         gateway::embeddings(rqctx.context(), rqctx.request.headers(), body.into_inner())
+            .await
+            .map(ModelResponse::new)
+            .map_err(gateway::error::GatewayError::into_openai)
+    }
+
+    async fn create_response(
+        rqctx: RequestContext<Context>,
+        body: TypedBody<ResponsesRequest>,
+    ) -> Result<ModelResponse<ResponseObject>, OpenAiError> {
+        gateway::responses(rqctx.context(), rqctx.request.headers(), body.into_inner())
             .await
             .map(ModelResponse::new)
             .map_err(gateway::error::GatewayError::into_openai)

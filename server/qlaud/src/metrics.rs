@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use crate::store::Store;
 
 /// The endpoints requests are counted by; any other counts as `other`.
-const ENDPOINTS: [&str; 4] = ["messages", "chat_completions", "embeddings", "other"];
+const ENDPOINTS: [&str; 5] = ["messages", "chat_completions", "responses", "embeddings", "other"];
 
 #[derive(Default)]
 pub struct Metrics {

@@ -19,6 +19,7 @@ pub(super) async fn answer(
     let id = match call.shape {
         Shape::Messages => new_id("msg"),
         Shape::ChatCompletions | Shape::Embeddings => new_id("chatcmpl"),
+        Shape::Responses => new_id("resp"),
     };
     // Like a provider, the offline model reads no more than its window.
     if reply.usage.input_tokens > call.model().context_window {

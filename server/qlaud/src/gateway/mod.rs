@@ -10,11 +10,13 @@ pub mod count_tokens;
 mod echo;
 mod embeddings;
 pub mod error;
+mod responses;
 mod shape;
 pub mod sse;
 mod stream;
 
 pub use embeddings::embeddings;
+pub use responses::create as responses;
 use shape::ClientEncoder;
 pub use shape::Shape;
 use stream::{Translator, stream};
@@ -454,7 +456,9 @@ fn answer_usage(call: &Call, v: &Value, reported: impl Fn(&Value) -> Usage) -> U
     match v.get("usage").filter(|u| u.is_object()) {
         Some(u) => reported(u),
         None => {
-            let seen = estimate::text_tokens(&v["content"]) + estimate::text_tokens(&v["choices"]);
+            let seen = estimate::text_tokens(&v["content"])
+                + estimate::text_tokens(&v["choices"])
+                + estimate::text_tokens(&v["output"]);
             call.admission().unreported.usage(None, seen)
         }
     }

@@ -4,6 +4,7 @@ use bytes::Bytes;
 use serde_json::Value;
 
 use super::error::GatewayError;
+use super::responses::encode as responses;
 use super::sse;
 use crate::config::Model;
 use crate::meter::Endpoint;
@@ -17,6 +18,7 @@ pub enum Shape {
     ChatCompletions,
     /// OpenAI's Embeddings API (JSON only; errors in OpenAI's shape).
     Embeddings,
+    Responses,
 }
 
 impl Shape {
@@ -25,6 +27,7 @@ impl Shape {
             Shape::Messages => Endpoint::Messages,
             Shape::ChatCompletions => Endpoint::ChatCompletions,
             Shape::Embeddings => Endpoint::Embeddings,
+            Shape::Responses => Endpoint::Responses,
         }
     }
 }
@@ -33,6 +36,7 @@ impl Shape {
 pub(crate) enum ClientEncoder {
     Anthropic(anthropic::convert::Encoder),
     OpenAi(openai::convert::Encoder),
+    Responses(responses::Encoder),
 }
 
 impl ClientEncoder {
@@ -45,6 +49,9 @@ impl ClientEncoder {
             Shape::ChatCompletions | Shape::Embeddings => ClientEncoder::OpenAi(
                 openai::convert::Encoder::new(&model.name, prices, wants_usage),
             ),
+            Shape::Responses => {
+                ClientEncoder::Responses(responses::Encoder::new(&model.name, prices))
+            }
         }
     }
 
@@ -61,6 +68,7 @@ impl ClientEncoder {
         match self {
             ClientEncoder::Anthropic(e) => e.encode(event),
             ClientEncoder::OpenAi(e) => e.encode(event),
+            ClientEncoder::Responses(e) => e.encode(event),
         }
     }
 
@@ -71,12 +79,23 @@ impl ClientEncoder {
             Shape::ChatCompletions | Shape::Embeddings => {
                 openai::convert::chat_completion(c, model, chrono::Utc::now().timestamp(), cost)
             }
+            Shape::Responses => responses::response(c, model, chrono::Utc::now().timestamp(), cost),
+        }
+    }
+
+    /// An error event in this encoder's shape, for a stream that broke off
+    /// (Responses events are numbered, so the encoder's count goes on).
+    pub fn error(&mut self, shape: Shape, err: GatewayError) -> Bytes {
+        match self {
+            ClientEncoder::Responses(e) => e.error(err),
+            _ => ClientEncoder::error_event(shape, err),
         }
     }
 
     /// An error event in `shape`, for a stream that broke off.
     pub fn error_event(shape: Shape, err: GatewayError) -> Bytes {
         match shape {
+            Shape::Responses => responses::error_event(err, 0),
             Shape::Messages => sse::event(
                 Some("error"),
                 &serde_json::to_string(&err.into_anthropic()).unwrap_or_default(),

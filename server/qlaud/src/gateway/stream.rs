@@ -7,7 +7,7 @@ use futures::StreamExt;
 use http::Response;
 
 use super::error::GatewayError;
-use super::shape::ClientEncoder;
+use super::shape::{ClientEncoder, Shape};
 use super::{Call, error_chain, sse, sse_response};
 use crate::meter::{Unreported, Usage};
 use crate::providers::ir::Event;
@@ -67,6 +67,10 @@ async fn pump(
 pub trait StreamMeter: Send + 'static {
     fn tap(&mut self, raw: Bytes) -> Option<Bytes>;
     fn usage(&self) -> Usage;
+    /// The event that tells the client the provider's stream broke off.
+    fn error_event(&mut self, shape: Shape, err: GatewayError) -> Bytes {
+        ClientEncoder::error_event(shape, err)
+    }
 }
 
 impl StreamMeter for anthropic::StreamTap {
@@ -153,6 +157,10 @@ impl<D: FnMut(&[u8]) -> Vec<Event> + Send + 'static> StreamMeter for Translator<
         }
         self.unreported.usage(self.input, self.seen_output)
     }
+
+    fn error_event(&mut self, shape: Shape, err: GatewayError) -> Bytes {
+        self.encoder.error(shape, err)
+    }
 }
 
 /// Streams the provider's answer to the client through `meter`, then
@@ -168,7 +176,7 @@ pub(super) fn stream(
         let end = pump(upstream, &tx, |e| meter.tap(e)).await;
         if let StreamEnd::UpstreamFailed(why) = &end {
             let err = GatewayError::new(502, format!("provider stream failed: {why}"));
-            sse::send(&tx, ClientEncoder::error_event(call.shape, err)).await;
+            sse::send(&tx, meter.error_event(call.shape, err)).await;
         }
         call.settle(end.status(), meter.usage()).await;
     });

@@ -78,6 +78,7 @@ pub enum Endpoint {
     Messages,
     ChatCompletions,
     Embeddings,
+    Responses,
     /// A name this version does not know (written by a newer one), kept
     /// as it was.
     Other(String),
@@ -89,6 +90,7 @@ impl Endpoint {
             Endpoint::Messages => "messages",
             Endpoint::ChatCompletions => "chat_completions",
             Endpoint::Embeddings => "embeddings",
+            Endpoint::Responses => "responses",
             Endpoint::Other(name) => name,
         }
     }
@@ -98,6 +100,7 @@ impl Endpoint {
             "messages" => Endpoint::Messages,
             "chat_completions" => Endpoint::ChatCompletions,
             "embeddings" => Endpoint::Embeddings,
+            "responses" => Endpoint::Responses,
             other => Endpoint::Other(other.to_string()),
         }
     }

@@ -422,6 +422,15 @@ pub fn request_from_openai(
             .collect();
         out.insert("tools".into(), tools.into());
     }
+    // Structured output: Anthropic's `output_config.format` takes the
+    // JSON schema itself.
+    if let Some(f) = x.get("response_format")
+        && f["type"] == "json_schema"
+        && f["json_schema"]["schema"].is_object()
+    {
+        let format = json!({"type": "json_schema", "schema": f["json_schema"]["schema"]});
+        out.insert("output_config".into(), json!({"format": format}));
+    }
     if let Some(choice) = x.get("tool_choice") {
         let c = match choice {
             Value::String(s) if s == "auto" => Some(json!({"type": "auto"})),

@@ -28,6 +28,15 @@ pub fn embeddings_request(
     post(http, model, "embeddings", body)
 }
 
+/// The upstream request for `body` to the provider's own Responses API.
+pub fn responses_request(
+    http: &reqwest::Client,
+    model: &Model,
+    body: Vec<u8>,
+) -> Result<reqwest::RequestBuilder, GatewayError> {
+    post(http, model, "responses", body)
+}
+
 /// A JSON POST to `path` under the provider's base URL, with its key.
 fn post(
     http: &reqwest::Client,
@@ -54,6 +63,19 @@ pub fn usage(u: &Value) -> Usage {
     Usage {
         input_tokens: prompt - cached,
         output_tokens: u["completion_tokens"].as_u64().unwrap_or(0),
+        cache_read_tokens: cached,
+        cache_write_tokens: 0,
+    }
+}
+
+/// Usage from a Responses API `usage` object. Like chat usage, cached
+/// tokens are counted inside `input_tokens`.
+pub fn responses_usage(u: &Value) -> Usage {
+    let input = u["input_tokens"].as_u64().unwrap_or(0);
+    let cached = u["input_tokens_details"]["cached_tokens"].as_u64().unwrap_or(0).min(input);
+    Usage {
+        input_tokens: input - cached,
+        output_tokens: u["output_tokens"].as_u64().unwrap_or(0),
         cache_read_tokens: cached,
         cache_write_tokens: 0,
     }

@@ -1,0 +1,110 @@
+//! Wire types of `POST /v1/responses`, OpenAI's Responses API as qlaud
+//! serves it for any model.
+//!
+//! Only the fields qlaud reads are typed; every other field is kept in
+//! `extra` and passes through to the provider untouched on calls to GPT
+//! models, so new provider parameters need no qlaud release.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+/// A request to `POST /v1/responses`, in OpenAI's Responses API shape.
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
+pub struct ResponsesRequest {
+    /// The model's public name in qlaud (see `GET /v1/models`).
+    pub model: String,
+    /// The input: a string (one user message) or an array of items —
+    /// messages (`{role, content}` with `input_text` / `input_image`
+    /// parts), `function_call` and `function_call_output` items.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input: Option<Value>,
+    /// A system (developer) message placed before the input.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instructions: Option<Value>,
+    /// Tools the model may call: `{type: "function", name, description,
+    /// parameters, strict}`. Hosted tools (web search, file search, code
+    /// interpreter, …) are refused: their per-call fees are not priced.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tools: Option<Vec<Value>>,
+    /// `auto`, `none`, `required` or `{type: "function", name}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_choice: Option<Value>,
+    /// The most tokens the answer may have, reasoning included. qlaud fills
+    /// in the model's limit when it is left out, and lowers it to what the
+    /// key's budget pays for (header `qlaud-max-tokens-clamped`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_output_tokens: Option<u64>,
+    /// Output format: `{format: {type: "text" | "json_object" |
+    /// "json_schema", name, schema, strict}}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text: Option<Value>,
+    /// `true` answers with server-sent events (`response.created`, …,
+    /// `response.completed`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream: Option<bool>,
+    /// Accepted (the official clients send `true` by default) but the
+    /// provider is always called with `store: false`: response state will
+    /// be kept by qlaud, not by the provider.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub store: Option<bool>,
+    /// Not served yet: a 400. qlaud will serve it from its own store in a
+    /// later release; send the whole conversation in `input` meanwhile.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_response_id: Option<String>,
+    /// Not served yet: a 400, like `previous_response_id`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conversation: Option<Value>,
+    /// Reasoning options (`{effort, summary}`), passed to GPT models;
+    /// dropped when the model is translated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reasoning: Option<Value>,
+    /// Any other Responses API parameter (temperature, metadata, …),
+    /// passed to GPT models unchanged.
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+/// Token counts of a Responses API answer, with qlaud's cost.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema)]
+pub struct ResponsesUsage {
+    /// Input tokens, cached ones included.
+    pub input_tokens: u64,
+    /// Output tokens, reasoning included.
+    pub output_tokens: u64,
+    /// The sum of both.
+    pub total_tokens: u64,
+    /// What qlaud charged the key for this request, in micro-dollars.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cost_micros: Option<i64>,
+    /// Other usage fields (`input_tokens_details.cached_tokens`,
+    /// `output_tokens_details.reasoning_tokens`, …), unchanged.
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+/// An answer of `POST /v1/responses`, in OpenAI's Responses API shape.
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
+pub struct ResponseObject {
+    /// The answer's id (`resp_…`).
+    pub id: String,
+    /// Always `response`.
+    pub object: String,
+    /// Unix seconds.
+    pub created_at: f64,
+    /// `completed`, or `incomplete` when the output limit cut it (see
+    /// `incomplete_details.reason`).
+    #[serde(default)]
+    pub status: Option<String>,
+    /// The model's public name.
+    pub model: String,
+    /// Output items: `message` (with `output_text` parts),
+    /// `function_call`, `reasoning`, …
+    pub output: Vec<Value>,
+    /// Token counts and cost.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<ResponsesUsage>,
+    /// Other fields of the answer, unchanged.
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
