@@ -1,7 +1,9 @@
-//! Typed stream events: Anthropic's message events and OpenAI's chat
-//! completion chunks, read from an [`SseEvent`](crate::SseEvent) with
-//! [`SseEvent::message_event`](crate::SseEvent::message_event) and
-//! [`SseEvent::chat_chunk`](crate::SseEvent::chat_chunk).
+//! Typed stream events: Anthropic's message events, OpenAI's chat
+//! completion chunks and Responses API events, read from an
+//! [`SseEvent`](crate::SseEvent) with
+//! [`SseEvent::message_event`](crate::SseEvent::message_event),
+//! [`SseEvent::chat_chunk`](crate::SseEvent::chat_chunk) and
+//! [`SseEvent::response_event`](crate::SseEvent::response_event).
 //!
 //! Fields the providers add later land in `extra` maps or `Unknown`
 //! variants instead of failing the stream.
@@ -127,7 +129,107 @@ pub struct ChunkDelta {
     pub extra: Map<String, Value>,
 }
 
+/// One event of `POST /v1/responses` with `"stream": true`. Every event
+/// carries a `sequence_number`, in order from 0.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(tag = "type")]
+pub enum ResponseEvent {
+    /// The response begins (status `in_progress`, no output yet).
+    #[serde(rename = "response.created")]
+    Created { sequence_number: u64, response: types::ResponseObject },
+    /// The response is being generated.
+    #[serde(rename = "response.in_progress")]
+    InProgress { sequence_number: u64, response: types::ResponseObject },
+    /// An output item (`message`, `function_call`, …) begins at
+    /// `output_index`.
+    #[serde(rename = "response.output_item.added")]
+    OutputItemAdded { sequence_number: u64, output_index: u32, item: Map<String, Value> },
+    /// A content part of a message item begins.
+    #[serde(rename = "response.content_part.added")]
+    ContentPartAdded {
+        sequence_number: u64,
+        item_id: String,
+        output_index: u32,
+        content_index: u32,
+        part: Map<String, Value>,
+    },
+    /// Text to append to a message's content part.
+    #[serde(rename = "response.output_text.delta")]
+    OutputTextDelta {
+        sequence_number: u64,
+        item_id: String,
+        output_index: u32,
+        content_index: u32,
+        delta: String,
+    },
+    /// The content part's whole text.
+    #[serde(rename = "response.output_text.done")]
+    OutputTextDone {
+        sequence_number: u64,
+        item_id: String,
+        output_index: u32,
+        content_index: u32,
+        text: String,
+    },
+    /// A content part is complete.
+    #[serde(rename = "response.content_part.done")]
+    ContentPartDone {
+        sequence_number: u64,
+        item_id: String,
+        output_index: u32,
+        content_index: u32,
+        part: Map<String, Value>,
+    },
+    /// A piece of a function call's JSON arguments.
+    #[serde(rename = "response.function_call_arguments.delta")]
+    FunctionCallArgumentsDelta {
+        sequence_number: u64,
+        item_id: String,
+        output_index: u32,
+        delta: String,
+    },
+    /// A function call's whole arguments.
+    #[serde(rename = "response.function_call_arguments.done")]
+    FunctionCallArgumentsDone {
+        sequence_number: u64,
+        item_id: String,
+        output_index: u32,
+        arguments: String,
+    },
+    /// An output item is complete (with its final content).
+    #[serde(rename = "response.output_item.done")]
+    OutputItemDone { sequence_number: u64, output_index: u32, item: Map<String, Value> },
+    /// The last event of a finished response: the whole response, its
+    /// usage with qlaud's `cost_micros`.
+    #[serde(rename = "response.completed")]
+    Completed { sequence_number: u64, response: types::ResponseObject },
+    /// The last event of a response cut by its output limit, with usage.
+    #[serde(rename = "response.incomplete")]
+    Incomplete { sequence_number: u64, response: types::ResponseObject },
+    /// The last event of a response the provider failed.
+    #[serde(rename = "response.failed")]
+    Failed { sequence_number: u64, response: types::ResponseObject },
+    /// The stream broke off.
+    #[serde(rename = "error")]
+    Error {
+        sequence_number: u64,
+        message: String,
+        #[serde(default)]
+        code: Option<String>,
+        #[serde(default)]
+        param: Option<String>,
+    },
+    /// An event type this SDK does not know yet (reasoning summaries, …).
+    #[serde(other)]
+    Unknown,
+}
+
 impl crate::SseEvent {
+    /// This event as one of the Responses API's typed events.
+    pub fn response_event(&self) -> Result<ResponseEvent, serde_json::Error> {
+        serde_json::from_str(&self.data)
+    }
+
     /// This event as one of Anthropic's message events.
     pub fn message_event(&self) -> Result<MessageEvent, serde_json::Error> {
         serde_json::from_str(&self.data)
@@ -176,6 +278,25 @@ mod tests {
         assert_eq!(
             event(r#"{"type":"brand_new"}"#).message_event().unwrap(),
             MessageEvent::Unknown
+        );
+    }
+
+    #[test]
+    fn response_events_parse_and_unknown_ones_do_not_fail() {
+        let delta = event(
+            r#"{"type":"response.output_text.delta","sequence_number":4,"item_id":"msg_1","output_index":0,"content_index":0,"delta":"hi","logprobs":[]}"#,
+        );
+        match delta.response_event().unwrap() {
+            ResponseEvent::OutputTextDelta { delta, sequence_number, .. } => {
+                assert_eq!((delta.as_str(), sequence_number), ("hi", 4));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            event(r#"{"type":"response.reasoning_summary_text.delta","sequence_number":1}"#)
+                .response_event()
+                .unwrap(),
+            ResponseEvent::Unknown
         );
     }
 

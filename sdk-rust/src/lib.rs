@@ -45,6 +45,7 @@ use std::time::Duration;
 
 pub use events::{
     ChatChunk, ChunkChoice, ChunkDelta, ContentDelta, DeltaUsage, MessageDeltaBody, MessageEvent,
+    ResponseEvent,
 };
 pub use generated::{ByteStream, ClientInfo, Error, ResponseValue, builder, types};
 /// Percent-encodes one path segment (an id) for [`Client::request_json`].

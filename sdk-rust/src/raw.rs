@@ -95,6 +95,27 @@ impl Client {
         self.stream("/v1/chat/completions", body).await
     }
 
+    /// `POST /v1/responses` with `"stream": true`: the Responses API's typed
+    /// events (`response.created`, `response.output_text.delta`, …), the
+    /// last one `response.completed` (or `response.incomplete`) whose
+    /// `response.usage` carries `cost_micros`. Read them with
+    /// [`SseEvent::response_event`](crate::SseEvent::response_event).
+    pub async fn create_response_stream(
+        &self,
+        body: serde_json::Value,
+    ) -> Result<EventStream, RawError> {
+        self.stream("/v1/responses", body).await
+    }
+
+    /// `POST /v1/responses` without streaming, every field of `body` passed
+    /// through: the answer in the Responses shape.
+    pub async fn create_response_json(
+        &self,
+        body: serde_json::Value,
+    ) -> Result<serde_json::Value, RawError> {
+        self.json("/v1/responses", body).await
+    }
+
     /// `POST /v1/messages` without streaming, every field of `body` passed
     /// through: the answer in Anthropic's shape.
     pub async fn create_message_json(
