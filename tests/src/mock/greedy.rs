@@ -95,6 +95,21 @@ fn attachment(api: Api, m: &Map<String, Value>) -> Option<(u64, Vec<&str>)> {
                 (!payloads.is_empty()).then_some((DOCUMENT_TOKENS, payloads))
             }
             "input_audio" => Some((DOCUMENT_TOKENS, vec![field(m.get("input_audio"), "data")?])),
+            // The Responses API's parts carry their payload directly.
+            "input_image" => {
+                let payloads: Vec<&str> = ["image_url", "file_id"]
+                    .iter()
+                    .filter_map(|k| m.get(*k).and_then(Value::as_str))
+                    .collect();
+                (!payloads.is_empty()).then_some((IMAGE_TOKENS, payloads))
+            }
+            "input_file" => {
+                let payloads: Vec<&str> = ["file_data", "file_id", "file_url"]
+                    .iter()
+                    .filter_map(|k| m.get(*k).and_then(Value::as_str))
+                    .collect();
+                (!payloads.is_empty()).then_some((DOCUMENT_TOKENS, payloads))
+            }
             _ => None,
         },
     }

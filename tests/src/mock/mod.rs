@@ -1,8 +1,24 @@
 //! A mock upstream speaking the real wire formats of Anthropic's Messages API
-//! (`POST /v1/messages`, `POST /v1/messages/count_tokens`) and OpenAI's Chat
-//! Completions API
-//! (`POST /v1/chat/completions`, `GET /v1/models`), JSON and SSE, so the
-//! gateway can be tested and benchmarked without the real providers.
+//! (`POST /v1/messages`, `POST /v1/messages/count_tokens`), OpenAI's Chat Completions API
+//! (`POST /v1/chat/completions`, `GET /v1/models`) and OpenAI's Responses
+//! API (`POST /v1/responses`), JSON and SSE, so the gateway can be tested
+//! and benchmarked without the real providers.
+//!
+//! The Responses endpoint follows the OpenAI rules below (its auth, faults,
+//! `greedy` and `nousage` modes and stats): `input` is a string (one user
+//! message) or items; `instructions` counts like a system prompt; a
+//! `function_call_output` item counts and answers like a tool message
+//! (`function_call` items count nothing); a tool is `{type: "function",
+//! name, …}`; `max_output_tokens` is the limit (4096 when greedy without
+//! one); `"user": "cached"` reports `cached_tokens`. The answer is a
+//! response object whose output is a `message` (`output_text`) and/or a
+//! `function_call` (call id `call_mock1`), `status: "incomplete"` with
+//! `incomplete_details.reason: "max_output_tokens"` when cut; a stream is
+//! the typed events (`response.created` … `response.completed`, or
+//! `response.incomplete`) with `sequence_number`s, usage only in the last.
+//! Greedy requests also count `input_image` (`image_url`/`file_id`) at the
+//! image allowance and `input_file` (`file_data`/`file_id`/`file_url`) at
+//! the document allowance.
 //!
 //! Rules (deterministic, so tests can predict every number):
 //! - Auth: Anthropic needs `x-api-key: mock-anthropic-key` and an
@@ -83,6 +99,7 @@ mod anthropic;
 mod embeddings;
 mod greedy;
 mod openai;
+mod responses;
 pub mod stripe;
 #[cfg(test)]
 mod tests;
@@ -126,7 +143,8 @@ const SLOW_STEP: Duration = Duration::from_millis(100);
 /// What the mock has seen and reported so far.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct MockStats {
-    /// Model requests (Messages and Chat Completions), failed ones included.
+    /// Model requests (Messages, Chat Completions and Responses), failed
+    /// ones included.
     pub requests: u64,
     pub anthropic_requests: u64,
     pub openai_requests: u64,
@@ -371,6 +389,7 @@ fn router(shared: Arc<Shared>) -> Router {
         .route("/v1/messages/count_tokens", post(anthropic::count_tokens))
         .route("/v1/chat/completions", post(openai::chat_completions))
         .route("/v1/embeddings", post(embeddings::embeddings))
+        .route("/v1/responses", post(responses::responses))
         .route("/v1/models", get(models))
         .route("/_mock/stats", get(stats_json))
         .route("/_mock/reset", post(reset))

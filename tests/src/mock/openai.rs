@@ -55,7 +55,7 @@ fn error(
     json_response(status, &body)
 }
 
-fn invalid(message: &str, param: Option<&str>, code: Option<&str>) -> Response {
+pub(super) fn invalid(message: &str, param: Option<&str>, code: Option<&str>) -> Response {
     error(StatusCode::BAD_REQUEST, message, "invalid_request_error", param, code)
 }
 
