@@ -196,6 +196,21 @@ def test_streams_yield_events_and_end(admin, server):
     assert "".join(c["choices"][0]["delta"].get("content", "") for c in chunks if c["choices"])
 
 
+def test_responses_json_and_stream(admin, server):
+    user = qlaud_client(server, admin.mint_key(name="responder", max_spend_usd=1)["secret"])
+    for model in ["gpt-test", "claude-test", "echo"]:
+        r = user.create_response(model=model, input="hi there", temperature=0.5)
+        assert r["object"] == "response" and r["usage"]["cost_micros"] > 0, model
+        with user.create_response(model=model, input="hi there", stream=True) as stream:
+            events = list(stream)
+        assert [e["sequence_number"] for e in events] == list(range(len(events))), model
+        assert events[0]["type"] == "response.created", model
+        assert events[-1]["type"] == "response.completed", model
+        assert events[-1]["response"]["usage"]["cost_micros"] > 0, model
+        text = "".join(e["delta"] for e in events if e["type"] == "response.output_text.delta")
+        assert text.endswith("hi there"), model
+
+
 def test_a_provider_failing_mid_stream_raises(admin, server):
     user = qlaud_client(server, admin.mint_key(name="cut", max_spend_usd=1)["secret"], max_retries=0)
     with pytest.raises(qlaud.ApiError) as err:
