@@ -95,3 +95,69 @@ impl StreamMeter for Tap {
         encode::error_event(err, self.next_seq)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::config::{Provider, ProviderKind};
+
+    fn model() -> Model {
+        let provider = Provider {
+            name: "openai".into(),
+            kind: ProviderKind::Openai,
+            base_url: "http://127.0.0.1:9/v1".into(),
+            api_key: None,
+            timeout: Duration::from_secs(1),
+        };
+        Model {
+            name: "gpt-public".into(),
+            display_name: "GPT".into(),
+            upstream: "gpt-upstream".into(),
+            provider: Arc::new(provider),
+            max_output_tokens: 100,
+            context_window: 1000,
+            prices: Some(Prices::tokens(1_000_000, 10_000_000, 100_000, 0)),
+        }
+    }
+
+    fn ev(kind: &str, body: &str) -> Bytes {
+        Bytes::from(format!("event: {kind}\ndata: {body}\n\n"))
+    }
+
+    #[test]
+    fn reads_usage_renames_the_model_and_adds_the_cost() {
+        let unreported =
+            Unreported { prompt_tokens: 500, hidden_output_tokens: 0, max_output_tokens: 100 };
+        let mut tap = Tap::new(&model(), unreported);
+        let delta = ev(
+            "response.output_text.delta",
+            r#"{"type":"response.output_text.delta","sequence_number":3,"delta":"hello"}"#,
+        );
+        // Deltas pass byte for byte.
+        assert_eq!(tap.tap(delta.clone()), Some(delta));
+        // Cut here, the stream bills the prompt bound and the delta's bytes.
+        assert_eq!(tap.usage(), Usage { input_tokens: 500, output_tokens: 5, ..Usage::default() });
+        let done = ev(
+            "response.completed",
+            r#"{"type":"response.completed","sequence_number":4,"response":{"model":"gpt-upstream","usage":{"input_tokens":10,"input_tokens_details":{"cached_tokens":4},"output_tokens":7}}}"#,
+        );
+        let out = tap.tap(done).unwrap();
+        let (name, data) = sse::parse(&out);
+        assert_eq!(name, Some("response.completed"));
+        let v: Value = serde_json::from_str(&data).unwrap();
+        assert_eq!(v["response"]["model"], "gpt-public");
+        // 6 input at $1, 4 cached at $0.10, 7 output at $10 per million.
+        assert_eq!(v["response"]["usage"]["cost_micros"], 77);
+        assert_eq!(
+            tap.usage(),
+            Usage { input_tokens: 6, cache_read_tokens: 4, output_tokens: 7, ..Usage::default() }
+        );
+        // An error qlaud adds goes on from the provider's numbering.
+        let err = tap.error_event(Shape::Responses, GatewayError::new(502, "cut"));
+        let (_, data) = sse::parse(&err);
+        assert_eq!(serde_json::from_str::<Value>(&data).unwrap()["sequence_number"], 5);
+    }
+}
