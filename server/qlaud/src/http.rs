@@ -7,7 +7,12 @@ use dropshot::{
 };
 use qlaud_api::{
     AnthropicError, BillingSettings, BillingSettingsUpdate, ChatCompletion, ChatCompletionRequest,
-    EmbeddingList, EmbeddingRequest, InvoicePreview, InvoicePreviewQuery, Key, KeyBillingEvent, KeyListFilter, KeyPageSelector, KeyPath, KeyWithSecret, Message, MessageTokensCount, MessageTokensRequest, MessagesRequest, MeterExport, MeterExportQuery, MeterSlice, MintKeyRequest, ModelInfo, ModelList, ModelPath, ModelResponse, OpenAiError, QlaudApi, StripeWebhookResult, TenantPath, UpdateKeyRequest, UsageQuery, UsageReport, ResponseObject, ResponsesRequest,
+    EmbeddingList, EmbeddingRequest, InvoicePreview, InvoicePreviewQuery, Key, KeyBillingEvent,
+    KeyListFilter, KeyPageSelector, KeyPath, KeyWithSecret, Message, MessageTokensCount,
+    MessageTokensRequest, MessagesRequest, MeterExport, MeterExportQuery, MeterSlice,
+    MintKeyRequest, ModelInfo, ModelList, ModelPath, ModelResponse, OpenAiError, QlaudApi,
+    ResponseObject, ResponsesRequest, StripeWebhookResult, TenantPath, UpdateKeyRequest,
+    UsageQuery, UsageReport,
 };
 
 use crate::billing;

@@ -116,6 +116,7 @@ mod tests {
             name: "gpt-public".into(),
             display_name: "GPT".into(),
             upstream: "gpt-upstream".into(),
+            kind: crate::config::ModelKind::Chat,
             provider: Arc::new(provider),
             max_output_tokens: 100,
             context_window: 1000,
