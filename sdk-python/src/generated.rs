@@ -121,7 +121,7 @@ impl Client {
 
     /// Fetch billing settings.
     ///
-    /// Secrets show only as set or not. Requires an admin key.
+    /// Secrets show only as set or not; `stripe_push` says what was pushed to Stripe and how the last push run went. Requires an admin key.
     ///
     /// `GET /v1/billing/settings`
     #[pyo3(signature = ())]
@@ -187,20 +187,20 @@ impl Client {
 
     /// List keys.
     ///
-    /// The tenant's keys, oldest first, a page at a time; revoked keys only with `include_revoked=true`. Requires an admin key.
+    /// The tenant's keys, a page at a time: oldest first, or by name, last use or spend (`sort`, `direction`), optionally only those matching `search`; revoked keys only with `include_revoked=true`. Requires an admin key.
     ///
     /// `GET /v1/keys`
-    #[pyo3(signature = (*, include_revoked=None, limit=None, page_token=None))]
-    fn list_keys<'py>(&self, py: Python<'py>, include_revoked: Option<bool>, limit: Option<u32>, page_token: Option<String>) -> PyResult<Py<PyAny>> {
+    #[pyo3(signature = (*, direction=None, include_revoked=None, limit=None, page_token=None, search=None, sort=None))]
+    fn list_keys<'py>(&self, py: Python<'py>, direction: Option<String>, include_revoked: Option<bool>, limit: Option<u32>, page_token: Option<String>, search: Option<String>, sort: Option<String>) -> PyResult<Py<PyAny>> {
         let sdk = self.core.sdk();
-        self.core.call(py, ops::list_keys(sdk, include_revoked, limit, page_token))
+        self.core.call(py, ops::list_keys(sdk, direction, include_revoked, limit, page_token, search, sort))
     }
 
     /// Every item of `list_keys`, a page at a time.
-    #[pyo3(signature = (*, include_revoked=None, limit=None))]
-    fn iter_keys(&self, include_revoked: Option<bool>, limit: Option<u32>) -> crate::pager::Pager {
+    #[pyo3(signature = (*, direction=None, include_revoked=None, limit=None, search=None, sort=None))]
+    fn iter_keys(&self, direction: Option<String>, include_revoked: Option<bool>, limit: Option<u32>, search: Option<String>, sort: Option<String>) -> crate::pager::Pager {
         crate::pager::Pager::new(self.core.clone(), move |sdk, page_token| {
-            Box::pin(ops::list_keys(sdk, include_revoked.clone(), limit.clone(), page_token))
+            Box::pin(ops::list_keys(sdk, direction.clone(), include_revoked.clone(), limit.clone(), page_token, search.clone(), sort.clone()))
         })
     }
 
@@ -213,6 +213,25 @@ impl Client {
     fn list_models<'py>(&self, py: Python<'py>, ) -> PyResult<Py<PyAny>> {
         let sdk = self.core.sdk();
         self.core.call(py, ops::list_models(sdk, ))
+    }
+
+    /// List requests.
+    ///
+    /// The request log, newest first, a page at a time: per model request its key, model, tokens, cost, status, latency and time. Filter by key, model, status and time. An admin key sees every key of its tenant; a standard key sees only its own requests.
+    ///
+    /// `GET /v1/requests`
+    #[pyo3(signature = (*, from_=None, key_id=None, limit=None, model=None, page_token=None, status=None, to=None))]
+    fn list_requests<'py>(&self, py: Python<'py>, from_: Option<String>, key_id: Option<String>, limit: Option<u32>, model: Option<String>, page_token: Option<String>, status: Option<String>, to: Option<String>) -> PyResult<Py<PyAny>> {
+        let sdk = self.core.sdk();
+        self.core.call(py, ops::list_requests(sdk, from_, key_id, limit, model, page_token, status, to))
+    }
+
+    /// Every item of `list_requests`, a page at a time.
+    #[pyo3(signature = (*, from_=None, key_id=None, limit=None, model=None, status=None, to=None))]
+    fn iter_requests(&self, from_: Option<String>, key_id: Option<String>, limit: Option<u32>, model: Option<String>, status: Option<String>, to: Option<String>) -> crate::pager::Pager {
+        crate::pager::Pager::new(self.core.clone(), move |sdk, page_token| {
+            Box::pin(ops::list_requests(sdk, from_.clone(), key_id.clone(), limit.clone(), model.clone(), page_token, status.clone(), to.clone()))
+        })
     }
 
     /// Mint a key.
@@ -411,7 +430,7 @@ impl AsyncClient {
 
     /// Fetch billing settings.
     ///
-    /// Secrets show only as set or not. Requires an admin key.
+    /// Secrets show only as set or not; `stripe_push` says what was pushed to Stripe and how the last push run went. Requires an admin key.
     ///
     /// `GET /v1/billing/settings`
     #[pyo3(signature = ())]
@@ -477,20 +496,20 @@ impl AsyncClient {
 
     /// List keys.
     ///
-    /// The tenant's keys, oldest first, a page at a time; revoked keys only with `include_revoked=true`. Requires an admin key.
+    /// The tenant's keys, a page at a time: oldest first, or by name, last use or spend (`sort`, `direction`), optionally only those matching `search`; revoked keys only with `include_revoked=true`. Requires an admin key.
     ///
     /// `GET /v1/keys`
-    #[pyo3(signature = (*, include_revoked=None, limit=None, page_token=None))]
-    fn list_keys<'py>(&self, py: Python<'py>, include_revoked: Option<bool>, limit: Option<u32>, page_token: Option<String>) -> PyResult<Bound<'py, PyAny>> {
+    #[pyo3(signature = (*, direction=None, include_revoked=None, limit=None, page_token=None, search=None, sort=None))]
+    fn list_keys<'py>(&self, py: Python<'py>, direction: Option<String>, include_revoked: Option<bool>, limit: Option<u32>, page_token: Option<String>, search: Option<String>, sort: Option<String>) -> PyResult<Bound<'py, PyAny>> {
         let sdk = self.core.sdk();
-        self.core.spawn(py, ops::list_keys(sdk, include_revoked, limit, page_token))
+        self.core.spawn(py, ops::list_keys(sdk, direction, include_revoked, limit, page_token, search, sort))
     }
 
     /// Every item of `list_keys`, a page at a time.
-    #[pyo3(signature = (*, include_revoked=None, limit=None))]
-    fn iter_keys(&self, include_revoked: Option<bool>, limit: Option<u32>) -> crate::pager::AsyncPager {
+    #[pyo3(signature = (*, direction=None, include_revoked=None, limit=None, search=None, sort=None))]
+    fn iter_keys(&self, direction: Option<String>, include_revoked: Option<bool>, limit: Option<u32>, search: Option<String>, sort: Option<String>) -> crate::pager::AsyncPager {
         crate::pager::AsyncPager::new(self.core.clone(), move |sdk, page_token| {
-            Box::pin(ops::list_keys(sdk, include_revoked.clone(), limit.clone(), page_token))
+            Box::pin(ops::list_keys(sdk, direction.clone(), include_revoked.clone(), limit.clone(), page_token, search.clone(), sort.clone()))
         })
     }
 
@@ -503,6 +522,25 @@ impl AsyncClient {
     fn list_models<'py>(&self, py: Python<'py>, ) -> PyResult<Bound<'py, PyAny>> {
         let sdk = self.core.sdk();
         self.core.spawn(py, ops::list_models(sdk, ))
+    }
+
+    /// List requests.
+    ///
+    /// The request log, newest first, a page at a time: per model request its key, model, tokens, cost, status, latency and time. Filter by key, model, status and time. An admin key sees every key of its tenant; a standard key sees only its own requests.
+    ///
+    /// `GET /v1/requests`
+    #[pyo3(signature = (*, from_=None, key_id=None, limit=None, model=None, page_token=None, status=None, to=None))]
+    fn list_requests<'py>(&self, py: Python<'py>, from_: Option<String>, key_id: Option<String>, limit: Option<u32>, model: Option<String>, page_token: Option<String>, status: Option<String>, to: Option<String>) -> PyResult<Bound<'py, PyAny>> {
+        let sdk = self.core.sdk();
+        self.core.spawn(py, ops::list_requests(sdk, from_, key_id, limit, model, page_token, status, to))
+    }
+
+    /// Every item of `list_requests`, a page at a time.
+    #[pyo3(signature = (*, from_=None, key_id=None, limit=None, model=None, status=None, to=None))]
+    fn iter_requests(&self, from_: Option<String>, key_id: Option<String>, limit: Option<u32>, model: Option<String>, status: Option<String>, to: Option<String>) -> crate::pager::AsyncPager {
+        crate::pager::AsyncPager::new(self.core.clone(), move |sdk, page_token| {
+            Box::pin(ops::list_requests(sdk, from_.clone(), key_id.clone(), limit.clone(), model.clone(), page_token, status.clone(), to.clone()))
+        })
     }
 
     /// Mint a key.
@@ -716,11 +754,14 @@ mod ops {
             .map_err(CallError::raw)
     }
 
-    pub(super) async fn list_keys(sdk: crate::client::Sdk, include_revoked: Option<bool>, limit: Option<u32>, page_token: Option<String>) -> Result<Output, CallError> {
+    pub(super) async fn list_keys(sdk: crate::client::Sdk, direction: Option<String>, include_revoked: Option<bool>, limit: Option<u32>, page_token: Option<String>, search: Option<String>, sort: Option<String>) -> Result<Output, CallError> {
         let mut query: Vec<(&str, String)> = Vec::new();
+        if let Some(v) = direction { crate::convert::parse::<types::SortDirection>(v.clone())?; query.push(("direction", v.to_string())); }
         if let Some(v) = include_revoked { query.push(("include_revoked", v.to_string())); }
         if let Some(v) = limit { query.push(("limit", v.to_string())); }
         if let Some(v) = page_token { query.push(("page_token", v.to_string())); }
+        if let Some(v) = search { query.push(("search", v.to_string())); }
+        if let Some(v) = sort { crate::convert::parse::<types::KeySort>(v.clone())?; query.push(("sort", v.to_string())); }
         let path = String::from("/v1/keys");
         sdk.request_json(reqwest::Method::GET, &path, &query, None)
             .await
@@ -731,6 +772,22 @@ mod ops {
     pub(super) async fn list_models(sdk: crate::client::Sdk) -> Result<Output, CallError> {
         let query: Vec<(&str, String)> = Vec::new();
         let path = String::from("/v1/models");
+        sdk.request_json(reqwest::Method::GET, &path, &query, None)
+            .await
+            .map(Output::Json)
+            .map_err(CallError::raw)
+    }
+
+    pub(super) async fn list_requests(sdk: crate::client::Sdk, from_: Option<String>, key_id: Option<String>, limit: Option<u32>, model: Option<String>, page_token: Option<String>, status: Option<String>, to: Option<String>) -> Result<Output, CallError> {
+        let mut query: Vec<(&str, String)> = Vec::new();
+        if let Some(v) = from_ { query.push(("from", v.to_string())); }
+        if let Some(v) = key_id { query.push(("key_id", v.to_string())); }
+        if let Some(v) = limit { query.push(("limit", v.to_string())); }
+        if let Some(v) = model { query.push(("model", v.to_string())); }
+        if let Some(v) = page_token { query.push(("page_token", v.to_string())); }
+        if let Some(v) = status { query.push(("status", v.to_string())); }
+        if let Some(v) = to { query.push(("to", v.to_string())); }
+        let path = String::from("/v1/requests");
         sdk.request_json(reqwest::Method::GET, &path, &query, None)
             .await
             .map(Output::Json)

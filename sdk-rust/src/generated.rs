@@ -50,6 +50,8 @@ pub mod types {
         pub alert_webhook_url: ::std::option::Option<::std::string::String>,
         ///The meter's event name.
         pub meter_event_name: ::std::string::String,
+        ///Where pushing meter events to Stripe stands.
+        pub stripe_push: StripePushState,
         ///Whether a Stripe secret key is set.
         pub stripe_secret_key_set: bool,
         ///The path to give Stripe as the webhook endpoint (on qlaud's address).
@@ -143,6 +145,37 @@ pub mod types {
     }
     impl ChatUsage {
         pub fn builder() -> builder::ChatUsage {
+            Default::default()
+        }
+    }
+    ///One model's usage on one UTC day.
+    #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, PartialEq)]
+    pub struct DayModelUsage {
+        ///Input tokens read from the prompt cache.
+        pub cache_read_tokens: i64,
+        ///Input tokens written to the prompt cache.
+        pub cache_write_tokens: i64,
+        ///What the requests cost, in micro-dollars (1 USD = 1000000).
+        pub cost_micros: i64,
+        ///The day, `YYYY-MM-DD` (UTC).
+        pub date: ::std::string::String,
+        ///Input tokens billed at the input price.
+        pub input_tokens: i64,
+        ///The model's public name.
+        pub model: ::std::string::String,
+        ///Output tokens.
+        pub output_tokens: i64,
+        ///Model requests, failed ones included (they cost nothing).
+        pub requests: i64,
+        ///Quantity per priced unit (`input_tokens`, `output_tokens`, `cache_read_tokens`, `cache_write_tokens`, `requests`, and any unit a model is priced in, such as `audio_seconds`). The token fields above repeat the token units, for readers written before units existed.
+        #[serde(
+            default,
+            skip_serializing_if = ":: std :: collections :: HashMap::is_empty"
+        )]
+        pub units: ::std::collections::HashMap<::std::string::String, i64>,
+    }
+    impl DayModelUsage {
+        pub fn builder() -> builder::DayModelUsage {
             Default::default()
         }
     }
@@ -288,6 +321,11 @@ pub mod types {
         pub disabled: bool,
         ///Stable identifier; stays the same when the secret is rotated.
         pub id: ::std::string::String,
+        ///When the key last made a model request (as recorded in the request log), or null if it never has.
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub last_used_at: ::std::option::Option<
+            ::chrono::DateTime<::chrono::offset::Utc>,
+        >,
         ///The same cap in integer micro-dollars (1 USD = 1000000), or null.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub max_spend_micros: ::std::option::Option<i64>,
@@ -313,6 +351,8 @@ pub mod types {
         pub scope: KeyScope,
         ///The start and end of the secret, to tell keys apart (`qlk_live_AbC…xYz1`); the whole secret is never shown again.
         pub secret_hint: ::std::string::String,
+        ///What the key has spent in its current cap window (`period`), in micro-dollars: the figure its cap is compared with.
+        pub spend_micros: i64,
         ///Whether the key can be used now.
         pub status: KeyStatus,
         ///Since when the key is suspended for a failed payment, if it is.
@@ -411,6 +451,73 @@ pub mod types {
         }
     }
     impl ::std::convert::TryFrom<::std::string::String> for KeyScope {
+        type Error = self::error::ConversionError;
+        fn try_from(
+            value: ::std::string::String,
+        ) -> ::std::result::Result<Self, self::error::ConversionError> {
+            value.parse()
+        }
+    }
+    ///What keys are ordered by.
+    #[derive(
+        ::serde::Deserialize,
+        ::serde::Serialize,
+        Clone,
+        Copy,
+        Debug,
+        Eq,
+        Hash,
+        Ord,
+        PartialEq,
+        PartialOrd
+    )]
+    pub enum KeySort {
+        ///When the key was minted.
+        #[serde(rename = "created_at")]
+        CreatedAt,
+        ///The key's name, case-insensitive.
+        #[serde(rename = "name")]
+        Name,
+        ///When the key last made a model request.
+        #[serde(rename = "last_used_at")]
+        LastUsedAt,
+        ///Spend in the key's current cap window.
+        #[serde(rename = "spend")]
+        Spend,
+    }
+    impl ::std::fmt::Display for KeySort {
+        fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
+            match *self {
+                Self::CreatedAt => f.write_str("created_at"),
+                Self::Name => f.write_str("name"),
+                Self::LastUsedAt => f.write_str("last_used_at"),
+                Self::Spend => f.write_str("spend"),
+            }
+        }
+    }
+    impl ::std::str::FromStr for KeySort {
+        type Err = self::error::ConversionError;
+        fn from_str(
+            value: &str,
+        ) -> ::std::result::Result<Self, self::error::ConversionError> {
+            match value {
+                "created_at" => Ok(Self::CreatedAt),
+                "name" => Ok(Self::Name),
+                "last_used_at" => Ok(Self::LastUsedAt),
+                "spend" => Ok(Self::Spend),
+                _ => Err("invalid value".into()),
+            }
+        }
+    }
+    impl ::std::convert::TryFrom<&str> for KeySort {
+        type Error = self::error::ConversionError;
+        fn try_from(
+            value: &str,
+        ) -> ::std::result::Result<Self, self::error::ConversionError> {
+            value.parse()
+        }
+    }
+    impl ::std::convert::TryFrom<::std::string::String> for KeySort {
         type Error = self::error::ConversionError;
         fn try_from(
             value: ::std::string::String,
@@ -525,6 +632,11 @@ pub mod types {
         pub disabled: bool,
         ///Stable identifier; stays the same when the secret is rotated.
         pub id: ::std::string::String,
+        ///When the key last made a model request (as recorded in the request log), or null if it never has.
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub last_used_at: ::std::option::Option<
+            ::chrono::DateTime<::chrono::offset::Utc>,
+        >,
         ///The same cap in integer micro-dollars (1 USD = 1000000), or null.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub max_spend_micros: ::std::option::Option<i64>,
@@ -552,6 +664,8 @@ pub mod types {
         pub secret: ::std::string::String,
         ///The start and end of the secret, to tell keys apart (`qlk_live_AbC…xYz1`); the whole secret is never shown again.
         pub secret_hint: ::std::string::String,
+        ///What the key has spent in its current cap window (`period`), in micro-dollars: the figure its cap is compared with.
+        pub spend_micros: i64,
         ///Whether the key can be used now.
         pub status: KeyStatus,
         ///Since when the key is suspended for a failed payment, if it is.
@@ -1000,6 +1114,59 @@ pub mod types {
             value.parse()
         }
     }
+    ///One model request as qlaud settled it.
+    #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, PartialEq)]
+    pub struct RequestLogEntry {
+        ///Input tokens read from the prompt cache.
+        pub cache_read_tokens: i64,
+        ///Input tokens written to the prompt cache.
+        pub cache_write_tokens: i64,
+        ///What the request cost the key, in micro-dollars.
+        pub cost_micros: i64,
+        ///When the request arrived.
+        pub created_at: ::chrono::DateTime<::chrono::offset::Utc>,
+        ///The API shape called: `messages` (`/v1/messages`) or `chat_completions` (`/v1/chat/completions`).
+        pub endpoint: ::std::string::String,
+        ///The request's id (the id of its reservation in the ledger).
+        pub id: ::std::string::String,
+        ///Input tokens billed at the input price.
+        pub input_tokens: i64,
+        ///The key that made (and paid for) the request.
+        pub key_id: ::std::string::String,
+        ///That key's name.
+        pub key_name: ::std::string::String,
+        ///Time from receiving the request to its end, in milliseconds.
+        pub latency_ms: i64,
+        ///The model's public name, as the client asked for it.
+        pub model: ::std::string::String,
+        ///Output tokens.
+        pub output_tokens: i64,
+        ///True when crash recovery settled the request at its reserved (worst-case) amount because its process died before reading usage.
+        pub recovered: bool,
+        ///The HTTP status qlaud answered with (or the provider's, passed on).
+        pub status: u16,
+        ///Whether the answer was streamed.
+        pub streamed: bool,
+    }
+    impl RequestLogEntry {
+        pub fn builder() -> builder::RequestLogEntry {
+            Default::default()
+        }
+    }
+    ///A single page of results
+    #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, PartialEq)]
+    pub struct RequestLogEntryResultsPage {
+        ///list of items on this page of results
+        pub items: ::std::vec::Vec<RequestLogEntry>,
+        ///token used to fetch the next page of results (if any)
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub next_page: ::std::option::Option<::std::string::String>,
+    }
+    impl RequestLogEntryResultsPage {
+        pub fn builder() -> builder::RequestLogEntryResultsPage {
+            Default::default()
+        }
+    }
     ///An answer of `POST /v1/responses`, in OpenAI's Responses API shape.
     #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, PartialEq)]
     pub struct ResponseObject {
@@ -1087,6 +1254,105 @@ pub mod types {
             Default::default()
         }
     }
+    ///Ascending or descending.
+    #[derive(
+        ::serde::Deserialize,
+        ::serde::Serialize,
+        Clone,
+        Copy,
+        Debug,
+        Eq,
+        Hash,
+        Ord,
+        PartialEq,
+        PartialOrd
+    )]
+    pub enum SortDirection {
+        ///Smallest, earliest or A first.
+        #[serde(rename = "asc")]
+        Asc,
+        ///Largest, latest or Z first.
+        #[serde(rename = "desc")]
+        Desc,
+    }
+    impl ::std::fmt::Display for SortDirection {
+        fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
+            match *self {
+                Self::Asc => f.write_str("asc"),
+                Self::Desc => f.write_str("desc"),
+            }
+        }
+    }
+    impl ::std::str::FromStr for SortDirection {
+        type Err = self::error::ConversionError;
+        fn from_str(
+            value: &str,
+        ) -> ::std::result::Result<Self, self::error::ConversionError> {
+            match value {
+                "asc" => Ok(Self::Asc),
+                "desc" => Ok(Self::Desc),
+                _ => Err("invalid value".into()),
+            }
+        }
+    }
+    impl ::std::convert::TryFrom<&str> for SortDirection {
+        type Error = self::error::ConversionError;
+        fn try_from(
+            value: &str,
+        ) -> ::std::result::Result<Self, self::error::ConversionError> {
+            value.parse()
+        }
+    }
+    impl ::std::convert::TryFrom<::std::string::String> for SortDirection {
+        type Error = self::error::ConversionError;
+        fn try_from(
+            value: ::std::string::String,
+        ) -> ::std::result::Result<Self, self::error::ConversionError> {
+            value.parse()
+        }
+    }
+    ///One push run's outcome for one tenant.
+    #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, PartialEq)]
+    pub struct StripePushRun {
+        ///Events skipped because they were pushed before.
+        pub already_sent: i64,
+        ///When the run finished.
+        pub at: ::chrono::DateTime<::chrono::offset::Utc>,
+        ///Events that failed after retries; the next run tries them again.
+        pub failed: i64,
+        ///The month pushed, `YYYY-MM`.
+        pub period: ::std::string::String,
+        ///Events Stripe accepted in this run.
+        pub sent: i64,
+        ///Events of slices not over yet (pushed once they close).
+        pub still_open: i64,
+    }
+    impl StripePushRun {
+        pub fn builder() -> builder::StripePushRun {
+            Default::default()
+        }
+    }
+    ///Where pushing meter events to Stripe stands for the tenant.
+    #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, PartialEq)]
+    pub struct StripePushState {
+        ///Meter events Stripe has accepted from qlaud, ever.
+        pub events_pushed: i64,
+        ///When Stripe last accepted an event, if ever.
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub last_pushed_at: ::std::option::Option<
+            ::chrono::DateTime<::chrono::offset::Utc>,
+        >,
+        ///The last push run for this tenant (by `qlaud billing push-stripe` or the schedule in `qlaud serve`), if any.
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub last_run: ::std::option::Option<StripePushRun>,
+        ///Micro-dollars those events carried.
+        pub micros_pushed: i64,
+    }
+    impl StripePushState {
+        pub fn builder() -> builder::StripePushState {
+            Default::default()
+        }
+    }
     ///What a Stripe webhook delivery did.
     #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, PartialEq)]
     pub struct StripeWebhookResult {
@@ -1150,6 +1416,8 @@ pub mod types {
     pub struct UsageReport {
         ///Per UTC day, oldest first.
         pub by_day: ::std::vec::Vec<DayUsage>,
+        ///Per UTC day and model, oldest day first (for charts stacked by model).
+        pub by_day_and_model: ::std::vec::Vec<DayModelUsage>,
         ///Per key, most expensive first.
         pub by_key: ::std::vec::Vec<KeyUsage>,
         ///Per model, most expensive first.
@@ -1389,6 +1657,10 @@ pub mod types {
                 ::std::string::String,
                 ::std::string::String,
             >,
+            stripe_push: ::std::result::Result<
+                super::StripePushState,
+                ::std::string::String,
+            >,
             stripe_secret_key_set: ::std::result::Result<bool, ::std::string::String>,
             webhook_path: ::std::result::Result<
                 ::std::string::String,
@@ -1404,6 +1676,7 @@ pub mod types {
                     meter_event_name: Err(
                         "no value supplied for meter_event_name".to_string(),
                     ),
+                    stripe_push: Err("no value supplied for stripe_push".to_string()),
                     stripe_secret_key_set: Err(
                         "no value supplied for stripe_secret_key_set".to_string(),
                     ),
@@ -1457,6 +1730,18 @@ pub mod types {
                     });
                 self
             }
+            pub fn stripe_push<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<super::StripePushState>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.stripe_push = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for stripe_push: {e}")
+                    });
+                self
+            }
             pub fn stripe_secret_key_set<T>(mut self, value: T) -> Self
             where
                 T: ::std::convert::TryInto<bool>,
@@ -1507,6 +1792,7 @@ pub mod types {
                     alert_signing_secret: value.alert_signing_secret?,
                     alert_webhook_url: value.alert_webhook_url?,
                     meter_event_name: value.meter_event_name?,
+                    stripe_push: value.stripe_push?,
                     stripe_secret_key_set: value.stripe_secret_key_set?,
                     webhook_path: value.webhook_path?,
                     webhook_secret_set: value.webhook_secret_set?,
@@ -1519,6 +1805,7 @@ pub mod types {
                     alert_signing_secret: Ok(value.alert_signing_secret),
                     alert_webhook_url: Ok(value.alert_webhook_url),
                     meter_event_name: Ok(value.meter_event_name),
+                    stripe_push: Ok(value.stripe_push),
                     stripe_secret_key_set: Ok(value.stripe_secret_key_set),
                     webhook_path: Ok(value.webhook_path),
                     webhook_secret_set: Ok(value.webhook_secret_set),
@@ -1981,6 +2268,191 @@ pub mod types {
                     cost_micros: Ok(value.cost_micros),
                     prompt_tokens: Ok(value.prompt_tokens),
                     total_tokens: Ok(value.total_tokens),
+                }
+            }
+        }
+        #[derive(Clone, Debug)]
+        pub struct DayModelUsage {
+            cache_read_tokens: ::std::result::Result<i64, ::std::string::String>,
+            cache_write_tokens: ::std::result::Result<i64, ::std::string::String>,
+            cost_micros: ::std::result::Result<i64, ::std::string::String>,
+            date: ::std::result::Result<::std::string::String, ::std::string::String>,
+            input_tokens: ::std::result::Result<i64, ::std::string::String>,
+            model: ::std::result::Result<::std::string::String, ::std::string::String>,
+            output_tokens: ::std::result::Result<i64, ::std::string::String>,
+            requests: ::std::result::Result<i64, ::std::string::String>,
+            units: ::std::result::Result<
+                ::std::collections::HashMap<::std::string::String, i64>,
+                ::std::string::String,
+            >,
+        }
+        impl ::std::default::Default for DayModelUsage {
+            fn default() -> Self {
+                Self {
+                    cache_read_tokens: Err(
+                        "no value supplied for cache_read_tokens".to_string(),
+                    ),
+                    cache_write_tokens: Err(
+                        "no value supplied for cache_write_tokens".to_string(),
+                    ),
+                    cost_micros: Err("no value supplied for cost_micros".to_string()),
+                    date: Err("no value supplied for date".to_string()),
+                    input_tokens: Err("no value supplied for input_tokens".to_string()),
+                    model: Err("no value supplied for model".to_string()),
+                    output_tokens: Err(
+                        "no value supplied for output_tokens".to_string(),
+                    ),
+                    requests: Err("no value supplied for requests".to_string()),
+                    units: Ok(Default::default()),
+                }
+            }
+        }
+        impl DayModelUsage {
+            pub fn cache_read_tokens<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<i64>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.cache_read_tokens = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!(
+                            "error converting supplied value for cache_read_tokens: {e}"
+                        )
+                    });
+                self
+            }
+            pub fn cache_write_tokens<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<i64>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.cache_write_tokens = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!(
+                            "error converting supplied value for cache_write_tokens: {e}"
+                        )
+                    });
+                self
+            }
+            pub fn cost_micros<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<i64>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.cost_micros = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for cost_micros: {e}")
+                    });
+                self
+            }
+            pub fn date<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::string::String>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.date = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for date: {e}")
+                    });
+                self
+            }
+            pub fn input_tokens<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<i64>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.input_tokens = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for input_tokens: {e}")
+                    });
+                self
+            }
+            pub fn model<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::string::String>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.model = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for model: {e}")
+                    });
+                self
+            }
+            pub fn output_tokens<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<i64>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.output_tokens = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for output_tokens: {e}")
+                    });
+                self
+            }
+            pub fn requests<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<i64>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.requests = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for requests: {e}")
+                    });
+                self
+            }
+            pub fn units<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<
+                    ::std::collections::HashMap<::std::string::String, i64>,
+                >,
+                T::Error: ::std::fmt::Display,
+            {
+                self.units = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for units: {e}")
+                    });
+                self
+            }
+        }
+        impl ::std::convert::TryFrom<DayModelUsage> for super::DayModelUsage {
+            type Error = super::error::ConversionError;
+            fn try_from(
+                value: DayModelUsage,
+            ) -> ::std::result::Result<Self, super::error::ConversionError> {
+                Ok(Self {
+                    cache_read_tokens: value.cache_read_tokens?,
+                    cache_write_tokens: value.cache_write_tokens?,
+                    cost_micros: value.cost_micros?,
+                    date: value.date?,
+                    input_tokens: value.input_tokens?,
+                    model: value.model?,
+                    output_tokens: value.output_tokens?,
+                    requests: value.requests?,
+                    units: value.units?,
+                })
+            }
+        }
+        impl ::std::convert::From<super::DayModelUsage> for DayModelUsage {
+            fn from(value: super::DayModelUsage) -> Self {
+                Self {
+                    cache_read_tokens: Ok(value.cache_read_tokens),
+                    cache_write_tokens: Ok(value.cache_write_tokens),
+                    cost_micros: Ok(value.cost_micros),
+                    date: Ok(value.date),
+                    input_tokens: Ok(value.input_tokens),
+                    model: Ok(value.model),
+                    output_tokens: Ok(value.output_tokens),
+                    requests: Ok(value.requests),
+                    units: Ok(value.units),
                 }
             }
         }
@@ -2738,6 +3210,10 @@ pub mod types {
             >,
             disabled: ::std::result::Result<bool, ::std::string::String>,
             id: ::std::result::Result<::std::string::String, ::std::string::String>,
+            last_used_at: ::std::result::Result<
+                ::std::option::Option<::chrono::DateTime<::chrono::offset::Utc>>,
+                ::std::string::String,
+            >,
             max_spend_micros: ::std::result::Result<
                 ::std::option::Option<i64>,
                 ::std::string::String,
@@ -2768,6 +3244,7 @@ pub mod types {
                 ::std::string::String,
                 ::std::string::String,
             >,
+            spend_micros: ::std::result::Result<i64, ::std::string::String>,
             status: ::std::result::Result<super::KeyStatus, ::std::string::String>,
             suspended_at: ::std::result::Result<
                 ::std::option::Option<::chrono::DateTime<::chrono::offset::Utc>>,
@@ -2784,6 +3261,7 @@ pub mod types {
                     created_at: Err("no value supplied for created_at".to_string()),
                     disabled: Err("no value supplied for disabled".to_string()),
                     id: Err("no value supplied for id".to_string()),
+                    last_used_at: Ok(Default::default()),
                     max_spend_micros: Ok(Default::default()),
                     max_spend_usd: Ok(Default::default()),
                     metadata: Err("no value supplied for metadata".to_string()),
@@ -2793,6 +3271,7 @@ pub mod types {
                     rotated_at: Ok(Default::default()),
                     scope: Err("no value supplied for scope".to_string()),
                     secret_hint: Err("no value supplied for secret_hint".to_string()),
+                    spend_micros: Err("no value supplied for spend_micros".to_string()),
                     status: Err("no value supplied for status".to_string()),
                     suspended_at: Ok(Default::default()),
                     updated_at: Err("no value supplied for updated_at".to_string()),
@@ -2832,6 +3311,20 @@ pub mod types {
                 self.id = value
                     .try_into()
                     .map_err(|e| format!("error converting supplied value for id: {e}"));
+                self
+            }
+            pub fn last_used_at<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<
+                    ::std::option::Option<::chrono::DateTime<::chrono::offset::Utc>>,
+                >,
+                T::Error: ::std::fmt::Display,
+            {
+                self.last_used_at = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for last_used_at: {e}")
+                    });
                 self
             }
             pub fn max_spend_micros<T>(mut self, value: T) -> Self
@@ -2953,6 +3446,18 @@ pub mod types {
                     });
                 self
             }
+            pub fn spend_micros<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<i64>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.spend_micros = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for spend_micros: {e}")
+                    });
+                self
+            }
             pub fn status<T>(mut self, value: T) -> Self
             where
                 T: ::std::convert::TryInto<super::KeyStatus>,
@@ -3001,6 +3506,7 @@ pub mod types {
                     created_at: value.created_at?,
                     disabled: value.disabled?,
                     id: value.id?,
+                    last_used_at: value.last_used_at?,
                     max_spend_micros: value.max_spend_micros?,
                     max_spend_usd: value.max_spend_usd?,
                     metadata: value.metadata?,
@@ -3010,6 +3516,7 @@ pub mod types {
                     rotated_at: value.rotated_at?,
                     scope: value.scope?,
                     secret_hint: value.secret_hint?,
+                    spend_micros: value.spend_micros?,
                     status: value.status?,
                     suspended_at: value.suspended_at?,
                     updated_at: value.updated_at?,
@@ -3022,6 +3529,7 @@ pub mod types {
                     created_at: Ok(value.created_at),
                     disabled: Ok(value.disabled),
                     id: Ok(value.id),
+                    last_used_at: Ok(value.last_used_at),
                     max_spend_micros: Ok(value.max_spend_micros),
                     max_spend_usd: Ok(value.max_spend_usd),
                     metadata: Ok(value.metadata),
@@ -3031,6 +3539,7 @@ pub mod types {
                     rotated_at: Ok(value.rotated_at),
                     scope: Ok(value.scope),
                     secret_hint: Ok(value.secret_hint),
+                    spend_micros: Ok(value.spend_micros),
                     status: Ok(value.status),
                     suspended_at: Ok(value.suspended_at),
                     updated_at: Ok(value.updated_at),
@@ -3424,6 +3933,10 @@ pub mod types {
             >,
             disabled: ::std::result::Result<bool, ::std::string::String>,
             id: ::std::result::Result<::std::string::String, ::std::string::String>,
+            last_used_at: ::std::result::Result<
+                ::std::option::Option<::chrono::DateTime<::chrono::offset::Utc>>,
+                ::std::string::String,
+            >,
             max_spend_micros: ::std::result::Result<
                 ::std::option::Option<i64>,
                 ::std::string::String,
@@ -3455,6 +3968,7 @@ pub mod types {
                 ::std::string::String,
                 ::std::string::String,
             >,
+            spend_micros: ::std::result::Result<i64, ::std::string::String>,
             status: ::std::result::Result<super::KeyStatus, ::std::string::String>,
             suspended_at: ::std::result::Result<
                 ::std::option::Option<::chrono::DateTime<::chrono::offset::Utc>>,
@@ -3471,6 +3985,7 @@ pub mod types {
                     created_at: Err("no value supplied for created_at".to_string()),
                     disabled: Err("no value supplied for disabled".to_string()),
                     id: Err("no value supplied for id".to_string()),
+                    last_used_at: Ok(Default::default()),
                     max_spend_micros: Ok(Default::default()),
                     max_spend_usd: Ok(Default::default()),
                     metadata: Err("no value supplied for metadata".to_string()),
@@ -3481,6 +3996,7 @@ pub mod types {
                     scope: Err("no value supplied for scope".to_string()),
                     secret: Err("no value supplied for secret".to_string()),
                     secret_hint: Err("no value supplied for secret_hint".to_string()),
+                    spend_micros: Err("no value supplied for spend_micros".to_string()),
                     status: Err("no value supplied for status".to_string()),
                     suspended_at: Ok(Default::default()),
                     updated_at: Err("no value supplied for updated_at".to_string()),
@@ -3520,6 +4036,20 @@ pub mod types {
                 self.id = value
                     .try_into()
                     .map_err(|e| format!("error converting supplied value for id: {e}"));
+                self
+            }
+            pub fn last_used_at<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<
+                    ::std::option::Option<::chrono::DateTime<::chrono::offset::Utc>>,
+                >,
+                T::Error: ::std::fmt::Display,
+            {
+                self.last_used_at = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for last_used_at: {e}")
+                    });
                 self
             }
             pub fn max_spend_micros<T>(mut self, value: T) -> Self
@@ -3653,6 +4183,18 @@ pub mod types {
                     });
                 self
             }
+            pub fn spend_micros<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<i64>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.spend_micros = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for spend_micros: {e}")
+                    });
+                self
+            }
             pub fn status<T>(mut self, value: T) -> Self
             where
                 T: ::std::convert::TryInto<super::KeyStatus>,
@@ -3701,6 +4243,7 @@ pub mod types {
                     created_at: value.created_at?,
                     disabled: value.disabled?,
                     id: value.id?,
+                    last_used_at: value.last_used_at?,
                     max_spend_micros: value.max_spend_micros?,
                     max_spend_usd: value.max_spend_usd?,
                     metadata: value.metadata?,
@@ -3711,6 +4254,7 @@ pub mod types {
                     scope: value.scope?,
                     secret: value.secret?,
                     secret_hint: value.secret_hint?,
+                    spend_micros: value.spend_micros?,
                     status: value.status?,
                     suspended_at: value.suspended_at?,
                     updated_at: value.updated_at?,
@@ -3723,6 +4267,7 @@ pub mod types {
                     created_at: Ok(value.created_at),
                     disabled: Ok(value.disabled),
                     id: Ok(value.id),
+                    last_used_at: Ok(value.last_used_at),
                     max_spend_micros: Ok(value.max_spend_micros),
                     max_spend_usd: Ok(value.max_spend_usd),
                     metadata: Ok(value.metadata),
@@ -3733,6 +4278,7 @@ pub mod types {
                     scope: Ok(value.scope),
                     secret: Ok(value.secret),
                     secret_hint: Ok(value.secret_hint),
+                    spend_micros: Ok(value.spend_micros),
                     status: Ok(value.status),
                     suspended_at: Ok(value.suspended_at),
                     updated_at: Ok(value.updated_at),
@@ -5449,6 +5995,355 @@ pub mod types {
             }
         }
         #[derive(Clone, Debug)]
+        pub struct RequestLogEntry {
+            cache_read_tokens: ::std::result::Result<i64, ::std::string::String>,
+            cache_write_tokens: ::std::result::Result<i64, ::std::string::String>,
+            cost_micros: ::std::result::Result<i64, ::std::string::String>,
+            created_at: ::std::result::Result<
+                ::chrono::DateTime<::chrono::offset::Utc>,
+                ::std::string::String,
+            >,
+            endpoint: ::std::result::Result<
+                ::std::string::String,
+                ::std::string::String,
+            >,
+            id: ::std::result::Result<::std::string::String, ::std::string::String>,
+            input_tokens: ::std::result::Result<i64, ::std::string::String>,
+            key_id: ::std::result::Result<::std::string::String, ::std::string::String>,
+            key_name: ::std::result::Result<
+                ::std::string::String,
+                ::std::string::String,
+            >,
+            latency_ms: ::std::result::Result<i64, ::std::string::String>,
+            model: ::std::result::Result<::std::string::String, ::std::string::String>,
+            output_tokens: ::std::result::Result<i64, ::std::string::String>,
+            recovered: ::std::result::Result<bool, ::std::string::String>,
+            status: ::std::result::Result<u16, ::std::string::String>,
+            streamed: ::std::result::Result<bool, ::std::string::String>,
+        }
+        impl ::std::default::Default for RequestLogEntry {
+            fn default() -> Self {
+                Self {
+                    cache_read_tokens: Err(
+                        "no value supplied for cache_read_tokens".to_string(),
+                    ),
+                    cache_write_tokens: Err(
+                        "no value supplied for cache_write_tokens".to_string(),
+                    ),
+                    cost_micros: Err("no value supplied for cost_micros".to_string()),
+                    created_at: Err("no value supplied for created_at".to_string()),
+                    endpoint: Err("no value supplied for endpoint".to_string()),
+                    id: Err("no value supplied for id".to_string()),
+                    input_tokens: Err("no value supplied for input_tokens".to_string()),
+                    key_id: Err("no value supplied for key_id".to_string()),
+                    key_name: Err("no value supplied for key_name".to_string()),
+                    latency_ms: Err("no value supplied for latency_ms".to_string()),
+                    model: Err("no value supplied for model".to_string()),
+                    output_tokens: Err(
+                        "no value supplied for output_tokens".to_string(),
+                    ),
+                    recovered: Err("no value supplied for recovered".to_string()),
+                    status: Err("no value supplied for status".to_string()),
+                    streamed: Err("no value supplied for streamed".to_string()),
+                }
+            }
+        }
+        impl RequestLogEntry {
+            pub fn cache_read_tokens<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<i64>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.cache_read_tokens = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!(
+                            "error converting supplied value for cache_read_tokens: {e}"
+                        )
+                    });
+                self
+            }
+            pub fn cache_write_tokens<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<i64>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.cache_write_tokens = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!(
+                            "error converting supplied value for cache_write_tokens: {e}"
+                        )
+                    });
+                self
+            }
+            pub fn cost_micros<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<i64>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.cost_micros = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for cost_micros: {e}")
+                    });
+                self
+            }
+            pub fn created_at<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::chrono::DateTime<::chrono::offset::Utc>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.created_at = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for created_at: {e}")
+                    });
+                self
+            }
+            pub fn endpoint<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::string::String>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.endpoint = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for endpoint: {e}")
+                    });
+                self
+            }
+            pub fn id<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::string::String>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.id = value
+                    .try_into()
+                    .map_err(|e| format!("error converting supplied value for id: {e}"));
+                self
+            }
+            pub fn input_tokens<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<i64>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.input_tokens = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for input_tokens: {e}")
+                    });
+                self
+            }
+            pub fn key_id<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::string::String>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.key_id = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for key_id: {e}")
+                    });
+                self
+            }
+            pub fn key_name<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::string::String>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.key_name = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for key_name: {e}")
+                    });
+                self
+            }
+            pub fn latency_ms<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<i64>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.latency_ms = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for latency_ms: {e}")
+                    });
+                self
+            }
+            pub fn model<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::string::String>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.model = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for model: {e}")
+                    });
+                self
+            }
+            pub fn output_tokens<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<i64>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.output_tokens = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for output_tokens: {e}")
+                    });
+                self
+            }
+            pub fn recovered<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<bool>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.recovered = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for recovered: {e}")
+                    });
+                self
+            }
+            pub fn status<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<u16>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.status = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for status: {e}")
+                    });
+                self
+            }
+            pub fn streamed<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<bool>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.streamed = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for streamed: {e}")
+                    });
+                self
+            }
+        }
+        impl ::std::convert::TryFrom<RequestLogEntry> for super::RequestLogEntry {
+            type Error = super::error::ConversionError;
+            fn try_from(
+                value: RequestLogEntry,
+            ) -> ::std::result::Result<Self, super::error::ConversionError> {
+                Ok(Self {
+                    cache_read_tokens: value.cache_read_tokens?,
+                    cache_write_tokens: value.cache_write_tokens?,
+                    cost_micros: value.cost_micros?,
+                    created_at: value.created_at?,
+                    endpoint: value.endpoint?,
+                    id: value.id?,
+                    input_tokens: value.input_tokens?,
+                    key_id: value.key_id?,
+                    key_name: value.key_name?,
+                    latency_ms: value.latency_ms?,
+                    model: value.model?,
+                    output_tokens: value.output_tokens?,
+                    recovered: value.recovered?,
+                    status: value.status?,
+                    streamed: value.streamed?,
+                })
+            }
+        }
+        impl ::std::convert::From<super::RequestLogEntry> for RequestLogEntry {
+            fn from(value: super::RequestLogEntry) -> Self {
+                Self {
+                    cache_read_tokens: Ok(value.cache_read_tokens),
+                    cache_write_tokens: Ok(value.cache_write_tokens),
+                    cost_micros: Ok(value.cost_micros),
+                    created_at: Ok(value.created_at),
+                    endpoint: Ok(value.endpoint),
+                    id: Ok(value.id),
+                    input_tokens: Ok(value.input_tokens),
+                    key_id: Ok(value.key_id),
+                    key_name: Ok(value.key_name),
+                    latency_ms: Ok(value.latency_ms),
+                    model: Ok(value.model),
+                    output_tokens: Ok(value.output_tokens),
+                    recovered: Ok(value.recovered),
+                    status: Ok(value.status),
+                    streamed: Ok(value.streamed),
+                }
+            }
+        }
+        #[derive(Clone, Debug)]
+        pub struct RequestLogEntryResultsPage {
+            items: ::std::result::Result<
+                ::std::vec::Vec<super::RequestLogEntry>,
+                ::std::string::String,
+            >,
+            next_page: ::std::result::Result<
+                ::std::option::Option<::std::string::String>,
+                ::std::string::String,
+            >,
+        }
+        impl ::std::default::Default for RequestLogEntryResultsPage {
+            fn default() -> Self {
+                Self {
+                    items: Err("no value supplied for items".to_string()),
+                    next_page: Ok(Default::default()),
+                }
+            }
+        }
+        impl RequestLogEntryResultsPage {
+            pub fn items<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::vec::Vec<super::RequestLogEntry>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.items = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for items: {e}")
+                    });
+                self
+            }
+            pub fn next_page<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::option::Option<::std::string::String>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.next_page = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for next_page: {e}")
+                    });
+                self
+            }
+        }
+        impl ::std::convert::TryFrom<RequestLogEntryResultsPage>
+        for super::RequestLogEntryResultsPage {
+            type Error = super::error::ConversionError;
+            fn try_from(
+                value: RequestLogEntryResultsPage,
+            ) -> ::std::result::Result<Self, super::error::ConversionError> {
+                Ok(Self {
+                    items: value.items?,
+                    next_page: value.next_page?,
+                })
+            }
+        }
+        impl ::std::convert::From<super::RequestLogEntryResultsPage>
+        for RequestLogEntryResultsPage {
+            fn from(value: super::RequestLogEntryResultsPage) -> Self {
+                Self {
+                    items: Ok(value.items),
+                    next_page: Ok(value.next_page),
+                }
+            }
+        }
+        #[derive(Clone, Debug)]
         pub struct ResponseObject {
             created_at: ::std::result::Result<f64, ::std::string::String>,
             id: ::std::result::Result<::std::string::String, ::std::string::String>,
@@ -5946,6 +6841,231 @@ pub mod types {
             }
         }
         #[derive(Clone, Debug)]
+        pub struct StripePushRun {
+            already_sent: ::std::result::Result<i64, ::std::string::String>,
+            at: ::std::result::Result<
+                ::chrono::DateTime<::chrono::offset::Utc>,
+                ::std::string::String,
+            >,
+            failed: ::std::result::Result<i64, ::std::string::String>,
+            period: ::std::result::Result<::std::string::String, ::std::string::String>,
+            sent: ::std::result::Result<i64, ::std::string::String>,
+            still_open: ::std::result::Result<i64, ::std::string::String>,
+        }
+        impl ::std::default::Default for StripePushRun {
+            fn default() -> Self {
+                Self {
+                    already_sent: Err("no value supplied for already_sent".to_string()),
+                    at: Err("no value supplied for at".to_string()),
+                    failed: Err("no value supplied for failed".to_string()),
+                    period: Err("no value supplied for period".to_string()),
+                    sent: Err("no value supplied for sent".to_string()),
+                    still_open: Err("no value supplied for still_open".to_string()),
+                }
+            }
+        }
+        impl StripePushRun {
+            pub fn already_sent<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<i64>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.already_sent = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for already_sent: {e}")
+                    });
+                self
+            }
+            pub fn at<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::chrono::DateTime<::chrono::offset::Utc>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.at = value
+                    .try_into()
+                    .map_err(|e| format!("error converting supplied value for at: {e}"));
+                self
+            }
+            pub fn failed<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<i64>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.failed = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for failed: {e}")
+                    });
+                self
+            }
+            pub fn period<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::string::String>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.period = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for period: {e}")
+                    });
+                self
+            }
+            pub fn sent<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<i64>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.sent = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for sent: {e}")
+                    });
+                self
+            }
+            pub fn still_open<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<i64>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.still_open = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for still_open: {e}")
+                    });
+                self
+            }
+        }
+        impl ::std::convert::TryFrom<StripePushRun> for super::StripePushRun {
+            type Error = super::error::ConversionError;
+            fn try_from(
+                value: StripePushRun,
+            ) -> ::std::result::Result<Self, super::error::ConversionError> {
+                Ok(Self {
+                    already_sent: value.already_sent?,
+                    at: value.at?,
+                    failed: value.failed?,
+                    period: value.period?,
+                    sent: value.sent?,
+                    still_open: value.still_open?,
+                })
+            }
+        }
+        impl ::std::convert::From<super::StripePushRun> for StripePushRun {
+            fn from(value: super::StripePushRun) -> Self {
+                Self {
+                    already_sent: Ok(value.already_sent),
+                    at: Ok(value.at),
+                    failed: Ok(value.failed),
+                    period: Ok(value.period),
+                    sent: Ok(value.sent),
+                    still_open: Ok(value.still_open),
+                }
+            }
+        }
+        #[derive(Clone, Debug)]
+        pub struct StripePushState {
+            events_pushed: ::std::result::Result<i64, ::std::string::String>,
+            last_pushed_at: ::std::result::Result<
+                ::std::option::Option<::chrono::DateTime<::chrono::offset::Utc>>,
+                ::std::string::String,
+            >,
+            last_run: ::std::result::Result<
+                ::std::option::Option<super::StripePushRun>,
+                ::std::string::String,
+            >,
+            micros_pushed: ::std::result::Result<i64, ::std::string::String>,
+        }
+        impl ::std::default::Default for StripePushState {
+            fn default() -> Self {
+                Self {
+                    events_pushed: Err(
+                        "no value supplied for events_pushed".to_string(),
+                    ),
+                    last_pushed_at: Ok(Default::default()),
+                    last_run: Ok(Default::default()),
+                    micros_pushed: Err("no value supplied for micros_pushed".to_string()),
+                }
+            }
+        }
+        impl StripePushState {
+            pub fn events_pushed<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<i64>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.events_pushed = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for events_pushed: {e}")
+                    });
+                self
+            }
+            pub fn last_pushed_at<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<
+                    ::std::option::Option<::chrono::DateTime<::chrono::offset::Utc>>,
+                >,
+                T::Error: ::std::fmt::Display,
+            {
+                self.last_pushed_at = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!(
+                            "error converting supplied value for last_pushed_at: {e}"
+                        )
+                    });
+                self
+            }
+            pub fn last_run<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::option::Option<super::StripePushRun>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.last_run = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for last_run: {e}")
+                    });
+                self
+            }
+            pub fn micros_pushed<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<i64>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.micros_pushed = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for micros_pushed: {e}")
+                    });
+                self
+            }
+        }
+        impl ::std::convert::TryFrom<StripePushState> for super::StripePushState {
+            type Error = super::error::ConversionError;
+            fn try_from(
+                value: StripePushState,
+            ) -> ::std::result::Result<Self, super::error::ConversionError> {
+                Ok(Self {
+                    events_pushed: value.events_pushed?,
+                    last_pushed_at: value.last_pushed_at?,
+                    last_run: value.last_run?,
+                    micros_pushed: value.micros_pushed?,
+                })
+            }
+        }
+        impl ::std::convert::From<super::StripePushState> for StripePushState {
+            fn from(value: super::StripePushState) -> Self {
+                Self {
+                    events_pushed: Ok(value.events_pushed),
+                    last_pushed_at: Ok(value.last_pushed_at),
+                    last_run: Ok(value.last_run),
+                    micros_pushed: Ok(value.micros_pushed),
+                }
+            }
+        }
+        #[derive(Clone, Debug)]
         pub struct StripeWebhookResult {
             duplicate: ::std::result::Result<bool, ::std::string::String>,
             keys_changed: ::std::result::Result<u64, ::std::string::String>,
@@ -6242,6 +7362,10 @@ pub mod types {
                 ::std::vec::Vec<super::DayUsage>,
                 ::std::string::String,
             >,
+            by_day_and_model: ::std::result::Result<
+                ::std::vec::Vec<super::DayModelUsage>,
+                ::std::string::String,
+            >,
             by_key: ::std::result::Result<
                 ::std::vec::Vec<super::KeyUsage>,
                 ::std::string::String,
@@ -6257,6 +7381,9 @@ pub mod types {
             fn default() -> Self {
                 Self {
                     by_day: Err("no value supplied for by_day".to_string()),
+                    by_day_and_model: Err(
+                        "no value supplied for by_day_and_model".to_string(),
+                    ),
                     by_key: Err("no value supplied for by_key".to_string()),
                     by_model: Err("no value supplied for by_model".to_string()),
                     period: Err("no value supplied for period".to_string()),
@@ -6274,6 +7401,20 @@ pub mod types {
                     .try_into()
                     .map_err(|e| {
                         format!("error converting supplied value for by_day: {e}")
+                    });
+                self
+            }
+            pub fn by_day_and_model<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::vec::Vec<super::DayModelUsage>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.by_day_and_model = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!(
+                            "error converting supplied value for by_day_and_model: {e}"
+                        )
                     });
                 self
             }
@@ -6333,6 +7474,7 @@ pub mod types {
             ) -> ::std::result::Result<Self, super::error::ConversionError> {
                 Ok(Self {
                     by_day: value.by_day?,
+                    by_day_and_model: value.by_day_and_model?,
                     by_key: value.by_key?,
                     by_model: value.by_model?,
                     period: value.period?,
@@ -6344,6 +7486,7 @@ pub mod types {
             fn from(value: super::UsageReport) -> Self {
                 Self {
                     by_day: Ok(value.by_day),
+                    by_day_and_model: Ok(value.by_day_and_model),
                     by_key: Ok(value.by_key),
                     by_model: Ok(value.by_model),
                     period: Ok(value.period),
@@ -6639,7 +7782,7 @@ let response = client.export_meter_events()
     }
     /**Fetch billing settings
 
-Secrets show only as set or not. Requires an admin key.
+Secrets show only as set or not; `stripe_push` says what was pushed to Stripe and how the last push run went. Requires an admin key.
 
 Sends a `GET` request to `/v1/billing/settings`
 
@@ -6717,19 +7860,25 @@ let response = client.create_embedding()
     }
     /**List keys
 
-The tenant's keys, oldest first, a page at a time; revoked keys only with `include_revoked=true`. Requires an admin key.
+The tenant's keys, a page at a time: oldest first, or by name, last use or spend (`sort`, `direction`), optionally only those matching `search`; revoked keys only with `include_revoked=true`. Requires an admin key.
 
 Sends a `GET` request to `/v1/keys`
 
 Arguments:
+- `direction`: `asc` (default) or `desc`. Ties are broken by id; keys never used sort before used ones in ascending `last_used_at` order.
 - `include_revoked`: Include revoked keys (default false).
 - `limit`: Maximum number of items returned by a single call
 - `page_token`: Token returned by previous call to retrieve the subsequent page
+- `search`: Only keys whose name contains this text (case-insensitive), or whose id is exactly this (at most 100 characters).
+- `sort`: The order: `created_at` (default), `name`, `last_used_at` or `spend` (in the key's current cap window).
 ```ignore
 let response = client.list_keys()
+    .direction(direction)
     .include_revoked(include_revoked)
     .limit(limit)
     .page_token(page_token)
+    .search(search)
+    .sort(sort)
     .send()
     .await;
 ```*/
@@ -6898,6 +8047,35 @@ let response = client.get_model()
 ```*/
     pub fn get_model(&self) -> builder::GetModel<'_> {
         builder::GetModel::new(self)
+    }
+    /**List requests
+
+The request log, newest first, a page at a time: per model request its key, model, tokens, cost, status, latency and time. Filter by key, model, status and time. An admin key sees every key of its tenant; a standard key sees only its own requests.
+
+Sends a `GET` request to `/v1/requests`
+
+Arguments:
+- `from`: From this time, inclusive: an RFC 3339 time or a `YYYY-MM-DD` date (UTC).
+- `key_id`: Only this key's requests. A standard key always sees only itself.
+- `limit`: Maximum number of items returned by a single call
+- `model`: Only this model (its public name).
+- `page_token`: Token returned by previous call to retrieve the subsequent page
+- `status`: Only this HTTP status (`200`, `429`) or class of statuses (`2xx`, `4xx`, `5xx`).
+- `to`: Before this time, exclusive: an RFC 3339 time or a `YYYY-MM-DD` date (UTC).
+```ignore
+let response = client.list_requests()
+    .from(from)
+    .key_id(key_id)
+    .limit(limit)
+    .model(model)
+    .page_token(page_token)
+    .status(status)
+    .to(to)
+    .send()
+    .await;
+```*/
+    pub fn list_requests(&self) -> builder::ListRequests<'_> {
+        builder::ListRequests::new(self)
     }
     /**Create a response (OpenAI Responses API)
 
@@ -7599,18 +8777,36 @@ pub mod builder {
     #[derive(Debug, Clone)]
     pub struct ListKeys<'a> {
         client: &'a super::Client,
+        direction: Result<Option<types::SortDirection>, String>,
         include_revoked: Result<Option<bool>, String>,
         limit: Result<Option<::std::num::NonZeroU32>, String>,
         page_token: Result<Option<::std::string::String>, String>,
+        search: Result<Option<::std::string::String>, String>,
+        sort: Result<Option<types::KeySort>, String>,
     }
     impl<'a> ListKeys<'a> {
         pub fn new(client: &'a super::Client) -> Self {
             Self {
                 client: client,
+                direction: Ok(None),
                 include_revoked: Ok(None),
                 limit: Ok(None),
                 page_token: Ok(None),
+                search: Ok(None),
+                sort: Ok(None),
             }
+        }
+        pub fn direction<V>(mut self, value: V) -> Self
+        where
+            V: std::convert::TryInto<types::SortDirection>,
+        {
+            self.direction = value
+                .try_into()
+                .map(Some)
+                .map_err(|_| {
+                    "conversion to `SortDirection` for direction failed".to_string()
+                });
+            self
         }
         pub fn include_revoked<V>(mut self, value: V) -> Self
         where
@@ -7650,14 +8846,48 @@ pub mod builder {
                 });
             self
         }
+        pub fn search<V>(mut self, value: V) -> Self
+        where
+            V: std::convert::TryInto<::std::string::String>,
+        {
+            self.search = value
+                .try_into()
+                .map(Some)
+                .map_err(|_| {
+                    "conversion to `:: std :: string :: String` for search failed"
+                        .to_string()
+                });
+            self
+        }
+        pub fn sort<V>(mut self, value: V) -> Self
+        where
+            V: std::convert::TryInto<types::KeySort>,
+        {
+            self.sort = value
+                .try_into()
+                .map(Some)
+                .map_err(|_| "conversion to `KeySort` for sort failed".to_string());
+            self
+        }
         ///Sends a `GET` request to `/v1/keys`
         pub async fn send(
             self,
         ) -> Result<ResponseValue<types::KeyResultsPage>, Error<types::Error>> {
-            let Self { client, include_revoked, limit, page_token } = self;
+            let Self {
+                client,
+                direction,
+                include_revoked,
+                limit,
+                page_token,
+                search,
+                sort,
+            } = self;
+            let direction = direction.map_err(Error::InvalidRequest)?;
             let include_revoked = include_revoked.map_err(Error::InvalidRequest)?;
             let limit = limit.map_err(Error::InvalidRequest)?;
             let page_token = page_token.map_err(Error::InvalidRequest)?;
+            let search = search.map_err(Error::InvalidRequest)?;
+            let sort = sort.map_err(Error::InvalidRequest)?;
             let url = format!("{}/v1/keys", client.baseurl,);
             let mut header_map = ::reqwest::header::HeaderMap::with_capacity(1usize);
             header_map
@@ -7675,6 +8905,7 @@ pub mod builder {
                     ::reqwest::header::ACCEPT,
                     ::reqwest::header::HeaderValue::from_static("application/json"),
                 )
+                .query(&progenitor_client::QueryParam::new("direction", &direction))
                 .query(
                     &progenitor_client::QueryParam::new(
                         "include_revoked",
@@ -7683,6 +8914,8 @@ pub mod builder {
                 )
                 .query(&progenitor_client::QueryParam::new("limit", &limit))
                 .query(&progenitor_client::QueryParam::new("page_token", &page_token))
+                .query(&progenitor_client::QueryParam::new("search", &search))
+                .query(&progenitor_client::QueryParam::new("sort", &sort))
                 .headers(header_map)
                 .build()?;
             let info = OperationInfo {
@@ -7721,8 +8954,11 @@ pub mod builder {
             use ::futures::TryFutureExt;
             use ::futures::TryStreamExt;
             let next = Self {
+                direction: Ok(None),
                 include_revoked: Ok(None),
                 page_token: Ok(None),
+                search: Ok(None),
+                sort: Ok(None),
                 ..self.clone()
             };
             self.send()
@@ -8632,6 +9868,242 @@ pub mod builder {
                 }
                 _ => Err(Error::UnexpectedResponse(response)),
             }
+        }
+    }
+    /**Builder for [`Client::list_requests`]
+
+[`Client::list_requests`]: super::Client::list_requests*/
+    #[derive(Debug, Clone)]
+    pub struct ListRequests<'a> {
+        client: &'a super::Client,
+        from: Result<Option<::std::string::String>, String>,
+        key_id: Result<Option<::std::string::String>, String>,
+        limit: Result<Option<::std::num::NonZeroU32>, String>,
+        model: Result<Option<::std::string::String>, String>,
+        page_token: Result<Option<::std::string::String>, String>,
+        status: Result<Option<::std::string::String>, String>,
+        to: Result<Option<::std::string::String>, String>,
+    }
+    impl<'a> ListRequests<'a> {
+        pub fn new(client: &'a super::Client) -> Self {
+            Self {
+                client: client,
+                from: Ok(None),
+                key_id: Ok(None),
+                limit: Ok(None),
+                model: Ok(None),
+                page_token: Ok(None),
+                status: Ok(None),
+                to: Ok(None),
+            }
+        }
+        pub fn from<V>(mut self, value: V) -> Self
+        where
+            V: std::convert::TryInto<::std::string::String>,
+        {
+            self.from = value
+                .try_into()
+                .map(Some)
+                .map_err(|_| {
+                    "conversion to `:: std :: string :: String` for from failed"
+                        .to_string()
+                });
+            self
+        }
+        pub fn key_id<V>(mut self, value: V) -> Self
+        where
+            V: std::convert::TryInto<::std::string::String>,
+        {
+            self.key_id = value
+                .try_into()
+                .map(Some)
+                .map_err(|_| {
+                    "conversion to `:: std :: string :: String` for key_id failed"
+                        .to_string()
+                });
+            self
+        }
+        pub fn limit<V>(mut self, value: V) -> Self
+        where
+            V: std::convert::TryInto<::std::num::NonZeroU32>,
+        {
+            self.limit = value
+                .try_into()
+                .map(Some)
+                .map_err(|_| {
+                    "conversion to `:: std :: num :: NonZeroU32` for limit failed"
+                        .to_string()
+                });
+            self
+        }
+        pub fn model<V>(mut self, value: V) -> Self
+        where
+            V: std::convert::TryInto<::std::string::String>,
+        {
+            self.model = value
+                .try_into()
+                .map(Some)
+                .map_err(|_| {
+                    "conversion to `:: std :: string :: String` for model failed"
+                        .to_string()
+                });
+            self
+        }
+        pub fn page_token<V>(mut self, value: V) -> Self
+        where
+            V: std::convert::TryInto<::std::string::String>,
+        {
+            self.page_token = value
+                .try_into()
+                .map(Some)
+                .map_err(|_| {
+                    "conversion to `:: std :: string :: String` for page_token failed"
+                        .to_string()
+                });
+            self
+        }
+        pub fn status<V>(mut self, value: V) -> Self
+        where
+            V: std::convert::TryInto<::std::string::String>,
+        {
+            self.status = value
+                .try_into()
+                .map(Some)
+                .map_err(|_| {
+                    "conversion to `:: std :: string :: String` for status failed"
+                        .to_string()
+                });
+            self
+        }
+        pub fn to<V>(mut self, value: V) -> Self
+        where
+            V: std::convert::TryInto<::std::string::String>,
+        {
+            self.to = value
+                .try_into()
+                .map(Some)
+                .map_err(|_| {
+                    "conversion to `:: std :: string :: String` for to failed"
+                        .to_string()
+                });
+            self
+        }
+        ///Sends a `GET` request to `/v1/requests`
+        pub async fn send(
+            self,
+        ) -> Result<
+            ResponseValue<types::RequestLogEntryResultsPage>,
+            Error<types::Error>,
+        > {
+            let Self { client, from, key_id, limit, model, page_token, status, to } = self;
+            let from = from.map_err(Error::InvalidRequest)?;
+            let key_id = key_id.map_err(Error::InvalidRequest)?;
+            let limit = limit.map_err(Error::InvalidRequest)?;
+            let model = model.map_err(Error::InvalidRequest)?;
+            let page_token = page_token.map_err(Error::InvalidRequest)?;
+            let status = status.map_err(Error::InvalidRequest)?;
+            let to = to.map_err(Error::InvalidRequest)?;
+            let url = format!("{}/v1/requests", client.baseurl,);
+            let mut header_map = ::reqwest::header::HeaderMap::with_capacity(1usize);
+            header_map
+                .append(
+                    ::reqwest::header::HeaderName::from_static("api-version"),
+                    ::reqwest::header::HeaderValue::from_static(
+                        super::Client::api_version(),
+                    ),
+                );
+            #[allow(unused_mut)]
+            let mut request = client
+                .client
+                .get(url)
+                .header(
+                    ::reqwest::header::ACCEPT,
+                    ::reqwest::header::HeaderValue::from_static("application/json"),
+                )
+                .query(&progenitor_client::QueryParam::new("from", &from))
+                .query(&progenitor_client::QueryParam::new("key_id", &key_id))
+                .query(&progenitor_client::QueryParam::new("limit", &limit))
+                .query(&progenitor_client::QueryParam::new("model", &model))
+                .query(&progenitor_client::QueryParam::new("page_token", &page_token))
+                .query(&progenitor_client::QueryParam::new("status", &status))
+                .query(&progenitor_client::QueryParam::new("to", &to))
+                .headers(header_map)
+                .build()?;
+            let info = OperationInfo {
+                operation_id: "list_requests",
+            };
+            client.pre(&mut request, &info).await?;
+            let result = client.exec(request, &info).await;
+            client.post(&result, &info).await?;
+            let response = result?;
+            match response.status().as_u16() {
+                200u16 => ResponseValue::from_response(response).await,
+                400u16..=499u16 => {
+                    Err(
+                        Error::ErrorResponse(
+                            ResponseValue::from_response(response).await?,
+                        ),
+                    )
+                }
+                500u16..=599u16 => {
+                    Err(
+                        Error::ErrorResponse(
+                            ResponseValue::from_response(response).await?,
+                        ),
+                    )
+                }
+                _ => Err(Error::UnexpectedResponse(response)),
+            }
+        }
+        ///Streams `GET` requests to `/v1/requests`
+        pub fn stream(
+            self,
+        ) -> impl futures::Stream<
+            Item = Result<types::RequestLogEntry, Error<types::Error>>,
+        > + Unpin + 'a {
+            use ::futures::StreamExt;
+            use ::futures::TryFutureExt;
+            use ::futures::TryStreamExt;
+            let next = Self {
+                from: Ok(None),
+                key_id: Ok(None),
+                model: Ok(None),
+                page_token: Ok(None),
+                status: Ok(None),
+                to: Ok(None),
+                ..self.clone()
+            };
+            self.send()
+                .map_ok(move |page| {
+                    let page = page.into_inner();
+                    let first = futures::stream::iter(page.items).map(Ok);
+                    let rest = futures::stream::try_unfold(
+                            (page.next_page, next),
+                            |(next_page, next)| async {
+                                if next_page.is_none() {
+                                    Ok(None)
+                                } else {
+                                    Self {
+                                        page_token: Ok(next_page),
+                                        ..next.clone()
+                                    }
+                                        .send()
+                                        .map_ok(|page| {
+                                            let page = page.into_inner();
+                                            Some((
+                                                futures::stream::iter(page.items).map(Ok),
+                                                (page.next_page, next),
+                                            ))
+                                        })
+                                        .await
+                                }
+                            },
+                        )
+                        .try_flatten();
+                    first.chain(rest)
+                })
+                .try_flatten_stream()
+                .boxed()
         }
     }
     /**Builder for [`Client::create_response`]

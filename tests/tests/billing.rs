@@ -468,6 +468,11 @@ async fn meter_events_are_pushed_once(backend: Backend) {
         "identifiers are deterministic"
     );
 
+    let (_, settings) =
+        call(&t, reqwest::Method::GET, "/v1/billing/settings", &t.master_key, None).await;
+    assert_eq!(settings["stripe_push"]["events_pushed"], 0, "{settings}");
+    assert!(settings["stripe_push"]["last_run"].is_null(), "{settings}");
+
     let stripe = MockStripe::start().await;
     stripe.fail_next(2);
     let push = || async {
@@ -493,6 +498,18 @@ async fn meter_events_are_pushed_once(backend: Backend) {
     assert_eq!(stripe.attempts(), 3, "two 429s retried");
     let second = push().await;
     assert_eq!((second["sent"].as_i64(), second["already_sent"].as_i64()), (Some(0), Some(1)));
+    // The settings answer says where the push stands.
+    let (_, settings) =
+        call(&t, reqwest::Method::GET, "/v1/billing/settings", &t.master_key, None).await;
+    let state = &settings["stripe_push"];
+    assert_eq!(state["events_pushed"], 1, "{settings}");
+    assert_eq!(state["micros_pushed"].to_string(), e["payload"]["value"].as_str().unwrap());
+    assert!(state["last_pushed_at"].is_string(), "{settings}");
+    assert_eq!(state["last_run"]["period"], period.as_str());
+    assert_eq!(
+        (state["last_run"]["sent"].as_i64(), state["last_run"]["already_sent"].as_i64()),
+        (Some(0), Some(1))
+    );
     let recorded = stripe.events();
     assert_eq!(recorded.len(), 1);
     assert_eq!(recorded[0].identifier, identifier);

@@ -15,6 +15,7 @@ from qlaud.types import (
     ChatCompletion,
     ChatCompletionRequest,
     ChatUsage,
+    DayModelUsage,
     DayUsage,
     EmbeddingList,
     EmbeddingRequest,
@@ -26,6 +27,7 @@ from qlaud.types import (
     KeyBillingEvent,
     KeyResultsPage,
     KeyScope,
+    KeySort,
     KeyStatus,
     KeyUsage,
     KeyWithSecret,
@@ -46,9 +48,14 @@ from qlaud.types import (
     OpenAiError,
     OpenAiErrorDetail,
     Period,
+    RequestLogEntry,
+    RequestLogEntryResultsPage,
     ResponseObject,
     ResponsesRequest,
     ResponsesUsage,
+    SortDirection,
+    StripePushRun,
+    StripePushState,
     StripeWebhookResult,
     UpdateKeyRequest,
     UsagePeriod,
@@ -478,7 +485,7 @@ class Client:
     ) -> BillingSettings:
         """Fetch billing settings.
 
-        Secrets show only as set or not. Requires an admin key.
+        Secrets show only as set or not; `stripe_push` says what was pushed to Stripe and how the last push run went. Requires an admin key.
 
         `GET /v1/billing/settings`
         """
@@ -558,26 +565,35 @@ class Client:
     def list_keys(
         self,
         *,
+        direction: SortDirection | None = None,
         include_revoked: bool | None = None,
         limit: int | None = None,
         page_token: str | None = None,
+        search: str | None = None,
+        sort: KeySort | None = None,
     ) -> KeyResultsPage:
         """List keys.
 
-        The tenant's keys, oldest first, a page at a time; revoked keys only with `include_revoked=true`. Requires an admin key.
+        The tenant's keys, a page at a time: oldest first, or by name, last use or spend (`sort`, `direction`), optionally only those matching `search`; revoked keys only with `include_revoked=true`. Requires an admin key.
 
         `GET /v1/keys`
 
         Args:
+            direction: `asc` (default) or `desc`. Ties are broken by id; keys never used sort before used ones in ascending `last_used_at` order.
             include_revoked: Include revoked keys (default false).
             limit: Maximum number of items returned by a single call
             page_token: Token returned by previous call to retrieve the subsequent page
+            search: Only keys whose name contains this text (case-insensitive), or whose id is exactly this (at most 100 characters).
+            sort: The order: `created_at` (default), `name`, `last_used_at` or `spend` (in the key's current cap window).
         """
     def iter_keys(
         self,
         *,
+        direction: SortDirection | None = None,
         include_revoked: bool | None = None,
         limit: int | None = None,
+        search: str | None = None,
+        sort: KeySort | None = None,
     ) -> Iterator[Key]:
         """Every item of `list_keys`, fetching the next page as the last one runs out.
         """
@@ -589,6 +605,44 @@ class Client:
         Every model qlaud serves, with its prices, in a shape that both the OpenAI and the Anthropic clients read. Any key may call it.
 
         `GET /v1/models`
+        """
+    def list_requests(
+        self,
+        *,
+        from_: str | None = None,
+        key_id: str | None = None,
+        limit: int | None = None,
+        model: str | None = None,
+        page_token: str | None = None,
+        status: str | None = None,
+        to: str | None = None,
+    ) -> RequestLogEntryResultsPage:
+        """List requests.
+
+        The request log, newest first, a page at a time: per model request its key, model, tokens, cost, status, latency and time. Filter by key, model, status and time. An admin key sees every key of its tenant; a standard key sees only its own requests.
+
+        `GET /v1/requests`
+
+        Args:
+            from_: From this time, inclusive: an RFC 3339 time or a `YYYY-MM-DD` date (UTC).
+            key_id: Only this key's requests. A standard key always sees only itself.
+            limit: Maximum number of items returned by a single call
+            model: Only this model (its public name).
+            page_token: Token returned by previous call to retrieve the subsequent page
+            status: Only this HTTP status (`200`, `429`) or class of statuses (`2xx`, `4xx`, `5xx`).
+            to: Before this time, exclusive: an RFC 3339 time or a `YYYY-MM-DD` date (UTC).
+        """
+    def iter_requests(
+        self,
+        *,
+        from_: str | None = None,
+        key_id: str | None = None,
+        limit: int | None = None,
+        model: str | None = None,
+        status: str | None = None,
+        to: str | None = None,
+    ) -> Iterator[RequestLogEntry]:
+        """Every item of `list_requests`, fetching the next page as the last one runs out.
         """
     def mint_key(
         self,
@@ -1064,7 +1118,7 @@ class AsyncClient:
     ) -> BillingSettings:
         """Fetch billing settings.
 
-        Secrets show only as set or not. Requires an admin key.
+        Secrets show only as set or not; `stripe_push` says what was pushed to Stripe and how the last push run went. Requires an admin key.
 
         `GET /v1/billing/settings`
         """
@@ -1144,26 +1198,35 @@ class AsyncClient:
     async def list_keys(
         self,
         *,
+        direction: SortDirection | None = None,
         include_revoked: bool | None = None,
         limit: int | None = None,
         page_token: str | None = None,
+        search: str | None = None,
+        sort: KeySort | None = None,
     ) -> KeyResultsPage:
         """List keys.
 
-        The tenant's keys, oldest first, a page at a time; revoked keys only with `include_revoked=true`. Requires an admin key.
+        The tenant's keys, a page at a time: oldest first, or by name, last use or spend (`sort`, `direction`), optionally only those matching `search`; revoked keys only with `include_revoked=true`. Requires an admin key.
 
         `GET /v1/keys`
 
         Args:
+            direction: `asc` (default) or `desc`. Ties are broken by id; keys never used sort before used ones in ascending `last_used_at` order.
             include_revoked: Include revoked keys (default false).
             limit: Maximum number of items returned by a single call
             page_token: Token returned by previous call to retrieve the subsequent page
+            search: Only keys whose name contains this text (case-insensitive), or whose id is exactly this (at most 100 characters).
+            sort: The order: `created_at` (default), `name`, `last_used_at` or `spend` (in the key's current cap window).
         """
     def iter_keys(
         self,
         *,
+        direction: SortDirection | None = None,
         include_revoked: bool | None = None,
         limit: int | None = None,
+        search: str | None = None,
+        sort: KeySort | None = None,
     ) -> AsyncIterator[Key]:
         """Every item of `list_keys`, fetching the next page as the last one runs out.
         """
@@ -1175,6 +1238,44 @@ class AsyncClient:
         Every model qlaud serves, with its prices, in a shape that both the OpenAI and the Anthropic clients read. Any key may call it.
 
         `GET /v1/models`
+        """
+    async def list_requests(
+        self,
+        *,
+        from_: str | None = None,
+        key_id: str | None = None,
+        limit: int | None = None,
+        model: str | None = None,
+        page_token: str | None = None,
+        status: str | None = None,
+        to: str | None = None,
+    ) -> RequestLogEntryResultsPage:
+        """List requests.
+
+        The request log, newest first, a page at a time: per model request its key, model, tokens, cost, status, latency and time. Filter by key, model, status and time. An admin key sees every key of its tenant; a standard key sees only its own requests.
+
+        `GET /v1/requests`
+
+        Args:
+            from_: From this time, inclusive: an RFC 3339 time or a `YYYY-MM-DD` date (UTC).
+            key_id: Only this key's requests. A standard key always sees only itself.
+            limit: Maximum number of items returned by a single call
+            model: Only this model (its public name).
+            page_token: Token returned by previous call to retrieve the subsequent page
+            status: Only this HTTP status (`200`, `429`) or class of statuses (`2xx`, `4xx`, `5xx`).
+            to: Before this time, exclusive: an RFC 3339 time or a `YYYY-MM-DD` date (UTC).
+        """
+    def iter_requests(
+        self,
+        *,
+        from_: str | None = None,
+        key_id: str | None = None,
+        limit: int | None = None,
+        model: str | None = None,
+        status: str | None = None,
+        to: str | None = None,
+    ) -> AsyncIterator[RequestLogEntry]:
+        """Every item of `list_requests`, fetching the next page as the last one runs out.
         """
     async def mint_key(
         self,

@@ -24,6 +24,7 @@ __all__ = [
     "ChatCompletion",
     "ChatCompletionRequest",
     "ChatUsage",
+    "DayModelUsage",
     "DayUsage",
     "EmbeddingList",
     "EmbeddingRequest",
@@ -35,6 +36,7 @@ __all__ = [
     "KeyBillingEvent",
     "KeyResultsPage",
     "KeyScope",
+    "KeySort",
     "KeyStatus",
     "KeyUsage",
     "KeyWithSecret",
@@ -55,9 +57,14 @@ __all__ = [
     "OpenAiError",
     "OpenAiErrorDetail",
     "Period",
+    "RequestLogEntry",
+    "RequestLogEntryResultsPage",
     "ResponseObject",
     "ResponsesRequest",
     "ResponsesUsage",
+    "SortDirection",
+    "StripePushRun",
+    "StripePushState",
     "StripeWebhookResult",
     "UpdateKeyRequest",
     "UsagePeriod",
@@ -69,6 +76,9 @@ __all__ = [
 KeyScope = Literal["admin", "standard"]
 """What a key may do."""
 
+KeySort = Literal["created_at", "name", "last_used_at", "spend"]
+"""What keys are ordered by."""
+
 KeyStatus = Literal["active", "disabled", "revoked", "suspended"]
 """Whether a key can be used."""
 
@@ -77,6 +87,9 @@ MeterSlice = Literal["month", "day"]
 
 Period = Literal["monthly", "weekly", "daily", "total"]
 """The window a spend cap applies to. Windows follow UTC calendar boundaries: a `monthly` cap resets at 00:00 UTC on the first of the month, `weekly` at 00:00 UTC on Monday, `daily` at 00:00 UTC; `total` never resets."""
+
+SortDirection = Literal["asc", "desc"]
+"""Ascending or descending."""
 
 Usd = float
 """An amount in US dollars, exact to the micro-dollar (at most 6 decimal places), from 0 to 1000000000."""
@@ -114,6 +127,8 @@ class BillingSettings(TypedDict):
     """Where spend alerts go, if anywhere."""
     meter_event_name: str
     """The meter's event name."""
+    stripe_push: StripePushState
+    """Where pushing meter events to Stripe stands."""
     stripe_secret_key_set: bool
     """Whether a Stripe secret key is set."""
     webhook_path: str
@@ -182,6 +197,30 @@ class ChatUsage(TypedDict):
     """Input tokens, cached ones included."""
     total_tokens: int
     """The sum of both."""
+
+
+class DayModelUsage(TypedDict):
+    """One model's usage on one UTC day.
+    """
+
+    cache_read_tokens: int
+    """Input tokens read from the prompt cache."""
+    cache_write_tokens: int
+    """Input tokens written to the prompt cache."""
+    cost_micros: int
+    """What the requests cost, in micro-dollars (1 USD = 1000000)."""
+    date: str
+    """The day, `YYYY-MM-DD` (UTC)."""
+    input_tokens: int
+    """Input tokens billed at the input price."""
+    model: str
+    """The model's public name."""
+    output_tokens: int
+    """Output tokens."""
+    requests: int
+    """Model requests, failed ones included (they cost nothing)."""
+    units: NotRequired[dict[str, int]]
+    """Quantity per priced unit (`input_tokens`, `output_tokens`, `cache_read_tokens`, `cache_write_tokens`, `requests`, and any unit a model is priced in, such as `audio_seconds`). The token fields above repeat the token units, for readers written before units existed."""
 
 
 class DayUsage(TypedDict):
@@ -297,6 +336,8 @@ class Key(TypedDict):
     """Whether the tenant disabled the key."""
     id: str
     """Stable identifier; stays the same when the secret is rotated."""
+    last_used_at: NotRequired[str | None]
+    """When the key last made a model request (as recorded in the request log), or null if it never has."""
     max_spend_micros: NotRequired[int | None]
     """The same cap in integer micro-dollars (1 USD = 1000000), or null."""
     max_spend_usd: NotRequired[Usd | None]
@@ -315,6 +356,8 @@ class Key(TypedDict):
     """What the key may do."""
     secret_hint: str
     """The start and end of the secret, to tell keys apart (`qlk_live_AbC…xYz1`); the whole secret is never shown again."""
+    spend_micros: int
+    """What the key has spent in its current cap window (`period`), in micro-dollars: the figure its cap is compared with."""
     status: KeyStatus
     """Whether the key can be used now."""
     suspended_at: NotRequired[str | None]
@@ -383,6 +426,8 @@ class KeyWithSecret(TypedDict):
     """Whether the tenant disabled the key."""
     id: str
     """Stable identifier; stays the same when the secret is rotated."""
+    last_used_at: NotRequired[str | None]
+    """When the key last made a model request (as recorded in the request log), or null if it never has."""
     max_spend_micros: NotRequired[int | None]
     """The same cap in integer micro-dollars (1 USD = 1000000), or null."""
     max_spend_usd: NotRequired[Usd | None]
@@ -403,6 +448,8 @@ class KeyWithSecret(TypedDict):
     """The secret (`qlk_live_…`). Shown only now: store it, qlaud keeps only a hash."""
     secret_hint: str
     """The start and end of the secret, to tell keys apart (`qlk_live_AbC…xYz1`); the whole secret is never shown again."""
+    spend_micros: int
+    """What the key has spent in its current cap window (`period`), in micro-dollars: the figure its cap is compared with."""
     status: KeyStatus
     """Whether the key can be used now."""
     suspended_at: NotRequired[str | None]
@@ -645,6 +692,52 @@ class OpenAiErrorDetail(TypedDict):
     """`invalid_request_error`, `authentication_error`, `insufficient_quota`, `rate_limit_error`, `server_error`, …"""
 
 
+class RequestLogEntry(TypedDict):
+    """One model request as qlaud settled it.
+    """
+
+    cache_read_tokens: int
+    """Input tokens read from the prompt cache."""
+    cache_write_tokens: int
+    """Input tokens written to the prompt cache."""
+    cost_micros: int
+    """What the request cost the key, in micro-dollars."""
+    created_at: str
+    """When the request arrived."""
+    endpoint: str
+    """The API shape called: `messages` (`/v1/messages`) or `chat_completions` (`/v1/chat/completions`)."""
+    id: str
+    """The request's id (the id of its reservation in the ledger)."""
+    input_tokens: int
+    """Input tokens billed at the input price."""
+    key_id: str
+    """The key that made (and paid for) the request."""
+    key_name: str
+    """That key's name."""
+    latency_ms: int
+    """Time from receiving the request to its end, in milliseconds."""
+    model: str
+    """The model's public name, as the client asked for it."""
+    output_tokens: int
+    """Output tokens."""
+    recovered: bool
+    """True when crash recovery settled the request at its reserved (worst-case) amount because its process died before reading usage."""
+    status: int
+    """The HTTP status qlaud answered with (or the provider's, passed on)."""
+    streamed: bool
+    """Whether the answer was streamed."""
+
+
+class RequestLogEntryResultsPage(TypedDict):
+    """A single page of results
+    """
+
+    items: list[RequestLogEntry]
+    """list of items on this page of results"""
+    next_page: NotRequired[str | None]
+    """token used to fetch the next page of results (if any)"""
+
+
 class ResponseObject(TypedDict):
     """An answer of `POST /v1/responses`, in OpenAI's Responses API shape.
     """
@@ -709,6 +802,38 @@ class ResponsesUsage(TypedDict):
     """The sum of both."""
 
 
+class StripePushRun(TypedDict):
+    """One push run's outcome for one tenant.
+    """
+
+    already_sent: int
+    """Events skipped because they were pushed before."""
+    at: str
+    """When the run finished."""
+    failed: int
+    """Events that failed after retries; the next run tries them again."""
+    period: str
+    """The month pushed, `YYYY-MM`."""
+    sent: int
+    """Events Stripe accepted in this run."""
+    still_open: int
+    """Events of slices not over yet (pushed once they close)."""
+
+
+class StripePushState(TypedDict):
+    """Where pushing meter events to Stripe stands for the tenant.
+    """
+
+    events_pushed: int
+    """Meter events Stripe has accepted from qlaud, ever."""
+    last_pushed_at: NotRequired[str | None]
+    """When Stripe last accepted an event, if ever."""
+    last_run: NotRequired[StripePushRun | None]
+    """The last push run for this tenant (by `qlaud billing push-stripe` or the schedule in `qlaud serve`), if any."""
+    micros_pushed: int
+    """Micro-dollars those events carried."""
+
+
 class StripeWebhookResult(TypedDict):
     """What a Stripe webhook delivery did.
     """
@@ -754,6 +879,8 @@ class UsageReport(TypedDict):
 
     by_day: list[DayUsage]
     """Per UTC day, oldest first."""
+    by_day_and_model: list[DayModelUsage]
+    """Per UTC day and model, oldest day first (for charts stacked by model)."""
     by_key: list[KeyUsage]
     """Per key, most expensive first."""
     by_model: list[ModelUsage]

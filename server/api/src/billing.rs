@@ -46,6 +46,39 @@ pub struct BillingSettings {
     /// answer that first sets an alert URL: store it then.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub alert_signing_secret: Option<String>,
+    /// Where pushing meter events to Stripe stands.
+    pub stripe_push: StripePushState,
+}
+
+/// Where pushing meter events to Stripe stands for the tenant.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema)]
+pub struct StripePushState {
+    /// Meter events Stripe has accepted from qlaud, ever.
+    pub events_pushed: i64,
+    /// Micro-dollars those events carried.
+    pub micros_pushed: i64,
+    /// When Stripe last accepted an event, if ever.
+    pub last_pushed_at: Option<DateTime<Utc>>,
+    /// The last push run for this tenant (by `qlaud billing push-stripe` or
+    /// the schedule in `qlaud serve`), if any.
+    pub last_run: Option<StripePushRun>,
+}
+
+/// One push run's outcome for one tenant.
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
+pub struct StripePushRun {
+    /// When the run finished.
+    pub at: DateTime<Utc>,
+    /// The month pushed, `YYYY-MM`.
+    pub period: String,
+    /// Events Stripe accepted in this run.
+    pub sent: i64,
+    /// Events skipped because they were pushed before.
+    pub already_sent: i64,
+    /// Events of slices not over yet (pushed once they close).
+    pub still_open: i64,
+    /// Events that failed after retries; the next run tries them again.
+    pub failed: i64,
 }
 
 /// Path parameters of the Stripe webhook.

@@ -134,6 +134,12 @@ pub struct Key {
     pub revoked_at: Option<DateTime<Utc>>,
     /// Since when the key is suspended for a failed payment, if it is.
     pub suspended_at: Option<DateTime<Utc>>,
+    /// When the key last made a model request (as recorded in the request
+    /// log), or null if it never has.
+    pub last_used_at: Option<DateTime<Utc>>,
+    /// What the key has spent in its current cap window (`period`), in
+    /// micro-dollars: the figure its cap is compared with.
+    pub spend_micros: i64,
 }
 
 /// A key together with its secret: answered only by mint and rotate.
@@ -154,12 +160,50 @@ pub struct KeyPath {
     pub key_id: String,
 }
 
-/// Filters for listing keys.
+/// Filters and order for listing keys.
 #[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema)]
 pub struct KeyListFilter {
     /// Include revoked keys (default false).
     #[serde(default, deserialize_with = "lenient_bool")]
     pub include_revoked: Option<bool>,
+    /// Only keys whose name contains this text (case-insensitive), or whose
+    /// id is exactly this (at most 100 characters).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub search: Option<String>,
+    /// The order: `created_at` (default), `name`, `last_used_at` or
+    /// `spend` (in the key's current cap window).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sort: Option<KeySort>,
+    /// `asc` (default) or `desc`. Ties are broken by id; keys never used
+    /// sort before used ones in ascending `last_used_at` order.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub direction: Option<SortDirection>,
+}
+
+/// What keys are ordered by.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum KeySort {
+    /// When the key was minted.
+    #[default]
+    CreatedAt,
+    /// The key's name, case-insensitive.
+    Name,
+    /// When the key last made a model request.
+    LastUsedAt,
+    /// Spend in the key's current cap window.
+    Spend,
+}
+
+/// Ascending or descending.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum SortDirection {
+    /// Smallest, earliest or A first.
+    #[default]
+    Asc,
+    /// Largest, latest or Z first.
+    Desc,
 }
 
 /// Where a page of keys continues (opaque to clients).
@@ -167,8 +211,16 @@ pub struct KeyListFilter {
 pub struct KeyPageSelector {
     /// Filters of the first page.
     pub include_revoked: bool,
-    /// `created_at` of the last key seen, in Unix milliseconds.
-    pub created_ms: i64,
+    /// Search text of the first page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub search: Option<String>,
+    /// Order of the first page.
+    pub sort: KeySort,
+    /// Direction of the first page.
+    pub direction: SortDirection,
+    /// The sort value of the last key seen, for numeric orders (Unix ms or
+    /// micro-dollars).
+    pub after_value: i64,
     /// `id` of the last key seen.
     pub id: String,
 }

@@ -10,6 +10,7 @@ pub mod errors;
 pub mod keys;
 pub mod models;
 pub mod money;
+pub mod requests;
 pub mod responses;
 pub mod usage;
 
@@ -24,6 +25,7 @@ pub use errors::{AnthropicError, OpenAiError};
 pub use keys::*;
 pub use models::*;
 pub use money::Usd;
+pub use requests::*;
 pub use responses::*;
 pub use usage::*;
 
@@ -56,8 +58,10 @@ pub trait QlaudApi {
 
     /// List keys.
     ///
-    /// The tenant's keys, oldest first, a page at a time; revoked keys only
-    /// with `include_revoked=true`. Requires an admin key.
+    /// The tenant's keys, a page at a time: oldest first, or by name, last
+    /// use or spend (`sort`, `direction`), optionally only those matching
+    /// `search`; revoked keys only with `include_revoked=true`. Requires an
+    /// admin key.
     #[endpoint {
         method = GET,
         path = "/v1/keys",
@@ -141,6 +145,22 @@ pub trait QlaudApi {
         query: Query<UsageQuery>,
     ) -> Result<HttpResponseOk<UsageReport>, HttpError>;
 
+    /// List requests.
+    ///
+    /// The request log, newest first, a page at a time: per model request
+    /// its key, model, tokens, cost, status, latency and time. Filter by
+    /// key, model, status and time. An admin key sees every key of its
+    /// tenant; a standard key sees only its own requests.
+    #[endpoint {
+        method = GET,
+        path = "/v1/requests",
+        tags = ["usage"],
+    }]
+    async fn list_requests(
+        rqctx: RequestContext<Self::Context>,
+        query: Query<PaginationParams<RequestLogFilter, RequestLogPageSelector>>,
+    ) -> Result<HttpResponseOk<ResultsPage<RequestLogEntry>>, HttpError>;
+
     /// Update billing settings.
     ///
     /// Sets the tenant's Stripe secret key, webhook signing secret, meter
@@ -159,7 +179,8 @@ pub trait QlaudApi {
 
     /// Fetch billing settings.
     ///
-    /// Secrets show only as set or not. Requires an admin key.
+    /// Secrets show only as set or not; `stripe_push` says what was pushed
+    /// to Stripe and how the last push run went. Requires an admin key.
     #[endpoint {
         method = GET,
         path = "/v1/billing/settings",

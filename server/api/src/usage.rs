@@ -97,4 +97,19 @@ pub struct UsageReport {
     pub by_model: Vec<ModelUsage>,
     /// Per UTC day, oldest first.
     pub by_day: Vec<DayUsage>,
+    /// Per UTC day and model, oldest day first (for charts stacked by
+    /// model).
+    pub by_day_and_model: Vec<DayModelUsage>,
+}
+
+/// One model's usage on one UTC day.
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
+pub struct DayModelUsage {
+    /// The day, `YYYY-MM-DD` (UTC).
+    pub date: String,
+    /// The model's public name.
+    pub model: String,
+    /// Its sums.
+    #[serde(flatten)]
+    pub usage: UsageTotals,
 }

@@ -3,7 +3,7 @@
 
 use dropshot::{
     Body, HttpError, HttpResponseCreated, HttpResponseDeleted, HttpResponseOk, PaginationParams,
-    Path, Query, RequestContext, ResultsPage, TypedBody, UntypedBody, WhichPage,
+    Path, Query, RequestContext, ResultsPage, TypedBody, UntypedBody,
 };
 use qlaud_api::{
     AnthropicError, BillingSettings, BillingSettingsUpdate, ChatCompletion, ChatCompletionRequest,
@@ -11,8 +11,8 @@ use qlaud_api::{
     KeyListFilter, KeyPageSelector, KeyPath, KeyWithSecret, Message, MessageTokensCount,
     MessageTokensRequest, MessagesRequest, MeterExport, MeterExportQuery, MeterSlice,
     MintKeyRequest, ModelInfo, ModelList, ModelPath, ModelResponse, OpenAiError, QlaudApi,
-    ResponseObject, ResponsesRequest, StripeWebhookResult, TenantPath, UpdateKeyRequest,
-    UsageQuery, UsageReport,
+    RequestLogEntry, RequestLogFilter, RequestLogPageSelector, ResponseObject, ResponsesRequest,
+    StripeWebhookResult, TenantPath, UpdateKeyRequest, UsageQuery, UsageReport,
 };
 
 use crate::billing;
@@ -20,6 +20,7 @@ use crate::context::Context;
 use crate::error::Error;
 use crate::gateway;
 use crate::keys::{self, secret::Secret};
+use crate::store::KeyActivity;
 
 /// The server's implementation of the API trait.
 pub enum QlaudImpl {}
@@ -36,7 +37,7 @@ impl QlaudApi for QlaudImpl {
         let new = keys::new_key(&caller.tenant_id, body.into_inner())?;
         let secret = Secret::generate();
         let row = ctx.store.insert_key(&new, &secret).await?;
-        Ok(HttpResponseCreated(keys::with_secret(row, &secret)?))
+        Ok(HttpResponseCreated(keys::with_secret(row, KeyActivity::default(), &secret)?))
     }
 
     async fn list_keys(
@@ -47,19 +48,7 @@ impl QlaudApi for QlaudImpl {
         let caller = ctx.authenticate_admin(rqctx.request.headers()).await?;
         let params = query.into_inner();
         let limit = rqctx.page_limit(&params)?.get();
-        let (include_revoked, after) = match &params.page {
-            WhichPage::First(filter) => (filter.include_revoked.unwrap_or(false), None),
-            WhichPage::Next(sel) => (sel.include_revoked, Some((sel.created_ms, sel.id.as_str()))),
-        };
-        let rows = ctx.store.list_keys(&caller.tenant_id, include_revoked, after, limit).await?;
-        let items = rows.into_iter().map(keys::to_wire).collect::<Result<Vec<_>, _>>()?;
-        let filter = KeyListFilter { include_revoked: Some(include_revoked) };
-        let page = ResultsPage::new(items, &filter, |key: &Key, filter| KeyPageSelector {
-            include_revoked: filter.include_revoked.unwrap_or(false),
-            created_ms: key.created_at.timestamp_millis(),
-            id: key.id.clone(),
-        })?;
-        Ok(HttpResponseOk(page))
+        Ok(HttpResponseOk(keys::list::page(ctx, &caller, &params, limit).await?))
     }
 
     async fn get_key(
@@ -69,7 +58,8 @@ impl QlaudApi for QlaudImpl {
         let ctx = rqctx.context();
         let caller = ctx.authenticate_admin(rqctx.request.headers()).await?;
         let row = ctx.store.get_key(&caller.tenant_id, &path.into_inner().key_id).await?;
-        Ok(HttpResponseOk(keys::to_wire(row)?))
+        let activity = keys::list::activity(ctx, &caller.tenant_id, &row.id).await?;
+        Ok(HttpResponseOk(keys::to_wire(row, activity)?))
     }
 
     async fn update_key(
@@ -86,7 +76,8 @@ impl QlaudApi for QlaudImpl {
         }
         let row = ctx.store.update_key(&caller.tenant_id, &key_id, &changes).await?;
         ctx.auth_cache.clear();
-        Ok(HttpResponseOk(keys::to_wire(row)?))
+        let activity = keys::list::activity(ctx, &caller.tenant_id, &row.id).await?;
+        Ok(HttpResponseOk(keys::to_wire(row, activity)?))
     }
 
     async fn revoke_key(
@@ -117,7 +108,8 @@ impl QlaudApi for QlaudImpl {
         let row =
             ctx.store.rotate_key(&caller.tenant_id, &path.into_inner().key_id, &secret).await?;
         ctx.auth_cache.clear();
-        Ok(HttpResponseOk(keys::with_secret(row, &secret)?))
+        let activity = keys::list::activity(ctx, &caller.tenant_id, &row.id).await?;
+        Ok(HttpResponseOk(keys::with_secret(row, activity, &secret)?))
     }
 
     async fn get_usage(
@@ -127,6 +119,17 @@ impl QlaudApi for QlaudImpl {
         let ctx = rqctx.context();
         let caller = ctx.authenticate(rqctx.request.headers()).await?;
         Ok(HttpResponseOk(crate::usage::report(ctx, &caller, query.into_inner()).await?))
+    }
+
+    async fn list_requests(
+        rqctx: RequestContext<Context>,
+        query: Query<PaginationParams<RequestLogFilter, RequestLogPageSelector>>,
+    ) -> Result<HttpResponseOk<ResultsPage<RequestLogEntry>>, HttpError> {
+        let ctx = rqctx.context();
+        let caller = ctx.authenticate(rqctx.request.headers()).await?;
+        let params = query.into_inner();
+        let limit = rqctx.page_limit(&params)?.get();
+        Ok(HttpResponseOk(crate::request_log::page(ctx, &caller, &params, limit).await?))
     }
 
     async fn update_billing_settings(

@@ -16,6 +16,7 @@ mod listener;
 pub mod meter;
 pub mod metrics;
 pub mod providers;
+pub mod request_log;
 pub mod store;
 pub mod tokens;
 pub mod units;

@@ -2,7 +2,8 @@
 
 use chrono::{DateTime, NaiveDate, Utc};
 use qlaud_api::{
-    DayUsage, KeyScope, KeyUsage, ModelUsage, UsagePeriod, UsageQuery, UsageReport, UsageTotals,
+    DayModelUsage, DayUsage, KeyScope, KeyUsage, ModelUsage, UsagePeriod, UsageQuery, UsageReport,
+    UsageTotals,
 };
 
 use crate::auth::Caller;
@@ -14,7 +15,7 @@ use crate::store::{UnitGroup, UsageFilter, UsageRow};
 const DAY_MS: i64 = 86_400_000;
 
 /// An RFC 3339 time or a `YYYY-MM-DD` date, as Unix ms.
-fn parse_time(field: &str, s: &str) -> Result<i64> {
+pub(crate) fn parse_time(field: &str, s: &str) -> Result<i64> {
     if let Ok(t) = DateTime::parse_from_rfc3339(s) {
         return Ok(t.timestamp_millis());
     }
@@ -75,17 +76,23 @@ pub async fn report(ctx: &Context, caller: &Caller, q: UsageQuery) -> Result<Usa
         to_ms: to,
         key_id: key_id.as_deref(),
     };
-    let (mut all, mut keys, mut models, mut days) = (
+    let (mut all, mut keys, mut models, mut days, day_models) = (
         [ctx.store.usage_totals(&f).await?],
         ctx.store.usage_by_key(&f).await?,
         ctx.store.usage_by_model(&f).await?,
         ctx.store.usage_by_day(&f).await?,
+        ctx.store.usage_by_day_and_model(&f).await?,
     );
     ctx.store.add_unit_sums(&f, UnitGroup::Total, &mut all).await?;
     ctx.store.add_unit_sums(&f, UnitGroup::Key, &mut keys).await?;
     ctx.store.add_unit_sums(&f, UnitGroup::Model, &mut models).await?;
     ctx.store.add_unit_sums(&f, UnitGroup::Day, &mut days).await?;
     let [all] = all;
+    let date = |day: &str| {
+        day.parse::<i64>()
+            .map(|d| time(d * DAY_MS).format("%Y-%m-%d").to_string())
+            .unwrap_or_default()
+    };
     Ok(UsageReport {
         period: UsagePeriod { from: time(from), to: time(to) },
         totals: totals(&all),
@@ -101,15 +108,12 @@ pub async fn report(ctx: &Context, caller: &Caller, q: UsageQuery) -> Result<Usa
             .iter()
             .map(|r| ModelUsage { model: r.group.clone(), usage: totals(r) })
             .collect(),
-        by_day: days
+        by_day: days.iter().map(|r| DayUsage { date: date(&r.group), usage: totals(r) }).collect(),
+        by_day_and_model: day_models
             .iter()
-            .map(|r| DayUsage {
-                date: r
-                    .group
-                    .parse::<i64>()
-                    .map(|d| time(d * DAY_MS).format("%Y-%m-%d").to_string())
-                    .unwrap_or_default(),
-                usage: totals(r),
+            .map(|r| {
+                let (day, model) = r.group.split_once('\t').unwrap_or_default();
+                DayModelUsage { date: date(day), model: model.to_string(), usage: totals(r) }
             })
             .collect(),
     })

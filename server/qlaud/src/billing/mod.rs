@@ -3,12 +3,14 @@
 
 pub mod alerts;
 pub mod push;
+pub mod push_state;
 pub mod signature;
 
 use chrono::NaiveDate;
 use qlaud_api::{
     BillingSettings, BillingSettingsUpdate, InvoiceLine, InvoicePreview, KeyBillingEvent,
-    MeterEvent, MeterEventPayload, MeterExport, MeterSlice, StripeWebhookResult, Usd,
+    MeterEvent, MeterEventPayload, MeterExport, MeterSlice, StripePushState, StripeWebhookResult,
+    Usd,
 };
 use serde_json::Value;
 
@@ -20,8 +22,9 @@ use crate::units::Unit;
 
 pub const DEFAULT_METER_EVENT: &str = "qlaud_spend";
 
-fn wire(tenant_id: &str, s: &SettingsRow) -> BillingSettings {
+fn wire(tenant_id: &str, s: &SettingsRow, stripe_push: StripePushState) -> BillingSettings {
     BillingSettings {
+        stripe_push,
         alert_signing_secret: None,
         stripe_secret_key_set: s.stripe_secret_key.is_some(),
         webhook_secret_set: s.webhook_secret.is_some(),
@@ -39,7 +42,8 @@ async fn current(store: &Store, tenant_id: &str) -> Result<SettingsRow> {
 }
 
 pub async fn get_settings(ctx: &Context, caller: &Caller) -> Result<BillingSettings> {
-    Ok(wire(&caller.tenant_id, &current(&ctx.store, &caller.tenant_id).await?))
+    let push = push_state::state(&ctx.store, &caller.tenant_id).await?;
+    Ok(wire(&caller.tenant_id, &current(&ctx.store, &caller.tenant_id).await?, push))
 }
 
 /// `Some(None)` clears a setting (empty string), `Some(Some(v))` sets it.
@@ -102,7 +106,8 @@ pub async fn update_settings(
         s.alert_signing_secret = new_secret.clone();
     }
     ctx.store.put_billing_settings(&caller.tenant_id, &s, ctx.clock.now_ms()).await?;
-    Ok(BillingSettings { alert_signing_secret: new_secret, ..wire(&caller.tenant_id, &s) })
+    let push = push_state::state(&ctx.store, &caller.tenant_id).await?;
+    Ok(BillingSettings { alert_signing_secret: new_secret, ..wire(&caller.tenant_id, &s, push) })
 }
 
 /// What a Stripe event means for the customer's keys: `Some(true)` suspend,

@@ -27,6 +27,12 @@ pub struct PushSummary {
     pub failed: usize,
 }
 
+impl PushSummary {
+    fn counts(&self) -> [usize; 4] {
+        [self.sent, self.already_sent, self.still_open, self.failed]
+    }
+}
+
 /// Pushes `period`'s events of every tenant with a Stripe key (or only
 /// `tenant`).
 pub async fn push(
@@ -54,6 +60,7 @@ pub async fn push(
             anyhow::bail!("tenant {tenant_id} has no Stripe secret key configured");
         };
         let export = super::export(store, &tenant_id, period, slice).await?;
+        let before = summary.counts();
         for event in export.events {
             if event.timestamp >= now_s {
                 summary.still_open += 1;
@@ -83,6 +90,8 @@ pub async fn push(
                 }
             }
         }
+        // The billing settings show each tenant's last run.
+        super::push_state::record(store, &tenant_id, period, summary.counts(), before).await?;
     }
     Ok(summary)
 }

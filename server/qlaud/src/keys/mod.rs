@@ -1,6 +1,7 @@
 //! Per-user keys: validation of what clients send, and the mapping between
 //! stored rows and the wire shape.
 
+pub mod list;
 pub mod secret;
 
 use std::collections::BTreeMap;
@@ -9,7 +10,7 @@ use chrono::{DateTime, TimeZone, Utc};
 use qlaud_api::{Key, KeyScope, KeyStatus, KeyWithSecret, MintKeyRequest, UpdateKeyRequest, Usd};
 
 use crate::error::{Error, Result};
-use crate::store::{KeyChanges, KeyRow, NewKey, parse_period, parse_scope};
+use crate::store::{KeyActivity, KeyChanges, KeyRow, NewKey, parse_period, parse_scope};
 use secret::Secret;
 
 const MAX_NAME_CHARS: usize = 200;
@@ -114,7 +115,8 @@ fn time(ms: i64) -> DateTime<Utc> {
 }
 
 /// The wire shape of a stored key.
-pub fn to_wire(row: KeyRow) -> Result<Key> {
+/// The key as the API shows it, with its activity from the request log.
+pub fn to_wire(row: KeyRow, activity: KeyActivity) -> Result<Key> {
     let scope = parse_scope(&row.scope)
         .ok_or_else(|| Error::Internal(format!("stored key scope {:?}", row.scope)))?;
     let period = parse_period(&row.period)
@@ -146,9 +148,11 @@ pub fn to_wire(row: KeyRow) -> Result<Key> {
         rotated_at: row.rotated_ms.map(time),
         revoked_at: row.revoked_ms.map(time),
         suspended_at: row.suspended_ms.map(time),
+        last_used_at: activity.last_used_ms.map(time),
+        spend_micros: activity.spend_micros,
     })
 }
 
-pub fn with_secret(row: KeyRow, secret: &Secret) -> Result<KeyWithSecret> {
-    Ok(KeyWithSecret { secret: secret.expose().to_string(), key: to_wire(row)? })
+pub fn with_secret(row: KeyRow, activity: KeyActivity, secret: &Secret) -> Result<KeyWithSecret> {
+    Ok(KeyWithSecret { secret: secret.expose().to_string(), key: to_wire(row, activity)? })
 }

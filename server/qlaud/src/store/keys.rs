@@ -165,33 +165,6 @@ impl Store {
             .ok_or_else(|| Error::not_found("key", key_id))
     }
 
-    /// Up to `limit` keys after the cursor `(created_ms, id)`, oldest first.
-    pub async fn list_keys(
-        &self,
-        tenant_id: &str,
-        include_revoked: bool,
-        after: Option<(i64, &str)>,
-        limit: u32,
-    ) -> StoreResult<Vec<KeyRow>> {
-        let (after_ms, after_id) = after.unwrap_or((i64::MIN, ""));
-        const SQL: &str = concat!(
-            "SELECT ",
-            key_columns!(),
-            " FROM api_keys WHERE tenant_id = $1 \
-             AND ($2 = 1 OR revoked_ms IS NULL) \
-             AND (created_ms > $3 OR (created_ms = $3 AND id > $4)) \
-             ORDER BY created_ms, id LIMIT $5"
-        );
-        Ok(sqlx::query_as::<_, KeyRow>(SQL)
-            .bind(tenant_id)
-            .bind(i64::from(include_revoked))
-            .bind(after_ms)
-            .bind(after_id)
-            .bind(i64::from(limit))
-            .fetch_all(self.pool())
-            .await?)
-    }
-
     /// Applies `changes` in one statement, so concurrent updates of different
     /// fields never undo each other. Revoked keys are not changed.
     pub async fn update_key(

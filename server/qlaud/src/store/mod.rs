@@ -6,9 +6,12 @@
 //! driver, which keeps each backend's prepared-statement cache.
 
 mod billing;
+mod key_list;
 mod keys;
 mod ledger;
+mod request_log;
 mod requests;
+mod sessions;
 mod tenants;
 mod usage;
 
@@ -21,11 +24,14 @@ use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, Executor};
 
 pub use billing::{AlertState, BillingEventRow, MeterRow, ModelSums, SettingsRow};
+pub use key_list::{KeyActivity, KeyQuery, ListedKey, WindowStarts};
 pub use keys::{
     KeyChanges, KeyRow, NewKey, STRIPE_CUSTOMER, parse_period, parse_scope, period_str, scope_str,
 };
 pub use ledger::{CapState, NewReservation};
+pub use request_log::{PushRunRow, PushTotals, RequestLogQuery, RequestLogRow};
 pub use requests::MAX_BATCH;
+pub use sessions::SessionRow;
 pub use tenants::TenantRow;
 pub use usage::{UnitGroup, UsageFilter, UsageRow};
 
