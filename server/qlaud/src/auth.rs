@@ -87,6 +87,11 @@ impl AuthCache {
 /// Resolves the request's key to a caller, or says in a 401 what is wrong.
 pub async fn authenticate(store: &Store, cache: &AuthCache, headers: &HeaderMap) -> Result<Caller> {
     let Some(presented) = presented_secret(headers) else {
+        // The console's browser calls the API with its session cookie
+        // instead of a key (never on the model hot path: a key comes first).
+        if let Some(caller) = crate::dashboard::session::caller_from_cookie(store, headers).await? {
+            return Ok(caller);
+        }
         return Err(Error::Unauthenticated(
             "missing API key: send a qlaud key as `x-api-key: <key>` or \
              `Authorization: Bearer <key>`"

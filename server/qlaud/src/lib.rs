@@ -8,6 +8,7 @@ pub mod billing;
 pub mod clock;
 pub mod config;
 pub mod context;
+pub mod dashboard;
 pub mod error;
 pub mod gateway;
 pub mod http;
@@ -76,8 +77,9 @@ impl Server {
         })?;
         let catalog = config::Catalog::load(config.config_file.as_deref())?;
         let bootstrap = store.bootstrap().await?;
-        let api = qlaud_api::qlaud_api_mod::api_description::<http::QlaudImpl>()
+        let mut api = qlaud_api::qlaud_api_mod::api_description::<http::QlaudImpl>()
             .map_err(|e| anyhow::anyhow!("building the API: {e}"))?;
+        dashboard::register(&mut api)?;
         // dropshot logs through slog; qlaud's own logs go through tracing.
         // Per-request info logs would cost more than the gateway itself, so
         // dropshot only reports warnings.
