@@ -137,9 +137,10 @@ fn build_wheel(
 }
 
 /// The Python suite against the real binary (the official `openai`,
-/// `anthropic` and `stripe` packages, and the `qlaud` wheel): a venv under
-/// target/ (made once, refreshed when the requirements change), the two
-/// binaries and the wheel from the same debug build, then pytest.
+/// `anthropic` and `stripe` packages, the `qlaud` wheel, and the console in
+/// Chromium through Playwright): a venv under target/ (made once, refreshed
+/// when the requirements change), the two binaries and the wheel from the
+/// same debug build, then pytest.
 fn python_tests(cargo: &str) -> anyhow::Result<(u64, u64)> {
     let root = crate::workspace_root();
     let target = std::env::var_os("CARGO_TARGET_DIR")
@@ -153,13 +154,14 @@ fn python_tests(cargo: &str) -> anyhow::Result<(u64, u64)> {
         let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".to_string());
         run_step("python venv", Command::new(&python).arg("-m").arg("venv").arg(&venv))?;
         run_step(
-            "pip install (openai, anthropic, pytest)",
+            "pip install (openai, anthropic, stripe, pytest, playwright, …)",
             Command::new(venv.join("bin/pip"))
                 .args(["install", "--quiet", "--disable-pip-version-check", "-r"])
                 .arg(&requirements),
         )?;
         std::fs::write(&stamp, wanted)?;
     }
+    let chromium = ensure_chromium()?;
     run_step(
         "build qlaud and the mock upstream",
         Command::new(cargo).args([
@@ -189,6 +191,8 @@ fn python_tests(cargo: &str) -> anyhow::Result<(u64, u64)> {
         .env("QLAUD_BIN", target.join("debug/qlaud"))
         .env("QLAUD_MOCK_BIN", target.join("debug/mock-upstream"))
         .env("QLAUD_WHEEL", &wheel)
+        .env("QLAUD_CHROMIUM", &chromium)
+        .env("QLAUD_SCREENSHOT_DIR", target.join("dashboard-screens"))
         .current_dir(&root)
         .output()
         .context("running pytest")?;
@@ -213,4 +217,31 @@ fn python_tests(cargo: &str) -> anyhow::Result<(u64, u64)> {
     }
     anyhow::ensure!(passed + failed > 0, "pytest ran no test");
     Ok((passed, failed))
+}
+
+/// The browser the console tests drive: Debian's `chromium` (Playwright's
+/// own browser download is not used). Installed with apt-get when missing
+/// and running as root; otherwise the run stops and says what to install.
+fn ensure_chromium() -> anyhow::Result<std::path::PathBuf> {
+    let path = std::env::var_os("QLAUD_CHROMIUM")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| "/usr/bin/chromium".into());
+    if path.exists() {
+        return Ok(path);
+    }
+    let root = Command::new("id").arg("-u").output().is_ok_and(|o| o.stdout.starts_with(b"0\n"));
+    anyhow::ensure!(
+        root,
+        "{} is missing: install Debian's chromium (apt-get install chromium) or set QLAUD_CHROMIUM",
+        path.display()
+    );
+    run_step(
+        "apt-get install chromium (for the console's browser tests)",
+        Command::new("sh").args([
+            "-c",
+            "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium",
+        ]),
+    )?;
+    anyhow::ensure!(path.exists(), "apt-get installed chromium but {} is missing", path.display());
+    Ok(path)
 }

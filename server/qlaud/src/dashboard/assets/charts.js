@@ -23,8 +23,10 @@ Q.spendChart = function (report, title) {
   for (const r of report.by_day_and_model) value[r.date + '\t' + r.model] = r.cost_micros;
   const totals = days.map((d) => models.reduce((s, m) => s + (value[d + '\t' + m] || 0), 0));
   const max = Math.max(...totals, 0);
-  const W = 640;
-  const H = 220;
+  // One SVG unit per CSS pixel at the width the chart will get, so labels
+  // stay readable from a phone to a desktop.
+  const W = Math.round(Math.min(Math.max(window.innerWidth - 90, 280), 1060));
+  const H = W < 500 ? 180 : 240;
   const left = 64;
   const bottom = 22;
   const top = 10;
@@ -44,7 +46,8 @@ Q.spendChart = function (report, title) {
     Q.svg('text', { class: 'tick', x: left - 6, y: top + plotH, 'text-anchor': 'end', 'dominant-baseline': 'middle', text: Q.money(0) }),
     Q.svg('text', { class: 'tick', x: left - 6, y: top + 4, 'text-anchor': 'end', 'dominant-baseline': 'middle', text: Q.money(max) })
   );
-  const labelEvery = Math.max(1, Math.ceil(days.length / 8));
+  // About one date label per 60 px, so labels never overlap.
+  const labelEvery = Math.max(1, Math.ceil(days.length / Math.max(2, Math.floor((W - left) / 60))));
   days.forEach((d, i) => {
     const x = left + i * slot + (slot - barW) / 2;
     let y = top + plotH;

@@ -216,7 +216,9 @@ Q.dialog = function (title, build) {
     Q.append(dlg, [Q.h('h2', { id: 'dlg-title', text: title }), build(close)]);
     document.body.append(dlg);
     dlg.showModal();
-    const first = dlg.querySelector('[autofocus], input, select, textarea, button.primary, button');
+    // The button a dialog marks (its confirmation) gets focus, else its
+    // first field, so Enter does what the dialog is for.
+    const first = dlg.querySelector('[autofocus]') || dlg.querySelector('input, select, textarea, button');
     if (first) first.focus();
   });
 };
