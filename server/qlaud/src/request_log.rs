@@ -105,13 +105,13 @@ pub async fn page(
         })
         .await?;
     let items: Vec<RequestLogEntry> = rows.into_iter().map(wire).collect();
-    Ok(ResultsPage::new(items, &filter, |e: &RequestLogEntry, f: &RequestLogFilter| {
+    ResultsPage::new(items, &filter, |e: &RequestLogEntry, f: &RequestLogFilter| {
         RequestLogPageSelector {
             filter: f.clone(),
             created_ms: e.created_at.timestamp_millis(),
             id: e.id.clone(),
         }
-    })?)
+    })
 }
 
 #[cfg(test)]
