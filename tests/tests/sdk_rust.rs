@@ -31,7 +31,8 @@ async fn flaky(failures: usize, status: u16) -> (String, Arc<AtomicUsize>) {
                 return (code, headers, r#"{"message":"try later","request_id":"r"}"#.to_string());
             }
             let ok = r#"{"meter_event_name":"m","stripe_secret_key_set":false,
-                "webhook_path":"/p","webhook_secret_set":false}"#;
+                "webhook_path":"/p","webhook_secret_set":false,
+                "stripe_push":{"events_pushed":0,"micros_pushed":0,"last_pushed_at":null,"last_run":null}}"#;
             (axum::http::StatusCode::OK, [("retry-after", "0")], ok.to_string())
         }
     });
