@@ -183,6 +183,26 @@ def test_token_counts_and_model_lookup(admin, server, broke_key):
     asyncio.run(main())
 
 
+def test_request_log_and_key_activity(admin, server):
+    key = admin.mint_key(name="logged-user", max_spend_usd=1)
+    assert key["last_used_at"] is None and key["spend_micros"] == 0
+    user = qlaud_client(server, key["secret"])
+    for _ in range(2):
+        user.create_message(model="echo", max_tokens=16, messages=[{"role": "user", "content": "hi"}])
+    log = admin.list_requests(key_id=key["id"], status="2xx")
+    assert [e["model"] for e in log["items"]] == ["echo", "echo"]
+    assert all(e["key_name"] == "logged-user" and e["status"] == 200 for e in log["items"])
+    # A standard key reads its own log, and only that.
+    assert len(user.list_requests()["items"]) == 2
+    with pytest.raises(qlaud.PermissionDeniedError):
+        user.list_requests(key_id=admin.mint_key(name="other")["id"])
+    got = admin.get_key(key["id"])
+    assert got["spend_micros"] == sum(e["cost_micros"] for e in log["items"]) > 0
+    assert got["last_used_at"] is not None
+    found = list(admin.iter_keys(search="LOGGED", sort="spend", direction="desc", limit=1))
+    assert [k["id"] for k in found] == [key["id"]]
+
+
 def test_streams_yield_events_and_end(admin, server):
     user = qlaud_client(server, admin.mint_key(name="streamer", max_spend_usd=1)["secret"])
     with user.create_message(model="claude-test", max_tokens=50, stream=True,
