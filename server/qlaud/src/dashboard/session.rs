@@ -58,9 +58,13 @@ pub fn check_same_origin(headers: &HeaderMap) -> Result<()> {
         return Err(Error::Forbidden("cross-site requests are refused".to_string()));
     }
     if let Some(origin) = header("origin") {
-        let host = header("host").unwrap_or_default();
+        // Behind a proxy that rewrites Host, the browser's host arrives in
+        // X-Forwarded-Host.
         let origin_host = origin.split_once("://").map_or(origin, |(_, rest)| rest);
-        if origin == "null" || !origin_host.eq_ignore_ascii_case(host) {
+        let ours = [header("host"), header("x-forwarded-host")].into_iter().flatten().any(|h| {
+            origin_host.eq_ignore_ascii_case(h.split(',').next().unwrap_or_default().trim())
+        });
+        if origin == "null" || !ours {
             return Err(Error::Forbidden(format!(
                 "requests from origin {origin:?} are refused; the console is served by qlaud itself"
             )));
@@ -154,6 +158,9 @@ mod tests {
         assert!(check_same_origin(&h).is_ok());
         h.insert("origin", "https://evil.example".parse().unwrap());
         assert!(check_same_origin(&h).is_err());
+        h.insert("origin", "https://qlaud.example.com".parse().unwrap());
+        h.insert("x-forwarded-host", "qlaud.example.com".parse().unwrap());
+        assert!(check_same_origin(&h).is_ok());
     }
 
     #[test]
