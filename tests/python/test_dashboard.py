@@ -319,3 +319,26 @@ def test_keyboard_only_mint_rotate_revoke(server, browser):
     expect(page.locator("h1 .badge")).to_have_text("revoked")
     assert call(server, rotated)[0] == 401
     ctx.close()
+
+
+def test_usage_groups_and_exports_csv(server, browser):
+    _, key = call(server, server["master_key"], "/v1/keys", {"name": "csv user"})
+    assert call(server, key["secret"])[0] == 200
+    ctx = browser.new_context(viewport=DESKTOP, accept_downloads=True)
+    page = ctx.new_page()
+    sign_in(page, server)
+    expect(page.get_by_role("heading", name="Overview")).to_be_visible()
+    nav(page, "usage")
+    expect(page.locator("tbody")).to_contain_text("csv user")
+    page.get_by_label("Group by").select_option("model")
+    expect(page.get_by_role("heading", name="By model")).to_be_visible()
+    expect(page.locator("tbody")).to_contain_text("echo")
+    with page.expect_download() as download:
+        page.get_by_role("button", name="Export CSV").click()
+    text = pathlib.Path(download.value.path()).read_text()
+    lines = text.strip().splitlines()
+    assert lines[0].startswith("model,cost_micros,cost_usd,requests"), text
+    _, usage = call(server, server["master_key"], "/v1/usage", method="GET")
+    echo = next(m for m in usage["by_model"] if m["model"] == "echo")
+    assert f"echo,{echo['cost_micros']}," in text, text
+    ctx.close()

@@ -48,12 +48,14 @@ function signedIn(session) {
   Q.route();
 }
 
-function signInView(message) {
+// The sign-in form; `message` says why it is shown (an error, or a plain
+// note such as "Signed out.").
+function signInView(message, note) {
   Q.state.csrf = null;
   Q.state.session = null;
   document.getElementById('top').hidden = true;
   const key = Q.h('input', { type: 'password', name: 'admin_key', autocomplete: 'off', required: true, autofocus: true, placeholder: 'qlk_live_…', 'aria-describedby': 'signin-help' });
-  const error = Q.h('p', { class: 'form-error', role: 'alert', text: message || '' });
+  const error = Q.h('p', { class: note ? 'muted' : 'form-error', role: 'alert', text: message || '' });
   const button = Q.h('button', { type: 'submit', class: 'primary', text: 'Sign in' });
   const form = Q.h(
     'form',
@@ -62,6 +64,7 @@ function signInView(message) {
       onsubmit: async (e) => {
         e.preventDefault();
         error.textContent = '';
+        error.className = 'form-error';
         button.disabled = true;
         try {
           // The key goes in the body of one request and is forgotten: from
@@ -91,7 +94,7 @@ Q.onSessionEnded = (message) => signInView(message);
 async function signOut() {
   await Q.guard(async () => {
     await Q.api('DELETE', '/dashboard/session');
-    signInView('Signed out.');
+    signInView('Signed out.', true);
   });
 }
 
