@@ -143,6 +143,7 @@ def test_console_flow(server, browser):
     page.get_by_role("button", name="Mint key").last.click()
     secret_box = page.locator("dialog input.secret")
     secret = secret_box.input_value()
+    shoot(page, "desktop-secret-once")
     assert secret.startswith("qlk_live_")
     page.get_by_role("button", name="Done").click()
     assert secret not in page.content(), "the secret is gone once the dialog closes"

@@ -179,7 +179,7 @@ Q.pages.keys = async function (main) {
       Q.h('span', { class: 'muted', text: 'Page ' + (st.page + 1) }),
       Q.h('button', { type: 'button', class: 'secondary', disabled: !more, text: 'Next →', onclick: () => { st.page++; Q.guard(() => load(false)); } })
     );
-    Q.clear(listBox, table, page.items.length || st.page ? nav : null);
+    Q.clear(listBox, table, more || st.page ? nav : null);
   }
   await load(false);
 };
@@ -277,7 +277,7 @@ Q.requestsTable = async function (box, filter) {
     Q.clear(
       list,
       table,
-      Q.h(
+      !more && pageNo === 0 ? null : Q.h(
         'div',
         { class: 'pager' },
         Q.h('button', { type: 'button', class: 'secondary', disabled: pageNo === 0, text: '← Newer', onclick: () => { pageNo--; Q.guard(load); } }),
