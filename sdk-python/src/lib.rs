@@ -28,5 +28,11 @@ fn _qlaud(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<pager::AsyncPager>()?;
     m.add("DEFAULT_BASE_URL", qlaud::DEFAULT_BASE_URL)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    // Awaitables finishing on the runtime's threads must be done before
+    // the interpreter finalizes (see `runtime::drain`).
+    let drain = pyo3::types::PyCFunction::new_closure(m.py(), None, None, |args, _kwargs| {
+        args.py().detach(|| runtime::drain(std::time::Duration::from_secs(5)));
+    })?;
+    m.py().import("atexit")?.call_method1("register", (drain,))?;
     Ok(())
 }

@@ -10,6 +10,7 @@ use std::cell::OnceCell;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use pyo3_async_runtimes::TaskLocals;
 use pyo3_async_runtimes::generic::{ContextExt, JoinError, Runtime as GenericRuntime};
@@ -35,6 +36,31 @@ pub fn get() -> &'static Runtime {
             *slot = Some((pid, rt));
             rt
         }
+    }
+}
+
+/// Awaitables whose task has not finished on the runtime yet. Such a task
+/// still takes the GIL (to hand its result to asyncio, then to let go of
+/// its Python objects) after the awaiting coroutine may already have moved
+/// on; if the interpreter is finalizing by then, taking or releasing the GIL
+/// on that thread aborts the process. [`drain`] runs at exit to wait for
+/// them.
+static IN_FLIGHT: AtomicUsize = AtomicUsize::new(0);
+
+struct InFlight;
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        IN_FLIGHT.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Waits (at most `limit`) until every awaitable's task has finished; called
+/// from `atexit` with the GIL released, before the interpreter finalizes.
+pub fn drain(limit: std::time::Duration) {
+    let deadline = std::time::Instant::now() + limit;
+    while IN_FLIGHT.load(Ordering::SeqCst) > 0 && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(2));
     }
 }
 
@@ -80,7 +106,11 @@ impl GenericRuntime for QlaudRuntime {
     where
         F: Future<Output = ()> + Send + 'static,
     {
-        Handle(get().spawn(fut))
+        IN_FLIGHT.fetch_add(1, Ordering::SeqCst);
+        Handle(get().spawn(async move {
+            let _done = InFlight;
+            fut.await
+        }))
     }
 
     fn spawn_blocking<F>(f: F) -> Handle
