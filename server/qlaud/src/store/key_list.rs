@@ -77,7 +77,10 @@ const BY_NUMBER: &str = concat!(
 );
 
 // Name orders compare with the last key's current name, found by its id
-// ($10 unused, $11 id, empty on the first page).
+// ($11, empty on the first page). Every statement here takes the same
+// parameters, and PostgreSQL refuses a bind with more parameters than the
+// statement names, so the ones unused ($9, $10, $12) appear in no-op
+// comparisons.
 const BY_NAME_ASC: &str = concat!(
     "SELECT * FROM (",
     keys_with_activity!(),
