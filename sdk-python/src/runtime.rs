@@ -39,10 +39,9 @@ pub fn get() -> &'static Runtime {
     }
 }
 
-/// Awaitables whose task has not finished on the runtime yet. Such a task
-/// still takes the GIL (to hand its result to asyncio, then to let go of
-/// its Python objects) after the awaiting coroutine may already have moved
-/// on; if the interpreter is finalizing by then, taking or releasing the GIL
+/// Awaitables whose task (or the blocking call that hands its result to
+/// asyncio) has not finished on the runtime yet. Such work still takes the
+/// GIL after the awaiting coroutine may already have moved on; if the interpreter is finalizing by then, taking or releasing the GIL
 /// on that thread aborts the process. [`drain`] runs at exit to wait for
 /// them.
 static IN_FLIGHT: AtomicUsize = AtomicUsize::new(0);
@@ -117,7 +116,15 @@ impl GenericRuntime for QlaudRuntime {
     where
         F: FnOnce() + Send + 'static,
     {
-        Handle(get().spawn_blocking(f))
+        // pyo3_async_runtimes hands each result to asyncio from a blocking
+        // thread that takes the GIL after the awaitable's task has ended:
+        // counted too, or `drain` could return while one is about to take
+        // it (the task counts it before it ends, so the count never dips).
+        IN_FLIGHT.fetch_add(1, Ordering::SeqCst);
+        Handle(get().spawn_blocking(move || {
+            let _done = InFlight;
+            f()
+        }))
     }
 }
 
