@@ -26,8 +26,10 @@ use http::{HeaderMap, Response};
 use qlaud_api::ResponsesRequest;
 
 use super::error::GatewayError;
-use super::stream::{Translator, stream};
-use super::{Call, Shape, choices, echo, json_answer, json_translated, send, to_vec};
+use super::stream::stream;
+use super::{
+    Call, Shape, answer_translated, choices, echo, json_answer, send, to_vec, translation_estimate,
+};
 use crate::auth::Caller;
 use crate::config::{Model, ProviderKind};
 use crate::context::Context;
@@ -112,13 +114,6 @@ impl Go<'_> {
     /// representation.
     async fn translated(self, req: ResponsesRequest) -> Result<Response<Body>, GatewayError> {
         let mut chat = request::to_chat(&req, &self.model.name, self.streamed)?;
-        let window = self.model.context_window;
-        let single = |prompt_tokens| Estimate {
-            prompt_tokens,
-            max_output: self.wanted,
-            choices: 1,
-            extra_output: 0,
-        };
         match self.model.provider.kind {
             ProviderKind::Anthropic => {
                 let upstream_id = &self.model.upstream;
@@ -128,24 +123,21 @@ impl Go<'_> {
                     self.wanted,
                     self.streamed,
                 )?;
-                let estimate = single(PromptBound::body(&body).finish(window));
+                let estimate = translation_estimate(&self.model, &body, self.wanted);
                 let (mut call, go) = self.admit(estimate).await?;
                 body["max_tokens"] = call.admission().max_output_tokens.into();
                 let client = go.ctx.gateway.client(&go.model);
                 let http = anthropic::request(client, &go.model, go.headers, to_vec(&body)?)?;
                 let upstream = send(&mut call, http).await?;
-                if go.streamed {
-                    let mut decoder = anthropic::convert::Decoder::default();
-                    let meter = Translator::new(&call, move |raw| decoder.decode(raw), false);
-                    Ok(stream(call, upstream, meter))
-                } else {
-                    json_translated(call, upstream, anthropic::convert::completion).await
-                }
+                let mut decoder = anthropic::convert::Decoder::default();
+                let decode = move |raw: &[u8]| decoder.decode(raw);
+                let completion = anthropic::convert::completion;
+                answer_translated(call, upstream, go.streamed, decode, false, completion).await
             }
             ProviderKind::Echo => {
                 let body = serde_json::to_value(&chat)
                     .map_err(|e| GatewayError::new(500, e.to_string()))?;
-                let estimate = single(PromptBound::body(&body).finish(window));
+                let estimate = translation_estimate(&self.model, &body, self.wanted);
                 let (call, _) = self.admit(estimate).await?;
                 let max_tokens = call.admission().max_output_tokens;
                 let reply = providers::echo::reply(None, &chat.messages, max_tokens);
@@ -165,19 +157,16 @@ impl Go<'_> {
                 }
                 let body = serde_json::to_value(&chat)
                     .map_err(|e| GatewayError::new(500, e.to_string()))?;
-                let estimate = single(PromptBound::body(&body).finish(window));
+                let estimate = translation_estimate(&self.model, &body, self.wanted);
                 let (mut call, go) = self.admit(estimate).await?;
                 chat.max_tokens = Some(call.admission().max_output_tokens);
                 let client = go.ctx.gateway.client(&go.model);
                 let http = openai::request(client, &go.model, to_vec(&chat)?)?;
                 let upstream = send(&mut call, http).await?;
-                if go.streamed {
-                    let mut decoder = openai::convert::Decoder::default();
-                    let meter = Translator::new(&call, move |raw| decoder.decode(raw), false);
-                    Ok(stream(call, upstream, meter))
-                } else {
-                    json_translated(call, upstream, openai::convert::completion).await
-                }
+                let mut decoder = openai::convert::Decoder::default();
+                let decode = move |raw: &[u8]| decoder.decode(raw);
+                let completion = openai::convert::completion;
+                answer_translated(call, upstream, go.streamed, decode, false, completion).await
             }
         }
     }
