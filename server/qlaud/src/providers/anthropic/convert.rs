@@ -152,12 +152,7 @@ impl Decoder {
             Some("message_delta") => {
                 // Cumulative counts: the latest wins.
                 let u = &v["usage"];
-                if let Some(n) = u["output_tokens"].as_u64() {
-                    self.usage.output_tokens = n;
-                }
-                if let Some(n) = u["input_tokens"].as_u64() {
-                    self.usage.input_tokens = n;
-                }
+                super::merge_delta_usage(&mut self.usage, u);
                 let mut out = Vec::new();
                 if u.is_object() {
                     out.push(Event::Usage(self.usage));

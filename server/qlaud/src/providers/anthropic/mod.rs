@@ -67,6 +67,23 @@ pub fn usage(u: &Value) -> Usage {
     }
 }
 
+/// Applies a `message_delta` event's usage to what `message_start` said.
+/// Its counts are cumulative: the latest replaces, never adds. Both readers
+/// of Anthropic streams (this module's pass-through tap and the translating
+/// decoder) use it, so they agree on every count, cache tokens included.
+pub fn merge_delta_usage(usage: &mut Usage, u: &Value) {
+    for (field, slot) in [
+        ("input_tokens", &mut usage.input_tokens),
+        ("output_tokens", &mut usage.output_tokens),
+        ("cache_read_input_tokens", &mut usage.cache_read_tokens),
+        ("cache_creation_input_tokens", &mut usage.cache_write_tokens),
+    ] {
+        if let Some(n) = u[field].as_u64() {
+            *slot = n;
+        }
+    }
+}
+
 /// The output tokens one `content_block_delta` can stand for: the bytes of
 /// its text, tool-input JSON or thinking (no tokenizer emits more tokens
 /// than bytes; at least one per delta).
@@ -173,18 +190,9 @@ impl StreamTap {
                     self.input_seen = true;
                 }
                 if let Some(out) = u["output_tokens"].as_u64() {
-                    self.usage.output_tokens = out;
                     self.final_output = Some(out);
                 }
-                for (field, slot) in [
-                    ("input_tokens", &mut self.usage.input_tokens),
-                    ("cache_read_input_tokens", &mut self.usage.cache_read_tokens),
-                    ("cache_creation_input_tokens", &mut self.usage.cache_write_tokens),
-                ] {
-                    if let Some(n) = u[field].as_u64() {
-                        *slot = n;
-                    }
-                }
+                merge_delta_usage(&mut self.usage, u);
                 if let Some(obj) = v["usage"].as_object_mut() {
                     obj.insert("cost_micros".into(), self.cost().into());
                 }
@@ -192,5 +200,70 @@ impl StreamTap {
             }
             _ => raw,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::config::{ModelKind, Provider, ProviderKind};
+    use crate::meter::Unreported;
+    use crate::providers::ir::Event;
+
+    fn model() -> Model {
+        let provider = Provider {
+            name: "anthropic".into(),
+            kind: ProviderKind::Anthropic,
+            base_url: "http://127.0.0.1:9".into(),
+            api_key: None,
+            timeout: std::time::Duration::from_secs(1),
+        };
+        Model {
+            name: "claude".into(),
+            display_name: "Claude".into(),
+            upstream: "claude".into(),
+            kind: ModelKind::Chat,
+            provider: Arc::new(provider),
+            max_output_tokens: 100,
+            context_window: 1000,
+            prices: None,
+        }
+    }
+
+    /// The pass-through tap and the translating decoder read the same
+    /// stream to the same usage, cache counts from `message_delta` included.
+    #[test]
+    fn both_readers_agree_on_every_count() {
+        let events = [
+            "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"m\",\
+             \"usage\":{\"input_tokens\":10,\"output_tokens\":1,\"cache_read_input_tokens\":0,\
+             \"cache_creation_input_tokens\":0}}}\n\n",
+            "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\
+             \"delta\":{\"type\":\"text_delta\",\"text\":\"hi\"}}\n\n",
+            "event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\
+             \"end_turn\"},\"usage\":{\"output_tokens\":5,\"cache_read_input_tokens\":7,\
+             \"cache_creation_input_tokens\":3}}\n\n",
+        ];
+        let mut tap = StreamTap::new(&model(), Unreported::default());
+        let mut decoder = convert::Decoder::default();
+        let mut decoded = None;
+        for e in events {
+            tap.on_event(Bytes::from(e));
+            for ev in decoder.decode(e.as_bytes()) {
+                if let Event::Usage(u) = ev {
+                    decoded = Some(u);
+                }
+            }
+        }
+        let expected = Usage {
+            input_tokens: 10,
+            output_tokens: 5,
+            cache_read_tokens: 7,
+            cache_write_tokens: 3,
+        };
+        assert_eq!(tap.final_usage(), expected);
+        assert_eq!(decoded, Some(expected));
     }
 }
