@@ -12,6 +12,7 @@ use sqlx::Executor;
 
 backend_tests!(
     a_unit_priced_only_in_config_is_metered_end_to_end,
+    a_unit_of_its_own_is_stored_reported_and_invoiced,
     a_store_from_before_units_reads_the_same
 );
 
@@ -24,7 +25,86 @@ provider = "anthropic"
 upstream = "claude-upstream"
 max_output_tokens = 1000
 prices = { input = "3", output = "15", requests = "10000" }
+
+[models."speechy"]
+provider = "openai"
+kind = "embedding"
+prices = { input = "1", audio_seconds = "100" }
 "#
+}
+
+/// A unit no call measures yet (media will: `audio_seconds`), settled
+/// through the ledger as a media endpoint will settle it: stored in its own
+/// rows, reported by key, model, day and unit, and invoiced at its price.
+async fn a_unit_of_its_own_is_stored_reported_and_invoiced(backend: Backend) {
+    use qlaud_server::meter::{Endpoint, RequestRecord};
+    use qlaud_server::store::NewReservation;
+    use qlaud_server::units::{Quantities, Unit};
+    let mock = MockUpstream::start().await;
+    let Some(t) = TestServer::start_with(backend, Some(&fee_toml(&mock))).await else { return };
+    let key = t.mint(json!({"name": "listener"})).await;
+    let id = key["id"].as_str().unwrap();
+    let store = t.server().store();
+    let now = t.clock_now_ms();
+    let start = {
+        use chrono::Datelike;
+        let d = chrono::DateTime::from_timestamp_millis(now).unwrap().date_naive();
+        d.with_day(1).unwrap().and_hms_opt(0, 0, 0).unwrap().and_utc().timestamp_millis()
+    };
+    let reservation = NewReservation {
+        id: "req_audio_1",
+        tenant_id: &t.tenant_id,
+        key_id: id,
+        period: "monthly",
+        period_start_ms: start,
+        model: "speechy",
+        provider: "openai",
+        endpoint: "transcriptions",
+        micros: 5000,
+        instance_id: "inst_test",
+        now_ms: now,
+    };
+    assert!(store.reserve(&reservation).await.unwrap());
+    let mut quantities = Quantities::default();
+    quantities.set(Unit::named("audio_seconds"), 42).unwrap();
+    quantities.set(Unit::REQUESTS, 1).unwrap();
+    let record = RequestRecord {
+        reservation_id: "req_audio_1".into(),
+        tenant_id: t.tenant_id.clone(),
+        key_id: id.into(),
+        model: "speechy".into(),
+        provider: "openai".into(),
+        endpoint: Endpoint::parse("transcriptions"),
+        streamed: false,
+        status: 200,
+        usage: Default::default(),
+        quantities,
+        // 42 s × $100 per million seconds = 4200 µ$.
+        cost_micros: 4200,
+        reserved_micros: 5000,
+        period_start_ms: start,
+        latency_ms: 1,
+        created_ms: now,
+        recovered: false,
+    };
+    assert_eq!(store.settle(&[record]).await.unwrap(), 1);
+    let usage = get(&t, &format!("/v1/usage?key_id={id}")).await;
+    assert_eq!(usage["totals"]["units"], json!({"audio_seconds": 42, "requests": 1}));
+    assert_eq!(usage["by_model"][0]["units"]["audio_seconds"], 42);
+    assert_eq!(usage["by_day"][0]["units"]["audio_seconds"], 42);
+    assert_eq!(usage["by_key"][0]["cost_micros"], 4200);
+    let period = chrono::DateTime::from_timestamp_millis(now).unwrap().format("%Y-%m");
+    let invoice =
+        get(&t, &format!("/v1/billing/invoice_preview?key_id={id}&period={period}")).await;
+    let lines = invoice["lines"].as_array().unwrap();
+    assert_eq!(lines.len(), 1, "{invoice}");
+    assert_eq!(lines[0]["unit"], "audio_seconds");
+    assert_eq!(
+        (lines[0]["quantity"].clone(), lines[0]["amount_micros"].clone()),
+        (json!(42), json!(4200))
+    );
+    assert_eq!(invoice["total_micros"], 4200);
+    t.stop().await;
 }
 
 async fn get(t: &TestServer, path: &str) -> Value {

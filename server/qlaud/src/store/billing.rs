@@ -366,7 +366,12 @@ impl Store {
         to_ms: i64,
     ) -> StoreResult<Vec<ModelSums>> {
         let costs = sqlx::query(
-            "SELECT model, CAST(COALESCE(SUM(cost_micros), 0) AS BIGINT) AS cost \
+            "SELECT model, CAST(COALESCE(SUM(cost_micros), 0) AS BIGINT) AS cost, \
+             COUNT(*) AS requests, \
+             CAST(COALESCE(SUM(input_tokens), 0) AS BIGINT) AS input_tokens, \
+             CAST(COALESCE(SUM(output_tokens), 0) AS BIGINT) AS output_tokens, \
+             CAST(COALESCE(SUM(cache_read_tokens), 0) AS BIGINT) AS cache_read_tokens, \
+             CAST(COALESCE(SUM(cache_write_tokens), 0) AS BIGINT) AS cache_write_tokens \
              FROM requests WHERE tenant_id = $1 AND key_id = $2 AND created_ms >= $3 \
              AND created_ms < $4 GROUP BY model ORDER BY model",
         )
@@ -379,10 +384,18 @@ impl Store {
         let mut sums = costs
             .iter()
             .map(|r| {
+                let columns = super::UsageRow {
+                    requests: r.try_get("requests")?,
+                    input_tokens: r.try_get("input_tokens")?,
+                    output_tokens: r.try_get("output_tokens")?,
+                    cache_read_tokens: r.try_get("cache_read_tokens")?,
+                    cache_write_tokens: r.try_get("cache_write_tokens")?,
+                    ..Default::default()
+                };
                 Ok(ModelSums {
                     model: r.try_get("model")?,
                     cost_micros: r.try_get("cost")?,
-                    units: Default::default(),
+                    units: super::usage::column_units(&columns),
                 })
             })
             .collect::<StoreResult<Vec<_>>>()?;

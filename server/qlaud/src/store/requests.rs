@@ -5,6 +5,7 @@ use std::sync::OnceLock;
 
 use super::StoreResult;
 use crate::meter::RequestRecord;
+use crate::units::Unit;
 
 /// The most rows one statement carries (17 parameters a row stays far below
 /// both backends' parameter limits).
@@ -66,6 +67,7 @@ pub(super) async fn insert_requests(
         .flat_map(|r| {
             r.quantities
                 .iter()
+                .filter(|(unit, _)| !has_column(*unit))
                 .map(|(unit, n)| (r.reservation_id.as_str(), unit.as_str(), clamp(n)))
         })
         .collect();
@@ -77,6 +79,20 @@ pub(super) async fn insert_requests(
         q.execute(&mut **tx).await?;
     }
     Ok(())
+}
+
+/// Units every model call measures, kept in the request's own columns (the
+/// tokens) or its row (one request): only other units take rows of their
+/// own, so a chat call writes nothing more than before units existed.
+fn has_column(unit: Unit) -> bool {
+    [
+        Unit::INPUT_TOKENS,
+        Unit::OUTPUT_TOKENS,
+        Unit::CACHE_READ_TOKENS,
+        Unit::CACHE_WRITE_TOKENS,
+        Unit::REQUESTS,
+    ]
+    .contains(&unit)
 }
 
 /// Unit rows one statement carries at most (3 parameters each).

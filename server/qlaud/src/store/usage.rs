@@ -73,7 +73,23 @@ fn row(r: &AnyRow, group: String, name: String) -> StoreResult<UsageRow> {
     })
 }
 
-/// `SELECT <group> AS g, unit, SUM(quantity)` over the filtered requests.
+/// The units a request row keeps in its columns: its tokens and itself.
+pub(super) fn column_units(r: &UsageRow) -> std::collections::BTreeMap<String, i64> {
+    [
+        ("input_tokens", r.input_tokens),
+        ("output_tokens", r.output_tokens),
+        ("cache_read_tokens", r.cache_read_tokens),
+        ("cache_write_tokens", r.cache_write_tokens),
+        ("requests", r.requests),
+    ]
+    .into_iter()
+    .filter(|(_, n)| *n > 0)
+    .map(|(u, n)| (u.to_string(), n))
+    .collect()
+}
+
+/// `SELECT <group> AS g, unit, SUM(quantity)` over the filtered requests'
+/// other units.
 macro_rules! unit_sums {
     ($group:literal) => {
         concat!(
@@ -104,7 +120,8 @@ impl Store {
             .await?)
     }
 
-    /// Quantities per group and unit, added to `rows` (matched by group).
+    /// Quantities per group and unit, set on `rows` (matched by group): the
+    /// units kept in the rows' columns, and every other unit's rows.
     pub async fn add_unit_sums(
         &self,
         f: &UsageFilter<'_>,
@@ -118,6 +135,9 @@ impl Store {
             UnitGroup::Model => unit_sums!("r.model"),
             UnitGroup::Day => unit_sums!("CAST(r.created_ms / 86400000 AS BIGINT)"),
         };
+        for row in rows.iter_mut() {
+            row.units = column_units(row);
+        }
         for r in self.usage_query(sql, f).await? {
             let g = match group {
                 UnitGroup::Total => String::new(),
