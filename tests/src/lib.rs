@@ -269,6 +269,33 @@ impl TestServer {
     }
 }
 
+impl TestServer {
+    /// A key's settled spend and settled requests this month, as the usage
+    /// report says (it flushes the server's settlement queue first).
+    pub async fn key_spend(&self, key_id: &str) -> (i64, u64) {
+        let path = format!("/v1/usage?key_id={key_id}");
+        let (status, v) =
+            self.request(reqwest::Method::GET, &path, Some(&self.master_key), None).await;
+        assert_eq!(status, 200, "{v}");
+        (v["totals"]["cost_micros"].as_i64().unwrap(), v["totals"]["requests"].as_u64().unwrap())
+    }
+
+    /// Waits until `requests` requests of the key are settled (a stream is
+    /// settled after its last event is sent); returns the key's spend.
+    pub async fn settled(&self, key_id: &str, requests: u64) -> i64 {
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let (cost, n) = self.key_spend(key_id).await;
+            if n >= requests {
+                assert_eq!(n, requests, "settled more requests than were admitted");
+                return cost;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "only {n} of {requests} settled");
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+}
+
 /// A request body for [`TestServer::request`].
 pub enum RawBody {
     Json(serde_json::Value),

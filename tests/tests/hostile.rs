@@ -6,8 +6,6 @@
 //! these requests is a test here, with the numbers it was seen with, on
 //! SQLite and PostgreSQL.
 
-use std::time::Duration;
-
 use futures::StreamExt;
 use qlaud_tests::mock::{MockStats, MockUpstream};
 use qlaud_tests::{Backend, TestServer, backend_tests, ledger_state, mock_toml};
@@ -113,36 +111,6 @@ async fn cut_stream(t: &TestServer, path: &str, key: &str, body: &Value, events:
     status
 }
 
-/// A key's settled spend and settled requests this month (flushes the
-/// server's settlement queue first).
-async fn spent(t: &TestServer, key_id: &str) -> (i64, u64) {
-    let resp = t
-        .http
-        .get(format!("{}/v1/usage?key_id={key_id}", t.base_url))
-        .bearer_auth(&t.master_key)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200);
-    let v: Value = resp.json().await.unwrap();
-    (v["totals"]["cost_micros"].as_i64().unwrap(), v["totals"]["requests"].as_u64().unwrap())
-}
-
-/// Waits until `requests` requests of the key are settled (streams settle
-/// after their last event is sent).
-async fn settled(t: &TestServer, key_id: &str, requests: u64) -> i64 {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let (cost, n) = spent(t, key_id).await;
-        if n >= requests {
-            assert_eq!(n, requests, "settled more requests than were admitted");
-            return cost;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "only {n} of {requests} settled");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 /// Requests whose provider-reported cost exceeded their reservation.
 async fn overruns(t: &TestServer) -> u64 {
     let text =
@@ -185,7 +153,7 @@ async fn n_choices_are_reserved_for_every_choice(backend: Backend) {
     assert_eq!(stats.requests, 1);
     assert_eq!(stats.last_body.as_ref().unwrap()["max_tokens"], limit);
     assert_eq!(stats.output_tokens, 128 * limit, "the provider billed every choice to its limit");
-    let (cost, _) = spent(&t, &id).await;
+    let (cost, _) = t.key_spend(&id).await;
     assert!(cost <= 50_000, "spent {cost} µ$ of a 50,000 µ$ cap");
     assert_eq!(a.body["usage"]["cost_micros"], cost);
     assert!(cost >= billed(&stats, GPT) && cost <= billed(&stats, GPT) + 1);
@@ -249,7 +217,7 @@ async fn concurrent_n_choices_stay_within_the_cap(backend: Backend) {
         }
     }
     assert!((1..50).contains(&admitted), "admitted {admitted} of 50");
-    let cost = settled(&t, &id, admitted).await;
+    let cost = t.settled(&id, admitted).await;
     let stats = mock.stats();
     assert_eq!(stats.requests, admitted, "the provider saw exactly the admitted requests");
     assert!(cost <= 5_000_000, "spent {cost} µ$ of a $5 cap");
@@ -288,7 +256,7 @@ async fn fields_outside_the_messages_count_toward_the_prompt(backend: Backend) {
         assert_eq!(a.status, 402, "{model}: {}", a.body);
     }
     assert_eq!(mock.stats().requests, 0, "nothing reached the provider");
-    assert_eq!(spent(&t, &id).await, (0, 0));
+    assert_eq!(t.key_spend(&id).await, (0, 0));
     // Within budget, the same kind of request is served and billed at least
     // what the provider billed, within its reservation.
     let (id, secret) = user(&t, 0.2).await;
@@ -304,7 +272,7 @@ async fn fields_outside_the_messages_count_toward_the_prompt(backend: Backend) {
         "the provider billed the functions: {}",
         stats.input_tokens
     );
-    let (cost, _) = spent(&t, &id).await;
+    let (cost, _) = t.key_spend(&id).await;
     assert!(cost >= billed(&stats, GPT) && cost <= 200_000, "{cost}");
     assert_eq!(overruns(&t).await, 0);
     t.stop().await;
@@ -326,7 +294,7 @@ async fn attachments_by_url_reserve_the_context_window(backend: Backend) {
                                   {"type": "text", "text": "Summarise"}]}]});
     assert_eq!(post(&t, "/v1/chat/completions", &secret, &file).await.status, 402);
     assert_eq!(mock.stats().requests, 0);
-    assert_eq!(spent(&t, &id).await, (0, 0));
+    assert_eq!(t.key_spend(&id).await, (0, 0));
     // A budget that covers the whole window is served, and billed at least
     // what the provider billed for the document.
     let (id, secret) = user(&t, 10.0).await;
@@ -334,7 +302,7 @@ async fn attachments_by_url_reserve_the_context_window(backend: Backend) {
     assert_eq!(a.status, 200, "{}", a.body);
     let stats = mock.stats();
     assert!(stats.input_tokens >= 100_000, "{}", stats.input_tokens);
-    let (cost, _) = spent(&t, &id).await;
+    let (cost, _) = t.key_spend(&id).await;
     assert!(cost >= billed(&stats, CLAUDE), "{cost} < {}", billed(&stats, CLAUDE));
     assert_eq!(overruns(&t).await, 0);
     t.stop().await;
@@ -368,11 +336,11 @@ async fn a_stream_cut_before_its_usage_bills_the_prompt_bound(backend: Backend) 
                 other => panic!("{path}: status {other}"),
             }
             // Each cut stream is settled before the next one is admitted.
-            settled(&t, &id, admitted).await;
+            t.settled(&id, admitted).await;
         }
         assert!(refused, "{path}: {admitted} cut streams and the cap never bit");
         assert!(admitted >= 1, "{path}");
-        let cost = settled(&t, &id, admitted).await;
+        let cost = t.settled(&id, admitted).await;
         let stats = mock.stats();
         assert_eq!(stats.requests, admitted);
         assert!(stats.input_tokens > 400_000 * admitted, "{path}: {}", stats.input_tokens);
@@ -405,7 +373,7 @@ async fn a_stream_cut_before_its_usage_bills_the_prompt_bound(backend: Backend) 
             .unwrap();
         assert_eq!(resp.status(), 200);
         let _ = resp.bytes().await;
-        let cost = settled(&t, &id, 1).await;
+        let cost = t.settled(&id, 1).await;
         let stats = mock.stats();
         assert!(
             cost >= billed(&stats, prices),
@@ -448,7 +416,7 @@ async fn replies_without_usage_are_billed(backend: Backend) {
             .unwrap();
         assert_eq!(resp.status(), 200, "{path} {model} {stream}");
         let _ = resp.bytes().await;
-        let cost = settled(&t, &id, 1).await;
+        let cost = t.settled(&id, 1).await;
         let stats = mock.stats();
         assert!(stats.output_tokens > 0);
         assert!(cost > 0, "{path} {model} {stream}: settled at $0");
@@ -479,7 +447,7 @@ async fn both_output_limits_are_reserved_by_the_larger(backend: Backend) {
         (json!(4000), json!(4000))
     );
     assert_eq!(stats.output_tokens, 4000);
-    let (cost, _) = spent(&t, &id).await;
+    let (cost, _) = t.key_spend(&id).await;
     assert!(cost >= billed(&stats, GPT) && cost <= billed(&stats, GPT) + 1);
     // On a budget that pays for less, both are lowered to the same limit.
     mock.reset_stats();
@@ -494,7 +462,7 @@ async fn both_output_limits_are_reserved_by_the_larger(backend: Backend) {
         (json!(limit), json!(limit))
     );
     assert_eq!(stats.output_tokens, limit);
-    let (cost, _) = spent(&t, &id).await;
+    let (cost, _) = t.key_spend(&id).await;
     assert!(cost <= 10_000, "{cost}");
     assert_eq!(overruns(&t).await, 0);
     t.stop().await;
@@ -652,7 +620,7 @@ async fn generated_requests_never_cost_more_than_reserved(backend: Backend) {
             "request {i} (seed {seed:#x}) {path} {model}: {status} {text}"
         );
         requests += 1;
-        let cost = settled(&t, &id, requests).await - total;
+        let cost = t.settled(&id, requests).await - total;
         total += cost;
         let stats = mock.stats();
         assert!(
@@ -739,7 +707,7 @@ async fn mixed_hostile_load_on_one_key(backend: Backend) {
         }
     }
     assert!(admitted > 0 && admitted < 200, "admitted {admitted}");
-    let cost = settled(&t, &id, admitted).await;
+    let cost = t.settled(&id, admitted).await;
     let stats = mock.stats();
     assert_eq!(stats.requests, admitted, "each admitted request reached the provider once");
     assert!(cost <= 2_000_000, "spent {cost} µ$ of a $2 cap");

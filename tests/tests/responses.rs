@@ -4,8 +4,6 @@
 //! and the hard cap against a hostile end user (huge `instructions` and
 //! tool schemas, streams cut before their usage), on SQLite and PostgreSQL.
 
-use std::time::Duration;
-
 use futures::StreamExt;
 use qlaud::{ResponseEvent, types};
 use qlaud_tests::mock::{MockStats, MockUpstream};
@@ -86,34 +84,6 @@ async fn user(t: &TestServer, cap_usd: f64) -> (String, String) {
     (key["id"].as_str().unwrap().to_string(), key["secret"].as_str().unwrap().to_string())
 }
 
-/// A key's settled spend and requests this month.
-async fn spent(t: &TestServer, key_id: &str) -> (i64, u64) {
-    let (status, v) = t
-        .request(
-            reqwest::Method::GET,
-            &format!("/v1/usage?key_id={key_id}"),
-            Some(&t.master_key),
-            None,
-        )
-        .await;
-    assert_eq!(status, 200);
-    (v["totals"]["cost_micros"].as_i64().unwrap(), v["totals"]["requests"].as_u64().unwrap())
-}
-
-/// Waits until `requests` requests of the key are settled.
-async fn settled(t: &TestServer, key_id: &str, requests: u64) -> i64 {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let (cost, n) = spent(t, key_id).await;
-        if n >= requests {
-            assert_eq!(n, requests, "settled more requests than were admitted");
-            return cost;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "only {n} of {requests} settled");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 fn output_text(v: &Value) -> String {
     v["output"]
         .as_array()
@@ -152,7 +122,7 @@ async fn gpt_passes_through_with_store_off_and_the_reserved_limit(backend: Backe
     assert_eq!(sent["store"], false, "the provider never keeps state");
     assert_eq!(sent["max_output_tokens"], 1000, "the model's limit, reserved");
     assert_eq!(sent["x_new_param"], json!({"kept": true}), "unknown fields pass through");
-    assert_eq!(spent(&t, &id).await, (expected, 1));
+    assert_eq!(t.key_spend(&id).await, (expected, 1));
 
     // Cached tokens are billed at the cache-read price.
     let (_, v) = post_json(
@@ -442,7 +412,7 @@ async fn huge_instructions_and_tool_schemas_are_refused_before_the_provider(back
         );
     }
     assert_eq!(mock.stats().requests, 0, "nothing reached the provider");
-    assert_eq!(spent(&t, &id).await, (0, 0));
+    assert_eq!(t.key_spend(&id).await, (0, 0));
     // Within budget: served, billed at least what the provider billed.
     for (model, prices) in [("gpt-big-greedy", GPT), ("claude-big-greedy", CLAUDE)] {
         mock.reset_stats();
@@ -453,7 +423,7 @@ async fn huge_instructions_and_tool_schemas_are_refused_before_the_provider(back
         assert_eq!(status, 200, "{model}: {v}");
         let stats = mock.stats();
         assert!(stats.input_tokens > 40_000, "{model}: {}", stats.input_tokens);
-        let (cost, _) = spent(&t, &id).await;
+        let (cost, _) = t.key_spend(&id).await;
         assert!(cost >= billed(&stats, prices), "{model}: {cost} < {}", billed(&stats, prices));
     }
     t.stop().await;
@@ -499,11 +469,11 @@ async fn cut_streams_and_missing_usage_bill_at_least_what_the_provider_billed(ba
                 text.extend_from_slice(&chunk);
             }
             drop(stream);
-            settled(&t, &id, admitted).await;
+            t.settled(&id, admitted).await;
         }
         assert!(refused, "{model}: {admitted} cut streams and the cap never bit");
         assert!(admitted >= 1, "{model}");
-        let cost = settled(&t, &id, admitted).await;
+        let cost = t.settled(&id, admitted).await;
         let stats = mock.stats();
         assert!(stats.input_tokens > 400_000 * admitted, "{model}: {}", stats.input_tokens);
         assert!(cost >= billed(&stats, prices), "{model}: {cost} < {}", billed(&stats, prices));
@@ -523,7 +493,7 @@ async fn cut_streams_and_missing_usage_bill_at_least_what_the_provider_billed(ba
                           "input": "tell me about the sea"});
         let (status, _, _) = post(&t, &key, &body).await;
         assert_eq!(status, 200, "{model}");
-        let cost = settled(&t, &id, 1).await;
+        let cost = t.settled(&id, 1).await;
         let stats = mock.stats();
         assert!(stats.output_tokens > 0, "{model}");
         assert!(
