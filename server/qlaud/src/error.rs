@@ -48,6 +48,20 @@ impl Error {
     pub fn invalid(message: impl Into<String>) -> Error {
         Error::InvalidRequest(message.into())
     }
+
+    /// A key whose customer failed to pay.
+    pub fn key_suspended() -> Error {
+        Error::KeySuspended(
+            "this key is suspended because its customer's payment failed; it works again once \
+             the invoice is paid"
+                .into(),
+        )
+    }
+
+    /// A key that was revoked or disabled since it was last seen.
+    pub fn key_unusable() -> Error {
+        Error::Unauthenticated("this API key is revoked or disabled".into())
+    }
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

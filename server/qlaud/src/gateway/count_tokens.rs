@@ -17,6 +17,7 @@ use super::error_chain;
 use crate::auth::Caller;
 use crate::config::{Model, ModelKind, ProviderKind};
 use crate::context::Context;
+use crate::error::Error;
 use crate::providers::{anthropic, echo};
 use crate::tokens::Tokenizer;
 
@@ -86,16 +87,10 @@ async fn usable(ctx: &Context, caller: &Caller) -> Result<(), GatewayError> {
     let key = ctx.store.get_key(&caller.tenant_id, &caller.key_id).await?;
     if key.revoked_ms.is_some() || key.disabled != 0 {
         ctx.auth_cache.clear();
-        return Err(GatewayError::new(401, "this API key is revoked or disabled")
-            .with_code("invalid_api_key"));
+        return Err(Error::key_unusable().into());
     }
     if key.suspended_ms.is_some() {
-        return Err(GatewayError::new(
-            402,
-            "this key is suspended because its customer's payment failed; it works again once \
-             the invoice is paid",
-        )
-        .with_code("payment_failed"));
+        return Err(Error::key_suspended().into());
     }
     Ok(())
 }

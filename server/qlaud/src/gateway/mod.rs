@@ -182,7 +182,7 @@ fn pass_through_estimate(
     max_output: u64,
 ) -> Result<Estimate, GatewayError> {
     let mut bound = PromptBound::default();
-    bound.field("model", &Value::String(model.upstream.clone()));
+    bound.text_field("model", &model.upstream);
     bound.messages("messages", messages);
     if let Some(system) = system {
         bound.field("system", system);

@@ -124,6 +124,12 @@ impl PromptBound {
         self.value(value, false);
     }
 
+    /// A top-level string field (the model's name), without building a
+    /// JSON value for it.
+    pub fn text_field(&mut self, key: &str, value: &str) {
+        self.tokens += json_str_len(key) + 2 + json_str_len(value);
+    }
+
     /// A conversation held as a list rather than a JSON array.
     pub fn messages(&mut self, key: &str, messages: &[Value]) {
         // `"key":[`, `]` and a comma.

@@ -158,15 +158,11 @@ pub async fn admit(
             return Err(Error::Unauthenticated("invalid API key".into()));
         };
         if state.suspended {
-            return Err(Error::KeySuspended(
-                "this key is suspended because its customer's payment failed; it works again \
-                 once the invoice is paid"
-                    .into(),
-            ));
+            return Err(Error::key_suspended());
         }
         if !state.usable {
             meter.auth_cache.clear();
-            return Err(Error::Unauthenticated("this API key is revoked or disabled".into()));
+            return Err(Error::key_unusable());
         }
         let current = crate::store::parse_period(&state.period).unwrap_or_default();
         if current != period {
