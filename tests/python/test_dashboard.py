@@ -146,6 +146,8 @@ def test_console_flow(server, browser):
     shoot(page, "desktop-secret-once")
     assert secret.startswith("qlk_live_")
     page.get_by_role("button", name="Done").click()
+    # The dialog leaves the page on its `close` event, a task after the click.
+    expect(page.locator("dialog")).to_have_count(0)
     assert secret not in page.content(), "the secret is gone once the dialog closes"
 
     # Metered calls with it show up as spend in the table and the chart.
