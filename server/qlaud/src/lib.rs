@@ -9,6 +9,7 @@ pub mod clock;
 pub mod config;
 pub mod context;
 pub mod dashboard;
+pub mod dialects;
 pub mod error;
 pub mod gateway;
 pub mod http;

@@ -17,8 +17,9 @@ use super::error_chain;
 use crate::auth::Caller;
 use crate::config::{Model, ModelKind, ProviderKind};
 use crate::context::Context;
+use crate::dialects::messages;
 use crate::error::Error;
-use crate::providers::{anthropic, echo};
+use crate::providers::{anthropic, echo, ir};
 use crate::tokens::Tokenizer;
 
 /// `POST /v1/messages/count_tokens`.
@@ -37,7 +38,14 @@ pub async fn count(
             forward(ctx, &model, headers, &req).await
         }
         // The offline model's own rule is exactly what it bills.
-        ProviderKind::Echo => Ok(local(echo::count_input(req.system.as_ref(), &req.messages))),
+        ProviderKind::Echo => {
+            let req = ir::Request {
+                system: messages::system(req.system.as_ref()),
+                messages: messages::messages(&req.messages)?,
+                ..ir::Request::default()
+            };
+            Ok(local(echo::count_input(&req)))
+        }
         ProviderKind::Openai | ProviderKind::OpenaiCompatible => {
             // Counting is free, so no spend cap bounds the CPU a key can ask
             // for here: a flood of large requests queues for a few threads

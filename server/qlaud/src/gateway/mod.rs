@@ -11,14 +11,13 @@ mod echo;
 mod embeddings;
 pub mod error;
 mod responses;
-mod shape;
 pub mod sse;
 mod stream;
 
+pub use crate::dialects::Shape;
+use crate::dialects::{self, ClientEncoder};
 pub use embeddings::embeddings;
 pub use responses::create as responses;
-use shape::ClientEncoder;
-pub use shape::Shape;
 use stream::{Translator, stream};
 
 use std::collections::HashMap;
@@ -36,8 +35,8 @@ use crate::context::Context;
 use crate::meter::estimate::{self, Estimate, PromptBound};
 use crate::meter::ledger::Admission;
 use crate::meter::{Metered, Usage};
-use crate::providers::ir::Completion;
-use crate::providers::{self, anthropic, openai};
+use crate::providers::ir::{self, Completion};
+use crate::providers::{self, ChatProvider, anthropic, openai};
 use crate::units::Unit;
 use error::GatewayError;
 
@@ -203,6 +202,62 @@ fn translation_estimate(model: &Model, body: &Value, max_output: u64) -> Estimat
     Estimate { prompt_tokens, max_output, choices: 1, extra_output: 0 }
 }
 
+/// Where a request goes once its caller and model are known.
+struct Route<'a> {
+    ctx: &'a Context,
+    headers: &'a HeaderMap,
+    caller: Caller,
+    model: Arc<Model>,
+    shape: Shape,
+    started: Instant,
+}
+
+impl Route<'_> {
+    async fn admit(&self, streamed: bool, estimate: &Estimate) -> Result<Call, GatewayError> {
+        let (caller, model) = (self.caller.clone(), self.model.clone());
+        Call::admit(self.ctx, caller, model, self.shape, streamed, self.started, estimate).await
+    }
+
+    /// A call in another dialect than the provider's, through the internal
+    /// representation: the provider's own request is rendered from `req`,
+    /// reserved, sent, and its answer rendered in the client's dialect.
+    /// `start_input`: a local count of the prompt for clients that read it
+    /// before the provider reports one (see `ClientEncoder::start_input`).
+    async fn translated(
+        self,
+        req: ir::Request,
+        wants_usage: bool,
+        start_input: Option<tokio::task::JoinHandle<u64>>,
+    ) -> Result<Response<Body>, GatewayError> {
+        let streamed = req.stream;
+        let Some(provider) = providers::chat(self.model.provider.kind) else {
+            // The offline model reads exactly the internal request.
+            let v =
+                serde_json::to_value(&req).map_err(|e| GatewayError::new(500, e.to_string()))?;
+            let call = self
+                .admit(streamed, &translation_estimate(&self.model, &v, req.max_tokens))
+                .await?;
+            let reply = providers::echo::reply(&req, call.admission().max_output_tokens);
+            return echo::answer(call, reply, wants_usage).await;
+        };
+        let mut body = provider.body(&req, &self.model);
+        let estimate = translation_estimate(&self.model, &body, req.max_tokens);
+        let mut call = self.admit(streamed, &estimate).await?;
+        provider.set_max_tokens(&mut body, call.admission().max_output_tokens);
+        let client = self.ctx.gateway.client(&self.model);
+        let http = provider.post(client, &self.model, self.headers, to_vec(&body)?)?;
+        let upstream = send(&mut call, http).await?;
+        if !streamed {
+            return json_translated(call, upstream, provider).await;
+        }
+        let mut meter = Translator::new(&call, provider.decoder(), wants_usage);
+        if let Some(count) = start_input {
+            meter = meter.start_input(count.await.unwrap_or(0));
+        }
+        Ok(stream(call, upstream, meter))
+    }
+}
+
 /// `POST /v1/messages`.
 pub async fn messages(
     ctx: &Context,
@@ -217,63 +272,32 @@ pub async fn messages(
     // sends 128000 for every Claude model): cap at the model's limit, and
     // fill it in when missing, since Anthropic requires it.
     let wanted = req.max_tokens.unwrap_or(model.max_output_tokens).min(model.max_output_tokens);
-    // The worst case of the body as it is forwarded: the client's own
-    // (every field passes through) or its translation.
-    let (estimate, translated) = match model.provider.kind {
-        ProviderKind::Openai | ProviderKind::OpenaiCompatible => {
-            let body =
-                openai::convert::request_from_anthropic(&req, &model.upstream, wanted, streamed)?;
-            (translation_estimate(&model, &body, wanted), Some(body))
-        }
-        ProviderKind::Anthropic | ProviderKind::Echo => {
-            let estimate = pass_through_estimate(
-                &model,
-                &req.messages,
-                req.system.as_ref(),
-                &req.extra,
-                wanted,
-            )?;
-            (estimate, None)
-        }
-    };
-    let mut call =
-        Call::admit(ctx, caller, model.clone(), Shape::Messages, streamed, started, &estimate)
-            .await?;
-    let max_tokens = call.admission().max_output_tokens;
-    match (model.provider.kind, translated) {
-        (ProviderKind::Openai | ProviderKind::OpenaiCompatible, Some(mut body)) => {
-            body["max_completion_tokens"] = max_tokens.into();
-            let http = openai::request(ctx.gateway.client(&model), &model, to_vec(&body)?)?;
-            // Anthropic's clients read input tokens from `message_start`, before
-            // OpenAI counts any: estimated meanwhile (billing uses OpenAI's).
-            let estimate = streamed.then(|| count_tokens::spawn_estimate(model.clone(), req));
-            let upstream = send(&mut call, http).await?;
-            if let Some(estimate) = estimate {
-                let mut decoder = openai::convert::Decoder::default();
-                let meter = Translator::new(&call, move |raw| decoder.decode(raw), false)
-                    .start_input(estimate.await.unwrap_or(0));
-                Ok(stream(call, upstream, meter))
-            } else {
-                json_translated(call, upstream, openai::convert::completion).await
-            }
-        }
-        (ProviderKind::Echo, _) => {
-            let reply = providers::echo::reply(req.system.as_ref(), &req.messages, max_tokens);
-            echo::answer(call, reply, false).await
-        }
-        _ => {
-            req.model = model.upstream.clone();
-            req.max_tokens = Some(max_tokens);
-            let body = to_vec(&req)?;
-            let http = anthropic::request(ctx.gateway.client(&model), &model, headers, body)?;
-            let upstream = send(&mut call, http).await?;
-            if streamed {
-                let meter = anthropic::StreamTap::new(&model, call.admission().unreported);
-                Ok(stream(call, upstream, meter))
-            } else {
-                json_answer(call, upstream, anthropic::usage).await
-            }
-        }
+    let route = Route { ctx, headers, caller, model, shape: Shape::Messages, started };
+    if route.model.provider.kind != ProviderKind::Anthropic {
+        let ir = dialects::messages::parse(&req, wanted)?;
+        // Anthropic's clients read input tokens from `message_start`, before
+        // other providers count any: estimated meanwhile (billing uses the
+        // provider's).
+        let http_provider = route.model.provider.kind != ProviderKind::Echo;
+        let start_input = (streamed && http_provider)
+            .then(|| count_tokens::spawn_estimate(route.model.clone(), req));
+        return route.translated(ir, false, start_input).await;
+    }
+    // The same dialect: the client's body goes on with only the model's
+    // upstream id and the reserved limit changed.
+    let model = route.model.clone();
+    let estimate =
+        pass_through_estimate(&model, &req.messages, req.system.as_ref(), &req.extra, wanted)?;
+    let mut call = route.admit(streamed, &estimate).await?;
+    req.model = model.upstream.clone();
+    req.max_tokens = Some(call.admission().max_output_tokens);
+    let http = anthropic::request(ctx.gateway.client(&model), &model, headers, to_vec(&req)?)?;
+    let upstream = send(&mut call, http).await?;
+    if streamed {
+        let meter = anthropic::StreamTap::new(&model, call.admission().unreported);
+        Ok(stream(call, upstream, meter))
+    } else {
+        json_answer(call, upstream, anthropic::usage).await
     }
 }
 
@@ -289,97 +313,60 @@ pub async fn chat_completions(
     let streamed = req.stream.unwrap_or(false);
     let wanted = chat_max_tokens(&req, &model);
     let wants_usage = wants_usage(&req.extra);
-    let (estimate, translated) = match model.provider.kind {
-        ProviderKind::Anthropic => {
-            if choices(&req.extra)? > 1 {
-                return Err(GatewayError::bad_request(format!(
-                    "model {:?} answers one choice per request: n (or best_of) above 1 is not \
-                     supported",
-                    model.name
-                )));
-            }
-            let body =
-                anthropic::convert::request_from_openai(&req, &model.upstream, wanted, streamed)?;
-            (translation_estimate(&model, &body, wanted), Some(body))
+    let choices = choices(&req.extra)?;
+    let route = Route { ctx, headers, caller, model, shape: Shape::ChatCompletions, started };
+    let kind = route.model.provider.kind;
+    if !matches!(kind, ProviderKind::Openai | ProviderKind::OpenaiCompatible) {
+        if choices > 1 {
+            return Err(GatewayError::bad_request(format!(
+                "model {:?} answers one choice per request: n (or best_of) above 1 is not \
+                 supported",
+                route.model.name
+            )));
         }
-        ProviderKind::Openai | ProviderKind::OpenaiCompatible | ProviderKind::Echo => {
-            let estimate = pass_through_estimate(&model, &req.messages, None, &req.extra, wanted)?;
-            (estimate, None)
-        }
-    };
-    let mut call = Call::admit(
-        ctx,
-        caller,
-        model.clone(),
-        Shape::ChatCompletions,
-        streamed,
-        started,
-        &estimate,
-    )
-    .await?;
+        let ir = dialects::chat::parse(&req, wanted)?;
+        return route.translated(ir, wants_usage, None).await;
+    }
+    // The same dialect: forwarded as sent, with the model's upstream id and
+    // the reserved limit.
+    let model = route.model.clone();
+    let estimate = pass_through_estimate(&model, &req.messages, None, &req.extra, wanted)?;
+    let mut call = route.admit(streamed, &estimate).await?;
     let max_tokens = call.admission().max_output_tokens;
-    match (model.provider.kind, translated) {
-        (ProviderKind::Anthropic, Some(mut body)) => {
-            body["max_tokens"] = max_tokens.into();
-            let http =
-                anthropic::request(ctx.gateway.client(&model), &model, headers, to_vec(&body)?)?;
-            let upstream = send(&mut call, http).await?;
-            let mut decoder = anthropic::convert::Decoder::default();
-            let decode = move |raw: &[u8]| decoder.decode(raw);
-            answer_translated(
-                call,
-                upstream,
-                streamed,
-                decode,
-                wants_usage,
-                anthropic::convert::completion,
-            )
-            .await
+    req.model = model.upstream.clone();
+    // The provider gets exactly the limit that was reserved, in every field
+    // the client used (a provider honouring either sees the same), or with
+    // none, in the field it reads.
+    let both = req.max_tokens.is_some() && req.max_completion_tokens.is_some();
+    if both || req.max_completion_tokens.is_some() {
+        req.max_completion_tokens = Some(max_tokens);
+    }
+    if both || req.max_tokens.is_some() {
+        req.max_tokens = Some(max_tokens);
+    }
+    if req.max_tokens.is_none() && req.max_completion_tokens.is_none() {
+        if kind == ProviderKind::Openai {
+            req.max_completion_tokens = Some(max_tokens);
+        } else {
+            req.max_tokens = Some(max_tokens);
         }
-        (ProviderKind::Echo, _) => {
-            let reply = providers::echo::reply(None, &req.messages, max_tokens);
-            echo::answer(call, reply, wants_usage).await
+    }
+    if streamed {
+        // Usage arrives only when asked for: always ask.
+        let opts =
+            req.extra.entry("stream_options").or_insert_with(|| Value::Object(Default::default()));
+        if !opts.is_object() {
+            *opts = Value::Object(Default::default());
         }
-        _ => {
-            req.model = model.upstream.clone();
-            // The provider gets exactly the limit that was reserved, in
-            // every field the client used (a provider honouring either
-            // sees the same), or with none, in the field it reads.
-            let both = req.max_tokens.is_some() && req.max_completion_tokens.is_some();
-            if both || req.max_completion_tokens.is_some() {
-                req.max_completion_tokens = Some(max_tokens);
-            }
-            if both || req.max_tokens.is_some() {
-                req.max_tokens = Some(max_tokens);
-            }
-            if req.max_tokens.is_none() && req.max_completion_tokens.is_none() {
-                if model.provider.kind == ProviderKind::Openai {
-                    req.max_completion_tokens = Some(max_tokens);
-                } else {
-                    req.max_tokens = Some(max_tokens);
-                }
-            }
-            if streamed {
-                // Usage arrives only when asked for: always ask.
-                let opts = req
-                    .extra
-                    .entry("stream_options")
-                    .or_insert_with(|| Value::Object(Default::default()));
-                if !opts.is_object() {
-                    *opts = Value::Object(Default::default());
-                }
-                opts["include_usage"] = Value::Bool(true);
-            }
-            let http = openai::request(ctx.gateway.client(&model), &model, to_vec(&req)?)?;
-            let upstream = send(&mut call, http).await?;
-            if streamed {
-                let meter =
-                    openai::StreamTap::new(&model, wants_usage, call.admission().unreported);
-                Ok(stream(call, upstream, meter))
-            } else {
-                json_answer(call, upstream, openai::usage).await
-            }
-        }
+        opts["include_usage"] = Value::Bool(true);
+    }
+    let http = openai::request(ctx.gateway.client(&model), &model, to_vec(&req)?)?;
+    let upstream = send(&mut call, http).await?;
+    if streamed {
+        let meter = openai::StreamTap::new(&model, wants_usage, call.admission().unreported);
+        Ok(stream(call, upstream, meter))
+    } else {
+        json_answer(call, upstream, openai::usage).await
     }
 }
 
@@ -532,31 +519,14 @@ fn sse_response(call: &Call, body: Body) -> Response<Body> {
         .expect("a valid response")
 }
 
-/// An answer from a provider of the other shape, streamed or whole.
-async fn answer_translated(
-    call: Call,
-    upstream: reqwest::Response,
-    streamed: bool,
-    decode: impl FnMut(&[u8]) -> Vec<crate::providers::ir::Event> + Send + 'static,
-    wants_usage: bool,
-    completion: fn(&Value) -> Completion,
-) -> Result<Response<Body>, GatewayError> {
-    if streamed {
-        let meter = Translator::new(&call, decode, wants_usage);
-        Ok(stream(call, upstream, meter))
-    } else {
-        json_translated(call, upstream, completion).await
-    }
-}
-
 /// A non-streamed answer from a provider of the other shape.
 async fn json_translated(
     mut call: Call,
     upstream: reqwest::Response,
-    decode: fn(&Value) -> Completion,
+    provider: &dyn ChatProvider,
 ) -> Result<Response<Body>, GatewayError> {
     let v = read_json(&mut call, upstream).await?;
-    let mut c = decode(&v);
+    let mut c: Completion = provider.completion(&v);
     c.usage = answer_usage(&call, &v, |_| c.usage);
     let cost = call.settle(200, c.usage).await;
     let body = ClientEncoder::completion(call.shape, &c, &call.model().name, cost);

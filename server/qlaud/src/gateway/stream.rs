@@ -7,8 +7,8 @@ use futures::StreamExt;
 use http::Response;
 
 use super::error::GatewayError;
-use super::shape::{ClientEncoder, Shape};
 use super::{Call, error_chain, sse, sse_response};
+use crate::dialects::{ClientEncoder, Shape};
 use crate::meter::{Unreported, Usage};
 use crate::providers::ir::Event;
 use crate::providers::{anthropic, openai};

@@ -1,12 +1,11 @@
-//! The built-in offline model: answers by echoing the last user message, in
-//! either shape, JSON or streamed, with deterministic token counts
+//! The built-in offline model: answers an internal request by echoing its
+//! last user message (the gateway renders it in any dialect, JSON or
+//! streamed), with deterministic token counts
 //! (a word is a token on the way out; input is counted at four characters a
 //! token, plus three per message, like the usual estimates).
 
-use serde_json::Value;
-
 use crate::meter::Usage;
-use crate::providers::ir::{Block, Completion, Event, StopReason};
+use crate::providers::ir::{Block, Completion, Event, Part, Request, Role, StopReason};
 
 /// The echo answer to a conversation, cut to `max_tokens` words.
 pub struct Reply {
@@ -15,30 +14,31 @@ pub struct Reply {
     pub usage: Usage,
 }
 
-/// Text of a `content` value: a string, or the text parts of an array.
-fn text_of(content: &Value) -> String {
-    match content {
-        Value::String(s) => s.clone(),
-        Value::Array(parts) => {
-            parts.iter().filter_map(|p| p["text"].as_str()).collect::<Vec<_>>().join(" ")
-        }
-        _ => String::new(),
+/// The characters a part counts for.
+fn chars(p: &Part) -> usize {
+    match p {
+        Part::Text(t) => t.len(),
+        Part::ToolResult { content, .. } => content.len(),
+        Part::ToolUse { name, input, .. } => name.len() + input.to_string().len(),
+        Part::Image(_) => 0,
     }
 }
 
-/// Input tokens of a conversation (and system prompt) by the echo rule.
-pub fn count_input(system: Option<&Value>, messages: &[Value]) -> u64 {
-    let chars: usize = system.map(|s| text_of(s).len()).unwrap_or(0)
-        + messages.iter().map(|m| text_of(&m["content"]).len()).sum::<usize>();
-    (chars as u64).div_ceil(4) + 3 * messages.len() as u64
+/// Input tokens of a request by the echo rule.
+pub fn count_input(req: &Request) -> u64 {
+    let chars: usize = req.system.iter().map(String::len).sum::<usize>()
+        + req.messages.iter().flat_map(|m| &m.content).map(chars).sum::<usize>();
+    (chars as u64).div_ceil(4) + 3 * req.messages.len() as u64
 }
 
-pub fn reply(system: Option<&Value>, messages: &[Value], max_tokens: u64) -> Reply {
-    let last_user = messages
+/// The answer to `req`: its last user turn's text, echoed.
+pub fn reply(req: &Request, max_tokens: u64) -> Reply {
+    let last_user = req
+        .messages
         .iter()
         .rev()
-        .find(|m| m["role"] == "user")
-        .map(|m| text_of(&m["content"]))
+        .find(|m| m.role == Role::User)
+        .map(|m| m.text())
         .unwrap_or_default();
     let mut words: Vec<String> = std::iter::once("echo:".to_string())
         .chain(last_user.split_whitespace().map(str::to_string))
@@ -46,7 +46,7 @@ pub fn reply(system: Option<&Value>, messages: &[Value], max_tokens: u64) -> Rep
     let truncated = words.len() as u64 > max_tokens;
     words.truncate(usize::try_from(max_tokens).unwrap_or(usize::MAX));
     let usage = Usage {
-        input_tokens: count_input(system, messages),
+        input_tokens: count_input(req),
         output_tokens: words.len() as u64,
         ..Default::default()
     };

@@ -1,11 +1,134 @@
-//! The internal representation every cross-shape call goes through: each
-//! provider module decodes its answers and stream events into these types
-//! and encodes them back into its own shape, once. The offline `echo` model
-//! produces them directly.
+//! The internal representation every cross-shape call goes through.
+//!
+//! A dialect (`crate::dialects`) parses its client's request into a
+//! [`Request`] and renders [`Completion`]s and [`Event`]s back into its
+//! client's shape; a provider renders a [`Request`] into its own wire
+//! request and decodes its answers and streams into [`Completion`]s and
+//! [`Event`]s. So a dialect and a provider meet only here: adding either is
+//! one module. The offline `echo` model answers a [`Request`] directly.
+//! Threads store their turns as [`Message`]s too.
 
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::meter::Usage;
+
+/// A model call in no client's shape.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct Request {
+    /// System instructions, in order (one per system message or block run).
+    pub system: Vec<String>,
+    pub messages: Vec<Message>,
+    pub tools: Vec<Tool>,
+    pub tool_choice: Option<ToolChoice>,
+    /// The output limit (the reserved one is set before sending).
+    pub max_tokens: u64,
+    pub stream: bool,
+    /// Sampling temperature on OpenAI's 0–2 scale.
+    pub temperature: Option<f64>,
+    pub top_p: Option<f64>,
+    pub stop: Vec<String>,
+    /// The end user, for the provider's abuse monitoring.
+    pub user: Option<String>,
+    pub format: Option<Format>,
+    pub parallel_tool_calls: Option<bool>,
+}
+
+/// Who said a message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    User,
+    Assistant,
+}
+
+/// One turn of a conversation.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Message {
+    pub role: Role,
+    pub content: Vec<Part>,
+}
+
+/// One piece of a message.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub enum Part {
+    Text(String),
+    Image(Image),
+    /// A call the model made (assistant turns).
+    ToolUse {
+        id: String,
+        name: String,
+        input: Value,
+    },
+    /// A call's result (user turns).
+    ToolResult {
+        id: String,
+        content: String,
+        is_error: bool,
+    },
+}
+
+/// An image, inline or by URL.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub enum Image {
+    Base64 { media_type: String, data: String },
+    Url(String),
+}
+
+/// A tool the model may call.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Tool {
+    pub name: String,
+    pub description: Option<String>,
+    /// JSON Schema of its input (an object schema).
+    pub schema: Value,
+    pub strict: Option<bool>,
+}
+
+/// Whether and which tool the model must call.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub enum ToolChoice {
+    Auto,
+    /// Some tool.
+    Any,
+    None,
+    Tool(String),
+}
+
+/// A structured-output constraint.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub enum Format {
+    JsonObject,
+    JsonSchema { name: String, schema: Value, description: Option<String>, strict: Option<bool> },
+}
+
+impl Message {
+    /// Appends `parts` as a turn of `role`, merged into the previous turn
+    /// when the role repeats (providers want turns to alternate).
+    pub fn push(messages: &mut Vec<Message>, role: Role, parts: Vec<Part>) {
+        if parts.is_empty() {
+            return;
+        }
+        match messages.last_mut() {
+            Some(last) if last.role == role => last.content.extend(parts),
+            _ => messages.push(Message { role, content: parts }),
+        }
+    }
+
+    /// The text parts, joined.
+    pub fn text(&self) -> String {
+        text(&self.content)
+    }
+}
+
+/// The text parts of `parts`, joined with newlines.
+pub fn text(parts: &[Part]) -> String {
+    let texts: Vec<&str> = parts
+        .iter()
+        .filter_map(|p| if let Part::Text(t) = p { Some(t.as_str()) } else { None })
+        .collect();
+    texts.join("\n")
+}
 
 /// Why an answer ended.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -8,10 +8,10 @@ use std::borrow::Cow;
 use bytes::Bytes;
 use serde_json::Value;
 
-use super::encode;
 use crate::config::{Model, Prices};
+use crate::dialects::Shape;
+use crate::dialects::responses::render as encode;
 use crate::gateway::error::GatewayError;
-use crate::gateway::shape::Shape;
 use crate::gateway::sse;
 use crate::gateway::stream::StreamMeter;
 use crate::meter::{Unreported, Usage, cost_micros};

@@ -10,6 +10,40 @@ use crate::config::{Model, Prices};
 use crate::gateway::error::GatewayError;
 use crate::gateway::sse;
 use crate::meter::{Unreported, Usage, cost_micros};
+use crate::providers::ir::{self, Completion};
+use crate::providers::{ChatProvider, StreamDecoder};
+
+/// Anthropic's Messages API for translated calls.
+pub struct Anthropic;
+
+impl ChatProvider for Anthropic {
+    fn body(&self, req: &ir::Request, model: &Model) -> Value {
+        convert::body(req, &model.upstream)
+    }
+
+    fn set_max_tokens(&self, body: &mut Value, max_tokens: u64) {
+        body["max_tokens"] = max_tokens.into();
+    }
+
+    fn post(
+        &self,
+        http: &reqwest::Client,
+        model: &Model,
+        client_headers: &HeaderMap,
+        body: Vec<u8>,
+    ) -> Result<reqwest::RequestBuilder, GatewayError> {
+        request(http, model, client_headers, body)
+    }
+
+    fn completion(&self, answer: &Value) -> Completion {
+        convert::completion(answer)
+    }
+
+    fn decoder(&self) -> StreamDecoder {
+        let mut decoder = convert::Decoder::default();
+        Box::new(move |raw| decoder.decode(raw))
+    }
+}
 
 /// The API version sent when the client sent none.
 const DEFAULT_VERSION: &str = "2023-06-01";

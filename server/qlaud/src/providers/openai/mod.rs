@@ -1,14 +1,59 @@
-//! OpenAI's Chat Completions API (and services that speak it).
+//! OpenAI's Chat Completions API (and services that speak it), and its
+//! Responses and Embeddings endpoints for pass-through.
 
 pub mod convert;
 
 use bytes::Bytes;
 use serde_json::Value;
 
+use http::HeaderMap;
+
 use crate::config::{Model, Prices};
 use crate::gateway::error::GatewayError;
 use crate::gateway::sse;
 use crate::meter::{Unreported, Usage, cost_micros};
+use crate::providers::ir::{self, Completion};
+use crate::providers::{ChatProvider, StreamDecoder};
+
+/// OpenAI's Chat Completions API (or a service speaking it) for translated
+/// calls.
+pub struct OpenAi {
+    /// Whether the output limit goes in `max_tokens` (services that speak
+    /// the older field) rather than `max_completion_tokens` (OpenAI).
+    legacy_limit: bool,
+}
+
+pub static OPENAI: OpenAi = OpenAi { legacy_limit: false };
+pub static COMPATIBLE: OpenAi = OpenAi { legacy_limit: true };
+
+impl ChatProvider for OpenAi {
+    fn body(&self, req: &ir::Request, model: &Model) -> Value {
+        convert::body(req, &model.upstream, self.legacy_limit)
+    }
+
+    fn set_max_tokens(&self, body: &mut Value, max_tokens: u64) {
+        convert::set_max_tokens(body, max_tokens, self.legacy_limit);
+    }
+
+    fn post(
+        &self,
+        http: &reqwest::Client,
+        model: &Model,
+        _client_headers: &HeaderMap,
+        body: Vec<u8>,
+    ) -> Result<reqwest::RequestBuilder, GatewayError> {
+        request(http, model, body)
+    }
+
+    fn completion(&self, answer: &Value) -> Completion {
+        convert::completion(answer)
+    }
+
+    fn decoder(&self) -> StreamDecoder {
+        let mut decoder = convert::Decoder::default();
+        Box::new(move |raw| decoder.decode(raw))
+    }
+}
 
 /// The upstream chat request for `body` (already in OpenAI's shape).
 pub fn request(

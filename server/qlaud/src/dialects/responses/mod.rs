@@ -1,13 +1,15 @@
-//! Reading a Responses request: what qlaud refuses to forward, and the
-//! translation into OpenAI's chat shape, from which every chat provider's
-//! own request is made by the translators that already exist (one per
-//! direction: a Claude model's request comes from
-//! `anthropic::convert::request_from_openai`).
+//! OpenAI's Responses API as a client dialect: what qlaud refuses to
+//! forward (`check`), a request parsed into the internal representation
+//! for a model of a chat provider (`parse`), and answers rendered back in
+//! the Responses shape (`render`).
 
-use qlaud_api::{ChatCompletionRequest, ResponsesRequest};
-use serde_json::{Map, Value, json};
+pub mod render;
+
+use qlaud_api::ResponsesRequest;
+use serde_json::{Value, json};
 
 use crate::gateway::error::GatewayError;
+use crate::providers::ir::{Format, Image, Message, Part, Request, Role, Tool, ToolChoice};
 
 /// Tool types that are plain definitions the model calls back through the
 /// client. Every other type is a hosted tool the provider runs and bills
@@ -79,21 +81,24 @@ fn text_of(content: &Value) -> String {
     }
 }
 
-/// A user-side content part as a chat content part.
-fn part(p: &Value, model: &str) -> Result<Value, GatewayError> {
+/// A user-side content part as an internal part.
+fn part(p: &Value, model: &str) -> Result<Part, GatewayError> {
     match p["type"].as_str() {
         Some("input_text" | "output_text" | "text") => {
-            Ok(json!({"type": "text", "text": p["text"]}))
+            Ok(Part::Text(p["text"].as_str().unwrap_or_default().to_string()))
         }
         Some("input_image") => {
             let url = p["image_url"].as_str().ok_or_else(|| {
                 bad(format!("model {model:?} takes input_image by image_url (a URL or data URL)"))
             })?;
-            let mut image = json!({"url": url});
-            if let Some(detail) = p["detail"].as_str() {
-                image["detail"] = detail.into();
-            }
-            Ok(json!({"type": "image_url", "image_url": image}))
+            Ok(Part::Image(
+                match url.strip_prefix("data:").and_then(|r| r.split_once(";base64,")) {
+                    Some((media_type, data)) => {
+                        Image::Base64 { media_type: media_type.to_string(), data: data.to_string() }
+                    }
+                    None => Image::Url(url.to_string()),
+                },
+            ))
         }
         other => Err(bad(format!(
             "content part {} is not supported for model {model:?}",
@@ -102,57 +107,51 @@ fn part(p: &Value, model: &str) -> Result<Value, GatewayError> {
     }
 }
 
-/// Appends a function call to the assistant turn it belongs to.
-fn push_call(messages: &mut Vec<Value>, call: Value) {
-    if let Some(last) = messages.last_mut()
-        && last["role"] == "assistant"
-    {
-        match last["tool_calls"].as_array_mut() {
-            Some(calls) => calls.push(call),
-            None => last["tool_calls"] = json!([call]),
-        }
-        return;
-    }
-    messages.push(json!({"role": "assistant", "content": null, "tool_calls": [call]}));
-}
-
-fn push_item(messages: &mut Vec<Value>, item: &Value, model: &str) -> Result<(), GatewayError> {
+fn push_item(out: &mut Request, item: &Value, model: &str) -> Result<(), GatewayError> {
     // Easy input messages (`{role, content}`) carry no type.
     let kind = item["type"].as_str().unwrap_or("message");
     match kind {
         "message" => {
             let role = item["role"].as_str().unwrap_or_default();
-            let content = match (role, &item["content"]) {
-                (_, Value::String(s)) => Value::String(s.clone()),
-                ("assistant", c) => Value::String(text_of(c)),
-                ("system" | "developer", c) => Value::String(text_of(c)),
-                ("user", Value::Array(parts)) => {
-                    Value::Array(parts.iter().map(|p| part(p, model)).collect::<Result<_, _>>()?)
+            let content = &item["content"];
+            match role {
+                "system" | "developer" => out.system.push(text_of(content)),
+                "assistant" => {
+                    let text = text_of(content);
+                    Message::push(&mut out.messages, Role::Assistant, vec![Part::Text(text)]);
+                }
+                "user" => {
+                    let parts = match content {
+                        Value::String(s) => vec![Part::Text(s.clone())],
+                        Value::Array(parts) => {
+                            parts.iter().map(|p| part(p, model)).collect::<Result<_, _>>()?
+                        }
+                        _ => return Err(bad("input message content must be a string or parts")),
+                    };
+                    Message::push(&mut out.messages, Role::User, parts);
                 }
                 _ => return Err(bad(format!("input message with role {role:?} is not valid"))),
-            };
-            if !matches!(role, "user" | "assistant" | "system" | "developer") {
-                return Err(bad(format!("input message with role {role:?} is not valid")));
             }
-            messages.push(json!({"role": role, "content": content}));
         }
         "function_call" => {
-            let arguments = match &item["arguments"] {
-                Value::String(s) => s.clone(),
-                Value::Null => "{}".to_string(),
-                other => other.to_string(),
+            let call = Part::ToolUse {
+                id: item["call_id"].as_str().unwrap_or_default().to_string(),
+                name: item["name"].as_str().unwrap_or_default().to_string(),
+                input: crate::dialects::chat::arguments(&item["arguments"]),
             };
-            let call = json!({"id": item["call_id"], "type": "function",
-                              "function": {"name": item["name"], "arguments": arguments}});
-            push_call(messages, call);
+            Message::push(&mut out.messages, Role::Assistant, vec![call]);
         }
         "function_call_output" => {
             let output = match &item["output"] {
                 Value::String(s) => s.clone(),
                 other => text_of(other),
             };
-            messages.push(json!({"role": "tool", "tool_call_id": item["call_id"],
-                                 "content": output}));
+            let result = Part::ToolResult {
+                id: item["call_id"].as_str().unwrap_or_default().to_string(),
+                content: output,
+                is_error: false,
+            };
+            Message::push(&mut out.messages, Role::User, vec![result]);
         }
         // Reasoning is readable only by the provider that wrote it.
         "reasoning" => {}
@@ -165,92 +164,73 @@ fn push_item(messages: &mut Vec<Value>, item: &Value, model: &str) -> Result<(),
     Ok(())
 }
 
-/// The request in OpenAI's chat shape, for a chat provider. `model` names
-/// the model in errors; the caller sets the upstream id and limits.
-pub fn to_chat(
+/// A checked Responses request as an internal request with output limit
+/// `max_tokens`. `model` names the model in errors.
+pub fn parse(
     req: &ResponsesRequest,
     model: &str,
-    stream: bool,
-) -> Result<ChatCompletionRequest, GatewayError> {
-    let mut messages = Vec::new();
+    max_tokens: u64,
+) -> Result<Request, GatewayError> {
+    let mut out = Request { max_tokens, stream: req.stream.unwrap_or(false), ..Request::default() };
     if let Some(i) = req.instructions.as_ref().and_then(Value::as_str) {
-        messages.push(json!({"role": "system", "content": i}));
+        out.system.push(i.to_string());
     }
     match &req.input {
-        Some(Value::String(s)) => messages.push(json!({"role": "user", "content": s})),
+        Some(Value::String(s)) => {
+            Message::push(&mut out.messages, Role::User, vec![Part::Text(s.clone())]);
+        }
         Some(Value::Array(items)) => {
             for item in items {
-                push_item(&mut messages, item, model)?;
+                push_item(&mut out, item, model)?;
             }
         }
         _ => {}
     }
-    let mut extra = Map::new();
-    for field in ["temperature", "top_p", "parallel_tool_calls"] {
-        if let Some(v) = req.extra.get(field).filter(|v| !v.is_null()) {
-            extra.insert(field.into(), v.clone());
+    let x = &req.extra;
+    out.temperature = x.get("temperature").and_then(Value::as_f64);
+    out.top_p = x.get("top_p").and_then(Value::as_f64);
+    out.parallel_tool_calls = x.get("parallel_tool_calls").and_then(Value::as_bool);
+    out.user = x
+        .get("user")
+        .or_else(|| x.get("safety_identifier"))
+        .and_then(Value::as_str)
+        .map(str::to_string);
+    for t in req.tools.iter().flatten() {
+        out.tools.push(Tool {
+            name: t["name"].as_str().unwrap_or_default().to_string(),
+            description: t["description"].as_str().map(str::to_string),
+            schema: if t["parameters"].is_object() {
+                t["parameters"].clone()
+            } else {
+                json!({"type": "object"})
+            },
+            strict: t["strict"].as_bool(),
+        });
+    }
+    out.tool_choice = match &req.tool_choice {
+        Some(Value::String(s)) if s == "auto" => Some(ToolChoice::Auto),
+        Some(Value::String(s)) if s == "required" => Some(ToolChoice::Any),
+        Some(Value::String(s)) if s == "none" => Some(ToolChoice::None),
+        Some(c @ Value::Object(_)) if c["type"] == "function" => {
+            c["name"].as_str().map(|n| ToolChoice::Tool(n.to_string()))
         }
-    }
-    if let Some(user) = req.extra.get("user").or_else(|| req.extra.get("safety_identifier")) {
-        extra.insert("user".into(), user.clone());
-    }
-    if let Some(tools) = &req.tools
-        && !tools.is_empty()
-    {
-        let tools: Vec<Value> = tools
-            .iter()
-            .map(|t| {
-                let mut f = json!({"name": t["name"], "parameters": t["parameters"]});
-                for field in ["description", "strict"] {
-                    if !t[field].is_null() {
-                        f[field] = t[field].clone();
-                    }
-                }
-                json!({"type": "function", "function": f})
-            })
-            .collect();
-        extra.insert("tools".into(), tools.into());
-    }
-    if let Some(choice) = &req.tool_choice {
-        let c = match choice {
-            Value::String(_) => Some(choice.clone()),
-            Value::Object(_) if choice["type"] == "function" => {
-                Some(json!({"type": "function", "function": {"name": choice["name"]}}))
-            }
-            _ => None,
-        };
-        if let Some(c) = c {
-            extra.insert("tool_choice".into(), c);
-        }
-    }
+        _ => None,
+    };
     let format = req.text.as_ref().map(|t| &t["format"]).filter(|f| f.is_object());
-    match format.and_then(|f| f["type"].as_str()) {
+    out.format = match format.and_then(|f| f["type"].as_str()) {
         Some("json_schema") => {
             let f = format.unwrap_or(&Value::Null);
-            let mut schema = json!({"name": f["name"], "schema": f["schema"]});
-            for field in ["description", "strict"] {
-                if !f[field].is_null() {
-                    schema[field] = f[field].clone();
-                }
-            }
-            extra.insert(
-                "response_format".into(),
-                json!({"type": "json_schema", "json_schema": schema}),
-            );
+            Some(Format::JsonSchema {
+                name: f["name"].as_str().unwrap_or("response").to_string(),
+                schema: f["schema"].clone(),
+                description: f["description"].as_str().map(str::to_string),
+                strict: f["strict"].as_bool(),
+            })
         }
-        Some("json_object") => {
-            extra.insert("response_format".into(), json!({"type": "json_object"}));
-        }
-        _ => {}
-    }
-    Ok(ChatCompletionRequest {
-        model: model.to_string(),
-        messages,
-        stream: stream.then_some(true),
-        max_tokens: None,
-        max_completion_tokens: req.max_output_tokens,
-        extra,
-    })
+        Some("json_object") => Some(Format::JsonObject),
+        _ => None,
+    };
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -271,17 +251,20 @@ mod tests {
            "tool_choice": {"type": "function", "name": "w"},
            "text": {"format": {"type": "json_schema", "name": "x", "schema": {"type": "object"}}}}));
         check(&r).unwrap();
-        let c = to_chat(&r, "m", false).unwrap();
-        assert_eq!(c.messages[0], json!({"role": "system", "content": "be brief"}));
-        assert_eq!(c.messages[1]["content"][0], json!({"type": "text", "text": "weather?"}));
-        assert_eq!(c.messages[2]["tool_calls"][0]["id"], "c1");
+        let c = parse(&r, "m", 100).unwrap();
+        assert_eq!(c.system, ["be brief"]);
+        assert_eq!(c.messages[0].content, [Part::Text("weather?".into())]);
         assert_eq!(
-            c.messages[3],
-            json!({"role": "tool", "tool_call_id": "c1", "content": "sunny"})
+            c.messages[1].content,
+            [Part::ToolUse { id: "c1".into(), name: "w".into(), input: json!({"a": 1}) }]
         );
-        assert_eq!(c.extra["tools"][0]["function"]["name"], "w");
-        assert_eq!(c.extra["tool_choice"]["function"]["name"], "w");
-        assert_eq!(c.extra["response_format"]["json_schema"]["name"], "x");
+        assert_eq!(
+            c.messages[2].content,
+            [Part::ToolResult { id: "c1".into(), content: "sunny".into(), is_error: false }]
+        );
+        assert_eq!(c.tools[0].name, "w");
+        assert_eq!(c.tool_choice, Some(ToolChoice::Tool("w".into())));
+        assert!(matches!(c.format, Some(Format::JsonSchema { ref name, .. }) if name == "x"));
     }
 
     #[test]

@@ -1,15 +1,24 @@
-//! The API shape a client speaks, and writing answers in it.
+//! The API shapes clients speak (dialects): each module parses its
+//! requests into the internal representation (`crate::providers::ir`) and
+//! renders answers back, and does nothing else: no I/O, no metering. A
+//! same-dialect call (a Claude model on `/v1/messages`, a GPT model on
+//! `/v1/chat/completions` or `/v1/responses`) never comes here: it passes
+//! through untouched. Adding a dialect is one module here, its variant of
+//! [`Shape`] and its handler in `gateway`.
+
+pub mod chat;
+pub mod messages;
+pub mod responses;
 
 use bytes::Bytes;
 use serde_json::Value;
 
-use super::error::GatewayError;
-use super::responses::encode as responses;
-use super::sse;
 use crate::config::Model;
+use crate::gateway::error::GatewayError;
+use crate::gateway::sse;
 use crate::meter::Endpoint;
 use crate::providers::ir::{Completion, Event};
-use crate::providers::{anthropic, openai};
+use responses::render as responses_render;
 
 /// Which API shape the client speaks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -34,9 +43,9 @@ impl Shape {
 
 /// Internal events written in the client's shape.
 pub(crate) enum ClientEncoder {
-    Anthropic(anthropic::convert::Encoder),
-    OpenAi(openai::convert::Encoder),
-    Responses(responses::Encoder),
+    Anthropic(messages::Encoder),
+    OpenAi(chat::Encoder),
+    Responses(responses_render::Encoder),
 }
 
 impl ClientEncoder {
@@ -44,19 +53,19 @@ impl ClientEncoder {
         let prices = model.prices.unwrap_or_default();
         match shape {
             Shape::Messages => {
-                ClientEncoder::Anthropic(anthropic::convert::Encoder::new(&model.name, prices))
+                ClientEncoder::Anthropic(messages::Encoder::new(&model.name, prices))
             }
-            Shape::ChatCompletions | Shape::Embeddings => ClientEncoder::OpenAi(
-                openai::convert::Encoder::new(&model.name, prices, wants_usage),
-            ),
+            Shape::ChatCompletions | Shape::Embeddings => {
+                ClientEncoder::OpenAi(chat::Encoder::new(&model.name, prices, wants_usage))
+            }
             Shape::Responses => {
-                ClientEncoder::Responses(responses::Encoder::new(&model.name, prices))
+                ClientEncoder::Responses(responses_render::Encoder::new(&model.name, prices))
             }
         }
     }
 
     /// A local count of the prompt for Anthropic's `message_start` (see
-    /// `anthropic::convert::Encoder::start_input`); OpenAI's chunks carry
+    /// `messages::Encoder::start_input`); OpenAI's chunks carry
     /// no input count before the end, so it is not needed there.
     pub fn start_input(&mut self, tokens: u64) {
         if let ClientEncoder::Anthropic(e) = self {
@@ -75,11 +84,13 @@ impl ClientEncoder {
     /// A whole answer in `shape`.
     pub fn completion(shape: Shape, c: &Completion, model: &str, cost: i64) -> Value {
         match shape {
-            Shape::Messages => anthropic::convert::message(c, model, cost),
+            Shape::Messages => messages::message(c, model, cost),
             Shape::ChatCompletions | Shape::Embeddings => {
-                openai::convert::chat_completion(c, model, chrono::Utc::now().timestamp(), cost)
+                chat::chat_completion(c, model, chrono::Utc::now().timestamp(), cost)
             }
-            Shape::Responses => responses::response(c, model, chrono::Utc::now().timestamp(), cost),
+            Shape::Responses => {
+                responses_render::response(c, model, chrono::Utc::now().timestamp(), cost)
+            }
         }
     }
 
@@ -95,7 +106,7 @@ impl ClientEncoder {
     /// An error event in `shape`, for a stream that broke off.
     pub fn error_event(shape: Shape, err: GatewayError) -> Bytes {
         match shape {
-            Shape::Responses => responses::error_event(err, 0),
+            Shape::Responses => responses_render::error_event(err, 0),
             Shape::Messages => sse::event(
                 Some("error"),
                 &serde_json::to_string(&err.into_anthropic()).unwrap_or_default(),
