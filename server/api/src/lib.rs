@@ -12,6 +12,7 @@ pub mod models;
 pub mod money;
 pub mod requests;
 pub mod responses;
+pub mod threads;
 pub mod usage;
 
 use dropshot::{
@@ -27,6 +28,7 @@ pub use models::*;
 pub use money::Usd;
 pub use requests::*;
 pub use responses::*;
+pub use threads::*;
 pub use usage::*;
 
 /// Body limit of qlaud's own JSON endpoints (keys, usage, …). Generous for

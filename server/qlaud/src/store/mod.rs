@@ -13,6 +13,7 @@ mod request_log;
 mod requests;
 mod sessions;
 mod tenants;
+mod threads;
 mod usage;
 
 use std::path::Path;
@@ -33,6 +34,10 @@ pub use request_log::{PushRunRow, PushTotals, RequestLogQuery, RequestLogRow};
 pub use requests::MAX_BATCH;
 pub use sessions::SessionRow;
 pub use tenants::TenantRow;
+pub use threads::{
+    MessageQuery, MessageRow, NewMessage, NewThread, ThreadAccess, ThreadChanges, ThreadQuery,
+    ThreadRow, TurnClaim, parse_role, parse_truncation, role_str, truncation_str,
+};
 pub use usage::{UnitGroup, UsageFilter, UsageRow};
 
 use crate::error::Result;
