@@ -256,6 +256,105 @@ pub trait QlaudApi {
         path: Path<KeyPath>,
     ) -> Result<HttpResponseOk<Vec<KeyBillingEvent>>, HttpError>;
 
+    /// Create a thread.
+    ///
+    /// A conversation qlaud keeps server-side, with its metadata, optional
+    /// system prompt, default model and default truncation. It belongs to
+    /// the key that creates it (an admin key may name another key of its
+    /// tenant as `key_id`); that key pays for its turns. Any key may call
+    /// it.
+    #[endpoint {
+        method = POST,
+        path = "/v1/threads",
+        tags = ["threads"],
+        request_body_max_bytes = THREAD_BODY_MAX_BYTES,
+    }]
+    async fn create_thread(
+        rqctx: RequestContext<Self::Context>,
+        body: TypedBody<CreateThreadRequest>,
+    ) -> Result<HttpResponseCreated<Thread>, HttpError>;
+
+    /// List threads.
+    ///
+    /// Newest first by default (`order=asc` for oldest first), a page at a
+    /// time (`limit` 1 to 100, default 20); `after` and `before` bound the
+    /// listing by thread ids. A standard key sees its own threads; an admin
+    /// key sees all of its tenant's, or one key's with `key_id`.
+    #[endpoint {
+        method = GET,
+        path = "/v1/threads",
+        tags = ["threads"],
+    }]
+    async fn list_threads(
+        rqctx: RequestContext<Self::Context>,
+        query: Query<PaginationParams<ThreadListFilter, ThreadPageSelector>>,
+    ) -> Result<HttpResponseOk<ResultsPage<Thread>>, HttpError>;
+
+    /// Fetch a thread.
+    ///
+    /// A standard key may fetch only its own threads; any other id answers
+    /// 404, exactly as an id that never existed. An admin key may fetch any
+    /// thread of its tenant.
+    #[endpoint {
+        method = GET,
+        path = "/v1/threads/{thread_id}",
+        tags = ["threads"],
+    }]
+    async fn get_thread(
+        rqctx: RequestContext<Self::Context>,
+        path: Path<ThreadPath>,
+    ) -> Result<HttpResponseOk<Thread>, HttpError>;
+
+    /// Change a thread.
+    ///
+    /// Changes its metadata, system prompt, default model or default
+    /// truncation; fields left out stay as they are, and an empty `system`
+    /// or `model` removes it. The owner key or an admin key of its tenant
+    /// may change it.
+    #[endpoint {
+        method = PATCH,
+        path = "/v1/threads/{thread_id}",
+        tags = ["threads"],
+        request_body_max_bytes = THREAD_BODY_MAX_BYTES,
+    }]
+    async fn update_thread(
+        rqctx: RequestContext<Self::Context>,
+        path: Path<ThreadPath>,
+        body: TypedBody<UpdateThreadRequest>,
+    ) -> Result<HttpResponseOk<Thread>, HttpError>;
+
+    /// Delete a thread.
+    ///
+    /// Deletes the thread with all of its messages, for good. Usage and
+    /// the request log keep what its turns cost. The owner key or an admin
+    /// key of its tenant may delete it.
+    #[endpoint {
+        method = DELETE,
+        path = "/v1/threads/{thread_id}",
+        tags = ["threads"],
+    }]
+    async fn delete_thread(
+        rqctx: RequestContext<Self::Context>,
+        path: Path<ThreadPath>,
+    ) -> Result<HttpResponseOk<ThreadDeleted>, HttpError>;
+
+    /// List a thread's messages.
+    ///
+    /// Newest first by default (`order=asc` for oldest first), a page at a
+    /// time (`limit` 1 to 100, default 20); `after` and `before` bound the
+    /// listing by message ids (`after` with `order=asc` reads what was
+    /// added since a message). Who may read them: as for `get_thread`.
+    #[endpoint {
+        method = GET,
+        path = "/v1/threads/{thread_id}/messages",
+        tags = ["threads"],
+    }]
+    async fn list_thread_messages(
+        rqctx: RequestContext<Self::Context>,
+        path: Path<ThreadPath>,
+        query: Query<PaginationParams<ThreadMessageListFilter, ThreadMessagePageSelector>>,
+    ) -> Result<HttpResponseOk<ResultsPage<ThreadMessage>>, HttpError>;
+
     /// Liveness and store reachability (operational; not in the published spec).
     #[endpoint {
         method = GET,

@@ -14,6 +14,11 @@ use qlaud_api::{
     RequestLogEntry, RequestLogFilter, RequestLogPageSelector, ResponseObject, ResponsesRequest,
     StripeWebhookResult, TenantPath, UpdateKeyRequest, UsageQuery, UsageReport,
 };
+use qlaud_api::{
+    CreateThreadRequest, Thread, ThreadDeleted, ThreadListFilter, ThreadMessage,
+    ThreadMessageListFilter, ThreadMessagePageSelector, ThreadPageSelector, ThreadPath,
+    UpdateThreadRequest,
+};
 
 use crate::billing;
 use crate::context::Context;
@@ -21,6 +26,7 @@ use crate::error::Error;
 use crate::gateway;
 use crate::keys::{self, secret::Secret};
 use crate::store::KeyActivity;
+use crate::threads;
 
 /// The server's implementation of the API trait.
 pub enum QlaudImpl {}
@@ -193,6 +199,84 @@ impl QlaudApi for QlaudImpl {
         let ctx = rqctx.context();
         let caller = ctx.authenticate_admin(rqctx.request.headers()).await?;
         Ok(HttpResponseOk(billing::key_events(ctx, &caller, &path.into_inner().key_id).await?))
+    }
+
+    async fn create_thread(
+        rqctx: RequestContext<Context>,
+        body: TypedBody<CreateThreadRequest>,
+    ) -> Result<HttpResponseCreated<Thread>, HttpError> {
+        let ctx = rqctx.context();
+        let caller = ctx.authenticate(rqctx.request.headers()).await?;
+        let new = threads::new_thread(ctx, &caller, body.into_inner()).await?;
+        let row = ctx.store.insert_thread(&new).await?;
+        Ok(HttpResponseCreated(threads::to_wire(row)?))
+    }
+
+    async fn list_threads(
+        rqctx: RequestContext<Context>,
+        query: Query<PaginationParams<ThreadListFilter, ThreadPageSelector>>,
+    ) -> Result<HttpResponseOk<ResultsPage<Thread>>, HttpError> {
+        let ctx = rqctx.context();
+        let caller = ctx.authenticate(rqctx.request.headers()).await?;
+        let params = query.into_inner();
+        let limit = threads::list::page_limit(&rqctx, &params)?;
+        Ok(HttpResponseOk(threads::list::threads(ctx, &caller, &params, limit).await?))
+    }
+
+    async fn get_thread(
+        rqctx: RequestContext<Context>,
+        path: Path<ThreadPath>,
+    ) -> Result<HttpResponseOk<Thread>, HttpError> {
+        let ctx = rqctx.context();
+        let caller = ctx.authenticate(rqctx.request.headers()).await?;
+        let thread_id = path.into_inner().thread_id;
+        let row = ctx.store.get_thread(threads::access(&caller), &thread_id).await?;
+        Ok(HttpResponseOk(threads::to_wire(row)?))
+    }
+
+    async fn update_thread(
+        rqctx: RequestContext<Context>,
+        path: Path<ThreadPath>,
+        body: TypedBody<UpdateThreadRequest>,
+    ) -> Result<HttpResponseOk<Thread>, HttpError> {
+        let ctx = rqctx.context();
+        let caller = ctx.authenticate(rqctx.request.headers()).await?;
+        let thread_id = path.into_inner().thread_id;
+        let access = threads::access(&caller);
+        // Another key's thread is 404 even when the body is also wrong, so
+        // the answer never tells whether the id exists.
+        ctx.store.get_thread(access, &thread_id).await?;
+        let changes = threads::thread_changes(ctx, body.into_inner())?;
+        let row = ctx.store.update_thread(access, &thread_id, &changes).await?;
+        Ok(HttpResponseOk(threads::to_wire(row)?))
+    }
+
+    async fn delete_thread(
+        rqctx: RequestContext<Context>,
+        path: Path<ThreadPath>,
+    ) -> Result<HttpResponseOk<ThreadDeleted>, HttpError> {
+        let ctx = rqctx.context();
+        let caller = ctx.authenticate(rqctx.request.headers()).await?;
+        let thread_id = path.into_inner().thread_id;
+        ctx.store.delete_thread(threads::access(&caller), &thread_id).await?;
+        Ok(HttpResponseOk(ThreadDeleted {
+            id: thread_id,
+            object: "thread.deleted".into(),
+            deleted: true,
+        }))
+    }
+
+    async fn list_thread_messages(
+        rqctx: RequestContext<Context>,
+        path: Path<ThreadPath>,
+        query: Query<PaginationParams<ThreadMessageListFilter, ThreadMessagePageSelector>>,
+    ) -> Result<HttpResponseOk<ResultsPage<ThreadMessage>>, HttpError> {
+        let ctx = rqctx.context();
+        let caller = ctx.authenticate(rqctx.request.headers()).await?;
+        let thread_id = path.into_inner().thread_id;
+        let params = query.into_inner();
+        let limit = threads::list::page_limit(&rqctx, &params)?;
+        Ok(HttpResponseOk(threads::list::messages(ctx, &caller, &thread_id, &params, limit).await?))
     }
 
     async fn health(rqctx: RequestContext<Context>) -> Result<http::Response<Body>, HttpError> {

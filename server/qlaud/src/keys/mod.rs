@@ -34,7 +34,7 @@ fn validate_name(name: &str) -> Result<()> {
     Ok(())
 }
 
-fn validate_metadata(metadata: &BTreeMap<String, String>) -> Result<()> {
+pub(crate) fn validate_metadata(metadata: &BTreeMap<String, String>) -> Result<()> {
     if metadata.len() > MAX_METADATA_PAIRS {
         return Err(Error::invalid(format!(
             "metadata has {} pairs; the limit is {MAX_METADATA_PAIRS}",
