@@ -108,6 +108,34 @@ impl Client {
         self.core.call(py, ops::create_response(sdk, body, stream))
     }
 
+    /// Create a thread.
+    ///
+    /// A conversation qlaud keeps server-side, with its metadata, optional system prompt, default model and default truncation. It belongs to the key that creates it (an admin key may name another key of its tenant as `key_id`); that key pays for its turns. Any key may call it.
+    ///
+    /// `POST /v1/threads`
+    #[pyo3(signature = (*, key_id=None, metadata=None, model=None, system=None, truncation=None))]
+    fn create_thread<'py>(&self, py: Python<'py>, key_id: Option<&Bound<'py, PyAny>>, metadata: Option<&Bound<'py, PyAny>>, model: Option<&Bound<'py, PyAny>>, system: Option<&Bound<'py, PyAny>>, truncation: Option<&Bound<'py, PyAny>>) -> PyResult<Py<PyAny>> {
+        let mut body = serde_json::Map::new();
+        crate::convert::put(&mut body, "key_id", key_id)?;
+        crate::convert::put(&mut body, "metadata", metadata)?;
+        crate::convert::put(&mut body, "model", model)?;
+        crate::convert::put(&mut body, "system", system)?;
+        crate::convert::put(&mut body, "truncation", truncation)?;
+        let sdk = self.core.sdk();
+        self.core.call(py, ops::create_thread(sdk, body))
+    }
+
+    /// Delete a thread.
+    ///
+    /// Deletes the thread with all of its messages, for good. Usage and the request log keep what its turns cost. The owner key or an admin key of its tenant may delete it.
+    ///
+    /// `DELETE /v1/threads/{thread_id}`
+    #[pyo3(signature = (thread_id))]
+    fn delete_thread<'py>(&self, py: Python<'py>, thread_id: String) -> PyResult<Py<PyAny>> {
+        let sdk = self.core.sdk();
+        self.core.call(py, ops::delete_thread(sdk, thread_id))
+    }
+
     /// Export meter events.
     ///
     /// A month's spend per key as Stripe Billing Meter events, for keys whose metadata has a `stripe_customer_id`. Requires an admin key.
@@ -161,6 +189,17 @@ impl Client {
     fn get_model<'py>(&self, py: Python<'py>, model_id: String) -> PyResult<Py<PyAny>> {
         let sdk = self.core.sdk();
         self.core.call(py, ops::get_model(sdk, model_id))
+    }
+
+    /// Fetch a thread.
+    ///
+    /// A standard key may fetch only its own threads; any other id answers 404, exactly as an id that never existed. An admin key may fetch any thread of its tenant.
+    ///
+    /// `GET /v1/threads/{thread_id}`
+    #[pyo3(signature = (thread_id))]
+    fn get_thread<'py>(&self, py: Python<'py>, thread_id: String) -> PyResult<Py<PyAny>> {
+        let sdk = self.core.sdk();
+        self.core.call(py, ops::get_thread(sdk, thread_id))
     }
 
     /// Report usage.
@@ -231,6 +270,44 @@ impl Client {
     fn iter_requests(&self, from_: Option<String>, key_id: Option<String>, limit: Option<u32>, model: Option<String>, status: Option<String>, to: Option<String>) -> crate::pager::Pager {
         crate::pager::Pager::new(self.core.clone(), move |sdk, page_token| {
             Box::pin(ops::list_requests(sdk, from_.clone(), key_id.clone(), limit.clone(), model.clone(), page_token, status.clone(), to.clone()))
+        })
+    }
+
+    /// List a thread's messages.
+    ///
+    /// Newest first by default (`order=asc` for oldest first), a page at a time (`limit` 1 to 100, default 20); `after` and `before` bound the listing by message ids (`after` with `order=asc` reads what was added since a message). Who may read them: as for `get_thread`.
+    ///
+    /// `GET /v1/threads/{thread_id}/messages`
+    #[pyo3(signature = (thread_id, *, after=None, before=None, limit=None, order=None, page_token=None))]
+    fn list_thread_messages<'py>(&self, py: Python<'py>, thread_id: String, after: Option<String>, before: Option<String>, limit: Option<u32>, order: Option<String>, page_token: Option<String>) -> PyResult<Py<PyAny>> {
+        let sdk = self.core.sdk();
+        self.core.call(py, ops::list_thread_messages(sdk, thread_id, after, before, limit, order, page_token))
+    }
+
+    /// Every item of `list_thread_messages`, a page at a time.
+    #[pyo3(signature = (thread_id, *, after=None, before=None, limit=None, order=None))]
+    fn iter_thread_messages(&self, thread_id: String, after: Option<String>, before: Option<String>, limit: Option<u32>, order: Option<String>) -> crate::pager::Pager {
+        crate::pager::Pager::new(self.core.clone(), move |sdk, page_token| {
+            Box::pin(ops::list_thread_messages(sdk, thread_id.clone(), after.clone(), before.clone(), limit.clone(), order.clone(), page_token))
+        })
+    }
+
+    /// List threads.
+    ///
+    /// Newest first by default (`order=asc` for oldest first), a page at a time (`limit` 1 to 100, default 20); `after` and `before` bound the listing by thread ids. A standard key sees its own threads; an admin key sees all of its tenant's, or one key's with `key_id`.
+    ///
+    /// `GET /v1/threads`
+    #[pyo3(signature = (*, after=None, before=None, key_id=None, limit=None, order=None, page_token=None))]
+    fn list_threads<'py>(&self, py: Python<'py>, after: Option<String>, before: Option<String>, key_id: Option<String>, limit: Option<u32>, order: Option<String>, page_token: Option<String>) -> PyResult<Py<PyAny>> {
+        let sdk = self.core.sdk();
+        self.core.call(py, ops::list_threads(sdk, after, before, key_id, limit, order, page_token))
+    }
+
+    /// Every item of `list_threads`, a page at a time.
+    #[pyo3(signature = (*, after=None, before=None, key_id=None, limit=None, order=None))]
+    fn iter_threads(&self, after: Option<String>, before: Option<String>, key_id: Option<String>, limit: Option<u32>, order: Option<String>) -> crate::pager::Pager {
+        crate::pager::Pager::new(self.core.clone(), move |sdk, page_token| {
+            Box::pin(ops::list_threads(sdk, after.clone(), before.clone(), key_id.clone(), limit.clone(), order.clone(), page_token))
         })
     }
 
@@ -316,6 +393,22 @@ impl Client {
         crate::convert::put(&mut body, "remove_max_spend", remove_max_spend)?;
         let sdk = self.core.sdk();
         self.core.call(py, ops::update_key(sdk, key_id, body))
+    }
+
+    /// Change a thread.
+    ///
+    /// Changes its metadata, system prompt, default model or default truncation; fields left out stay as they are, and an empty `system` or `model` removes it. The owner key or an admin key of its tenant may change it.
+    ///
+    /// `PATCH /v1/threads/{thread_id}`
+    #[pyo3(signature = (thread_id, *, metadata=None, model=None, system=None, truncation=None))]
+    fn update_thread<'py>(&self, py: Python<'py>, thread_id: String, metadata: Option<&Bound<'py, PyAny>>, model: Option<&Bound<'py, PyAny>>, system: Option<&Bound<'py, PyAny>>, truncation: Option<&Bound<'py, PyAny>>) -> PyResult<Py<PyAny>> {
+        let mut body = serde_json::Map::new();
+        crate::convert::put(&mut body, "metadata", metadata)?;
+        crate::convert::put(&mut body, "model", model)?;
+        crate::convert::put(&mut body, "system", system)?;
+        crate::convert::put(&mut body, "truncation", truncation)?;
+        let sdk = self.core.sdk();
+        self.core.call(py, ops::update_thread(sdk, thread_id, body))
     }
 
 }
@@ -417,6 +510,34 @@ impl AsyncClient {
         self.core.spawn(py, ops::create_response(sdk, body, stream))
     }
 
+    /// Create a thread.
+    ///
+    /// A conversation qlaud keeps server-side, with its metadata, optional system prompt, default model and default truncation. It belongs to the key that creates it (an admin key may name another key of its tenant as `key_id`); that key pays for its turns. Any key may call it.
+    ///
+    /// `POST /v1/threads`
+    #[pyo3(signature = (*, key_id=None, metadata=None, model=None, system=None, truncation=None))]
+    fn create_thread<'py>(&self, py: Python<'py>, key_id: Option<&Bound<'py, PyAny>>, metadata: Option<&Bound<'py, PyAny>>, model: Option<&Bound<'py, PyAny>>, system: Option<&Bound<'py, PyAny>>, truncation: Option<&Bound<'py, PyAny>>) -> PyResult<Bound<'py, PyAny>> {
+        let mut body = serde_json::Map::new();
+        crate::convert::put(&mut body, "key_id", key_id)?;
+        crate::convert::put(&mut body, "metadata", metadata)?;
+        crate::convert::put(&mut body, "model", model)?;
+        crate::convert::put(&mut body, "system", system)?;
+        crate::convert::put(&mut body, "truncation", truncation)?;
+        let sdk = self.core.sdk();
+        self.core.spawn(py, ops::create_thread(sdk, body))
+    }
+
+    /// Delete a thread.
+    ///
+    /// Deletes the thread with all of its messages, for good. Usage and the request log keep what its turns cost. The owner key or an admin key of its tenant may delete it.
+    ///
+    /// `DELETE /v1/threads/{thread_id}`
+    #[pyo3(signature = (thread_id))]
+    fn delete_thread<'py>(&self, py: Python<'py>, thread_id: String) -> PyResult<Bound<'py, PyAny>> {
+        let sdk = self.core.sdk();
+        self.core.spawn(py, ops::delete_thread(sdk, thread_id))
+    }
+
     /// Export meter events.
     ///
     /// A month's spend per key as Stripe Billing Meter events, for keys whose metadata has a `stripe_customer_id`. Requires an admin key.
@@ -470,6 +591,17 @@ impl AsyncClient {
     fn get_model<'py>(&self, py: Python<'py>, model_id: String) -> PyResult<Bound<'py, PyAny>> {
         let sdk = self.core.sdk();
         self.core.spawn(py, ops::get_model(sdk, model_id))
+    }
+
+    /// Fetch a thread.
+    ///
+    /// A standard key may fetch only its own threads; any other id answers 404, exactly as an id that never existed. An admin key may fetch any thread of its tenant.
+    ///
+    /// `GET /v1/threads/{thread_id}`
+    #[pyo3(signature = (thread_id))]
+    fn get_thread<'py>(&self, py: Python<'py>, thread_id: String) -> PyResult<Bound<'py, PyAny>> {
+        let sdk = self.core.sdk();
+        self.core.spawn(py, ops::get_thread(sdk, thread_id))
     }
 
     /// Report usage.
@@ -540,6 +672,44 @@ impl AsyncClient {
     fn iter_requests(&self, from_: Option<String>, key_id: Option<String>, limit: Option<u32>, model: Option<String>, status: Option<String>, to: Option<String>) -> crate::pager::AsyncPager {
         crate::pager::AsyncPager::new(self.core.clone(), move |sdk, page_token| {
             Box::pin(ops::list_requests(sdk, from_.clone(), key_id.clone(), limit.clone(), model.clone(), page_token, status.clone(), to.clone()))
+        })
+    }
+
+    /// List a thread's messages.
+    ///
+    /// Newest first by default (`order=asc` for oldest first), a page at a time (`limit` 1 to 100, default 20); `after` and `before` bound the listing by message ids (`after` with `order=asc` reads what was added since a message). Who may read them: as for `get_thread`.
+    ///
+    /// `GET /v1/threads/{thread_id}/messages`
+    #[pyo3(signature = (thread_id, *, after=None, before=None, limit=None, order=None, page_token=None))]
+    fn list_thread_messages<'py>(&self, py: Python<'py>, thread_id: String, after: Option<String>, before: Option<String>, limit: Option<u32>, order: Option<String>, page_token: Option<String>) -> PyResult<Bound<'py, PyAny>> {
+        let sdk = self.core.sdk();
+        self.core.spawn(py, ops::list_thread_messages(sdk, thread_id, after, before, limit, order, page_token))
+    }
+
+    /// Every item of `list_thread_messages`, a page at a time.
+    #[pyo3(signature = (thread_id, *, after=None, before=None, limit=None, order=None))]
+    fn iter_thread_messages(&self, thread_id: String, after: Option<String>, before: Option<String>, limit: Option<u32>, order: Option<String>) -> crate::pager::AsyncPager {
+        crate::pager::AsyncPager::new(self.core.clone(), move |sdk, page_token| {
+            Box::pin(ops::list_thread_messages(sdk, thread_id.clone(), after.clone(), before.clone(), limit.clone(), order.clone(), page_token))
+        })
+    }
+
+    /// List threads.
+    ///
+    /// Newest first by default (`order=asc` for oldest first), a page at a time (`limit` 1 to 100, default 20); `after` and `before` bound the listing by thread ids. A standard key sees its own threads; an admin key sees all of its tenant's, or one key's with `key_id`.
+    ///
+    /// `GET /v1/threads`
+    #[pyo3(signature = (*, after=None, before=None, key_id=None, limit=None, order=None, page_token=None))]
+    fn list_threads<'py>(&self, py: Python<'py>, after: Option<String>, before: Option<String>, key_id: Option<String>, limit: Option<u32>, order: Option<String>, page_token: Option<String>) -> PyResult<Bound<'py, PyAny>> {
+        let sdk = self.core.sdk();
+        self.core.spawn(py, ops::list_threads(sdk, after, before, key_id, limit, order, page_token))
+    }
+
+    /// Every item of `list_threads`, a page at a time.
+    #[pyo3(signature = (*, after=None, before=None, key_id=None, limit=None, order=None))]
+    fn iter_threads(&self, after: Option<String>, before: Option<String>, key_id: Option<String>, limit: Option<u32>, order: Option<String>) -> crate::pager::AsyncPager {
+        crate::pager::AsyncPager::new(self.core.clone(), move |sdk, page_token| {
+            Box::pin(ops::list_threads(sdk, after.clone(), before.clone(), key_id.clone(), limit.clone(), order.clone(), page_token))
         })
     }
 
@@ -627,6 +797,22 @@ impl AsyncClient {
         self.core.spawn(py, ops::update_key(sdk, key_id, body))
     }
 
+    /// Change a thread.
+    ///
+    /// Changes its metadata, system prompt, default model or default truncation; fields left out stay as they are, and an empty `system` or `model` removes it. The owner key or an admin key of its tenant may change it.
+    ///
+    /// `PATCH /v1/threads/{thread_id}`
+    #[pyo3(signature = (thread_id, *, metadata=None, model=None, system=None, truncation=None))]
+    fn update_thread<'py>(&self, py: Python<'py>, thread_id: String, metadata: Option<&Bound<'py, PyAny>>, model: Option<&Bound<'py, PyAny>>, system: Option<&Bound<'py, PyAny>>, truncation: Option<&Bound<'py, PyAny>>) -> PyResult<Bound<'py, PyAny>> {
+        let mut body = serde_json::Map::new();
+        crate::convert::put(&mut body, "metadata", metadata)?;
+        crate::convert::put(&mut body, "model", model)?;
+        crate::convert::put(&mut body, "system", system)?;
+        crate::convert::put(&mut body, "truncation", truncation)?;
+        let sdk = self.core.sdk();
+        self.core.spawn(py, ops::update_thread(sdk, thread_id, body))
+    }
+
 }
 
 /// The calls themselves, shared by both clients.
@@ -684,6 +870,25 @@ mod ops {
         }
     }
 
+    pub(super) async fn create_thread(sdk: crate::client::Sdk, body: serde_json::Map<String, serde_json::Value>) -> Result<Output, CallError> {
+        let query: Vec<(&str, String)> = Vec::new();
+        let path = String::from("/v1/threads");
+        let body = crate::convert::checked::<types::CreateThreadRequest>(body)?;
+        sdk.request_json(reqwest::Method::POST, &path, &query, Some(body))
+            .await
+            .map(Output::Json)
+            .map_err(CallError::raw)
+    }
+
+    pub(super) async fn delete_thread(sdk: crate::client::Sdk, thread_id: String) -> Result<Output, CallError> {
+        let query: Vec<(&str, String)> = Vec::new();
+        let path = format!("/v1/threads/{}", crate::convert::segment(&thread_id));
+        sdk.request_json(reqwest::Method::DELETE, &path, &query, None)
+            .await
+            .map(Output::Json)
+            .map_err(CallError::raw)
+    }
+
     pub(super) async fn export_meter_events(sdk: crate::client::Sdk, period: String, slice: Option<String>) -> Result<Output, CallError> {
         let mut query: Vec<(&str, String)> = Vec::new();
         { let v = period; query.push(("period", v.to_string())); }
@@ -727,6 +932,15 @@ mod ops {
     pub(super) async fn get_model(sdk: crate::client::Sdk, model_id: String) -> Result<Output, CallError> {
         let query: Vec<(&str, String)> = Vec::new();
         let path = format!("/v1/models/{}", crate::convert::segment(&model_id));
+        sdk.request_json(reqwest::Method::GET, &path, &query, None)
+            .await
+            .map(Output::Json)
+            .map_err(CallError::raw)
+    }
+
+    pub(super) async fn get_thread(sdk: crate::client::Sdk, thread_id: String) -> Result<Output, CallError> {
+        let query: Vec<(&str, String)> = Vec::new();
+        let path = format!("/v1/threads/{}", crate::convert::segment(&thread_id));
         sdk.request_json(reqwest::Method::GET, &path, &query, None)
             .await
             .map(Output::Json)
@@ -794,6 +1008,35 @@ mod ops {
             .map_err(CallError::raw)
     }
 
+    pub(super) async fn list_thread_messages(sdk: crate::client::Sdk, thread_id: String, after: Option<String>, before: Option<String>, limit: Option<u32>, order: Option<String>, page_token: Option<String>) -> Result<Output, CallError> {
+        let mut query: Vec<(&str, String)> = Vec::new();
+        if let Some(v) = after { query.push(("after", v.to_string())); }
+        if let Some(v) = before { query.push(("before", v.to_string())); }
+        if let Some(v) = limit { query.push(("limit", v.to_string())); }
+        if let Some(v) = order { crate::convert::parse::<types::SortDirection>(v.clone())?; query.push(("order", v.to_string())); }
+        if let Some(v) = page_token { query.push(("page_token", v.to_string())); }
+        let path = format!("/v1/threads/{}/messages", crate::convert::segment(&thread_id));
+        sdk.request_json(reqwest::Method::GET, &path, &query, None)
+            .await
+            .map(Output::Json)
+            .map_err(CallError::raw)
+    }
+
+    pub(super) async fn list_threads(sdk: crate::client::Sdk, after: Option<String>, before: Option<String>, key_id: Option<String>, limit: Option<u32>, order: Option<String>, page_token: Option<String>) -> Result<Output, CallError> {
+        let mut query: Vec<(&str, String)> = Vec::new();
+        if let Some(v) = after { query.push(("after", v.to_string())); }
+        if let Some(v) = before { query.push(("before", v.to_string())); }
+        if let Some(v) = key_id { query.push(("key_id", v.to_string())); }
+        if let Some(v) = limit { query.push(("limit", v.to_string())); }
+        if let Some(v) = order { crate::convert::parse::<types::SortDirection>(v.clone())?; query.push(("order", v.to_string())); }
+        if let Some(v) = page_token { query.push(("page_token", v.to_string())); }
+        let path = String::from("/v1/threads");
+        sdk.request_json(reqwest::Method::GET, &path, &query, None)
+            .await
+            .map(Output::Json)
+            .map_err(CallError::raw)
+    }
+
     pub(super) async fn mint_key(sdk: crate::client::Sdk, body: serde_json::Map<String, serde_json::Value>) -> Result<Output, CallError> {
         let query: Vec<(&str, String)> = Vec::new();
         let path = String::from("/v1/keys");
@@ -843,6 +1086,16 @@ mod ops {
         let query: Vec<(&str, String)> = Vec::new();
         let path = format!("/v1/keys/{}", crate::convert::segment(&key_id));
         let body = crate::convert::checked::<types::UpdateKeyRequest>(body)?;
+        sdk.request_json(reqwest::Method::PATCH, &path, &query, Some(body))
+            .await
+            .map(Output::Json)
+            .map_err(CallError::raw)
+    }
+
+    pub(super) async fn update_thread(sdk: crate::client::Sdk, thread_id: String, body: serde_json::Map<String, serde_json::Value>) -> Result<Output, CallError> {
+        let query: Vec<(&str, String)> = Vec::new();
+        let path = format!("/v1/threads/{}", crate::convert::segment(&thread_id));
+        let body = crate::convert::checked::<types::UpdateThreadRequest>(body)?;
         sdk.request_json(reqwest::Method::PATCH, &path, &query, Some(body))
             .await
             .map(Output::Json)

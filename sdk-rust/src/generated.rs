@@ -148,6 +148,33 @@ pub mod types {
             Default::default()
         }
     }
+    ///Parameters for creating a thread.
+    #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, Default, PartialEq)]
+    #[serde(deny_unknown_fields)]
+    pub struct CreateThreadRequest {
+        ///The key that owns the thread (and pays for its turns). Only an admin key may name another key of its tenant; by default the thread belongs to the key that creates it.
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub key_id: ::std::option::Option<::std::string::String>,
+        ///Free-form string pairs kept with the thread (at most 50 pairs; keys up to 40 characters, values up to 500).
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub metadata: ::std::option::Option<
+            ::std::collections::HashMap<::std::string::String, ::std::string::String>,
+        >,
+        ///The model turns use when they name none: a chat model of `GET /v1/models`.
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub model: ::std::option::Option<::std::string::String>,
+        ///The system prompt every turn of the thread is sent with (at most 256 KiB).
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub system: ::std::option::Option<::std::string::String>,
+        ///What turns do when the history outgrows the model's context window; `disabled` when omitted. A turn may override it.
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub truncation: ::std::option::Option<Truncation>,
+    }
+    impl CreateThreadRequest {
+        pub fn builder() -> builder::CreateThreadRequest {
+            Default::default()
+        }
+    }
     ///One model's usage on one UTC day.
     #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, PartialEq)]
     pub struct DayModelUsage {
@@ -707,6 +734,63 @@ pub mod types {
     impl Message {
         pub fn builder() -> builder::Message {
             Default::default()
+        }
+    }
+    ///Who wrote a message.
+    #[derive(
+        ::serde::Deserialize,
+        ::serde::Serialize,
+        Clone,
+        Copy,
+        Debug,
+        Eq,
+        Hash,
+        Ord,
+        PartialEq,
+        PartialOrd
+    )]
+    pub enum MessageRole {
+        ///The end user (or the caller's tool results).
+        #[serde(rename = "user")]
+        User,
+        ///The model.
+        #[serde(rename = "assistant")]
+        Assistant,
+    }
+    impl ::std::fmt::Display for MessageRole {
+        fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
+            match *self {
+                Self::User => f.write_str("user"),
+                Self::Assistant => f.write_str("assistant"),
+            }
+        }
+    }
+    impl ::std::str::FromStr for MessageRole {
+        type Err = self::error::ConversionError;
+        fn from_str(
+            value: &str,
+        ) -> ::std::result::Result<Self, self::error::ConversionError> {
+            match value {
+                "user" => Ok(Self::User),
+                "assistant" => Ok(Self::Assistant),
+                _ => Err("invalid value".into()),
+            }
+        }
+    }
+    impl ::std::convert::TryFrom<&str> for MessageRole {
+        type Error = self::error::ConversionError;
+        fn try_from(
+            value: &str,
+        ) -> ::std::result::Result<Self, self::error::ConversionError> {
+            value.parse()
+        }
+    }
+    impl ::std::convert::TryFrom<::std::string::String> for MessageRole {
+        type Error = self::error::ConversionError;
+        fn try_from(
+            value: ::std::string::String,
+        ) -> ::std::result::Result<Self, self::error::ConversionError> {
+            value.parse()
         }
     }
     ///The answer of `POST /v1/messages/count_tokens`: `{"input_tokens": N}`.
@@ -1368,6 +1452,173 @@ pub mod types {
             Default::default()
         }
     }
+    ///A thread: a conversation qlaud keeps, owned by one key.
+    #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, PartialEq)]
+    pub struct Thread {
+        ///When the thread was created.
+        pub created_at: ::chrono::DateTime<::chrono::offset::Utc>,
+        ///The thread's id (`thr_…`).
+        pub id: ::std::string::String,
+        ///The key that owns the thread and pays for its turns.
+        pub key_id: ::std::string::String,
+        ///The thread's metadata.
+        pub metadata: ::std::collections::HashMap<
+            ::std::string::String,
+            ::std::string::String,
+        >,
+        ///The default model of its turns, or null for none.
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub model: ::std::option::Option<::std::string::String>,
+        ///Always `thread`.
+        pub object: ::std::string::String,
+        ///The system prompt, or null for none.
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub system: ::std::option::Option<::std::string::String>,
+        ///The default truncation of its turns.
+        pub truncation: Truncation,
+        ///When the thread's settings or messages last changed.
+        pub updated_at: ::chrono::DateTime<::chrono::offset::Utc>,
+    }
+    impl Thread {
+        pub fn builder() -> builder::Thread {
+            Default::default()
+        }
+    }
+    ///The answer of `delete_thread`.
+    #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, PartialEq)]
+    pub struct ThreadDeleted {
+        ///Always true.
+        pub deleted: bool,
+        ///The deleted thread's id.
+        pub id: ::std::string::String,
+        ///Always `thread.deleted`.
+        pub object: ::std::string::String,
+    }
+    impl ThreadDeleted {
+        pub fn builder() -> builder::ThreadDeleted {
+            Default::default()
+        }
+    }
+    ///One message of a thread, in a provider-neutral form.
+    #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, PartialEq)]
+    pub struct ThreadMessage {
+        ///Anthropic content blocks: `text`, `image`, `tool_use`, `tool_result`, whatever model wrote or read them.
+        pub content: ::std::vec::Vec<::serde_json::Value>,
+        ///When the message was stored.
+        pub created_at: ::chrono::DateTime<::chrono::offset::Utc>,
+        ///The message's id (`msg_…`).
+        pub id: ::std::string::String,
+        ///The message's metadata.
+        pub metadata: ::std::collections::HashMap<
+            ::std::string::String,
+            ::std::string::String,
+        >,
+        ///The model that wrote an assistant message; null for user messages.
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub model: ::std::option::Option<::std::string::String>,
+        ///Always `thread.message`.
+        pub object: ::std::string::String,
+        ///Who wrote it.
+        pub role: MessageRole,
+        ///Why an assistant message ended (`end_turn`, `max_tokens`, `tool_use`, `spend_cap_reached`, …); null for user messages.
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub stop_reason: ::std::option::Option<::std::string::String>,
+        ///The thread it belongs to.
+        pub thread_id: ::std::string::String,
+        ///Tokens and cost (`cost_micros`) of an assistant message; null for user messages.
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub usage: ::std::option::Option<MessagesUsage>,
+    }
+    impl ThreadMessage {
+        pub fn builder() -> builder::ThreadMessage {
+            Default::default()
+        }
+    }
+    ///A single page of results
+    #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, PartialEq)]
+    pub struct ThreadMessageResultsPage {
+        ///list of items on this page of results
+        pub items: ::std::vec::Vec<ThreadMessage>,
+        ///token used to fetch the next page of results (if any)
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub next_page: ::std::option::Option<::std::string::String>,
+    }
+    impl ThreadMessageResultsPage {
+        pub fn builder() -> builder::ThreadMessageResultsPage {
+            Default::default()
+        }
+    }
+    ///A single page of results
+    #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, PartialEq)]
+    pub struct ThreadResultsPage {
+        ///list of items on this page of results
+        pub items: ::std::vec::Vec<Thread>,
+        ///token used to fetch the next page of results (if any)
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub next_page: ::std::option::Option<::std::string::String>,
+    }
+    impl ThreadResultsPage {
+        pub fn builder() -> builder::ThreadResultsPage {
+            Default::default()
+        }
+    }
+    ///What a turn does when the thread's history no longer fits the model's context window.
+    #[derive(
+        ::serde::Deserialize,
+        ::serde::Serialize,
+        Clone,
+        Copy,
+        Debug,
+        Eq,
+        Hash,
+        Ord,
+        PartialEq,
+        PartialOrd
+    )]
+    pub enum Truncation {
+        ///Refuse the turn with 400 (as OpenAI's Responses API does by default).
+        #[serde(rename = "disabled")]
+        Disabled,
+        ///Drop the oldest turns until the history fits; never the system prompt, never one half of a tool call and its result.
+        #[serde(rename = "auto")]
+        Auto,
+    }
+    impl ::std::fmt::Display for Truncation {
+        fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
+            match *self {
+                Self::Disabled => f.write_str("disabled"),
+                Self::Auto => f.write_str("auto"),
+            }
+        }
+    }
+    impl ::std::str::FromStr for Truncation {
+        type Err = self::error::ConversionError;
+        fn from_str(
+            value: &str,
+        ) -> ::std::result::Result<Self, self::error::ConversionError> {
+            match value {
+                "disabled" => Ok(Self::Disabled),
+                "auto" => Ok(Self::Auto),
+                _ => Err("invalid value".into()),
+            }
+        }
+    }
+    impl ::std::convert::TryFrom<&str> for Truncation {
+        type Error = self::error::ConversionError;
+        fn try_from(
+            value: &str,
+        ) -> ::std::result::Result<Self, self::error::ConversionError> {
+            value.parse()
+        }
+    }
+    impl ::std::convert::TryFrom<::std::string::String> for Truncation {
+        type Error = self::error::ConversionError;
+        fn try_from(
+            value: ::std::string::String,
+        ) -> ::std::result::Result<Self, self::error::ConversionError> {
+            value.parse()
+        }
+    }
     ///Changes to a key. Fields left out stay as they are.
     #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, Default, PartialEq)]
     #[serde(deny_unknown_fields)]
@@ -1395,6 +1646,30 @@ pub mod types {
     }
     impl UpdateKeyRequest {
         pub fn builder() -> builder::UpdateKeyRequest {
+            Default::default()
+        }
+    }
+    ///Changes to a thread. Fields left out stay as they are.
+    #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, Default, PartialEq)]
+    #[serde(deny_unknown_fields)]
+    pub struct UpdateThreadRequest {
+        ///Replaces all metadata (same limits as at creation).
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub metadata: ::std::option::Option<
+            ::std::collections::HashMap<::std::string::String, ::std::string::String>,
+        >,
+        ///A new default model; an empty string removes it.
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub model: ::std::option::Option<::std::string::String>,
+        ///A new system prompt (at most 256 KiB); an empty string removes it.
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub system: ::std::option::Option<::std::string::String>,
+        ///A new default truncation.
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub truncation: ::std::option::Option<Truncation>,
+    }
+    impl UpdateThreadRequest {
+        pub fn builder() -> builder::UpdateThreadRequest {
             Default::default()
         }
     }
@@ -2268,6 +2543,140 @@ pub mod types {
                     cost_micros: Ok(value.cost_micros),
                     prompt_tokens: Ok(value.prompt_tokens),
                     total_tokens: Ok(value.total_tokens),
+                }
+            }
+        }
+        #[derive(Clone, Debug)]
+        pub struct CreateThreadRequest {
+            key_id: ::std::result::Result<
+                ::std::option::Option<::std::string::String>,
+                ::std::string::String,
+            >,
+            metadata: ::std::result::Result<
+                ::std::option::Option<
+                    ::std::collections::HashMap<
+                        ::std::string::String,
+                        ::std::string::String,
+                    >,
+                >,
+                ::std::string::String,
+            >,
+            model: ::std::result::Result<
+                ::std::option::Option<::std::string::String>,
+                ::std::string::String,
+            >,
+            system: ::std::result::Result<
+                ::std::option::Option<::std::string::String>,
+                ::std::string::String,
+            >,
+            truncation: ::std::result::Result<
+                ::std::option::Option<super::Truncation>,
+                ::std::string::String,
+            >,
+        }
+        impl ::std::default::Default for CreateThreadRequest {
+            fn default() -> Self {
+                Self {
+                    key_id: Ok(Default::default()),
+                    metadata: Ok(Default::default()),
+                    model: Ok(Default::default()),
+                    system: Ok(Default::default()),
+                    truncation: Ok(Default::default()),
+                }
+            }
+        }
+        impl CreateThreadRequest {
+            pub fn key_id<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::option::Option<::std::string::String>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.key_id = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for key_id: {e}")
+                    });
+                self
+            }
+            pub fn metadata<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<
+                    ::std::option::Option<
+                        ::std::collections::HashMap<
+                            ::std::string::String,
+                            ::std::string::String,
+                        >,
+                    >,
+                >,
+                T::Error: ::std::fmt::Display,
+            {
+                self.metadata = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for metadata: {e}")
+                    });
+                self
+            }
+            pub fn model<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::option::Option<::std::string::String>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.model = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for model: {e}")
+                    });
+                self
+            }
+            pub fn system<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::option::Option<::std::string::String>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.system = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for system: {e}")
+                    });
+                self
+            }
+            pub fn truncation<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::option::Option<super::Truncation>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.truncation = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for truncation: {e}")
+                    });
+                self
+            }
+        }
+        impl ::std::convert::TryFrom<CreateThreadRequest>
+        for super::CreateThreadRequest {
+            type Error = super::error::ConversionError;
+            fn try_from(
+                value: CreateThreadRequest,
+            ) -> ::std::result::Result<Self, super::error::ConversionError> {
+                Ok(Self {
+                    key_id: value.key_id?,
+                    metadata: value.metadata?,
+                    model: value.model?,
+                    system: value.system?,
+                    truncation: value.truncation?,
+                })
+            }
+        }
+        impl ::std::convert::From<super::CreateThreadRequest> for CreateThreadRequest {
+            fn from(value: super::CreateThreadRequest) -> Self {
+                Self {
+                    key_id: Ok(value.key_id),
+                    metadata: Ok(value.metadata),
+                    model: Ok(value.model),
+                    system: Ok(value.system),
+                    truncation: Ok(value.truncation),
                 }
             }
         }
@@ -7141,6 +7550,612 @@ pub mod types {
             }
         }
         #[derive(Clone, Debug)]
+        pub struct Thread {
+            created_at: ::std::result::Result<
+                ::chrono::DateTime<::chrono::offset::Utc>,
+                ::std::string::String,
+            >,
+            id: ::std::result::Result<::std::string::String, ::std::string::String>,
+            key_id: ::std::result::Result<::std::string::String, ::std::string::String>,
+            metadata: ::std::result::Result<
+                ::std::collections::HashMap<
+                    ::std::string::String,
+                    ::std::string::String,
+                >,
+                ::std::string::String,
+            >,
+            model: ::std::result::Result<
+                ::std::option::Option<::std::string::String>,
+                ::std::string::String,
+            >,
+            object: ::std::result::Result<::std::string::String, ::std::string::String>,
+            system: ::std::result::Result<
+                ::std::option::Option<::std::string::String>,
+                ::std::string::String,
+            >,
+            truncation: ::std::result::Result<super::Truncation, ::std::string::String>,
+            updated_at: ::std::result::Result<
+                ::chrono::DateTime<::chrono::offset::Utc>,
+                ::std::string::String,
+            >,
+        }
+        impl ::std::default::Default for Thread {
+            fn default() -> Self {
+                Self {
+                    created_at: Err("no value supplied for created_at".to_string()),
+                    id: Err("no value supplied for id".to_string()),
+                    key_id: Err("no value supplied for key_id".to_string()),
+                    metadata: Err("no value supplied for metadata".to_string()),
+                    model: Ok(Default::default()),
+                    object: Err("no value supplied for object".to_string()),
+                    system: Ok(Default::default()),
+                    truncation: Err("no value supplied for truncation".to_string()),
+                    updated_at: Err("no value supplied for updated_at".to_string()),
+                }
+            }
+        }
+        impl Thread {
+            pub fn created_at<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::chrono::DateTime<::chrono::offset::Utc>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.created_at = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for created_at: {e}")
+                    });
+                self
+            }
+            pub fn id<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::string::String>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.id = value
+                    .try_into()
+                    .map_err(|e| format!("error converting supplied value for id: {e}"));
+                self
+            }
+            pub fn key_id<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::string::String>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.key_id = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for key_id: {e}")
+                    });
+                self
+            }
+            pub fn metadata<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<
+                    ::std::collections::HashMap<
+                        ::std::string::String,
+                        ::std::string::String,
+                    >,
+                >,
+                T::Error: ::std::fmt::Display,
+            {
+                self.metadata = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for metadata: {e}")
+                    });
+                self
+            }
+            pub fn model<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::option::Option<::std::string::String>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.model = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for model: {e}")
+                    });
+                self
+            }
+            pub fn object<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::string::String>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.object = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for object: {e}")
+                    });
+                self
+            }
+            pub fn system<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::option::Option<::std::string::String>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.system = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for system: {e}")
+                    });
+                self
+            }
+            pub fn truncation<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<super::Truncation>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.truncation = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for truncation: {e}")
+                    });
+                self
+            }
+            pub fn updated_at<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::chrono::DateTime<::chrono::offset::Utc>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.updated_at = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for updated_at: {e}")
+                    });
+                self
+            }
+        }
+        impl ::std::convert::TryFrom<Thread> for super::Thread {
+            type Error = super::error::ConversionError;
+            fn try_from(
+                value: Thread,
+            ) -> ::std::result::Result<Self, super::error::ConversionError> {
+                Ok(Self {
+                    created_at: value.created_at?,
+                    id: value.id?,
+                    key_id: value.key_id?,
+                    metadata: value.metadata?,
+                    model: value.model?,
+                    object: value.object?,
+                    system: value.system?,
+                    truncation: value.truncation?,
+                    updated_at: value.updated_at?,
+                })
+            }
+        }
+        impl ::std::convert::From<super::Thread> for Thread {
+            fn from(value: super::Thread) -> Self {
+                Self {
+                    created_at: Ok(value.created_at),
+                    id: Ok(value.id),
+                    key_id: Ok(value.key_id),
+                    metadata: Ok(value.metadata),
+                    model: Ok(value.model),
+                    object: Ok(value.object),
+                    system: Ok(value.system),
+                    truncation: Ok(value.truncation),
+                    updated_at: Ok(value.updated_at),
+                }
+            }
+        }
+        #[derive(Clone, Debug)]
+        pub struct ThreadDeleted {
+            deleted: ::std::result::Result<bool, ::std::string::String>,
+            id: ::std::result::Result<::std::string::String, ::std::string::String>,
+            object: ::std::result::Result<::std::string::String, ::std::string::String>,
+        }
+        impl ::std::default::Default for ThreadDeleted {
+            fn default() -> Self {
+                Self {
+                    deleted: Err("no value supplied for deleted".to_string()),
+                    id: Err("no value supplied for id".to_string()),
+                    object: Err("no value supplied for object".to_string()),
+                }
+            }
+        }
+        impl ThreadDeleted {
+            pub fn deleted<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<bool>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.deleted = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for deleted: {e}")
+                    });
+                self
+            }
+            pub fn id<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::string::String>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.id = value
+                    .try_into()
+                    .map_err(|e| format!("error converting supplied value for id: {e}"));
+                self
+            }
+            pub fn object<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::string::String>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.object = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for object: {e}")
+                    });
+                self
+            }
+        }
+        impl ::std::convert::TryFrom<ThreadDeleted> for super::ThreadDeleted {
+            type Error = super::error::ConversionError;
+            fn try_from(
+                value: ThreadDeleted,
+            ) -> ::std::result::Result<Self, super::error::ConversionError> {
+                Ok(Self {
+                    deleted: value.deleted?,
+                    id: value.id?,
+                    object: value.object?,
+                })
+            }
+        }
+        impl ::std::convert::From<super::ThreadDeleted> for ThreadDeleted {
+            fn from(value: super::ThreadDeleted) -> Self {
+                Self {
+                    deleted: Ok(value.deleted),
+                    id: Ok(value.id),
+                    object: Ok(value.object),
+                }
+            }
+        }
+        #[derive(Clone, Debug)]
+        pub struct ThreadMessage {
+            content: ::std::result::Result<
+                ::std::vec::Vec<::serde_json::Value>,
+                ::std::string::String,
+            >,
+            created_at: ::std::result::Result<
+                ::chrono::DateTime<::chrono::offset::Utc>,
+                ::std::string::String,
+            >,
+            id: ::std::result::Result<::std::string::String, ::std::string::String>,
+            metadata: ::std::result::Result<
+                ::std::collections::HashMap<
+                    ::std::string::String,
+                    ::std::string::String,
+                >,
+                ::std::string::String,
+            >,
+            model: ::std::result::Result<
+                ::std::option::Option<::std::string::String>,
+                ::std::string::String,
+            >,
+            object: ::std::result::Result<::std::string::String, ::std::string::String>,
+            role: ::std::result::Result<super::MessageRole, ::std::string::String>,
+            stop_reason: ::std::result::Result<
+                ::std::option::Option<::std::string::String>,
+                ::std::string::String,
+            >,
+            thread_id: ::std::result::Result<
+                ::std::string::String,
+                ::std::string::String,
+            >,
+            usage: ::std::result::Result<
+                ::std::option::Option<super::MessagesUsage>,
+                ::std::string::String,
+            >,
+        }
+        impl ::std::default::Default for ThreadMessage {
+            fn default() -> Self {
+                Self {
+                    content: Err("no value supplied for content".to_string()),
+                    created_at: Err("no value supplied for created_at".to_string()),
+                    id: Err("no value supplied for id".to_string()),
+                    metadata: Err("no value supplied for metadata".to_string()),
+                    model: Ok(Default::default()),
+                    object: Err("no value supplied for object".to_string()),
+                    role: Err("no value supplied for role".to_string()),
+                    stop_reason: Ok(Default::default()),
+                    thread_id: Err("no value supplied for thread_id".to_string()),
+                    usage: Ok(Default::default()),
+                }
+            }
+        }
+        impl ThreadMessage {
+            pub fn content<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::vec::Vec<::serde_json::Value>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.content = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for content: {e}")
+                    });
+                self
+            }
+            pub fn created_at<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::chrono::DateTime<::chrono::offset::Utc>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.created_at = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for created_at: {e}")
+                    });
+                self
+            }
+            pub fn id<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::string::String>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.id = value
+                    .try_into()
+                    .map_err(|e| format!("error converting supplied value for id: {e}"));
+                self
+            }
+            pub fn metadata<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<
+                    ::std::collections::HashMap<
+                        ::std::string::String,
+                        ::std::string::String,
+                    >,
+                >,
+                T::Error: ::std::fmt::Display,
+            {
+                self.metadata = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for metadata: {e}")
+                    });
+                self
+            }
+            pub fn model<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::option::Option<::std::string::String>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.model = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for model: {e}")
+                    });
+                self
+            }
+            pub fn object<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::string::String>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.object = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for object: {e}")
+                    });
+                self
+            }
+            pub fn role<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<super::MessageRole>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.role = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for role: {e}")
+                    });
+                self
+            }
+            pub fn stop_reason<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::option::Option<::std::string::String>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.stop_reason = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for stop_reason: {e}")
+                    });
+                self
+            }
+            pub fn thread_id<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::string::String>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.thread_id = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for thread_id: {e}")
+                    });
+                self
+            }
+            pub fn usage<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::option::Option<super::MessagesUsage>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.usage = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for usage: {e}")
+                    });
+                self
+            }
+        }
+        impl ::std::convert::TryFrom<ThreadMessage> for super::ThreadMessage {
+            type Error = super::error::ConversionError;
+            fn try_from(
+                value: ThreadMessage,
+            ) -> ::std::result::Result<Self, super::error::ConversionError> {
+                Ok(Self {
+                    content: value.content?,
+                    created_at: value.created_at?,
+                    id: value.id?,
+                    metadata: value.metadata?,
+                    model: value.model?,
+                    object: value.object?,
+                    role: value.role?,
+                    stop_reason: value.stop_reason?,
+                    thread_id: value.thread_id?,
+                    usage: value.usage?,
+                })
+            }
+        }
+        impl ::std::convert::From<super::ThreadMessage> for ThreadMessage {
+            fn from(value: super::ThreadMessage) -> Self {
+                Self {
+                    content: Ok(value.content),
+                    created_at: Ok(value.created_at),
+                    id: Ok(value.id),
+                    metadata: Ok(value.metadata),
+                    model: Ok(value.model),
+                    object: Ok(value.object),
+                    role: Ok(value.role),
+                    stop_reason: Ok(value.stop_reason),
+                    thread_id: Ok(value.thread_id),
+                    usage: Ok(value.usage),
+                }
+            }
+        }
+        #[derive(Clone, Debug)]
+        pub struct ThreadMessageResultsPage {
+            items: ::std::result::Result<
+                ::std::vec::Vec<super::ThreadMessage>,
+                ::std::string::String,
+            >,
+            next_page: ::std::result::Result<
+                ::std::option::Option<::std::string::String>,
+                ::std::string::String,
+            >,
+        }
+        impl ::std::default::Default for ThreadMessageResultsPage {
+            fn default() -> Self {
+                Self {
+                    items: Err("no value supplied for items".to_string()),
+                    next_page: Ok(Default::default()),
+                }
+            }
+        }
+        impl ThreadMessageResultsPage {
+            pub fn items<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::vec::Vec<super::ThreadMessage>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.items = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for items: {e}")
+                    });
+                self
+            }
+            pub fn next_page<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::option::Option<::std::string::String>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.next_page = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for next_page: {e}")
+                    });
+                self
+            }
+        }
+        impl ::std::convert::TryFrom<ThreadMessageResultsPage>
+        for super::ThreadMessageResultsPage {
+            type Error = super::error::ConversionError;
+            fn try_from(
+                value: ThreadMessageResultsPage,
+            ) -> ::std::result::Result<Self, super::error::ConversionError> {
+                Ok(Self {
+                    items: value.items?,
+                    next_page: value.next_page?,
+                })
+            }
+        }
+        impl ::std::convert::From<super::ThreadMessageResultsPage>
+        for ThreadMessageResultsPage {
+            fn from(value: super::ThreadMessageResultsPage) -> Self {
+                Self {
+                    items: Ok(value.items),
+                    next_page: Ok(value.next_page),
+                }
+            }
+        }
+        #[derive(Clone, Debug)]
+        pub struct ThreadResultsPage {
+            items: ::std::result::Result<
+                ::std::vec::Vec<super::Thread>,
+                ::std::string::String,
+            >,
+            next_page: ::std::result::Result<
+                ::std::option::Option<::std::string::String>,
+                ::std::string::String,
+            >,
+        }
+        impl ::std::default::Default for ThreadResultsPage {
+            fn default() -> Self {
+                Self {
+                    items: Err("no value supplied for items".to_string()),
+                    next_page: Ok(Default::default()),
+                }
+            }
+        }
+        impl ThreadResultsPage {
+            pub fn items<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::vec::Vec<super::Thread>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.items = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for items: {e}")
+                    });
+                self
+            }
+            pub fn next_page<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::option::Option<::std::string::String>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.next_page = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for next_page: {e}")
+                    });
+                self
+            }
+        }
+        impl ::std::convert::TryFrom<ThreadResultsPage> for super::ThreadResultsPage {
+            type Error = super::error::ConversionError;
+            fn try_from(
+                value: ThreadResultsPage,
+            ) -> ::std::result::Result<Self, super::error::ConversionError> {
+                Ok(Self {
+                    items: value.items?,
+                    next_page: value.next_page?,
+                })
+            }
+        }
+        impl ::std::convert::From<super::ThreadResultsPage> for ThreadResultsPage {
+            fn from(value: super::ThreadResultsPage) -> Self {
+                Self {
+                    items: Ok(value.items),
+                    next_page: Ok(value.next_page),
+                }
+            }
+        }
+        #[derive(Clone, Debug)]
         pub struct UpdateKeyRequest {
             disabled: ::std::result::Result<
                 ::std::option::Option<bool>,
@@ -7291,6 +8306,121 @@ pub mod types {
                     name: Ok(value.name),
                     period: Ok(value.period),
                     remove_max_spend: Ok(value.remove_max_spend),
+                }
+            }
+        }
+        #[derive(Clone, Debug)]
+        pub struct UpdateThreadRequest {
+            metadata: ::std::result::Result<
+                ::std::option::Option<
+                    ::std::collections::HashMap<
+                        ::std::string::String,
+                        ::std::string::String,
+                    >,
+                >,
+                ::std::string::String,
+            >,
+            model: ::std::result::Result<
+                ::std::option::Option<::std::string::String>,
+                ::std::string::String,
+            >,
+            system: ::std::result::Result<
+                ::std::option::Option<::std::string::String>,
+                ::std::string::String,
+            >,
+            truncation: ::std::result::Result<
+                ::std::option::Option<super::Truncation>,
+                ::std::string::String,
+            >,
+        }
+        impl ::std::default::Default for UpdateThreadRequest {
+            fn default() -> Self {
+                Self {
+                    metadata: Ok(Default::default()),
+                    model: Ok(Default::default()),
+                    system: Ok(Default::default()),
+                    truncation: Ok(Default::default()),
+                }
+            }
+        }
+        impl UpdateThreadRequest {
+            pub fn metadata<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<
+                    ::std::option::Option<
+                        ::std::collections::HashMap<
+                            ::std::string::String,
+                            ::std::string::String,
+                        >,
+                    >,
+                >,
+                T::Error: ::std::fmt::Display,
+            {
+                self.metadata = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for metadata: {e}")
+                    });
+                self
+            }
+            pub fn model<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::option::Option<::std::string::String>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.model = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for model: {e}")
+                    });
+                self
+            }
+            pub fn system<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::option::Option<::std::string::String>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.system = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for system: {e}")
+                    });
+                self
+            }
+            pub fn truncation<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::option::Option<super::Truncation>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.truncation = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for truncation: {e}")
+                    });
+                self
+            }
+        }
+        impl ::std::convert::TryFrom<UpdateThreadRequest>
+        for super::UpdateThreadRequest {
+            type Error = super::error::ConversionError;
+            fn try_from(
+                value: UpdateThreadRequest,
+            ) -> ::std::result::Result<Self, super::error::ConversionError> {
+                Ok(Self {
+                    metadata: value.metadata?,
+                    model: value.model?,
+                    system: value.system?,
+                    truncation: value.truncation?,
+                })
+            }
+        }
+        impl ::std::convert::From<super::UpdateThreadRequest> for UpdateThreadRequest {
+            fn from(value: super::UpdateThreadRequest) -> Self {
+                Self {
+                    metadata: Ok(value.metadata),
+                    model: Ok(value.model),
+                    system: Ok(value.system),
+                    truncation: Ok(value.truncation),
                 }
             }
         }
@@ -8091,6 +9221,128 @@ let response = client.create_response()
 ```*/
     pub fn create_response(&self) -> builder::CreateResponse<'_> {
         builder::CreateResponse::new(self)
+    }
+    /**List threads
+
+Newest first by default (`order=asc` for oldest first), a page at a time (`limit` 1 to 100, default 20); `after` and `before` bound the listing by thread ids. A standard key sees its own threads; an admin key sees all of its tenant's, or one key's with `key_id`.
+
+Sends a `GET` request to `/v1/threads`
+
+Arguments:
+- `after`: Only threads created after this thread (an id from an earlier listing), whatever the order.
+- `before`: Only threads created before this thread (an id from an earlier listing), whatever the order.
+- `key_id`: Only this key's threads. Admin keys only: a standard key always sees only its own threads.
+- `limit`: Maximum number of items returned by a single call
+- `order`: `desc` (default: newest first) or `asc` (oldest first), by creation time.
+- `page_token`: Token returned by previous call to retrieve the subsequent page
+```ignore
+let response = client.list_threads()
+    .after(after)
+    .before(before)
+    .key_id(key_id)
+    .limit(limit)
+    .order(order)
+    .page_token(page_token)
+    .send()
+    .await;
+```*/
+    pub fn list_threads(&self) -> builder::ListThreads<'_> {
+        builder::ListThreads::new(self)
+    }
+    /**Create a thread
+
+A conversation qlaud keeps server-side, with its metadata, optional system prompt, default model and default truncation. It belongs to the key that creates it (an admin key may name another key of its tenant as `key_id`); that key pays for its turns. Any key may call it.
+
+Sends a `POST` request to `/v1/threads`
+
+```ignore
+let response = client.create_thread()
+    .body(body)
+    .send()
+    .await;
+```*/
+    pub fn create_thread(&self) -> builder::CreateThread<'_> {
+        builder::CreateThread::new(self)
+    }
+    /**Fetch a thread
+
+A standard key may fetch only its own threads; any other id answers 404, exactly as an id that never existed. An admin key may fetch any thread of its tenant.
+
+Sends a `GET` request to `/v1/threads/{thread_id}`
+
+Arguments:
+- `thread_id`: The thread's id (`thr_…`).
+```ignore
+let response = client.get_thread()
+    .thread_id(thread_id)
+    .send()
+    .await;
+```*/
+    pub fn get_thread(&self) -> builder::GetThread<'_> {
+        builder::GetThread::new(self)
+    }
+    /**Delete a thread
+
+Deletes the thread with all of its messages, for good. Usage and the request log keep what its turns cost. The owner key or an admin key of its tenant may delete it.
+
+Sends a `DELETE` request to `/v1/threads/{thread_id}`
+
+Arguments:
+- `thread_id`: The thread's id (`thr_…`).
+```ignore
+let response = client.delete_thread()
+    .thread_id(thread_id)
+    .send()
+    .await;
+```*/
+    pub fn delete_thread(&self) -> builder::DeleteThread<'_> {
+        builder::DeleteThread::new(self)
+    }
+    /**Change a thread
+
+Changes its metadata, system prompt, default model or default truncation; fields left out stay as they are, and an empty `system` or `model` removes it. The owner key or an admin key of its tenant may change it.
+
+Sends a `PATCH` request to `/v1/threads/{thread_id}`
+
+Arguments:
+- `thread_id`: The thread's id (`thr_…`).
+- `body`
+```ignore
+let response = client.update_thread()
+    .thread_id(thread_id)
+    .body(body)
+    .send()
+    .await;
+```*/
+    pub fn update_thread(&self) -> builder::UpdateThread<'_> {
+        builder::UpdateThread::new(self)
+    }
+    /**List a thread's messages
+
+Newest first by default (`order=asc` for oldest first), a page at a time (`limit` 1 to 100, default 20); `after` and `before` bound the listing by message ids (`after` with `order=asc` reads what was added since a message). Who may read them: as for `get_thread`.
+
+Sends a `GET` request to `/v1/threads/{thread_id}/messages`
+
+Arguments:
+- `thread_id`: The thread's id (`thr_…`).
+- `after`: Only messages after this message of the thread, whatever the order.
+- `before`: Only messages before this message of the thread, whatever the order.
+- `limit`: Maximum number of items returned by a single call
+- `order`: `desc` (default: newest first) or `asc` (oldest first).
+- `page_token`: Token returned by previous call to retrieve the subsequent page
+```ignore
+let response = client.list_thread_messages()
+    .thread_id(thread_id)
+    .after(after)
+    .before(before)
+    .limit(limit)
+    .order(order)
+    .page_token(page_token)
+    .send()
+    .await;
+```*/
+    pub fn list_thread_messages(&self) -> builder::ListThreadMessages<'_> {
+        builder::ListThreadMessages::new(self)
     }
     /**Report usage
 
@@ -10200,6 +11452,808 @@ pub mod builder {
                 }
                 _ => Err(Error::UnexpectedResponse(response)),
             }
+        }
+    }
+    /**Builder for [`Client::list_threads`]
+
+[`Client::list_threads`]: super::Client::list_threads*/
+    #[derive(Debug, Clone)]
+    pub struct ListThreads<'a> {
+        client: &'a super::Client,
+        after: Result<Option<::std::string::String>, String>,
+        before: Result<Option<::std::string::String>, String>,
+        key_id: Result<Option<::std::string::String>, String>,
+        limit: Result<Option<::std::num::NonZeroU32>, String>,
+        order: Result<Option<types::SortDirection>, String>,
+        page_token: Result<Option<::std::string::String>, String>,
+    }
+    impl<'a> ListThreads<'a> {
+        pub fn new(client: &'a super::Client) -> Self {
+            Self {
+                client: client,
+                after: Ok(None),
+                before: Ok(None),
+                key_id: Ok(None),
+                limit: Ok(None),
+                order: Ok(None),
+                page_token: Ok(None),
+            }
+        }
+        pub fn after<V>(mut self, value: V) -> Self
+        where
+            V: std::convert::TryInto<::std::string::String>,
+        {
+            self.after = value
+                .try_into()
+                .map(Some)
+                .map_err(|_| {
+                    "conversion to `:: std :: string :: String` for after failed"
+                        .to_string()
+                });
+            self
+        }
+        pub fn before<V>(mut self, value: V) -> Self
+        where
+            V: std::convert::TryInto<::std::string::String>,
+        {
+            self.before = value
+                .try_into()
+                .map(Some)
+                .map_err(|_| {
+                    "conversion to `:: std :: string :: String` for before failed"
+                        .to_string()
+                });
+            self
+        }
+        pub fn key_id<V>(mut self, value: V) -> Self
+        where
+            V: std::convert::TryInto<::std::string::String>,
+        {
+            self.key_id = value
+                .try_into()
+                .map(Some)
+                .map_err(|_| {
+                    "conversion to `:: std :: string :: String` for key_id failed"
+                        .to_string()
+                });
+            self
+        }
+        pub fn limit<V>(mut self, value: V) -> Self
+        where
+            V: std::convert::TryInto<::std::num::NonZeroU32>,
+        {
+            self.limit = value
+                .try_into()
+                .map(Some)
+                .map_err(|_| {
+                    "conversion to `:: std :: num :: NonZeroU32` for limit failed"
+                        .to_string()
+                });
+            self
+        }
+        pub fn order<V>(mut self, value: V) -> Self
+        where
+            V: std::convert::TryInto<types::SortDirection>,
+        {
+            self.order = value
+                .try_into()
+                .map(Some)
+                .map_err(|_| {
+                    "conversion to `SortDirection` for order failed".to_string()
+                });
+            self
+        }
+        pub fn page_token<V>(mut self, value: V) -> Self
+        where
+            V: std::convert::TryInto<::std::string::String>,
+        {
+            self.page_token = value
+                .try_into()
+                .map(Some)
+                .map_err(|_| {
+                    "conversion to `:: std :: string :: String` for page_token failed"
+                        .to_string()
+                });
+            self
+        }
+        ///Sends a `GET` request to `/v1/threads`
+        pub async fn send(
+            self,
+        ) -> Result<ResponseValue<types::ThreadResultsPage>, Error<types::Error>> {
+            let Self { client, after, before, key_id, limit, order, page_token } = self;
+            let after = after.map_err(Error::InvalidRequest)?;
+            let before = before.map_err(Error::InvalidRequest)?;
+            let key_id = key_id.map_err(Error::InvalidRequest)?;
+            let limit = limit.map_err(Error::InvalidRequest)?;
+            let order = order.map_err(Error::InvalidRequest)?;
+            let page_token = page_token.map_err(Error::InvalidRequest)?;
+            let url = format!("{}/v1/threads", client.baseurl,);
+            let mut header_map = ::reqwest::header::HeaderMap::with_capacity(1usize);
+            header_map
+                .append(
+                    ::reqwest::header::HeaderName::from_static("api-version"),
+                    ::reqwest::header::HeaderValue::from_static(
+                        super::Client::api_version(),
+                    ),
+                );
+            #[allow(unused_mut)]
+            let mut request = client
+                .client
+                .get(url)
+                .header(
+                    ::reqwest::header::ACCEPT,
+                    ::reqwest::header::HeaderValue::from_static("application/json"),
+                )
+                .query(&progenitor_client::QueryParam::new("after", &after))
+                .query(&progenitor_client::QueryParam::new("before", &before))
+                .query(&progenitor_client::QueryParam::new("key_id", &key_id))
+                .query(&progenitor_client::QueryParam::new("limit", &limit))
+                .query(&progenitor_client::QueryParam::new("order", &order))
+                .query(&progenitor_client::QueryParam::new("page_token", &page_token))
+                .headers(header_map)
+                .build()?;
+            let info = OperationInfo {
+                operation_id: "list_threads",
+            };
+            client.pre(&mut request, &info).await?;
+            let result = client.exec(request, &info).await;
+            client.post(&result, &info).await?;
+            let response = result?;
+            match response.status().as_u16() {
+                200u16 => ResponseValue::from_response(response).await,
+                400u16..=499u16 => {
+                    Err(
+                        Error::ErrorResponse(
+                            ResponseValue::from_response(response).await?,
+                        ),
+                    )
+                }
+                500u16..=599u16 => {
+                    Err(
+                        Error::ErrorResponse(
+                            ResponseValue::from_response(response).await?,
+                        ),
+                    )
+                }
+                _ => Err(Error::UnexpectedResponse(response)),
+            }
+        }
+        ///Streams `GET` requests to `/v1/threads`
+        pub fn stream(
+            self,
+        ) -> impl futures::Stream<
+            Item = Result<types::Thread, Error<types::Error>>,
+        > + Unpin + 'a {
+            use ::futures::StreamExt;
+            use ::futures::TryFutureExt;
+            use ::futures::TryStreamExt;
+            let next = Self {
+                after: Ok(None),
+                before: Ok(None),
+                key_id: Ok(None),
+                order: Ok(None),
+                page_token: Ok(None),
+                ..self.clone()
+            };
+            self.send()
+                .map_ok(move |page| {
+                    let page = page.into_inner();
+                    let first = futures::stream::iter(page.items).map(Ok);
+                    let rest = futures::stream::try_unfold(
+                            (page.next_page, next),
+                            |(next_page, next)| async {
+                                if next_page.is_none() {
+                                    Ok(None)
+                                } else {
+                                    Self {
+                                        page_token: Ok(next_page),
+                                        ..next.clone()
+                                    }
+                                        .send()
+                                        .map_ok(|page| {
+                                            let page = page.into_inner();
+                                            Some((
+                                                futures::stream::iter(page.items).map(Ok),
+                                                (page.next_page, next),
+                                            ))
+                                        })
+                                        .await
+                                }
+                            },
+                        )
+                        .try_flatten();
+                    first.chain(rest)
+                })
+                .try_flatten_stream()
+                .boxed()
+        }
+    }
+    /**Builder for [`Client::create_thread`]
+
+[`Client::create_thread`]: super::Client::create_thread*/
+    #[derive(Debug, Clone)]
+    pub struct CreateThread<'a> {
+        client: &'a super::Client,
+        body: Result<types::builder::CreateThreadRequest, String>,
+    }
+    impl<'a> CreateThread<'a> {
+        pub fn new(client: &'a super::Client) -> Self {
+            Self {
+                client: client,
+                body: Ok(::std::default::Default::default()),
+            }
+        }
+        pub fn body<V>(mut self, value: V) -> Self
+        where
+            V: std::convert::TryInto<types::CreateThreadRequest>,
+            <V as std::convert::TryInto<
+                types::CreateThreadRequest,
+            >>::Error: std::fmt::Display,
+        {
+            self.body = value
+                .try_into()
+                .map(From::from)
+                .map_err(|s| {
+                    format!("conversion to `CreateThreadRequest` for body failed: {}", s)
+                });
+            self
+        }
+        pub fn body_map<F>(mut self, f: F) -> Self
+        where
+            F: std::ops::FnOnce(
+                types::builder::CreateThreadRequest,
+            ) -> types::builder::CreateThreadRequest,
+        {
+            self.body = self.body.map(f);
+            self
+        }
+        ///Sends a `POST` request to `/v1/threads`
+        pub async fn send(
+            self,
+        ) -> Result<ResponseValue<types::Thread>, Error<types::Error>> {
+            let Self { client, body } = self;
+            let body = body
+                .and_then(|v| {
+                    types::CreateThreadRequest::try_from(v).map_err(|e| e.to_string())
+                })
+                .map_err(Error::InvalidRequest)?;
+            let url = format!("{}/v1/threads", client.baseurl,);
+            let mut header_map = ::reqwest::header::HeaderMap::with_capacity(1usize);
+            header_map
+                .append(
+                    ::reqwest::header::HeaderName::from_static("api-version"),
+                    ::reqwest::header::HeaderValue::from_static(
+                        super::Client::api_version(),
+                    ),
+                );
+            #[allow(unused_mut)]
+            let mut request = client
+                .client
+                .post(url)
+                .header(
+                    ::reqwest::header::ACCEPT,
+                    ::reqwest::header::HeaderValue::from_static("application/json"),
+                )
+                .json(&body)
+                .headers(header_map)
+                .build()?;
+            let info = OperationInfo {
+                operation_id: "create_thread",
+            };
+            client.pre(&mut request, &info).await?;
+            let result = client.exec(request, &info).await;
+            client.post(&result, &info).await?;
+            let response = result?;
+            match response.status().as_u16() {
+                201u16 => ResponseValue::from_response(response).await,
+                400u16..=499u16 => {
+                    Err(
+                        Error::ErrorResponse(
+                            ResponseValue::from_response(response).await?,
+                        ),
+                    )
+                }
+                500u16..=599u16 => {
+                    Err(
+                        Error::ErrorResponse(
+                            ResponseValue::from_response(response).await?,
+                        ),
+                    )
+                }
+                _ => Err(Error::UnexpectedResponse(response)),
+            }
+        }
+    }
+    /**Builder for [`Client::get_thread`]
+
+[`Client::get_thread`]: super::Client::get_thread*/
+    #[derive(Debug, Clone)]
+    pub struct GetThread<'a> {
+        client: &'a super::Client,
+        thread_id: Result<::std::string::String, String>,
+    }
+    impl<'a> GetThread<'a> {
+        pub fn new(client: &'a super::Client) -> Self {
+            Self {
+                client: client,
+                thread_id: Err("thread_id was not initialized".to_string()),
+            }
+        }
+        pub fn thread_id<V>(mut self, value: V) -> Self
+        where
+            V: std::convert::TryInto<::std::string::String>,
+        {
+            self.thread_id = value
+                .try_into()
+                .map_err(|_| {
+                    "conversion to `:: std :: string :: String` for thread_id failed"
+                        .to_string()
+                });
+            self
+        }
+        ///Sends a `GET` request to `/v1/threads/{thread_id}`
+        pub async fn send(
+            self,
+        ) -> Result<ResponseValue<types::Thread>, Error<types::Error>> {
+            let Self { client, thread_id } = self;
+            let thread_id = thread_id.map_err(Error::InvalidRequest)?;
+            let url = format!(
+                "{}/v1/threads/{}", client.baseurl, encode_path(& thread_id.to_string()),
+            );
+            let mut header_map = ::reqwest::header::HeaderMap::with_capacity(1usize);
+            header_map
+                .append(
+                    ::reqwest::header::HeaderName::from_static("api-version"),
+                    ::reqwest::header::HeaderValue::from_static(
+                        super::Client::api_version(),
+                    ),
+                );
+            #[allow(unused_mut)]
+            let mut request = client
+                .client
+                .get(url)
+                .header(
+                    ::reqwest::header::ACCEPT,
+                    ::reqwest::header::HeaderValue::from_static("application/json"),
+                )
+                .headers(header_map)
+                .build()?;
+            let info = OperationInfo {
+                operation_id: "get_thread",
+            };
+            client.pre(&mut request, &info).await?;
+            let result = client.exec(request, &info).await;
+            client.post(&result, &info).await?;
+            let response = result?;
+            match response.status().as_u16() {
+                200u16 => ResponseValue::from_response(response).await,
+                400u16..=499u16 => {
+                    Err(
+                        Error::ErrorResponse(
+                            ResponseValue::from_response(response).await?,
+                        ),
+                    )
+                }
+                500u16..=599u16 => {
+                    Err(
+                        Error::ErrorResponse(
+                            ResponseValue::from_response(response).await?,
+                        ),
+                    )
+                }
+                _ => Err(Error::UnexpectedResponse(response)),
+            }
+        }
+    }
+    /**Builder for [`Client::delete_thread`]
+
+[`Client::delete_thread`]: super::Client::delete_thread*/
+    #[derive(Debug, Clone)]
+    pub struct DeleteThread<'a> {
+        client: &'a super::Client,
+        thread_id: Result<::std::string::String, String>,
+    }
+    impl<'a> DeleteThread<'a> {
+        pub fn new(client: &'a super::Client) -> Self {
+            Self {
+                client: client,
+                thread_id: Err("thread_id was not initialized".to_string()),
+            }
+        }
+        pub fn thread_id<V>(mut self, value: V) -> Self
+        where
+            V: std::convert::TryInto<::std::string::String>,
+        {
+            self.thread_id = value
+                .try_into()
+                .map_err(|_| {
+                    "conversion to `:: std :: string :: String` for thread_id failed"
+                        .to_string()
+                });
+            self
+        }
+        ///Sends a `DELETE` request to `/v1/threads/{thread_id}`
+        pub async fn send(
+            self,
+        ) -> Result<ResponseValue<types::ThreadDeleted>, Error<types::Error>> {
+            let Self { client, thread_id } = self;
+            let thread_id = thread_id.map_err(Error::InvalidRequest)?;
+            let url = format!(
+                "{}/v1/threads/{}", client.baseurl, encode_path(& thread_id.to_string()),
+            );
+            let mut header_map = ::reqwest::header::HeaderMap::with_capacity(1usize);
+            header_map
+                .append(
+                    ::reqwest::header::HeaderName::from_static("api-version"),
+                    ::reqwest::header::HeaderValue::from_static(
+                        super::Client::api_version(),
+                    ),
+                );
+            #[allow(unused_mut)]
+            let mut request = client
+                .client
+                .delete(url)
+                .header(
+                    ::reqwest::header::ACCEPT,
+                    ::reqwest::header::HeaderValue::from_static("application/json"),
+                )
+                .headers(header_map)
+                .build()?;
+            let info = OperationInfo {
+                operation_id: "delete_thread",
+            };
+            client.pre(&mut request, &info).await?;
+            let result = client.exec(request, &info).await;
+            client.post(&result, &info).await?;
+            let response = result?;
+            match response.status().as_u16() {
+                200u16 => ResponseValue::from_response(response).await,
+                400u16..=499u16 => {
+                    Err(
+                        Error::ErrorResponse(
+                            ResponseValue::from_response(response).await?,
+                        ),
+                    )
+                }
+                500u16..=599u16 => {
+                    Err(
+                        Error::ErrorResponse(
+                            ResponseValue::from_response(response).await?,
+                        ),
+                    )
+                }
+                _ => Err(Error::UnexpectedResponse(response)),
+            }
+        }
+    }
+    /**Builder for [`Client::update_thread`]
+
+[`Client::update_thread`]: super::Client::update_thread*/
+    #[derive(Debug, Clone)]
+    pub struct UpdateThread<'a> {
+        client: &'a super::Client,
+        thread_id: Result<::std::string::String, String>,
+        body: Result<types::builder::UpdateThreadRequest, String>,
+    }
+    impl<'a> UpdateThread<'a> {
+        pub fn new(client: &'a super::Client) -> Self {
+            Self {
+                client: client,
+                thread_id: Err("thread_id was not initialized".to_string()),
+                body: Ok(::std::default::Default::default()),
+            }
+        }
+        pub fn thread_id<V>(mut self, value: V) -> Self
+        where
+            V: std::convert::TryInto<::std::string::String>,
+        {
+            self.thread_id = value
+                .try_into()
+                .map_err(|_| {
+                    "conversion to `:: std :: string :: String` for thread_id failed"
+                        .to_string()
+                });
+            self
+        }
+        pub fn body<V>(mut self, value: V) -> Self
+        where
+            V: std::convert::TryInto<types::UpdateThreadRequest>,
+            <V as std::convert::TryInto<
+                types::UpdateThreadRequest,
+            >>::Error: std::fmt::Display,
+        {
+            self.body = value
+                .try_into()
+                .map(From::from)
+                .map_err(|s| {
+                    format!("conversion to `UpdateThreadRequest` for body failed: {}", s)
+                });
+            self
+        }
+        pub fn body_map<F>(mut self, f: F) -> Self
+        where
+            F: std::ops::FnOnce(
+                types::builder::UpdateThreadRequest,
+            ) -> types::builder::UpdateThreadRequest,
+        {
+            self.body = self.body.map(f);
+            self
+        }
+        ///Sends a `PATCH` request to `/v1/threads/{thread_id}`
+        pub async fn send(
+            self,
+        ) -> Result<ResponseValue<types::Thread>, Error<types::Error>> {
+            let Self { client, thread_id, body } = self;
+            let thread_id = thread_id.map_err(Error::InvalidRequest)?;
+            let body = body
+                .and_then(|v| {
+                    types::UpdateThreadRequest::try_from(v).map_err(|e| e.to_string())
+                })
+                .map_err(Error::InvalidRequest)?;
+            let url = format!(
+                "{}/v1/threads/{}", client.baseurl, encode_path(& thread_id.to_string()),
+            );
+            let mut header_map = ::reqwest::header::HeaderMap::with_capacity(1usize);
+            header_map
+                .append(
+                    ::reqwest::header::HeaderName::from_static("api-version"),
+                    ::reqwest::header::HeaderValue::from_static(
+                        super::Client::api_version(),
+                    ),
+                );
+            #[allow(unused_mut)]
+            let mut request = client
+                .client
+                .patch(url)
+                .header(
+                    ::reqwest::header::ACCEPT,
+                    ::reqwest::header::HeaderValue::from_static("application/json"),
+                )
+                .json(&body)
+                .headers(header_map)
+                .build()?;
+            let info = OperationInfo {
+                operation_id: "update_thread",
+            };
+            client.pre(&mut request, &info).await?;
+            let result = client.exec(request, &info).await;
+            client.post(&result, &info).await?;
+            let response = result?;
+            match response.status().as_u16() {
+                200u16 => ResponseValue::from_response(response).await,
+                400u16..=499u16 => {
+                    Err(
+                        Error::ErrorResponse(
+                            ResponseValue::from_response(response).await?,
+                        ),
+                    )
+                }
+                500u16..=599u16 => {
+                    Err(
+                        Error::ErrorResponse(
+                            ResponseValue::from_response(response).await?,
+                        ),
+                    )
+                }
+                _ => Err(Error::UnexpectedResponse(response)),
+            }
+        }
+    }
+    /**Builder for [`Client::list_thread_messages`]
+
+[`Client::list_thread_messages`]: super::Client::list_thread_messages*/
+    #[derive(Debug, Clone)]
+    pub struct ListThreadMessages<'a> {
+        client: &'a super::Client,
+        thread_id: Result<::std::string::String, String>,
+        after: Result<Option<::std::string::String>, String>,
+        before: Result<Option<::std::string::String>, String>,
+        limit: Result<Option<::std::num::NonZeroU32>, String>,
+        order: Result<Option<types::SortDirection>, String>,
+        page_token: Result<Option<::std::string::String>, String>,
+    }
+    impl<'a> ListThreadMessages<'a> {
+        pub fn new(client: &'a super::Client) -> Self {
+            Self {
+                client: client,
+                thread_id: Err("thread_id was not initialized".to_string()),
+                after: Ok(None),
+                before: Ok(None),
+                limit: Ok(None),
+                order: Ok(None),
+                page_token: Ok(None),
+            }
+        }
+        pub fn thread_id<V>(mut self, value: V) -> Self
+        where
+            V: std::convert::TryInto<::std::string::String>,
+        {
+            self.thread_id = value
+                .try_into()
+                .map_err(|_| {
+                    "conversion to `:: std :: string :: String` for thread_id failed"
+                        .to_string()
+                });
+            self
+        }
+        pub fn after<V>(mut self, value: V) -> Self
+        where
+            V: std::convert::TryInto<::std::string::String>,
+        {
+            self.after = value
+                .try_into()
+                .map(Some)
+                .map_err(|_| {
+                    "conversion to `:: std :: string :: String` for after failed"
+                        .to_string()
+                });
+            self
+        }
+        pub fn before<V>(mut self, value: V) -> Self
+        where
+            V: std::convert::TryInto<::std::string::String>,
+        {
+            self.before = value
+                .try_into()
+                .map(Some)
+                .map_err(|_| {
+                    "conversion to `:: std :: string :: String` for before failed"
+                        .to_string()
+                });
+            self
+        }
+        pub fn limit<V>(mut self, value: V) -> Self
+        where
+            V: std::convert::TryInto<::std::num::NonZeroU32>,
+        {
+            self.limit = value
+                .try_into()
+                .map(Some)
+                .map_err(|_| {
+                    "conversion to `:: std :: num :: NonZeroU32` for limit failed"
+                        .to_string()
+                });
+            self
+        }
+        pub fn order<V>(mut self, value: V) -> Self
+        where
+            V: std::convert::TryInto<types::SortDirection>,
+        {
+            self.order = value
+                .try_into()
+                .map(Some)
+                .map_err(|_| {
+                    "conversion to `SortDirection` for order failed".to_string()
+                });
+            self
+        }
+        pub fn page_token<V>(mut self, value: V) -> Self
+        where
+            V: std::convert::TryInto<::std::string::String>,
+        {
+            self.page_token = value
+                .try_into()
+                .map(Some)
+                .map_err(|_| {
+                    "conversion to `:: std :: string :: String` for page_token failed"
+                        .to_string()
+                });
+            self
+        }
+        ///Sends a `GET` request to `/v1/threads/{thread_id}/messages`
+        pub async fn send(
+            self,
+        ) -> Result<
+            ResponseValue<types::ThreadMessageResultsPage>,
+            Error<types::Error>,
+        > {
+            let Self { client, thread_id, after, before, limit, order, page_token } = self;
+            let thread_id = thread_id.map_err(Error::InvalidRequest)?;
+            let after = after.map_err(Error::InvalidRequest)?;
+            let before = before.map_err(Error::InvalidRequest)?;
+            let limit = limit.map_err(Error::InvalidRequest)?;
+            let order = order.map_err(Error::InvalidRequest)?;
+            let page_token = page_token.map_err(Error::InvalidRequest)?;
+            let url = format!(
+                "{}/v1/threads/{}/messages", client.baseurl, encode_path(& thread_id
+                .to_string()),
+            );
+            let mut header_map = ::reqwest::header::HeaderMap::with_capacity(1usize);
+            header_map
+                .append(
+                    ::reqwest::header::HeaderName::from_static("api-version"),
+                    ::reqwest::header::HeaderValue::from_static(
+                        super::Client::api_version(),
+                    ),
+                );
+            #[allow(unused_mut)]
+            let mut request = client
+                .client
+                .get(url)
+                .header(
+                    ::reqwest::header::ACCEPT,
+                    ::reqwest::header::HeaderValue::from_static("application/json"),
+                )
+                .query(&progenitor_client::QueryParam::new("after", &after))
+                .query(&progenitor_client::QueryParam::new("before", &before))
+                .query(&progenitor_client::QueryParam::new("limit", &limit))
+                .query(&progenitor_client::QueryParam::new("order", &order))
+                .query(&progenitor_client::QueryParam::new("page_token", &page_token))
+                .headers(header_map)
+                .build()?;
+            let info = OperationInfo {
+                operation_id: "list_thread_messages",
+            };
+            client.pre(&mut request, &info).await?;
+            let result = client.exec(request, &info).await;
+            client.post(&result, &info).await?;
+            let response = result?;
+            match response.status().as_u16() {
+                200u16 => ResponseValue::from_response(response).await,
+                400u16..=499u16 => {
+                    Err(
+                        Error::ErrorResponse(
+                            ResponseValue::from_response(response).await?,
+                        ),
+                    )
+                }
+                500u16..=599u16 => {
+                    Err(
+                        Error::ErrorResponse(
+                            ResponseValue::from_response(response).await?,
+                        ),
+                    )
+                }
+                _ => Err(Error::UnexpectedResponse(response)),
+            }
+        }
+        ///Streams `GET` requests to `/v1/threads/{thread_id}/messages`
+        pub fn stream(
+            self,
+        ) -> impl futures::Stream<
+            Item = Result<types::ThreadMessage, Error<types::Error>>,
+        > + Unpin + 'a {
+            use ::futures::StreamExt;
+            use ::futures::TryFutureExt;
+            use ::futures::TryStreamExt;
+            let next = Self {
+                after: Ok(None),
+                before: Ok(None),
+                order: Ok(None),
+                page_token: Ok(None),
+                ..self.clone()
+            };
+            self.send()
+                .map_ok(move |page| {
+                    let page = page.into_inner();
+                    let first = futures::stream::iter(page.items).map(Ok);
+                    let rest = futures::stream::try_unfold(
+                            (page.next_page, next),
+                            |(next_page, next)| async {
+                                if next_page.is_none() {
+                                    Ok(None)
+                                } else {
+                                    Self {
+                                        page_token: Ok(next_page),
+                                        ..next.clone()
+                                    }
+                                        .send()
+                                        .map_ok(|page| {
+                                            let page = page.into_inner();
+                                            Some((
+                                                futures::stream::iter(page.items).map(Ok),
+                                                (page.next_page, next),
+                                            ))
+                                        })
+                                        .await
+                                }
+                            },
+                        )
+                        .try_flatten();
+                    first.chain(rest)
+                })
+                .try_flatten_stream()
+                .boxed()
         }
     }
     /**Builder for [`Client::get_usage`]

@@ -15,6 +15,7 @@ from qlaud.types import (
     ChatCompletion,
     ChatCompletionRequest,
     ChatUsage,
+    CreateThreadRequest,
     DayModelUsage,
     DayUsage,
     EmbeddingList,
@@ -32,6 +33,7 @@ from qlaud.types import (
     KeyUsage,
     KeyWithSecret,
     Message,
+    MessageRole,
     MessageTokensCount,
     MessageTokensRequest,
     MessagesRequest,
@@ -57,7 +59,14 @@ from qlaud.types import (
     StripePushRun,
     StripePushState,
     StripeWebhookResult,
+    Thread,
+    ThreadDeleted,
+    ThreadMessage,
+    ThreadMessageResultsPage,
+    ThreadResultsPage,
+    Truncation,
     UpdateKeyRequest,
+    UpdateThreadRequest,
     UsagePeriod,
     UsageReport,
     UsageTotals,
@@ -464,6 +473,41 @@ class Client:
             tools: Tools the model may call: `{type: "function", name, description, parameters, strict}`. Hosted tools (web search, file search, code interpreter, …) are refused: their per-call fees are not priced.
             extra: Any other field of the provider's API (tools, temperature, …), sent as is.
         """
+    def create_thread(
+        self,
+        *,
+        key_id: str | None = None,
+        metadata: dict[str, str] | None = None,
+        model: str | None = None,
+        system: str | None = None,
+        truncation: Truncation | None = None,
+    ) -> Thread:
+        """Create a thread.
+
+        A conversation qlaud keeps server-side, with its metadata, optional system prompt, default model and default truncation. It belongs to the key that creates it (an admin key may name another key of its tenant as `key_id`); that key pays for its turns. Any key may call it.
+
+        `POST /v1/threads`
+
+        Args:
+            key_id: The key that owns the thread (and pays for its turns). Only an admin key may name another key of its tenant; by default the thread belongs to the key that creates it.
+            metadata: Free-form string pairs kept with the thread (at most 50 pairs; keys up to 40 characters, values up to 500).
+            model: The model turns use when they name none: a chat model of `GET /v1/models`.
+            system: The system prompt every turn of the thread is sent with (at most 256 KiB).
+            truncation: What turns do when the history outgrows the model's context window; `disabled` when omitted. A turn may override it.
+        """
+    def delete_thread(
+        self,
+        thread_id: str,
+    ) -> ThreadDeleted:
+        """Delete a thread.
+
+        Deletes the thread with all of its messages, for good. Usage and the request log keep what its turns cost. The owner key or an admin key of its tenant may delete it.
+
+        `DELETE /v1/threads/{thread_id}`
+
+        Args:
+            thread_id: The thread's id (`thr_…`).
+        """
     def export_meter_events(
         self,
         *,
@@ -530,6 +574,19 @@ class Client:
 
         Args:
             model_id: The model's public name, as `GET /v1/models` lists it.
+        """
+    def get_thread(
+        self,
+        thread_id: str,
+    ) -> Thread:
+        """Fetch a thread.
+
+        A standard key may fetch only its own threads; any other id answers 404, exactly as an id that never existed. An admin key may fetch any thread of its tenant.
+
+        `GET /v1/threads/{thread_id}`
+
+        Args:
+            thread_id: The thread's id (`thr_…`).
         """
     def get_usage(
         self,
@@ -644,6 +701,76 @@ class Client:
     ) -> Iterator[RequestLogEntry]:
         """Every item of `list_requests`, fetching the next page as the last one runs out.
         """
+    def list_thread_messages(
+        self,
+        thread_id: str,
+        *,
+        after: str | None = None,
+        before: str | None = None,
+        limit: int | None = None,
+        order: SortDirection | None = None,
+        page_token: str | None = None,
+    ) -> ThreadMessageResultsPage:
+        """List a thread's messages.
+
+        Newest first by default (`order=asc` for oldest first), a page at a time (`limit` 1 to 100, default 20); `after` and `before` bound the listing by message ids (`after` with `order=asc` reads what was added since a message). Who may read them: as for `get_thread`.
+
+        `GET /v1/threads/{thread_id}/messages`
+
+        Args:
+            thread_id: The thread's id (`thr_…`).
+            after: Only messages after this message of the thread, whatever the order.
+            before: Only messages before this message of the thread, whatever the order.
+            limit: Maximum number of items returned by a single call
+            order: `desc` (default: newest first) or `asc` (oldest first).
+            page_token: Token returned by previous call to retrieve the subsequent page
+        """
+    def iter_thread_messages(
+        self,
+        thread_id: str,
+        *,
+        after: str | None = None,
+        before: str | None = None,
+        limit: int | None = None,
+        order: SortDirection | None = None,
+    ) -> Iterator[ThreadMessage]:
+        """Every item of `list_thread_messages`, fetching the next page as the last one runs out.
+        """
+    def list_threads(
+        self,
+        *,
+        after: str | None = None,
+        before: str | None = None,
+        key_id: str | None = None,
+        limit: int | None = None,
+        order: SortDirection | None = None,
+        page_token: str | None = None,
+    ) -> ThreadResultsPage:
+        """List threads.
+
+        Newest first by default (`order=asc` for oldest first), a page at a time (`limit` 1 to 100, default 20); `after` and `before` bound the listing by thread ids. A standard key sees its own threads; an admin key sees all of its tenant's, or one key's with `key_id`.
+
+        `GET /v1/threads`
+
+        Args:
+            after: Only threads created after this thread (an id from an earlier listing), whatever the order.
+            before: Only threads created before this thread (an id from an earlier listing), whatever the order.
+            key_id: Only this key's threads. Admin keys only: a standard key always sees only its own threads.
+            limit: Maximum number of items returned by a single call
+            order: `desc` (default: newest first) or `asc` (oldest first), by creation time.
+            page_token: Token returned by previous call to retrieve the subsequent page
+        """
+    def iter_threads(
+        self,
+        *,
+        after: str | None = None,
+        before: str | None = None,
+        key_id: str | None = None,
+        limit: int | None = None,
+        order: SortDirection | None = None,
+    ) -> Iterator[Thread]:
+        """Every item of `list_threads`, fetching the next page as the last one runs out.
+        """
     def mint_key(
         self,
         *,
@@ -755,6 +882,28 @@ class Client:
             name: A new name (1 to 200 characters).
             period: A new cap window.
             remove_max_spend: `true` removes the spend cap. Cannot be combined with `max_spend_usd`.
+        """
+    def update_thread(
+        self,
+        thread_id: str,
+        *,
+        metadata: dict[str, str] | None = None,
+        model: str | None = None,
+        system: str | None = None,
+        truncation: Truncation | None = None,
+    ) -> Thread:
+        """Change a thread.
+
+        Changes its metadata, system prompt, default model or default truncation; fields left out stay as they are, and an empty `system` or `model` removes it. The owner key or an admin key of its tenant may change it.
+
+        `PATCH /v1/threads/{thread_id}`
+
+        Args:
+            thread_id: The thread's id (`thr_…`).
+            metadata: Replaces all metadata (same limits as at creation).
+            model: A new default model; an empty string removes it.
+            system: A new system prompt (at most 256 KiB); an empty string removes it.
+            truncation: A new default truncation.
         """
 
 @final
@@ -1097,6 +1246,41 @@ class AsyncClient:
             tools: Tools the model may call: `{type: "function", name, description, parameters, strict}`. Hosted tools (web search, file search, code interpreter, …) are refused: their per-call fees are not priced.
             extra: Any other field of the provider's API (tools, temperature, …), sent as is.
         """
+    async def create_thread(
+        self,
+        *,
+        key_id: str | None = None,
+        metadata: dict[str, str] | None = None,
+        model: str | None = None,
+        system: str | None = None,
+        truncation: Truncation | None = None,
+    ) -> Thread:
+        """Create a thread.
+
+        A conversation qlaud keeps server-side, with its metadata, optional system prompt, default model and default truncation. It belongs to the key that creates it (an admin key may name another key of its tenant as `key_id`); that key pays for its turns. Any key may call it.
+
+        `POST /v1/threads`
+
+        Args:
+            key_id: The key that owns the thread (and pays for its turns). Only an admin key may name another key of its tenant; by default the thread belongs to the key that creates it.
+            metadata: Free-form string pairs kept with the thread (at most 50 pairs; keys up to 40 characters, values up to 500).
+            model: The model turns use when they name none: a chat model of `GET /v1/models`.
+            system: The system prompt every turn of the thread is sent with (at most 256 KiB).
+            truncation: What turns do when the history outgrows the model's context window; `disabled` when omitted. A turn may override it.
+        """
+    async def delete_thread(
+        self,
+        thread_id: str,
+    ) -> ThreadDeleted:
+        """Delete a thread.
+
+        Deletes the thread with all of its messages, for good. Usage and the request log keep what its turns cost. The owner key or an admin key of its tenant may delete it.
+
+        `DELETE /v1/threads/{thread_id}`
+
+        Args:
+            thread_id: The thread's id (`thr_…`).
+        """
     async def export_meter_events(
         self,
         *,
@@ -1163,6 +1347,19 @@ class AsyncClient:
 
         Args:
             model_id: The model's public name, as `GET /v1/models` lists it.
+        """
+    async def get_thread(
+        self,
+        thread_id: str,
+    ) -> Thread:
+        """Fetch a thread.
+
+        A standard key may fetch only its own threads; any other id answers 404, exactly as an id that never existed. An admin key may fetch any thread of its tenant.
+
+        `GET /v1/threads/{thread_id}`
+
+        Args:
+            thread_id: The thread's id (`thr_…`).
         """
     async def get_usage(
         self,
@@ -1277,6 +1474,76 @@ class AsyncClient:
     ) -> AsyncIterator[RequestLogEntry]:
         """Every item of `list_requests`, fetching the next page as the last one runs out.
         """
+    async def list_thread_messages(
+        self,
+        thread_id: str,
+        *,
+        after: str | None = None,
+        before: str | None = None,
+        limit: int | None = None,
+        order: SortDirection | None = None,
+        page_token: str | None = None,
+    ) -> ThreadMessageResultsPage:
+        """List a thread's messages.
+
+        Newest first by default (`order=asc` for oldest first), a page at a time (`limit` 1 to 100, default 20); `after` and `before` bound the listing by message ids (`after` with `order=asc` reads what was added since a message). Who may read them: as for `get_thread`.
+
+        `GET /v1/threads/{thread_id}/messages`
+
+        Args:
+            thread_id: The thread's id (`thr_…`).
+            after: Only messages after this message of the thread, whatever the order.
+            before: Only messages before this message of the thread, whatever the order.
+            limit: Maximum number of items returned by a single call
+            order: `desc` (default: newest first) or `asc` (oldest first).
+            page_token: Token returned by previous call to retrieve the subsequent page
+        """
+    def iter_thread_messages(
+        self,
+        thread_id: str,
+        *,
+        after: str | None = None,
+        before: str | None = None,
+        limit: int | None = None,
+        order: SortDirection | None = None,
+    ) -> AsyncIterator[ThreadMessage]:
+        """Every item of `list_thread_messages`, fetching the next page as the last one runs out.
+        """
+    async def list_threads(
+        self,
+        *,
+        after: str | None = None,
+        before: str | None = None,
+        key_id: str | None = None,
+        limit: int | None = None,
+        order: SortDirection | None = None,
+        page_token: str | None = None,
+    ) -> ThreadResultsPage:
+        """List threads.
+
+        Newest first by default (`order=asc` for oldest first), a page at a time (`limit` 1 to 100, default 20); `after` and `before` bound the listing by thread ids. A standard key sees its own threads; an admin key sees all of its tenant's, or one key's with `key_id`.
+
+        `GET /v1/threads`
+
+        Args:
+            after: Only threads created after this thread (an id from an earlier listing), whatever the order.
+            before: Only threads created before this thread (an id from an earlier listing), whatever the order.
+            key_id: Only this key's threads. Admin keys only: a standard key always sees only its own threads.
+            limit: Maximum number of items returned by a single call
+            order: `desc` (default: newest first) or `asc` (oldest first), by creation time.
+            page_token: Token returned by previous call to retrieve the subsequent page
+        """
+    def iter_threads(
+        self,
+        *,
+        after: str | None = None,
+        before: str | None = None,
+        key_id: str | None = None,
+        limit: int | None = None,
+        order: SortDirection | None = None,
+    ) -> AsyncIterator[Thread]:
+        """Every item of `list_threads`, fetching the next page as the last one runs out.
+        """
     async def mint_key(
         self,
         *,
@@ -1388,4 +1655,26 @@ class AsyncClient:
             name: A new name (1 to 200 characters).
             period: A new cap window.
             remove_max_spend: `true` removes the spend cap. Cannot be combined with `max_spend_usd`.
+        """
+    async def update_thread(
+        self,
+        thread_id: str,
+        *,
+        metadata: dict[str, str] | None = None,
+        model: str | None = None,
+        system: str | None = None,
+        truncation: Truncation | None = None,
+    ) -> Thread:
+        """Change a thread.
+
+        Changes its metadata, system prompt, default model or default truncation; fields left out stay as they are, and an empty `system` or `model` removes it. The owner key or an admin key of its tenant may change it.
+
+        `PATCH /v1/threads/{thread_id}`
+
+        Args:
+            thread_id: The thread's id (`thr_…`).
+            metadata: Replaces all metadata (same limits as at creation).
+            model: A new default model; an empty string removes it.
+            system: A new system prompt (at most 256 KiB); an empty string removes it.
+            truncation: A new default truncation.
         """

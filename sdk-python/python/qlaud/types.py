@@ -24,6 +24,7 @@ __all__ = [
     "ChatCompletion",
     "ChatCompletionRequest",
     "ChatUsage",
+    "CreateThreadRequest",
     "DayModelUsage",
     "DayUsage",
     "EmbeddingList",
@@ -41,6 +42,7 @@ __all__ = [
     "KeyUsage",
     "KeyWithSecret",
     "Message",
+    "MessageRole",
     "MessageTokensCount",
     "MessageTokensRequest",
     "MessagesRequest",
@@ -66,7 +68,14 @@ __all__ = [
     "StripePushRun",
     "StripePushState",
     "StripeWebhookResult",
+    "Thread",
+    "ThreadDeleted",
+    "ThreadMessage",
+    "ThreadMessageResultsPage",
+    "ThreadResultsPage",
+    "Truncation",
     "UpdateKeyRequest",
+    "UpdateThreadRequest",
     "UsagePeriod",
     "UsageReport",
     "UsageTotals",
@@ -82,6 +91,9 @@ KeySort = Literal["created_at", "name", "last_used_at", "spend"]
 KeyStatus = Literal["active", "disabled", "revoked", "suspended"]
 """Whether a key can be used."""
 
+MessageRole = Literal["user", "assistant"]
+"""Who wrote a message."""
+
 MeterSlice = Literal["month", "day"]
 """How finely spend is cut into meter events."""
 
@@ -90,6 +102,9 @@ Period = Literal["monthly", "weekly", "daily", "total"]
 
 SortDirection = Literal["asc", "desc"]
 """Ascending or descending."""
+
+Truncation = Literal["disabled", "auto"]
+"""What a turn does when the thread's history no longer fits the model's context window."""
 
 Usd = float
 """An amount in US dollars, exact to the micro-dollar (at most 6 decimal places), from 0 to 1000000000."""
@@ -197,6 +212,22 @@ class ChatUsage(TypedDict):
     """Input tokens, cached ones included."""
     total_tokens: int
     """The sum of both."""
+
+
+class CreateThreadRequest(TypedDict):
+    """Parameters for creating a thread.
+    """
+
+    key_id: NotRequired[str | None]
+    """The key that owns the thread (and pays for its turns). Only an admin key may name another key of its tenant; by default the thread belongs to the key that creates it."""
+    metadata: NotRequired[dict[str, str] | None]
+    """Free-form string pairs kept with the thread (at most 50 pairs; keys up to 40 characters, values up to 500)."""
+    model: NotRequired[str | None]
+    """The model turns use when they name none: a chat model of `GET /v1/models`."""
+    system: NotRequired[str | None]
+    """The system prompt every turn of the thread is sent with (at most 256 KiB)."""
+    truncation: NotRequired[Truncation | None]
+    """What turns do when the history outgrows the model's context window; `disabled` when omitted. A turn may override it."""
 
 
 class DayModelUsage(TypedDict):
@@ -846,6 +877,88 @@ class StripeWebhookResult(TypedDict):
     """Always true: the event was verified and recorded."""
 
 
+class Thread(TypedDict):
+    """A thread: a conversation qlaud keeps, owned by one key.
+    """
+
+    created_at: str
+    """When the thread was created."""
+    id: str
+    """The thread's id (`thr_…`)."""
+    key_id: str
+    """The key that owns the thread and pays for its turns."""
+    metadata: dict[str, str]
+    """The thread's metadata."""
+    model: NotRequired[str | None]
+    """The default model of its turns, or null for none."""
+    object: str
+    """Always `thread`."""
+    system: NotRequired[str | None]
+    """The system prompt, or null for none."""
+    truncation: Truncation
+    """The default truncation of its turns."""
+    updated_at: str
+    """When the thread's settings or messages last changed."""
+
+
+class ThreadDeleted(TypedDict):
+    """The answer of `delete_thread`.
+    """
+
+    deleted: bool
+    """Always true."""
+    id: str
+    """The deleted thread's id."""
+    object: str
+    """Always `thread.deleted`."""
+
+
+class ThreadMessage(TypedDict):
+    """One message of a thread, in a provider-neutral form.
+    """
+
+    content: list[Any]
+    """Anthropic content blocks: `text`, `image`, `tool_use`, `tool_result`, whatever model wrote or read them."""
+    created_at: str
+    """When the message was stored."""
+    id: str
+    """The message's id (`msg_…`)."""
+    metadata: dict[str, str]
+    """The message's metadata."""
+    model: NotRequired[str | None]
+    """The model that wrote an assistant message; null for user messages."""
+    object: str
+    """Always `thread.message`."""
+    role: MessageRole
+    """Who wrote it."""
+    stop_reason: NotRequired[str | None]
+    """Why an assistant message ended (`end_turn`, `max_tokens`, `tool_use`, `spend_cap_reached`, …); null for user messages."""
+    thread_id: str
+    """The thread it belongs to."""
+    usage: NotRequired[MessagesUsage | None]
+    """Tokens and cost (`cost_micros`) of an assistant message; null for user messages."""
+
+
+class ThreadMessageResultsPage(TypedDict):
+    """A single page of results
+    """
+
+    items: list[ThreadMessage]
+    """list of items on this page of results"""
+    next_page: NotRequired[str | None]
+    """token used to fetch the next page of results (if any)"""
+
+
+class ThreadResultsPage(TypedDict):
+    """A single page of results
+    """
+
+    items: list[Thread]
+    """list of items on this page of results"""
+    next_page: NotRequired[str | None]
+    """token used to fetch the next page of results (if any)"""
+
+
 class UpdateKeyRequest(TypedDict):
     """Changes to a key. Fields left out stay as they are.
     """
@@ -862,6 +975,20 @@ class UpdateKeyRequest(TypedDict):
     """A new cap window."""
     remove_max_spend: NotRequired[bool | None]
     """`true` removes the spend cap. Cannot be combined with `max_spend_usd`."""
+
+
+class UpdateThreadRequest(TypedDict):
+    """Changes to a thread. Fields left out stay as they are.
+    """
+
+    metadata: NotRequired[dict[str, str] | None]
+    """Replaces all metadata (same limits as at creation)."""
+    model: NotRequired[str | None]
+    """A new default model; an empty string removes it."""
+    system: NotRequired[str | None]
+    """A new system prompt (at most 256 KiB); an empty string removes it."""
+    truncation: NotRequired[Truncation | None]
+    """A new default truncation."""
 
 UsagePeriod = TypedDict(
     "UsagePeriod",
