@@ -128,6 +128,42 @@ def test_iter_keys_walks_every_page(admin):
     assert minted <= set(seen) and len(seen) == len(set(seen))
 
 
+def test_threads_from_create_to_delete(admin, server):
+    user = admin.mint_key(name="py-threads")
+    other = admin.mint_key(name="py-threads-other")
+    with qlaud_client(server, user["secret"]) as client:
+        thread = client.create_thread(
+            metadata={"topic": "refunds"}, system="Be brief.", model="echo", truncation="auto")
+        assert thread["id"].startswith("thr_") and thread["object"] == "thread"
+        assert thread["key_id"] == user["id"] and thread["truncation"] == "auto"
+        assert client.get_thread(thread["id"])["system"] == "Be brief."
+        updated = client.update_thread(thread["id"], metadata={"topic": "billing"}, system="")
+        assert updated["metadata"] == {"topic": "billing"} and updated["system"] is None
+        assert updated["model"] == "echo"
+        more = [client.create_thread()["id"] for _ in range(3)]
+        newest_first = [t["id"] for t in client.iter_threads(limit=2)]
+        assert sorted(newest_first) == sorted([thread["id"], *more])
+        assert [t["id"] for t in client.iter_threads(order="asc", limit=3)] == newest_first[::-1]
+        page = client.list_thread_messages(thread["id"], order="asc")
+        assert page["items"] == [] and page["next_page"] is None
+        with pytest.raises(qlaud.BadRequestError, match="unknown model"):
+            client.create_thread(model="no-such-model")
+        with pytest.raises(qlaud.BadRequestError):
+            client.list_threads(limit=101)
+        # Another key's thread is not found, exactly like a missing one.
+        with qlaud_client(server, other["secret"]) as stranger:
+            with pytest.raises(qlaud.NotFoundError):
+                stranger.get_thread(thread["id"])
+            with pytest.raises(qlaud.NotFoundError):
+                stranger.delete_thread(thread["id"])
+        # The tenant's admin key sees the user's threads.
+        assert len(list(admin.iter_threads(key_id=user["id"]))) == 4
+        deleted = client.delete_thread(thread["id"])
+        assert deleted == {"id": thread["id"], "object": "thread.deleted", "deleted": True}
+        with pytest.raises(qlaud.NotFoundError):
+            client.get_thread(thread["id"])
+
+
 # Echo's price is $3 / $15 per million tokens; "hi" is 1 + 3 input tokens
 # (four characters a token, rounded up, plus three per message) and
 # "echo: hi" 2 output tokens: 4 × 3 + 2 × 15 = 42 µ$.
