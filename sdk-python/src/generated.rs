@@ -125,6 +125,25 @@ impl Client {
         self.core.call(py, ops::create_thread(sdk, body))
     }
 
+    /// Add a turn to a thread.
+    ///
+    /// Send only the user's new message: qlaud loads the thread's history, calls the model (any provider: one thread may switch between Claude and GPT), runs the registered tools the model calls (calling each tool's webhook, signed, and calling the model again with the results, up to `max_tool_rounds`), stores the user's message and every message of the turn, and answers with the assistant's final message. Each model round is metered to the key that owns the thread, also when an admin key posts. When the owner's cap runs out between rounds, the turn ends with `stop_reason: "spend_cap_reached"` and what was spent; when it leaves no room for the first round, 402 and nothing is stored. An `Idempotency-Key` header makes a retried request answer with the first one's message, run and billed once. The answer's `qlaud-cost-micros` header is the whole turn's cost.
+    ///
+    /// `POST /v1/threads/{thread_id}/messages`
+    #[pyo3(signature = (thread_id, *, content, max_tokens=None, max_tool_rounds=None, metadata=None, model=None, stream=false, tools=None, truncation=None))]
+    fn create_thread_message<'py>(&self, py: Python<'py>, thread_id: String, content: &Bound<'py, PyAny>, max_tokens: Option<&Bound<'py, PyAny>>, max_tool_rounds: Option<&Bound<'py, PyAny>>, metadata: Option<&Bound<'py, PyAny>>, model: Option<&Bound<'py, PyAny>>, stream: bool, tools: Option<&Bound<'py, PyAny>>, truncation: Option<&Bound<'py, PyAny>>) -> PyResult<Py<PyAny>> {
+        let mut body = serde_json::Map::new();
+        crate::convert::put(&mut body, "content", Some(content))?;
+        crate::convert::put(&mut body, "max_tokens", max_tokens)?;
+        crate::convert::put(&mut body, "max_tool_rounds", max_tool_rounds)?;
+        crate::convert::put(&mut body, "metadata", metadata)?;
+        crate::convert::put(&mut body, "model", model)?;
+        crate::convert::put(&mut body, "tools", tools)?;
+        crate::convert::put(&mut body, "truncation", truncation)?;
+        let sdk = self.core.sdk();
+        self.core.call(py, ops::create_thread_message(sdk, thread_id, body, stream))
+    }
+
     /// Delete a thread.
     ///
     /// Deletes the thread with all of its messages, for good. Usage and the request log keep what its turns cost. The owner key or an admin key of its tenant may delete it.
@@ -527,6 +546,25 @@ impl AsyncClient {
         self.core.spawn(py, ops::create_thread(sdk, body))
     }
 
+    /// Add a turn to a thread.
+    ///
+    /// Send only the user's new message: qlaud loads the thread's history, calls the model (any provider: one thread may switch between Claude and GPT), runs the registered tools the model calls (calling each tool's webhook, signed, and calling the model again with the results, up to `max_tool_rounds`), stores the user's message and every message of the turn, and answers with the assistant's final message. Each model round is metered to the key that owns the thread, also when an admin key posts. When the owner's cap runs out between rounds, the turn ends with `stop_reason: "spend_cap_reached"` and what was spent; when it leaves no room for the first round, 402 and nothing is stored. An `Idempotency-Key` header makes a retried request answer with the first one's message, run and billed once. The answer's `qlaud-cost-micros` header is the whole turn's cost.
+    ///
+    /// `POST /v1/threads/{thread_id}/messages`
+    #[pyo3(signature = (thread_id, *, content, max_tokens=None, max_tool_rounds=None, metadata=None, model=None, stream=false, tools=None, truncation=None))]
+    fn create_thread_message<'py>(&self, py: Python<'py>, thread_id: String, content: &Bound<'py, PyAny>, max_tokens: Option<&Bound<'py, PyAny>>, max_tool_rounds: Option<&Bound<'py, PyAny>>, metadata: Option<&Bound<'py, PyAny>>, model: Option<&Bound<'py, PyAny>>, stream: bool, tools: Option<&Bound<'py, PyAny>>, truncation: Option<&Bound<'py, PyAny>>) -> PyResult<Bound<'py, PyAny>> {
+        let mut body = serde_json::Map::new();
+        crate::convert::put(&mut body, "content", Some(content))?;
+        crate::convert::put(&mut body, "max_tokens", max_tokens)?;
+        crate::convert::put(&mut body, "max_tool_rounds", max_tool_rounds)?;
+        crate::convert::put(&mut body, "metadata", metadata)?;
+        crate::convert::put(&mut body, "model", model)?;
+        crate::convert::put(&mut body, "tools", tools)?;
+        crate::convert::put(&mut body, "truncation", truncation)?;
+        let sdk = self.core.sdk();
+        self.core.spawn(py, ops::create_thread_message(sdk, thread_id, body, stream))
+    }
+
     /// Delete a thread.
     ///
     /// Deletes the thread with all of its messages, for good. Usage and the request log keep what its turns cost. The owner key or an admin key of its tenant may delete it.
@@ -878,6 +916,16 @@ mod ops {
             .await
             .map(Output::Json)
             .map_err(CallError::raw)
+    }
+
+    pub(super) async fn create_thread_message(sdk: crate::client::Sdk, thread_id: String, body: serde_json::Map<String, serde_json::Value>, stream: bool) -> Result<Output, CallError> {
+        let body = serde_json::Value::Object(body);
+        if stream {
+            let events = sdk.create_thread_message_stream(&thread_id, body).await.map_err(CallError::raw)?;
+            Ok(Output::Stream(events))
+        } else {
+            sdk.create_thread_message_json(&thread_id, body).await.map(Output::Json).map_err(CallError::raw)
+        }
     }
 
     pub(super) async fn delete_thread(sdk: crate::client::Sdk, thread_id: String) -> Result<Output, CallError> {

@@ -148,6 +148,41 @@ pub mod types {
             Default::default()
         }
     }
+    ///A new turn of a thread: only the user's new message; qlaud adds the history it holds.
+    #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, PartialEq)]
+    #[serde(deny_unknown_fields)]
+    pub struct CreateThreadMessageRequest {
+        ///The user's message: a string, or Anthropic content blocks (`text`, `image`, and `tool_result` answering a client-side tool call of the previous turn).
+        pub content: ::serde_json::Value,
+        ///The most tokens each answer may have; the model's limit when omitted (and never above it).
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub max_tokens: ::std::option::Option<u64>,
+        ///The most model rounds the turn runs while the model calls registered tools (default 8, at most 32).
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub max_tool_rounds: ::std::option::Option<u32>,
+        ///Free-form string pairs kept with the user's message.
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub metadata: ::std::option::Option<
+            ::std::collections::HashMap<::std::string::String, ::std::string::String>,
+        >,
+        ///The model that answers: any chat model of `GET /v1/models`, Claude or GPT alike. The thread's default when omitted.
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub model: ::std::option::Option<::std::string::String>,
+        ///`true` answers with server-sent events in Anthropic's message-event form (`message_start` … `message_stop` per model round), with `tool_execution.started` and `tool_execution.completed` events between rounds.
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub stream: ::std::option::Option<bool>,
+        ///Tools the model may call: the names of the tenant's registered tools (qlaud calls their webhooks and feeds the results back), the string `"all"` for every registered tool, and client-side tool definitions (`{name, description, input_schema}` as in Anthropic's API, or `{type: "function", function: {…}}` as in OpenAI's), whose calls end the turn with `stop_reason: "tool_use"` for the caller to answer in the next turn.
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub tools: ::std::option::Option<::serde_json::Value>,
+        ///What to do when the history outgrows the model's context window; the thread's default when omitted.
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub truncation: ::std::option::Option<Truncation>,
+    }
+    impl CreateThreadMessageRequest {
+        pub fn builder() -> builder::CreateThreadMessageRequest {
+            Default::default()
+        }
+    }
     ///Parameters for creating a thread.
     #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, Default, PartialEq)]
     #[serde(deny_unknown_fields)]
@@ -2543,6 +2578,197 @@ pub mod types {
                     cost_micros: Ok(value.cost_micros),
                     prompt_tokens: Ok(value.prompt_tokens),
                     total_tokens: Ok(value.total_tokens),
+                }
+            }
+        }
+        #[derive(Clone, Debug)]
+        pub struct CreateThreadMessageRequest {
+            content: ::std::result::Result<::serde_json::Value, ::std::string::String>,
+            max_tokens: ::std::result::Result<
+                ::std::option::Option<u64>,
+                ::std::string::String,
+            >,
+            max_tool_rounds: ::std::result::Result<
+                ::std::option::Option<u32>,
+                ::std::string::String,
+            >,
+            metadata: ::std::result::Result<
+                ::std::option::Option<
+                    ::std::collections::HashMap<
+                        ::std::string::String,
+                        ::std::string::String,
+                    >,
+                >,
+                ::std::string::String,
+            >,
+            model: ::std::result::Result<
+                ::std::option::Option<::std::string::String>,
+                ::std::string::String,
+            >,
+            stream: ::std::result::Result<
+                ::std::option::Option<bool>,
+                ::std::string::String,
+            >,
+            tools: ::std::result::Result<
+                ::std::option::Option<::serde_json::Value>,
+                ::std::string::String,
+            >,
+            truncation: ::std::result::Result<
+                ::std::option::Option<super::Truncation>,
+                ::std::string::String,
+            >,
+        }
+        impl ::std::default::Default for CreateThreadMessageRequest {
+            fn default() -> Self {
+                Self {
+                    content: Err("no value supplied for content".to_string()),
+                    max_tokens: Ok(Default::default()),
+                    max_tool_rounds: Ok(Default::default()),
+                    metadata: Ok(Default::default()),
+                    model: Ok(Default::default()),
+                    stream: Ok(Default::default()),
+                    tools: Ok(Default::default()),
+                    truncation: Ok(Default::default()),
+                }
+            }
+        }
+        impl CreateThreadMessageRequest {
+            pub fn content<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::serde_json::Value>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.content = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for content: {e}")
+                    });
+                self
+            }
+            pub fn max_tokens<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::option::Option<u64>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.max_tokens = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for max_tokens: {e}")
+                    });
+                self
+            }
+            pub fn max_tool_rounds<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::option::Option<u32>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.max_tool_rounds = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!(
+                            "error converting supplied value for max_tool_rounds: {e}"
+                        )
+                    });
+                self
+            }
+            pub fn metadata<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<
+                    ::std::option::Option<
+                        ::std::collections::HashMap<
+                            ::std::string::String,
+                            ::std::string::String,
+                        >,
+                    >,
+                >,
+                T::Error: ::std::fmt::Display,
+            {
+                self.metadata = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for metadata: {e}")
+                    });
+                self
+            }
+            pub fn model<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::option::Option<::std::string::String>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.model = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for model: {e}")
+                    });
+                self
+            }
+            pub fn stream<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::option::Option<bool>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.stream = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for stream: {e}")
+                    });
+                self
+            }
+            pub fn tools<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::option::Option<::serde_json::Value>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.tools = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for tools: {e}")
+                    });
+                self
+            }
+            pub fn truncation<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::option::Option<super::Truncation>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.truncation = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for truncation: {e}")
+                    });
+                self
+            }
+        }
+        impl ::std::convert::TryFrom<CreateThreadMessageRequest>
+        for super::CreateThreadMessageRequest {
+            type Error = super::error::ConversionError;
+            fn try_from(
+                value: CreateThreadMessageRequest,
+            ) -> ::std::result::Result<Self, super::error::ConversionError> {
+                Ok(Self {
+                    content: value.content?,
+                    max_tokens: value.max_tokens?,
+                    max_tool_rounds: value.max_tool_rounds?,
+                    metadata: value.metadata?,
+                    model: value.model?,
+                    stream: value.stream?,
+                    tools: value.tools?,
+                    truncation: value.truncation?,
+                })
+            }
+        }
+        impl ::std::convert::From<super::CreateThreadMessageRequest>
+        for CreateThreadMessageRequest {
+            fn from(value: super::CreateThreadMessageRequest) -> Self {
+                Self {
+                    content: Ok(value.content),
+                    max_tokens: Ok(value.max_tokens),
+                    max_tool_rounds: Ok(value.max_tool_rounds),
+                    metadata: Ok(value.metadata),
+                    model: Ok(value.model),
+                    stream: Ok(value.stream),
+                    tools: Ok(value.tools),
+                    truncation: Ok(value.truncation),
                 }
             }
         }
@@ -9344,6 +9570,25 @@ let response = client.list_thread_messages()
     pub fn list_thread_messages(&self) -> builder::ListThreadMessages<'_> {
         builder::ListThreadMessages::new(self)
     }
+    /**Add a turn to a thread
+
+Send only the user's new message: qlaud loads the thread's history, calls the model (any provider: one thread may switch between Claude and GPT), runs the registered tools the model calls (calling each tool's webhook, signed, and calling the model again with the results, up to `max_tool_rounds`), stores the user's message and every message of the turn, and answers with the assistant's final message. Each model round is metered to the key that owns the thread, also when an admin key posts. When the owner's cap runs out between rounds, the turn ends with `stop_reason: "spend_cap_reached"` and what was spent; when it leaves no room for the first round, 402 and nothing is stored. An `Idempotency-Key` header makes a retried request answer with the first one's message, run and billed once. The answer's `qlaud-cost-micros` header is the whole turn's cost.
+
+Sends a `POST` request to `/v1/threads/{thread_id}/messages`
+
+Arguments:
+- `thread_id`: The thread's id (`thr_…`).
+- `body`
+```ignore
+let response = client.create_thread_message()
+    .thread_id(thread_id)
+    .body(body)
+    .send()
+    .await;
+```*/
+    pub fn create_thread_message(&self) -> builder::CreateThreadMessage<'_> {
+        builder::CreateThreadMessage::new(self)
+    }
     /**Report usage
 
 Spend and tokens per key, per model and per UTC day over a window (default: the current calendar month), ready to bill. An admin key sees all of its tenant's keys; a standard key sees only itself.
@@ -12254,6 +12499,124 @@ pub mod builder {
                 })
                 .try_flatten_stream()
                 .boxed()
+        }
+    }
+    /**Builder for [`Client::create_thread_message`]
+
+[`Client::create_thread_message`]: super::Client::create_thread_message*/
+    #[derive(Debug, Clone)]
+    pub struct CreateThreadMessage<'a> {
+        client: &'a super::Client,
+        thread_id: Result<::std::string::String, String>,
+        body: Result<types::builder::CreateThreadMessageRequest, String>,
+    }
+    impl<'a> CreateThreadMessage<'a> {
+        pub fn new(client: &'a super::Client) -> Self {
+            Self {
+                client: client,
+                thread_id: Err("thread_id was not initialized".to_string()),
+                body: Ok(::std::default::Default::default()),
+            }
+        }
+        pub fn thread_id<V>(mut self, value: V) -> Self
+        where
+            V: std::convert::TryInto<::std::string::String>,
+        {
+            self.thread_id = value
+                .try_into()
+                .map_err(|_| {
+                    "conversion to `:: std :: string :: String` for thread_id failed"
+                        .to_string()
+                });
+            self
+        }
+        pub fn body<V>(mut self, value: V) -> Self
+        where
+            V: std::convert::TryInto<types::CreateThreadMessageRequest>,
+            <V as std::convert::TryInto<
+                types::CreateThreadMessageRequest,
+            >>::Error: std::fmt::Display,
+        {
+            self.body = value
+                .try_into()
+                .map(From::from)
+                .map_err(|s| {
+                    format!(
+                        "conversion to `CreateThreadMessageRequest` for body failed: {}",
+                        s
+                    )
+                });
+            self
+        }
+        pub fn body_map<F>(mut self, f: F) -> Self
+        where
+            F: std::ops::FnOnce(
+                types::builder::CreateThreadMessageRequest,
+            ) -> types::builder::CreateThreadMessageRequest,
+        {
+            self.body = self.body.map(f);
+            self
+        }
+        ///Sends a `POST` request to `/v1/threads/{thread_id}/messages`
+        pub async fn send(
+            self,
+        ) -> Result<ResponseValue<types::ThreadMessage>, Error<types::Error>> {
+            let Self { client, thread_id, body } = self;
+            let thread_id = thread_id.map_err(Error::InvalidRequest)?;
+            let body = body
+                .and_then(|v| {
+                    types::CreateThreadMessageRequest::try_from(v)
+                        .map_err(|e| e.to_string())
+                })
+                .map_err(Error::InvalidRequest)?;
+            let url = format!(
+                "{}/v1/threads/{}/messages", client.baseurl, encode_path(& thread_id
+                .to_string()),
+            );
+            let mut header_map = ::reqwest::header::HeaderMap::with_capacity(1usize);
+            header_map
+                .append(
+                    ::reqwest::header::HeaderName::from_static("api-version"),
+                    ::reqwest::header::HeaderValue::from_static(
+                        super::Client::api_version(),
+                    ),
+                );
+            #[allow(unused_mut)]
+            let mut request = client
+                .client
+                .post(url)
+                .header(
+                    ::reqwest::header::ACCEPT,
+                    ::reqwest::header::HeaderValue::from_static("application/json"),
+                )
+                .json(&body)
+                .headers(header_map)
+                .build()?;
+            let info = OperationInfo {
+                operation_id: "create_thread_message",
+            };
+            client.pre(&mut request, &info).await?;
+            let result = client.exec(request, &info).await;
+            client.post(&result, &info).await?;
+            let response = result?;
+            match response.status().as_u16() {
+                200u16 => ResponseValue::from_response(response).await,
+                400u16..=499u16 => {
+                    Err(
+                        Error::ErrorResponse(
+                            ResponseValue::from_response(response).await?,
+                        ),
+                    )
+                }
+                500u16..=599u16 => {
+                    Err(
+                        Error::ErrorResponse(
+                            ResponseValue::from_response(response).await?,
+                        ),
+                    )
+                }
+                _ => Err(Error::UnexpectedResponse(response)),
+            }
         }
     }
     /**Builder for [`Client::get_usage`]

@@ -116,6 +116,31 @@ impl Client {
         self.json("/v1/responses", body).await
     }
 
+    /// `POST /v1/threads/{thread_id}/messages` with `"stream": true`: each
+    /// model round of the turn as Anthropic's events (`message_start` …
+    /// `message_stop`, the `id` of `message_start` being the stored
+    /// message's), with `tool_execution.started` and
+    /// `tool_execution.completed` events between rounds.
+    pub async fn create_thread_message_stream(
+        &self,
+        thread_id: &str,
+        body: serde_json::Value,
+    ) -> Result<EventStream, RawError> {
+        let path = format!("/v1/threads/{}/messages", progenitor_client::encode_path(thread_id));
+        self.stream(&path, body).await
+    }
+
+    /// `POST /v1/threads/{thread_id}/messages` without streaming: the
+    /// turn's final assistant message.
+    pub async fn create_thread_message_json(
+        &self,
+        thread_id: &str,
+        body: serde_json::Value,
+    ) -> Result<serde_json::Value, RawError> {
+        let path = format!("/v1/threads/{}/messages", progenitor_client::encode_path(thread_id));
+        self.json(&path, body).await
+    }
+
     /// `POST /v1/messages` without streaming, every field of `body` passed
     /// through: the answer in Anthropic's shape.
     pub async fn create_message_json(

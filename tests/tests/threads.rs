@@ -51,6 +51,7 @@ async fn new_thread(client: &qlaud::Client) -> types::Thread {
 
 fn text(role: MessageRole, text: &str) -> NewMessage {
     NewMessage {
+        id: qlaud_server::store::new_id("msg"),
         role,
         content: vec![json!({"type": "text", "text": text})],
         model: None,

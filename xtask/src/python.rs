@@ -23,7 +23,8 @@ pub const STUB_HEAD: &str = "sdk-python/src/head.pyi";
 
 /// Operations whose request body passes through untouched (any provider
 /// parameter) and which can answer with a stream.
-const MODEL_OPS: &[&str] = &["create_message", "create_chat_completion", "create_response"];
+const MODEL_OPS: &[&str] =
+    &["create_message", "create_chat_completion", "create_response", "create_thread_message"];
 /// The one operation whose body is raw bytes with a signature header.
 const WEBHOOK_OP: &str = "stripe_webhook";
 
@@ -416,16 +417,19 @@ fn rust_bindings(ops: &[Op]) -> String {
             params.join(", ")
         );
         if op.model() {
+            // Path parameters (a thread's id) come before the body.
+            let path: String =
+                op.path_params.iter().map(|p| format!("&{}, ", ident(&p.name))).collect();
             let _ = writeln!(
                 out,
                 "        let body = serde_json::Value::Object(body);\n        \
                  if stream {{\n            \
-                 let events = sdk.{0}_stream(body).await.map_err(CallError::raw)?;\n            \
+                 let events = sdk.{0}_stream({1}body).await.map_err(CallError::raw)?;\n            \
                  Ok(Output::Stream(events))\n        \
                  }} else {{\n            \
-                 sdk.{0}_json(body).await.map(Output::Json).map_err(CallError::raw)\n        \
+                 sdk.{0}_json({1}body).await.map(Output::Json).map_err(CallError::raw)\n        \
                  }}\n    }}\n",
-                op.id
+                op.id, path
             );
             continue;
         }

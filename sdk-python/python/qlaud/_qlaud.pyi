@@ -15,6 +15,7 @@ from qlaud.types import (
     ChatCompletion,
     ChatCompletionRequest,
     ChatUsage,
+    CreateThreadMessageRequest,
     CreateThreadRequest,
     DayModelUsage,
     DayUsage,
@@ -494,6 +495,99 @@ class Client:
             model: The model turns use when they name none: a chat model of `GET /v1/models`.
             system: The system prompt every turn of the thread is sent with (at most 256 KiB).
             truncation: What turns do when the history outgrows the model's context window; `disabled` when omitted. A turn may override it.
+        """
+    @overload
+    def create_thread_message(
+        self,
+        thread_id: str,
+        *,
+        content: Any,
+        max_tokens: int | None = None,
+        max_tool_rounds: int | None = None,
+        metadata: dict[str, str] | None = None,
+        model: str | None = None,
+        stream: Literal[False] = False,
+        tools: Any = None,
+        truncation: Truncation | None = None,
+    ) -> ThreadMessage:
+        """Add a turn to a thread.
+
+        Send only the user's new message: qlaud loads the thread's history, calls the model (any provider: one thread may switch between Claude and GPT), runs the registered tools the model calls (calling each tool's webhook, signed, and calling the model again with the results, up to `max_tool_rounds`), stores the user's message and every message of the turn, and answers with the assistant's final message. Each model round is metered to the key that owns the thread, also when an admin key posts. When the owner's cap runs out between rounds, the turn ends with `stop_reason: "spend_cap_reached"` and what was spent; when it leaves no room for the first round, 402 and nothing is stored. An `Idempotency-Key` header makes a retried request answer with the first one's message, run and billed once. The answer's `qlaud-cost-micros` header is the whole turn's cost.
+
+        `POST /v1/threads/{thread_id}/messages`
+
+        Args:
+            thread_id: The thread's id (`thr_…`).
+            content: The user's message: a string, or Anthropic content blocks (`text`, `image`, and `tool_result` answering a client-side tool call of the previous turn).
+            max_tokens: The most tokens each answer may have; the model's limit when omitted (and never above it).
+            max_tool_rounds: The most model rounds the turn runs while the model calls registered tools (default 8, at most 32).
+            metadata: Free-form string pairs kept with the user's message.
+            model: The model that answers: any chat model of `GET /v1/models`, Claude or GPT alike. The thread's default when omitted.
+            stream: `true` answers with server-sent events in Anthropic's message-event form (`message_start` … `message_stop` per model round), with `tool_execution.started` and `tool_execution.completed` events between rounds.
+            tools: Tools the model may call: the names of the tenant's registered tools (qlaud calls their webhooks and feeds the results back), the string `"all"` for every registered tool, and client-side tool definitions (`{name, description, input_schema}` as in Anthropic's API, or `{type: "function", function: {…}}` as in OpenAI's), whose calls end the turn with `stop_reason: "tool_use"` for the caller to answer in the next turn.
+            truncation: What to do when the history outgrows the model's context window; the thread's default when omitted.
+        """
+    @overload
+    def create_thread_message(
+        self,
+        thread_id: str,
+        *,
+        content: Any,
+        max_tokens: int | None = None,
+        max_tool_rounds: int | None = None,
+        metadata: dict[str, str] | None = None,
+        model: str | None = None,
+        stream: Literal[True],
+        tools: Any = None,
+        truncation: Truncation | None = None,
+    ) -> Stream:
+        """Add a turn to a thread.
+
+        Send only the user's new message: qlaud loads the thread's history, calls the model (any provider: one thread may switch between Claude and GPT), runs the registered tools the model calls (calling each tool's webhook, signed, and calling the model again with the results, up to `max_tool_rounds`), stores the user's message and every message of the turn, and answers with the assistant's final message. Each model round is metered to the key that owns the thread, also when an admin key posts. When the owner's cap runs out between rounds, the turn ends with `stop_reason: "spend_cap_reached"` and what was spent; when it leaves no room for the first round, 402 and nothing is stored. An `Idempotency-Key` header makes a retried request answer with the first one's message, run and billed once. The answer's `qlaud-cost-micros` header is the whole turn's cost.
+
+        `POST /v1/threads/{thread_id}/messages`
+
+        Args:
+            thread_id: The thread's id (`thr_…`).
+            content: The user's message: a string, or Anthropic content blocks (`text`, `image`, and `tool_result` answering a client-side tool call of the previous turn).
+            max_tokens: The most tokens each answer may have; the model's limit when omitted (and never above it).
+            max_tool_rounds: The most model rounds the turn runs while the model calls registered tools (default 8, at most 32).
+            metadata: Free-form string pairs kept with the user's message.
+            model: The model that answers: any chat model of `GET /v1/models`, Claude or GPT alike. The thread's default when omitted.
+            stream: `true` answers with server-sent events in Anthropic's message-event form (`message_start` … `message_stop` per model round), with `tool_execution.started` and `tool_execution.completed` events between rounds.
+            tools: Tools the model may call: the names of the tenant's registered tools (qlaud calls their webhooks and feeds the results back), the string `"all"` for every registered tool, and client-side tool definitions (`{name, description, input_schema}` as in Anthropic's API, or `{type: "function", function: {…}}` as in OpenAI's), whose calls end the turn with `stop_reason: "tool_use"` for the caller to answer in the next turn.
+            truncation: What to do when the history outgrows the model's context window; the thread's default when omitted.
+        """
+    @overload
+    def create_thread_message(
+        self,
+        thread_id: str,
+        *,
+        content: Any,
+        max_tokens: int | None = None,
+        max_tool_rounds: int | None = None,
+        metadata: dict[str, str] | None = None,
+        model: str | None = None,
+        stream: bool = False,
+        tools: Any = None,
+        truncation: Truncation | None = None,
+    ) -> ThreadMessage | Stream:
+        """Add a turn to a thread.
+
+        Send only the user's new message: qlaud loads the thread's history, calls the model (any provider: one thread may switch between Claude and GPT), runs the registered tools the model calls (calling each tool's webhook, signed, and calling the model again with the results, up to `max_tool_rounds`), stores the user's message and every message of the turn, and answers with the assistant's final message. Each model round is metered to the key that owns the thread, also when an admin key posts. When the owner's cap runs out between rounds, the turn ends with `stop_reason: "spend_cap_reached"` and what was spent; when it leaves no room for the first round, 402 and nothing is stored. An `Idempotency-Key` header makes a retried request answer with the first one's message, run and billed once. The answer's `qlaud-cost-micros` header is the whole turn's cost.
+
+        `POST /v1/threads/{thread_id}/messages`
+
+        Args:
+            thread_id: The thread's id (`thr_…`).
+            content: The user's message: a string, or Anthropic content blocks (`text`, `image`, and `tool_result` answering a client-side tool call of the previous turn).
+            max_tokens: The most tokens each answer may have; the model's limit when omitted (and never above it).
+            max_tool_rounds: The most model rounds the turn runs while the model calls registered tools (default 8, at most 32).
+            metadata: Free-form string pairs kept with the user's message.
+            model: The model that answers: any chat model of `GET /v1/models`, Claude or GPT alike. The thread's default when omitted.
+            stream: `true` answers with server-sent events in Anthropic's message-event form (`message_start` … `message_stop` per model round), with `tool_execution.started` and `tool_execution.completed` events between rounds.
+            tools: Tools the model may call: the names of the tenant's registered tools (qlaud calls their webhooks and feeds the results back), the string `"all"` for every registered tool, and client-side tool definitions (`{name, description, input_schema}` as in Anthropic's API, or `{type: "function", function: {…}}` as in OpenAI's), whose calls end the turn with `stop_reason: "tool_use"` for the caller to answer in the next turn.
+            truncation: What to do when the history outgrows the model's context window; the thread's default when omitted.
         """
     def delete_thread(
         self,
@@ -1267,6 +1361,99 @@ class AsyncClient:
             model: The model turns use when they name none: a chat model of `GET /v1/models`.
             system: The system prompt every turn of the thread is sent with (at most 256 KiB).
             truncation: What turns do when the history outgrows the model's context window; `disabled` when omitted. A turn may override it.
+        """
+    @overload
+    async def create_thread_message(
+        self,
+        thread_id: str,
+        *,
+        content: Any,
+        max_tokens: int | None = None,
+        max_tool_rounds: int | None = None,
+        metadata: dict[str, str] | None = None,
+        model: str | None = None,
+        stream: Literal[False] = False,
+        tools: Any = None,
+        truncation: Truncation | None = None,
+    ) -> ThreadMessage:
+        """Add a turn to a thread.
+
+        Send only the user's new message: qlaud loads the thread's history, calls the model (any provider: one thread may switch between Claude and GPT), runs the registered tools the model calls (calling each tool's webhook, signed, and calling the model again with the results, up to `max_tool_rounds`), stores the user's message and every message of the turn, and answers with the assistant's final message. Each model round is metered to the key that owns the thread, also when an admin key posts. When the owner's cap runs out between rounds, the turn ends with `stop_reason: "spend_cap_reached"` and what was spent; when it leaves no room for the first round, 402 and nothing is stored. An `Idempotency-Key` header makes a retried request answer with the first one's message, run and billed once. The answer's `qlaud-cost-micros` header is the whole turn's cost.
+
+        `POST /v1/threads/{thread_id}/messages`
+
+        Args:
+            thread_id: The thread's id (`thr_…`).
+            content: The user's message: a string, or Anthropic content blocks (`text`, `image`, and `tool_result` answering a client-side tool call of the previous turn).
+            max_tokens: The most tokens each answer may have; the model's limit when omitted (and never above it).
+            max_tool_rounds: The most model rounds the turn runs while the model calls registered tools (default 8, at most 32).
+            metadata: Free-form string pairs kept with the user's message.
+            model: The model that answers: any chat model of `GET /v1/models`, Claude or GPT alike. The thread's default when omitted.
+            stream: `true` answers with server-sent events in Anthropic's message-event form (`message_start` … `message_stop` per model round), with `tool_execution.started` and `tool_execution.completed` events between rounds.
+            tools: Tools the model may call: the names of the tenant's registered tools (qlaud calls their webhooks and feeds the results back), the string `"all"` for every registered tool, and client-side tool definitions (`{name, description, input_schema}` as in Anthropic's API, or `{type: "function", function: {…}}` as in OpenAI's), whose calls end the turn with `stop_reason: "tool_use"` for the caller to answer in the next turn.
+            truncation: What to do when the history outgrows the model's context window; the thread's default when omitted.
+        """
+    @overload
+    async def create_thread_message(
+        self,
+        thread_id: str,
+        *,
+        content: Any,
+        max_tokens: int | None = None,
+        max_tool_rounds: int | None = None,
+        metadata: dict[str, str] | None = None,
+        model: str | None = None,
+        stream: Literal[True],
+        tools: Any = None,
+        truncation: Truncation | None = None,
+    ) -> AsyncStream:
+        """Add a turn to a thread.
+
+        Send only the user's new message: qlaud loads the thread's history, calls the model (any provider: one thread may switch between Claude and GPT), runs the registered tools the model calls (calling each tool's webhook, signed, and calling the model again with the results, up to `max_tool_rounds`), stores the user's message and every message of the turn, and answers with the assistant's final message. Each model round is metered to the key that owns the thread, also when an admin key posts. When the owner's cap runs out between rounds, the turn ends with `stop_reason: "spend_cap_reached"` and what was spent; when it leaves no room for the first round, 402 and nothing is stored. An `Idempotency-Key` header makes a retried request answer with the first one's message, run and billed once. The answer's `qlaud-cost-micros` header is the whole turn's cost.
+
+        `POST /v1/threads/{thread_id}/messages`
+
+        Args:
+            thread_id: The thread's id (`thr_…`).
+            content: The user's message: a string, or Anthropic content blocks (`text`, `image`, and `tool_result` answering a client-side tool call of the previous turn).
+            max_tokens: The most tokens each answer may have; the model's limit when omitted (and never above it).
+            max_tool_rounds: The most model rounds the turn runs while the model calls registered tools (default 8, at most 32).
+            metadata: Free-form string pairs kept with the user's message.
+            model: The model that answers: any chat model of `GET /v1/models`, Claude or GPT alike. The thread's default when omitted.
+            stream: `true` answers with server-sent events in Anthropic's message-event form (`message_start` … `message_stop` per model round), with `tool_execution.started` and `tool_execution.completed` events between rounds.
+            tools: Tools the model may call: the names of the tenant's registered tools (qlaud calls their webhooks and feeds the results back), the string `"all"` for every registered tool, and client-side tool definitions (`{name, description, input_schema}` as in Anthropic's API, or `{type: "function", function: {…}}` as in OpenAI's), whose calls end the turn with `stop_reason: "tool_use"` for the caller to answer in the next turn.
+            truncation: What to do when the history outgrows the model's context window; the thread's default when omitted.
+        """
+    @overload
+    async def create_thread_message(
+        self,
+        thread_id: str,
+        *,
+        content: Any,
+        max_tokens: int | None = None,
+        max_tool_rounds: int | None = None,
+        metadata: dict[str, str] | None = None,
+        model: str | None = None,
+        stream: bool = False,
+        tools: Any = None,
+        truncation: Truncation | None = None,
+    ) -> ThreadMessage | AsyncStream:
+        """Add a turn to a thread.
+
+        Send only the user's new message: qlaud loads the thread's history, calls the model (any provider: one thread may switch between Claude and GPT), runs the registered tools the model calls (calling each tool's webhook, signed, and calling the model again with the results, up to `max_tool_rounds`), stores the user's message and every message of the turn, and answers with the assistant's final message. Each model round is metered to the key that owns the thread, also when an admin key posts. When the owner's cap runs out between rounds, the turn ends with `stop_reason: "spend_cap_reached"` and what was spent; when it leaves no room for the first round, 402 and nothing is stored. An `Idempotency-Key` header makes a retried request answer with the first one's message, run and billed once. The answer's `qlaud-cost-micros` header is the whole turn's cost.
+
+        `POST /v1/threads/{thread_id}/messages`
+
+        Args:
+            thread_id: The thread's id (`thr_…`).
+            content: The user's message: a string, or Anthropic content blocks (`text`, `image`, and `tool_result` answering a client-side tool call of the previous turn).
+            max_tokens: The most tokens each answer may have; the model's limit when omitted (and never above it).
+            max_tool_rounds: The most model rounds the turn runs while the model calls registered tools (default 8, at most 32).
+            metadata: Free-form string pairs kept with the user's message.
+            model: The model that answers: any chat model of `GET /v1/models`, Claude or GPT alike. The thread's default when omitted.
+            stream: `true` answers with server-sent events in Anthropic's message-event form (`message_start` … `message_stop` per model round), with `tool_execution.started` and `tool_execution.completed` events between rounds.
+            tools: Tools the model may call: the names of the tenant's registered tools (qlaud calls their webhooks and feeds the results back), the string `"all"` for every registered tool, and client-side tool definitions (`{name, description, input_schema}` as in Anthropic's API, or `{type: "function", function: {…}}` as in OpenAI's), whose calls end the turn with `stop_reason: "tool_use"` for the caller to answer in the next turn.
+            truncation: What to do when the history outgrows the model's context window; the thread's default when omitted.
         """
     async def delete_thread(
         self,

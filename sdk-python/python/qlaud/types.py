@@ -24,6 +24,7 @@ __all__ = [
     "ChatCompletion",
     "ChatCompletionRequest",
     "ChatUsage",
+    "CreateThreadMessageRequest",
     "CreateThreadRequest",
     "DayModelUsage",
     "DayUsage",
@@ -212,6 +213,28 @@ class ChatUsage(TypedDict):
     """Input tokens, cached ones included."""
     total_tokens: int
     """The sum of both."""
+
+
+class CreateThreadMessageRequest(TypedDict):
+    """A new turn of a thread: only the user's new message; qlaud adds the history it holds.
+    """
+
+    content: Any
+    """The user's message: a string, or Anthropic content blocks (`text`, `image`, and `tool_result` answering a client-side tool call of the previous turn)."""
+    max_tokens: NotRequired[int | None]
+    """The most tokens each answer may have; the model's limit when omitted (and never above it)."""
+    max_tool_rounds: NotRequired[int | None]
+    """The most model rounds the turn runs while the model calls registered tools (default 8, at most 32)."""
+    metadata: NotRequired[dict[str, str] | None]
+    """Free-form string pairs kept with the user's message."""
+    model: NotRequired[str | None]
+    """The model that answers: any chat model of `GET /v1/models`, Claude or GPT alike. The thread's default when omitted."""
+    stream: NotRequired[bool | None]
+    """`true` answers with server-sent events in Anthropic's message-event form (`message_start` … `message_stop` per model round), with `tool_execution.started` and `tool_execution.completed` events between rounds."""
+    tools: NotRequired[Any]
+    """Tools the model may call: the names of the tenant's registered tools (qlaud calls their webhooks and feeds the results back), the string `"all"` for every registered tool, and client-side tool definitions (`{name, description, input_schema}` as in Anthropic's API, or `{type: "function", function: {…}}` as in OpenAI's), whose calls end the turn with `stop_reason: "tool_use"` for the caller to answer in the next turn."""
+    truncation: NotRequired[Truncation | None]
+    """What to do when the history outgrows the model's context window; the thread's default when omitted."""
 
 
 class CreateThreadRequest(TypedDict):

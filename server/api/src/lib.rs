@@ -338,6 +338,33 @@ pub trait QlaudApi {
         path: Path<ThreadPath>,
     ) -> Result<HttpResponseOk<ThreadDeleted>, HttpError>;
 
+    /// Add a turn to a thread.
+    ///
+    /// Send only the user's new message: qlaud loads the thread's history,
+    /// calls the model (any provider: one thread may switch between Claude
+    /// and GPT), runs the registered tools the model calls (calling each
+    /// tool's webhook, signed, and calling the model again with the
+    /// results, up to `max_tool_rounds`), stores the user's message and
+    /// every message of the turn, and answers with the assistant's final
+    /// message. Each model round is metered to the key that owns the
+    /// thread, also when an admin key posts. When the owner's cap runs out
+    /// between rounds, the turn ends with `stop_reason: "spend_cap_reached"`
+    /// and what was spent; when it leaves no room for the first round, 402
+    /// and nothing is stored. An `Idempotency-Key` header makes a retried
+    /// request answer with the first one's message, run and billed once.
+    /// The answer's `qlaud-cost-micros` header is the whole turn's cost.
+    #[endpoint {
+        method = POST,
+        path = "/v1/threads/{thread_id}/messages",
+        tags = ["threads"],
+        request_body_max_bytes = MODEL_BODY_MAX_BYTES,
+    }]
+    async fn create_thread_message(
+        rqctx: RequestContext<Self::Context>,
+        path: Path<ThreadPath>,
+        body: TypedBody<CreateThreadMessageRequest>,
+    ) -> Result<ModelResponse<ThreadMessage>, HttpError>;
+
     /// List a thread's messages.
     ///
     /// Newest first by default (`order=asc` for oldest first), a page at a

@@ -149,6 +149,55 @@ pub struct ThreadMessage {
     pub created_at: DateTime<Utc>,
 }
 
+/// The most model rounds one turn may run (each round answers the tool
+/// results of the one before).
+pub const MAX_TOOL_ROUNDS: u32 = 32;
+
+/// A new turn of a thread: only the user's new message; qlaud adds the
+/// history it holds.
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateThreadMessageRequest {
+    /// The user's message: a string, or Anthropic content blocks (`text`,
+    /// `image`, and `tool_result` answering a client-side tool call of the
+    /// previous turn).
+    pub content: Value,
+    /// The model that answers: any chat model of `GET /v1/models`, Claude
+    /// or GPT alike. The thread's default when omitted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    /// Tools the model may call: the names of the tenant's registered tools
+    /// (qlaud calls their webhooks and feeds the results back), the string
+    /// `"all"` for every registered tool, and client-side tool definitions
+    /// (`{name, description, input_schema}` as in Anthropic's API, or
+    /// `{type: "function", function: {…}}` as in OpenAI's), whose calls end
+    /// the turn with `stop_reason: "tool_use"` for the caller to answer in
+    /// the next turn.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tools: Option<Value>,
+    /// The most model rounds the turn runs while the model calls registered
+    /// tools (default 8, at most 32).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_tool_rounds: Option<u32>,
+    /// The most tokens each answer may have; the model's limit when
+    /// omitted (and never above it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_tokens: Option<u64>,
+    /// `true` answers with server-sent events in Anthropic's message-event
+    /// form (`message_start` … `message_stop` per model round), with
+    /// `tool_execution.started` and `tool_execution.completed` events
+    /// between rounds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream: Option<bool>,
+    /// What to do when the history outgrows the model's context window;
+    /// the thread's default when omitted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub truncation: Option<Truncation>,
+    /// Free-form string pairs kept with the user's message.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<BTreeMap<String, String>>,
+}
+
 /// Path parameters naming one thread.
 #[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
 pub struct ThreadPath {

@@ -13,9 +13,11 @@ use crate::meter::{Meter, Recorder};
 use crate::metrics::Metrics;
 use crate::store::Store;
 
+/// Cheap to clone: a streamed thread turn takes one into its task.
+#[derive(Clone)]
 pub struct Context {
     pub store: Store,
-    pub gateway: Gateway,
+    pub gateway: Arc<Gateway>,
     /// Admission and settlement of every metered call.
     pub meter: Arc<Meter>,
     pub auth_cache: Arc<AuthCache>,
@@ -46,6 +48,7 @@ impl Context {
             auth_cache: auth_cache.clone(),
             hook,
         });
+        let gateway = Arc::new(gateway);
         Context { meter, auth_cache, metrics, webhook_http, clock, store, gateway }
     }
 

@@ -15,9 +15,9 @@ use qlaud_api::{
     StripeWebhookResult, TenantPath, UpdateKeyRequest, UsageQuery, UsageReport,
 };
 use qlaud_api::{
-    CreateThreadRequest, Thread, ThreadDeleted, ThreadListFilter, ThreadMessage,
-    ThreadMessageListFilter, ThreadMessagePageSelector, ThreadPageSelector, ThreadPath,
-    UpdateThreadRequest,
+    CreateThreadMessageRequest, CreateThreadRequest, Thread, ThreadDeleted, ThreadListFilter,
+    ThreadMessage, ThreadMessageListFilter, ThreadMessagePageSelector, ThreadPageSelector,
+    ThreadPath, UpdateThreadRequest,
 };
 
 use crate::billing;
@@ -264,6 +264,23 @@ impl QlaudApi for QlaudImpl {
             object: "thread.deleted".into(),
             deleted: true,
         }))
+    }
+
+    async fn create_thread_message(
+        rqctx: RequestContext<Context>,
+        path: Path<ThreadPath>,
+        body: TypedBody<CreateThreadMessageRequest>,
+    ) -> Result<ModelResponse<ThreadMessage>, HttpError> {
+        let thread_id = path.into_inner().thread_id;
+        threads::turn::create(
+            rqctx.context(),
+            rqctx.request.headers(),
+            &thread_id,
+            body.into_inner(),
+        )
+        .await
+        .map(ModelResponse::new)
+        .map_err(gateway::error::GatewayError::into_http)
     }
 
     async fn list_thread_messages(

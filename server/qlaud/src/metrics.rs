@@ -8,7 +8,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use crate::store::Store;
 
 /// The endpoints requests are counted by; any other counts as `other`.
-const ENDPOINTS: [&str; 5] = ["messages", "chat_completions", "responses", "embeddings", "other"];
+const ENDPOINTS: [&str; 6] =
+    ["messages", "chat_completions", "responses", "embeddings", "threads", "other"];
 
 #[derive(Default)]
 pub struct Metrics {

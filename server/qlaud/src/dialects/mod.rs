@@ -28,6 +28,9 @@ pub enum Shape {
     /// OpenAI's Embeddings API (JSON only; errors in OpenAI's shape).
     Embeddings,
     Responses,
+    /// A thread turn (`POST /v1/threads/{id}/messages`): qlaud's own
+    /// endpoint, streamed in Anthropic's message-event form.
+    Threads,
 }
 
 impl Shape {
@@ -37,6 +40,7 @@ impl Shape {
             Shape::ChatCompletions => Endpoint::ChatCompletions,
             Shape::Embeddings => Endpoint::Embeddings,
             Shape::Responses => Endpoint::Responses,
+            Shape::Threads => Endpoint::Threads,
         }
     }
 }
@@ -52,7 +56,7 @@ impl ClientEncoder {
     pub fn new(shape: Shape, model: &Model, wants_usage: bool) -> ClientEncoder {
         let prices = model.prices.unwrap_or_default();
         match shape {
-            Shape::Messages => {
+            Shape::Messages | Shape::Threads => {
                 ClientEncoder::Anthropic(messages::Encoder::new(&model.name, prices))
             }
             Shape::ChatCompletions | Shape::Embeddings => {
@@ -84,7 +88,7 @@ impl ClientEncoder {
     /// A whole answer in `shape`.
     pub fn completion(shape: Shape, c: &Completion, model: &str, cost: i64) -> Value {
         match shape {
-            Shape::Messages => messages::message(c, model, cost),
+            Shape::Messages | Shape::Threads => messages::message(c, model, cost),
             Shape::ChatCompletions | Shape::Embeddings => {
                 chat::chat_completion(c, model, chrono::Utc::now().timestamp(), cost)
             }
@@ -107,7 +111,7 @@ impl ClientEncoder {
     pub fn error_event(shape: Shape, err: GatewayError) -> Bytes {
         match shape {
             Shape::Responses => responses_render::error_event(err, 0),
-            Shape::Messages => sse::event(
+            Shape::Messages | Shape::Threads => sse::event(
                 Some("error"),
                 &serde_json::to_string(&err.into_anthropic()).unwrap_or_default(),
             ),

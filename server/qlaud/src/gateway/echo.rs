@@ -17,7 +17,7 @@ pub(super) async fn answer(
     client_wants_usage: bool,
 ) -> Result<Response<Body>, GatewayError> {
     let id = match call.shape {
-        Shape::Messages => new_id("msg"),
+        Shape::Messages | Shape::Threads => new_id("msg"),
         Shape::ChatCompletions | Shape::Embeddings => new_id("chatcmpl"),
         Shape::Responses => new_id("resp"),
     };

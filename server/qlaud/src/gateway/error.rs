@@ -1,6 +1,7 @@
 //! The gateway's errors, shaped at the end into Anthropic's or OpenAI's
 //! error body depending on the endpoint.
 
+use dropshot::{ErrorStatusCode, HttpError};
 use qlaud_api::errors::{anthropic_type, openai_type};
 use qlaud_api::{AnthropicError, OpenAiError};
 use serde_json::Value;
@@ -72,6 +73,22 @@ impl GatewayError {
             _ => anthropic_type(self.status).to_string(),
         };
         AnthropicError::new(self.status, &kind, self.message).with_code(self.code)
+    }
+
+    /// The error in qlaud's own shape, for qlaud's endpoints that call
+    /// models (thread turns).
+    pub fn into_http(self) -> HttpError {
+        let code = self.code.clone().unwrap_or_else(|| anthropic_type(self.status).to_string());
+        match ErrorStatusCode::from_u16(self.status) {
+            Ok(status) if status.is_client_error() || status.as_u16() != 500 => HttpError {
+                status_code: status,
+                error_code: Some(code),
+                external_message: self.message.clone(),
+                internal_message: self.message,
+                headers: None,
+            },
+            _ => HttpError::for_internal_error(self.message),
+        }
     }
 
     pub fn into_openai(self) -> OpenAiError {

@@ -11,6 +11,7 @@ mod echo;
 mod embeddings;
 pub mod error;
 mod responses;
+pub mod round;
 pub mod sse;
 mod stream;
 
@@ -55,13 +56,13 @@ impl Gateway {
         Gateway { catalog, clients }
     }
 
-    fn client(&self, model: &Model) -> &reqwest::Client {
+    pub(crate) fn client(&self, model: &Model) -> &reqwest::Client {
         &self.clients[&model.provider.name]
     }
 
     /// A model that may be served for `kind`: known, of that kind, and
     /// priced.
-    fn model(&self, name: &str, kind: ModelKind) -> Result<Arc<Model>, GatewayError> {
+    pub fn model(&self, name: &str, kind: ModelKind) -> Result<Arc<Model>, GatewayError> {
         let model = self.catalog.model(name).ok_or_else(|| GatewayError::model_not_found(name))?;
         if model.kind != kind {
             let what = match model.kind {

@@ -91,10 +91,10 @@ impl StreamMeter for openai::StreamTap {
     }
 }
 
-/// A cross-shape stream: provider events → internal events → client events.
-pub(super) struct Translator<D> {
-    decode: D,
-    encoder: ClientEncoder,
+/// What a translated stream used, from its internal events: the provider's
+/// final counts when they come, else the `Unreported` rule applied to what
+/// came through.
+pub(crate) struct UsageTracker {
     /// The provider's final counts, once they come.
     usage: Option<Usage>,
     /// Input counts reported at the start.
@@ -104,15 +104,49 @@ pub(super) struct Translator<D> {
     unreported: Unreported,
 }
 
+impl UsageTracker {
+    pub(crate) fn new(unreported: Unreported) -> UsageTracker {
+        UsageTracker { usage: None, input: None, seen_output: 0, unreported }
+    }
+
+    pub(crate) fn observe(&mut self, event: &Event) {
+        match event {
+            Event::Usage(u) => self.usage = Some(*u),
+            Event::InputUsage(u) => self.input = Some(*u),
+            Event::Text(t) | Event::ToolArgs(t) => self.seen_output += t.len().max(1) as u64,
+            Event::ToolStart { name, .. } => self.seen_output += name.len() as u64,
+            Event::Unseen(n) => self.seen_output += n,
+            _ => {}
+        }
+    }
+
+    pub(crate) fn usage(&self) -> Usage {
+        if let Some(mut u) = self.usage {
+            // Final counts without any input: the input went uncounted.
+            if self.input.is_none()
+                && u.input_tokens + u.cache_read_tokens + u.cache_write_tokens == 0
+            {
+                u.input_tokens = self.unreported.prompt_tokens;
+            }
+            return u;
+        }
+        self.unreported.usage(self.input, self.seen_output)
+    }
+}
+
+/// A cross-shape stream: provider events → internal events → client events.
+pub(super) struct Translator<D> {
+    decode: D,
+    encoder: ClientEncoder,
+    tracker: UsageTracker,
+}
+
 impl<D: FnMut(&[u8]) -> Vec<Event> + Send + 'static> Translator<D> {
     pub(super) fn new(call: &Call, decode: D, wants_usage: bool) -> Translator<D> {
         Translator {
             decode,
             encoder: ClientEncoder::new(call.shape, call.model(), wants_usage),
-            usage: None,
-            input: None,
-            seen_output: 0,
-            unreported: call.admission().unreported,
+            tracker: UsageTracker::new(call.admission().unreported),
         }
     }
 }
@@ -130,14 +164,7 @@ impl<D: FnMut(&[u8]) -> Vec<Event> + Send + 'static> StreamMeter for Translator<
     fn tap(&mut self, raw: Bytes) -> Option<Bytes> {
         let mut out = BytesMut::new();
         for event in (self.decode)(&raw) {
-            match &event {
-                Event::Usage(u) => self.usage = Some(*u),
-                Event::InputUsage(u) => self.input = Some(*u),
-                Event::Text(t) | Event::ToolArgs(t) => self.seen_output += t.len().max(1) as u64,
-                Event::ToolStart { name, .. } => self.seen_output += name.len() as u64,
-                Event::Unseen(n) => self.seen_output += n,
-                _ => {}
-            }
+            self.tracker.observe(&event);
             for b in self.encoder.encode(event) {
                 out.extend_from_slice(&b);
             }
@@ -146,16 +173,7 @@ impl<D: FnMut(&[u8]) -> Vec<Event> + Send + 'static> StreamMeter for Translator<
     }
 
     fn usage(&self) -> Usage {
-        if let Some(mut u) = self.usage {
-            // Final counts without any input: the input went uncounted.
-            if self.input.is_none()
-                && u.input_tokens + u.cache_read_tokens + u.cache_write_tokens == 0
-            {
-                u.input_tokens = self.unreported.prompt_tokens;
-            }
-            return u;
-        }
-        self.unreported.usage(self.input, self.seen_output)
+        self.tracker.usage()
     }
 
     fn error_event(&mut self, shape: Shape, err: GatewayError) -> Bytes {

@@ -79,6 +79,8 @@ pub enum Endpoint {
     ChatCompletions,
     Embeddings,
     Responses,
+    /// A model round of a thread turn.
+    Threads,
     /// A name this version does not know (written by a newer one), kept
     /// as it was.
     Other(String),
@@ -91,6 +93,7 @@ impl Endpoint {
             Endpoint::ChatCompletions => "chat_completions",
             Endpoint::Embeddings => "embeddings",
             Endpoint::Responses => "responses",
+            Endpoint::Threads => "threads",
             Endpoint::Other(name) => name,
         }
     }
@@ -101,6 +104,7 @@ impl Endpoint {
             "chat_completions" => Endpoint::ChatCompletions,
             "embeddings" => Endpoint::Embeddings,
             "responses" => Endpoint::Responses,
+            "threads" => Endpoint::Threads,
             other => Endpoint::Other(other.to_string()),
         }
     }

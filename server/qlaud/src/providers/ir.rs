@@ -149,7 +149,7 @@ pub enum Block {
 }
 
 /// A whole (non-streamed) answer.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct Completion {
     pub id: String,
     pub blocks: Vec<Block>,
@@ -199,5 +199,62 @@ impl Completion {
         out.push(Event::Stop(self.stop.clone().unwrap_or(StopReason::EndTurn)));
         out.push(Event::End);
         out
+    }
+}
+
+/// Builds a whole answer from the events of a streamed one.
+#[derive(Default)]
+pub struct Collector {
+    id: String,
+    blocks: Vec<Block>,
+    /// The JSON arguments of the open tool call, as they arrive.
+    args: String,
+    stop: Option<StopReason>,
+}
+
+impl Collector {
+    pub fn push(&mut self, event: &Event) {
+        match event {
+            Event::Start { id } => self.id.clone_from(id),
+            Event::Text(t) => {
+                self.close_tool();
+                match self.blocks.last_mut() {
+                    Some(Block::Text(open)) => open.push_str(t),
+                    _ => self.blocks.push(Block::Text(t.clone())),
+                }
+            }
+            Event::ToolStart { id, name } => {
+                self.close_tool();
+                self.blocks.push(Block::ToolUse {
+                    id: id.clone(),
+                    name: name.clone(),
+                    input: Value::Null,
+                });
+            }
+            Event::ToolArgs(a) => self.args.push_str(a),
+            Event::Stop(r) => self.stop = Some(r.clone()),
+            // Usage is the round's tracker's to judge.
+            Event::InputUsage(_) | Event::Usage(_) | Event::Unseen(_) | Event::End => {}
+        }
+    }
+
+    /// Parses the open tool call's arguments (`{}` when they are not a JSON
+    /// object: a model may write invalid JSON, or be cut off).
+    fn close_tool(&mut self) {
+        if let Some(Block::ToolUse { input, .. }) = self.blocks.last_mut()
+            && input.is_null()
+        {
+            let args = std::mem::take(&mut self.args);
+            *input = serde_json::from_str::<Value>(&args)
+                .ok()
+                .filter(Value::is_object)
+                .unwrap_or_else(|| Value::Object(Default::default()));
+        }
+    }
+
+    /// The answer so far, with `usage` (the settled counts) as its usage.
+    pub fn finish(mut self, usage: Usage) -> Completion {
+        self.close_tool();
+        Completion { id: self.id, blocks: self.blocks, stop: self.stop, stop_sequence: None, usage }
     }
 }

@@ -88,6 +88,9 @@ pub struct ThreadQuery<'a> {
 /// A message to append.
 #[derive(Clone, Debug)]
 pub struct NewMessage {
+    /// The id to store it under (`msg_…`): known before it is stored, so a
+    /// streamed turn can name its messages as they are written.
+    pub id: String,
     pub role: MessageRole,
     /// Anthropic content blocks.
     pub content: Vec<Value>,
@@ -374,7 +377,7 @@ impl Store {
         let mut stored = Vec::with_capacity(messages.len());
         for (seq, m) in (last - n + 1..).zip(messages) {
             let row = sqlx::query_as::<_, MessageRow>(SQL)
-                .bind(new_id("msg"))
+                .bind(&m.id)
                 .bind(thread_id)
                 .bind(tenant_id)
                 .bind(seq)

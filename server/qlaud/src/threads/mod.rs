@@ -3,6 +3,8 @@
 //! (`create_thread_message`) builds on the store functions behind these.
 
 pub mod list;
+pub mod tools;
+pub mod turn;
 
 use chrono::{DateTime, TimeZone, Utc};
 use qlaud_api::{
