@@ -17,6 +17,7 @@ pub mod keys;
 mod listener;
 pub mod meter;
 pub mod metrics;
+pub mod outbound;
 pub mod providers;
 pub mod request_log;
 pub mod store;
