@@ -369,6 +369,17 @@ impl Client {
         self.core.call(py, ops::rotate_key(sdk, key_id))
     }
 
+    /// Rotate the webhook signing secret.
+    ///
+    /// Makes a new outgoing signing secret (`whsec_…`) for the tenant and returns it, once. Every call qlaud makes to the tenant's URLs (spend alerts, tool and job webhooks) is signed with it from this moment: the old secret signs nothing more, on every qlaud process. A tenant created before this operation existed has a secret nobody has seen: call this to learn one. Requires an admin key; a standard key gets 403 (`Forbidden`), a missing or unknown key 401.
+    ///
+    /// `POST /v1/webhooks/secret/rotate`
+    #[pyo3(signature = ())]
+    fn rotate_webhook_secret<'py>(&self, py: Python<'py>, ) -> PyResult<Py<PyAny>> {
+        let sdk = self.core.sdk();
+        self.core.call(py, ops::rotate_webhook_secret(sdk, ))
+    }
+
     /// Receive a Stripe webhook.
     ///
     /// Stripe posts here (no qlaud key: the `Stripe-Signature` header is verified against the tenant's webhook secret, with a 300 s tolerance). `invoice.payment_failed`, `customer.subscription.deleted` and subscriptions turning `unpaid` or `canceled` suspend every key of the customer (`metadata.stripe_customer_id`); `invoice.paid` reinstates them. Events are deduplicated on their id, and an older event never undoes a newer one.
@@ -790,6 +801,17 @@ impl AsyncClient {
         self.core.spawn(py, ops::rotate_key(sdk, key_id))
     }
 
+    /// Rotate the webhook signing secret.
+    ///
+    /// Makes a new outgoing signing secret (`whsec_…`) for the tenant and returns it, once. Every call qlaud makes to the tenant's URLs (spend alerts, tool and job webhooks) is signed with it from this moment: the old secret signs nothing more, on every qlaud process. A tenant created before this operation existed has a secret nobody has seen: call this to learn one. Requires an admin key; a standard key gets 403 (`Forbidden`), a missing or unknown key 401.
+    ///
+    /// `POST /v1/webhooks/secret/rotate`
+    #[pyo3(signature = ())]
+    fn rotate_webhook_secret<'py>(&self, py: Python<'py>, ) -> PyResult<Bound<'py, PyAny>> {
+        let sdk = self.core.sdk();
+        self.core.spawn(py, ops::rotate_webhook_secret(sdk, ))
+    }
+
     /// Receive a Stripe webhook.
     ///
     /// Stripe posts here (no qlaud key: the `Stripe-Signature` header is verified against the tenant's webhook secret, with a 300 s tolerance). `invoice.payment_failed`, `customer.subscription.deleted` and subscriptions turning `unpaid` or `canceled` suspend every key of the customer (`metadata.stripe_customer_id`); `invoice.paid` reinstates them. Events are deduplicated on their id, and an older event never undoes a newer one.
@@ -1107,6 +1129,15 @@ mod ops {
     pub(super) async fn rotate_key(sdk: crate::client::Sdk, key_id: String) -> Result<Output, CallError> {
         let query: Vec<(&str, String)> = Vec::new();
         let path = format!("/v1/keys/{}/rotate", crate::convert::segment(&key_id));
+        sdk.request_json(reqwest::Method::POST, &path, &query, None)
+            .await
+            .map(Output::Json)
+            .map_err(CallError::raw)
+    }
+
+    pub(super) async fn rotate_webhook_secret(sdk: crate::client::Sdk) -> Result<Output, CallError> {
+        let query: Vec<(&str, String)> = Vec::new();
+        let path = String::from("/v1/webhooks/secret/rotate");
         sdk.request_json(reqwest::Method::POST, &path, &query, None)
             .await
             .map(Output::Json)

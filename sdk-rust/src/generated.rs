@@ -42,7 +42,7 @@ pub mod types {
     ///The tenant's billing settings. Secrets are never returned: only whether they are set.
     #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, PartialEq)]
     pub struct BillingSettings {
-        ///The secret spend alerts are signed with (`qlaud-signature: t=…,v1=…`, HMAC-SHA256 of `"{t}.{body}"`, as Stripe signs). Present only in the answer that first sets an alert URL: store it then.
+        ///Deprecated: the secret of the older `qlaud-signature: t=…,v1=…` header on spend alerts (HMAC-SHA256 of `"{t}.{body}"`, as Stripe signs), still sent beside the Standard Webhooks headers throughout qlaud 0.2.x and removed in 0.3.0; verify `webhook-signature` with the secret from `rotate_webhook_secret` instead. Present only in the answer that first sets an alert URL: store it then.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub alert_signing_secret: ::std::option::Option<::std::string::String>,
         ///Where spend alerts go, if anywhere.
@@ -68,7 +68,7 @@ pub mod types {
     #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, Default, PartialEq)]
     #[serde(deny_unknown_fields)]
     pub struct BillingSettingsUpdate {
-        ///An https URL that receives spend alerts (50 %, 80 %, 100 % of a cap).
+        ///An https URL that receives spend alerts (50 %, 80 %, 100 % of a cap), signed with Standard Webhooks (see `rotate_webhook_secret`). It must have no user name or password and must not point at a loopback, private, link-local, metadata or other special address (unless the operator runs qlaud with `--allow-private-webhooks`, which also allows plain http); otherwise the answer is 400 and nothing changes. The addresses its name resolves to are checked again on every delivery.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub alert_webhook_url: ::std::option::Option<::std::string::String>,
         ///The `event_name` of the Stripe Billing Meter that sums spend (default `qlaud_spend`).
@@ -1810,6 +1810,21 @@ pub mod types {
         type Error = <f64 as ::std::str::FromStr>::Err;
         fn try_from(value: String) -> ::std::result::Result<Self, Self::Error> {
             value.parse()
+        }
+    }
+    /**The tenant's outgoing webhook signing secret, shown once.
+
+Every call qlaud makes to a URL the tenant gave it (spend alerts, tool and job webhooks) carries the Standard Webhooks headers `webhook-id`, `webhook-timestamp` and `webhook-signature: v1,<base64>`, the HMAC-SHA256 of `"{webhook-id}.{webhook-timestamp}.{body}"` keyed with the base64-decoded part of this secret after `whsec_`. Any Standard Webhooks library verifies it given the secret as is. Not to be confused with `webhook_secret` in the billing settings, which verifies what Stripe sends to qlaud.*/
+    #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, PartialEq)]
+    pub struct WebhookSigningSecret {
+        ///When this secret was made; deliveries are signed with it from then on.
+        pub created_at: ::chrono::DateTime<::chrono::offset::Utc>,
+        ///`whsec_` followed by the base64 of 32 random bytes. Store it now: qlaud never shows it again.
+        pub secret: ::std::string::String,
+    }
+    impl WebhookSigningSecret {
+        pub fn builder() -> builder::WebhookSigningSecret {
+            Default::default()
         }
     }
     /// Types for composing complex structures.
@@ -9003,6 +9018,68 @@ pub mod types {
                 }
             }
         }
+        #[derive(Clone, Debug)]
+        pub struct WebhookSigningSecret {
+            created_at: ::std::result::Result<
+                ::chrono::DateTime<::chrono::offset::Utc>,
+                ::std::string::String,
+            >,
+            secret: ::std::result::Result<::std::string::String, ::std::string::String>,
+        }
+        impl ::std::default::Default for WebhookSigningSecret {
+            fn default() -> Self {
+                Self {
+                    created_at: Err("no value supplied for created_at".to_string()),
+                    secret: Err("no value supplied for secret".to_string()),
+                }
+            }
+        }
+        impl WebhookSigningSecret {
+            pub fn created_at<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::chrono::DateTime<::chrono::offset::Utc>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.created_at = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for created_at: {e}")
+                    });
+                self
+            }
+            pub fn secret<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::string::String>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.secret = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for secret: {e}")
+                    });
+                self
+            }
+        }
+        impl ::std::convert::TryFrom<WebhookSigningSecret>
+        for super::WebhookSigningSecret {
+            type Error = super::error::ConversionError;
+            fn try_from(
+                value: WebhookSigningSecret,
+            ) -> ::std::result::Result<Self, super::error::ConversionError> {
+                Ok(Self {
+                    created_at: value.created_at?,
+                    secret: value.secret?,
+                })
+            }
+        }
+        impl ::std::convert::From<super::WebhookSigningSecret> for WebhookSigningSecret {
+            fn from(value: super::WebhookSigningSecret) -> Self {
+                Self {
+                    created_at: Ok(value.created_at),
+                    secret: Ok(value.secret),
+                }
+            }
+        }
     }
     /// Error types.
     pub mod error {
@@ -9609,6 +9686,20 @@ let response = client.get_usage()
 ```*/
     pub fn get_usage(&self) -> builder::GetUsage<'_> {
         builder::GetUsage::new(self)
+    }
+    /**Rotate the webhook signing secret
+
+Makes a new outgoing signing secret (`whsec_…`) for the tenant and returns it, once. Every call qlaud makes to the tenant's URLs (spend alerts, tool and job webhooks) is signed with it from this moment: the old secret signs nothing more, on every qlaud process. A tenant created before this operation existed has a secret nobody has seen: call this to learn one. Requires an admin key; a standard key gets 403 (`Forbidden`), a missing or unknown key 401.
+
+Sends a `POST` request to `/v1/webhooks/secret/rotate`
+
+```ignore
+let response = client.rotate_webhook_secret()
+    .send()
+    .await;
+```*/
+    pub fn rotate_webhook_secret(&self) -> builder::RotateWebhookSecret<'_> {
+        builder::RotateWebhookSecret::new(self)
     }
 }
 /// Types for composing operation parameters.
@@ -12709,6 +12800,68 @@ pub mod builder {
                 .build()?;
             let info = OperationInfo {
                 operation_id: "get_usage",
+            };
+            client.pre(&mut request, &info).await?;
+            let result = client.exec(request, &info).await;
+            client.post(&result, &info).await?;
+            let response = result?;
+            match response.status().as_u16() {
+                200u16 => ResponseValue::from_response(response).await,
+                400u16..=499u16 => {
+                    Err(
+                        Error::ErrorResponse(
+                            ResponseValue::from_response(response).await?,
+                        ),
+                    )
+                }
+                500u16..=599u16 => {
+                    Err(
+                        Error::ErrorResponse(
+                            ResponseValue::from_response(response).await?,
+                        ),
+                    )
+                }
+                _ => Err(Error::UnexpectedResponse(response)),
+            }
+        }
+    }
+    /**Builder for [`Client::rotate_webhook_secret`]
+
+[`Client::rotate_webhook_secret`]: super::Client::rotate_webhook_secret*/
+    #[derive(Debug, Clone)]
+    pub struct RotateWebhookSecret<'a> {
+        client: &'a super::Client,
+    }
+    impl<'a> RotateWebhookSecret<'a> {
+        pub fn new(client: &'a super::Client) -> Self {
+            Self { client: client }
+        }
+        ///Sends a `POST` request to `/v1/webhooks/secret/rotate`
+        pub async fn send(
+            self,
+        ) -> Result<ResponseValue<types::WebhookSigningSecret>, Error<types::Error>> {
+            let Self { client } = self;
+            let url = format!("{}/v1/webhooks/secret/rotate", client.baseurl,);
+            let mut header_map = ::reqwest::header::HeaderMap::with_capacity(1usize);
+            header_map
+                .append(
+                    ::reqwest::header::HeaderName::from_static("api-version"),
+                    ::reqwest::header::HeaderValue::from_static(
+                        super::Client::api_version(),
+                    ),
+                );
+            #[allow(unused_mut)]
+            let mut request = client
+                .client
+                .post(url)
+                .header(
+                    ::reqwest::header::ACCEPT,
+                    ::reqwest::header::HeaderValue::from_static("application/json"),
+                )
+                .headers(header_map)
+                .build()?;
+            let info = OperationInfo {
+                operation_id: "rotate_webhook_secret",
             };
             client.pre(&mut request, &info).await?;
             let result = client.exec(request, &info).await;

@@ -72,6 +72,7 @@ from qlaud.types import (
     UsageReport,
     UsageTotals,
     Usd,
+    WebhookSigningSecret,
 )
 
 __all__ = [
@@ -913,6 +914,15 @@ class Client:
         Args:
             key_id: The key's id (`key_…`).
         """
+    def rotate_webhook_secret(
+        self,
+    ) -> WebhookSigningSecret:
+        """Rotate the webhook signing secret.
+
+        Makes a new outgoing signing secret (`whsec_…`) for the tenant and returns it, once. Every call qlaud makes to the tenant's URLs (spend alerts, tool and job webhooks) is signed with it from this moment: the old secret signs nothing more, on every qlaud process. A tenant created before this operation existed has a secret nobody has seen: call this to learn one. Requires an admin key; a standard key gets 403 (`Forbidden`), a missing or unknown key 401.
+
+        `POST /v1/webhooks/secret/rotate`
+        """
     def stripe_webhook(
         self,
         tenant_id: str,
@@ -946,7 +956,7 @@ class Client:
         `PATCH /v1/billing/settings`
 
         Args:
-            alert_webhook_url: An https URL that receives spend alerts (50 %, 80 %, 100 % of a cap).
+            alert_webhook_url: An https URL that receives spend alerts (50 %, 80 %, 100 % of a cap), signed with Standard Webhooks (see `rotate_webhook_secret`). It must have no user name or password and must not point at a loopback, private, link-local, metadata or other special address (unless the operator runs qlaud with `--allow-private-webhooks`, which also allows plain http); otherwise the answer is 400 and nothing changes. The addresses its name resolves to are checked again on every delivery.
             meter_event_name: The `event_name` of the Stripe Billing Meter that sums spend (default `qlaud_spend`).
             stripe_secret_key: The tenant's Stripe secret key (`sk_live_…` / `sk_test_…`, or a restricted `rk_…`), used to push meter events. Write-only.
             webhook_secret: The signing secret (`whsec_…`) of the Stripe webhook endpoint that posts to `/v1/billing/stripe/webhook/{tenant_id}`. Write-only.
@@ -1779,6 +1789,15 @@ class AsyncClient:
         Args:
             key_id: The key's id (`key_…`).
         """
+    async def rotate_webhook_secret(
+        self,
+    ) -> WebhookSigningSecret:
+        """Rotate the webhook signing secret.
+
+        Makes a new outgoing signing secret (`whsec_…`) for the tenant and returns it, once. Every call qlaud makes to the tenant's URLs (spend alerts, tool and job webhooks) is signed with it from this moment: the old secret signs nothing more, on every qlaud process. A tenant created before this operation existed has a secret nobody has seen: call this to learn one. Requires an admin key; a standard key gets 403 (`Forbidden`), a missing or unknown key 401.
+
+        `POST /v1/webhooks/secret/rotate`
+        """
     async def stripe_webhook(
         self,
         tenant_id: str,
@@ -1812,7 +1831,7 @@ class AsyncClient:
         `PATCH /v1/billing/settings`
 
         Args:
-            alert_webhook_url: An https URL that receives spend alerts (50 %, 80 %, 100 % of a cap).
+            alert_webhook_url: An https URL that receives spend alerts (50 %, 80 %, 100 % of a cap), signed with Standard Webhooks (see `rotate_webhook_secret`). It must have no user name or password and must not point at a loopback, private, link-local, metadata or other special address (unless the operator runs qlaud with `--allow-private-webhooks`, which also allows plain http); otherwise the answer is 400 and nothing changes. The addresses its name resolves to are checked again on every delivery.
             meter_event_name: The `event_name` of the Stripe Billing Meter that sums spend (default `qlaud_spend`).
             stripe_secret_key: The tenant's Stripe secret key (`sk_live_…` / `sk_test_…`, or a restricted `rk_…`), used to push meter events. Write-only.
             webhook_secret: The signing secret (`whsec_…`) of the Stripe webhook endpoint that posts to `/v1/billing/stripe/webhook/{tenant_id}`. Write-only.

@@ -81,6 +81,7 @@ __all__ = [
     "UsageReport",
     "UsageTotals",
     "Usd",
+    "WebhookSigningSecret",
 ]
 
 KeyScope = Literal["admin", "standard"]
@@ -138,7 +139,7 @@ class BillingSettings(TypedDict):
     """
 
     alert_signing_secret: NotRequired[str | None]
-    """The secret spend alerts are signed with (`qlaud-signature: t=…,v1=…`, HMAC-SHA256 of `"{t}.{body}"`, as Stripe signs). Present only in the answer that first sets an alert URL: store it then."""
+    """Deprecated: the secret of the older `qlaud-signature: t=…,v1=…` header on spend alerts (HMAC-SHA256 of `"{t}.{body}"`, as Stripe signs), still sent beside the Standard Webhooks headers throughout qlaud 0.2.x and removed in 0.3.0; verify `webhook-signature` with the secret from `rotate_webhook_secret` instead. Present only in the answer that first sets an alert URL: store it then."""
     alert_webhook_url: NotRequired[str | None]
     """Where spend alerts go, if anywhere."""
     meter_event_name: str
@@ -158,7 +159,7 @@ class BillingSettingsUpdate(TypedDict):
     """
 
     alert_webhook_url: NotRequired[str | None]
-    """An https URL that receives spend alerts (50 %, 80 %, 100 % of a cap)."""
+    """An https URL that receives spend alerts (50 %, 80 %, 100 % of a cap), signed with Standard Webhooks (see `rotate_webhook_secret`). It must have no user name or password and must not point at a loopback, private, link-local, metadata or other special address (unless the operator runs qlaud with `--allow-private-webhooks`, which also allows plain http); otherwise the answer is 400 and nothing changes. The addresses its name resolves to are checked again on every delivery."""
     meter_event_name: NotRequired[str | None]
     """The `event_name` of the Stripe Billing Meter that sums spend (default `qlaud_spend`)."""
     stripe_secret_key: NotRequired[str | None]
@@ -1059,3 +1060,15 @@ class UsageTotals(TypedDict):
     """Model requests, failed ones included (they cost nothing)."""
     units: NotRequired[dict[str, int]]
     """Quantity per priced unit (`input_tokens`, `output_tokens`, `cache_read_tokens`, `cache_write_tokens`, `requests`, and any unit a model is priced in, such as `audio_seconds`). The token fields above repeat the token units, for readers written before units existed."""
+
+
+class WebhookSigningSecret(TypedDict):
+    """The tenant's outgoing webhook signing secret, shown once.
+
+    Every call qlaud makes to a URL the tenant gave it (spend alerts, tool and job webhooks) carries the Standard Webhooks headers `webhook-id`, `webhook-timestamp` and `webhook-signature: v1,<base64>`, the HMAC-SHA256 of `"{webhook-id}.{webhook-timestamp}.{body}"` keyed with the base64-decoded part of this secret after `whsec_`. Any Standard Webhooks library verifies it given the secret as is. Not to be confused with `webhook_secret` in the billing settings, which verifies what Stripe sends to qlaud.
+    """
+
+    created_at: str
+    """When this secret was made; deliveries are signed with it from then on."""
+    secret: str
+    """`whsec_` followed by the base64 of 32 random bytes. Store it now: qlaud never shows it again."""

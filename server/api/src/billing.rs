@@ -22,7 +22,13 @@ pub struct BillingSettingsUpdate {
     /// (default `qlaud_spend`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub meter_event_name: Option<String>,
-    /// An https URL that receives spend alerts (50 %, 80 %, 100 % of a cap).
+    /// An https URL that receives spend alerts (50 %, 80 %, 100 % of a cap),
+    /// signed with Standard Webhooks (see `rotate_webhook_secret`). It must
+    /// have no user name or password and must not point at a loopback,
+    /// private, link-local, metadata or other special address (unless the
+    /// operator runs qlaud with `--allow-private-webhooks`, which also allows
+    /// plain http); otherwise the answer is 400 and nothing changes. The
+    /// addresses its name resolves to are checked again on every delivery.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub alert_webhook_url: Option<String>,
 }
@@ -41,8 +47,11 @@ pub struct BillingSettings {
     pub alert_webhook_url: Option<String>,
     /// The path to give Stripe as the webhook endpoint (on qlaud's address).
     pub webhook_path: String,
-    /// The secret spend alerts are signed with (`qlaud-signature: t=…,v1=…`,
-    /// HMAC-SHA256 of `"{t}.{body}"`, as Stripe signs). Present only in the
+    /// Deprecated: the secret of the older `qlaud-signature: t=…,v1=…`
+    /// header on spend alerts (HMAC-SHA256 of `"{t}.{body}"`, as Stripe
+    /// signs), still sent beside the Standard Webhooks headers throughout
+    /// qlaud 0.2.x and removed in 0.3.0; verify `webhook-signature` with the
+    /// secret from `rotate_webhook_secret` instead. Present only in the
     /// answer that first sets an alert URL: store it then.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub alert_signing_secret: Option<String>,

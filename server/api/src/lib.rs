@@ -14,6 +14,7 @@ pub mod requests;
 pub mod responses;
 pub mod threads;
 pub mod usage;
+pub mod webhooks;
 
 use dropshot::{
     HttpError, HttpResponseCreated, HttpResponseDeleted, HttpResponseOk, PaginationParams, Path,
@@ -30,6 +31,7 @@ pub use requests::*;
 pub use responses::*;
 pub use threads::*;
 pub use usage::*;
+pub use webhooks::*;
 
 /// Body limit of qlaud's own JSON endpoints (keys, usage, …). Generous for
 /// metadata, small enough that a runaway client cannot tie up memory.
@@ -381,6 +383,23 @@ pub trait QlaudApi {
         path: Path<ThreadPath>,
         query: Query<PaginationParams<ThreadMessageListFilter, ThreadMessagePageSelector>>,
     ) -> Result<HttpResponseOk<ResultsPage<ThreadMessage>>, HttpError>;
+    /// Rotate the webhook signing secret.
+    ///
+    /// Makes a new outgoing signing secret (`whsec_…`) for the tenant and
+    /// returns it, once. Every call qlaud makes to the tenant's URLs (spend
+    /// alerts, tool and job webhooks) is signed with it from this moment:
+    /// the old secret signs nothing more, on every qlaud process. A tenant
+    /// created before this operation existed has a secret nobody has seen:
+    /// call this to learn one. Requires an admin key; a standard key gets
+    /// 403 (`Forbidden`), a missing or unknown key 401.
+    #[endpoint {
+        method = POST,
+        path = "/v1/webhooks/secret/rotate",
+        tags = ["webhooks"],
+    }]
+    async fn rotate_webhook_secret(
+        rqctx: RequestContext<Self::Context>,
+    ) -> Result<HttpResponseOk<WebhookSigningSecret>, HttpError>;
 
     /// Liveness and store reachability (operational; not in the published spec).
     #[endpoint {

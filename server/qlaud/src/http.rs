@@ -13,6 +13,7 @@ use qlaud_api::{
     MintKeyRequest, ModelInfo, ModelList, ModelPath, ModelResponse, OpenAiError, QlaudApi,
     RequestLogEntry, RequestLogFilter, RequestLogPageSelector, ResponseObject, ResponsesRequest,
     StripeWebhookResult, TenantPath, UpdateKeyRequest, UsageQuery, UsageReport,
+    WebhookSigningSecret,
 };
 use qlaud_api::{
     CreateThreadMessageRequest, CreateThreadRequest, Thread, ThreadDeleted, ThreadListFilter,
@@ -27,6 +28,7 @@ use crate::gateway;
 use crate::keys::{self, secret::Secret};
 use crate::store::KeyActivity;
 use crate::threads;
+use crate::webhooks;
 
 /// The server's implementation of the API trait.
 pub enum QlaudImpl {}
@@ -294,6 +296,14 @@ impl QlaudApi for QlaudImpl {
         let params = query.into_inner();
         let limit = threads::list::page_limit(&rqctx, &params)?;
         Ok(HttpResponseOk(threads::list::messages(ctx, &caller, &thread_id, &params, limit).await?))
+    }
+
+    async fn rotate_webhook_secret(
+        rqctx: RequestContext<Context>,
+    ) -> Result<HttpResponseOk<WebhookSigningSecret>, HttpError> {
+        let ctx = rqctx.context();
+        let caller = ctx.authenticate_admin(rqctx.request.headers()).await?;
+        Ok(HttpResponseOk(webhooks::rotate_secret(ctx, &caller).await?))
     }
 
     async fn health(rqctx: RequestContext<Context>) -> Result<http::Response<Body>, HttpError> {

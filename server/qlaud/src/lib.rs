@@ -25,6 +25,7 @@ pub mod threads;
 pub mod tokens;
 pub mod units;
 pub mod usage;
+pub mod webhooks;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -15,6 +15,7 @@ mod sessions;
 mod tenants;
 mod threads;
 mod usage;
+mod webhook_secrets;
 
 use std::path::Path;
 use std::str::FromStr;
@@ -39,6 +40,7 @@ pub use threads::{
     ThreadRow, TurnClaim, parse_role, parse_truncation, role_str, truncation_str,
 };
 pub use usage::{UnitGroup, UsageFilter, UsageRow};
+pub use webhook_secrets::WebhookSecretRow;
 
 use crate::error::Result;
 

@@ -75,6 +75,7 @@ async fn insert_tenant(
         .bind(tenant.created_ms)
         .execute(&mut **tx)
         .await?;
+    super::webhook_secrets::insert_for_new_tenant(tx, &tenant.id, tenant.created_ms).await?;
     let secret = Secret::generate();
     let key = NewKey {
         tenant_id: tenant.id.clone(),
