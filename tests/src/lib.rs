@@ -162,8 +162,24 @@ impl TestServer {
         TestServer::start_with(backend, None).await
     }
 
-    /// Starts with `qlaud_toml` as the server's config file.
+    /// Starts with `qlaud_toml` as the server's config file. Like every
+    /// test server it allows private webhook targets, so local receivers
+    /// can take spend alerts and tool calls.
     pub async fn start_with(backend: Backend, qlaud_toml: Option<&str>) -> Option<TestServer> {
+        TestServer::start_with_options(backend, qlaud_toml, true).await
+    }
+
+    /// Starts as a production operator would run it: without
+    /// `--allow-private-webhooks`.
+    pub async fn start_strict(backend: Backend) -> Option<TestServer> {
+        TestServer::start_with_options(backend, None, false).await
+    }
+
+    async fn start_with_options(
+        backend: Backend,
+        qlaud_toml: Option<&str>,
+        allow_private_webhooks: bool,
+    ) -> Option<TestServer> {
         let db = TestDb::new(backend).await?;
         let config_file = qlaud_toml.map(|text| {
             let path = std::env::temp_dir().join(format!("qlaud-{}.toml", uuid::Uuid::new_v4()));
@@ -172,6 +188,7 @@ impl TestServer {
         });
         let mut config = ServeConfig::new("127.0.0.1:0".parse().unwrap(), db.url.clone());
         config.config_file = config_file;
+        config.allow_private_webhooks = allow_private_webhooks;
         let clock = config.clock.clone();
         let server = Server::start(&config).await.expect("server starts");
         let (tenant, secret) = server.bootstrap.as_ref().expect("a fresh store bootstraps");
@@ -332,13 +349,14 @@ pub struct QlaudProcess {
 }
 
 impl QlaudProcess {
-    /// Starts `qlaud serve` on a free port with `args` added, and waits until
-    /// it listens.
+    /// Starts `qlaud serve` on a free port (allowing private webhook
+    /// targets, as every test server does) with `args` added, and waits
+    /// until it listens.
     pub async fn spawn(args: &[&str]) -> QlaudProcess {
         use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
         let mut child = tokio::process::Command::new(qlaud_bin())
             .arg("serve")
-            .args(["--bind", "127.0.0.1:0"])
+            .args(["--bind", "127.0.0.1:0", "--allow-private-webhooks"])
             .args(args)
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")

@@ -11,6 +11,7 @@ use crate::error::Result;
 use crate::gateway::Gateway;
 use crate::meter::{Meter, Recorder};
 use crate::metrics::Metrics;
+use crate::outbound::{Outbound, Policy};
 use crate::store::Store;
 
 /// Cheap to clone: a streamed thread turn takes one into its task.
@@ -24,19 +25,14 @@ pub struct Context {
     /// The time billing goes by.
     pub clock: Arc<Clock>,
     pub metrics: Arc<Metrics>,
-    /// For outgoing webhooks (spend alerts).
-    pub webhook_http: reqwest::Client,
+    /// Every call to a URL a tenant gave qlaud (spend alerts).
+    pub outbound: Arc<Outbound>,
 }
 
 impl Context {
-    pub fn new(store: Store, gateway: Gateway, clock: Arc<Clock>) -> Context {
-        // Outgoing webhooks are bounded: a slow receiver never holds qlaud.
-        let webhook_http = reqwest::Client::builder()
-            .connect_timeout(std::time::Duration::from_secs(5))
-            .timeout(std::time::Duration::from_secs(10))
-            .build()
-            .expect("the TLS backend initialises");
-        let hook = Arc::new(Alerts { store: store.clone(), http: webhook_http.clone() });
+    pub fn new(store: Store, gateway: Gateway, clock: Arc<Clock>, outbound: Policy) -> Context {
+        let outbound = Arc::new(Outbound::new(outbound));
+        let hook = Arc::new(Alerts { store: store.clone(), outbound: outbound.clone() });
         let metrics = Arc::<Metrics>::default();
         let auth_cache = Arc::<AuthCache>::default();
         let meter = Arc::new(Meter {
@@ -49,7 +45,7 @@ impl Context {
             hook,
         });
         let gateway = Arc::new(gateway);
-        Context { meter, auth_cache, metrics, webhook_http, clock, store, gateway }
+        Context { meter, auth_cache, metrics, outbound, clock, store, gateway }
     }
 
     pub async fn authenticate(&self, headers: &HeaderMap) -> Result<Caller> {

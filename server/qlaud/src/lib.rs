@@ -50,6 +50,9 @@ pub struct ServeConfig {
     pub instance_timeout: std::time::Duration,
     /// The clock billing goes by (tests move it across calendar windows).
     pub clock: Arc<clock::Clock>,
+    /// `--allow-private-webhooks`: tenants' URLs may be plain http and
+    /// reach loopback and private addresses (development and tests only).
+    pub allow_private_webhooks: bool,
 }
 
 impl ServeConfig {
@@ -61,6 +64,7 @@ impl ServeConfig {
             config_file: None,
             instance_timeout: std::time::Duration::from_secs(15),
             clock: Arc::default(),
+            allow_private_webhooks: false,
         }
     }
 }
@@ -90,7 +94,15 @@ impl Server {
         let log = ConfigLogging::StderrTerminal { level: ConfigLoggingLevel::Warn }
             .to_logger("qlaud")
             .context("creating the HTTP logger")?;
-        let ctx = Context::new(store, gateway::Gateway::new(catalog), config.clock.clone());
+        let outbound = outbound::Policy { allow_private: config.allow_private_webhooks };
+        if outbound.allow_private {
+            tracing::warn!(
+                "--allow-private-webhooks: tenants' webhook URLs may use plain http and reach \
+                 loopback and private addresses; never use this in production"
+            );
+        }
+        let ctx =
+            Context::new(store, gateway::Gateway::new(catalog), config.clock.clone(), outbound);
         meter::ledger::spawn_recovery(
             ctx.store.clone(),
             ctx.clock.clone(),

@@ -111,6 +111,12 @@ struct ServeArgs {
     /// this many seconds; off when unset.
     #[arg(long, env = "QLAUD_STRIPE_PUSH_EVERY_SECS")]
     stripe_push_every_secs: Option<u64>,
+    /// Let tenants' webhook URLs (spend alerts, tools, jobs) use plain http
+    /// and reach loopback, private, link-local and CGNAT addresses. For
+    /// local development and tests; never in production.
+    #[arg(long, env = "QLAUD_ALLOW_PRIVATE_WEBHOOKS",
+          value_parser = clap::builder::BoolishValueParser::new())]
+    allow_private_webhooks: bool,
     #[command(flatten)]
     push: PushArgs,
     #[command(flatten)]
@@ -169,6 +175,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let mut config = ServeConfig::new(args.bind, args.store.url()?);
     config.config_file = args.config;
     config.instance_timeout = std::time::Duration::from_secs(args.instance_timeout_secs);
+    config.allow_private_webhooks = args.allow_private_webhooks;
     let server = Server::start(&config).await?;
     if let Some((tenant, secret)) = &server.bootstrap {
         // The master key is shown exactly once, on stdout, so it can be

@@ -2,14 +2,22 @@
 //! settled spend crosses 50 %, 80 % and 100 % of its cap, once per
 //! threshold and window. The store decides "once" (a unique row per key,
 //! window and threshold), so concurrent settlements and several processes
-//! never send one twice.
+//! never send one twice. Delivery goes through [`crate::outbound`]: fenced,
+//! Standard Webhooks-signed with the tenant's `whsec_` secret, retried.
+//!
+//! Deprecation window: until qlaud 0.3, alerts also carry the older
+//! `qlaud-signature: t=<unix>,v1=<hex>` header (HMAC-SHA256 of
+//! `"{t}.{body}"` with the tenant's `alert_signing_secret`, as Stripe
+//! signs), so receivers built for it keep working while they move to the
+//! Standard Webhooks headers.
 
-use std::time::Duration;
+use std::sync::Arc;
 
 use serde_json::json;
 
 use super::signature::sign;
 use crate::meter::{RequestRecord, SpendHook};
+use crate::outbound::{self, Backoff, Limits, Message, Outbound, OutboundError, WebhookSecret};
 use crate::store::{Store, now_ms};
 
 pub const THRESHOLDS: [i64; 3] = [50, 80, 100];
@@ -18,7 +26,7 @@ pub const THRESHOLDS: [i64; 3] = [50, 80, 100];
 /// when a request is refused for the cap, off the request path.
 pub struct Alerts {
     pub store: Store,
-    pub http: reqwest::Client,
+    pub outbound: Arc<Outbound>,
 }
 
 impl SpendHook for Alerts {
@@ -33,19 +41,19 @@ impl SpendHook for Alerts {
         if keys.is_empty() {
             return;
         }
-        let (store, http) = (self.store.clone(), self.http.clone());
+        let (store, outbound) = (self.store.clone(), self.outbound.clone());
         tokio::spawn(async move {
             for (tenant, key, start) in keys {
-                check_key(&store, &http, &tenant, &key, start, false).await;
+                check_key(&store, &outbound, &tenant, &key, start, false).await;
             }
         });
     }
 
     fn cap_reached(&self, tenant_id: &str, key_id: &str, period_start_ms: i64) {
-        let (store, http) = (self.store.clone(), self.http.clone());
+        let (store, outbound) = (self.store.clone(), self.outbound.clone());
         let (tenant, key) = (tenant_id.to_string(), key_id.to_string());
         tokio::spawn(async move {
-            check_key(&store, &http, &tenant, &key, period_start_ms, true).await
+            check_key(&store, &outbound, &tenant, &key, period_start_ms, true).await
         });
     }
 }
@@ -55,7 +63,7 @@ impl SpendHook for Alerts {
 /// stops short of the cap (clamping keeps it below).
 pub async fn check_key(
     store: &Store,
-    http: &reqwest::Client,
+    outbound: &Arc<Outbound>,
     tenant_id: &str,
     key_id: &str,
     period_start_ms: i64,
@@ -92,8 +100,12 @@ pub async fn check_key(
                         .unwrap_or_default(),
                 })
                 .to_string();
-                let (http, url, secret) = (http.clone(), state.url.clone(), state.secret.clone());
-                tokio::spawn(async move { send(&http, &url, &secret, body).await });
+                let (store, outbound) = (store.clone(), outbound.clone());
+                let (tenant, url, legacy) =
+                    (tenant_id.to_string(), state.url.clone(), state.legacy_secret.clone());
+                tokio::spawn(async move {
+                    send(&store, &outbound, &tenant, &url, legacy.as_deref(), body).await
+                });
             }
             Ok(false) => {}
             Err(e) => tracing::warn!(error = %e, "claiming a spend alert"),
@@ -101,28 +113,36 @@ pub async fn check_key(
     }
 }
 
-/// POSTs with `qlaud-signature: t=<unix>,v1=<hmac>` (Stripe's scheme, with
-/// the tenant's alert signing secret), retrying with backoff.
-async fn send(http: &reqwest::Client, url: &str, secret: &str, body: String) {
-    let mut delay = Duration::from_millis(500);
-    for attempt in 1..=5 {
-        let t = now_ms() / 1000;
-        let signature = format!("t={t},v1={}", sign(secret, t, body.as_bytes()));
-        let result = http
-            .post(url)
-            .header("content-type", "application/json")
-            .header("qlaud-signature", signature)
-            .body(body.clone())
-            .send()
-            .await;
-        match result {
-            Ok(resp) if resp.status().is_success() => return,
-            Ok(resp) => {
-                tracing::warn!(url, status = %resp.status(), attempt, "spend alert refused")
-            }
-            Err(e) => tracing::warn!(url, error = %e, attempt, "spend alert failed"),
-        }
-        tokio::time::sleep(delay).await;
-        delay *= 2;
+/// POSTs one alert, retrying with backoff. The signing secret is read for
+/// every attempt, so a rotation takes effect even mid-retry.
+async fn send(
+    store: &Store,
+    outbound: &Outbound,
+    tenant_id: &str,
+    url: &str,
+    legacy_secret: Option<&str>,
+    body: String,
+) {
+    let message = Message::new(body);
+    let limits = Limits::default();
+    let outcome = outbound::retry(Backoff::ALERTS, |_| async {
+        let row = store
+            .webhook_secret(tenant_id)
+            .await
+            .map_err(|e| OutboundError::Failed(format!("reading the signing secret: {e}")))?;
+        let secret = WebhookSecret::parse(&row.secret)
+            .map_err(|e| OutboundError::Failed(format!("the stored signing secret: {e}")))?;
+        let legacy: Vec<(&'static str, String)> = legacy_secret
+            .map(|s| {
+                let t = now_ms() / 1000;
+                ("qlaud-signature", format!("t={t},v1={}", sign(s, t, &message.body)))
+            })
+            .into_iter()
+            .collect();
+        outbound.send(&secret, url, &message, limits, &legacy).await
+    })
+    .await;
+    if let Err(e) = outcome {
+        tracing::warn!(tenant_id, url, error = %e, "spend alert not delivered");
     }
 }

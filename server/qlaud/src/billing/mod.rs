@@ -87,16 +87,18 @@ pub async fn update_settings(
         s.meter_event_name = name;
     }
     if let Some(url) = change(u.alert_webhook_url) {
+        // The outbound policy is the only gate; it is checked again, with
+        // the resolved addresses, on every delivery.
         if let Some(u) = &url {
-            let local = u.starts_with("http://127.0.0.1") || u.starts_with("http://localhost");
-            if !(u.starts_with("https://") || local) || u.len() > 2000 {
-                return Err(Error::invalid("alert_webhook_url must be an https:// URL"));
-            }
+            ctx.outbound.check_url(u).map_err(|why| {
+                Error::invalid(format!("alert_webhook_url is not allowed: {why}"))
+            })?;
         }
         s.alert_webhook_url = url;
     }
-    // Alerts are signed with a secret of the tenant's own, made when the
-    // first alert URL is set and shown only in that answer.
+    // The `qlaud-signature` secret, made when the first alert URL is set
+    // and shown only in that answer; deprecated for the tenant's Standard
+    // Webhooks secret (rotate_webhook_secret), kept for its window.
     let new_secret =
         (s.alert_webhook_url.is_some() && s.alert_signing_secret.is_none()).then(|| {
             let random = crate::keys::secret::Secret::generate();

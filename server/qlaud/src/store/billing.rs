@@ -35,7 +35,9 @@ pub struct AlertState {
     pub cap_micros: i64,
     pub settled_micros: i64,
     pub url: String,
-    pub secret: String,
+    /// The `qlaud-signature` secret, during that header's deprecation
+    /// window (see `billing::alerts`).
+    pub legacy_secret: Option<String>,
 }
 
 /// Spend of one key in one slice of a month, for meter events.
@@ -123,8 +125,7 @@ impl Store {
              b.alert_webhook_url, b.alert_signing_secret \
              FROM api_keys k JOIN key_spend s ON s.key_id = k.id AND s.period_start_ms = $2 \
              JOIN billing_settings b ON b.tenant_id = k.tenant_id \
-             WHERE k.id = $1 AND k.max_spend_micros > 0 AND b.alert_webhook_url IS NOT NULL \
-             AND b.alert_signing_secret IS NOT NULL",
+             WHERE k.id = $1 AND k.max_spend_micros > 0 AND b.alert_webhook_url IS NOT NULL",
         )
         .bind(key_id)
         .bind(period_start_ms)
@@ -138,7 +139,7 @@ impl Store {
                 cap_micros: r.try_get("max_spend_micros")?,
                 settled_micros: r.try_get("settled_micros")?,
                 url: r.try_get("alert_webhook_url")?,
-                secret: r.try_get("alert_signing_secret")?,
+                legacy_secret: r.try_get("alert_signing_secret")?,
             })
         })
         .transpose()
