@@ -46,21 +46,39 @@ fn test_signer_matches_the_known_answer() {
     );
 }
 
-async fn alert_receiver() -> (String, std::sync::Arc<std::sync::Mutex<Vec<(String, String)>>>) {
+/// One alert as received: its signature headers and body.
+#[derive(Clone, Debug)]
+struct Alert {
+    /// `qlaud-signature` (deprecated, still sent).
+    legacy: String,
+    /// `webhook-id`, `webhook-timestamp`, `webhook-signature`.
+    id: String,
+    timestamp: String,
+    signature: String,
+    body: String,
+}
+
+type Alerts = std::sync::Arc<std::sync::Mutex<Vec<Alert>>>;
+
+async fn alert_receiver() -> (String, Alerts) {
     use axum::routing::post;
-    let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let got = Alerts::default();
     let sink = got.clone();
     let app = axum::Router::new().route(
         "/alerts",
         post(move |headers: axum::http::HeaderMap, body: String| {
             let sink = sink.clone();
             async move {
-                let sig = headers
-                    .get("qlaud-signature")
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or("")
-                    .to_string();
-                sink.lock().unwrap().push((sig, body));
+                let h = |name: &str| {
+                    headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or("").to_string()
+                };
+                sink.lock().unwrap().push(Alert {
+                    legacy: h("qlaud-signature"),
+                    id: h("webhook-id"),
+                    timestamp: h("webhook-timestamp"),
+                    signature: h("webhook-signature"),
+                    body,
+                });
                 "ok"
             }
         }),
@@ -69,6 +87,33 @@ async fn alert_receiver() -> (String, std::sync::Arc<std::sync::Mutex<Vec<(Strin
     let url = format!("http://{}/alerts", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, app).await.ok() });
     (url, got)
+}
+
+/// Standard Webhooks' `v1`, computed here with the HMAC and base64 crates
+/// rather than with qlaud's own signing code.
+fn standard_v1(whsec: &str, id: &str, timestamp: &str, body: &[u8]) -> String {
+    use base64::Engine as _;
+    use hmac::Mac as _;
+    let engine = base64::engine::general_purpose::STANDARD;
+    let key = engine.decode(whsec.strip_prefix("whsec_").unwrap()).unwrap();
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(&key).unwrap();
+    mac.update(format!("{id}.{timestamp}.").as_bytes());
+    mac.update(body);
+    format!("v1,{}", engine.encode(mac.finalize().into_bytes()))
+}
+
+#[test]
+fn standard_signer_matches_the_reference_example() {
+    // The example of the Standard Webhooks reference libraries' tests.
+    assert_eq!(
+        standard_v1(
+            "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+            "msg_p5jXN8AQM9LWM0D4loKWxJek",
+            "1614265330",
+            br#"{"test": 2432232314}"#
+        ),
+        "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="
+    );
 }
 
 async fn spend_alerts_fire_once_per_threshold(backend: Backend) {
@@ -87,6 +132,10 @@ async fn spend_alerts_fire_once_per_threshold(backend: Backend) {
     let (_, again) =
         call(&t, reqwest::Method::GET, "/v1/billing/settings", &t.master_key, None).await;
     assert!(again.get("alert_signing_secret").is_none(), "never shown again");
+    let (status, rotated) =
+        call(&t, reqwest::Method::POST, "/v1/webhooks/secret/rotate", &t.master_key, None).await;
+    assert_eq!(status, 200, "{rotated}");
+    let whsec = rotated["secret"].as_str().unwrap().to_string();
     let k = t.mint(json!({"name": "alerted", "max_spend_usd": 0.01})).await;
     let key = k["secret"].as_str().unwrap().to_string();
     // Four clients at once, each calling until the cap refuses it.
@@ -125,21 +174,33 @@ async fn spend_alerts_fire_once_per_threshold(backend: Backend) {
     let alerts = got.lock().unwrap().clone();
     let mut thresholds: Vec<i64> = alerts
         .iter()
-        .map(|(_, b)| {
-            serde_json::from_str::<Value>(b).unwrap()["threshold_percent"].as_i64().unwrap()
+        .map(|a| {
+            serde_json::from_str::<Value>(&a.body).unwrap()["threshold_percent"].as_i64().unwrap()
         })
         .collect();
     thresholds.sort();
     assert_eq!(thresholds, vec![50, 80, 100], "each threshold once: {alerts:?}");
-    for (sig, body) in &alerts {
-        let (t_part, v1) = sig.split_once(",v1=").unwrap();
+    let mut ids: Vec<&str> = alerts.iter().map(|a| a.id.as_str()).collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 3, "one message id per alert: {alerts:?}");
+    for a in &alerts {
+        assert_eq!(
+            a.signature,
+            standard_v1(&whsec, &a.id, &a.timestamp, a.body.as_bytes()),
+            "Standard Webhooks signature with the tenant's whsec_ secret"
+        );
+        let sent: i64 = a.timestamp.parse().unwrap();
+        assert!((chrono::Utc::now().timestamp() - sent).abs() < 60);
+        // The deprecated header, unchanged, during its window.
+        let (t_part, v1) = a.legacy.split_once(",v1=").unwrap();
         let ts: i64 = t_part.trim_start_matches("t=").parse().unwrap();
         assert_eq!(
             v1,
-            stripe_v1(&secret, ts, body.as_bytes()),
+            stripe_v1(&secret, ts, a.body.as_bytes()),
             "signed with the tenant's alert secret"
         );
-        let v: Value = serde_json::from_str(body).unwrap();
+        let v: Value = serde_json::from_str(&a.body).unwrap();
         assert_eq!(v["key_id"], k["id"]);
         assert_eq!(v["cap_micros"], 10_000);
     }
