@@ -403,11 +403,22 @@ async fn fit(
     if truncation == Truncation::Disabled {
         return Err(too_long(total));
     }
-    // Drop whole turns from the front: a turn starts at a user message that
-    // is not tool results, so a call and its result go together.
-    let mut cut = 0;
-    let mut left = total;
-    let last = conversation.len() - 1;
+    match cut_point(conversation, &counts, total, room) {
+        Some(cut) => {
+            conversation.drain(..cut);
+            Ok(())
+        }
+        None => Err(too_long(total)),
+    }
+}
+
+/// How many of the oldest messages to drop so the rest fits `room`:
+/// whole turns only (a turn starts at a user message that is not tool
+/// results, so a call and its result go together), never the last message.
+/// `None` when even the last turn alone does not fit.
+fn cut_point(conversation: &[Message], counts: &[u64], total: u64, room: u64) -> Option<usize> {
+    let last = conversation.len().checked_sub(1)?;
+    let (mut cut, mut left) = (0, total);
     while left > room && cut < last {
         left -= counts[cut];
         cut += 1;
@@ -416,11 +427,7 @@ async fn fit(
             cut += 1;
         }
     }
-    if left > room {
-        return Err(too_long(left));
-    }
-    conversation.drain(..cut);
-    Ok(())
+    (left <= room).then_some(cut)
 }
 
 /// Whether a message begins a turn: a user message that answers no call.
@@ -701,5 +708,65 @@ async fn send_stop_message(tx: &sse::Sender, id: &str, model: &str, stop_reason:
         if !sse::send(tx, event).await {
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn text(role: Role, t: &str) -> Message {
+        Message { role, content: vec![Part::Text(t.into())] }
+    }
+
+    fn call(id: &str) -> Message {
+        let input = json!({});
+        Message {
+            role: Role::Assistant,
+            content: vec![Part::ToolUse { id: id.into(), name: "t".into(), input }],
+        }
+    }
+
+    fn result(id: &str) -> Message {
+        Message {
+            role: Role::User,
+            content: vec![Part::ToolResult { id: id.into(), content: "r".into(), is_error: false }],
+        }
+    }
+
+    #[test]
+    fn truncation_keeps_tool_calls_with_their_results() {
+        // user, call, result, answer | user, answer | new user
+        let convo = vec![
+            text(Role::User, "a"),
+            call("c1"),
+            result("c1"),
+            text(Role::Assistant, "b"),
+            text(Role::User, "c"),
+            text(Role::Assistant, "d"),
+            text(Role::User, "e"),
+        ];
+        let counts = [10, 10, 10, 10, 10, 10, 10];
+        // Dropping only "a" would orphan the call: the whole first turn goes.
+        assert_eq!(cut_point(&convo, &counts, 70, 60), Some(4));
+        assert_eq!(cut_point(&convo, &counts, 70, 30), Some(4));
+        assert_eq!(cut_point(&convo, &counts, 70, 20), Some(6));
+        assert_eq!(cut_point(&convo, &counts, 70, 5), None);
+        assert_eq!(cut_point(&convo, &counts, 70, 70), Some(0));
+    }
+
+    #[test]
+    fn calls_without_results_get_error_results() {
+        let mut convo = vec![text(Role::User, "a"), call("c1"), text(Role::User, "next")];
+        answer_open_calls(&mut convo);
+        assert!(
+            matches!(&convo[2].content[0], Part::ToolResult { id, is_error: true, .. } if id == "c1")
+        );
+        let mut ends_on_call = vec![text(Role::User, "a"), call("c2")];
+        answer_open_calls(&mut ends_on_call);
+        assert_eq!(ends_on_call.len(), 3);
+        let mut answered = vec![call("c3"), result("c3")];
+        answer_open_calls(&mut answered);
+        assert_eq!(answered[1].content.len(), 1);
     }
 }
