@@ -237,15 +237,19 @@ fn intent(messages: &[Value], tools: &[Value]) -> Intent {
             .flatten()
             .filter(|b| b.get("type").and_then(Value::as_str) == Some("tool_result"))
             .collect();
+        let tool_name = tools.first().and_then(|t| t.get("name")).and_then(Value::as_str);
         if !results.is_empty() {
             let words: Vec<String> = results
                 .iter()
                 .flat_map(|b| echo_words(b.get("content").unwrap_or(&Value::Null)))
                 .collect();
+            // A result that asks about the weather again calls again.
+            if let Some(name) = tool_name.filter(|_| mentions_weather(&words)) {
+                return Intent::CallTool(name.to_owned());
+            }
             return Intent::ToolResult(words.join(" "));
         }
         let words = echo_words(content);
-        let tool_name = tools.first().and_then(|t| t.get("name")).and_then(Value::as_str);
         if let Some(name) = tool_name.filter(|_| mentions_weather(&words)) {
             return Intent::CallTool(name.to_owned());
         }

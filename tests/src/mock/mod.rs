@@ -27,7 +27,9 @@
 //! - Reply: "Hello from mock: " + the words of the last user message (text
 //!   blocks/parts in order, each image adding the word "[image]").
 //!   If the last message carries a tool result (Anthropic `tool_result` block,
-//!   OpenAI `role: "tool"`), the reply is "The tool said: " + its text.
+//!   OpenAI `role: "tool"`), the reply is "The tool said: " + its text, or,
+//!   when that text mentions "weather" and `tools` is non-empty, another call
+//!   to the first tool (so tool loops can run several rounds).
 //!   Otherwise, if `tools` is non-empty and the last message is a user message
 //!   containing the word "weather", the reply is a call to the first tool with
 //!   input `{"city":"Paris"}` (Anthropic adds the text "Let me check.").

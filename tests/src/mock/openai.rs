@@ -305,15 +305,19 @@ fn intent(messages: &[Value], tools: &[Value]) -> Intent {
     let role = |m: &Value| m.get("role").and_then(Value::as_str).map(str::to_owned);
     let content = |m: &Value| m.get("content").map_or_else(Vec::new, echo_words);
     let last = messages.last().unwrap_or(&Value::Null);
+    let tool_name = tools
+        .first()
+        .and_then(|t| t.get("function"))
+        .and_then(|f| f.get("name"))
+        .and_then(Value::as_str);
     match role(last).as_deref() {
-        Some("tool") => Intent::ToolResult(content(last).join(" ")),
+        // A result that asks about the weather again calls again.
+        Some("tool") => match tool_name.filter(|_| mentions_weather(&content(last))) {
+            Some(name) => Intent::CallTool(name.to_owned()),
+            None => Intent::ToolResult(content(last).join(" ")),
+        },
         Some("user") => {
             let words = content(last);
-            let tool_name = tools
-                .first()
-                .and_then(|t| t.get("function"))
-                .and_then(|f| f.get("name"))
-                .and_then(Value::as_str);
             match tool_name.filter(|_| mentions_weather(&words)) {
                 Some(name) => Intent::CallTool(name.to_owned()),
                 None => Intent::Echo(words),

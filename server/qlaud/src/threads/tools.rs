@@ -12,6 +12,7 @@ use serde_json::{Value, json};
 use crate::context::Context;
 use crate::gateway::error::GatewayError;
 use crate::gateway::sse;
+use crate::outbound::{Limits, WebhookSecret};
 use crate::providers::ir::{self, Block, Completion};
 
 /// A tool the tenant registered: qlaud runs it.
@@ -173,7 +174,7 @@ pub fn calls_client_tools(offered: &[Offered], c: &Completion) -> bool {
 pub async fn run_all(
     ctx: &Context,
     tenant_id: &str,
-    _offered: &[Offered],
+    thread_id: &str,
     calls: Vec<(String, RegisteredTool, Value)>,
     tx: Option<&sse::Sender>,
 ) -> Vec<ToolRun> {
@@ -184,7 +185,8 @@ pub async fn run_all(
             sse::send(tx, sse::event(Some("tool_execution.started"), &v.to_string())).await;
         }
         let started = Instant::now();
-        let run = call(ctx, tenant_id, &tool, &call_id, &input).await;
+        let origin = Call { id: &call_id, tenant_id, thread_id };
+        let run = call(ctx, &origin, &tool, &input).await;
         if let Some(tx) = tx {
             let mut v = json!({"type": "tool_execution.completed", "tool_use_id": call_id,
                                "name": tool.definition.name,
@@ -200,17 +202,60 @@ pub async fn run_all(
     join_all(runs).await
 }
 
-/// One call of a registered tool.
-async fn call(
-    _ctx: &Context,
-    _tenant_id: &str,
-    _tool: &RegisteredTool,
-    call_id: &str,
-    _input: &Value,
-) -> ToolRun {
-    ToolRun {
-        call_id: call_id.to_string(),
-        content: "tool webhooks are not available".into(),
+/// The most answer bytes a tool's webhook may send back.
+const MAX_TOOL_ANSWER_BYTES: usize = 1024 * 1024;
+
+/// One call of a registered tool: a signed POST of
+/// `{type: "tool.call", id, tool, input, thread_id}` to its webhook, whose
+/// JSON answer becomes the result: `{"content": …, "is_error"?: bool}`, or
+/// any other JSON value as its JSON text. Anything else is an error result
+/// the model reads, never a failed turn; nothing is retried.
+async fn call(ctx: &Context, call: &Call<'_>, tool: &RegisteredTool, input: &Value) -> ToolRun {
+    let error = |message: String| ToolRun {
+        call_id: call.id.to_string(),
+        content: format!("the tool {} failed: {message}", tool.definition.name),
         is_error: true,
-    }
+    };
+    let secret = match ctx.store.webhook_secret(call.tenant_id).await {
+        Ok(row) => match WebhookSecret::parse(&row.secret) {
+            Ok(secret) => secret,
+            Err(e) => return error(format!("the tenant's signing secret is unusable: {e}")),
+        },
+        Err(e) => {
+            tracing::error!(error = %e, "reading the webhook secret failed");
+            return error("qlaud could not sign the call".into());
+        }
+    };
+    let body = json!({"type": "tool.call", "id": call.id, "tool": tool.definition.name,
+                      "input": input, "thread_id": call.thread_id});
+    let limits = Limits { timeout: tool.timeout, max_response_bytes: MAX_TOOL_ANSWER_BYTES };
+    let delivered = match ctx
+        .outbound
+        .post_signed(&secret, &tool.webhook_url, body.to_string(), limits)
+        .await
+    {
+        Ok(d) => d,
+        Err(e) => return error(e.to_string()),
+    };
+    let Ok(answer) = serde_json::from_slice::<Value>(&delivered.body) else {
+        return error("its webhook answered something that is not JSON".into());
+    };
+    let (content, is_error) = match &answer {
+        Value::Object(o) if o.contains_key("content") => {
+            let content = match &o["content"] {
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            (content, o.get("is_error").and_then(Value::as_bool).unwrap_or(false))
+        }
+        other => (other.to_string(), false),
+    };
+    ToolRun { call_id: call.id.to_string(), content, is_error }
+}
+
+/// Where a call comes from, for the webhook's payload.
+pub struct Call<'a> {
+    pub id: &'a str,
+    pub tenant_id: &'a str,
+    pub thread_id: &'a str,
 }

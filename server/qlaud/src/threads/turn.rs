@@ -528,8 +528,8 @@ impl Turn {
                 break id;
             }
             self.push_assistant(stored, parts);
-            let results =
-                tools::run_all(ctx, &self.thread.tenant_id, &self.offered, calls, tx).await;
+            let (tenant, thread) = (&self.thread.tenant_id, &self.thread.id);
+            let results = tools::run_all(ctx, tenant, thread, calls, tx).await;
             self.push_results(results);
             if wants_client {
                 // The caller answers its own tools in the next turn.
