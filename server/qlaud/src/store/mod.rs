@@ -14,6 +14,7 @@ mod requests;
 mod sessions;
 mod tenants;
 mod threads;
+mod tools;
 mod usage;
 mod webhook_secrets;
 
@@ -39,6 +40,7 @@ pub use threads::{
     MessageQuery, MessageRow, NewMessage, NewThread, ThreadAccess, ThreadChanges, ThreadQuery,
     ThreadRow, TurnClaim, parse_role, parse_truncation, role_str, truncation_str,
 };
+pub use tools::{NewTool, ToolQuery, ToolRow};
 pub use usage::{UnitGroup, UsageFilter, UsageRow};
 pub use webhook_secrets::WebhookSecretRow;
 
