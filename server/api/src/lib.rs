@@ -13,6 +13,7 @@ pub mod money;
 pub mod requests;
 pub mod responses;
 pub mod threads;
+pub mod tools;
 pub mod usage;
 pub mod webhooks;
 
@@ -30,6 +31,7 @@ pub use money::Usd;
 pub use requests::*;
 pub use responses::*;
 pub use threads::*;
+pub use tools::*;
 pub use usage::*;
 pub use webhooks::*;
 
@@ -400,6 +402,72 @@ pub trait QlaudApi {
     async fn rotate_webhook_secret(
         rqctx: RequestContext<Self::Context>,
     ) -> Result<HttpResponseOk<WebhookSigningSecret>, HttpError>;
+
+    /// Register a tool.
+    ///
+    /// Registers a webhook tool for the tenant: thread turns may name it,
+    /// and when the model calls it qlaud posts the call to `webhook_url`
+    /// and hands the answer back to the model. The name must be unused in
+    /// the tenant: a taken name answers 409 and changes nothing. A bad
+    /// name, description, schema, URL or timeout, or an unknown field,
+    /// answers 400 and stores nothing. Requires an admin key (403
+    /// otherwise).
+    #[endpoint {
+        method = POST,
+        path = "/v1/tools",
+        tags = ["tools"],
+        request_body_max_bytes = TOOL_BODY_MAX_BYTES,
+    }]
+    async fn create_tool(
+        rqctx: RequestContext<Self::Context>,
+        body: TypedBody<CreateToolRequest>,
+    ) -> Result<HttpResponseCreated<Tool>, HttpError>;
+
+    /// List tools.
+    ///
+    /// The tenant's tools, newest first by default (`order=asc` for oldest
+    /// first), a page at a time (`limit` 1 to 100, default 20); `after`
+    /// and `before` bound the listing by tool ids (an unknown id answers
+    /// 400). Requires an admin key (403 otherwise).
+    #[endpoint {
+        method = GET,
+        path = "/v1/tools",
+        tags = ["tools"],
+    }]
+    async fn list_tools(
+        rqctx: RequestContext<Self::Context>,
+        query: Query<PaginationParams<ToolListFilter, ToolPageSelector>>,
+    ) -> Result<HttpResponseOk<ResultsPage<Tool>>, HttpError>;
+
+    /// Fetch a tool.
+    ///
+    /// Another tenant's tool answers 404, exactly as an id that never
+    /// existed. Requires an admin key (403 otherwise).
+    #[endpoint {
+        method = GET,
+        path = "/v1/tools/{tool_id}",
+        tags = ["tools"],
+    }]
+    async fn get_tool(
+        rqctx: RequestContext<Self::Context>,
+        path: Path<ToolPath>,
+    ) -> Result<HttpResponseOk<Tool>, HttpError>;
+
+    /// Delete a tool.
+    ///
+    /// Deletes the tool for good; its name is free again at once. Turns
+    /// that name it afterwards no longer find it. Another tenant's tool
+    /// answers 404, as a missing one. Requires an admin key (403
+    /// otherwise).
+    #[endpoint {
+        method = DELETE,
+        path = "/v1/tools/{tool_id}",
+        tags = ["tools"],
+    }]
+    async fn delete_tool(
+        rqctx: RequestContext<Self::Context>,
+        path: Path<ToolPath>,
+    ) -> Result<HttpResponseOk<ToolDeleted>, HttpError>;
 
     /// Liveness and store reachability (operational; not in the published spec).
     #[endpoint {

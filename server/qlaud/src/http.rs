@@ -20,6 +20,7 @@ use qlaud_api::{
     ThreadMessage, ThreadMessageListFilter, ThreadMessagePageSelector, ThreadPageSelector,
     ThreadPath, UpdateThreadRequest,
 };
+use qlaud_api::{CreateToolRequest, Tool, ToolDeleted, ToolListFilter, ToolPageSelector, ToolPath};
 
 use crate::billing;
 use crate::context::Context;
@@ -29,6 +30,7 @@ use crate::keys::{self, secret::Secret};
 use crate::store::KeyActivity;
 use crate::threads;
 use crate::webhooks;
+use crate::tools;
 
 /// The server's implementation of the API trait.
 pub enum QlaudImpl {}
@@ -304,6 +306,53 @@ impl QlaudApi for QlaudImpl {
         let ctx = rqctx.context();
         let caller = ctx.authenticate_admin(rqctx.request.headers()).await?;
         Ok(HttpResponseOk(webhooks::rotate_secret(ctx, &caller).await?))
+    }
+
+    async fn create_tool(
+        rqctx: RequestContext<Context>,
+        body: TypedBody<CreateToolRequest>,
+    ) -> Result<HttpResponseCreated<Tool>, HttpError> {
+        let ctx = rqctx.context();
+        let caller = ctx.authenticate_admin(rqctx.request.headers()).await?;
+        let new = tools::new_tool(ctx, &caller.tenant_id, body.into_inner())?;
+        let row = ctx.store.insert_tool(&new).await?;
+        Ok(HttpResponseCreated(tools::to_wire(row)?))
+    }
+
+    async fn list_tools(
+        rqctx: RequestContext<Context>,
+        query: Query<PaginationParams<ToolListFilter, ToolPageSelector>>,
+    ) -> Result<HttpResponseOk<ResultsPage<Tool>>, HttpError> {
+        let ctx = rqctx.context();
+        let caller = ctx.authenticate_admin(rqctx.request.headers()).await?;
+        let params = query.into_inner();
+        let limit = threads::list::page_limit(&rqctx, &params)?;
+        Ok(HttpResponseOk(tools::list(ctx, &caller, &params, limit).await?))
+    }
+
+    async fn get_tool(
+        rqctx: RequestContext<Context>,
+        path: Path<ToolPath>,
+    ) -> Result<HttpResponseOk<Tool>, HttpError> {
+        let ctx = rqctx.context();
+        let caller = ctx.authenticate_admin(rqctx.request.headers()).await?;
+        let row = ctx.store.get_tool(&caller.tenant_id, &path.into_inner().tool_id).await?;
+        Ok(HttpResponseOk(tools::to_wire(row)?))
+    }
+
+    async fn delete_tool(
+        rqctx: RequestContext<Context>,
+        path: Path<ToolPath>,
+    ) -> Result<HttpResponseOk<ToolDeleted>, HttpError> {
+        let ctx = rqctx.context();
+        let caller = ctx.authenticate_admin(rqctx.request.headers()).await?;
+        let tool_id = path.into_inner().tool_id;
+        ctx.store.delete_tool(&caller.tenant_id, &tool_id).await?;
+        Ok(HttpResponseOk(ToolDeleted {
+            id: tool_id,
+            object: "tool.deleted".into(),
+            deleted: true,
+        }))
     }
 
     async fn health(rqctx: RequestContext<Context>) -> Result<http::Response<Body>, HttpError> {

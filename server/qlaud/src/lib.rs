@@ -1,7 +1,7 @@
 //! The qlaud server: the implementation of [`qlaud_api::QlaudApi`].
 //!
 //! A request flows `http` (entry points) → `auth` → the domain module
-//! (`keys`, `threads`, or `gateway` → `providers/*` → `meter` for model calls) → `store`.
+//! (`keys`, `threads`, `tools`, or `gateway` → `providers/*` → `meter` for model calls) → `store`.
 
 pub mod auth;
 pub mod billing;
@@ -23,6 +23,7 @@ pub mod request_log;
 pub mod store;
 pub mod threads;
 pub mod tokens;
+pub mod tools;
 pub mod units;
 pub mod usage;
 pub mod webhooks;

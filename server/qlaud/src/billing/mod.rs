@@ -90,9 +90,7 @@ pub async fn update_settings(
         // The outbound policy is the only gate; it is checked again, with
         // the resolved addresses, on every delivery.
         if let Some(u) = &url {
-            ctx.outbound.check_url(u).map_err(|why| {
-                Error::invalid(format!("alert_webhook_url is not allowed: {why}"))
-            })?;
+            ctx.outbound.validate("alert_webhook_url", u)?;
         }
         s.alert_webhook_url = url;
     }

@@ -136,6 +136,21 @@ impl Outbound {
     }
 
     /// Checks a URL's form and literal address, as when a tenant saves one.
+    /// A URL a tenant saves (`field` names it): refused with a 400 naming
+    /// the field when the policy refuses it or it is too long. It is
+    /// checked again, with the addresses it resolves to, on every call.
+    pub fn validate(&self, field: &str, url: &str) -> crate::error::Result<()> {
+        if url.len() > qlaud_api::MAX_WEBHOOK_URL_BYTES {
+            return Err(crate::error::Error::invalid(format!(
+                "{field} is longer than {} bytes",
+                qlaud_api::MAX_WEBHOOK_URL_BYTES
+            )));
+        }
+        self.check_url(url)
+            .map(|_| ())
+            .map_err(|why| crate::error::Error::invalid(format!("{field} is not allowed: {why}")))
+    }
+
     pub fn check_url(&self, url: &str) -> Result<url::Url, Refused> {
         self.policy.check_url(url)
     }

@@ -50,7 +50,7 @@ where
 /// Items of a page plus its token. One row more than the page is read, so
 /// the last page says it is the last (`next_page` null) instead of leaving
 /// an empty page to be fetched.
-fn finish<T, S: Serialize>(
+pub(crate) fn finish<T, S: Serialize>(
     mut items: Vec<T>,
     limit: u32,
     selector: impl Fn(&T) -> S,
