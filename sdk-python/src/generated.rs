@@ -144,6 +144,23 @@ impl Client {
         self.core.call(py, ops::create_thread_message(sdk, thread_id, body, stream))
     }
 
+    /// Register a tool.
+    ///
+    /// Registers a webhook tool for the tenant: thread turns may name it, and when the model calls it qlaud posts the call to `webhook_url` and hands the answer back to the model. The name must be unused in the tenant: a taken name answers 409 and changes nothing. A bad name, description, schema, URL or timeout, or an unknown field, answers 400 and stores nothing. Requires an admin key (403 otherwise).
+    ///
+    /// `POST /v1/tools`
+    #[pyo3(signature = (*, description, input_schema, name, webhook_url, timeout_secs=None))]
+    fn create_tool<'py>(&self, py: Python<'py>, description: &Bound<'py, PyAny>, input_schema: &Bound<'py, PyAny>, name: &Bound<'py, PyAny>, webhook_url: &Bound<'py, PyAny>, timeout_secs: Option<&Bound<'py, PyAny>>) -> PyResult<Py<PyAny>> {
+        let mut body = serde_json::Map::new();
+        crate::convert::put(&mut body, "description", Some(description))?;
+        crate::convert::put(&mut body, "input_schema", Some(input_schema))?;
+        crate::convert::put(&mut body, "name", Some(name))?;
+        crate::convert::put(&mut body, "webhook_url", Some(webhook_url))?;
+        crate::convert::put(&mut body, "timeout_secs", timeout_secs)?;
+        let sdk = self.core.sdk();
+        self.core.call(py, ops::create_tool(sdk, body))
+    }
+
     /// Delete a thread.
     ///
     /// Deletes the thread with all of its messages, for good. Usage and the request log keep what its turns cost. The owner key or an admin key of its tenant may delete it.
@@ -153,6 +170,17 @@ impl Client {
     fn delete_thread<'py>(&self, py: Python<'py>, thread_id: String) -> PyResult<Py<PyAny>> {
         let sdk = self.core.sdk();
         self.core.call(py, ops::delete_thread(sdk, thread_id))
+    }
+
+    /// Delete a tool.
+    ///
+    /// Deletes the tool for good; its name is free again at once. Turns that name it afterwards no longer find it. Another tenant's tool answers 404, as a missing one. Requires an admin key (403 otherwise).
+    ///
+    /// `DELETE /v1/tools/{tool_id}`
+    #[pyo3(signature = (tool_id))]
+    fn delete_tool<'py>(&self, py: Python<'py>, tool_id: String) -> PyResult<Py<PyAny>> {
+        let sdk = self.core.sdk();
+        self.core.call(py, ops::delete_tool(sdk, tool_id))
     }
 
     /// Export meter events.
@@ -219,6 +247,17 @@ impl Client {
     fn get_thread<'py>(&self, py: Python<'py>, thread_id: String) -> PyResult<Py<PyAny>> {
         let sdk = self.core.sdk();
         self.core.call(py, ops::get_thread(sdk, thread_id))
+    }
+
+    /// Fetch a tool.
+    ///
+    /// Another tenant's tool answers 404, exactly as an id that never existed. Requires an admin key (403 otherwise).
+    ///
+    /// `GET /v1/tools/{tool_id}`
+    #[pyo3(signature = (tool_id))]
+    fn get_tool<'py>(&self, py: Python<'py>, tool_id: String) -> PyResult<Py<PyAny>> {
+        let sdk = self.core.sdk();
+        self.core.call(py, ops::get_tool(sdk, tool_id))
     }
 
     /// Report usage.
@@ -327,6 +366,25 @@ impl Client {
     fn iter_threads(&self, after: Option<String>, before: Option<String>, key_id: Option<String>, limit: Option<u32>, order: Option<String>) -> crate::pager::Pager {
         crate::pager::Pager::new(self.core.clone(), move |sdk, page_token| {
             Box::pin(ops::list_threads(sdk, after.clone(), before.clone(), key_id.clone(), limit.clone(), order.clone(), page_token))
+        })
+    }
+
+    /// List tools.
+    ///
+    /// The tenant's tools, newest first by default (`order=asc` for oldest first), a page at a time (`limit` 1 to 100, default 20); `after` and `before` bound the listing by tool ids (an unknown id answers 400). Requires an admin key (403 otherwise).
+    ///
+    /// `GET /v1/tools`
+    #[pyo3(signature = (*, after=None, before=None, limit=None, order=None, page_token=None))]
+    fn list_tools<'py>(&self, py: Python<'py>, after: Option<String>, before: Option<String>, limit: Option<u32>, order: Option<String>, page_token: Option<String>) -> PyResult<Py<PyAny>> {
+        let sdk = self.core.sdk();
+        self.core.call(py, ops::list_tools(sdk, after, before, limit, order, page_token))
+    }
+
+    /// Every item of `list_tools`, a page at a time.
+    #[pyo3(signature = (*, after=None, before=None, limit=None, order=None))]
+    fn iter_tools(&self, after: Option<String>, before: Option<String>, limit: Option<u32>, order: Option<String>) -> crate::pager::Pager {
+        crate::pager::Pager::new(self.core.clone(), move |sdk, page_token| {
+            Box::pin(ops::list_tools(sdk, after.clone(), before.clone(), limit.clone(), order.clone(), page_token))
         })
     }
 
@@ -576,6 +634,23 @@ impl AsyncClient {
         self.core.spawn(py, ops::create_thread_message(sdk, thread_id, body, stream))
     }
 
+    /// Register a tool.
+    ///
+    /// Registers a webhook tool for the tenant: thread turns may name it, and when the model calls it qlaud posts the call to `webhook_url` and hands the answer back to the model. The name must be unused in the tenant: a taken name answers 409 and changes nothing. A bad name, description, schema, URL or timeout, or an unknown field, answers 400 and stores nothing. Requires an admin key (403 otherwise).
+    ///
+    /// `POST /v1/tools`
+    #[pyo3(signature = (*, description, input_schema, name, webhook_url, timeout_secs=None))]
+    fn create_tool<'py>(&self, py: Python<'py>, description: &Bound<'py, PyAny>, input_schema: &Bound<'py, PyAny>, name: &Bound<'py, PyAny>, webhook_url: &Bound<'py, PyAny>, timeout_secs: Option<&Bound<'py, PyAny>>) -> PyResult<Bound<'py, PyAny>> {
+        let mut body = serde_json::Map::new();
+        crate::convert::put(&mut body, "description", Some(description))?;
+        crate::convert::put(&mut body, "input_schema", Some(input_schema))?;
+        crate::convert::put(&mut body, "name", Some(name))?;
+        crate::convert::put(&mut body, "webhook_url", Some(webhook_url))?;
+        crate::convert::put(&mut body, "timeout_secs", timeout_secs)?;
+        let sdk = self.core.sdk();
+        self.core.spawn(py, ops::create_tool(sdk, body))
+    }
+
     /// Delete a thread.
     ///
     /// Deletes the thread with all of its messages, for good. Usage and the request log keep what its turns cost. The owner key or an admin key of its tenant may delete it.
@@ -585,6 +660,17 @@ impl AsyncClient {
     fn delete_thread<'py>(&self, py: Python<'py>, thread_id: String) -> PyResult<Bound<'py, PyAny>> {
         let sdk = self.core.sdk();
         self.core.spawn(py, ops::delete_thread(sdk, thread_id))
+    }
+
+    /// Delete a tool.
+    ///
+    /// Deletes the tool for good; its name is free again at once. Turns that name it afterwards no longer find it. Another tenant's tool answers 404, as a missing one. Requires an admin key (403 otherwise).
+    ///
+    /// `DELETE /v1/tools/{tool_id}`
+    #[pyo3(signature = (tool_id))]
+    fn delete_tool<'py>(&self, py: Python<'py>, tool_id: String) -> PyResult<Bound<'py, PyAny>> {
+        let sdk = self.core.sdk();
+        self.core.spawn(py, ops::delete_tool(sdk, tool_id))
     }
 
     /// Export meter events.
@@ -651,6 +737,17 @@ impl AsyncClient {
     fn get_thread<'py>(&self, py: Python<'py>, thread_id: String) -> PyResult<Bound<'py, PyAny>> {
         let sdk = self.core.sdk();
         self.core.spawn(py, ops::get_thread(sdk, thread_id))
+    }
+
+    /// Fetch a tool.
+    ///
+    /// Another tenant's tool answers 404, exactly as an id that never existed. Requires an admin key (403 otherwise).
+    ///
+    /// `GET /v1/tools/{tool_id}`
+    #[pyo3(signature = (tool_id))]
+    fn get_tool<'py>(&self, py: Python<'py>, tool_id: String) -> PyResult<Bound<'py, PyAny>> {
+        let sdk = self.core.sdk();
+        self.core.spawn(py, ops::get_tool(sdk, tool_id))
     }
 
     /// Report usage.
@@ -759,6 +856,25 @@ impl AsyncClient {
     fn iter_threads(&self, after: Option<String>, before: Option<String>, key_id: Option<String>, limit: Option<u32>, order: Option<String>) -> crate::pager::AsyncPager {
         crate::pager::AsyncPager::new(self.core.clone(), move |sdk, page_token| {
             Box::pin(ops::list_threads(sdk, after.clone(), before.clone(), key_id.clone(), limit.clone(), order.clone(), page_token))
+        })
+    }
+
+    /// List tools.
+    ///
+    /// The tenant's tools, newest first by default (`order=asc` for oldest first), a page at a time (`limit` 1 to 100, default 20); `after` and `before` bound the listing by tool ids (an unknown id answers 400). Requires an admin key (403 otherwise).
+    ///
+    /// `GET /v1/tools`
+    #[pyo3(signature = (*, after=None, before=None, limit=None, order=None, page_token=None))]
+    fn list_tools<'py>(&self, py: Python<'py>, after: Option<String>, before: Option<String>, limit: Option<u32>, order: Option<String>, page_token: Option<String>) -> PyResult<Bound<'py, PyAny>> {
+        let sdk = self.core.sdk();
+        self.core.spawn(py, ops::list_tools(sdk, after, before, limit, order, page_token))
+    }
+
+    /// Every item of `list_tools`, a page at a time.
+    #[pyo3(signature = (*, after=None, before=None, limit=None, order=None))]
+    fn iter_tools(&self, after: Option<String>, before: Option<String>, limit: Option<u32>, order: Option<String>) -> crate::pager::AsyncPager {
+        crate::pager::AsyncPager::new(self.core.clone(), move |sdk, page_token| {
+            Box::pin(ops::list_tools(sdk, after.clone(), before.clone(), limit.clone(), order.clone(), page_token))
         })
     }
 
@@ -950,9 +1066,28 @@ mod ops {
         }
     }
 
+    pub(super) async fn create_tool(sdk: crate::client::Sdk, body: serde_json::Map<String, serde_json::Value>) -> Result<Output, CallError> {
+        let query: Vec<(&str, String)> = Vec::new();
+        let path = String::from("/v1/tools");
+        let body = crate::convert::checked::<types::CreateToolRequest>(body)?;
+        sdk.request_json(reqwest::Method::POST, &path, &query, Some(body))
+            .await
+            .map(Output::Json)
+            .map_err(CallError::raw)
+    }
+
     pub(super) async fn delete_thread(sdk: crate::client::Sdk, thread_id: String) -> Result<Output, CallError> {
         let query: Vec<(&str, String)> = Vec::new();
         let path = format!("/v1/threads/{}", crate::convert::segment(&thread_id));
+        sdk.request_json(reqwest::Method::DELETE, &path, &query, None)
+            .await
+            .map(Output::Json)
+            .map_err(CallError::raw)
+    }
+
+    pub(super) async fn delete_tool(sdk: crate::client::Sdk, tool_id: String) -> Result<Output, CallError> {
+        let query: Vec<(&str, String)> = Vec::new();
+        let path = format!("/v1/tools/{}", crate::convert::segment(&tool_id));
         sdk.request_json(reqwest::Method::DELETE, &path, &query, None)
             .await
             .map(Output::Json)
@@ -1011,6 +1146,15 @@ mod ops {
     pub(super) async fn get_thread(sdk: crate::client::Sdk, thread_id: String) -> Result<Output, CallError> {
         let query: Vec<(&str, String)> = Vec::new();
         let path = format!("/v1/threads/{}", crate::convert::segment(&thread_id));
+        sdk.request_json(reqwest::Method::GET, &path, &query, None)
+            .await
+            .map(Output::Json)
+            .map_err(CallError::raw)
+    }
+
+    pub(super) async fn get_tool(sdk: crate::client::Sdk, tool_id: String) -> Result<Output, CallError> {
+        let query: Vec<(&str, String)> = Vec::new();
+        let path = format!("/v1/tools/{}", crate::convert::segment(&tool_id));
         sdk.request_json(reqwest::Method::GET, &path, &query, None)
             .await
             .map(Output::Json)
@@ -1101,6 +1245,20 @@ mod ops {
         if let Some(v) = order { crate::convert::parse::<types::SortDirection>(v.clone())?; query.push(("order", v.to_string())); }
         if let Some(v) = page_token { query.push(("page_token", v.to_string())); }
         let path = String::from("/v1/threads");
+        sdk.request_json(reqwest::Method::GET, &path, &query, None)
+            .await
+            .map(Output::Json)
+            .map_err(CallError::raw)
+    }
+
+    pub(super) async fn list_tools(sdk: crate::client::Sdk, after: Option<String>, before: Option<String>, limit: Option<u32>, order: Option<String>, page_token: Option<String>) -> Result<Output, CallError> {
+        let mut query: Vec<(&str, String)> = Vec::new();
+        if let Some(v) = after { query.push(("after", v.to_string())); }
+        if let Some(v) = before { query.push(("before", v.to_string())); }
+        if let Some(v) = limit { query.push(("limit", v.to_string())); }
+        if let Some(v) = order { crate::convert::parse::<types::SortDirection>(v.clone())?; query.push(("order", v.to_string())); }
+        if let Some(v) = page_token { query.push(("page_token", v.to_string())); }
+        let path = String::from("/v1/tools");
         sdk.request_json(reqwest::Method::GET, &path, &query, None)
             .await
             .map(Output::Json)

@@ -210,6 +210,27 @@ pub mod types {
             Default::default()
         }
     }
+    ///Parameters for registering a tool.
+    #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, PartialEq)]
+    #[serde(deny_unknown_fields)]
+    pub struct CreateToolRequest {
+        ///What the tool does and when to use it, as the model will read it (1 to 16 KiB of UTF-8; not only whitespace).
+        pub description: ::std::string::String,
+        ///A JSON Schema of the tool's input: a valid schema (draft 2020-12 unless `$schema` names another published draft) whose top-level `type` is `"object"`, at most 64 KiB as compact JSON. `$ref` may only point inside the schema: qlaud never fetches schemas.
+        pub input_schema: ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+        ///The name the model calls the tool by: 1 to 64 ASCII letters, digits, `_` or `-` (the rule of both Anthropic and OpenAI), unique within the tenant (case-sensitive).
+        pub name: ::std::string::String,
+        ///How long qlaud waits for the webhook's answer, 1 to 300 seconds; 30 when omitted.
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub timeout_secs: ::std::option::Option<u32>,
+        ///Where qlaud posts the tool's calls: an `https://` URL of at most 2000 bytes (plain `http://` only to `127.0.0.1` or `localhost`).
+        pub webhook_url: ::std::string::String,
+    }
+    impl CreateToolRequest {
+        pub fn builder() -> builder::CreateToolRequest {
+            Default::default()
+        }
+    }
     ///One model's usage on one UTC day.
     #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, PartialEq)]
     pub struct DayModelUsage {
@@ -1597,6 +1618,62 @@ pub mod types {
             Default::default()
         }
     }
+    ///A registered tool.
+    #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, PartialEq)]
+    pub struct Tool {
+        ///When the tool was registered.
+        pub created_at: ::chrono::DateTime<::chrono::offset::Utc>,
+        ///What the tool does, as the model reads it.
+        pub description: ::std::string::String,
+        ///The tool's id (`tool_…`).
+        pub id: ::std::string::String,
+        ///The JSON Schema of the tool's input.
+        pub input_schema: ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+        ///The name the model calls the tool by, unique within the tenant.
+        pub name: ::std::string::String,
+        ///Always `tool`.
+        pub object: ::std::string::String,
+        ///How long qlaud waits for the webhook's answer, in seconds.
+        pub timeout_secs: u32,
+        ///When the tool last changed (tools cannot be changed yet, so this is its registration time).
+        pub updated_at: ::chrono::DateTime<::chrono::offset::Utc>,
+        ///Where qlaud posts the tool's calls.
+        pub webhook_url: ::std::string::String,
+    }
+    impl Tool {
+        pub fn builder() -> builder::Tool {
+            Default::default()
+        }
+    }
+    ///The answer of `delete_tool`.
+    #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, PartialEq)]
+    pub struct ToolDeleted {
+        ///Always true.
+        pub deleted: bool,
+        ///The deleted tool's id.
+        pub id: ::std::string::String,
+        ///Always `tool.deleted`.
+        pub object: ::std::string::String,
+    }
+    impl ToolDeleted {
+        pub fn builder() -> builder::ToolDeleted {
+            Default::default()
+        }
+    }
+    ///A single page of results
+    #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, PartialEq)]
+    pub struct ToolResultsPage {
+        ///list of items on this page of results
+        pub items: ::std::vec::Vec<Tool>,
+        ///token used to fetch the next page of results (if any)
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub next_page: ::std::option::Option<::std::string::String>,
+    }
+    impl ToolResultsPage {
+        pub fn builder() -> builder::ToolResultsPage {
+            Default::default()
+        }
+    }
     ///What a turn does when the thread's history no longer fits the model's context window.
     #[derive(
         ::serde::Deserialize,
@@ -2918,6 +2995,126 @@ Every call qlaud makes to a URL the tenant gave it (spend alerts, tool and job w
                     model: Ok(value.model),
                     system: Ok(value.system),
                     truncation: Ok(value.truncation),
+                }
+            }
+        }
+        #[derive(Clone, Debug)]
+        pub struct CreateToolRequest {
+            description: ::std::result::Result<
+                ::std::string::String,
+                ::std::string::String,
+            >,
+            input_schema: ::std::result::Result<
+                ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+                ::std::string::String,
+            >,
+            name: ::std::result::Result<::std::string::String, ::std::string::String>,
+            timeout_secs: ::std::result::Result<
+                ::std::option::Option<u32>,
+                ::std::string::String,
+            >,
+            webhook_url: ::std::result::Result<
+                ::std::string::String,
+                ::std::string::String,
+            >,
+        }
+        impl ::std::default::Default for CreateToolRequest {
+            fn default() -> Self {
+                Self {
+                    description: Err("no value supplied for description".to_string()),
+                    input_schema: Err("no value supplied for input_schema".to_string()),
+                    name: Err("no value supplied for name".to_string()),
+                    timeout_secs: Ok(Default::default()),
+                    webhook_url: Err("no value supplied for webhook_url".to_string()),
+                }
+            }
+        }
+        impl CreateToolRequest {
+            pub fn description<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::string::String>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.description = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for description: {e}")
+                    });
+                self
+            }
+            pub fn input_schema<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<
+                    ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+                >,
+                T::Error: ::std::fmt::Display,
+            {
+                self.input_schema = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for input_schema: {e}")
+                    });
+                self
+            }
+            pub fn name<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::string::String>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.name = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for name: {e}")
+                    });
+                self
+            }
+            pub fn timeout_secs<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::option::Option<u32>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.timeout_secs = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for timeout_secs: {e}")
+                    });
+                self
+            }
+            pub fn webhook_url<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::string::String>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.webhook_url = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for webhook_url: {e}")
+                    });
+                self
+            }
+        }
+        impl ::std::convert::TryFrom<CreateToolRequest> for super::CreateToolRequest {
+            type Error = super::error::ConversionError;
+            fn try_from(
+                value: CreateToolRequest,
+            ) -> ::std::result::Result<Self, super::error::ConversionError> {
+                Ok(Self {
+                    description: value.description?,
+                    input_schema: value.input_schema?,
+                    name: value.name?,
+                    timeout_secs: value.timeout_secs?,
+                    webhook_url: value.webhook_url?,
+                })
+            }
+        }
+        impl ::std::convert::From<super::CreateToolRequest> for CreateToolRequest {
+            fn from(value: super::CreateToolRequest) -> Self {
+                Self {
+                    description: Ok(value.description),
+                    input_schema: Ok(value.input_schema),
+                    name: Ok(value.name),
+                    timeout_secs: Ok(value.timeout_secs),
+                    webhook_url: Ok(value.webhook_url),
                 }
             }
         }
@@ -8397,6 +8594,327 @@ Every call qlaud makes to a URL the tenant gave it (spend alerts, tool and job w
             }
         }
         #[derive(Clone, Debug)]
+        pub struct Tool {
+            created_at: ::std::result::Result<
+                ::chrono::DateTime<::chrono::offset::Utc>,
+                ::std::string::String,
+            >,
+            description: ::std::result::Result<
+                ::std::string::String,
+                ::std::string::String,
+            >,
+            id: ::std::result::Result<::std::string::String, ::std::string::String>,
+            input_schema: ::std::result::Result<
+                ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+                ::std::string::String,
+            >,
+            name: ::std::result::Result<::std::string::String, ::std::string::String>,
+            object: ::std::result::Result<::std::string::String, ::std::string::String>,
+            timeout_secs: ::std::result::Result<u32, ::std::string::String>,
+            updated_at: ::std::result::Result<
+                ::chrono::DateTime<::chrono::offset::Utc>,
+                ::std::string::String,
+            >,
+            webhook_url: ::std::result::Result<
+                ::std::string::String,
+                ::std::string::String,
+            >,
+        }
+        impl ::std::default::Default for Tool {
+            fn default() -> Self {
+                Self {
+                    created_at: Err("no value supplied for created_at".to_string()),
+                    description: Err("no value supplied for description".to_string()),
+                    id: Err("no value supplied for id".to_string()),
+                    input_schema: Err("no value supplied for input_schema".to_string()),
+                    name: Err("no value supplied for name".to_string()),
+                    object: Err("no value supplied for object".to_string()),
+                    timeout_secs: Err("no value supplied for timeout_secs".to_string()),
+                    updated_at: Err("no value supplied for updated_at".to_string()),
+                    webhook_url: Err("no value supplied for webhook_url".to_string()),
+                }
+            }
+        }
+        impl Tool {
+            pub fn created_at<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::chrono::DateTime<::chrono::offset::Utc>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.created_at = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for created_at: {e}")
+                    });
+                self
+            }
+            pub fn description<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::string::String>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.description = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for description: {e}")
+                    });
+                self
+            }
+            pub fn id<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::string::String>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.id = value
+                    .try_into()
+                    .map_err(|e| format!("error converting supplied value for id: {e}"));
+                self
+            }
+            pub fn input_schema<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<
+                    ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+                >,
+                T::Error: ::std::fmt::Display,
+            {
+                self.input_schema = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for input_schema: {e}")
+                    });
+                self
+            }
+            pub fn name<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::string::String>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.name = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for name: {e}")
+                    });
+                self
+            }
+            pub fn object<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::string::String>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.object = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for object: {e}")
+                    });
+                self
+            }
+            pub fn timeout_secs<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<u32>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.timeout_secs = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for timeout_secs: {e}")
+                    });
+                self
+            }
+            pub fn updated_at<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::chrono::DateTime<::chrono::offset::Utc>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.updated_at = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for updated_at: {e}")
+                    });
+                self
+            }
+            pub fn webhook_url<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::string::String>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.webhook_url = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for webhook_url: {e}")
+                    });
+                self
+            }
+        }
+        impl ::std::convert::TryFrom<Tool> for super::Tool {
+            type Error = super::error::ConversionError;
+            fn try_from(
+                value: Tool,
+            ) -> ::std::result::Result<Self, super::error::ConversionError> {
+                Ok(Self {
+                    created_at: value.created_at?,
+                    description: value.description?,
+                    id: value.id?,
+                    input_schema: value.input_schema?,
+                    name: value.name?,
+                    object: value.object?,
+                    timeout_secs: value.timeout_secs?,
+                    updated_at: value.updated_at?,
+                    webhook_url: value.webhook_url?,
+                })
+            }
+        }
+        impl ::std::convert::From<super::Tool> for Tool {
+            fn from(value: super::Tool) -> Self {
+                Self {
+                    created_at: Ok(value.created_at),
+                    description: Ok(value.description),
+                    id: Ok(value.id),
+                    input_schema: Ok(value.input_schema),
+                    name: Ok(value.name),
+                    object: Ok(value.object),
+                    timeout_secs: Ok(value.timeout_secs),
+                    updated_at: Ok(value.updated_at),
+                    webhook_url: Ok(value.webhook_url),
+                }
+            }
+        }
+        #[derive(Clone, Debug)]
+        pub struct ToolDeleted {
+            deleted: ::std::result::Result<bool, ::std::string::String>,
+            id: ::std::result::Result<::std::string::String, ::std::string::String>,
+            object: ::std::result::Result<::std::string::String, ::std::string::String>,
+        }
+        impl ::std::default::Default for ToolDeleted {
+            fn default() -> Self {
+                Self {
+                    deleted: Err("no value supplied for deleted".to_string()),
+                    id: Err("no value supplied for id".to_string()),
+                    object: Err("no value supplied for object".to_string()),
+                }
+            }
+        }
+        impl ToolDeleted {
+            pub fn deleted<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<bool>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.deleted = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for deleted: {e}")
+                    });
+                self
+            }
+            pub fn id<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::string::String>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.id = value
+                    .try_into()
+                    .map_err(|e| format!("error converting supplied value for id: {e}"));
+                self
+            }
+            pub fn object<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::string::String>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.object = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for object: {e}")
+                    });
+                self
+            }
+        }
+        impl ::std::convert::TryFrom<ToolDeleted> for super::ToolDeleted {
+            type Error = super::error::ConversionError;
+            fn try_from(
+                value: ToolDeleted,
+            ) -> ::std::result::Result<Self, super::error::ConversionError> {
+                Ok(Self {
+                    deleted: value.deleted?,
+                    id: value.id?,
+                    object: value.object?,
+                })
+            }
+        }
+        impl ::std::convert::From<super::ToolDeleted> for ToolDeleted {
+            fn from(value: super::ToolDeleted) -> Self {
+                Self {
+                    deleted: Ok(value.deleted),
+                    id: Ok(value.id),
+                    object: Ok(value.object),
+                }
+            }
+        }
+        #[derive(Clone, Debug)]
+        pub struct ToolResultsPage {
+            items: ::std::result::Result<
+                ::std::vec::Vec<super::Tool>,
+                ::std::string::String,
+            >,
+            next_page: ::std::result::Result<
+                ::std::option::Option<::std::string::String>,
+                ::std::string::String,
+            >,
+        }
+        impl ::std::default::Default for ToolResultsPage {
+            fn default() -> Self {
+                Self {
+                    items: Err("no value supplied for items".to_string()),
+                    next_page: Ok(Default::default()),
+                }
+            }
+        }
+        impl ToolResultsPage {
+            pub fn items<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::vec::Vec<super::Tool>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.items = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for items: {e}")
+                    });
+                self
+            }
+            pub fn next_page<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::option::Option<::std::string::String>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.next_page = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for next_page: {e}")
+                    });
+                self
+            }
+        }
+        impl ::std::convert::TryFrom<ToolResultsPage> for super::ToolResultsPage {
+            type Error = super::error::ConversionError;
+            fn try_from(
+                value: ToolResultsPage,
+            ) -> ::std::result::Result<Self, super::error::ConversionError> {
+                Ok(Self {
+                    items: value.items?,
+                    next_page: value.next_page?,
+                })
+            }
+        }
+        impl ::std::convert::From<super::ToolResultsPage> for ToolResultsPage {
+            fn from(value: super::ToolResultsPage) -> Self {
+                Self {
+                    items: Ok(value.items),
+                    next_page: Ok(value.next_page),
+                }
+            }
+        }
+        #[derive(Clone, Debug)]
         pub struct UpdateKeyRequest {
             disabled: ::std::result::Result<
                 ::std::option::Option<bool>,
@@ -9665,6 +10183,80 @@ let response = client.create_thread_message()
 ```*/
     pub fn create_thread_message(&self) -> builder::CreateThreadMessage<'_> {
         builder::CreateThreadMessage::new(self)
+    }
+    /**List tools
+
+The tenant's tools, newest first by default (`order=asc` for oldest first), a page at a time (`limit` 1 to 100, default 20); `after` and `before` bound the listing by tool ids (an unknown id answers 400). Requires an admin key (403 otherwise).
+
+Sends a `GET` request to `/v1/tools`
+
+Arguments:
+- `after`: Only tools registered after this tool (an id from an earlier listing), whatever the order.
+- `before`: Only tools registered before this tool (an id from an earlier listing), whatever the order.
+- `limit`: Maximum number of items returned by a single call
+- `order`: `desc` (default: newest first) or `asc` (oldest first), by registration time.
+- `page_token`: Token returned by previous call to retrieve the subsequent page
+```ignore
+let response = client.list_tools()
+    .after(after)
+    .before(before)
+    .limit(limit)
+    .order(order)
+    .page_token(page_token)
+    .send()
+    .await;
+```*/
+    pub fn list_tools(&self) -> builder::ListTools<'_> {
+        builder::ListTools::new(self)
+    }
+    /**Register a tool
+
+Registers a webhook tool for the tenant: thread turns may name it, and when the model calls it qlaud posts the call to `webhook_url` and hands the answer back to the model. The name must be unused in the tenant: a taken name answers 409 and changes nothing. A bad name, description, schema, URL or timeout, or an unknown field, answers 400 and stores nothing. Requires an admin key (403 otherwise).
+
+Sends a `POST` request to `/v1/tools`
+
+```ignore
+let response = client.create_tool()
+    .body(body)
+    .send()
+    .await;
+```*/
+    pub fn create_tool(&self) -> builder::CreateTool<'_> {
+        builder::CreateTool::new(self)
+    }
+    /**Fetch a tool
+
+Another tenant's tool answers 404, exactly as an id that never existed. Requires an admin key (403 otherwise).
+
+Sends a `GET` request to `/v1/tools/{tool_id}`
+
+Arguments:
+- `tool_id`: The tool's id (`tool_…`).
+```ignore
+let response = client.get_tool()
+    .tool_id(tool_id)
+    .send()
+    .await;
+```*/
+    pub fn get_tool(&self) -> builder::GetTool<'_> {
+        builder::GetTool::new(self)
+    }
+    /**Delete a tool
+
+Deletes the tool for good; its name is free again at once. Turns that name it afterwards no longer find it. Another tenant's tool answers 404, as a missing one. Requires an admin key (403 otherwise).
+
+Sends a `DELETE` request to `/v1/tools/{tool_id}`
+
+Arguments:
+- `tool_id`: The tool's id (`tool_…`).
+```ignore
+let response = client.delete_tool()
+    .tool_id(tool_id)
+    .send()
+    .await;
+```*/
+    pub fn delete_tool(&self) -> builder::DeleteTool<'_> {
+        builder::DeleteTool::new(self)
     }
     /**Report usage
 
@@ -12685,6 +13277,460 @@ pub mod builder {
                 .build()?;
             let info = OperationInfo {
                 operation_id: "create_thread_message",
+            };
+            client.pre(&mut request, &info).await?;
+            let result = client.exec(request, &info).await;
+            client.post(&result, &info).await?;
+            let response = result?;
+            match response.status().as_u16() {
+                200u16 => ResponseValue::from_response(response).await,
+                400u16..=499u16 => {
+                    Err(
+                        Error::ErrorResponse(
+                            ResponseValue::from_response(response).await?,
+                        ),
+                    )
+                }
+                500u16..=599u16 => {
+                    Err(
+                        Error::ErrorResponse(
+                            ResponseValue::from_response(response).await?,
+                        ),
+                    )
+                }
+                _ => Err(Error::UnexpectedResponse(response)),
+            }
+        }
+    }
+    /**Builder for [`Client::list_tools`]
+
+[`Client::list_tools`]: super::Client::list_tools*/
+    #[derive(Debug, Clone)]
+    pub struct ListTools<'a> {
+        client: &'a super::Client,
+        after: Result<Option<::std::string::String>, String>,
+        before: Result<Option<::std::string::String>, String>,
+        limit: Result<Option<::std::num::NonZeroU32>, String>,
+        order: Result<Option<types::SortDirection>, String>,
+        page_token: Result<Option<::std::string::String>, String>,
+    }
+    impl<'a> ListTools<'a> {
+        pub fn new(client: &'a super::Client) -> Self {
+            Self {
+                client: client,
+                after: Ok(None),
+                before: Ok(None),
+                limit: Ok(None),
+                order: Ok(None),
+                page_token: Ok(None),
+            }
+        }
+        pub fn after<V>(mut self, value: V) -> Self
+        where
+            V: std::convert::TryInto<::std::string::String>,
+        {
+            self.after = value
+                .try_into()
+                .map(Some)
+                .map_err(|_| {
+                    "conversion to `:: std :: string :: String` for after failed"
+                        .to_string()
+                });
+            self
+        }
+        pub fn before<V>(mut self, value: V) -> Self
+        where
+            V: std::convert::TryInto<::std::string::String>,
+        {
+            self.before = value
+                .try_into()
+                .map(Some)
+                .map_err(|_| {
+                    "conversion to `:: std :: string :: String` for before failed"
+                        .to_string()
+                });
+            self
+        }
+        pub fn limit<V>(mut self, value: V) -> Self
+        where
+            V: std::convert::TryInto<::std::num::NonZeroU32>,
+        {
+            self.limit = value
+                .try_into()
+                .map(Some)
+                .map_err(|_| {
+                    "conversion to `:: std :: num :: NonZeroU32` for limit failed"
+                        .to_string()
+                });
+            self
+        }
+        pub fn order<V>(mut self, value: V) -> Self
+        where
+            V: std::convert::TryInto<types::SortDirection>,
+        {
+            self.order = value
+                .try_into()
+                .map(Some)
+                .map_err(|_| {
+                    "conversion to `SortDirection` for order failed".to_string()
+                });
+            self
+        }
+        pub fn page_token<V>(mut self, value: V) -> Self
+        where
+            V: std::convert::TryInto<::std::string::String>,
+        {
+            self.page_token = value
+                .try_into()
+                .map(Some)
+                .map_err(|_| {
+                    "conversion to `:: std :: string :: String` for page_token failed"
+                        .to_string()
+                });
+            self
+        }
+        ///Sends a `GET` request to `/v1/tools`
+        pub async fn send(
+            self,
+        ) -> Result<ResponseValue<types::ToolResultsPage>, Error<types::Error>> {
+            let Self { client, after, before, limit, order, page_token } = self;
+            let after = after.map_err(Error::InvalidRequest)?;
+            let before = before.map_err(Error::InvalidRequest)?;
+            let limit = limit.map_err(Error::InvalidRequest)?;
+            let order = order.map_err(Error::InvalidRequest)?;
+            let page_token = page_token.map_err(Error::InvalidRequest)?;
+            let url = format!("{}/v1/tools", client.baseurl,);
+            let mut header_map = ::reqwest::header::HeaderMap::with_capacity(1usize);
+            header_map
+                .append(
+                    ::reqwest::header::HeaderName::from_static("api-version"),
+                    ::reqwest::header::HeaderValue::from_static(
+                        super::Client::api_version(),
+                    ),
+                );
+            #[allow(unused_mut)]
+            let mut request = client
+                .client
+                .get(url)
+                .header(
+                    ::reqwest::header::ACCEPT,
+                    ::reqwest::header::HeaderValue::from_static("application/json"),
+                )
+                .query(&progenitor_client::QueryParam::new("after", &after))
+                .query(&progenitor_client::QueryParam::new("before", &before))
+                .query(&progenitor_client::QueryParam::new("limit", &limit))
+                .query(&progenitor_client::QueryParam::new("order", &order))
+                .query(&progenitor_client::QueryParam::new("page_token", &page_token))
+                .headers(header_map)
+                .build()?;
+            let info = OperationInfo {
+                operation_id: "list_tools",
+            };
+            client.pre(&mut request, &info).await?;
+            let result = client.exec(request, &info).await;
+            client.post(&result, &info).await?;
+            let response = result?;
+            match response.status().as_u16() {
+                200u16 => ResponseValue::from_response(response).await,
+                400u16..=499u16 => {
+                    Err(
+                        Error::ErrorResponse(
+                            ResponseValue::from_response(response).await?,
+                        ),
+                    )
+                }
+                500u16..=599u16 => {
+                    Err(
+                        Error::ErrorResponse(
+                            ResponseValue::from_response(response).await?,
+                        ),
+                    )
+                }
+                _ => Err(Error::UnexpectedResponse(response)),
+            }
+        }
+        ///Streams `GET` requests to `/v1/tools`
+        pub fn stream(
+            self,
+        ) -> impl futures::Stream<
+            Item = Result<types::Tool, Error<types::Error>>,
+        > + Unpin + 'a {
+            use ::futures::StreamExt;
+            use ::futures::TryFutureExt;
+            use ::futures::TryStreamExt;
+            let next = Self {
+                after: Ok(None),
+                before: Ok(None),
+                order: Ok(None),
+                page_token: Ok(None),
+                ..self.clone()
+            };
+            self.send()
+                .map_ok(move |page| {
+                    let page = page.into_inner();
+                    let first = futures::stream::iter(page.items).map(Ok);
+                    let rest = futures::stream::try_unfold(
+                            (page.next_page, next),
+                            |(next_page, next)| async {
+                                if next_page.is_none() {
+                                    Ok(None)
+                                } else {
+                                    Self {
+                                        page_token: Ok(next_page),
+                                        ..next.clone()
+                                    }
+                                        .send()
+                                        .map_ok(|page| {
+                                            let page = page.into_inner();
+                                            Some((
+                                                futures::stream::iter(page.items).map(Ok),
+                                                (page.next_page, next),
+                                            ))
+                                        })
+                                        .await
+                                }
+                            },
+                        )
+                        .try_flatten();
+                    first.chain(rest)
+                })
+                .try_flatten_stream()
+                .boxed()
+        }
+    }
+    /**Builder for [`Client::create_tool`]
+
+[`Client::create_tool`]: super::Client::create_tool*/
+    #[derive(Debug, Clone)]
+    pub struct CreateTool<'a> {
+        client: &'a super::Client,
+        body: Result<types::builder::CreateToolRequest, String>,
+    }
+    impl<'a> CreateTool<'a> {
+        pub fn new(client: &'a super::Client) -> Self {
+            Self {
+                client: client,
+                body: Ok(::std::default::Default::default()),
+            }
+        }
+        pub fn body<V>(mut self, value: V) -> Self
+        where
+            V: std::convert::TryInto<types::CreateToolRequest>,
+            <V as std::convert::TryInto<
+                types::CreateToolRequest,
+            >>::Error: std::fmt::Display,
+        {
+            self.body = value
+                .try_into()
+                .map(From::from)
+                .map_err(|s| {
+                    format!("conversion to `CreateToolRequest` for body failed: {}", s)
+                });
+            self
+        }
+        pub fn body_map<F>(mut self, f: F) -> Self
+        where
+            F: std::ops::FnOnce(
+                types::builder::CreateToolRequest,
+            ) -> types::builder::CreateToolRequest,
+        {
+            self.body = self.body.map(f);
+            self
+        }
+        ///Sends a `POST` request to `/v1/tools`
+        pub async fn send(
+            self,
+        ) -> Result<ResponseValue<types::Tool>, Error<types::Error>> {
+            let Self { client, body } = self;
+            let body = body
+                .and_then(|v| {
+                    types::CreateToolRequest::try_from(v).map_err(|e| e.to_string())
+                })
+                .map_err(Error::InvalidRequest)?;
+            let url = format!("{}/v1/tools", client.baseurl,);
+            let mut header_map = ::reqwest::header::HeaderMap::with_capacity(1usize);
+            header_map
+                .append(
+                    ::reqwest::header::HeaderName::from_static("api-version"),
+                    ::reqwest::header::HeaderValue::from_static(
+                        super::Client::api_version(),
+                    ),
+                );
+            #[allow(unused_mut)]
+            let mut request = client
+                .client
+                .post(url)
+                .header(
+                    ::reqwest::header::ACCEPT,
+                    ::reqwest::header::HeaderValue::from_static("application/json"),
+                )
+                .json(&body)
+                .headers(header_map)
+                .build()?;
+            let info = OperationInfo {
+                operation_id: "create_tool",
+            };
+            client.pre(&mut request, &info).await?;
+            let result = client.exec(request, &info).await;
+            client.post(&result, &info).await?;
+            let response = result?;
+            match response.status().as_u16() {
+                201u16 => ResponseValue::from_response(response).await,
+                400u16..=499u16 => {
+                    Err(
+                        Error::ErrorResponse(
+                            ResponseValue::from_response(response).await?,
+                        ),
+                    )
+                }
+                500u16..=599u16 => {
+                    Err(
+                        Error::ErrorResponse(
+                            ResponseValue::from_response(response).await?,
+                        ),
+                    )
+                }
+                _ => Err(Error::UnexpectedResponse(response)),
+            }
+        }
+    }
+    /**Builder for [`Client::get_tool`]
+
+[`Client::get_tool`]: super::Client::get_tool*/
+    #[derive(Debug, Clone)]
+    pub struct GetTool<'a> {
+        client: &'a super::Client,
+        tool_id: Result<::std::string::String, String>,
+    }
+    impl<'a> GetTool<'a> {
+        pub fn new(client: &'a super::Client) -> Self {
+            Self {
+                client: client,
+                tool_id: Err("tool_id was not initialized".to_string()),
+            }
+        }
+        pub fn tool_id<V>(mut self, value: V) -> Self
+        where
+            V: std::convert::TryInto<::std::string::String>,
+        {
+            self.tool_id = value
+                .try_into()
+                .map_err(|_| {
+                    "conversion to `:: std :: string :: String` for tool_id failed"
+                        .to_string()
+                });
+            self
+        }
+        ///Sends a `GET` request to `/v1/tools/{tool_id}`
+        pub async fn send(
+            self,
+        ) -> Result<ResponseValue<types::Tool>, Error<types::Error>> {
+            let Self { client, tool_id } = self;
+            let tool_id = tool_id.map_err(Error::InvalidRequest)?;
+            let url = format!(
+                "{}/v1/tools/{}", client.baseurl, encode_path(& tool_id.to_string()),
+            );
+            let mut header_map = ::reqwest::header::HeaderMap::with_capacity(1usize);
+            header_map
+                .append(
+                    ::reqwest::header::HeaderName::from_static("api-version"),
+                    ::reqwest::header::HeaderValue::from_static(
+                        super::Client::api_version(),
+                    ),
+                );
+            #[allow(unused_mut)]
+            let mut request = client
+                .client
+                .get(url)
+                .header(
+                    ::reqwest::header::ACCEPT,
+                    ::reqwest::header::HeaderValue::from_static("application/json"),
+                )
+                .headers(header_map)
+                .build()?;
+            let info = OperationInfo {
+                operation_id: "get_tool",
+            };
+            client.pre(&mut request, &info).await?;
+            let result = client.exec(request, &info).await;
+            client.post(&result, &info).await?;
+            let response = result?;
+            match response.status().as_u16() {
+                200u16 => ResponseValue::from_response(response).await,
+                400u16..=499u16 => {
+                    Err(
+                        Error::ErrorResponse(
+                            ResponseValue::from_response(response).await?,
+                        ),
+                    )
+                }
+                500u16..=599u16 => {
+                    Err(
+                        Error::ErrorResponse(
+                            ResponseValue::from_response(response).await?,
+                        ),
+                    )
+                }
+                _ => Err(Error::UnexpectedResponse(response)),
+            }
+        }
+    }
+    /**Builder for [`Client::delete_tool`]
+
+[`Client::delete_tool`]: super::Client::delete_tool*/
+    #[derive(Debug, Clone)]
+    pub struct DeleteTool<'a> {
+        client: &'a super::Client,
+        tool_id: Result<::std::string::String, String>,
+    }
+    impl<'a> DeleteTool<'a> {
+        pub fn new(client: &'a super::Client) -> Self {
+            Self {
+                client: client,
+                tool_id: Err("tool_id was not initialized".to_string()),
+            }
+        }
+        pub fn tool_id<V>(mut self, value: V) -> Self
+        where
+            V: std::convert::TryInto<::std::string::String>,
+        {
+            self.tool_id = value
+                .try_into()
+                .map_err(|_| {
+                    "conversion to `:: std :: string :: String` for tool_id failed"
+                        .to_string()
+                });
+            self
+        }
+        ///Sends a `DELETE` request to `/v1/tools/{tool_id}`
+        pub async fn send(
+            self,
+        ) -> Result<ResponseValue<types::ToolDeleted>, Error<types::Error>> {
+            let Self { client, tool_id } = self;
+            let tool_id = tool_id.map_err(Error::InvalidRequest)?;
+            let url = format!(
+                "{}/v1/tools/{}", client.baseurl, encode_path(& tool_id.to_string()),
+            );
+            let mut header_map = ::reqwest::header::HeaderMap::with_capacity(1usize);
+            header_map
+                .append(
+                    ::reqwest::header::HeaderName::from_static("api-version"),
+                    ::reqwest::header::HeaderValue::from_static(
+                        super::Client::api_version(),
+                    ),
+                );
+            #[allow(unused_mut)]
+            let mut request = client
+                .client
+                .delete(url)
+                .header(
+                    ::reqwest::header::ACCEPT,
+                    ::reqwest::header::HeaderValue::from_static("application/json"),
+                )
+                .headers(header_map)
+                .build()?;
+            let info = OperationInfo {
+                operation_id: "delete_tool",
             };
             client.pre(&mut request, &info).await?;
             let result = client.exec(request, &info).await;

@@ -17,6 +17,7 @@ from qlaud.types import (
     ChatUsage,
     CreateThreadMessageRequest,
     CreateThreadRequest,
+    CreateToolRequest,
     DayModelUsage,
     DayUsage,
     EmbeddingList,
@@ -65,6 +66,9 @@ from qlaud.types import (
     ThreadMessage,
     ThreadMessageResultsPage,
     ThreadResultsPage,
+    Tool,
+    ToolDeleted,
+    ToolResultsPage,
     Truncation,
     UpdateKeyRequest,
     UpdateThreadRequest,
@@ -590,6 +594,28 @@ class Client:
             tools: Tools the model may call: the names of the tenant's registered tools (qlaud calls their webhooks and feeds the results back), the string `"all"` for every registered tool, and client-side tool definitions (`{name, description, input_schema}` as in Anthropic's API, or `{type: "function", function: {…}}` as in OpenAI's), whose calls end the turn with `stop_reason: "tool_use"` for the caller to answer in the next turn.
             truncation: What to do when the history outgrows the model's context window; the thread's default when omitted.
         """
+    def create_tool(
+        self,
+        *,
+        description: str,
+        input_schema: dict[str, Any],
+        name: str,
+        webhook_url: str,
+        timeout_secs: int | None = None,
+    ) -> Tool:
+        """Register a tool.
+
+        Registers a webhook tool for the tenant: thread turns may name it, and when the model calls it qlaud posts the call to `webhook_url` and hands the answer back to the model. The name must be unused in the tenant: a taken name answers 409 and changes nothing. A bad name, description, schema, URL or timeout, or an unknown field, answers 400 and stores nothing. Requires an admin key (403 otherwise).
+
+        `POST /v1/tools`
+
+        Args:
+            description: What the tool does and when to use it, as the model will read it (1 to 16 KiB of UTF-8; not only whitespace).
+            input_schema: A JSON Schema of the tool's input: a valid schema (draft 2020-12 unless `$schema` names another published draft) whose top-level `type` is `"object"`, at most 64 KiB as compact JSON. `$ref` may only point inside the schema: qlaud never fetches schemas.
+            name: The name the model calls the tool by: 1 to 64 ASCII letters, digits, `_` or `-` (the rule of both Anthropic and OpenAI), unique within the tenant (case-sensitive).
+            webhook_url: Where qlaud posts the tool's calls: an `https://` URL of at most 2000 bytes (plain `http://` only to `127.0.0.1` or `localhost`).
+            timeout_secs: How long qlaud waits for the webhook's answer, 1 to 300 seconds; 30 when omitted.
+        """
     def delete_thread(
         self,
         thread_id: str,
@@ -602,6 +628,19 @@ class Client:
 
         Args:
             thread_id: The thread's id (`thr_…`).
+        """
+    def delete_tool(
+        self,
+        tool_id: str,
+    ) -> ToolDeleted:
+        """Delete a tool.
+
+        Deletes the tool for good; its name is free again at once. Turns that name it afterwards no longer find it. Another tenant's tool answers 404, as a missing one. Requires an admin key (403 otherwise).
+
+        `DELETE /v1/tools/{tool_id}`
+
+        Args:
+            tool_id: The tool's id (`tool_…`).
         """
     def export_meter_events(
         self,
@@ -682,6 +721,19 @@ class Client:
 
         Args:
             thread_id: The thread's id (`thr_…`).
+        """
+    def get_tool(
+        self,
+        tool_id: str,
+    ) -> Tool:
+        """Fetch a tool.
+
+        Another tenant's tool answers 404, exactly as an id that never existed. Requires an admin key (403 otherwise).
+
+        `GET /v1/tools/{tool_id}`
+
+        Args:
+            tool_id: The tool's id (`tool_…`).
         """
     def get_usage(
         self,
@@ -865,6 +917,38 @@ class Client:
         order: SortDirection | None = None,
     ) -> Iterator[Thread]:
         """Every item of `list_threads`, fetching the next page as the last one runs out.
+        """
+    def list_tools(
+        self,
+        *,
+        after: str | None = None,
+        before: str | None = None,
+        limit: int | None = None,
+        order: SortDirection | None = None,
+        page_token: str | None = None,
+    ) -> ToolResultsPage:
+        """List tools.
+
+        The tenant's tools, newest first by default (`order=asc` for oldest first), a page at a time (`limit` 1 to 100, default 20); `after` and `before` bound the listing by tool ids (an unknown id answers 400). Requires an admin key (403 otherwise).
+
+        `GET /v1/tools`
+
+        Args:
+            after: Only tools registered after this tool (an id from an earlier listing), whatever the order.
+            before: Only tools registered before this tool (an id from an earlier listing), whatever the order.
+            limit: Maximum number of items returned by a single call
+            order: `desc` (default: newest first) or `asc` (oldest first), by registration time.
+            page_token: Token returned by previous call to retrieve the subsequent page
+        """
+    def iter_tools(
+        self,
+        *,
+        after: str | None = None,
+        before: str | None = None,
+        limit: int | None = None,
+        order: SortDirection | None = None,
+    ) -> Iterator[Tool]:
+        """Every item of `list_tools`, fetching the next page as the last one runs out.
         """
     def mint_key(
         self,
@@ -1465,6 +1549,28 @@ class AsyncClient:
             tools: Tools the model may call: the names of the tenant's registered tools (qlaud calls their webhooks and feeds the results back), the string `"all"` for every registered tool, and client-side tool definitions (`{name, description, input_schema}` as in Anthropic's API, or `{type: "function", function: {…}}` as in OpenAI's), whose calls end the turn with `stop_reason: "tool_use"` for the caller to answer in the next turn.
             truncation: What to do when the history outgrows the model's context window; the thread's default when omitted.
         """
+    async def create_tool(
+        self,
+        *,
+        description: str,
+        input_schema: dict[str, Any],
+        name: str,
+        webhook_url: str,
+        timeout_secs: int | None = None,
+    ) -> Tool:
+        """Register a tool.
+
+        Registers a webhook tool for the tenant: thread turns may name it, and when the model calls it qlaud posts the call to `webhook_url` and hands the answer back to the model. The name must be unused in the tenant: a taken name answers 409 and changes nothing. A bad name, description, schema, URL or timeout, or an unknown field, answers 400 and stores nothing. Requires an admin key (403 otherwise).
+
+        `POST /v1/tools`
+
+        Args:
+            description: What the tool does and when to use it, as the model will read it (1 to 16 KiB of UTF-8; not only whitespace).
+            input_schema: A JSON Schema of the tool's input: a valid schema (draft 2020-12 unless `$schema` names another published draft) whose top-level `type` is `"object"`, at most 64 KiB as compact JSON. `$ref` may only point inside the schema: qlaud never fetches schemas.
+            name: The name the model calls the tool by: 1 to 64 ASCII letters, digits, `_` or `-` (the rule of both Anthropic and OpenAI), unique within the tenant (case-sensitive).
+            webhook_url: Where qlaud posts the tool's calls: an `https://` URL of at most 2000 bytes (plain `http://` only to `127.0.0.1` or `localhost`).
+            timeout_secs: How long qlaud waits for the webhook's answer, 1 to 300 seconds; 30 when omitted.
+        """
     async def delete_thread(
         self,
         thread_id: str,
@@ -1477,6 +1583,19 @@ class AsyncClient:
 
         Args:
             thread_id: The thread's id (`thr_…`).
+        """
+    async def delete_tool(
+        self,
+        tool_id: str,
+    ) -> ToolDeleted:
+        """Delete a tool.
+
+        Deletes the tool for good; its name is free again at once. Turns that name it afterwards no longer find it. Another tenant's tool answers 404, as a missing one. Requires an admin key (403 otherwise).
+
+        `DELETE /v1/tools/{tool_id}`
+
+        Args:
+            tool_id: The tool's id (`tool_…`).
         """
     async def export_meter_events(
         self,
@@ -1557,6 +1676,19 @@ class AsyncClient:
 
         Args:
             thread_id: The thread's id (`thr_…`).
+        """
+    async def get_tool(
+        self,
+        tool_id: str,
+    ) -> Tool:
+        """Fetch a tool.
+
+        Another tenant's tool answers 404, exactly as an id that never existed. Requires an admin key (403 otherwise).
+
+        `GET /v1/tools/{tool_id}`
+
+        Args:
+            tool_id: The tool's id (`tool_…`).
         """
     async def get_usage(
         self,
@@ -1740,6 +1872,38 @@ class AsyncClient:
         order: SortDirection | None = None,
     ) -> AsyncIterator[Thread]:
         """Every item of `list_threads`, fetching the next page as the last one runs out.
+        """
+    async def list_tools(
+        self,
+        *,
+        after: str | None = None,
+        before: str | None = None,
+        limit: int | None = None,
+        order: SortDirection | None = None,
+        page_token: str | None = None,
+    ) -> ToolResultsPage:
+        """List tools.
+
+        The tenant's tools, newest first by default (`order=asc` for oldest first), a page at a time (`limit` 1 to 100, default 20); `after` and `before` bound the listing by tool ids (an unknown id answers 400). Requires an admin key (403 otherwise).
+
+        `GET /v1/tools`
+
+        Args:
+            after: Only tools registered after this tool (an id from an earlier listing), whatever the order.
+            before: Only tools registered before this tool (an id from an earlier listing), whatever the order.
+            limit: Maximum number of items returned by a single call
+            order: `desc` (default: newest first) or `asc` (oldest first), by registration time.
+            page_token: Token returned by previous call to retrieve the subsequent page
+        """
+    def iter_tools(
+        self,
+        *,
+        after: str | None = None,
+        before: str | None = None,
+        limit: int | None = None,
+        order: SortDirection | None = None,
+    ) -> AsyncIterator[Tool]:
+        """Every item of `list_tools`, fetching the next page as the last one runs out.
         """
     async def mint_key(
         self,

@@ -26,6 +26,7 @@ __all__ = [
     "ChatUsage",
     "CreateThreadMessageRequest",
     "CreateThreadRequest",
+    "CreateToolRequest",
     "DayModelUsage",
     "DayUsage",
     "EmbeddingList",
@@ -74,6 +75,9 @@ __all__ = [
     "ThreadMessage",
     "ThreadMessageResultsPage",
     "ThreadResultsPage",
+    "Tool",
+    "ToolDeleted",
+    "ToolResultsPage",
     "Truncation",
     "UpdateKeyRequest",
     "UpdateThreadRequest",
@@ -252,6 +256,22 @@ class CreateThreadRequest(TypedDict):
     """The system prompt every turn of the thread is sent with (at most 256 KiB)."""
     truncation: NotRequired[Truncation | None]
     """What turns do when the history outgrows the model's context window; `disabled` when omitted. A turn may override it."""
+
+
+class CreateToolRequest(TypedDict):
+    """Parameters for registering a tool.
+    """
+
+    description: str
+    """What the tool does and when to use it, as the model will read it (1 to 16 KiB of UTF-8; not only whitespace)."""
+    input_schema: dict[str, Any]
+    """A JSON Schema of the tool's input: a valid schema (draft 2020-12 unless `$schema` names another published draft) whose top-level `type` is `"object"`, at most 64 KiB as compact JSON. `$ref` may only point inside the schema: qlaud never fetches schemas."""
+    name: str
+    """The name the model calls the tool by: 1 to 64 ASCII letters, digits, `_` or `-` (the rule of both Anthropic and OpenAI), unique within the tenant (case-sensitive)."""
+    timeout_secs: NotRequired[int | None]
+    """How long qlaud waits for the webhook's answer, 1 to 300 seconds; 30 when omitted."""
+    webhook_url: str
+    """Where qlaud posts the tool's calls: an `https://` URL of at most 2000 bytes (plain `http://` only to `127.0.0.1` or `localhost`)."""
 
 
 class DayModelUsage(TypedDict):
@@ -978,6 +998,52 @@ class ThreadResultsPage(TypedDict):
     """
 
     items: list[Thread]
+    """list of items on this page of results"""
+    next_page: NotRequired[str | None]
+    """token used to fetch the next page of results (if any)"""
+
+
+class Tool(TypedDict):
+    """A registered tool.
+    """
+
+    created_at: str
+    """When the tool was registered."""
+    description: str
+    """What the tool does, as the model reads it."""
+    id: str
+    """The tool's id (`tool_…`)."""
+    input_schema: dict[str, Any]
+    """The JSON Schema of the tool's input."""
+    name: str
+    """The name the model calls the tool by, unique within the tenant."""
+    object: str
+    """Always `tool`."""
+    timeout_secs: int
+    """How long qlaud waits for the webhook's answer, in seconds."""
+    updated_at: str
+    """When the tool last changed (tools cannot be changed yet, so this is its registration time)."""
+    webhook_url: str
+    """Where qlaud posts the tool's calls."""
+
+
+class ToolDeleted(TypedDict):
+    """The answer of `delete_tool`.
+    """
+
+    deleted: bool
+    """Always true."""
+    id: str
+    """The deleted tool's id."""
+    object: str
+    """Always `tool.deleted`."""
+
+
+class ToolResultsPage(TypedDict):
+    """A single page of results
+    """
+
+    items: list[Tool]
     """list of items on this page of results"""
     next_page: NotRequired[str | None]
     """token used to fetch the next page of results (if any)"""
