@@ -164,6 +164,57 @@ def test_threads_from_create_to_delete(admin, server):
             client.get_thread(thread["id"])
 
 
+def test_tools_from_register_to_delete(admin, server):
+    schema = {"type": "object", "properties": {"order_id": {"type": "string"}},
+              "required": ["order_id"]}
+    tool = admin.create_tool(name="lookup_order", description="Looks an order up.",
+                             input_schema=schema, webhook_url="http://127.0.0.1:9/hook")
+    assert tool["id"].startswith("tool_") and tool["object"] == "tool"
+    assert tool["input_schema"] == schema and tool["timeout_secs"] == 30
+    assert admin.get_tool(tool["id"])["name"] == "lookup_order"
+    more = [admin.create_tool(name=f"tool_{i}", description="d", input_schema={"type": "object"},
+                              webhook_url="https://example.com/hook", timeout_secs=300)["id"]
+            for i in range(3)]
+    newest_first = [t["id"] for t in admin.iter_tools(limit=2)]
+    assert newest_first == [*more[::-1], tool["id"]]
+    with pytest.raises(qlaud.ConflictError):
+        admin.create_tool(name="lookup_order", description="again",
+                          input_schema={"type": "object"}, webhook_url="https://example.com/h")
+    with pytest.raises(qlaud.BadRequestError, match="JSON Schema"):
+        admin.create_tool(name="bad_schema", description="d", webhook_url="https://example.com/h",
+                          input_schema={"type": "object", "properties": {"a": {"type": "strnig"}}})
+    with pytest.raises(qlaud.BadRequestError, match="timeout_secs"):
+        admin.create_tool(name="too_slow", description="d", input_schema={"type": "object"},
+                          webhook_url="https://example.com/h", timeout_secs=301)
+    # Tools are the tenant's: an end user's key may not manage them.
+    user = admin.mint_key(name="py-tools-user")
+    with qlaud_client(server, user["secret"]) as client:
+        with pytest.raises(qlaud.PermissionDeniedError):
+            client.list_tools()
+        with pytest.raises(qlaud.PermissionDeniedError):
+            client.get_tool(tool["id"])
+    deleted = admin.delete_tool(tool["id"])
+    assert deleted == {"id": tool["id"], "object": "tool.deleted", "deleted": True}
+    with pytest.raises(qlaud.NotFoundError):
+        admin.get_tool(tool["id"])
+    for tool_id in more:
+        admin.delete_tool(tool_id)
+
+
+def test_async_client_registers_tools(server, tenant):
+    async def main():
+        async with qlaud.AsyncClient(api_key=tenant["master_key"],
+                                     base_url=server["base_url"]) as admin:
+            tool = await admin.create_tool(name="async_tool", description="d",
+                                           input_schema={"type": "object"},
+                                           webhook_url="https://example.com/hook", timeout_secs=5)
+            assert tool["timeout_secs"] == 5
+            assert (await admin.list_tools())["items"][0]["id"] == tool["id"]
+            await admin.delete_tool(tool["id"])
+
+    asyncio.run(main())
+
+
 # Echo's price is $3 / $15 per million tokens; "hi" is 1 + 3 input tokens
 # (four characters a token, rounded up, plus three per message) and
 # "echo: hi" 2 output tokens: 4 × 3 + 2 × 15 = 42 µ$.
