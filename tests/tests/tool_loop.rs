@@ -5,6 +5,7 @@
 //! result; `max_tool_rounds`; the cap running out mid-loop. On SQLite and
 //! PostgreSQL, against the mock providers.
 
+use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -14,6 +15,7 @@ use serde_json::{Value, json};
 
 backend_tests!(
     a_registered_tool_runs_in_the_loop,
+    parallel_calls_run_at_once_and_answer_in_one_turn,
     a_streamed_loop_shows_each_round_and_tool,
     failing_webhooks_become_error_results,
     max_tool_rounds_ends_the_loop,
@@ -31,12 +33,27 @@ struct Received {
     body: String,
 }
 
-type Calls = Arc<Mutex<Vec<Received>>>;
+/// What a receiver got, and how many `/together` calls overlapped.
+#[derive(Default)]
+struct Log {
+    calls: Mutex<Vec<Received>>,
+    in_flight: AtomicUsize,
+    most_in_flight: AtomicUsize,
+}
+
+impl Log {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Received>> {
+        self.calls.lock().unwrap()
+    }
+}
+
+type Calls = Arc<Log>;
 
 /// A tool webhook receiver. `/ok` answers `{"content": "sunny"}`; `/again`
 /// asks about the weather again (so the model calls once more) on its first
 /// `again` calls; `/slow` answers after 3 s; `/fail` answers 500;
-/// `/garbage` answers text that is not JSON.
+/// `/garbage` answers text that is not JSON; `/together` waits until a
+/// second call is in flight (at most 2 s) and answers with its city.
 async fn receiver(again: usize) -> (String, Calls) {
     use axum::routing::post;
     let calls = Calls::default();
@@ -44,16 +61,17 @@ async fn receiver(again: usize) -> (String, Calls) {
     let handler = move |uri: axum::http::Uri, headers: axum::http::HeaderMap, body: String| {
         let sink = sink.clone();
         async move {
-            let h = |n: &str| headers.get(n).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+            let h =
+                |n: &str| headers.get(n).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
             let path = uri.path().to_string();
             let n = {
-                let mut calls = sink.lock().unwrap();
+                let mut calls = sink.lock();
                 calls.push(Received {
                     path: path.clone(),
                     id: h("webhook-id"),
                     timestamp: h("webhook-timestamp"),
                     signature: h("webhook-signature"),
-                    body,
+                    body: body.clone(),
                 });
                 calls.iter().filter(|c| c.path == path).count()
             };
@@ -62,7 +80,28 @@ async fn receiver(again: usize) -> (String, Calls) {
                 "/again" if n <= again => {
                     axum::Json(json!({"content": "ask about the weather again"})).into_response()
                 }
+                // Long answers: each round's history, and so its worst case,
+                // grows by 100 words.
+                "/again-long" => {
+                    let padding = "cloudy ".repeat(100);
+                    let content = format!("ask about the weather again {padding}");
+                    axum::Json(json!({"content": content})).into_response()
+                }
                 "/ok" | "/again" => axum::Json(json!({"content": "sunny"})).into_response(),
+                "/together" => {
+                    let now = sink.in_flight.fetch_add(1, SeqCst) + 1;
+                    sink.most_in_flight.fetch_max(now, SeqCst);
+                    for _ in 0..40 {
+                        if sink.most_in_flight.load(SeqCst) >= 2 {
+                            break;
+                        }
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                    sink.in_flight.fetch_sub(1, SeqCst);
+                    let body: Value = serde_json::from_str(&body).unwrap();
+                    let city = body["input"]["city"].as_str().unwrap_or("?").to_string();
+                    axum::Json(json!({"content": format!("{city} is sunny")})).into_response()
+                }
                 "/slow" => {
                     tokio::time::sleep(Duration::from_secs(3)).await;
                     axum::Json(json!({"content": "late"})).into_response()
@@ -168,25 +207,72 @@ async fn a_registered_tool_runs_in_the_loop(backend: Backend) {
         // user, assistant (call), user (result), assistant (answer)
         let messages = stored(&t, &key, &thread).await;
         assert_eq!(messages.len(), 4, "{model}: {messages:?}");
-        let call = messages[1]["content"].as_array().unwrap().iter().find(|b| b["type"] == "tool_use").cloned().unwrap();
+        let call = messages[1]["content"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|b| b["type"] == "tool_use")
+            .cloned()
+            .unwrap();
         assert_eq!(messages[2]["content"][0]["tool_use_id"], call["id"], "the call id is kept");
         assert_eq!(messages[2]["content"][0]["content"], "sunny");
         for m in [&messages[1], &messages[3]] {
             spent += m["usage"]["cost_micros"].as_i64().unwrap();
         }
         // The webhook got the call, signed for the tenant's secret.
-        let got = calls.lock().unwrap().last().cloned().unwrap();
+        let got = calls.lock().last().cloned().unwrap();
         let body: Value = serde_json::from_str(&got.body).unwrap();
         assert_eq!(body["type"], "tool.call");
         assert_eq!(body["tool"], "get_weather");
         assert_eq!(body["input"], json!({"city": "Paris"}));
         assert_eq!(body["id"], call["id"]);
         assert_eq!(body["thread_id"], thread.as_str());
-        assert_eq!(got.signature, standard_v1(&whsec, &got.id, &got.timestamp, got.body.as_bytes()));
+        assert_eq!(
+            got.signature,
+            standard_v1(&whsec, &got.id, &got.timestamp, got.body.as_bytes())
+        );
     }
     // Each model round billed once: two per turn.
     assert_eq!(t.settled(&key_id, 4).await, spent);
     assert_eq!(mock.stats().requests, 4);
+}
+
+async fn parallel_calls_run_at_once_and_answer_in_one_turn(backend: Backend) {
+    let Some((t, mock)) = start(backend).await else {
+        return;
+    };
+    let (base, calls) = receiver(0).await;
+    register(&t, "get_weather", &format!("{base}/together"), 5).await;
+    let (key, _) = user(&t, json!({"name": "p"})).await;
+    // The mock's Claude calls the tool twice at once for "everywhere".
+    let thread = new_thread(&t, &key, "claude-test").await;
+    let (s, answer) = post(
+        &t,
+        &key,
+        &format!("/v1/threads/{thread}/messages"),
+        json!({"content": "the weather everywhere?", "tools": ["get_weather"]}),
+    )
+    .await;
+    assert_eq!(s, 200, "{answer}");
+    assert_eq!(calls.lock().len(), 2);
+    assert!(calls.most_in_flight.load(SeqCst) >= 2, "the calls overlapped");
+    // Both results go back in one message, each with its call's id.
+    let messages = stored(&t, &key, &thread).await;
+    assert_eq!(messages.len(), 4);
+    let results = messages[2]["content"].as_array().unwrap();
+    let mut got: Vec<(String, String)> = results
+        .iter()
+        .map(|r| (r["tool_use_id"].as_str().unwrap().into(), r["content"].as_str().unwrap().into()))
+        .collect();
+    got.sort();
+    assert_eq!(
+        got,
+        [
+            ("toolu_mock1".into(), "Paris is sunny".into()),
+            ("toolu_mock2".into(), "Rome is sunny".into())
+        ]
+    );
+    assert_eq!(mock.stats().requests, 2);
 }
 
 async fn a_streamed_loop_shows_each_round_and_tool(backend: Backend) {
@@ -208,14 +294,19 @@ async fn a_streamed_loop_shows_each_round_and_tool(backend: Backend) {
             .unwrap();
         assert_eq!(resp.status(), 200);
         let events = sse_events(&resp.text().await.unwrap());
-        let names: Vec<String> = events.iter().map(|(n, _)| n.clone().unwrap_or_default()).collect();
+        let names: Vec<String> =
+            events.iter().map(|(n, _)| n.clone().unwrap_or_default()).collect();
         let count = |n: &str| names.iter().filter(|x| *x == n).count();
         assert_eq!(count("message_start"), 2, "{model}: {names:?}");
         assert_eq!(count("message_stop"), 2, "{model}: {names:?}");
         let started = names.iter().position(|n| n == "tool_execution.started").unwrap();
         let completed = names.iter().position(|n| n == "tool_execution.completed").unwrap();
-        let stops: Vec<usize> =
-            names.iter().enumerate().filter(|(_, n)| *n == "message_stop").map(|(i, _)| i).collect();
+        let stops: Vec<usize> = names
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| *n == "message_stop")
+            .map(|(i, _)| i)
+            .collect();
         assert!(stops[0] < started && started < completed && completed < stops[1], "{names:?}");
         let done: Value = serde_json::from_str(&events[completed].1).unwrap();
         assert_eq!(done["name"], "get_weather");
@@ -252,7 +343,7 @@ async fn failing_webhooks_become_error_results(backend: Backend) {
         assert!(text(&answer).starts_with("The tool said:"), "the model read the error: {answer}");
     }
     // Tool calls are never retried.
-    let per_path = |p: &str| calls.lock().unwrap().iter().filter(|c| c.path == p).count();
+    let per_path = |p: &str| calls.lock().iter().filter(|c| c.path == p).count();
     assert_eq!((per_path("/slow"), per_path("/fail"), per_path("/garbage")), (1, 1, 1));
 }
 
@@ -274,15 +365,11 @@ async fn max_tool_rounds_ends_the_loop(backend: Backend) {
     assert_eq!(s, 200, "{answer}");
     assert_eq!(answer["stop_reason"], "max_tool_rounds");
     assert_eq!(mock.stats().requests, 3, "three model rounds");
-    assert_eq!(calls.lock().unwrap().len(), 2, "the last round's call is not run");
+    assert_eq!(calls.lock().len(), 2, "the last round's call is not run");
     // The thread stays usable: the next turn answers the open call.
-    let (s, next) = post(
-        &t,
-        &key,
-        &format!("/v1/threads/{thread}/messages"),
-        json!({"content": "never mind"}),
-    )
-    .await;
+    let (s, next) =
+        post(&t, &key, &format!("/v1/threads/{thread}/messages"), json!({"content": "never mind"}))
+            .await;
     assert_eq!(s, 200, "{next}");
 }
 
@@ -291,27 +378,31 @@ async fn the_cap_ends_the_loop_with_what_was_spent(backend: Backend) {
         return;
     };
     let (base, _calls) = receiver(100).await;
-    register(&t, "get_weather", &format!("{base}/again"), 5).await;
-    // A round reserves about 0.016 $ at claude-test's 1000-token limit: a cap
-    // of 0.04 $ admits two rounds, and not a third while they are settled.
-    let (key, key_id) = user(&t, json!({"name": "c", "max_spend_usd": 0.04})).await;
+    register(&t, "get_weather", &format!("{base}/again-long"), 5).await;
+    // Every round's history grows by the tool's 100 words, and its worst
+    // case (the prompt's bytes) with it, without end: the cap, not the
+    // round limit, ends the loop.
+    let (key, key_id) = user(&t, json!({"name": "c", "max_spend_usd": 0.05})).await;
     let thread = new_thread(&t, &key, "claude-test").await;
     let (s, answer) = post(
         &t,
         &key,
         &format!("/v1/threads/{thread}/messages"),
-        json!({"content": "weather?", "tools": ["get_weather"]}),
+        json!({"content": "weather?", "tools": ["get_weather"], "max_tool_rounds": 32}),
     )
     .await;
     assert_eq!(s, 200, "{answer}");
     assert_eq!(answer["stop_reason"], "spend_cap_reached");
     let rounds = mock.stats().requests;
-    assert!(rounds >= 2, "{rounds} rounds ran");
+    assert!(rounds >= 3, "{rounds} rounds ran");
     let messages = stored(&t, &key, &thread).await;
     let billed: i64 = messages.iter().filter_map(|m| m["usage"]["cost_micros"].as_i64()).sum();
     let spent = t.settled(&key_id, rounds).await;
     assert_eq!(spent, billed, "the rounds that ran are billed exactly");
-    assert!(spent <= 40_000, "spent {spent} µ$ of a 40000 µ$ cap");
+    assert!(spent <= 50_000, "spent {spent} µ$ of a 50000 µ$ cap");
+    // The turn is stored as far as it ran, the last call answered.
+    assert_eq!(messages.last().unwrap()["stop_reason"], "spend_cap_reached");
+    assert_eq!(messages.len() as u64, 1 + 2 * rounds + 1);
 }
 
 async fn another_tenants_tool_cannot_be_named(backend: Backend) {
@@ -332,7 +423,7 @@ async fn another_tenants_tool_cannot_be_named(backend: Backend) {
     )
     .await;
     assert_eq!(s, 400, "{err}");
-    assert!(calls.lock().unwrap().is_empty());
+    assert!(calls.lock().is_empty());
     // "all" offers only the tenant's own tools: none here.
     let (s, answer) = post(
         &t,
@@ -342,5 +433,5 @@ async fn another_tenants_tool_cannot_be_named(backend: Backend) {
     )
     .await;
     assert_eq!(s, 200, "{answer}");
-    assert!(calls.lock().unwrap().is_empty());
+    assert!(calls.lock().is_empty());
 }

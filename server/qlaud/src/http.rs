@@ -29,8 +29,8 @@ use crate::gateway;
 use crate::keys::{self, secret::Secret};
 use crate::store::KeyActivity;
 use crate::threads;
-use crate::webhooks;
 use crate::tools;
+use crate::webhooks;
 
 /// The server's implementation of the API trait.
 pub enum QlaudImpl {}

@@ -251,6 +251,12 @@ fn intent(messages: &[Value], tools: &[Value]) -> Intent {
         }
         let words = echo_words(content);
         if let Some(name) = tool_name.filter(|_| mentions_weather(&words)) {
+            let everywhere = |w: &String| {
+                w.trim_matches(|c: char| !c.is_alphanumeric()).eq_ignore_ascii_case("everywhere")
+            };
+            if words.iter().any(everywhere) {
+                return Intent::CallToolTwice(name.to_owned());
+            }
             return Intent::CallTool(name.to_owned());
         }
         return Intent::Echo(words);
@@ -315,6 +321,10 @@ async fn answer(
             json!({"type": "tool_use", "id": "toolu_mock1", "name": name,
                             "input": serde_json::from_str::<Value>(TOOL_ARGS).unwrap_or_default()}),
         );
+        if plan.calls == 2 {
+            content.push(json!({"type": "tool_use", "id": "toolu_mock2", "name": name,
+                                "input": {"city": "Rome"}}));
+        }
     }
     let mut body = json!({
         "id": id,
@@ -397,6 +407,18 @@ fn stream_events(req: &Request, plan: &Plan, id: &str) -> Vec<SseEvent> {
         }
         events
             .push(event("content_block_stop", &json!({"type": "content_block_stop", "index": 1})));
+        if plan.calls == 2 {
+            let start = json!({"type": "content_block_start", "index": 2,
+                "content_block": {"type": "tool_use", "id": "toolu_mock2", "name": name, "input": {}}});
+            events.push(event("content_block_start", &start));
+            let delta = json!({"type": "content_block_delta", "index": 2,
+                "delta": {"type": "input_json_delta", "partial_json": r#"{"city":"Rome"}"#}});
+            events.push(event("content_block_delta", &delta).output(TOOL_CALL_TOKENS));
+            events.push(event(
+                "content_block_stop",
+                &json!({"type": "content_block_stop", "index": 2}),
+            ));
+        }
     }
     let mut delta = json!({
         "type": "message_delta",

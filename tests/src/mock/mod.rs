@@ -29,7 +29,9 @@
 //!   If the last message carries a tool result (Anthropic `tool_result` block,
 //!   OpenAI `role: "tool"`), the reply is "The tool said: " + its text, or,
 //!   when that text mentions "weather" and `tools` is non-empty, another call
-//!   to the first tool (so tool loops can run several rounds).
+//!   to the first tool (so tool loops can run several rounds). On Anthropic,
+//!   a user message with both "weather" and "everywhere" calls the first
+//!   tool twice at once (`toolu_mock1` for Paris, `toolu_mock2` for Rome).
 //!   Otherwise, if `tools` is non-empty and the last message is a user message
 //!   containing the word "weather", the reply is a call to the first tool with
 //!   input `{"city":"Paris"}` (Anthropic adds the text "Let me check.").
@@ -484,12 +486,16 @@ enum Intent {
     ToolResult(String),
     /// Call the tool of this name.
     CallTool(String),
+    /// Call the tool of this name twice at once (Paris and Rome).
+    CallToolTwice(String),
 }
 
 /// The reply, decided independently of the wire format.
 struct Plan {
     words: Vec<String>,
     tool: Option<String>,
+    /// Parallel calls of `tool`: 1, or 2 for `CallToolTwice`.
+    calls: u64,
     /// Cut short by the token limit.
     truncated: bool,
 }
@@ -498,6 +504,7 @@ impl Plan {
     /// `lead` is the text said before a tool call ("Let me check." on
     /// Anthropic, nothing on OpenAI).
     fn new(intent: Intent, max_tokens: Option<u64>, lead: &str) -> Plan {
+        let calls = if matches!(intent, Intent::CallToolTwice(_)) { 2 } else { 1 };
         let (mut words, tool) = match intent {
             Intent::Echo(echo) => {
                 let mut w = words_of("Hello from mock:");
@@ -509,14 +516,14 @@ impl Plan {
                 w.extend(words_of(&text));
                 (w, None)
             }
-            Intent::CallTool(name) => (words_of(lead), Some(name)),
+            Intent::CallTool(name) | Intent::CallToolTwice(name) => (words_of(lead), Some(name)),
         };
         let limit = max_tokens.map_or(usize::MAX, |m| usize::try_from(m).unwrap_or(usize::MAX));
         let truncated = tool.is_none() && words.len() > limit;
         if truncated {
             words.truncate(limit);
         }
-        Plan { words, tool, truncated }
+        Plan { words, tool, calls, truncated }
     }
 
     fn text(&self) -> String {
@@ -524,7 +531,8 @@ impl Plan {
     }
 
     fn output_tokens(&self) -> u64 {
-        self.words.len() as u64 + if self.tool.is_some() { TOOL_CALL_TOKENS } else { 0 }
+        self.words.len() as u64
+            + if self.tool.is_some() { TOOL_CALL_TOKENS * self.calls } else { 0 }
     }
 
     /// The streamed text deltas: each word with a trailing space but the last.

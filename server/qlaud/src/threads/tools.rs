@@ -126,16 +126,43 @@ fn valid_name(name: &str) -> bool {
         && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
-/// The tenant's registered tools: those named, or all.
+/// The tenant's registered tools: those named (each must exist), or all.
 async fn registered(
-    _ctx: &Context,
-    _tenant_id: &str,
+    ctx: &Context,
+    tenant_id: &str,
     names: Option<&[String]>,
 ) -> Result<Vec<RegisteredTool>, GatewayError> {
-    match names {
-        None => Ok(Vec::new()),
-        Some(names) => Err(bad(format!("no registered tool is named {:?}", names[0]))),
-    }
+    let rows = match names {
+        None => ctx.store.all_tools(tenant_id).await?,
+        Some(names) => {
+            let wanted: Vec<&str> = names.iter().map(String::as_str).collect();
+            let rows = ctx.store.tools_by_name(tenant_id, &wanted).await?;
+            // Another tenant's tool is as unknown as one never registered.
+            if let Some(missing) = wanted.iter().find(|n| !rows.iter().any(|r| r.name == **n)) {
+                return Err(bad(format!(
+                    "no registered tool is named {missing:?}: GET /v1/tools lists them"
+                )));
+            }
+            rows
+        }
+    };
+    rows.into_iter()
+        .map(|row| {
+            let schema = serde_json::from_str(&row.input_schema).map_err(|e| {
+                GatewayError::new(500, format!("stored tool {} is unreadable: {e}", row.id))
+            })?;
+            Ok(RegisteredTool {
+                definition: ir::Tool {
+                    name: row.name,
+                    description: Some(row.description),
+                    schema,
+                    strict: None,
+                },
+                webhook_url: row.webhook_url,
+                timeout: Duration::from_secs(u64::try_from(row.timeout_secs).unwrap_or(30)),
+            })
+        })
+        .collect()
 }
 
 /// The calls of an answer that qlaud runs: those of registered tools.
