@@ -38,14 +38,7 @@ fn part(p: &Value) -> Result<Part, GatewayError> {
         Some("image_url") => {
             let url = p["image_url"]["url"].as_str().or_else(|| p["image_url"].as_str());
             let url = url.ok_or_else(|| bad("image_url without a url"))?;
-            Ok(Part::Image(
-                match url.strip_prefix("data:").and_then(|r| r.split_once(";base64,")) {
-                    Some((media_type, data)) => {
-                        Image::Base64 { media_type: media_type.to_string(), data: data.to_string() }
-                    }
-                    None => Image::Url(url.to_string()),
-                },
-            ))
+            Ok(Part::Image(Image::from_url(url)))
         }
         other => Err(bad(format!(
             "content part {} cannot be sent to this model; send text and image_url parts",

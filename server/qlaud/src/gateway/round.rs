@@ -69,20 +69,26 @@ impl Round {
     ) -> Result<Round, GatewayError> {
         req.stream = true;
         let started = Instant::now();
-        let Some(provider) = providers::chat(model.provider.kind) else {
-            let v =
-                serde_json::to_value(&req).map_err(|e| GatewayError::new(500, e.to_string()))?;
-            let estimate = translation_estimate(&model, &v, req.max_tokens);
-            let mut call = Call::admit(
-                ctx,
-                payer.clone(),
-                model.clone(),
-                Shape::Threads,
-                true,
-                started,
-                &estimate,
-            )
-            .await?;
+        let provider = providers::chat(model.provider.kind);
+        // What is sent: the provider's own body, or (offline) the request.
+        let mut body = match provider {
+            Some(p) => p.body(&req, &model),
+            None => {
+                serde_json::to_value(&req).map_err(|e| GatewayError::new(500, e.to_string()))?
+            }
+        };
+        let estimate = translation_estimate(&model, &body, req.max_tokens);
+        let mut call = Call::admit(
+            ctx,
+            payer.clone(),
+            model.clone(),
+            Shape::Threads,
+            true,
+            started,
+            &estimate,
+        )
+        .await?;
+        let Some(provider) = provider else {
             let reply = providers::echo::reply(&req, call.admission().max_output_tokens);
             if reply.usage.input_tokens > model.context_window {
                 call.settle(400, Usage::default()).await;
@@ -96,18 +102,6 @@ impl Round {
             let events = reply.events(new_id("msg"));
             return Ok(Round { call, source: Source::Local(events.into_iter()), tracker });
         };
-        let mut body = provider.body(&req, &model);
-        let estimate = translation_estimate(&model, &body, req.max_tokens);
-        let mut call = Call::admit(
-            ctx,
-            payer.clone(),
-            model.clone(),
-            Shape::Threads,
-            true,
-            started,
-            &estimate,
-        )
-        .await?;
         provider.set_max_tokens(&mut body, call.admission().max_output_tokens);
         let client = ctx.gateway.client(&model);
         let http = provider.post(client, &model, headers, to_vec(&body)?)?;

@@ -75,6 +75,18 @@ pub enum Image {
     Url(String),
 }
 
+impl Image {
+    /// An image given as a URL, which may be a `data:…;base64,` URL.
+    pub fn from_url(url: &str) -> Image {
+        match url.strip_prefix("data:").and_then(|r| r.split_once(";base64,")) {
+            Some((media_type, data)) => {
+                Image::Base64 { media_type: media_type.to_string(), data: data.to_string() }
+            }
+            None => Image::Url(url.to_string()),
+        }
+    }
+}
+
 /// A tool the model may call.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Tool {

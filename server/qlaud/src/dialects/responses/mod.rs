@@ -91,14 +91,7 @@ fn part(p: &Value, model: &str) -> Result<Part, GatewayError> {
             let url = p["image_url"].as_str().ok_or_else(|| {
                 bad(format!("model {model:?} takes input_image by image_url (a URL or data URL)"))
             })?;
-            Ok(Part::Image(
-                match url.strip_prefix("data:").and_then(|r| r.split_once(";base64,")) {
-                    Some((media_type, data)) => {
-                        Image::Base64 { media_type: media_type.to_string(), data: data.to_string() }
-                    }
-                    None => Image::Url(url.to_string()),
-                },
-            ))
+            Ok(Part::Image(Image::from_url(url)))
         }
         other => Err(bad(format!(
             "content part {} is not supported for model {model:?}",
