@@ -49,6 +49,33 @@ impl Client {
         self.core.call(py, ops::create_chat_completion(sdk, body, stream))
     }
 
+    /// Create a conversation (OpenAI Conversations API).
+    ///
+    /// A conversation is a thread seen through OpenAI's Conversations API: this creates a thread (owned by the calling key, visible under `/v1/threads` with the same id) holding `items` and `metadata`. Pass its id as `conversation` to `create_response` to answer from its items and add to them. Errors use OpenAI's error shape. Any key may call it.
+    ///
+    /// `POST /v1/conversations`
+    #[pyo3(signature = (*, items=None, metadata=None))]
+    fn create_conversation<'py>(&self, py: Python<'py>, items: Option<&Bound<'py, PyAny>>, metadata: Option<&Bound<'py, PyAny>>) -> PyResult<Py<PyAny>> {
+        let mut body = serde_json::Map::new();
+        crate::convert::put(&mut body, "items", items)?;
+        crate::convert::put(&mut body, "metadata", metadata)?;
+        let sdk = self.core.sdk();
+        self.core.call(py, ops::create_conversation(sdk, body))
+    }
+
+    /// Add items to a conversation.
+    ///
+    /// Appends `items` (1 to 20) to the conversation's thread, one message each, in order, and answers them in OpenAI's list shape. No model is called and nothing is billed. System and developer messages and reasoning items are not kept (400).
+    ///
+    /// `POST /v1/conversations/{conversation_id}/items`
+    #[pyo3(signature = (conversation_id, *, items))]
+    fn create_conversation_items<'py>(&self, py: Python<'py>, conversation_id: String, items: &Bound<'py, PyAny>) -> PyResult<Py<PyAny>> {
+        let mut body = serde_json::Map::new();
+        crate::convert::put(&mut body, "items", Some(items))?;
+        let sdk = self.core.sdk();
+        self.core.call(py, ops::create_conversation_items(sdk, conversation_id, body))
+    }
+
     /// Create embeddings.
     ///
     /// OpenAI's Embeddings API for the embedding models in the catalog (`kind = "embedding"`), metered and capped like every model call: the input's worst case is reserved before the provider is called, and the call is settled from the provider's `usage`. Errors use OpenAI's error body; a spent cap is 402.
@@ -86,7 +113,7 @@ impl Client {
 
     /// Create a response (OpenAI Responses API).
     ///
-    /// OpenAI's `POST /v1/responses`, for any model qlaud serves: GPT models pass through to the provider's own Responses endpoint (always with `store: false`); other models are translated. With `"stream": true` the answer is `text/event-stream` with the typed events (`response.created`, `response.output_text.delta`, …, `response.completed` whose usage carries `cost_micros`). `previous_response_id` and `conversation` are refused with 400 until qlaud serves response state from its own store. Fields qlaud does not know pass to GPT models unchanged. Errors use OpenAI's error shape. Any key may call it.
+    /// OpenAI's `POST /v1/responses`, for any model qlaud serves: GPT models pass through to the provider's own Responses endpoint (always with `store: false`); other models are translated. With `"stream": true` the answer is `text/event-stream` with the typed events (`response.created`, `response.output_text.delta`, …, `response.completed` whose usage carries `cost_micros`). Response state is qlaud's, for every model (the provider is always called with `store: false`): with `store` (the default) the input and output items are kept in a thread under the response's id; `previous_response_id` sends a stored response's conversation before `input` (404 `previous_response_not_found` for a response the key does not reach); `conversation` sends a conversation's items first and adds the new ones to it (404 `conversation_not_found`); the two together are 400. The loaded history is part of the prompt: it is reserved against the key's cap and billed like any input. A streamed response is kept once its last event has been sent, before the stream closes. Fields qlaud does not know pass to GPT models unchanged. Errors use OpenAI's error shape. Any key may call it.
     ///
     /// `POST /v1/responses`
     #[pyo3(signature = (*, model, conversation=None, input=None, instructions=None, max_output_tokens=None, previous_response_id=None, reasoning=None, store=None, stream=false, text=None, tool_choice=None, tools=None, **extra))]
@@ -161,6 +188,39 @@ impl Client {
         self.core.call(py, ops::create_tool(sdk, body))
     }
 
+    /// Delete a conversation.
+    ///
+    /// Deletes the conversation's thread with all of its items and the responses kept in it, as `delete_thread` does. Answers `{id, object: "conversation.deleted", deleted: true}`.
+    ///
+    /// `DELETE /v1/conversations/{conversation_id}`
+    #[pyo3(signature = (conversation_id))]
+    fn delete_conversation<'py>(&self, py: Python<'py>, conversation_id: String) -> PyResult<Py<PyAny>> {
+        let sdk = self.core.sdk();
+        self.core.call(py, ops::delete_conversation(sdk, conversation_id))
+    }
+
+    /// Delete one item of a conversation.
+    ///
+    /// Deletes the thread message the item belongs to (with the other items of that message, when it holds several) and answers the conversation, as OpenAI does.
+    ///
+    /// `DELETE /v1/conversations/{conversation_id}/items/{item_id}`
+    #[pyo3(signature = (conversation_id, item_id))]
+    fn delete_conversation_item<'py>(&self, py: Python<'py>, conversation_id: String, item_id: String) -> PyResult<Py<PyAny>> {
+        let sdk = self.core.sdk();
+        self.core.call(py, ops::delete_conversation_item(sdk, conversation_id, item_id))
+    }
+
+    /// Delete a stored response.
+    ///
+    /// Forgets the response: it can no longer be fetched or chained from. Its input and output items go too, unless it was made in a conversation (they are the conversation's items; delete them with `delete_conversation_item`); responses already chained from it lose that turn from their history. Who may delete: as for `get_response`. Answers `{id, object: "response.deleted", deleted: true}`.
+    ///
+    /// `DELETE /v1/responses/{response_id}`
+    #[pyo3(signature = (response_id))]
+    fn delete_response<'py>(&self, py: Python<'py>, response_id: String) -> PyResult<Py<PyAny>> {
+        let sdk = self.core.sdk();
+        self.core.call(py, ops::delete_response(sdk, response_id))
+    }
+
     /// Delete a thread.
     ///
     /// Deletes the thread with all of its messages, for good. Usage and the request log keep what its turns cost. The owner key or an admin key of its tenant may delete it.
@@ -205,6 +265,28 @@ impl Client {
         self.core.call(py, ops::get_billing_settings(sdk, ))
     }
 
+    /// Fetch a conversation.
+    ///
+    /// Any thread can be fetched as a conversation. A standard key reaches only its own, an admin key its tenant's; any other id is 404.
+    ///
+    /// `GET /v1/conversations/{conversation_id}`
+    #[pyo3(signature = (conversation_id))]
+    fn get_conversation<'py>(&self, py: Python<'py>, conversation_id: String) -> PyResult<Py<PyAny>> {
+        let sdk = self.core.sdk();
+        self.core.call(py, ops::get_conversation(sdk, conversation_id))
+    }
+
+    /// Fetch one item of a conversation.
+    ///
+    /// 404 for an item not in the conversation.
+    ///
+    /// `GET /v1/conversations/{conversation_id}/items/{item_id}`
+    #[pyo3(signature = (conversation_id, item_id))]
+    fn get_conversation_item<'py>(&self, py: Python<'py>, conversation_id: String, item_id: String) -> PyResult<Py<PyAny>> {
+        let sdk = self.core.sdk();
+        self.core.call(py, ops::get_conversation_item(sdk, conversation_id, item_id))
+    }
+
     /// Preview a key's invoice.
     ///
     /// A month's spend as line items (model, unit, quantity, unit price, amount) whose total equals `get_usage` for the key and month to the micro-dollar. Requires an admin key.
@@ -238,6 +320,17 @@ impl Client {
         self.core.call(py, ops::get_model(sdk, model_id))
     }
 
+    /// Fetch a stored response.
+    ///
+    /// The response object exactly as it was returned (output, usage with `cost_micros`, `store`, `previous_response_id`), from qlaud's store. A standard key reaches only its own responses, an admin key its tenant's; any other id is 404, as one never stored (`store: false`) or deleted. Errors use OpenAI's error shape.
+    ///
+    /// `GET /v1/responses/{response_id}`
+    #[pyo3(signature = (response_id))]
+    fn get_response<'py>(&self, py: Python<'py>, response_id: String) -> PyResult<Py<PyAny>> {
+        let sdk = self.core.sdk();
+        self.core.call(py, ops::get_response(sdk, response_id))
+    }
+
     /// Fetch a thread.
     ///
     /// A standard key may fetch only its own threads; any other id answers 404, exactly as an id that never existed. An admin key may fetch any thread of its tenant.
@@ -269,6 +362,17 @@ impl Client {
     fn get_usage<'py>(&self, py: Python<'py>, from_: Option<String>, key_id: Option<String>, to: Option<String>) -> PyResult<Py<PyAny>> {
         let sdk = self.core.sdk();
         self.core.call(py, ops::get_usage(sdk, from_, key_id, to))
+    }
+
+    /// List a conversation's items.
+    ///
+    /// The thread's messages as Responses items (`message`, `function_call`, `function_call_output`), newest first by default (`order=asc` for oldest first), `limit` messages a page (1 to 100, default 20), continuing `after` an item id; OpenAI's list shape `{object: "list", data, first_id, last_id, has_more}`. A thread message holding several items (a thread turn's text and tool call) lists them together, in the message's order.
+    ///
+    /// `GET /v1/conversations/{conversation_id}/items`
+    #[pyo3(signature = (conversation_id, *, after=None, limit=None, order=None))]
+    fn list_conversation_items<'py>(&self, py: Python<'py>, conversation_id: String, after: Option<String>, limit: Option<u32>, order: Option<String>) -> PyResult<Py<PyAny>> {
+        let sdk = self.core.sdk();
+        self.core.call(py, ops::list_conversation_items(sdk, conversation_id, after, limit, order))
     }
 
     /// List a key's billing events.
@@ -465,6 +569,19 @@ impl Client {
         self.core.call(py, ops::update_billing_settings(sdk, body))
     }
 
+    /// Change a conversation's metadata.
+    ///
+    /// Replaces the metadata of the conversation (its thread). Who may: as for `get_conversation`.
+    ///
+    /// `POST /v1/conversations/{conversation_id}`
+    #[pyo3(signature = (conversation_id, *, metadata))]
+    fn update_conversation<'py>(&self, py: Python<'py>, conversation_id: String, metadata: &Bound<'py, PyAny>) -> PyResult<Py<PyAny>> {
+        let mut body = serde_json::Map::new();
+        crate::convert::put(&mut body, "metadata", Some(metadata))?;
+        let sdk = self.core.sdk();
+        self.core.call(py, ops::update_conversation(sdk, conversation_id, body))
+    }
+
     /// Change a key.
     ///
     /// Changes its name, cap, period, metadata or disabled flag; fields left out stay as they are. A new cap applies at once. Requires an admin key.
@@ -539,6 +656,33 @@ impl AsyncClient {
         self.core.spawn(py, ops::create_chat_completion(sdk, body, stream))
     }
 
+    /// Create a conversation (OpenAI Conversations API).
+    ///
+    /// A conversation is a thread seen through OpenAI's Conversations API: this creates a thread (owned by the calling key, visible under `/v1/threads` with the same id) holding `items` and `metadata`. Pass its id as `conversation` to `create_response` to answer from its items and add to them. Errors use OpenAI's error shape. Any key may call it.
+    ///
+    /// `POST /v1/conversations`
+    #[pyo3(signature = (*, items=None, metadata=None))]
+    fn create_conversation<'py>(&self, py: Python<'py>, items: Option<&Bound<'py, PyAny>>, metadata: Option<&Bound<'py, PyAny>>) -> PyResult<Bound<'py, PyAny>> {
+        let mut body = serde_json::Map::new();
+        crate::convert::put(&mut body, "items", items)?;
+        crate::convert::put(&mut body, "metadata", metadata)?;
+        let sdk = self.core.sdk();
+        self.core.spawn(py, ops::create_conversation(sdk, body))
+    }
+
+    /// Add items to a conversation.
+    ///
+    /// Appends `items` (1 to 20) to the conversation's thread, one message each, in order, and answers them in OpenAI's list shape. No model is called and nothing is billed. System and developer messages and reasoning items are not kept (400).
+    ///
+    /// `POST /v1/conversations/{conversation_id}/items`
+    #[pyo3(signature = (conversation_id, *, items))]
+    fn create_conversation_items<'py>(&self, py: Python<'py>, conversation_id: String, items: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+        let mut body = serde_json::Map::new();
+        crate::convert::put(&mut body, "items", Some(items))?;
+        let sdk = self.core.sdk();
+        self.core.spawn(py, ops::create_conversation_items(sdk, conversation_id, body))
+    }
+
     /// Create embeddings.
     ///
     /// OpenAI's Embeddings API for the embedding models in the catalog (`kind = "embedding"`), metered and capped like every model call: the input's worst case is reserved before the provider is called, and the call is settled from the provider's `usage`. Errors use OpenAI's error body; a spent cap is 402.
@@ -576,7 +720,7 @@ impl AsyncClient {
 
     /// Create a response (OpenAI Responses API).
     ///
-    /// OpenAI's `POST /v1/responses`, for any model qlaud serves: GPT models pass through to the provider's own Responses endpoint (always with `store: false`); other models are translated. With `"stream": true` the answer is `text/event-stream` with the typed events (`response.created`, `response.output_text.delta`, …, `response.completed` whose usage carries `cost_micros`). `previous_response_id` and `conversation` are refused with 400 until qlaud serves response state from its own store. Fields qlaud does not know pass to GPT models unchanged. Errors use OpenAI's error shape. Any key may call it.
+    /// OpenAI's `POST /v1/responses`, for any model qlaud serves: GPT models pass through to the provider's own Responses endpoint (always with `store: false`); other models are translated. With `"stream": true` the answer is `text/event-stream` with the typed events (`response.created`, `response.output_text.delta`, …, `response.completed` whose usage carries `cost_micros`). Response state is qlaud's, for every model (the provider is always called with `store: false`): with `store` (the default) the input and output items are kept in a thread under the response's id; `previous_response_id` sends a stored response's conversation before `input` (404 `previous_response_not_found` for a response the key does not reach); `conversation` sends a conversation's items first and adds the new ones to it (404 `conversation_not_found`); the two together are 400. The loaded history is part of the prompt: it is reserved against the key's cap and billed like any input. A streamed response is kept once its last event has been sent, before the stream closes. Fields qlaud does not know pass to GPT models unchanged. Errors use OpenAI's error shape. Any key may call it.
     ///
     /// `POST /v1/responses`
     #[pyo3(signature = (*, model, conversation=None, input=None, instructions=None, max_output_tokens=None, previous_response_id=None, reasoning=None, store=None, stream=false, text=None, tool_choice=None, tools=None, **extra))]
@@ -651,6 +795,39 @@ impl AsyncClient {
         self.core.spawn(py, ops::create_tool(sdk, body))
     }
 
+    /// Delete a conversation.
+    ///
+    /// Deletes the conversation's thread with all of its items and the responses kept in it, as `delete_thread` does. Answers `{id, object: "conversation.deleted", deleted: true}`.
+    ///
+    /// `DELETE /v1/conversations/{conversation_id}`
+    #[pyo3(signature = (conversation_id))]
+    fn delete_conversation<'py>(&self, py: Python<'py>, conversation_id: String) -> PyResult<Bound<'py, PyAny>> {
+        let sdk = self.core.sdk();
+        self.core.spawn(py, ops::delete_conversation(sdk, conversation_id))
+    }
+
+    /// Delete one item of a conversation.
+    ///
+    /// Deletes the thread message the item belongs to (with the other items of that message, when it holds several) and answers the conversation, as OpenAI does.
+    ///
+    /// `DELETE /v1/conversations/{conversation_id}/items/{item_id}`
+    #[pyo3(signature = (conversation_id, item_id))]
+    fn delete_conversation_item<'py>(&self, py: Python<'py>, conversation_id: String, item_id: String) -> PyResult<Bound<'py, PyAny>> {
+        let sdk = self.core.sdk();
+        self.core.spawn(py, ops::delete_conversation_item(sdk, conversation_id, item_id))
+    }
+
+    /// Delete a stored response.
+    ///
+    /// Forgets the response: it can no longer be fetched or chained from. Its input and output items go too, unless it was made in a conversation (they are the conversation's items; delete them with `delete_conversation_item`); responses already chained from it lose that turn from their history. Who may delete: as for `get_response`. Answers `{id, object: "response.deleted", deleted: true}`.
+    ///
+    /// `DELETE /v1/responses/{response_id}`
+    #[pyo3(signature = (response_id))]
+    fn delete_response<'py>(&self, py: Python<'py>, response_id: String) -> PyResult<Bound<'py, PyAny>> {
+        let sdk = self.core.sdk();
+        self.core.spawn(py, ops::delete_response(sdk, response_id))
+    }
+
     /// Delete a thread.
     ///
     /// Deletes the thread with all of its messages, for good. Usage and the request log keep what its turns cost. The owner key or an admin key of its tenant may delete it.
@@ -695,6 +872,28 @@ impl AsyncClient {
         self.core.spawn(py, ops::get_billing_settings(sdk, ))
     }
 
+    /// Fetch a conversation.
+    ///
+    /// Any thread can be fetched as a conversation. A standard key reaches only its own, an admin key its tenant's; any other id is 404.
+    ///
+    /// `GET /v1/conversations/{conversation_id}`
+    #[pyo3(signature = (conversation_id))]
+    fn get_conversation<'py>(&self, py: Python<'py>, conversation_id: String) -> PyResult<Bound<'py, PyAny>> {
+        let sdk = self.core.sdk();
+        self.core.spawn(py, ops::get_conversation(sdk, conversation_id))
+    }
+
+    /// Fetch one item of a conversation.
+    ///
+    /// 404 for an item not in the conversation.
+    ///
+    /// `GET /v1/conversations/{conversation_id}/items/{item_id}`
+    #[pyo3(signature = (conversation_id, item_id))]
+    fn get_conversation_item<'py>(&self, py: Python<'py>, conversation_id: String, item_id: String) -> PyResult<Bound<'py, PyAny>> {
+        let sdk = self.core.sdk();
+        self.core.spawn(py, ops::get_conversation_item(sdk, conversation_id, item_id))
+    }
+
     /// Preview a key's invoice.
     ///
     /// A month's spend as line items (model, unit, quantity, unit price, amount) whose total equals `get_usage` for the key and month to the micro-dollar. Requires an admin key.
@@ -728,6 +927,17 @@ impl AsyncClient {
         self.core.spawn(py, ops::get_model(sdk, model_id))
     }
 
+    /// Fetch a stored response.
+    ///
+    /// The response object exactly as it was returned (output, usage with `cost_micros`, `store`, `previous_response_id`), from qlaud's store. A standard key reaches only its own responses, an admin key its tenant's; any other id is 404, as one never stored (`store: false`) or deleted. Errors use OpenAI's error shape.
+    ///
+    /// `GET /v1/responses/{response_id}`
+    #[pyo3(signature = (response_id))]
+    fn get_response<'py>(&self, py: Python<'py>, response_id: String) -> PyResult<Bound<'py, PyAny>> {
+        let sdk = self.core.sdk();
+        self.core.spawn(py, ops::get_response(sdk, response_id))
+    }
+
     /// Fetch a thread.
     ///
     /// A standard key may fetch only its own threads; any other id answers 404, exactly as an id that never existed. An admin key may fetch any thread of its tenant.
@@ -759,6 +969,17 @@ impl AsyncClient {
     fn get_usage<'py>(&self, py: Python<'py>, from_: Option<String>, key_id: Option<String>, to: Option<String>) -> PyResult<Bound<'py, PyAny>> {
         let sdk = self.core.sdk();
         self.core.spawn(py, ops::get_usage(sdk, from_, key_id, to))
+    }
+
+    /// List a conversation's items.
+    ///
+    /// The thread's messages as Responses items (`message`, `function_call`, `function_call_output`), newest first by default (`order=asc` for oldest first), `limit` messages a page (1 to 100, default 20), continuing `after` an item id; OpenAI's list shape `{object: "list", data, first_id, last_id, has_more}`. A thread message holding several items (a thread turn's text and tool call) lists them together, in the message's order.
+    ///
+    /// `GET /v1/conversations/{conversation_id}/items`
+    #[pyo3(signature = (conversation_id, *, after=None, limit=None, order=None))]
+    fn list_conversation_items<'py>(&self, py: Python<'py>, conversation_id: String, after: Option<String>, limit: Option<u32>, order: Option<String>) -> PyResult<Bound<'py, PyAny>> {
+        let sdk = self.core.sdk();
+        self.core.spawn(py, ops::list_conversation_items(sdk, conversation_id, after, limit, order))
     }
 
     /// List a key's billing events.
@@ -955,6 +1176,19 @@ impl AsyncClient {
         self.core.spawn(py, ops::update_billing_settings(sdk, body))
     }
 
+    /// Change a conversation's metadata.
+    ///
+    /// Replaces the metadata of the conversation (its thread). Who may: as for `get_conversation`.
+    ///
+    /// `POST /v1/conversations/{conversation_id}`
+    #[pyo3(signature = (conversation_id, *, metadata))]
+    fn update_conversation<'py>(&self, py: Python<'py>, conversation_id: String, metadata: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+        let mut body = serde_json::Map::new();
+        crate::convert::put(&mut body, "metadata", Some(metadata))?;
+        let sdk = self.core.sdk();
+        self.core.spawn(py, ops::update_conversation(sdk, conversation_id, body))
+    }
+
     /// Change a key.
     ///
     /// Changes its name, cap, period, metadata or disabled flag; fields left out stay as they are. A new cap applies at once. Requires an admin key.
@@ -1014,6 +1248,26 @@ mod ops {
         } else {
             sdk.create_chat_completion_json(body).await.map(Output::Json).map_err(CallError::raw)
         }
+    }
+
+    pub(super) async fn create_conversation(sdk: crate::client::Sdk, body: serde_json::Map<String, serde_json::Value>) -> Result<Output, CallError> {
+        let query: Vec<(&str, String)> = Vec::new();
+        let path = String::from("/v1/conversations");
+        let body = crate::convert::checked::<types::CreateConversationRequest>(body)?;
+        sdk.request_json(reqwest::Method::POST, &path, &query, Some(body))
+            .await
+            .map(Output::Json)
+            .map_err(CallError::raw)
+    }
+
+    pub(super) async fn create_conversation_items(sdk: crate::client::Sdk, conversation_id: String, body: serde_json::Map<String, serde_json::Value>) -> Result<Output, CallError> {
+        let query: Vec<(&str, String)> = Vec::new();
+        let path = format!("/v1/conversations/{}/items", crate::convert::segment(&conversation_id));
+        let body = crate::convert::checked::<types::CreateConversationItemsRequest>(body)?;
+        sdk.request_json(reqwest::Method::POST, &path, &query, Some(body))
+            .await
+            .map(Output::Json)
+            .map_err(CallError::raw)
     }
 
     pub(super) async fn create_embedding(sdk: crate::client::Sdk, body: serde_json::Map<String, serde_json::Value>) -> Result<Output, CallError> {
@@ -1076,6 +1330,33 @@ mod ops {
             .map_err(CallError::raw)
     }
 
+    pub(super) async fn delete_conversation(sdk: crate::client::Sdk, conversation_id: String) -> Result<Output, CallError> {
+        let query: Vec<(&str, String)> = Vec::new();
+        let path = format!("/v1/conversations/{}", crate::convert::segment(&conversation_id));
+        sdk.request_json(reqwest::Method::DELETE, &path, &query, None)
+            .await
+            .map(Output::Json)
+            .map_err(CallError::raw)
+    }
+
+    pub(super) async fn delete_conversation_item(sdk: crate::client::Sdk, conversation_id: String, item_id: String) -> Result<Output, CallError> {
+        let query: Vec<(&str, String)> = Vec::new();
+        let path = format!("/v1/conversations/{}/items/{}", crate::convert::segment(&conversation_id), crate::convert::segment(&item_id));
+        sdk.request_json(reqwest::Method::DELETE, &path, &query, None)
+            .await
+            .map(Output::Json)
+            .map_err(CallError::raw)
+    }
+
+    pub(super) async fn delete_response(sdk: crate::client::Sdk, response_id: String) -> Result<Output, CallError> {
+        let query: Vec<(&str, String)> = Vec::new();
+        let path = format!("/v1/responses/{}", crate::convert::segment(&response_id));
+        sdk.request_json(reqwest::Method::DELETE, &path, &query, None)
+            .await
+            .map(Output::Json)
+            .map_err(CallError::raw)
+    }
+
     pub(super) async fn delete_thread(sdk: crate::client::Sdk, thread_id: String) -> Result<Output, CallError> {
         let query: Vec<(&str, String)> = Vec::new();
         let path = format!("/v1/threads/{}", crate::convert::segment(&thread_id));
@@ -1114,6 +1395,24 @@ mod ops {
             .map_err(CallError::raw)
     }
 
+    pub(super) async fn get_conversation(sdk: crate::client::Sdk, conversation_id: String) -> Result<Output, CallError> {
+        let query: Vec<(&str, String)> = Vec::new();
+        let path = format!("/v1/conversations/{}", crate::convert::segment(&conversation_id));
+        sdk.request_json(reqwest::Method::GET, &path, &query, None)
+            .await
+            .map(Output::Json)
+            .map_err(CallError::raw)
+    }
+
+    pub(super) async fn get_conversation_item(sdk: crate::client::Sdk, conversation_id: String, item_id: String) -> Result<Output, CallError> {
+        let query: Vec<(&str, String)> = Vec::new();
+        let path = format!("/v1/conversations/{}/items/{}", crate::convert::segment(&conversation_id), crate::convert::segment(&item_id));
+        sdk.request_json(reqwest::Method::GET, &path, &query, None)
+            .await
+            .map(Output::Json)
+            .map_err(CallError::raw)
+    }
+
     pub(super) async fn get_invoice_preview(sdk: crate::client::Sdk, key_id: String, period: Option<String>) -> Result<Output, CallError> {
         let mut query: Vec<(&str, String)> = Vec::new();
         { let v = key_id; query.push(("key_id", v.to_string())); }
@@ -1137,6 +1436,15 @@ mod ops {
     pub(super) async fn get_model(sdk: crate::client::Sdk, model_id: String) -> Result<Output, CallError> {
         let query: Vec<(&str, String)> = Vec::new();
         let path = format!("/v1/models/{}", crate::convert::segment(&model_id));
+        sdk.request_json(reqwest::Method::GET, &path, &query, None)
+            .await
+            .map(Output::Json)
+            .map_err(CallError::raw)
+    }
+
+    pub(super) async fn get_response(sdk: crate::client::Sdk, response_id: String) -> Result<Output, CallError> {
+        let query: Vec<(&str, String)> = Vec::new();
+        let path = format!("/v1/responses/{}", crate::convert::segment(&response_id));
         sdk.request_json(reqwest::Method::GET, &path, &query, None)
             .await
             .map(Output::Json)
@@ -1167,6 +1475,18 @@ mod ops {
         if let Some(v) = key_id { query.push(("key_id", v.to_string())); }
         if let Some(v) = to { query.push(("to", v.to_string())); }
         let path = String::from("/v1/usage");
+        sdk.request_json(reqwest::Method::GET, &path, &query, None)
+            .await
+            .map(Output::Json)
+            .map_err(CallError::raw)
+    }
+
+    pub(super) async fn list_conversation_items(sdk: crate::client::Sdk, conversation_id: String, after: Option<String>, limit: Option<u32>, order: Option<String>) -> Result<Output, CallError> {
+        let mut query: Vec<(&str, String)> = Vec::new();
+        if let Some(v) = after { query.push(("after", v.to_string())); }
+        if let Some(v) = limit { query.push(("limit", v.to_string())); }
+        if let Some(v) = order { crate::convert::parse::<types::SortDirection>(v.clone())?; query.push(("order", v.to_string())); }
+        let path = format!("/v1/conversations/{}/items", crate::convert::segment(&conversation_id));
         sdk.request_json(reqwest::Method::GET, &path, &query, None)
             .await
             .map(Output::Json)
@@ -1314,6 +1634,16 @@ mod ops {
         let path = String::from("/v1/billing/settings");
         let body = crate::convert::checked::<types::BillingSettingsUpdate>(body)?;
         sdk.request_json(reqwest::Method::PATCH, &path, &query, Some(body))
+            .await
+            .map(Output::Json)
+            .map_err(CallError::raw)
+    }
+
+    pub(super) async fn update_conversation(sdk: crate::client::Sdk, conversation_id: String, body: serde_json::Map<String, serde_json::Value>) -> Result<Output, CallError> {
+        let query: Vec<(&str, String)> = Vec::new();
+        let path = format!("/v1/conversations/{}", crate::convert::segment(&conversation_id));
+        let body = crate::convert::checked::<types::UpdateConversationRequest>(body)?;
+        sdk.request_json(reqwest::Method::POST, &path, &query, Some(body))
             .await
             .map(Output::Json)
             .map_err(CallError::raw)

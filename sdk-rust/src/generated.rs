@@ -148,6 +148,104 @@ pub mod types {
             Default::default()
         }
     }
+    ///A conversation: a thread seen through OpenAI's Conversations API.
+    #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, PartialEq)]
+    pub struct Conversation {
+        ///Unix seconds.
+        pub created_at: i64,
+        ///The conversation's id: its thread's id (`thr_…`).
+        pub id: ::std::string::String,
+        ///The thread's metadata.
+        pub metadata: ::std::collections::HashMap<
+            ::std::string::String,
+            ::std::string::String,
+        >,
+        ///Always `conversation`.
+        pub object: ::std::string::String,
+    }
+    impl Conversation {
+        pub fn builder() -> builder::Conversation {
+            Default::default()
+        }
+    }
+    ///The answer of `delete_conversation`.
+    #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, PartialEq)]
+    pub struct ConversationDeleted {
+        ///Always true.
+        pub deleted: bool,
+        ///The deleted conversation's id.
+        pub id: ::std::string::String,
+        ///Always `conversation.deleted`.
+        pub object: ::std::string::String,
+    }
+    impl ConversationDeleted {
+        pub fn builder() -> builder::ConversationDeleted {
+            Default::default()
+        }
+    }
+    ///One item of a conversation, in the Responses item shape.
+    #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, PartialEq)]
+    pub struct ConversationItem {
+        ///The item's id: its message's id (`msg_…`), or `{message id}_{n}` for the further items of a thread message that holds several (text and a tool call, say).
+        pub id: ::std::string::String,
+        ///`message`, `function_call` or `function_call_output`.
+        #[serde(rename = "type")]
+        pub type_: ::std::string::String,
+    }
+    impl ConversationItem {
+        pub fn builder() -> builder::ConversationItem {
+            Default::default()
+        }
+    }
+    ///A page of conversation items, in OpenAI's list shape.
+    #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, PartialEq)]
+    pub struct ConversationItemList {
+        ///The items, in the order asked for.
+        pub data: ::std::vec::Vec<ConversationItem>,
+        ///The first item's id, if any.
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub first_id: ::std::option::Option<::std::string::String>,
+        ///Whether more items follow.
+        pub has_more: bool,
+        ///The last item's id, if any: `after` for the next page.
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub last_id: ::std::option::Option<::std::string::String>,
+        ///Always `list`.
+        pub object: ::std::string::String,
+    }
+    impl ConversationItemList {
+        pub fn builder() -> builder::ConversationItemList {
+            Default::default()
+        }
+    }
+    ///Items to add to a conversation.
+    #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, PartialEq)]
+    pub struct CreateConversationItemsRequest {
+        ///The items (1 to 20), in the shapes `create_conversation` takes.
+        pub items: ::std::vec::Vec<::serde_json::Value>,
+    }
+    impl CreateConversationItemsRequest {
+        pub fn builder() -> builder::CreateConversationItemsRequest {
+            Default::default()
+        }
+    }
+    ///Parameters for creating a conversation.
+    #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, Default, PartialEq)]
+    pub struct CreateConversationRequest {
+        ///Items to start it with (at most 20): messages (`{role, content}` with `input_text` / `input_image` parts, or assistant `output_text`), `function_call` and `function_call_output` items.
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub items: ::std::option::Option<::std::vec::Vec<::serde_json::Value>>,
+        ///Free-form string pairs kept with it (at most 50 pairs; keys up to 40 characters, values up to 500): the thread's metadata.
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub metadata: ::std::option::Option<
+            ::std::collections::HashMap<::std::string::String, ::std::string::String>,
+        >,
+    }
+    impl CreateConversationRequest {
+        pub fn builder() -> builder::CreateConversationRequest {
+            Default::default()
+        }
+    }
     ///A new turn of a thread: only the user's new message; qlaud adds the history it holds.
     #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, PartialEq)]
     #[serde(deny_unknown_fields)]
@@ -1307,10 +1405,25 @@ pub mod types {
             Default::default()
         }
     }
+    ///The answer of `delete_response`.
+    #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, PartialEq)]
+    pub struct ResponseDeleted {
+        ///Always true.
+        pub deleted: bool,
+        ///The deleted response's id.
+        pub id: ::std::string::String,
+        ///Always `response.deleted`.
+        pub object: ::std::string::String,
+    }
+    impl ResponseDeleted {
+        pub fn builder() -> builder::ResponseDeleted {
+            Default::default()
+        }
+    }
     ///An answer of `POST /v1/responses`, in OpenAI's Responses API shape.
     #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, PartialEq)]
     pub struct ResponseObject {
-        ///Unix seconds.
+        ///Unix seconds (as the provider wrote them: usually a whole number).
         pub created_at: f64,
         ///The answer's id (`resp_…`).
         pub id: ::std::string::String,
@@ -1335,7 +1448,7 @@ pub mod types {
     ///A request to `POST /v1/responses`, in OpenAI's Responses API shape.
     #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, PartialEq)]
     pub struct ResponsesRequest {
-        ///Not served yet: a 400, like `previous_response_id`.
+        ///A conversation (`"<id>"` or `{"id": "<id>"}`; a conversation is a thread, see `create_conversation`): its items are sent before `input`, and the input and output items are added to it once the response completes. An unknown conversation is 404 with code `conversation_not_found`.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub conversation: ::std::option::Option<::serde_json::Value>,
         ///The input: a string (one user message) or an array of items — messages (`{role, content}` with `input_text` / `input_image` parts), `function_call` and `function_call_output` items.
@@ -1349,13 +1462,13 @@ pub mod types {
         pub max_output_tokens: ::std::option::Option<u64>,
         ///The model's public name in qlaud (see `GET /v1/models`).
         pub model: ::std::string::String,
-        ///Not served yet: a 400. qlaud will serve it from its own store in a later release; send the whole conversation in `input` meanwhile.
+        ///Continue from a stored response: qlaud sends that response's conversation (its chain's input and output items) before `input`, and the new response joins the same chain. `instructions` are not carried over. A response the key does not reach (another key's, another tenant's, deleted, or made with `store: false`) is 404 with code `previous_response_not_found`. Cannot be combined with `conversation` (400).
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub previous_response_id: ::std::option::Option<::std::string::String>,
         ///Reasoning options (`{effort, summary}`), passed to GPT models; dropped when the model is translated.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub reasoning: ::std::option::Option<::serde_json::Value>,
-        ///Accepted (the official clients send `true` by default) but the provider is always called with `store: false`: response state will be kept by qlaud, not by the provider.
+        ///Whether qlaud keeps the response (default true, as OpenAI): its input and output items go into a thread under its `resp_…` id, so `get_response` answers it and a later request can chain from it with `previous_response_id`. `false` keeps nothing (except, with `conversation`, the items added to that conversation). The provider is always called with `store: false`: qlaud keeps the state, for every model.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub store: ::std::option::Option<bool>,
         ///`true` answers with server-sent events (`response.created`, …, `response.completed`).
@@ -1729,6 +1842,20 @@ pub mod types {
             value: ::std::string::String,
         ) -> ::std::result::Result<Self, self::error::ConversionError> {
             value.parse()
+        }
+    }
+    ///Changes to a conversation.
+    #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, PartialEq)]
+    pub struct UpdateConversationRequest {
+        ///Replaces all metadata (same limits as at creation).
+        pub metadata: ::std::collections::HashMap<
+            ::std::string::String,
+            ::std::string::String,
+        >,
+    }
+    impl UpdateConversationRequest {
+        pub fn builder() -> builder::UpdateConversationRequest {
+            Default::default()
         }
     }
     ///Changes to a key. Fields left out stay as they are.
@@ -2670,6 +2797,473 @@ Every call qlaud makes to a URL the tenant gave it (spend alerts, tool and job w
                     cost_micros: Ok(value.cost_micros),
                     prompt_tokens: Ok(value.prompt_tokens),
                     total_tokens: Ok(value.total_tokens),
+                }
+            }
+        }
+        #[derive(Clone, Debug)]
+        pub struct Conversation {
+            created_at: ::std::result::Result<i64, ::std::string::String>,
+            id: ::std::result::Result<::std::string::String, ::std::string::String>,
+            metadata: ::std::result::Result<
+                ::std::collections::HashMap<
+                    ::std::string::String,
+                    ::std::string::String,
+                >,
+                ::std::string::String,
+            >,
+            object: ::std::result::Result<::std::string::String, ::std::string::String>,
+        }
+        impl ::std::default::Default for Conversation {
+            fn default() -> Self {
+                Self {
+                    created_at: Err("no value supplied for created_at".to_string()),
+                    id: Err("no value supplied for id".to_string()),
+                    metadata: Err("no value supplied for metadata".to_string()),
+                    object: Err("no value supplied for object".to_string()),
+                }
+            }
+        }
+        impl Conversation {
+            pub fn created_at<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<i64>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.created_at = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for created_at: {e}")
+                    });
+                self
+            }
+            pub fn id<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::string::String>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.id = value
+                    .try_into()
+                    .map_err(|e| format!("error converting supplied value for id: {e}"));
+                self
+            }
+            pub fn metadata<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<
+                    ::std::collections::HashMap<
+                        ::std::string::String,
+                        ::std::string::String,
+                    >,
+                >,
+                T::Error: ::std::fmt::Display,
+            {
+                self.metadata = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for metadata: {e}")
+                    });
+                self
+            }
+            pub fn object<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::string::String>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.object = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for object: {e}")
+                    });
+                self
+            }
+        }
+        impl ::std::convert::TryFrom<Conversation> for super::Conversation {
+            type Error = super::error::ConversionError;
+            fn try_from(
+                value: Conversation,
+            ) -> ::std::result::Result<Self, super::error::ConversionError> {
+                Ok(Self {
+                    created_at: value.created_at?,
+                    id: value.id?,
+                    metadata: value.metadata?,
+                    object: value.object?,
+                })
+            }
+        }
+        impl ::std::convert::From<super::Conversation> for Conversation {
+            fn from(value: super::Conversation) -> Self {
+                Self {
+                    created_at: Ok(value.created_at),
+                    id: Ok(value.id),
+                    metadata: Ok(value.metadata),
+                    object: Ok(value.object),
+                }
+            }
+        }
+        #[derive(Clone, Debug)]
+        pub struct ConversationDeleted {
+            deleted: ::std::result::Result<bool, ::std::string::String>,
+            id: ::std::result::Result<::std::string::String, ::std::string::String>,
+            object: ::std::result::Result<::std::string::String, ::std::string::String>,
+        }
+        impl ::std::default::Default for ConversationDeleted {
+            fn default() -> Self {
+                Self {
+                    deleted: Err("no value supplied for deleted".to_string()),
+                    id: Err("no value supplied for id".to_string()),
+                    object: Err("no value supplied for object".to_string()),
+                }
+            }
+        }
+        impl ConversationDeleted {
+            pub fn deleted<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<bool>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.deleted = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for deleted: {e}")
+                    });
+                self
+            }
+            pub fn id<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::string::String>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.id = value
+                    .try_into()
+                    .map_err(|e| format!("error converting supplied value for id: {e}"));
+                self
+            }
+            pub fn object<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::string::String>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.object = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for object: {e}")
+                    });
+                self
+            }
+        }
+        impl ::std::convert::TryFrom<ConversationDeleted>
+        for super::ConversationDeleted {
+            type Error = super::error::ConversionError;
+            fn try_from(
+                value: ConversationDeleted,
+            ) -> ::std::result::Result<Self, super::error::ConversionError> {
+                Ok(Self {
+                    deleted: value.deleted?,
+                    id: value.id?,
+                    object: value.object?,
+                })
+            }
+        }
+        impl ::std::convert::From<super::ConversationDeleted> for ConversationDeleted {
+            fn from(value: super::ConversationDeleted) -> Self {
+                Self {
+                    deleted: Ok(value.deleted),
+                    id: Ok(value.id),
+                    object: Ok(value.object),
+                }
+            }
+        }
+        #[derive(Clone, Debug)]
+        pub struct ConversationItem {
+            id: ::std::result::Result<::std::string::String, ::std::string::String>,
+            type_: ::std::result::Result<::std::string::String, ::std::string::String>,
+        }
+        impl ::std::default::Default for ConversationItem {
+            fn default() -> Self {
+                Self {
+                    id: Err("no value supplied for id".to_string()),
+                    type_: Err("no value supplied for type_".to_string()),
+                }
+            }
+        }
+        impl ConversationItem {
+            pub fn id<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::string::String>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.id = value
+                    .try_into()
+                    .map_err(|e| format!("error converting supplied value for id: {e}"));
+                self
+            }
+            pub fn type_<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::string::String>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.type_ = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for type_: {e}")
+                    });
+                self
+            }
+        }
+        impl ::std::convert::TryFrom<ConversationItem> for super::ConversationItem {
+            type Error = super::error::ConversionError;
+            fn try_from(
+                value: ConversationItem,
+            ) -> ::std::result::Result<Self, super::error::ConversionError> {
+                Ok(Self {
+                    id: value.id?,
+                    type_: value.type_?,
+                })
+            }
+        }
+        impl ::std::convert::From<super::ConversationItem> for ConversationItem {
+            fn from(value: super::ConversationItem) -> Self {
+                Self {
+                    id: Ok(value.id),
+                    type_: Ok(value.type_),
+                }
+            }
+        }
+        #[derive(Clone, Debug)]
+        pub struct ConversationItemList {
+            data: ::std::result::Result<
+                ::std::vec::Vec<super::ConversationItem>,
+                ::std::string::String,
+            >,
+            first_id: ::std::result::Result<
+                ::std::option::Option<::std::string::String>,
+                ::std::string::String,
+            >,
+            has_more: ::std::result::Result<bool, ::std::string::String>,
+            last_id: ::std::result::Result<
+                ::std::option::Option<::std::string::String>,
+                ::std::string::String,
+            >,
+            object: ::std::result::Result<::std::string::String, ::std::string::String>,
+        }
+        impl ::std::default::Default for ConversationItemList {
+            fn default() -> Self {
+                Self {
+                    data: Err("no value supplied for data".to_string()),
+                    first_id: Ok(Default::default()),
+                    has_more: Err("no value supplied for has_more".to_string()),
+                    last_id: Ok(Default::default()),
+                    object: Err("no value supplied for object".to_string()),
+                }
+            }
+        }
+        impl ConversationItemList {
+            pub fn data<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::vec::Vec<super::ConversationItem>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.data = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for data: {e}")
+                    });
+                self
+            }
+            pub fn first_id<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::option::Option<::std::string::String>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.first_id = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for first_id: {e}")
+                    });
+                self
+            }
+            pub fn has_more<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<bool>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.has_more = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for has_more: {e}")
+                    });
+                self
+            }
+            pub fn last_id<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::option::Option<::std::string::String>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.last_id = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for last_id: {e}")
+                    });
+                self
+            }
+            pub fn object<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::string::String>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.object = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for object: {e}")
+                    });
+                self
+            }
+        }
+        impl ::std::convert::TryFrom<ConversationItemList>
+        for super::ConversationItemList {
+            type Error = super::error::ConversionError;
+            fn try_from(
+                value: ConversationItemList,
+            ) -> ::std::result::Result<Self, super::error::ConversionError> {
+                Ok(Self {
+                    data: value.data?,
+                    first_id: value.first_id?,
+                    has_more: value.has_more?,
+                    last_id: value.last_id?,
+                    object: value.object?,
+                })
+            }
+        }
+        impl ::std::convert::From<super::ConversationItemList> for ConversationItemList {
+            fn from(value: super::ConversationItemList) -> Self {
+                Self {
+                    data: Ok(value.data),
+                    first_id: Ok(value.first_id),
+                    has_more: Ok(value.has_more),
+                    last_id: Ok(value.last_id),
+                    object: Ok(value.object),
+                }
+            }
+        }
+        #[derive(Clone, Debug)]
+        pub struct CreateConversationItemsRequest {
+            items: ::std::result::Result<
+                ::std::vec::Vec<::serde_json::Value>,
+                ::std::string::String,
+            >,
+        }
+        impl ::std::default::Default for CreateConversationItemsRequest {
+            fn default() -> Self {
+                Self {
+                    items: Err("no value supplied for items".to_string()),
+                }
+            }
+        }
+        impl CreateConversationItemsRequest {
+            pub fn items<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::vec::Vec<::serde_json::Value>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.items = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for items: {e}")
+                    });
+                self
+            }
+        }
+        impl ::std::convert::TryFrom<CreateConversationItemsRequest>
+        for super::CreateConversationItemsRequest {
+            type Error = super::error::ConversionError;
+            fn try_from(
+                value: CreateConversationItemsRequest,
+            ) -> ::std::result::Result<Self, super::error::ConversionError> {
+                Ok(Self { items: value.items? })
+            }
+        }
+        impl ::std::convert::From<super::CreateConversationItemsRequest>
+        for CreateConversationItemsRequest {
+            fn from(value: super::CreateConversationItemsRequest) -> Self {
+                Self { items: Ok(value.items) }
+            }
+        }
+        #[derive(Clone, Debug)]
+        pub struct CreateConversationRequest {
+            items: ::std::result::Result<
+                ::std::option::Option<::std::vec::Vec<::serde_json::Value>>,
+                ::std::string::String,
+            >,
+            metadata: ::std::result::Result<
+                ::std::option::Option<
+                    ::std::collections::HashMap<
+                        ::std::string::String,
+                        ::std::string::String,
+                    >,
+                >,
+                ::std::string::String,
+            >,
+        }
+        impl ::std::default::Default for CreateConversationRequest {
+            fn default() -> Self {
+                Self {
+                    items: Ok(Default::default()),
+                    metadata: Ok(Default::default()),
+                }
+            }
+        }
+        impl CreateConversationRequest {
+            pub fn items<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<
+                    ::std::option::Option<::std::vec::Vec<::serde_json::Value>>,
+                >,
+                T::Error: ::std::fmt::Display,
+            {
+                self.items = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for items: {e}")
+                    });
+                self
+            }
+            pub fn metadata<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<
+                    ::std::option::Option<
+                        ::std::collections::HashMap<
+                            ::std::string::String,
+                            ::std::string::String,
+                        >,
+                    >,
+                >,
+                T::Error: ::std::fmt::Display,
+            {
+                self.metadata = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for metadata: {e}")
+                    });
+                self
+            }
+        }
+        impl ::std::convert::TryFrom<CreateConversationRequest>
+        for super::CreateConversationRequest {
+            type Error = super::error::ConversionError;
+            fn try_from(
+                value: CreateConversationRequest,
+            ) -> ::std::result::Result<Self, super::error::ConversionError> {
+                Ok(Self {
+                    items: value.items?,
+                    metadata: value.metadata?,
+                })
+            }
+        }
+        impl ::std::convert::From<super::CreateConversationRequest>
+        for CreateConversationRequest {
+            fn from(value: super::CreateConversationRequest) -> Self {
+                Self {
+                    items: Ok(value.items),
+                    metadata: Ok(value.metadata),
                 }
             }
         }
@@ -7191,6 +7785,78 @@ Every call qlaud makes to a URL the tenant gave it (spend alerts, tool and job w
             }
         }
         #[derive(Clone, Debug)]
+        pub struct ResponseDeleted {
+            deleted: ::std::result::Result<bool, ::std::string::String>,
+            id: ::std::result::Result<::std::string::String, ::std::string::String>,
+            object: ::std::result::Result<::std::string::String, ::std::string::String>,
+        }
+        impl ::std::default::Default for ResponseDeleted {
+            fn default() -> Self {
+                Self {
+                    deleted: Err("no value supplied for deleted".to_string()),
+                    id: Err("no value supplied for id".to_string()),
+                    object: Err("no value supplied for object".to_string()),
+                }
+            }
+        }
+        impl ResponseDeleted {
+            pub fn deleted<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<bool>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.deleted = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for deleted: {e}")
+                    });
+                self
+            }
+            pub fn id<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::string::String>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.id = value
+                    .try_into()
+                    .map_err(|e| format!("error converting supplied value for id: {e}"));
+                self
+            }
+            pub fn object<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::string::String>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.object = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for object: {e}")
+                    });
+                self
+            }
+        }
+        impl ::std::convert::TryFrom<ResponseDeleted> for super::ResponseDeleted {
+            type Error = super::error::ConversionError;
+            fn try_from(
+                value: ResponseDeleted,
+            ) -> ::std::result::Result<Self, super::error::ConversionError> {
+                Ok(Self {
+                    deleted: value.deleted?,
+                    id: value.id?,
+                    object: value.object?,
+                })
+            }
+        }
+        impl ::std::convert::From<super::ResponseDeleted> for ResponseDeleted {
+            fn from(value: super::ResponseDeleted) -> Self {
+                Self {
+                    deleted: Ok(value.deleted),
+                    id: Ok(value.id),
+                    object: Ok(value.object),
+                }
+            }
+        }
+        #[derive(Clone, Debug)]
         pub struct ResponseObject {
             created_at: ::std::result::Result<f64, ::std::string::String>,
             id: ::std::result::Result<::std::string::String, ::std::string::String>,
@@ -8915,6 +9581,59 @@ Every call qlaud makes to a URL the tenant gave it (spend alerts, tool and job w
             }
         }
         #[derive(Clone, Debug)]
+        pub struct UpdateConversationRequest {
+            metadata: ::std::result::Result<
+                ::std::collections::HashMap<
+                    ::std::string::String,
+                    ::std::string::String,
+                >,
+                ::std::string::String,
+            >,
+        }
+        impl ::std::default::Default for UpdateConversationRequest {
+            fn default() -> Self {
+                Self {
+                    metadata: Err("no value supplied for metadata".to_string()),
+                }
+            }
+        }
+        impl UpdateConversationRequest {
+            pub fn metadata<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<
+                    ::std::collections::HashMap<
+                        ::std::string::String,
+                        ::std::string::String,
+                    >,
+                >,
+                T::Error: ::std::fmt::Display,
+            {
+                self.metadata = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for metadata: {e}")
+                    });
+                self
+            }
+        }
+        impl ::std::convert::TryFrom<UpdateConversationRequest>
+        for super::UpdateConversationRequest {
+            type Error = super::error::ConversionError;
+            fn try_from(
+                value: UpdateConversationRequest,
+            ) -> ::std::result::Result<Self, super::error::ConversionError> {
+                Ok(Self { metadata: value.metadata? })
+            }
+        }
+        impl ::std::convert::From<super::UpdateConversationRequest>
+        for UpdateConversationRequest {
+            fn from(value: super::UpdateConversationRequest) -> Self {
+                Self {
+                    metadata: Ok(value.metadata),
+                }
+            }
+        }
+        #[derive(Clone, Debug)]
         pub struct UpdateKeyRequest {
             disabled: ::std::result::Result<
                 ::std::option::Option<bool>,
@@ -9794,6 +10513,154 @@ let response = client.create_chat_completion()
     pub fn create_chat_completion(&self) -> builder::CreateChatCompletion<'_> {
         builder::CreateChatCompletion::new(self)
     }
+    /**Create a conversation (OpenAI Conversations API)
+
+A conversation is a thread seen through OpenAI's Conversations API: this creates a thread (owned by the calling key, visible under `/v1/threads` with the same id) holding `items` and `metadata`. Pass its id as `conversation` to `create_response` to answer from its items and add to them. Errors use OpenAI's error shape. Any key may call it.
+
+Sends a `POST` request to `/v1/conversations`
+
+```ignore
+let response = client.create_conversation()
+    .body(body)
+    .send()
+    .await;
+```*/
+    pub fn create_conversation(&self) -> builder::CreateConversation<'_> {
+        builder::CreateConversation::new(self)
+    }
+    /**Fetch a conversation
+
+Any thread can be fetched as a conversation. A standard key reaches only its own, an admin key its tenant's; any other id is 404.
+
+Sends a `GET` request to `/v1/conversations/{conversation_id}`
+
+Arguments:
+- `conversation_id`: The conversation's id (a thread id, `thr_…`).
+```ignore
+let response = client.get_conversation()
+    .conversation_id(conversation_id)
+    .send()
+    .await;
+```*/
+    pub fn get_conversation(&self) -> builder::GetConversation<'_> {
+        builder::GetConversation::new(self)
+    }
+    /**Change a conversation's metadata
+
+Replaces the metadata of the conversation (its thread). Who may: as for `get_conversation`.
+
+Sends a `POST` request to `/v1/conversations/{conversation_id}`
+
+Arguments:
+- `conversation_id`: The conversation's id (a thread id, `thr_…`).
+- `body`
+```ignore
+let response = client.update_conversation()
+    .conversation_id(conversation_id)
+    .body(body)
+    .send()
+    .await;
+```*/
+    pub fn update_conversation(&self) -> builder::UpdateConversation<'_> {
+        builder::UpdateConversation::new(self)
+    }
+    /**Delete a conversation
+
+Deletes the conversation's thread with all of its items and the responses kept in it, as `delete_thread` does. Answers `{id, object: "conversation.deleted", deleted: true}`.
+
+Sends a `DELETE` request to `/v1/conversations/{conversation_id}`
+
+Arguments:
+- `conversation_id`: The conversation's id (a thread id, `thr_…`).
+```ignore
+let response = client.delete_conversation()
+    .conversation_id(conversation_id)
+    .send()
+    .await;
+```*/
+    pub fn delete_conversation(&self) -> builder::DeleteConversation<'_> {
+        builder::DeleteConversation::new(self)
+    }
+    /**List a conversation's items
+
+The thread's messages as Responses items (`message`, `function_call`, `function_call_output`), newest first by default (`order=asc` for oldest first), `limit` messages a page (1 to 100, default 20), continuing `after` an item id; OpenAI's list shape `{object: "list", data, first_id, last_id, has_more}`. A thread message holding several items (a thread turn's text and tool call) lists them together, in the message's order.
+
+Sends a `GET` request to `/v1/conversations/{conversation_id}/items`
+
+Arguments:
+- `conversation_id`: The conversation's id (a thread id, `thr_…`).
+- `after`: Only items after this item in the chosen order (`last_id` of the previous page).
+- `limit`: Messages per page, 1 to 100 (default 20). A thread message that holds several items shows them all on the same page.
+- `order`: `desc` (default: newest first) or `asc`.
+```ignore
+let response = client.list_conversation_items()
+    .conversation_id(conversation_id)
+    .after(after)
+    .limit(limit)
+    .order(order)
+    .send()
+    .await;
+```*/
+    pub fn list_conversation_items(&self) -> builder::ListConversationItems<'_> {
+        builder::ListConversationItems::new(self)
+    }
+    /**Add items to a conversation
+
+Appends `items` (1 to 20) to the conversation's thread, one message each, in order, and answers them in OpenAI's list shape. No model is called and nothing is billed. System and developer messages and reasoning items are not kept (400).
+
+Sends a `POST` request to `/v1/conversations/{conversation_id}/items`
+
+Arguments:
+- `conversation_id`: The conversation's id (a thread id, `thr_…`).
+- `body`
+```ignore
+let response = client.create_conversation_items()
+    .conversation_id(conversation_id)
+    .body(body)
+    .send()
+    .await;
+```*/
+    pub fn create_conversation_items(&self) -> builder::CreateConversationItems<'_> {
+        builder::CreateConversationItems::new(self)
+    }
+    /**Fetch one item of a conversation
+
+404 for an item not in the conversation.
+
+Sends a `GET` request to `/v1/conversations/{conversation_id}/items/{item_id}`
+
+Arguments:
+- `conversation_id`: The conversation's id (a thread id, `thr_…`).
+- `item_id`: The item's id.
+```ignore
+let response = client.get_conversation_item()
+    .conversation_id(conversation_id)
+    .item_id(item_id)
+    .send()
+    .await;
+```*/
+    pub fn get_conversation_item(&self) -> builder::GetConversationItem<'_> {
+        builder::GetConversationItem::new(self)
+    }
+    /**Delete one item of a conversation
+
+Deletes the thread message the item belongs to (with the other items of that message, when it holds several) and answers the conversation, as OpenAI does.
+
+Sends a `DELETE` request to `/v1/conversations/{conversation_id}/items/{item_id}`
+
+Arguments:
+- `conversation_id`: The conversation's id (a thread id, `thr_…`).
+- `item_id`: The item's id.
+```ignore
+let response = client.delete_conversation_item()
+    .conversation_id(conversation_id)
+    .item_id(item_id)
+    .send()
+    .await;
+```*/
+    pub fn delete_conversation_item(&self) -> builder::DeleteConversationItem<'_> {
+        builder::DeleteConversationItem::new(self)
+    }
     /**Create embeddings
 
 OpenAI's Embeddings API for the embedding models in the catalog (`kind = "embedding"`), metered and capped like every model call: the input's worst case is reserved before the provider is called, and the call is settled from the provider's `usage`. Errors use OpenAI's error body; a spent cap is 402.
@@ -10030,7 +10897,7 @@ let response = client.list_requests()
     }
     /**Create a response (OpenAI Responses API)
 
-OpenAI's `POST /v1/responses`, for any model qlaud serves: GPT models pass through to the provider's own Responses endpoint (always with `store: false`); other models are translated. With `"stream": true` the answer is `text/event-stream` with the typed events (`response.created`, `response.output_text.delta`, …, `response.completed` whose usage carries `cost_micros`). `previous_response_id` and `conversation` are refused with 400 until qlaud serves response state from its own store. Fields qlaud does not know pass to GPT models unchanged. Errors use OpenAI's error shape. Any key may call it.
+OpenAI's `POST /v1/responses`, for any model qlaud serves: GPT models pass through to the provider's own Responses endpoint (always with `store: false`); other models are translated. With `"stream": true` the answer is `text/event-stream` with the typed events (`response.created`, `response.output_text.delta`, …, `response.completed` whose usage carries `cost_micros`). Response state is qlaud's, for every model (the provider is always called with `store: false`): with `store` (the default) the input and output items are kept in a thread under the response's id; `previous_response_id` sends a stored response's conversation before `input` (404 `previous_response_not_found` for a response the key does not reach); `conversation` sends a conversation's items first and adds the new ones to it (404 `conversation_not_found`); the two together are 400. The loaded history is part of the prompt: it is reserved against the key's cap and billed like any input. A streamed response is kept once its last event has been sent, before the stream closes. Fields qlaud does not know pass to GPT models unchanged. Errors use OpenAI's error shape. Any key may call it.
 
 Sends a `POST` request to `/v1/responses`
 
@@ -10042,6 +10909,40 @@ let response = client.create_response()
 ```*/
     pub fn create_response(&self) -> builder::CreateResponse<'_> {
         builder::CreateResponse::new(self)
+    }
+    /**Fetch a stored response
+
+The response object exactly as it was returned (output, usage with `cost_micros`, `store`, `previous_response_id`), from qlaud's store. A standard key reaches only its own responses, an admin key its tenant's; any other id is 404, as one never stored (`store: false`) or deleted. Errors use OpenAI's error shape.
+
+Sends a `GET` request to `/v1/responses/{response_id}`
+
+Arguments:
+- `response_id`: The response's id (`resp_…`).
+```ignore
+let response = client.get_response()
+    .response_id(response_id)
+    .send()
+    .await;
+```*/
+    pub fn get_response(&self) -> builder::GetResponse<'_> {
+        builder::GetResponse::new(self)
+    }
+    /**Delete a stored response
+
+Forgets the response: it can no longer be fetched or chained from. Its input and output items go too, unless it was made in a conversation (they are the conversation's items; delete them with `delete_conversation_item`); responses already chained from it lose that turn from their history. Who may delete: as for `get_response`. Answers `{id, object: "response.deleted", deleted: true}`.
+
+Sends a `DELETE` request to `/v1/responses/{response_id}`
+
+Arguments:
+- `response_id`: The response's id (`resp_…`).
+```ignore
+let response = client.delete_response()
+    .response_id(response_id)
+    .send()
+    .await;
+```*/
+    pub fn delete_response(&self) -> builder::DeleteResponse<'_> {
+        builder::DeleteResponse::new(self)
     }
     /**List threads
 
@@ -10830,6 +11731,838 @@ pub mod builder {
                 .build()?;
             let info = OperationInfo {
                 operation_id: "create_chat_completion",
+            };
+            client.pre(&mut request, &info).await?;
+            let result = client.exec(request, &info).await;
+            client.post(&result, &info).await?;
+            let response = result?;
+            match response.status().as_u16() {
+                200u16 => ResponseValue::from_response(response).await,
+                400u16..=499u16 => {
+                    Err(
+                        Error::ErrorResponse(
+                            ResponseValue::from_response(response).await?,
+                        ),
+                    )
+                }
+                500u16..=599u16 => {
+                    Err(
+                        Error::ErrorResponse(
+                            ResponseValue::from_response(response).await?,
+                        ),
+                    )
+                }
+                _ => Err(Error::UnexpectedResponse(response)),
+            }
+        }
+    }
+    /**Builder for [`Client::create_conversation`]
+
+[`Client::create_conversation`]: super::Client::create_conversation*/
+    #[derive(Debug, Clone)]
+    pub struct CreateConversation<'a> {
+        client: &'a super::Client,
+        body: Result<types::builder::CreateConversationRequest, String>,
+    }
+    impl<'a> CreateConversation<'a> {
+        pub fn new(client: &'a super::Client) -> Self {
+            Self {
+                client: client,
+                body: Ok(::std::default::Default::default()),
+            }
+        }
+        pub fn body<V>(mut self, value: V) -> Self
+        where
+            V: std::convert::TryInto<types::CreateConversationRequest>,
+            <V as std::convert::TryInto<
+                types::CreateConversationRequest,
+            >>::Error: std::fmt::Display,
+        {
+            self.body = value
+                .try_into()
+                .map(From::from)
+                .map_err(|s| {
+                    format!(
+                        "conversion to `CreateConversationRequest` for body failed: {}",
+                        s
+                    )
+                });
+            self
+        }
+        pub fn body_map<F>(mut self, f: F) -> Self
+        where
+            F: std::ops::FnOnce(
+                types::builder::CreateConversationRequest,
+            ) -> types::builder::CreateConversationRequest,
+        {
+            self.body = self.body.map(f);
+            self
+        }
+        ///Sends a `POST` request to `/v1/conversations`
+        pub async fn send(
+            self,
+        ) -> Result<ResponseValue<types::Conversation>, Error<types::OpenAiError>> {
+            let Self { client, body } = self;
+            let body = body
+                .and_then(|v| {
+                    types::CreateConversationRequest::try_from(v)
+                        .map_err(|e| e.to_string())
+                })
+                .map_err(Error::InvalidRequest)?;
+            let url = format!("{}/v1/conversations", client.baseurl,);
+            let mut header_map = ::reqwest::header::HeaderMap::with_capacity(1usize);
+            header_map
+                .append(
+                    ::reqwest::header::HeaderName::from_static("api-version"),
+                    ::reqwest::header::HeaderValue::from_static(
+                        super::Client::api_version(),
+                    ),
+                );
+            #[allow(unused_mut)]
+            let mut request = client
+                .client
+                .post(url)
+                .header(
+                    ::reqwest::header::ACCEPT,
+                    ::reqwest::header::HeaderValue::from_static("application/json"),
+                )
+                .json(&body)
+                .headers(header_map)
+                .build()?;
+            let info = OperationInfo {
+                operation_id: "create_conversation",
+            };
+            client.pre(&mut request, &info).await?;
+            let result = client.exec(request, &info).await;
+            client.post(&result, &info).await?;
+            let response = result?;
+            match response.status().as_u16() {
+                200u16 => ResponseValue::from_response(response).await,
+                400u16..=499u16 => {
+                    Err(
+                        Error::ErrorResponse(
+                            ResponseValue::from_response(response).await?,
+                        ),
+                    )
+                }
+                500u16..=599u16 => {
+                    Err(
+                        Error::ErrorResponse(
+                            ResponseValue::from_response(response).await?,
+                        ),
+                    )
+                }
+                _ => Err(Error::UnexpectedResponse(response)),
+            }
+        }
+    }
+    /**Builder for [`Client::get_conversation`]
+
+[`Client::get_conversation`]: super::Client::get_conversation*/
+    #[derive(Debug, Clone)]
+    pub struct GetConversation<'a> {
+        client: &'a super::Client,
+        conversation_id: Result<::std::string::String, String>,
+    }
+    impl<'a> GetConversation<'a> {
+        pub fn new(client: &'a super::Client) -> Self {
+            Self {
+                client: client,
+                conversation_id: Err("conversation_id was not initialized".to_string()),
+            }
+        }
+        pub fn conversation_id<V>(mut self, value: V) -> Self
+        where
+            V: std::convert::TryInto<::std::string::String>,
+        {
+            self.conversation_id = value
+                .try_into()
+                .map_err(|_| {
+                    "conversion to `:: std :: string :: String` for conversation_id failed"
+                        .to_string()
+                });
+            self
+        }
+        ///Sends a `GET` request to `/v1/conversations/{conversation_id}`
+        pub async fn send(
+            self,
+        ) -> Result<ResponseValue<types::Conversation>, Error<types::OpenAiError>> {
+            let Self { client, conversation_id } = self;
+            let conversation_id = conversation_id.map_err(Error::InvalidRequest)?;
+            let url = format!(
+                "{}/v1/conversations/{}", client.baseurl, encode_path(& conversation_id
+                .to_string()),
+            );
+            let mut header_map = ::reqwest::header::HeaderMap::with_capacity(1usize);
+            header_map
+                .append(
+                    ::reqwest::header::HeaderName::from_static("api-version"),
+                    ::reqwest::header::HeaderValue::from_static(
+                        super::Client::api_version(),
+                    ),
+                );
+            #[allow(unused_mut)]
+            let mut request = client
+                .client
+                .get(url)
+                .header(
+                    ::reqwest::header::ACCEPT,
+                    ::reqwest::header::HeaderValue::from_static("application/json"),
+                )
+                .headers(header_map)
+                .build()?;
+            let info = OperationInfo {
+                operation_id: "get_conversation",
+            };
+            client.pre(&mut request, &info).await?;
+            let result = client.exec(request, &info).await;
+            client.post(&result, &info).await?;
+            let response = result?;
+            match response.status().as_u16() {
+                200u16 => ResponseValue::from_response(response).await,
+                400u16..=499u16 => {
+                    Err(
+                        Error::ErrorResponse(
+                            ResponseValue::from_response(response).await?,
+                        ),
+                    )
+                }
+                500u16..=599u16 => {
+                    Err(
+                        Error::ErrorResponse(
+                            ResponseValue::from_response(response).await?,
+                        ),
+                    )
+                }
+                _ => Err(Error::UnexpectedResponse(response)),
+            }
+        }
+    }
+    /**Builder for [`Client::update_conversation`]
+
+[`Client::update_conversation`]: super::Client::update_conversation*/
+    #[derive(Debug, Clone)]
+    pub struct UpdateConversation<'a> {
+        client: &'a super::Client,
+        conversation_id: Result<::std::string::String, String>,
+        body: Result<types::builder::UpdateConversationRequest, String>,
+    }
+    impl<'a> UpdateConversation<'a> {
+        pub fn new(client: &'a super::Client) -> Self {
+            Self {
+                client: client,
+                conversation_id: Err("conversation_id was not initialized".to_string()),
+                body: Ok(::std::default::Default::default()),
+            }
+        }
+        pub fn conversation_id<V>(mut self, value: V) -> Self
+        where
+            V: std::convert::TryInto<::std::string::String>,
+        {
+            self.conversation_id = value
+                .try_into()
+                .map_err(|_| {
+                    "conversion to `:: std :: string :: String` for conversation_id failed"
+                        .to_string()
+                });
+            self
+        }
+        pub fn body<V>(mut self, value: V) -> Self
+        where
+            V: std::convert::TryInto<types::UpdateConversationRequest>,
+            <V as std::convert::TryInto<
+                types::UpdateConversationRequest,
+            >>::Error: std::fmt::Display,
+        {
+            self.body = value
+                .try_into()
+                .map(From::from)
+                .map_err(|s| {
+                    format!(
+                        "conversion to `UpdateConversationRequest` for body failed: {}",
+                        s
+                    )
+                });
+            self
+        }
+        pub fn body_map<F>(mut self, f: F) -> Self
+        where
+            F: std::ops::FnOnce(
+                types::builder::UpdateConversationRequest,
+            ) -> types::builder::UpdateConversationRequest,
+        {
+            self.body = self.body.map(f);
+            self
+        }
+        ///Sends a `POST` request to `/v1/conversations/{conversation_id}`
+        pub async fn send(
+            self,
+        ) -> Result<ResponseValue<types::Conversation>, Error<types::OpenAiError>> {
+            let Self { client, conversation_id, body } = self;
+            let conversation_id = conversation_id.map_err(Error::InvalidRequest)?;
+            let body = body
+                .and_then(|v| {
+                    types::UpdateConversationRequest::try_from(v)
+                        .map_err(|e| e.to_string())
+                })
+                .map_err(Error::InvalidRequest)?;
+            let url = format!(
+                "{}/v1/conversations/{}", client.baseurl, encode_path(& conversation_id
+                .to_string()),
+            );
+            let mut header_map = ::reqwest::header::HeaderMap::with_capacity(1usize);
+            header_map
+                .append(
+                    ::reqwest::header::HeaderName::from_static("api-version"),
+                    ::reqwest::header::HeaderValue::from_static(
+                        super::Client::api_version(),
+                    ),
+                );
+            #[allow(unused_mut)]
+            let mut request = client
+                .client
+                .post(url)
+                .header(
+                    ::reqwest::header::ACCEPT,
+                    ::reqwest::header::HeaderValue::from_static("application/json"),
+                )
+                .json(&body)
+                .headers(header_map)
+                .build()?;
+            let info = OperationInfo {
+                operation_id: "update_conversation",
+            };
+            client.pre(&mut request, &info).await?;
+            let result = client.exec(request, &info).await;
+            client.post(&result, &info).await?;
+            let response = result?;
+            match response.status().as_u16() {
+                200u16 => ResponseValue::from_response(response).await,
+                400u16..=499u16 => {
+                    Err(
+                        Error::ErrorResponse(
+                            ResponseValue::from_response(response).await?,
+                        ),
+                    )
+                }
+                500u16..=599u16 => {
+                    Err(
+                        Error::ErrorResponse(
+                            ResponseValue::from_response(response).await?,
+                        ),
+                    )
+                }
+                _ => Err(Error::UnexpectedResponse(response)),
+            }
+        }
+    }
+    /**Builder for [`Client::delete_conversation`]
+
+[`Client::delete_conversation`]: super::Client::delete_conversation*/
+    #[derive(Debug, Clone)]
+    pub struct DeleteConversation<'a> {
+        client: &'a super::Client,
+        conversation_id: Result<::std::string::String, String>,
+    }
+    impl<'a> DeleteConversation<'a> {
+        pub fn new(client: &'a super::Client) -> Self {
+            Self {
+                client: client,
+                conversation_id: Err("conversation_id was not initialized".to_string()),
+            }
+        }
+        pub fn conversation_id<V>(mut self, value: V) -> Self
+        where
+            V: std::convert::TryInto<::std::string::String>,
+        {
+            self.conversation_id = value
+                .try_into()
+                .map_err(|_| {
+                    "conversion to `:: std :: string :: String` for conversation_id failed"
+                        .to_string()
+                });
+            self
+        }
+        ///Sends a `DELETE` request to `/v1/conversations/{conversation_id}`
+        pub async fn send(
+            self,
+        ) -> Result<
+            ResponseValue<types::ConversationDeleted>,
+            Error<types::OpenAiError>,
+        > {
+            let Self { client, conversation_id } = self;
+            let conversation_id = conversation_id.map_err(Error::InvalidRequest)?;
+            let url = format!(
+                "{}/v1/conversations/{}", client.baseurl, encode_path(& conversation_id
+                .to_string()),
+            );
+            let mut header_map = ::reqwest::header::HeaderMap::with_capacity(1usize);
+            header_map
+                .append(
+                    ::reqwest::header::HeaderName::from_static("api-version"),
+                    ::reqwest::header::HeaderValue::from_static(
+                        super::Client::api_version(),
+                    ),
+                );
+            #[allow(unused_mut)]
+            let mut request = client
+                .client
+                .delete(url)
+                .header(
+                    ::reqwest::header::ACCEPT,
+                    ::reqwest::header::HeaderValue::from_static("application/json"),
+                )
+                .headers(header_map)
+                .build()?;
+            let info = OperationInfo {
+                operation_id: "delete_conversation",
+            };
+            client.pre(&mut request, &info).await?;
+            let result = client.exec(request, &info).await;
+            client.post(&result, &info).await?;
+            let response = result?;
+            match response.status().as_u16() {
+                200u16 => ResponseValue::from_response(response).await,
+                400u16..=499u16 => {
+                    Err(
+                        Error::ErrorResponse(
+                            ResponseValue::from_response(response).await?,
+                        ),
+                    )
+                }
+                500u16..=599u16 => {
+                    Err(
+                        Error::ErrorResponse(
+                            ResponseValue::from_response(response).await?,
+                        ),
+                    )
+                }
+                _ => Err(Error::UnexpectedResponse(response)),
+            }
+        }
+    }
+    /**Builder for [`Client::list_conversation_items`]
+
+[`Client::list_conversation_items`]: super::Client::list_conversation_items*/
+    #[derive(Debug, Clone)]
+    pub struct ListConversationItems<'a> {
+        client: &'a super::Client,
+        conversation_id: Result<::std::string::String, String>,
+        after: Result<Option<::std::string::String>, String>,
+        limit: Result<Option<u32>, String>,
+        order: Result<Option<types::SortDirection>, String>,
+    }
+    impl<'a> ListConversationItems<'a> {
+        pub fn new(client: &'a super::Client) -> Self {
+            Self {
+                client: client,
+                conversation_id: Err("conversation_id was not initialized".to_string()),
+                after: Ok(None),
+                limit: Ok(None),
+                order: Ok(None),
+            }
+        }
+        pub fn conversation_id<V>(mut self, value: V) -> Self
+        where
+            V: std::convert::TryInto<::std::string::String>,
+        {
+            self.conversation_id = value
+                .try_into()
+                .map_err(|_| {
+                    "conversion to `:: std :: string :: String` for conversation_id failed"
+                        .to_string()
+                });
+            self
+        }
+        pub fn after<V>(mut self, value: V) -> Self
+        where
+            V: std::convert::TryInto<::std::string::String>,
+        {
+            self.after = value
+                .try_into()
+                .map(Some)
+                .map_err(|_| {
+                    "conversion to `:: std :: string :: String` for after failed"
+                        .to_string()
+                });
+            self
+        }
+        pub fn limit<V>(mut self, value: V) -> Self
+        where
+            V: std::convert::TryInto<u32>,
+        {
+            self.limit = value
+                .try_into()
+                .map(Some)
+                .map_err(|_| "conversion to `u32` for limit failed".to_string());
+            self
+        }
+        pub fn order<V>(mut self, value: V) -> Self
+        where
+            V: std::convert::TryInto<types::SortDirection>,
+        {
+            self.order = value
+                .try_into()
+                .map(Some)
+                .map_err(|_| {
+                    "conversion to `SortDirection` for order failed".to_string()
+                });
+            self
+        }
+        ///Sends a `GET` request to `/v1/conversations/{conversation_id}/items`
+        pub async fn send(
+            self,
+        ) -> Result<
+            ResponseValue<types::ConversationItemList>,
+            Error<types::OpenAiError>,
+        > {
+            let Self { client, conversation_id, after, limit, order } = self;
+            let conversation_id = conversation_id.map_err(Error::InvalidRequest)?;
+            let after = after.map_err(Error::InvalidRequest)?;
+            let limit = limit.map_err(Error::InvalidRequest)?;
+            let order = order.map_err(Error::InvalidRequest)?;
+            let url = format!(
+                "{}/v1/conversations/{}/items", client.baseurl, encode_path(&
+                conversation_id.to_string()),
+            );
+            let mut header_map = ::reqwest::header::HeaderMap::with_capacity(1usize);
+            header_map
+                .append(
+                    ::reqwest::header::HeaderName::from_static("api-version"),
+                    ::reqwest::header::HeaderValue::from_static(
+                        super::Client::api_version(),
+                    ),
+                );
+            #[allow(unused_mut)]
+            let mut request = client
+                .client
+                .get(url)
+                .header(
+                    ::reqwest::header::ACCEPT,
+                    ::reqwest::header::HeaderValue::from_static("application/json"),
+                )
+                .query(&progenitor_client::QueryParam::new("after", &after))
+                .query(&progenitor_client::QueryParam::new("limit", &limit))
+                .query(&progenitor_client::QueryParam::new("order", &order))
+                .headers(header_map)
+                .build()?;
+            let info = OperationInfo {
+                operation_id: "list_conversation_items",
+            };
+            client.pre(&mut request, &info).await?;
+            let result = client.exec(request, &info).await;
+            client.post(&result, &info).await?;
+            let response = result?;
+            match response.status().as_u16() {
+                200u16 => ResponseValue::from_response(response).await,
+                400u16..=499u16 => {
+                    Err(
+                        Error::ErrorResponse(
+                            ResponseValue::from_response(response).await?,
+                        ),
+                    )
+                }
+                500u16..=599u16 => {
+                    Err(
+                        Error::ErrorResponse(
+                            ResponseValue::from_response(response).await?,
+                        ),
+                    )
+                }
+                _ => Err(Error::UnexpectedResponse(response)),
+            }
+        }
+    }
+    /**Builder for [`Client::create_conversation_items`]
+
+[`Client::create_conversation_items`]: super::Client::create_conversation_items*/
+    #[derive(Debug, Clone)]
+    pub struct CreateConversationItems<'a> {
+        client: &'a super::Client,
+        conversation_id: Result<::std::string::String, String>,
+        body: Result<types::builder::CreateConversationItemsRequest, String>,
+    }
+    impl<'a> CreateConversationItems<'a> {
+        pub fn new(client: &'a super::Client) -> Self {
+            Self {
+                client: client,
+                conversation_id: Err("conversation_id was not initialized".to_string()),
+                body: Ok(::std::default::Default::default()),
+            }
+        }
+        pub fn conversation_id<V>(mut self, value: V) -> Self
+        where
+            V: std::convert::TryInto<::std::string::String>,
+        {
+            self.conversation_id = value
+                .try_into()
+                .map_err(|_| {
+                    "conversion to `:: std :: string :: String` for conversation_id failed"
+                        .to_string()
+                });
+            self
+        }
+        pub fn body<V>(mut self, value: V) -> Self
+        where
+            V: std::convert::TryInto<types::CreateConversationItemsRequest>,
+            <V as std::convert::TryInto<
+                types::CreateConversationItemsRequest,
+            >>::Error: std::fmt::Display,
+        {
+            self.body = value
+                .try_into()
+                .map(From::from)
+                .map_err(|s| {
+                    format!(
+                        "conversion to `CreateConversationItemsRequest` for body failed: {}",
+                        s
+                    )
+                });
+            self
+        }
+        pub fn body_map<F>(mut self, f: F) -> Self
+        where
+            F: std::ops::FnOnce(
+                types::builder::CreateConversationItemsRequest,
+            ) -> types::builder::CreateConversationItemsRequest,
+        {
+            self.body = self.body.map(f);
+            self
+        }
+        ///Sends a `POST` request to `/v1/conversations/{conversation_id}/items`
+        pub async fn send(
+            self,
+        ) -> Result<
+            ResponseValue<types::ConversationItemList>,
+            Error<types::OpenAiError>,
+        > {
+            let Self { client, conversation_id, body } = self;
+            let conversation_id = conversation_id.map_err(Error::InvalidRequest)?;
+            let body = body
+                .and_then(|v| {
+                    types::CreateConversationItemsRequest::try_from(v)
+                        .map_err(|e| e.to_string())
+                })
+                .map_err(Error::InvalidRequest)?;
+            let url = format!(
+                "{}/v1/conversations/{}/items", client.baseurl, encode_path(&
+                conversation_id.to_string()),
+            );
+            let mut header_map = ::reqwest::header::HeaderMap::with_capacity(1usize);
+            header_map
+                .append(
+                    ::reqwest::header::HeaderName::from_static("api-version"),
+                    ::reqwest::header::HeaderValue::from_static(
+                        super::Client::api_version(),
+                    ),
+                );
+            #[allow(unused_mut)]
+            let mut request = client
+                .client
+                .post(url)
+                .header(
+                    ::reqwest::header::ACCEPT,
+                    ::reqwest::header::HeaderValue::from_static("application/json"),
+                )
+                .json(&body)
+                .headers(header_map)
+                .build()?;
+            let info = OperationInfo {
+                operation_id: "create_conversation_items",
+            };
+            client.pre(&mut request, &info).await?;
+            let result = client.exec(request, &info).await;
+            client.post(&result, &info).await?;
+            let response = result?;
+            match response.status().as_u16() {
+                200u16 => ResponseValue::from_response(response).await,
+                400u16..=499u16 => {
+                    Err(
+                        Error::ErrorResponse(
+                            ResponseValue::from_response(response).await?,
+                        ),
+                    )
+                }
+                500u16..=599u16 => {
+                    Err(
+                        Error::ErrorResponse(
+                            ResponseValue::from_response(response).await?,
+                        ),
+                    )
+                }
+                _ => Err(Error::UnexpectedResponse(response)),
+            }
+        }
+    }
+    /**Builder for [`Client::get_conversation_item`]
+
+[`Client::get_conversation_item`]: super::Client::get_conversation_item*/
+    #[derive(Debug, Clone)]
+    pub struct GetConversationItem<'a> {
+        client: &'a super::Client,
+        conversation_id: Result<::std::string::String, String>,
+        item_id: Result<::std::string::String, String>,
+    }
+    impl<'a> GetConversationItem<'a> {
+        pub fn new(client: &'a super::Client) -> Self {
+            Self {
+                client: client,
+                conversation_id: Err("conversation_id was not initialized".to_string()),
+                item_id: Err("item_id was not initialized".to_string()),
+            }
+        }
+        pub fn conversation_id<V>(mut self, value: V) -> Self
+        where
+            V: std::convert::TryInto<::std::string::String>,
+        {
+            self.conversation_id = value
+                .try_into()
+                .map_err(|_| {
+                    "conversion to `:: std :: string :: String` for conversation_id failed"
+                        .to_string()
+                });
+            self
+        }
+        pub fn item_id<V>(mut self, value: V) -> Self
+        where
+            V: std::convert::TryInto<::std::string::String>,
+        {
+            self.item_id = value
+                .try_into()
+                .map_err(|_| {
+                    "conversion to `:: std :: string :: String` for item_id failed"
+                        .to_string()
+                });
+            self
+        }
+        ///Sends a `GET` request to `/v1/conversations/{conversation_id}/items/{item_id}`
+        pub async fn send(
+            self,
+        ) -> Result<ResponseValue<types::ConversationItem>, Error<types::OpenAiError>> {
+            let Self { client, conversation_id, item_id } = self;
+            let conversation_id = conversation_id.map_err(Error::InvalidRequest)?;
+            let item_id = item_id.map_err(Error::InvalidRequest)?;
+            let url = format!(
+                "{}/v1/conversations/{}/items/{}", client.baseurl, encode_path(&
+                conversation_id.to_string()), encode_path(& item_id.to_string()),
+            );
+            let mut header_map = ::reqwest::header::HeaderMap::with_capacity(1usize);
+            header_map
+                .append(
+                    ::reqwest::header::HeaderName::from_static("api-version"),
+                    ::reqwest::header::HeaderValue::from_static(
+                        super::Client::api_version(),
+                    ),
+                );
+            #[allow(unused_mut)]
+            let mut request = client
+                .client
+                .get(url)
+                .header(
+                    ::reqwest::header::ACCEPT,
+                    ::reqwest::header::HeaderValue::from_static("application/json"),
+                )
+                .headers(header_map)
+                .build()?;
+            let info = OperationInfo {
+                operation_id: "get_conversation_item",
+            };
+            client.pre(&mut request, &info).await?;
+            let result = client.exec(request, &info).await;
+            client.post(&result, &info).await?;
+            let response = result?;
+            match response.status().as_u16() {
+                200u16 => ResponseValue::from_response(response).await,
+                400u16..=499u16 => {
+                    Err(
+                        Error::ErrorResponse(
+                            ResponseValue::from_response(response).await?,
+                        ),
+                    )
+                }
+                500u16..=599u16 => {
+                    Err(
+                        Error::ErrorResponse(
+                            ResponseValue::from_response(response).await?,
+                        ),
+                    )
+                }
+                _ => Err(Error::UnexpectedResponse(response)),
+            }
+        }
+    }
+    /**Builder for [`Client::delete_conversation_item`]
+
+[`Client::delete_conversation_item`]: super::Client::delete_conversation_item*/
+    #[derive(Debug, Clone)]
+    pub struct DeleteConversationItem<'a> {
+        client: &'a super::Client,
+        conversation_id: Result<::std::string::String, String>,
+        item_id: Result<::std::string::String, String>,
+    }
+    impl<'a> DeleteConversationItem<'a> {
+        pub fn new(client: &'a super::Client) -> Self {
+            Self {
+                client: client,
+                conversation_id: Err("conversation_id was not initialized".to_string()),
+                item_id: Err("item_id was not initialized".to_string()),
+            }
+        }
+        pub fn conversation_id<V>(mut self, value: V) -> Self
+        where
+            V: std::convert::TryInto<::std::string::String>,
+        {
+            self.conversation_id = value
+                .try_into()
+                .map_err(|_| {
+                    "conversion to `:: std :: string :: String` for conversation_id failed"
+                        .to_string()
+                });
+            self
+        }
+        pub fn item_id<V>(mut self, value: V) -> Self
+        where
+            V: std::convert::TryInto<::std::string::String>,
+        {
+            self.item_id = value
+                .try_into()
+                .map_err(|_| {
+                    "conversion to `:: std :: string :: String` for item_id failed"
+                        .to_string()
+                });
+            self
+        }
+        ///Sends a `DELETE` request to `/v1/conversations/{conversation_id}/items/{item_id}`
+        pub async fn send(
+            self,
+        ) -> Result<ResponseValue<types::Conversation>, Error<types::OpenAiError>> {
+            let Self { client, conversation_id, item_id } = self;
+            let conversation_id = conversation_id.map_err(Error::InvalidRequest)?;
+            let item_id = item_id.map_err(Error::InvalidRequest)?;
+            let url = format!(
+                "{}/v1/conversations/{}/items/{}", client.baseurl, encode_path(&
+                conversation_id.to_string()), encode_path(& item_id.to_string()),
+            );
+            let mut header_map = ::reqwest::header::HeaderMap::with_capacity(1usize);
+            header_map
+                .append(
+                    ::reqwest::header::HeaderName::from_static("api-version"),
+                    ::reqwest::header::HeaderValue::from_static(
+                        super::Client::api_version(),
+                    ),
+                );
+            #[allow(unused_mut)]
+            let mut request = client
+                .client
+                .delete(url)
+                .header(
+                    ::reqwest::header::ACCEPT,
+                    ::reqwest::header::HeaderValue::from_static("application/json"),
+                )
+                .headers(header_map)
+                .build()?;
+            let info = OperationInfo {
+                operation_id: "delete_conversation_item",
             };
             client.pre(&mut request, &info).await?;
             let result = client.exec(request, &info).await;
@@ -12357,6 +14090,170 @@ pub mod builder {
                 .build()?;
             let info = OperationInfo {
                 operation_id: "create_response",
+            };
+            client.pre(&mut request, &info).await?;
+            let result = client.exec(request, &info).await;
+            client.post(&result, &info).await?;
+            let response = result?;
+            match response.status().as_u16() {
+                200u16 => ResponseValue::from_response(response).await,
+                400u16..=499u16 => {
+                    Err(
+                        Error::ErrorResponse(
+                            ResponseValue::from_response(response).await?,
+                        ),
+                    )
+                }
+                500u16..=599u16 => {
+                    Err(
+                        Error::ErrorResponse(
+                            ResponseValue::from_response(response).await?,
+                        ),
+                    )
+                }
+                _ => Err(Error::UnexpectedResponse(response)),
+            }
+        }
+    }
+    /**Builder for [`Client::get_response`]
+
+[`Client::get_response`]: super::Client::get_response*/
+    #[derive(Debug, Clone)]
+    pub struct GetResponse<'a> {
+        client: &'a super::Client,
+        response_id: Result<::std::string::String, String>,
+    }
+    impl<'a> GetResponse<'a> {
+        pub fn new(client: &'a super::Client) -> Self {
+            Self {
+                client: client,
+                response_id: Err("response_id was not initialized".to_string()),
+            }
+        }
+        pub fn response_id<V>(mut self, value: V) -> Self
+        where
+            V: std::convert::TryInto<::std::string::String>,
+        {
+            self.response_id = value
+                .try_into()
+                .map_err(|_| {
+                    "conversion to `:: std :: string :: String` for response_id failed"
+                        .to_string()
+                });
+            self
+        }
+        ///Sends a `GET` request to `/v1/responses/{response_id}`
+        pub async fn send(
+            self,
+        ) -> Result<ResponseValue<types::ResponseObject>, Error<types::OpenAiError>> {
+            let Self { client, response_id } = self;
+            let response_id = response_id.map_err(Error::InvalidRequest)?;
+            let url = format!(
+                "{}/v1/responses/{}", client.baseurl, encode_path(& response_id
+                .to_string()),
+            );
+            let mut header_map = ::reqwest::header::HeaderMap::with_capacity(1usize);
+            header_map
+                .append(
+                    ::reqwest::header::HeaderName::from_static("api-version"),
+                    ::reqwest::header::HeaderValue::from_static(
+                        super::Client::api_version(),
+                    ),
+                );
+            #[allow(unused_mut)]
+            let mut request = client
+                .client
+                .get(url)
+                .header(
+                    ::reqwest::header::ACCEPT,
+                    ::reqwest::header::HeaderValue::from_static("application/json"),
+                )
+                .headers(header_map)
+                .build()?;
+            let info = OperationInfo {
+                operation_id: "get_response",
+            };
+            client.pre(&mut request, &info).await?;
+            let result = client.exec(request, &info).await;
+            client.post(&result, &info).await?;
+            let response = result?;
+            match response.status().as_u16() {
+                200u16 => ResponseValue::from_response(response).await,
+                400u16..=499u16 => {
+                    Err(
+                        Error::ErrorResponse(
+                            ResponseValue::from_response(response).await?,
+                        ),
+                    )
+                }
+                500u16..=599u16 => {
+                    Err(
+                        Error::ErrorResponse(
+                            ResponseValue::from_response(response).await?,
+                        ),
+                    )
+                }
+                _ => Err(Error::UnexpectedResponse(response)),
+            }
+        }
+    }
+    /**Builder for [`Client::delete_response`]
+
+[`Client::delete_response`]: super::Client::delete_response*/
+    #[derive(Debug, Clone)]
+    pub struct DeleteResponse<'a> {
+        client: &'a super::Client,
+        response_id: Result<::std::string::String, String>,
+    }
+    impl<'a> DeleteResponse<'a> {
+        pub fn new(client: &'a super::Client) -> Self {
+            Self {
+                client: client,
+                response_id: Err("response_id was not initialized".to_string()),
+            }
+        }
+        pub fn response_id<V>(mut self, value: V) -> Self
+        where
+            V: std::convert::TryInto<::std::string::String>,
+        {
+            self.response_id = value
+                .try_into()
+                .map_err(|_| {
+                    "conversion to `:: std :: string :: String` for response_id failed"
+                        .to_string()
+                });
+            self
+        }
+        ///Sends a `DELETE` request to `/v1/responses/{response_id}`
+        pub async fn send(
+            self,
+        ) -> Result<ResponseValue<types::ResponseDeleted>, Error<types::OpenAiError>> {
+            let Self { client, response_id } = self;
+            let response_id = response_id.map_err(Error::InvalidRequest)?;
+            let url = format!(
+                "{}/v1/responses/{}", client.baseurl, encode_path(& response_id
+                .to_string()),
+            );
+            let mut header_map = ::reqwest::header::HeaderMap::with_capacity(1usize);
+            header_map
+                .append(
+                    ::reqwest::header::HeaderName::from_static("api-version"),
+                    ::reqwest::header::HeaderValue::from_static(
+                        super::Client::api_version(),
+                    ),
+                );
+            #[allow(unused_mut)]
+            let mut request = client
+                .client
+                .delete(url)
+                .header(
+                    ::reqwest::header::ACCEPT,
+                    ::reqwest::header::HeaderValue::from_static("application/json"),
+                )
+                .headers(header_map)
+                .build()?;
+            let info = OperationInfo {
+                operation_id: "delete_response",
             };
             client.pre(&mut request, &info).await?;
             let result = client.exec(request, &info).await;

@@ -58,6 +58,7 @@ fn text(role: MessageRole, text: &str) -> NewMessage {
         stop_reason: None,
         usage: None,
         request_id: None,
+        response_id: None,
         metadata: BTreeMap::new(),
     }
 }

@@ -15,6 +15,12 @@ from qlaud.types import (
     ChatCompletion,
     ChatCompletionRequest,
     ChatUsage,
+    Conversation,
+    ConversationDeleted,
+    ConversationItem,
+    ConversationItemList,
+    CreateConversationItemsRequest,
+    CreateConversationRequest,
     CreateThreadMessageRequest,
     CreateThreadRequest,
     CreateToolRequest,
@@ -54,6 +60,7 @@ from qlaud.types import (
     Period,
     RequestLogEntry,
     RequestLogEntryResultsPage,
+    ResponseDeleted,
     ResponseObject,
     ResponsesRequest,
     ResponsesUsage,
@@ -70,6 +77,7 @@ from qlaud.types import (
     ToolDeleted,
     ToolResultsPage,
     Truncation,
+    UpdateConversationRequest,
     UpdateKeyRequest,
     UpdateThreadRequest,
     UsagePeriod,
@@ -263,6 +271,38 @@ class Client:
             stream: `true` answers with server-sent events (`data: …` chunks, then `data: [DONE]`).
             extra: Any other field of the provider's API (tools, temperature, …), sent as is.
         """
+    def create_conversation(
+        self,
+        *,
+        items: list[Any] | None = None,
+        metadata: dict[str, str] | None = None,
+    ) -> Conversation:
+        """Create a conversation (OpenAI Conversations API).
+
+        A conversation is a thread seen through OpenAI's Conversations API: this creates a thread (owned by the calling key, visible under `/v1/threads` with the same id) holding `items` and `metadata`. Pass its id as `conversation` to `create_response` to answer from its items and add to them. Errors use OpenAI's error shape. Any key may call it.
+
+        `POST /v1/conversations`
+
+        Args:
+            items: Items to start it with (at most 20): messages (`{role, content}` with `input_text` / `input_image` parts, or assistant `output_text`), `function_call` and `function_call_output` items.
+            metadata: Free-form string pairs kept with it (at most 50 pairs; keys up to 40 characters, values up to 500): the thread's metadata.
+        """
+    def create_conversation_items(
+        self,
+        conversation_id: str,
+        *,
+        items: list[Any],
+    ) -> ConversationItemList:
+        """Add items to a conversation.
+
+        Appends `items` (1 to 20) to the conversation's thread, one message each, in order, and answers them in OpenAI's list shape. No model is called and nothing is billed. System and developer messages and reasoning items are not kept (400).
+
+        `POST /v1/conversations/{conversation_id}/items`
+
+        Args:
+            conversation_id: The conversation's id (a thread id, `thr_…`).
+            items: The items (1 to 20), in the shapes `create_conversation` takes.
+        """
     def create_embedding(
         self,
         *,
@@ -382,19 +422,19 @@ class Client:
     ) -> ResponseObject:
         """Create a response (OpenAI Responses API).
 
-        OpenAI's `POST /v1/responses`, for any model qlaud serves: GPT models pass through to the provider's own Responses endpoint (always with `store: false`); other models are translated. With `"stream": true` the answer is `text/event-stream` with the typed events (`response.created`, `response.output_text.delta`, …, `response.completed` whose usage carries `cost_micros`). `previous_response_id` and `conversation` are refused with 400 until qlaud serves response state from its own store. Fields qlaud does not know pass to GPT models unchanged. Errors use OpenAI's error shape. Any key may call it.
+        OpenAI's `POST /v1/responses`, for any model qlaud serves: GPT models pass through to the provider's own Responses endpoint (always with `store: false`); other models are translated. With `"stream": true` the answer is `text/event-stream` with the typed events (`response.created`, `response.output_text.delta`, …, `response.completed` whose usage carries `cost_micros`). Response state is qlaud's, for every model (the provider is always called with `store: false`): with `store` (the default) the input and output items are kept in a thread under the response's id; `previous_response_id` sends a stored response's conversation before `input` (404 `previous_response_not_found` for a response the key does not reach); `conversation` sends a conversation's items first and adds the new ones to it (404 `conversation_not_found`); the two together are 400. The loaded history is part of the prompt: it is reserved against the key's cap and billed like any input. A streamed response is kept once its last event has been sent, before the stream closes. Fields qlaud does not know pass to GPT models unchanged. Errors use OpenAI's error shape. Any key may call it.
 
         `POST /v1/responses`
 
         Args:
             model: The model's public name in qlaud (see `GET /v1/models`).
-            conversation: Not served yet: a 400, like `previous_response_id`.
+            conversation: A conversation (`"<id>"` or `{"id": "<id>"}`; a conversation is a thread, see `create_conversation`): its items are sent before `input`, and the input and output items are added to it once the response completes. An unknown conversation is 404 with code `conversation_not_found`.
             input: The input: a string (one user message) or an array of items — messages (`{role, content}` with `input_text` / `input_image` parts), `function_call` and `function_call_output` items.
             instructions: A system (developer) message placed before the input.
             max_output_tokens: The most tokens the answer may have, reasoning included. qlaud fills in the model's limit when it is left out, and lowers it to what the key's budget pays for (header `qlaud-max-tokens-clamped`).
-            previous_response_id: Not served yet: a 400. qlaud will serve it from its own store in a later release; send the whole conversation in `input` meanwhile.
+            previous_response_id: Continue from a stored response: qlaud sends that response's conversation (its chain's input and output items) before `input`, and the new response joins the same chain. `instructions` are not carried over. A response the key does not reach (another key's, another tenant's, deleted, or made with `store: false`) is 404 with code `previous_response_not_found`. Cannot be combined with `conversation` (400).
             reasoning: Reasoning options (`{effort, summary}`), passed to GPT models; dropped when the model is translated.
-            store: Accepted (the official clients send `true` by default) but the provider is always called with `store: false`: response state will be kept by qlaud, not by the provider.
+            store: Whether qlaud keeps the response (default true, as OpenAI): its input and output items go into a thread under its `resp_…` id, so `get_response` answers it and a later request can chain from it with `previous_response_id`. `false` keeps nothing (except, with `conversation`, the items added to that conversation). The provider is always called with `store: false`: qlaud keeps the state, for every model.
             stream: `true` answers with server-sent events (`response.created`, …, `response.completed`).
             text: Output format: `{format: {type: "text" | "json_object" | "json_schema", name, schema, strict}}`.
             tool_choice: `auto`, `none`, `required` or `{type: "function", name}`.
@@ -421,19 +461,19 @@ class Client:
     ) -> Stream:
         """Create a response (OpenAI Responses API).
 
-        OpenAI's `POST /v1/responses`, for any model qlaud serves: GPT models pass through to the provider's own Responses endpoint (always with `store: false`); other models are translated. With `"stream": true` the answer is `text/event-stream` with the typed events (`response.created`, `response.output_text.delta`, …, `response.completed` whose usage carries `cost_micros`). `previous_response_id` and `conversation` are refused with 400 until qlaud serves response state from its own store. Fields qlaud does not know pass to GPT models unchanged. Errors use OpenAI's error shape. Any key may call it.
+        OpenAI's `POST /v1/responses`, for any model qlaud serves: GPT models pass through to the provider's own Responses endpoint (always with `store: false`); other models are translated. With `"stream": true` the answer is `text/event-stream` with the typed events (`response.created`, `response.output_text.delta`, …, `response.completed` whose usage carries `cost_micros`). Response state is qlaud's, for every model (the provider is always called with `store: false`): with `store` (the default) the input and output items are kept in a thread under the response's id; `previous_response_id` sends a stored response's conversation before `input` (404 `previous_response_not_found` for a response the key does not reach); `conversation` sends a conversation's items first and adds the new ones to it (404 `conversation_not_found`); the two together are 400. The loaded history is part of the prompt: it is reserved against the key's cap and billed like any input. A streamed response is kept once its last event has been sent, before the stream closes. Fields qlaud does not know pass to GPT models unchanged. Errors use OpenAI's error shape. Any key may call it.
 
         `POST /v1/responses`
 
         Args:
             model: The model's public name in qlaud (see `GET /v1/models`).
-            conversation: Not served yet: a 400, like `previous_response_id`.
+            conversation: A conversation (`"<id>"` or `{"id": "<id>"}`; a conversation is a thread, see `create_conversation`): its items are sent before `input`, and the input and output items are added to it once the response completes. An unknown conversation is 404 with code `conversation_not_found`.
             input: The input: a string (one user message) or an array of items — messages (`{role, content}` with `input_text` / `input_image` parts), `function_call` and `function_call_output` items.
             instructions: A system (developer) message placed before the input.
             max_output_tokens: The most tokens the answer may have, reasoning included. qlaud fills in the model's limit when it is left out, and lowers it to what the key's budget pays for (header `qlaud-max-tokens-clamped`).
-            previous_response_id: Not served yet: a 400. qlaud will serve it from its own store in a later release; send the whole conversation in `input` meanwhile.
+            previous_response_id: Continue from a stored response: qlaud sends that response's conversation (its chain's input and output items) before `input`, and the new response joins the same chain. `instructions` are not carried over. A response the key does not reach (another key's, another tenant's, deleted, or made with `store: false`) is 404 with code `previous_response_not_found`. Cannot be combined with `conversation` (400).
             reasoning: Reasoning options (`{effort, summary}`), passed to GPT models; dropped when the model is translated.
-            store: Accepted (the official clients send `true` by default) but the provider is always called with `store: false`: response state will be kept by qlaud, not by the provider.
+            store: Whether qlaud keeps the response (default true, as OpenAI): its input and output items go into a thread under its `resp_…` id, so `get_response` answers it and a later request can chain from it with `previous_response_id`. `false` keeps nothing (except, with `conversation`, the items added to that conversation). The provider is always called with `store: false`: qlaud keeps the state, for every model.
             stream: `true` answers with server-sent events (`response.created`, …, `response.completed`).
             text: Output format: `{format: {type: "text" | "json_object" | "json_schema", name, schema, strict}}`.
             tool_choice: `auto`, `none`, `required` or `{type: "function", name}`.
@@ -460,19 +500,19 @@ class Client:
     ) -> ResponseObject | Stream:
         """Create a response (OpenAI Responses API).
 
-        OpenAI's `POST /v1/responses`, for any model qlaud serves: GPT models pass through to the provider's own Responses endpoint (always with `store: false`); other models are translated. With `"stream": true` the answer is `text/event-stream` with the typed events (`response.created`, `response.output_text.delta`, …, `response.completed` whose usage carries `cost_micros`). `previous_response_id` and `conversation` are refused with 400 until qlaud serves response state from its own store. Fields qlaud does not know pass to GPT models unchanged. Errors use OpenAI's error shape. Any key may call it.
+        OpenAI's `POST /v1/responses`, for any model qlaud serves: GPT models pass through to the provider's own Responses endpoint (always with `store: false`); other models are translated. With `"stream": true` the answer is `text/event-stream` with the typed events (`response.created`, `response.output_text.delta`, …, `response.completed` whose usage carries `cost_micros`). Response state is qlaud's, for every model (the provider is always called with `store: false`): with `store` (the default) the input and output items are kept in a thread under the response's id; `previous_response_id` sends a stored response's conversation before `input` (404 `previous_response_not_found` for a response the key does not reach); `conversation` sends a conversation's items first and adds the new ones to it (404 `conversation_not_found`); the two together are 400. The loaded history is part of the prompt: it is reserved against the key's cap and billed like any input. A streamed response is kept once its last event has been sent, before the stream closes. Fields qlaud does not know pass to GPT models unchanged. Errors use OpenAI's error shape. Any key may call it.
 
         `POST /v1/responses`
 
         Args:
             model: The model's public name in qlaud (see `GET /v1/models`).
-            conversation: Not served yet: a 400, like `previous_response_id`.
+            conversation: A conversation (`"<id>"` or `{"id": "<id>"}`; a conversation is a thread, see `create_conversation`): its items are sent before `input`, and the input and output items are added to it once the response completes. An unknown conversation is 404 with code `conversation_not_found`.
             input: The input: a string (one user message) or an array of items — messages (`{role, content}` with `input_text` / `input_image` parts), `function_call` and `function_call_output` items.
             instructions: A system (developer) message placed before the input.
             max_output_tokens: The most tokens the answer may have, reasoning included. qlaud fills in the model's limit when it is left out, and lowers it to what the key's budget pays for (header `qlaud-max-tokens-clamped`).
-            previous_response_id: Not served yet: a 400. qlaud will serve it from its own store in a later release; send the whole conversation in `input` meanwhile.
+            previous_response_id: Continue from a stored response: qlaud sends that response's conversation (its chain's input and output items) before `input`, and the new response joins the same chain. `instructions` are not carried over. A response the key does not reach (another key's, another tenant's, deleted, or made with `store: false`) is 404 with code `previous_response_not_found`. Cannot be combined with `conversation` (400).
             reasoning: Reasoning options (`{effort, summary}`), passed to GPT models; dropped when the model is translated.
-            store: Accepted (the official clients send `true` by default) but the provider is always called with `store: false`: response state will be kept by qlaud, not by the provider.
+            store: Whether qlaud keeps the response (default true, as OpenAI): its input and output items go into a thread under its `resp_…` id, so `get_response` answers it and a later request can chain from it with `previous_response_id`. `false` keeps nothing (except, with `conversation`, the items added to that conversation). The provider is always called with `store: false`: qlaud keeps the state, for every model.
             stream: `true` answers with server-sent events (`response.created`, …, `response.completed`).
             text: Output format: `{format: {type: "text" | "json_object" | "json_schema", name, schema, strict}}`.
             tool_choice: `auto`, `none`, `required` or `{type: "function", name}`.
@@ -616,6 +656,47 @@ class Client:
             webhook_url: Where qlaud posts the tool's calls: an `https://` URL of at most 2000 bytes (plain `http://` only to `127.0.0.1` or `localhost`).
             timeout_secs: How long qlaud waits for the webhook's answer, 1 to 300 seconds; 30 when omitted.
         """
+    def delete_conversation(
+        self,
+        conversation_id: str,
+    ) -> ConversationDeleted:
+        """Delete a conversation.
+
+        Deletes the conversation's thread with all of its items and the responses kept in it, as `delete_thread` does. Answers `{id, object: "conversation.deleted", deleted: true}`.
+
+        `DELETE /v1/conversations/{conversation_id}`
+
+        Args:
+            conversation_id: The conversation's id (a thread id, `thr_…`).
+        """
+    def delete_conversation_item(
+        self,
+        conversation_id: str,
+        item_id: str,
+    ) -> Conversation:
+        """Delete one item of a conversation.
+
+        Deletes the thread message the item belongs to (with the other items of that message, when it holds several) and answers the conversation, as OpenAI does.
+
+        `DELETE /v1/conversations/{conversation_id}/items/{item_id}`
+
+        Args:
+            conversation_id: The conversation's id (a thread id, `thr_…`).
+            item_id: The item's id.
+        """
+    def delete_response(
+        self,
+        response_id: str,
+    ) -> ResponseDeleted:
+        """Delete a stored response.
+
+        Forgets the response: it can no longer be fetched or chained from. Its input and output items go too, unless it was made in a conversation (they are the conversation's items; delete them with `delete_conversation_item`); responses already chained from it lose that turn from their history. Who may delete: as for `get_response`. Answers `{id, object: "response.deleted", deleted: true}`.
+
+        `DELETE /v1/responses/{response_id}`
+
+        Args:
+            response_id: The response's id (`resp_…`).
+        """
     def delete_thread(
         self,
         thread_id: str,
@@ -667,6 +748,34 @@ class Client:
 
         `GET /v1/billing/settings`
         """
+    def get_conversation(
+        self,
+        conversation_id: str,
+    ) -> Conversation:
+        """Fetch a conversation.
+
+        Any thread can be fetched as a conversation. A standard key reaches only its own, an admin key its tenant's; any other id is 404.
+
+        `GET /v1/conversations/{conversation_id}`
+
+        Args:
+            conversation_id: The conversation's id (a thread id, `thr_…`).
+        """
+    def get_conversation_item(
+        self,
+        conversation_id: str,
+        item_id: str,
+    ) -> ConversationItem:
+        """Fetch one item of a conversation.
+
+        404 for an item not in the conversation.
+
+        `GET /v1/conversations/{conversation_id}/items/{item_id}`
+
+        Args:
+            conversation_id: The conversation's id (a thread id, `thr_…`).
+            item_id: The item's id.
+        """
     def get_invoice_preview(
         self,
         *,
@@ -708,6 +817,19 @@ class Client:
 
         Args:
             model_id: The model's public name, as `GET /v1/models` lists it.
+        """
+    def get_response(
+        self,
+        response_id: str,
+    ) -> ResponseObject:
+        """Fetch a stored response.
+
+        The response object exactly as it was returned (output, usage with `cost_micros`, `store`, `previous_response_id`), from qlaud's store. A standard key reaches only its own responses, an admin key its tenant's; any other id is 404, as one never stored (`store: false`) or deleted. Errors use OpenAI's error shape.
+
+        `GET /v1/responses/{response_id}`
+
+        Args:
+            response_id: The response's id (`resp_…`).
         """
     def get_thread(
         self,
@@ -752,6 +874,26 @@ class Client:
             from_: Start, inclusive: an RFC 3339 time or a `YYYY-MM-DD` date (UTC). Default: the start of the current calendar month (UTC).
             key_id: Only this key. A standard key always sees only itself.
             to: End, exclusive: an RFC 3339 time or a `YYYY-MM-DD` date (UTC). Default: the start of the next calendar month (UTC).
+        """
+    def list_conversation_items(
+        self,
+        conversation_id: str,
+        *,
+        after: str | None = None,
+        limit: int | None = None,
+        order: SortDirection | None = None,
+    ) -> ConversationItemList:
+        """List a conversation's items.
+
+        The thread's messages as Responses items (`message`, `function_call`, `function_call_output`), newest first by default (`order=asc` for oldest first), `limit` messages a page (1 to 100, default 20), continuing `after` an item id; OpenAI's list shape `{object: "list", data, first_id, last_id, has_more}`. A thread message holding several items (a thread turn's text and tool call) lists them together, in the message's order.
+
+        `GET /v1/conversations/{conversation_id}/items`
+
+        Args:
+            conversation_id: The conversation's id (a thread id, `thr_…`).
+            after: Only items after this item in the chosen order (`last_id` of the previous page).
+            limit: Messages per page, 1 to 100 (default 20). A thread message that holds several items shows them all on the same page.
+            order: `desc` (default: newest first) or `asc`.
         """
     def list_key_billing_events(
         self,
@@ -1045,6 +1187,22 @@ class Client:
             stripe_secret_key: The tenant's Stripe secret key (`sk_live_…` / `sk_test_…`, or a restricted `rk_…`), used to push meter events. Write-only.
             webhook_secret: The signing secret (`whsec_…`) of the Stripe webhook endpoint that posts to `/v1/billing/stripe/webhook/{tenant_id}`. Write-only.
         """
+    def update_conversation(
+        self,
+        conversation_id: str,
+        *,
+        metadata: dict[str, str],
+    ) -> Conversation:
+        """Change a conversation's metadata.
+
+        Replaces the metadata of the conversation (its thread). Who may: as for `get_conversation`.
+
+        `POST /v1/conversations/{conversation_id}`
+
+        Args:
+            conversation_id: The conversation's id (a thread id, `thr_…`).
+            metadata: Replaces all metadata (same limits as at creation).
+        """
     def update_key(
         self,
         key_id: str,
@@ -1218,6 +1376,38 @@ class AsyncClient:
             stream: `true` answers with server-sent events (`data: …` chunks, then `data: [DONE]`).
             extra: Any other field of the provider's API (tools, temperature, …), sent as is.
         """
+    async def create_conversation(
+        self,
+        *,
+        items: list[Any] | None = None,
+        metadata: dict[str, str] | None = None,
+    ) -> Conversation:
+        """Create a conversation (OpenAI Conversations API).
+
+        A conversation is a thread seen through OpenAI's Conversations API: this creates a thread (owned by the calling key, visible under `/v1/threads` with the same id) holding `items` and `metadata`. Pass its id as `conversation` to `create_response` to answer from its items and add to them. Errors use OpenAI's error shape. Any key may call it.
+
+        `POST /v1/conversations`
+
+        Args:
+            items: Items to start it with (at most 20): messages (`{role, content}` with `input_text` / `input_image` parts, or assistant `output_text`), `function_call` and `function_call_output` items.
+            metadata: Free-form string pairs kept with it (at most 50 pairs; keys up to 40 characters, values up to 500): the thread's metadata.
+        """
+    async def create_conversation_items(
+        self,
+        conversation_id: str,
+        *,
+        items: list[Any],
+    ) -> ConversationItemList:
+        """Add items to a conversation.
+
+        Appends `items` (1 to 20) to the conversation's thread, one message each, in order, and answers them in OpenAI's list shape. No model is called and nothing is billed. System and developer messages and reasoning items are not kept (400).
+
+        `POST /v1/conversations/{conversation_id}/items`
+
+        Args:
+            conversation_id: The conversation's id (a thread id, `thr_…`).
+            items: The items (1 to 20), in the shapes `create_conversation` takes.
+        """
     async def create_embedding(
         self,
         *,
@@ -1337,19 +1527,19 @@ class AsyncClient:
     ) -> ResponseObject:
         """Create a response (OpenAI Responses API).
 
-        OpenAI's `POST /v1/responses`, for any model qlaud serves: GPT models pass through to the provider's own Responses endpoint (always with `store: false`); other models are translated. With `"stream": true` the answer is `text/event-stream` with the typed events (`response.created`, `response.output_text.delta`, …, `response.completed` whose usage carries `cost_micros`). `previous_response_id` and `conversation` are refused with 400 until qlaud serves response state from its own store. Fields qlaud does not know pass to GPT models unchanged. Errors use OpenAI's error shape. Any key may call it.
+        OpenAI's `POST /v1/responses`, for any model qlaud serves: GPT models pass through to the provider's own Responses endpoint (always with `store: false`); other models are translated. With `"stream": true` the answer is `text/event-stream` with the typed events (`response.created`, `response.output_text.delta`, …, `response.completed` whose usage carries `cost_micros`). Response state is qlaud's, for every model (the provider is always called with `store: false`): with `store` (the default) the input and output items are kept in a thread under the response's id; `previous_response_id` sends a stored response's conversation before `input` (404 `previous_response_not_found` for a response the key does not reach); `conversation` sends a conversation's items first and adds the new ones to it (404 `conversation_not_found`); the two together are 400. The loaded history is part of the prompt: it is reserved against the key's cap and billed like any input. A streamed response is kept once its last event has been sent, before the stream closes. Fields qlaud does not know pass to GPT models unchanged. Errors use OpenAI's error shape. Any key may call it.
 
         `POST /v1/responses`
 
         Args:
             model: The model's public name in qlaud (see `GET /v1/models`).
-            conversation: Not served yet: a 400, like `previous_response_id`.
+            conversation: A conversation (`"<id>"` or `{"id": "<id>"}`; a conversation is a thread, see `create_conversation`): its items are sent before `input`, and the input and output items are added to it once the response completes. An unknown conversation is 404 with code `conversation_not_found`.
             input: The input: a string (one user message) or an array of items — messages (`{role, content}` with `input_text` / `input_image` parts), `function_call` and `function_call_output` items.
             instructions: A system (developer) message placed before the input.
             max_output_tokens: The most tokens the answer may have, reasoning included. qlaud fills in the model's limit when it is left out, and lowers it to what the key's budget pays for (header `qlaud-max-tokens-clamped`).
-            previous_response_id: Not served yet: a 400. qlaud will serve it from its own store in a later release; send the whole conversation in `input` meanwhile.
+            previous_response_id: Continue from a stored response: qlaud sends that response's conversation (its chain's input and output items) before `input`, and the new response joins the same chain. `instructions` are not carried over. A response the key does not reach (another key's, another tenant's, deleted, or made with `store: false`) is 404 with code `previous_response_not_found`. Cannot be combined with `conversation` (400).
             reasoning: Reasoning options (`{effort, summary}`), passed to GPT models; dropped when the model is translated.
-            store: Accepted (the official clients send `true` by default) but the provider is always called with `store: false`: response state will be kept by qlaud, not by the provider.
+            store: Whether qlaud keeps the response (default true, as OpenAI): its input and output items go into a thread under its `resp_…` id, so `get_response` answers it and a later request can chain from it with `previous_response_id`. `false` keeps nothing (except, with `conversation`, the items added to that conversation). The provider is always called with `store: false`: qlaud keeps the state, for every model.
             stream: `true` answers with server-sent events (`response.created`, …, `response.completed`).
             text: Output format: `{format: {type: "text" | "json_object" | "json_schema", name, schema, strict}}`.
             tool_choice: `auto`, `none`, `required` or `{type: "function", name}`.
@@ -1376,19 +1566,19 @@ class AsyncClient:
     ) -> AsyncStream:
         """Create a response (OpenAI Responses API).
 
-        OpenAI's `POST /v1/responses`, for any model qlaud serves: GPT models pass through to the provider's own Responses endpoint (always with `store: false`); other models are translated. With `"stream": true` the answer is `text/event-stream` with the typed events (`response.created`, `response.output_text.delta`, …, `response.completed` whose usage carries `cost_micros`). `previous_response_id` and `conversation` are refused with 400 until qlaud serves response state from its own store. Fields qlaud does not know pass to GPT models unchanged. Errors use OpenAI's error shape. Any key may call it.
+        OpenAI's `POST /v1/responses`, for any model qlaud serves: GPT models pass through to the provider's own Responses endpoint (always with `store: false`); other models are translated. With `"stream": true` the answer is `text/event-stream` with the typed events (`response.created`, `response.output_text.delta`, …, `response.completed` whose usage carries `cost_micros`). Response state is qlaud's, for every model (the provider is always called with `store: false`): with `store` (the default) the input and output items are kept in a thread under the response's id; `previous_response_id` sends a stored response's conversation before `input` (404 `previous_response_not_found` for a response the key does not reach); `conversation` sends a conversation's items first and adds the new ones to it (404 `conversation_not_found`); the two together are 400. The loaded history is part of the prompt: it is reserved against the key's cap and billed like any input. A streamed response is kept once its last event has been sent, before the stream closes. Fields qlaud does not know pass to GPT models unchanged. Errors use OpenAI's error shape. Any key may call it.
 
         `POST /v1/responses`
 
         Args:
             model: The model's public name in qlaud (see `GET /v1/models`).
-            conversation: Not served yet: a 400, like `previous_response_id`.
+            conversation: A conversation (`"<id>"` or `{"id": "<id>"}`; a conversation is a thread, see `create_conversation`): its items are sent before `input`, and the input and output items are added to it once the response completes. An unknown conversation is 404 with code `conversation_not_found`.
             input: The input: a string (one user message) or an array of items — messages (`{role, content}` with `input_text` / `input_image` parts), `function_call` and `function_call_output` items.
             instructions: A system (developer) message placed before the input.
             max_output_tokens: The most tokens the answer may have, reasoning included. qlaud fills in the model's limit when it is left out, and lowers it to what the key's budget pays for (header `qlaud-max-tokens-clamped`).
-            previous_response_id: Not served yet: a 400. qlaud will serve it from its own store in a later release; send the whole conversation in `input` meanwhile.
+            previous_response_id: Continue from a stored response: qlaud sends that response's conversation (its chain's input and output items) before `input`, and the new response joins the same chain. `instructions` are not carried over. A response the key does not reach (another key's, another tenant's, deleted, or made with `store: false`) is 404 with code `previous_response_not_found`. Cannot be combined with `conversation` (400).
             reasoning: Reasoning options (`{effort, summary}`), passed to GPT models; dropped when the model is translated.
-            store: Accepted (the official clients send `true` by default) but the provider is always called with `store: false`: response state will be kept by qlaud, not by the provider.
+            store: Whether qlaud keeps the response (default true, as OpenAI): its input and output items go into a thread under its `resp_…` id, so `get_response` answers it and a later request can chain from it with `previous_response_id`. `false` keeps nothing (except, with `conversation`, the items added to that conversation). The provider is always called with `store: false`: qlaud keeps the state, for every model.
             stream: `true` answers with server-sent events (`response.created`, …, `response.completed`).
             text: Output format: `{format: {type: "text" | "json_object" | "json_schema", name, schema, strict}}`.
             tool_choice: `auto`, `none`, `required` or `{type: "function", name}`.
@@ -1415,19 +1605,19 @@ class AsyncClient:
     ) -> ResponseObject | AsyncStream:
         """Create a response (OpenAI Responses API).
 
-        OpenAI's `POST /v1/responses`, for any model qlaud serves: GPT models pass through to the provider's own Responses endpoint (always with `store: false`); other models are translated. With `"stream": true` the answer is `text/event-stream` with the typed events (`response.created`, `response.output_text.delta`, …, `response.completed` whose usage carries `cost_micros`). `previous_response_id` and `conversation` are refused with 400 until qlaud serves response state from its own store. Fields qlaud does not know pass to GPT models unchanged. Errors use OpenAI's error shape. Any key may call it.
+        OpenAI's `POST /v1/responses`, for any model qlaud serves: GPT models pass through to the provider's own Responses endpoint (always with `store: false`); other models are translated. With `"stream": true` the answer is `text/event-stream` with the typed events (`response.created`, `response.output_text.delta`, …, `response.completed` whose usage carries `cost_micros`). Response state is qlaud's, for every model (the provider is always called with `store: false`): with `store` (the default) the input and output items are kept in a thread under the response's id; `previous_response_id` sends a stored response's conversation before `input` (404 `previous_response_not_found` for a response the key does not reach); `conversation` sends a conversation's items first and adds the new ones to it (404 `conversation_not_found`); the two together are 400. The loaded history is part of the prompt: it is reserved against the key's cap and billed like any input. A streamed response is kept once its last event has been sent, before the stream closes. Fields qlaud does not know pass to GPT models unchanged. Errors use OpenAI's error shape. Any key may call it.
 
         `POST /v1/responses`
 
         Args:
             model: The model's public name in qlaud (see `GET /v1/models`).
-            conversation: Not served yet: a 400, like `previous_response_id`.
+            conversation: A conversation (`"<id>"` or `{"id": "<id>"}`; a conversation is a thread, see `create_conversation`): its items are sent before `input`, and the input and output items are added to it once the response completes. An unknown conversation is 404 with code `conversation_not_found`.
             input: The input: a string (one user message) or an array of items — messages (`{role, content}` with `input_text` / `input_image` parts), `function_call` and `function_call_output` items.
             instructions: A system (developer) message placed before the input.
             max_output_tokens: The most tokens the answer may have, reasoning included. qlaud fills in the model's limit when it is left out, and lowers it to what the key's budget pays for (header `qlaud-max-tokens-clamped`).
-            previous_response_id: Not served yet: a 400. qlaud will serve it from its own store in a later release; send the whole conversation in `input` meanwhile.
+            previous_response_id: Continue from a stored response: qlaud sends that response's conversation (its chain's input and output items) before `input`, and the new response joins the same chain. `instructions` are not carried over. A response the key does not reach (another key's, another tenant's, deleted, or made with `store: false`) is 404 with code `previous_response_not_found`. Cannot be combined with `conversation` (400).
             reasoning: Reasoning options (`{effort, summary}`), passed to GPT models; dropped when the model is translated.
-            store: Accepted (the official clients send `true` by default) but the provider is always called with `store: false`: response state will be kept by qlaud, not by the provider.
+            store: Whether qlaud keeps the response (default true, as OpenAI): its input and output items go into a thread under its `resp_…` id, so `get_response` answers it and a later request can chain from it with `previous_response_id`. `false` keeps nothing (except, with `conversation`, the items added to that conversation). The provider is always called with `store: false`: qlaud keeps the state, for every model.
             stream: `true` answers with server-sent events (`response.created`, …, `response.completed`).
             text: Output format: `{format: {type: "text" | "json_object" | "json_schema", name, schema, strict}}`.
             tool_choice: `auto`, `none`, `required` or `{type: "function", name}`.
@@ -1571,6 +1761,47 @@ class AsyncClient:
             webhook_url: Where qlaud posts the tool's calls: an `https://` URL of at most 2000 bytes (plain `http://` only to `127.0.0.1` or `localhost`).
             timeout_secs: How long qlaud waits for the webhook's answer, 1 to 300 seconds; 30 when omitted.
         """
+    async def delete_conversation(
+        self,
+        conversation_id: str,
+    ) -> ConversationDeleted:
+        """Delete a conversation.
+
+        Deletes the conversation's thread with all of its items and the responses kept in it, as `delete_thread` does. Answers `{id, object: "conversation.deleted", deleted: true}`.
+
+        `DELETE /v1/conversations/{conversation_id}`
+
+        Args:
+            conversation_id: The conversation's id (a thread id, `thr_…`).
+        """
+    async def delete_conversation_item(
+        self,
+        conversation_id: str,
+        item_id: str,
+    ) -> Conversation:
+        """Delete one item of a conversation.
+
+        Deletes the thread message the item belongs to (with the other items of that message, when it holds several) and answers the conversation, as OpenAI does.
+
+        `DELETE /v1/conversations/{conversation_id}/items/{item_id}`
+
+        Args:
+            conversation_id: The conversation's id (a thread id, `thr_…`).
+            item_id: The item's id.
+        """
+    async def delete_response(
+        self,
+        response_id: str,
+    ) -> ResponseDeleted:
+        """Delete a stored response.
+
+        Forgets the response: it can no longer be fetched or chained from. Its input and output items go too, unless it was made in a conversation (they are the conversation's items; delete them with `delete_conversation_item`); responses already chained from it lose that turn from their history. Who may delete: as for `get_response`. Answers `{id, object: "response.deleted", deleted: true}`.
+
+        `DELETE /v1/responses/{response_id}`
+
+        Args:
+            response_id: The response's id (`resp_…`).
+        """
     async def delete_thread(
         self,
         thread_id: str,
@@ -1622,6 +1853,34 @@ class AsyncClient:
 
         `GET /v1/billing/settings`
         """
+    async def get_conversation(
+        self,
+        conversation_id: str,
+    ) -> Conversation:
+        """Fetch a conversation.
+
+        Any thread can be fetched as a conversation. A standard key reaches only its own, an admin key its tenant's; any other id is 404.
+
+        `GET /v1/conversations/{conversation_id}`
+
+        Args:
+            conversation_id: The conversation's id (a thread id, `thr_…`).
+        """
+    async def get_conversation_item(
+        self,
+        conversation_id: str,
+        item_id: str,
+    ) -> ConversationItem:
+        """Fetch one item of a conversation.
+
+        404 for an item not in the conversation.
+
+        `GET /v1/conversations/{conversation_id}/items/{item_id}`
+
+        Args:
+            conversation_id: The conversation's id (a thread id, `thr_…`).
+            item_id: The item's id.
+        """
     async def get_invoice_preview(
         self,
         *,
@@ -1663,6 +1922,19 @@ class AsyncClient:
 
         Args:
             model_id: The model's public name, as `GET /v1/models` lists it.
+        """
+    async def get_response(
+        self,
+        response_id: str,
+    ) -> ResponseObject:
+        """Fetch a stored response.
+
+        The response object exactly as it was returned (output, usage with `cost_micros`, `store`, `previous_response_id`), from qlaud's store. A standard key reaches only its own responses, an admin key its tenant's; any other id is 404, as one never stored (`store: false`) or deleted. Errors use OpenAI's error shape.
+
+        `GET /v1/responses/{response_id}`
+
+        Args:
+            response_id: The response's id (`resp_…`).
         """
     async def get_thread(
         self,
@@ -1707,6 +1979,26 @@ class AsyncClient:
             from_: Start, inclusive: an RFC 3339 time or a `YYYY-MM-DD` date (UTC). Default: the start of the current calendar month (UTC).
             key_id: Only this key. A standard key always sees only itself.
             to: End, exclusive: an RFC 3339 time or a `YYYY-MM-DD` date (UTC). Default: the start of the next calendar month (UTC).
+        """
+    async def list_conversation_items(
+        self,
+        conversation_id: str,
+        *,
+        after: str | None = None,
+        limit: int | None = None,
+        order: SortDirection | None = None,
+    ) -> ConversationItemList:
+        """List a conversation's items.
+
+        The thread's messages as Responses items (`message`, `function_call`, `function_call_output`), newest first by default (`order=asc` for oldest first), `limit` messages a page (1 to 100, default 20), continuing `after` an item id; OpenAI's list shape `{object: "list", data, first_id, last_id, has_more}`. A thread message holding several items (a thread turn's text and tool call) lists them together, in the message's order.
+
+        `GET /v1/conversations/{conversation_id}/items`
+
+        Args:
+            conversation_id: The conversation's id (a thread id, `thr_…`).
+            after: Only items after this item in the chosen order (`last_id` of the previous page).
+            limit: Messages per page, 1 to 100 (default 20). A thread message that holds several items shows them all on the same page.
+            order: `desc` (default: newest first) or `asc`.
         """
     async def list_key_billing_events(
         self,
@@ -1999,6 +2291,22 @@ class AsyncClient:
             meter_event_name: The `event_name` of the Stripe Billing Meter that sums spend (default `qlaud_spend`).
             stripe_secret_key: The tenant's Stripe secret key (`sk_live_…` / `sk_test_…`, or a restricted `rk_…`), used to push meter events. Write-only.
             webhook_secret: The signing secret (`whsec_…`) of the Stripe webhook endpoint that posts to `/v1/billing/stripe/webhook/{tenant_id}`. Write-only.
+        """
+    async def update_conversation(
+        self,
+        conversation_id: str,
+        *,
+        metadata: dict[str, str],
+    ) -> Conversation:
+        """Change a conversation's metadata.
+
+        Replaces the metadata of the conversation (its thread). Who may: as for `get_conversation`.
+
+        `POST /v1/conversations/{conversation_id}`
+
+        Args:
+            conversation_id: The conversation's id (a thread id, `thr_…`).
+            metadata: Replaces all metadata (same limits as at creation).
         """
     async def update_key(
         self,

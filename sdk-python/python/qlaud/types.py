@@ -24,6 +24,12 @@ __all__ = [
     "ChatCompletion",
     "ChatCompletionRequest",
     "ChatUsage",
+    "Conversation",
+    "ConversationDeleted",
+    "ConversationItem",
+    "ConversationItemList",
+    "CreateConversationItemsRequest",
+    "CreateConversationRequest",
     "CreateThreadMessageRequest",
     "CreateThreadRequest",
     "CreateToolRequest",
@@ -63,6 +69,7 @@ __all__ = [
     "Period",
     "RequestLogEntry",
     "RequestLogEntryResultsPage",
+    "ResponseDeleted",
     "ResponseObject",
     "ResponsesRequest",
     "ResponsesUsage",
@@ -79,6 +86,7 @@ __all__ = [
     "ToolDeleted",
     "ToolResultsPage",
     "Truncation",
+    "UpdateConversationRequest",
     "UpdateKeyRequest",
     "UpdateThreadRequest",
     "UsagePeriod",
@@ -218,6 +226,76 @@ class ChatUsage(TypedDict):
     """Input tokens, cached ones included."""
     total_tokens: int
     """The sum of both."""
+
+
+class Conversation(TypedDict):
+    """A conversation: a thread seen through OpenAI's Conversations API.
+    """
+
+    created_at: int
+    """Unix seconds."""
+    id: str
+    """The conversation's id: its thread's id (`thr_…`)."""
+    metadata: dict[str, str]
+    """The thread's metadata."""
+    object: str
+    """Always `conversation`."""
+
+
+class ConversationDeleted(TypedDict):
+    """The answer of `delete_conversation`.
+    """
+
+    deleted: bool
+    """Always true."""
+    id: str
+    """The deleted conversation's id."""
+    object: str
+    """Always `conversation.deleted`."""
+
+
+class ConversationItem(TypedDict):
+    """One item of a conversation, in the Responses item shape.
+    """
+
+    id: str
+    """The item's id: its message's id (`msg_…`), or `{message id}_{n}` for the further items of a thread message that holds several (text and a tool call, say)."""
+    type: str
+    """`message`, `function_call` or `function_call_output`."""
+
+
+class ConversationItemList(TypedDict):
+    """A page of conversation items, in OpenAI's list shape.
+    """
+
+    data: list[ConversationItem]
+    """The items, in the order asked for."""
+    first_id: NotRequired[str | None]
+    """The first item's id, if any."""
+    has_more: bool
+    """Whether more items follow."""
+    last_id: NotRequired[str | None]
+    """The last item's id, if any: `after` for the next page."""
+    object: str
+    """Always `list`."""
+
+
+class CreateConversationItemsRequest(TypedDict):
+    """Items to add to a conversation.
+    """
+
+    items: list[Any]
+    """The items (1 to 20), in the shapes `create_conversation` takes."""
+
+
+class CreateConversationRequest(TypedDict):
+    """Parameters for creating a conversation.
+    """
+
+    items: NotRequired[list[Any] | None]
+    """Items to start it with (at most 20): messages (`{role, content}` with `input_text` / `input_image` parts, or assistant `output_text`), `function_call` and `function_call_output` items."""
+    metadata: NotRequired[dict[str, str] | None]
+    """Free-form string pairs kept with it (at most 50 pairs; keys up to 40 characters, values up to 500): the thread's metadata."""
 
 
 class CreateThreadMessageRequest(TypedDict):
@@ -813,12 +891,24 @@ class RequestLogEntryResultsPage(TypedDict):
     """token used to fetch the next page of results (if any)"""
 
 
+class ResponseDeleted(TypedDict):
+    """The answer of `delete_response`.
+    """
+
+    deleted: bool
+    """Always true."""
+    id: str
+    """The deleted response's id."""
+    object: str
+    """Always `response.deleted`."""
+
+
 class ResponseObject(TypedDict):
     """An answer of `POST /v1/responses`, in OpenAI's Responses API shape.
     """
 
     created_at: float
-    """Unix seconds."""
+    """Unix seconds (as the provider wrote them: usually a whole number)."""
     id: str
     """The answer's id (`resp_…`)."""
     model: str
@@ -838,7 +928,7 @@ class ResponsesRequest(TypedDict):
     """
 
     conversation: NotRequired[Any]
-    """Not served yet: a 400, like `previous_response_id`."""
+    """A conversation (`"<id>"` or `{"id": "<id>"}`; a conversation is a thread, see `create_conversation`): its items are sent before `input`, and the input and output items are added to it once the response completes. An unknown conversation is 404 with code `conversation_not_found`."""
     input: NotRequired[Any]
     """The input: a string (one user message) or an array of items — messages (`{role, content}` with `input_text` / `input_image` parts), `function_call` and `function_call_output` items."""
     instructions: NotRequired[Any]
@@ -848,11 +938,11 @@ class ResponsesRequest(TypedDict):
     model: str
     """The model's public name in qlaud (see `GET /v1/models`)."""
     previous_response_id: NotRequired[str | None]
-    """Not served yet: a 400. qlaud will serve it from its own store in a later release; send the whole conversation in `input` meanwhile."""
+    """Continue from a stored response: qlaud sends that response's conversation (its chain's input and output items) before `input`, and the new response joins the same chain. `instructions` are not carried over. A response the key does not reach (another key's, another tenant's, deleted, or made with `store: false`) is 404 with code `previous_response_not_found`. Cannot be combined with `conversation` (400)."""
     reasoning: NotRequired[Any]
     """Reasoning options (`{effort, summary}`), passed to GPT models; dropped when the model is translated."""
     store: NotRequired[bool | None]
-    """Accepted (the official clients send `true` by default) but the provider is always called with `store: false`: response state will be kept by qlaud, not by the provider."""
+    """Whether qlaud keeps the response (default true, as OpenAI): its input and output items go into a thread under its `resp_…` id, so `get_response` answers it and a later request can chain from it with `previous_response_id`. `false` keeps nothing (except, with `conversation`, the items added to that conversation). The provider is always called with `store: false`: qlaud keeps the state, for every model."""
     stream: NotRequired[bool | None]
     """`true` answers with server-sent events (`response.created`, …, `response.completed`)."""
     text: NotRequired[Any]
@@ -1047,6 +1137,14 @@ class ToolResultsPage(TypedDict):
     """list of items on this page of results"""
     next_page: NotRequired[str | None]
     """token used to fetch the next page of results (if any)"""
+
+
+class UpdateConversationRequest(TypedDict):
+    """Changes to a conversation.
+    """
+
+    metadata: dict[str, str]
+    """Replaces all metadata (same limits as at creation)."""
 
 
 class UpdateKeyRequest(TypedDict):

@@ -5,6 +5,7 @@
 //! without building the implementation. operationIds are the method names.
 
 pub mod billing;
+pub mod conversations;
 pub mod dropin;
 pub mod errors;
 pub mod keys;
@@ -23,6 +24,7 @@ use dropshot::{
 };
 
 pub use billing::*;
+pub use conversations::*;
 pub use dropin::*;
 pub use errors::{AnthropicError, OpenAiError};
 pub use keys::*;
@@ -583,10 +585,18 @@ pub trait QlaudApi {
     /// the answer is `text/event-stream` with the typed events
     /// (`response.created`, `response.output_text.delta`, …,
     /// `response.completed` whose usage carries `cost_micros`).
-    /// `previous_response_id` and `conversation` are refused with 400 until
-    /// qlaud serves response state from its own store. Fields qlaud does not
-    /// know pass to GPT models unchanged. Errors use OpenAI's error shape.
-    /// Any key may call it.
+    /// Response state is qlaud's, for every model (the provider is always
+    /// called with `store: false`): with `store` (the default) the input
+    /// and output items are kept in a thread under the response's id;
+    /// `previous_response_id` sends a stored response's conversation before
+    /// `input` (404 `previous_response_not_found` for a response the key
+    /// does not reach); `conversation` sends a conversation's items first
+    /// and adds the new ones to it (404 `conversation_not_found`); the two
+    /// together are 400. The loaded history is part of the prompt: it is
+    /// reserved against the key's cap and billed like any input. A streamed
+    /// response is kept once its last event has been sent, before the
+    /// stream closes. Fields qlaud does not know pass to GPT models
+    /// unchanged. Errors use OpenAI's error shape. Any key may call it.
     #[endpoint {
         method = POST,
         path = "/v1/responses",
@@ -597,6 +607,171 @@ pub trait QlaudApi {
         rqctx: RequestContext<Self::Context>,
         body: TypedBody<ResponsesRequest>,
     ) -> Result<ModelResponse<ResponseObject>, OpenAiError>;
+
+    /// Fetch a stored response.
+    ///
+    /// The response object exactly as it was returned (output, usage with
+    /// `cost_micros`, `store`, `previous_response_id`), from qlaud's store.
+    /// A standard key reaches only its own responses, an admin key its
+    /// tenant's; any other id is 404, as one never stored (`store: false`)
+    /// or deleted. Errors use OpenAI's error shape.
+    #[endpoint {
+        method = GET,
+        path = "/v1/responses/{response_id}",
+        tags = ["models"],
+    }]
+    async fn get_response(
+        rqctx: RequestContext<Self::Context>,
+        path: Path<ResponsePath>,
+    ) -> Result<HttpResponseOk<ResponseObject>, OpenAiError>;
+
+    /// Delete a stored response.
+    ///
+    /// Forgets the response: it can no longer be fetched or chained from.
+    /// Its input and output items go too, unless it was made in a
+    /// conversation (they are the conversation's items; delete them with
+    /// `delete_conversation_item`); responses already chained from it lose
+    /// that turn from their history. Who may delete: as for `get_response`.
+    /// Answers `{id, object: "response.deleted", deleted: true}`.
+    #[endpoint {
+        method = DELETE,
+        path = "/v1/responses/{response_id}",
+        tags = ["models"],
+    }]
+    async fn delete_response(
+        rqctx: RequestContext<Self::Context>,
+        path: Path<ResponsePath>,
+    ) -> Result<HttpResponseOk<ResponseDeleted>, OpenAiError>;
+
+    /// Create a conversation (OpenAI Conversations API).
+    ///
+    /// A conversation is a thread seen through OpenAI's Conversations API:
+    /// this creates a thread (owned by the calling key, visible under
+    /// `/v1/threads` with the same id) holding `items` and `metadata`. Pass
+    /// its id as `conversation` to `create_response` to answer from its
+    /// items and add to them. Errors use OpenAI's error shape. Any key may
+    /// call it.
+    #[endpoint {
+        method = POST,
+        path = "/v1/conversations",
+        tags = ["conversations"],
+        request_body_max_bytes = MODEL_BODY_MAX_BYTES,
+    }]
+    async fn create_conversation(
+        rqctx: RequestContext<Self::Context>,
+        body: TypedBody<CreateConversationRequest>,
+    ) -> Result<HttpResponseOk<Conversation>, OpenAiError>;
+
+    /// Fetch a conversation.
+    ///
+    /// Any thread can be fetched as a conversation. A standard key reaches
+    /// only its own, an admin key its tenant's; any other id is 404.
+    #[endpoint {
+        method = GET,
+        path = "/v1/conversations/{conversation_id}",
+        tags = ["conversations"],
+    }]
+    async fn get_conversation(
+        rqctx: RequestContext<Self::Context>,
+        path: Path<ConversationPath>,
+    ) -> Result<HttpResponseOk<Conversation>, OpenAiError>;
+
+    /// Change a conversation's metadata.
+    ///
+    /// Replaces the metadata of the conversation (its thread). Who may:
+    /// as for `get_conversation`.
+    #[endpoint {
+        method = POST,
+        path = "/v1/conversations/{conversation_id}",
+        tags = ["conversations"],
+        request_body_max_bytes = ADMIN_BODY_MAX_BYTES,
+    }]
+    async fn update_conversation(
+        rqctx: RequestContext<Self::Context>,
+        path: Path<ConversationPath>,
+        body: TypedBody<UpdateConversationRequest>,
+    ) -> Result<HttpResponseOk<Conversation>, OpenAiError>;
+
+    /// Delete a conversation.
+    ///
+    /// Deletes the conversation's thread with all of its items and the
+    /// responses kept in it, as `delete_thread` does. Answers
+    /// `{id, object: "conversation.deleted", deleted: true}`.
+    #[endpoint {
+        method = DELETE,
+        path = "/v1/conversations/{conversation_id}",
+        tags = ["conversations"],
+    }]
+    async fn delete_conversation(
+        rqctx: RequestContext<Self::Context>,
+        path: Path<ConversationPath>,
+    ) -> Result<HttpResponseOk<ConversationDeleted>, OpenAiError>;
+
+    /// List a conversation's items.
+    ///
+    /// The thread's messages as Responses items (`message`,
+    /// `function_call`, `function_call_output`), newest first by default
+    /// (`order=asc` for oldest first), `limit` messages a page (1 to 100,
+    /// default 20), continuing `after` an item id; OpenAI's list shape
+    /// `{object: "list", data, first_id, last_id, has_more}`. A thread
+    /// message holding several items (a thread turn's text and tool call)
+    /// lists them together, in the message's order.
+    #[endpoint {
+        method = GET,
+        path = "/v1/conversations/{conversation_id}/items",
+        tags = ["conversations"],
+    }]
+    async fn list_conversation_items(
+        rqctx: RequestContext<Self::Context>,
+        path: Path<ConversationPath>,
+        query: Query<ConversationItemsQuery>,
+    ) -> Result<HttpResponseOk<ConversationItemList>, OpenAiError>;
+
+    /// Add items to a conversation.
+    ///
+    /// Appends `items` (1 to 20) to the conversation's thread, one message
+    /// each, in order, and answers them in OpenAI's list shape. No model is
+    /// called and nothing is billed. System and developer messages and
+    /// reasoning items are not kept (400).
+    #[endpoint {
+        method = POST,
+        path = "/v1/conversations/{conversation_id}/items",
+        tags = ["conversations"],
+        request_body_max_bytes = MODEL_BODY_MAX_BYTES,
+    }]
+    async fn create_conversation_items(
+        rqctx: RequestContext<Self::Context>,
+        path: Path<ConversationPath>,
+        body: TypedBody<CreateConversationItemsRequest>,
+    ) -> Result<HttpResponseOk<ConversationItemList>, OpenAiError>;
+
+    /// Fetch one item of a conversation.
+    ///
+    /// 404 for an item not in the conversation.
+    #[endpoint {
+        method = GET,
+        path = "/v1/conversations/{conversation_id}/items/{item_id}",
+        tags = ["conversations"],
+    }]
+    async fn get_conversation_item(
+        rqctx: RequestContext<Self::Context>,
+        path: Path<ConversationItemPath>,
+    ) -> Result<HttpResponseOk<ConversationItem>, OpenAiError>;
+
+    /// Delete one item of a conversation.
+    ///
+    /// Deletes the thread message the item belongs to (with the other items
+    /// of that message, when it holds several) and answers the
+    /// conversation, as OpenAI does.
+    #[endpoint {
+        method = DELETE,
+        path = "/v1/conversations/{conversation_id}/items/{item_id}",
+        tags = ["conversations"],
+    }]
+    async fn delete_conversation_item(
+        rqctx: RequestContext<Self::Context>,
+        path: Path<ConversationItemPath>,
+    ) -> Result<HttpResponseOk<Conversation>, OpenAiError>;
 
     /// List models.
     ///

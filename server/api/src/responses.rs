@@ -43,16 +43,29 @@ pub struct ResponsesRequest {
     /// `response.completed`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stream: Option<bool>,
-    /// Accepted (the official clients send `true` by default) but the
-    /// provider is always called with `store: false`: response state will
-    /// be kept by qlaud, not by the provider.
+    /// Whether qlaud keeps the response (default true, as OpenAI): its
+    /// input and output items go into a thread under its `resp_…` id, so
+    /// `get_response` answers it and a later request can chain from it with
+    /// `previous_response_id`. `false` keeps nothing (except, with
+    /// `conversation`, the items added to that conversation). The provider
+    /// is always called with `store: false`: qlaud keeps the state, for
+    /// every model.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub store: Option<bool>,
-    /// Not served yet: a 400. qlaud will serve it from its own store in a
-    /// later release; send the whole conversation in `input` meanwhile.
+    /// Continue from a stored response: qlaud sends that response's
+    /// conversation (its chain's input and output items) before `input`,
+    /// and the new response joins the same chain. `instructions` are not
+    /// carried over. A response the key does not reach (another key's,
+    /// another tenant's, deleted, or made with `store: false`) is 404 with
+    /// code `previous_response_not_found`. Cannot be combined with
+    /// `conversation` (400).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub previous_response_id: Option<String>,
-    /// Not served yet: a 400, like `previous_response_id`.
+    /// A conversation (`"<id>"` or `{"id": "<id>"}`; a conversation is a
+    /// thread, see `create_conversation`): its items are sent before
+    /// `input`, and the input and output items are added to it once the
+    /// response completes. An unknown conversation is 404 with code
+    /// `conversation_not_found`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub conversation: Option<Value>,
     /// Reasoning options (`{effort, summary}`), passed to GPT models;
@@ -90,8 +103,8 @@ pub struct ResponseObject {
     pub id: String,
     /// Always `response`.
     pub object: String,
-    /// Unix seconds.
-    pub created_at: f64,
+    /// Unix seconds (as the provider wrote them: usually a whole number).
+    pub created_at: serde_json::Number,
     /// `completed`, or `incomplete` when the output limit cut it (see
     /// `incomplete_details.reason`).
     #[serde(default)]
@@ -107,4 +120,22 @@ pub struct ResponseObject {
     /// Other fields of the answer, unchanged.
     #[serde(flatten)]
     pub extra: Map<String, Value>,
+}
+
+/// Path parameters naming one stored response.
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
+pub struct ResponsePath {
+    /// The response's id (`resp_…`).
+    pub response_id: String,
+}
+
+/// The answer of `delete_response`.
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
+pub struct ResponseDeleted {
+    /// The deleted response's id.
+    pub id: String,
+    /// Always `response.deleted`.
+    pub object: String,
+    /// Always true.
+    pub deleted: bool,
 }

@@ -16,6 +16,11 @@ use qlaud_api::{
     WebhookSigningSecret,
 };
 use qlaud_api::{
+    Conversation, ConversationDeleted, ConversationItem, ConversationItemList,
+    ConversationItemPath, ConversationItemsQuery, ConversationPath, CreateConversationItemsRequest,
+    CreateConversationRequest, ResponseDeleted, ResponsePath, UpdateConversationRequest,
+};
+use qlaud_api::{
     CreateThreadMessageRequest, CreateThreadRequest, Thread, ThreadDeleted, ThreadListFilter,
     ThreadMessage, ThreadMessageListFilter, ThreadMessagePageSelector, ThreadPageSelector,
     ThreadPath, UpdateThreadRequest,
@@ -26,6 +31,7 @@ use crate::billing;
 use crate::context::Context;
 use crate::error::Error;
 use crate::gateway;
+use crate::gateway::error::GatewayError;
 use crate::keys::{self, secret::Secret};
 use crate::store::KeyActivity;
 use crate::threads;
@@ -428,6 +434,158 @@ impl QlaudApi for QlaudImpl {
             .map_err(gateway::error::GatewayError::into_openai)
     }
 
+    async fn get_response(
+        rqctx: RequestContext<Context>,
+        path: Path<ResponsePath>,
+    ) -> Result<HttpResponseOk<ResponseObject>, OpenAiError> {
+        let id = path.into_inner().response_id;
+        gateway::responses::get(rqctx.context(), rqctx.request.headers(), &id)
+            .await
+            .map(HttpResponseOk)
+            .map_err(GatewayError::into_openai)
+    }
+
+    async fn delete_response(
+        rqctx: RequestContext<Context>,
+        path: Path<ResponsePath>,
+    ) -> Result<HttpResponseOk<ResponseDeleted>, OpenAiError> {
+        let id = path.into_inner().response_id;
+        gateway::responses::delete(rqctx.context(), rqctx.request.headers(), &id)
+            .await
+            .map(HttpResponseOk)
+            .map_err(GatewayError::into_openai)
+    }
+
+    async fn create_conversation(
+        rqctx: RequestContext<Context>,
+        body: TypedBody<CreateConversationRequest>,
+    ) -> Result<HttpResponseOk<Conversation>, OpenAiError> {
+        let ctx = rqctx.context();
+        openai(async {
+            let caller = ctx.authenticate(rqctx.request.headers()).await?;
+            threads::conversations::create(ctx, &caller, body.into_inner()).await
+        })
+        .await
+        .map(HttpResponseOk)
+    }
+
+    async fn get_conversation(
+        rqctx: RequestContext<Context>,
+        path: Path<ConversationPath>,
+    ) -> Result<HttpResponseOk<Conversation>, OpenAiError> {
+        let ctx = rqctx.context();
+        openai(async {
+            let caller = ctx.authenticate(rqctx.request.headers()).await?;
+            let id = path.into_inner().conversation_id;
+            threads::conversations::to_wire(
+                &threads::conversations::thread(ctx, &caller, &id).await?,
+            )
+        })
+        .await
+        .map(HttpResponseOk)
+    }
+
+    async fn update_conversation(
+        rqctx: RequestContext<Context>,
+        path: Path<ConversationPath>,
+        body: TypedBody<UpdateConversationRequest>,
+    ) -> Result<HttpResponseOk<Conversation>, OpenAiError> {
+        let ctx = rqctx.context();
+        openai(async {
+            let caller = ctx.authenticate(rqctx.request.headers()).await?;
+            let id = path.into_inner().conversation_id;
+            let thread = threads::conversations::thread(ctx, &caller, &id).await?;
+            let metadata = body.into_inner().metadata;
+            keys::validate_metadata(&metadata)?;
+            let changes =
+                crate::store::ThreadChanges { metadata: Some(metadata), ..Default::default() };
+            let row =
+                ctx.store.update_thread(threads::access(&caller), &thread.id, &changes).await?;
+            threads::conversations::to_wire(&row)
+        })
+        .await
+        .map(HttpResponseOk)
+    }
+
+    async fn delete_conversation(
+        rqctx: RequestContext<Context>,
+        path: Path<ConversationPath>,
+    ) -> Result<HttpResponseOk<ConversationDeleted>, OpenAiError> {
+        let ctx = rqctx.context();
+        openai(async {
+            let caller = ctx.authenticate(rqctx.request.headers()).await?;
+            let id = path.into_inner().conversation_id;
+            let thread = threads::conversations::thread(ctx, &caller, &id).await?;
+            ctx.store.delete_thread(threads::access(&caller), &thread.id).await?;
+            Ok(ConversationDeleted { id, object: "conversation.deleted".into(), deleted: true })
+        })
+        .await
+        .map(HttpResponseOk)
+    }
+
+    async fn list_conversation_items(
+        rqctx: RequestContext<Context>,
+        path: Path<ConversationPath>,
+        query: Query<ConversationItemsQuery>,
+    ) -> Result<HttpResponseOk<ConversationItemList>, OpenAiError> {
+        let ctx = rqctx.context();
+        openai(async {
+            let caller = ctx.authenticate(rqctx.request.headers()).await?;
+            let id = path.into_inner().conversation_id;
+            let thread = threads::conversations::thread(ctx, &caller, &id).await?;
+            threads::conversations::list_items(ctx, &thread, query.into_inner()).await
+        })
+        .await
+        .map(HttpResponseOk)
+    }
+
+    async fn create_conversation_items(
+        rqctx: RequestContext<Context>,
+        path: Path<ConversationPath>,
+        body: TypedBody<CreateConversationItemsRequest>,
+    ) -> Result<HttpResponseOk<ConversationItemList>, OpenAiError> {
+        let ctx = rqctx.context();
+        openai(async {
+            let caller = ctx.authenticate(rqctx.request.headers()).await?;
+            let id = path.into_inner().conversation_id;
+            let thread = threads::conversations::thread(ctx, &caller, &id).await?;
+            threads::conversations::add_items(ctx, &thread, &body.into_inner().items).await
+        })
+        .await
+        .map(HttpResponseOk)
+    }
+
+    async fn get_conversation_item(
+        rqctx: RequestContext<Context>,
+        path: Path<ConversationItemPath>,
+    ) -> Result<HttpResponseOk<ConversationItem>, OpenAiError> {
+        let ctx = rqctx.context();
+        openai(async {
+            let caller = ctx.authenticate(rqctx.request.headers()).await?;
+            let p = path.into_inner();
+            let thread = threads::conversations::thread(ctx, &caller, &p.conversation_id).await?;
+            threads::conversations::get_item(ctx, &thread, &p.item_id).await
+        })
+        .await
+        .map(HttpResponseOk)
+    }
+
+    async fn delete_conversation_item(
+        rqctx: RequestContext<Context>,
+        path: Path<ConversationItemPath>,
+    ) -> Result<HttpResponseOk<Conversation>, OpenAiError> {
+        let ctx = rqctx.context();
+        openai(async {
+            let caller = ctx.authenticate(rqctx.request.headers()).await?;
+            let p = path.into_inner();
+            let thread = threads::conversations::thread(ctx, &caller, &p.conversation_id).await?;
+            threads::conversations::delete_item(ctx, &thread, &p.item_id).await?;
+            threads::conversations::to_wire(&thread)
+        })
+        .await
+        .map(HttpResponseOk)
+    }
+
     async fn list_models(
         rqctx: RequestContext<Context>,
     ) -> Result<HttpResponseOk<ModelList>, HttpError> {
@@ -450,4 +608,12 @@ impl QlaudApi for QlaudImpl {
         };
         lookup.await.map(HttpResponseOk).map_err(gateway::error::GatewayError::into_anthropic)
     }
+}
+
+/// A handler of OpenAI's API shape over a domain result: its errors in
+/// OpenAI's error body.
+async fn openai<T>(
+    f: impl std::future::Future<Output = Result<T, Error>>,
+) -> Result<T, OpenAiError> {
+    f.await.map_err(|e| GatewayError::from(e).into_openai())
 }

@@ -85,6 +85,22 @@ impl ClientEncoder {
         }
     }
 
+    /// Fields every Responses object of the stream carries (what qlaud's
+    /// response state decides: `store`, `previous_response_id`, …).
+    pub fn echo(&mut self, fields: &serde_json::Map<String, Value>) {
+        if let ClientEncoder::Responses(e) = self {
+            e.echo(fields.clone());
+        }
+    }
+
+    /// The final response object of a Responses stream, once it has ended.
+    pub fn final_response(&mut self) -> Option<Value> {
+        match self {
+            ClientEncoder::Responses(e) => e.final_response(),
+            _ => None,
+        }
+    }
+
     /// A whole answer in `shape`.
     pub fn completion(shape: Shape, c: &Completion, model: &str, cost: i64) -> Value {
         match shape {

@@ -34,14 +34,18 @@ pub(super) async fn answer(
     call.metered.sent();
     if !call.metered.streamed {
         let cost = call.settle(200, reply.usage).await;
-        let v =
+        let mut v =
             ClientEncoder::completion(call.shape, &reply.completion(id), &call.model().name, cost);
+        call.keep(&mut v).await;
         return Ok(json_response(&call, &v, cost));
     }
     let (tx, body) = sse::channel();
     let response = sse_response(&call, body);
     tokio::spawn(async move {
         let mut encoder = ClientEncoder::new(call.shape, call.model(), client_wants_usage);
+        if let Some(keep) = &call.keep {
+            encoder.echo(keep.echo());
+        }
         // Its events report usage at the end, like OpenAI's.
         encoder.start_input(reply.usage.input_tokens);
         let mut sent = 0u64;
@@ -59,6 +63,9 @@ pub(super) async fn answer(
         // A client that left early pays for the words it was sent.
         let usage = if done { reply.usage } else { Usage { output_tokens: sent, ..reply.usage } };
         call.settle(if done { 200 } else { 499 }, usage).await;
+        if let Some(mut response) = encoder.final_response().filter(|_| done) {
+            call.keep(&mut response).await;
+        }
     });
     Ok(response)
 }

@@ -10,7 +10,7 @@ pub mod count_tokens;
 mod echo;
 mod embeddings;
 pub mod error;
-mod responses;
+pub mod responses;
 pub mod round;
 pub mod sse;
 mod stream;
@@ -129,6 +129,8 @@ impl Gateway {
 struct Call {
     metered: Metered,
     shape: Shape,
+    /// What a Responses API answer keeps once it is whole.
+    keep: Option<responses::state::Keep>,
 }
 
 impl Call {
@@ -146,7 +148,7 @@ impl Call {
         let metered =
             Metered::admit(&ctx.meter, &caller, model, endpoint, streamed, started, estimate)
                 .await?;
-        Ok(Call { metered, shape })
+        Ok(Call { metered, shape, keep: None })
     }
 
     fn model(&self) -> &Arc<Model> {
@@ -159,6 +161,16 @@ impl Call {
 
     async fn settle(&mut self, status: u16, usage: Usage) -> i64 {
         self.metered.settle(status, usage).await
+    }
+
+    /// Sets what the client's request decides on a whole response object
+    /// and keeps it, when the call keeps state (Responses API calls).
+    async fn keep(&mut self, response: &mut Value) {
+        if let Some(keep) = self.keep.take() {
+            keep.annotate(response);
+            let request_id = self.admission().reservation_id.clone();
+            keep.save(response, &request_id).await;
+        }
     }
 }
 
@@ -211,12 +223,18 @@ struct Route<'a> {
     model: Arc<Model>,
     shape: Shape,
     started: Instant,
+    /// Response state to keep (Responses API calls).
+    keep: Option<responses::state::Keep>,
 }
 
 impl Route<'_> {
     async fn admit(&self, streamed: bool, estimate: &Estimate) -> Result<Call, GatewayError> {
         let (caller, model) = (self.caller.clone(), self.model.clone());
-        Call::admit(self.ctx, caller, model, self.shape, streamed, self.started, estimate).await
+        let mut call =
+            Call::admit(self.ctx, caller, model, self.shape, streamed, self.started, estimate)
+                .await?;
+        call.keep.clone_from(&self.keep);
+        Ok(call)
     }
 
     /// A call in another dialect than the provider's, through the internal
@@ -273,7 +291,7 @@ pub async fn messages(
     // sends 128000 for every Claude model): cap at the model's limit, and
     // fill it in when missing, since Anthropic requires it.
     let wanted = req.max_tokens.unwrap_or(model.max_output_tokens).min(model.max_output_tokens);
-    let route = Route { ctx, headers, caller, model, shape: Shape::Messages, started };
+    let route = Route { ctx, headers, caller, model, shape: Shape::Messages, started, keep: None };
     if route.model.provider.kind != ProviderKind::Anthropic {
         let ir = dialects::messages::parse(&req, wanted)?;
         // Anthropic's clients read input tokens from `message_start`, before
@@ -315,7 +333,8 @@ pub async fn chat_completions(
     let wanted = chat_max_tokens(&req, &model);
     let wants_usage = wants_usage(&req.extra);
     let choices = choices(&req.extra)?;
-    let route = Route { ctx, headers, caller, model, shape: Shape::ChatCompletions, started };
+    let route =
+        Route { ctx, headers, caller, model, shape: Shape::ChatCompletions, started, keep: None };
     let kind = route.model.provider.kind;
     if !matches!(kind, ProviderKind::Openai | ProviderKind::OpenaiCompatible) {
         if choices > 1 {
@@ -466,6 +485,7 @@ async fn json_answer(
     if let Some(u) = v.get_mut("usage").and_then(Value::as_object_mut) {
         u.insert("cost_micros".into(), cost.into());
     }
+    call.keep(&mut v).await;
     Ok(json_response(&call, &v, cost))
 }
 
@@ -530,6 +550,7 @@ async fn json_translated(
     let mut c: Completion = provider.completion(&v);
     c.usage = answer_usage(&call, &v, |_| c.usage);
     let cost = call.settle(200, c.usage).await;
-    let body = ClientEncoder::completion(call.shape, &c, &call.model().name, cost);
+    let mut body = ClientEncoder::completion(call.shape, &c, &call.model().name, cost);
+    call.keep(&mut body).await;
     Ok(json_response(&call, &body, cost))
 }

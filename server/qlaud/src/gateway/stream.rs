@@ -5,6 +5,7 @@ use bytes::{Bytes, BytesMut};
 use dropshot::Body;
 use futures::StreamExt;
 use http::Response;
+use serde_json::Value;
 
 use super::error::GatewayError;
 use super::{Call, error_chain, sse, sse_response};
@@ -70,6 +71,10 @@ pub trait StreamMeter: Send + 'static {
     /// The event that tells the client the provider's stream broke off.
     fn error_event(&mut self, shape: Shape, err: GatewayError) -> Bytes {
         ClientEncoder::error_event(shape, err)
+    }
+    /// The whole response object of a Responses stream that completed.
+    fn final_response(&mut self) -> Option<Value> {
+        None
     }
 }
 
@@ -143,11 +148,11 @@ pub(super) struct Translator<D> {
 
 impl<D: FnMut(&[u8]) -> Vec<Event> + Send + 'static> Translator<D> {
     pub(super) fn new(call: &Call, decode: D, wants_usage: bool) -> Translator<D> {
-        Translator {
-            decode,
-            encoder: ClientEncoder::new(call.shape, call.model(), wants_usage),
-            tracker: UsageTracker::new(call.admission().unreported),
+        let mut encoder = ClientEncoder::new(call.shape, call.model(), wants_usage);
+        if let Some(keep) = &call.keep {
+            encoder.echo(keep.echo());
         }
+        Translator { decode, encoder, tracker: UsageTracker::new(call.admission().unreported) }
     }
 }
 
@@ -179,6 +184,10 @@ impl<D: FnMut(&[u8]) -> Vec<Event> + Send + 'static> StreamMeter for Translator<
     fn error_event(&mut self, shape: Shape, err: GatewayError) -> Bytes {
         self.encoder.error(shape, err)
     }
+
+    fn final_response(&mut self) -> Option<Value> {
+        self.encoder.final_response()
+    }
 }
 
 /// Streams the provider's answer to the client through `meter`, then
@@ -197,6 +206,11 @@ pub(super) fn stream(
             sse::send(&tx, meter.error_event(call.shape, err)).await;
         }
         call.settle(end.status(), meter.usage()).await;
+        // Kept before the body ends, so a client that read the stream to its
+        // end can chain from the response at once.
+        if let (StreamEnd::Done, Some(mut r)) = (&end, meter.final_response()) {
+            call.keep(&mut r).await;
+        }
     });
     response
 }

@@ -11,6 +11,7 @@ mod keys;
 mod ledger;
 mod request_log;
 mod requests;
+mod responses;
 mod sessions;
 mod tenants;
 mod threads;
@@ -34,6 +35,7 @@ pub use keys::{
 pub use ledger::{CapState, NewReservation};
 pub use request_log::{PushRunRow, PushTotals, RequestLogQuery, RequestLogRow};
 pub use requests::MAX_BATCH;
+pub use responses::{NewResponse, ResponseRow};
 pub use sessions::SessionRow;
 pub use tenants::TenantRow;
 pub use threads::{

@@ -21,7 +21,7 @@ macro_rules! thread_columns {
 macro_rules! message_columns {
     () => {
         "id, thread_id, tenant_id, seq, role, content, model, stop_reason, usage, request_id, \
-         metadata, created_ms"
+         metadata, created_ms, response_id"
     };
 }
 
@@ -100,6 +100,8 @@ pub struct NewMessage {
     /// The metered request that produced it (the ledger's request id).
     pub request_id: Option<String>,
     pub metadata: BTreeMap<String, String>,
+    /// The Responses API response (`resp_…`) whose input or output it is.
+    pub response_id: Option<String>,
 }
 
 /// A message as stored; JSON columns are text.
@@ -118,6 +120,7 @@ pub struct MessageRow {
     pub request_id: Option<String>,
     pub metadata: String,
     pub created_ms: i64,
+    pub response_id: Option<String>,
 }
 
 /// Which of a thread's messages to list, between two exclusive seqs.
@@ -296,8 +299,8 @@ impl Store {
             .ok_or_else(|| Error::not_found("thread", thread_id))
     }
 
-    /// Deletes the thread, its messages and its turn records in one
-    /// transaction.
+    /// Deletes the thread, its messages, its turn records and the stored
+    /// responses it holds, in one transaction.
     pub async fn delete_thread(
         &self,
         access: ThreadAccess<'_>,
@@ -321,6 +324,7 @@ impl Store {
             return Err(Error::not_found("thread", thread_id));
         }
         for sql in [
+            "DELETE FROM responses WHERE thread_id = $1",
             "DELETE FROM thread_turns WHERE thread_id = $1",
             "DELETE FROM thread_messages WHERE thread_id = $1",
             "DELETE FROM threads WHERE id = $1",
@@ -370,7 +374,7 @@ impl Store {
         const SQL: &str = concat!(
             "INSERT INTO thread_messages (",
             message_columns!(),
-            ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING ",
+            ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) RETURNING ",
             message_columns!(),
             ""
         );
@@ -389,6 +393,7 @@ impl Store {
                 .bind(m.request_id.as_deref())
                 .bind(json(&m.metadata))
                 .bind(now)
+                .bind(m.response_id.as_deref())
                 .fetch_one(&mut *tx)
                 .await?;
             stored.push(row);
@@ -465,6 +470,56 @@ impl Store {
             .bind(thread_id)
             .fetch_all(self.pool())
             .await?)
+    }
+
+    /// The thread's history up to and including seq `last_seq`, oldest
+    /// first (for a response chained from one that ended there).
+    pub async fn thread_history_until(
+        &self,
+        tenant_id: &str,
+        thread_id: &str,
+        last_seq: i64,
+    ) -> StoreResult<Vec<MessageRow>> {
+        const SQL: &str = concat!(
+            "SELECT ",
+            message_columns!(),
+            " FROM thread_messages WHERE tenant_id = $1 AND thread_id = $2 AND seq <= $3 \
+             ORDER BY seq"
+        );
+        Ok(sqlx::query_as::<_, MessageRow>(SQL)
+            .bind(tenant_id)
+            .bind(thread_id)
+            .bind(last_seq)
+            .fetch_all(self.pool())
+            .await?)
+    }
+
+    /// Deletes one message of the thread, or answers `NotFound`. The caller
+    /// checks access first.
+    pub async fn delete_message(
+        &self,
+        tenant_id: &str,
+        thread_id: &str,
+        message_id: &str,
+    ) -> StoreResult<()> {
+        let deleted = sqlx::query(
+            "DELETE FROM thread_messages WHERE tenant_id = $1 AND thread_id = $2 AND id = $3",
+        )
+        .bind(tenant_id)
+        .bind(thread_id)
+        .bind(message_id)
+        .execute(self.writer())
+        .await?
+        .rows_affected();
+        if deleted == 0 {
+            return Err(Error::not_found("item", message_id));
+        }
+        sqlx::query("UPDATE threads SET updated_ms = $2 WHERE id = $1")
+            .bind(thread_id)
+            .bind(now_ms())
+            .execute(self.writer())
+            .await?;
+        Ok(())
     }
 
     /// Claims an idempotency key of a turn on the thread. Exactly one of

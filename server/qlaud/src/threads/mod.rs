@@ -2,6 +2,7 @@
 //! the mapping between stored rows and the wire shapes. The model turn
 //! (`create_thread_message`) builds on the store functions behind these.
 
+pub mod conversations;
 pub mod list;
 pub mod tools;
 pub mod turn;

@@ -228,6 +228,7 @@ async fn prepare(
         usage: None,
         request_id: None,
         metadata,
+        response_id: None,
     };
     Ok(Turn {
         thread,
@@ -641,6 +642,7 @@ impl Turn {
             }),
             request_id,
             metadata: BTreeMap::new(),
+            response_id: None,
         }
     }
 
@@ -676,6 +678,7 @@ impl Turn {
             usage: None,
             request_id: None,
             metadata: BTreeMap::new(),
+            response_id: None,
         });
         Message::push(&mut self.conversation, Role::User, parts);
     }

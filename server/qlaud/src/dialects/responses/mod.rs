@@ -1,8 +1,10 @@
 //! OpenAI's Responses API as a client dialect: what qlaud refuses to
 //! forward (`check`), a request parsed into the internal representation
-//! for a model of a chat provider (`parse`), and answers rendered back in
-//! the Responses shape (`render`).
+//! for a model of a chat provider (`parse`), answers rendered back in the
+//! Responses shape (`render`), and items converted to and from the form
+//! threads store (`items`).
 
+pub mod items;
 pub mod render;
 
 use qlaud_api::ResponsesRequest;
@@ -21,19 +23,22 @@ fn bad(message: impl Into<String>) -> GatewayError {
 }
 
 /// Refuses what qlaud cannot serve or bound, before any provider is
-/// called: provider-held state (`previous_response_id`, `conversation`,
-/// item references, stored prompts, background runs) and hosted tools.
+/// called: `conversation` together with `previous_response_id` (as OpenAI
+/// does), item references, stored prompts, background runs and hosted
+/// tools.
 pub fn check(req: &ResponsesRequest) -> Result<(), GatewayError> {
-    let later = "qlaud will serve response state from its own store in a later release; until \
-                 then send the whole conversation in `input`";
-    if req.previous_response_id.is_some() {
-        return Err(bad(format!("previous_response_id is not supported yet: {later}")));
-    }
-    if req.conversation.as_ref().is_some_and(|c| !c.is_null()) {
-        return Err(bad(format!("conversation is not supported yet: {later}")));
+    if req.previous_response_id.is_some() && req.conversation.as_ref().is_some_and(|c| !c.is_null())
+    {
+        return Err(bad(
+            "Mutually exclusive parameters: send only one of previous_response_id or \
+             conversation",
+        )
+        .with_code("mutually_exclusive_parameters"));
     }
     if req.extra.get("background").and_then(Value::as_bool) == Some(true) {
-        return Err(bad(format!("background responses are not supported yet: {later}")));
+        return Err(bad(
+            "background responses are not supported yet: qlaud answers while the client waits",
+        ));
     }
     if req.extra.get("prompt").is_some_and(|p| !p.is_null()) {
         return Err(bad(
@@ -46,7 +51,10 @@ pub fn check(req: &ResponsesRequest) -> Result<(), GatewayError> {
         Some(Value::String(_)) => {}
         Some(Value::Array(items)) => {
             if items.iter().any(|i| i["type"] == "item_reference") {
-                return Err(bad(format!("item_reference inputs are not supported yet: {later}")));
+                return Err(bad(
+                    "item_reference inputs are not supported: send the item itself, or chain \
+                     with previous_response_id or conversation",
+                ));
             }
         }
         Some(_) => return Err(bad("input must be a string or an array of input items")),
@@ -261,10 +269,12 @@ mod tests {
     }
 
     #[test]
-    fn provider_state_and_hosted_tools_are_refused() {
+    fn what_qlaud_cannot_serve_is_refused() {
+        check(&req(json!({"model": "m", "input": "hi", "previous_response_id": "resp_1"})))
+            .unwrap();
+        check(&req(json!({"model": "m", "input": "hi", "conversation": "conv_1"}))).unwrap();
         for bad in [
-            json!({"model": "m", "input": "hi", "previous_response_id": "resp_1"}),
-            json!({"model": "m", "input": "hi", "conversation": "conv_1"}),
+            json!({"model": "m", "input": "hi", "previous_response_id": "r", "conversation": "c"}),
             json!({"model": "m", "input": "hi", "background": true}),
             json!({"model": "m", "input": [{"type": "item_reference", "id": "msg_1"}]}),
             json!({"model": "m", "input": "hi", "tools": [{"type": "web_search"}]}),

@@ -179,6 +179,10 @@ pub struct Encoder {
     open: Option<Open>,
     usage: Usage,
     stop: Option<StopReason>,
+    /// Fields set on every response object.
+    echo: serde_json::Map<String, Value>,
+    /// The final response object, once the stream has ended.
+    done: Option<Value>,
 }
 
 impl Encoder {
@@ -193,7 +197,17 @@ impl Encoder {
             open: None,
             usage: Usage::default(),
             stop: None,
+            echo: serde_json::Map::new(),
+            done: None,
         }
+    }
+
+    pub fn echo(&mut self, fields: serde_json::Map<String, Value>) {
+        self.echo = fields;
+    }
+
+    pub fn final_response(&mut self) -> Option<Value> {
+        self.done.take()
     }
 
     fn next(&mut self, kind: &str, body: Value) -> Bytes {
@@ -210,7 +224,7 @@ impl Encoder {
     }
 
     fn snapshot(&self, status: &str, usage: Value) -> Value {
-        response_object(
+        let mut r = response_object(
             &self.id,
             &self.model,
             self.created,
@@ -218,7 +232,11 @@ impl Encoder {
             self.stop.as_ref(),
             self.output.clone(),
             usage,
-        )
+        );
+        for (k, v) in &self.echo {
+            r[k.as_str()] = v.clone();
+        }
+        r
     }
 
     /// Closes the open output item: its `.done` events.
@@ -323,6 +341,7 @@ impl Encoder {
                 } else {
                     "response.completed"
                 };
+                self.done = Some(r.clone());
                 out.push(self.next(kind, json!({"response": r})));
             }
         }

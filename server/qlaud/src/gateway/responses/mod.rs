@@ -12,15 +12,22 @@
 //! Metering is the same as on the other dialects: the worst case of the
 //! body as forwarded is reserved before the provider is called, and the
 //! call is settled from the provider's usage, or by the `Unreported` rule
-//! when usage never comes.
+//! when usage never comes. History loaded for `previous_response_id` or
+//! `conversation` is part of that body, so it is reserved and billed as
+//! the prompt it is.
+//!
+//! Response state is qlaud's (`state`): the history is loaded before the
+//! call, and the completed response is kept when its answer is whole.
 
 mod passthrough;
+pub mod state;
 
 use std::time::Instant;
 
 use dropshot::Body;
 use http::{HeaderMap, Response};
-use qlaud_api::ResponsesRequest;
+use qlaud_api::{ResponseDeleted, ResponseObject, ResponsesRequest};
+use serde_json::Value;
 
 use super::error::GatewayError;
 use super::stream::stream;
@@ -29,7 +36,10 @@ use crate::config::{ModelKind, ProviderKind};
 use crate::context::Context;
 use crate::dialects::responses as dialect;
 use crate::meter::estimate::{self, Estimate, PromptBound};
+use crate::providers::ir::Message;
 use crate::providers::openai;
+use crate::threads::access;
+use state::{History, Keep};
 
 /// `POST /v1/responses`.
 pub async fn create(
@@ -41,28 +51,88 @@ pub async fn create(
     let caller = ctx.authenticate(headers).await?;
     let model = ctx.gateway.model(&req.model, ModelKind::Chat)?;
     dialect::check(&req)?;
+    let history = History::load(ctx, &caller, &req).await?;
     // The model's limit when missing (or larger), as on the other dialects.
     let wanted =
         req.max_output_tokens.unwrap_or(model.max_output_tokens).min(model.max_output_tokens);
-    let route = Route { ctx, headers, caller, model, shape: Shape::Responses, started };
-    if route.model.provider.kind == ProviderKind::Openai {
-        return passthrough(route, req, wanted).await;
+    if model.provider.kind == ProviderKind::Openai {
+        let earlier = history.input_items()?;
+        let keep = Keep::new(ctx, &caller, &req, history)?;
+        let route = Route {
+            ctx,
+            headers,
+            caller,
+            model,
+            shape: Shape::Responses,
+            started,
+            keep: Some(keep),
+        };
+        return passthrough(route, req, earlier, wanted).await;
     }
-    let ir = dialect::parse(&req, &route.model.name, wanted)?;
+    let mut ir = dialect::parse(&req, &model.name, wanted)?;
+    let mut messages = history.messages()?;
+    for m in std::mem::take(&mut ir.messages) {
+        Message::push(&mut messages, m.role, m.content);
+    }
+    ir.messages = messages;
+    let keep = Keep::new(ctx, &caller, &req, history)?;
+    let route =
+        Route { ctx, headers, caller, model, shape: Shape::Responses, started, keep: Some(keep) };
     route.translated(ir, false, None).await
 }
 
-/// A GPT model: the client's body to the provider's Responses API.
+/// `GET /v1/responses/{response_id}`: the response as it was returned.
+pub async fn get(
+    ctx: &Context,
+    headers: &HeaderMap,
+    response_id: &str,
+) -> Result<ResponseObject, GatewayError> {
+    let caller = ctx.authenticate(headers).await?;
+    let row = ctx.store.get_response(access(&caller), response_id).await?;
+    serde_json::from_str(&row.body).map_err(|e| {
+        GatewayError::new(500, format!("stored response {response_id} is unreadable: {e}"))
+    })
+}
+
+/// `DELETE /v1/responses/{response_id}`.
+pub async fn delete(
+    ctx: &Context,
+    headers: &HeaderMap,
+    response_id: &str,
+) -> Result<ResponseDeleted, GatewayError> {
+    let caller = ctx.authenticate(headers).await?;
+    ctx.store.delete_response(access(&caller), response_id).await?;
+    Ok(ResponseDeleted {
+        id: response_id.to_string(),
+        object: "response.deleted".into(),
+        deleted: true,
+    })
+}
+
+/// A GPT model: the client's body to the provider's Responses API, after
+/// the `earlier` items of its history.
 async fn passthrough(
     route: Route<'_>,
     mut req: ResponsesRequest,
+    earlier: Vec<Value>,
     wanted: u64,
 ) -> Result<Response<Body>, GatewayError> {
     let model = route.model.clone();
     let streamed = req.stream.unwrap_or(false);
     req.model = model.upstream.clone();
-    // The provider keeps no state for qlaud's clients: qlaud will.
+    // The provider keeps no state for qlaud's clients: qlaud does, and sends
+    // the history itself.
     req.store = Some(false);
+    req.previous_response_id = None;
+    req.conversation = None;
+    if !earlier.is_empty() {
+        let new = match req.input.take() {
+            Some(Value::String(s)) => vec![serde_json::json!({"role": "user", "content": s})],
+            Some(Value::Array(items)) => items,
+            _ => Vec::new(),
+        };
+        req.input = Some(Value::Array(earlier.into_iter().chain(new).collect()));
+    }
     req.max_output_tokens = Some(wanted);
     let body = serde_json::to_value(&req).map_err(|e| GatewayError::new(500, e.to_string()))?;
     let estimate = Estimate {
@@ -76,7 +146,8 @@ async fn passthrough(
     let http = openai::responses_request(route.ctx.gateway.client(&model), &model, to_vec(&req)?)?;
     let upstream = send(&mut call, http).await?;
     if streamed {
-        let tap = passthrough::Tap::new(&model, call.admission().unreported);
+        let echo = route.keep.as_ref().map(|k| k.echo().clone()).unwrap_or_default();
+        let tap = passthrough::Tap::new(&model, call.admission().unreported, echo);
         Ok(stream(call, upstream, tap))
     } else {
         json_answer(call, upstream, openai::responses_usage).await

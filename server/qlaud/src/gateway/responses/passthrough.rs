@@ -1,12 +1,14 @@
 //! A GPT model's own Responses stream, forwarded event by event: qlaud
 //! reads the deltas (what a cut stream is billed for), the final usage
-//! (`response.completed`, `.incomplete` or `.failed`), and renames the
-//! model to its public name in the events that carry the response object.
+//! (`response.completed`, `.incomplete` or `.failed`), renames the model
+//! to its public name in the events that carry the response object (and
+//! sets the fields qlaud's state answers for, such as `store`), and keeps
+//! the final response object for qlaud's store.
 
 use std::borrow::Cow;
 
 use bytes::Bytes;
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 use crate::config::{Model, Prices};
 use crate::dialects::Shape;
@@ -36,10 +38,14 @@ pub struct Tap {
     next_seq: u64,
     public_model: String,
     prices: Prices,
+    /// Fields set on every response object (see `state::Keep::echo`).
+    echo: Map<String, Value>,
+    /// The response of `response.completed` or `.incomplete`.
+    done: Option<Value>,
 }
 
 impl Tap {
-    pub fn new(model: &Model, unreported: Unreported) -> Tap {
+    pub fn new(model: &Model, unreported: Unreported, echo: Map<String, Value>) -> Tap {
         Tap {
             usage: None,
             seen_output: 0,
@@ -47,6 +53,8 @@ impl Tap {
             next_seq: 0,
             public_model: model.name.clone(),
             prices: model.prices.unwrap_or_default(),
+            echo,
+            done: None,
         }
     }
 }
@@ -84,6 +92,12 @@ impl StreamMeter for Tap {
             self.usage = Some(u);
             response["usage"]["cost_micros"] = cost_micros(&self.prices, &u).into();
         }
+        for (k, value) in &self.echo {
+            response[k.as_str()] = value.clone();
+        }
+        if matches!(v["type"].as_str(), Some("response.completed" | "response.incomplete")) {
+            self.done = Some(v["response"].clone());
+        }
         Some(sse::event(name, &v.to_string()))
     }
 
@@ -93,6 +107,10 @@ impl StreamMeter for Tap {
 
     fn error_event(&mut self, _: Shape, err: GatewayError) -> Bytes {
         encode::error_event(err, self.next_seq)
+    }
+
+    fn final_response(&mut self) -> Option<Value> {
+        self.done.take()
     }
 }
 
@@ -132,7 +150,8 @@ mod tests {
     fn reads_usage_renames_the_model_and_adds_the_cost() {
         let unreported =
             Unreported { prompt_tokens: 500, hidden_output_tokens: 0, max_output_tokens: 100 };
-        let mut tap = Tap::new(&model(), unreported);
+        let echo = Map::from_iter([("store".to_string(), Value::Bool(true))]);
+        let mut tap = Tap::new(&model(), unreported, echo);
         let delta = ev(
             "response.output_text.delta",
             r#"{"type":"response.output_text.delta","sequence_number":3,"delta":"hello"}"#,
@@ -150,6 +169,8 @@ mod tests {
         assert_eq!(name, Some("response.completed"));
         let v: Value = serde_json::from_str(&data).unwrap();
         assert_eq!(v["response"]["model"], "gpt-public");
+        assert_eq!(v["response"]["store"], true);
+        assert_eq!(tap.final_response().unwrap()["usage"]["cost_micros"], 77);
         // 6 input at $1, 4 cached at $0.10, 7 output at $10 per million.
         assert_eq!(v["response"]["usage"]["cost_micros"], 77);
         assert_eq!(
