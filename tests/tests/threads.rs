@@ -60,6 +60,7 @@ fn text(role: MessageRole, text: &str) -> NewMessage {
         request_id: None,
         response_id: None,
         metadata: BTreeMap::new(),
+        response_id: None,
     }
 }
 
