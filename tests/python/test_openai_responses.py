@@ -142,11 +142,11 @@ def test_errors_are_the_clients_own_exceptions(openai_client, mock):
     assert info.value.code == "model_not_found"
     upstream = mock_stats(mock)["requests"]
     for model in MODELS:
-        with pytest.raises(openai.BadRequestError) as info:
+        with pytest.raises(openai.NotFoundError) as info:
             openai_client.responses.create(model=model, input="hi",
                                            previous_response_id="resp_123")
-        assert "later release" in info.value.message
-        with pytest.raises(openai.BadRequestError):
+        assert info.value.code == "previous_response_not_found"
+        with pytest.raises(openai.NotFoundError):
             openai_client.responses.create(model=model, input="hi", conversation="conv_123")
         with pytest.raises(openai.BadRequestError):
             openai_client.responses.create(model=model, input="hi",
