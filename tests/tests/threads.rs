@@ -58,7 +58,6 @@ fn text(role: MessageRole, text: &str) -> NewMessage {
         stop_reason: None,
         usage: None,
         request_id: None,
-        response_id: None,
         metadata: BTreeMap::new(),
         response_id: None,
     }
