@@ -11,6 +11,7 @@ use serde_json::Value;
 
 use super::error::GatewayError;
 use super::{Call, Shape, json_response, read_json, send, to_vec};
+use crate::auth::Caller;
 use crate::config::{ModelKind, ProviderKind};
 use crate::context::Context;
 use crate::meter::Usage;
@@ -20,10 +21,19 @@ use crate::providers::openai;
 pub async fn embeddings(
     ctx: &Context,
     headers: &HeaderMap,
+    req: EmbeddingRequest,
+) -> Result<Response<Body>, GatewayError> {
+    let caller = ctx.authenticate(headers).await?;
+    embeddings_as(ctx, caller, req).await
+}
+
+/// `POST /v1/embeddings` for a caller already known (jobs).
+pub async fn embeddings_as(
+    ctx: &Context,
+    caller: Caller,
     mut req: EmbeddingRequest,
 ) -> Result<Response<Body>, GatewayError> {
     let started = Instant::now();
-    let caller = ctx.authenticate(headers).await?;
     let model = ctx.gateway.model(&req.model, ModelKind::Embedding)?;
     if !matches!(model.provider.kind, ProviderKind::Openai | ProviderKind::OpenaiCompatible) {
         return Err(GatewayError::bad_request(format!(

@@ -17,8 +17,8 @@ mod stream;
 
 pub use crate::dialects::Shape;
 use crate::dialects::{self, ClientEncoder};
-pub use embeddings::embeddings;
-pub use responses::create as responses;
+pub use embeddings::{embeddings, embeddings_as};
+pub use responses::{create as responses, create_as as responses_as};
 use stream::{Translator, stream};
 
 use std::collections::HashMap;
@@ -281,10 +281,21 @@ impl Route<'_> {
 pub async fn messages(
     ctx: &Context,
     headers: &HeaderMap,
+    req: MessagesRequest,
+) -> Result<Response<Body>, GatewayError> {
+    let caller = ctx.authenticate(headers).await?;
+    messages_as(ctx, caller, headers, req).await
+}
+
+/// `POST /v1/messages` for a caller already known (a job runs it for the
+/// key that created it, which never hands qlaud its secret again).
+pub async fn messages_as(
+    ctx: &Context,
+    caller: Caller,
+    headers: &HeaderMap,
     mut req: MessagesRequest,
 ) -> Result<Response<Body>, GatewayError> {
     let started = Instant::now();
-    let caller = ctx.authenticate(headers).await?;
     let model = ctx.gateway.model(&req.model, ModelKind::Chat)?;
     let streamed = req.stream.unwrap_or(false);
     // Clients ask for far more output than models allow (the Vercel AI SDK
@@ -324,10 +335,20 @@ pub async fn messages(
 pub async fn chat_completions(
     ctx: &Context,
     headers: &HeaderMap,
+    req: ChatCompletionRequest,
+) -> Result<Response<Body>, GatewayError> {
+    let caller = ctx.authenticate(headers).await?;
+    chat_completions_as(ctx, caller, headers, req).await
+}
+
+/// `POST /v1/chat/completions` for a caller already known (jobs).
+pub async fn chat_completions_as(
+    ctx: &Context,
+    caller: Caller,
+    headers: &HeaderMap,
     mut req: ChatCompletionRequest,
 ) -> Result<Response<Body>, GatewayError> {
     let started = Instant::now();
-    let caller = ctx.authenticate(headers).await?;
     let model = ctx.gateway.model(&req.model, ModelKind::Chat)?;
     let streamed = req.stream.unwrap_or(false);
     let wanted = chat_max_tokens(&req, &model);

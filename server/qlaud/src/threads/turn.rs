@@ -65,6 +65,17 @@ pub async fn create(
     req: CreateThreadMessageRequest,
 ) -> Result<Response<Body>, GatewayError> {
     let caller = ctx.authenticate(headers).await?;
+    create_as(ctx, caller, headers, thread_id, req).await
+}
+
+/// A turn for a caller already known (jobs).
+pub async fn create_as(
+    ctx: &Context,
+    caller: Caller,
+    headers: &HeaderMap,
+    thread_id: &str,
+    req: CreateThreadMessageRequest,
+) -> Result<Response<Body>, GatewayError> {
     let thread = ctx.store.get_thread(access(&caller), thread_id).await?;
     let streamed = req.stream.unwrap_or(false);
     let idempotency_key = idempotency_key(headers)?;

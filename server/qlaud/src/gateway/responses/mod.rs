@@ -32,6 +32,7 @@ use serde_json::Value;
 use super::error::GatewayError;
 use super::stream::stream;
 use super::{Route, Shape, choices, json_answer, send, to_vec};
+use crate::auth::Caller;
 use crate::config::{ModelKind, ProviderKind};
 use crate::context::Context;
 use crate::dialects::responses as dialect;
@@ -47,8 +48,18 @@ pub async fn create(
     headers: &HeaderMap,
     req: ResponsesRequest,
 ) -> Result<Response<Body>, GatewayError> {
-    let started = Instant::now();
     let caller = ctx.authenticate(headers).await?;
+    create_as(ctx, caller, headers, req).await
+}
+
+/// `POST /v1/responses` for a caller already known (jobs).
+pub async fn create_as(
+    ctx: &Context,
+    caller: Caller,
+    headers: &HeaderMap,
+    req: ResponsesRequest,
+) -> Result<Response<Body>, GatewayError> {
+    let started = Instant::now();
     let model = ctx.gateway.model(&req.model, ModelKind::Chat)?;
     dialect::check(&req)?;
     let history = History::load(ctx, &caller, &req).await?;
