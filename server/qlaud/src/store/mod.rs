@@ -6,6 +6,7 @@
 //! driver, which keeps each backend's prepared-statement cache.
 
 mod billing;
+mod jobs;
 mod key_list;
 mod keys;
 mod ledger;
@@ -28,6 +29,9 @@ use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, Executor};
 
 pub use billing::{AlertState, BillingEventRow, MeterRow, ModelSums, SettingsRow};
+pub use jobs::{
+    JobAccess, JobInsert, JobOutcome, JobQuery, JobRow, NewJob, job_status_str, parse_job_status,
+};
 pub use key_list::{KeyActivity, KeyQuery, ListedKey, WindowStarts};
 pub use keys::{
     KeyChanges, KeyRow, NewKey, STRIPE_CUSTOMER, parse_period, parse_scope, period_str, scope_str,
