@@ -8,6 +8,7 @@ pub mod billing;
 pub mod conversations;
 pub mod dropin;
 pub mod errors;
+pub mod jobs;
 pub mod keys;
 pub mod models;
 pub mod money;
@@ -19,14 +20,16 @@ pub mod usage;
 pub mod webhooks;
 
 use dropshot::{
-    HttpError, HttpResponseCreated, HttpResponseDeleted, HttpResponseOk, PaginationParams, Path,
-    Query, RequestContext, ResultsPage, TypedBody, UntypedBody,
+    HttpError, HttpResponseAccepted, HttpResponseCreated, HttpResponseDeleted, HttpResponseHeaders,
+    HttpResponseOk, PaginationParams, Path, Query, RequestContext, ResultsPage, TypedBody,
+    UntypedBody,
 };
 
 pub use billing::*;
 pub use conversations::*;
 pub use dropin::*;
 pub use errors::{AnthropicError, OpenAiError};
+pub use jobs::*;
 pub use keys::*;
 pub use models::*;
 pub use money::Usd;
@@ -470,6 +473,87 @@ pub trait QlaudApi {
         rqctx: RequestContext<Self::Context>,
         path: Path<ToolPath>,
     ) -> Result<HttpResponseOk<ToolDeleted>, HttpError>;
+
+    /// Submit a job.
+    ///
+    /// Runs one call of a synchronous JSON endpoint in the background:
+    /// `endpoint` is its path (`/v1/messages`, `/v1/chat/completions`,
+    /// `/v1/responses`, `/v1/embeddings` or
+    /// `/v1/threads/{thread_id}/messages`) and `body` exactly its request
+    /// body. The body is checked now: an unknown endpoint, a body the
+    /// endpoint would refuse as malformed, an unknown model, `"stream":
+    /// true`, or a `webhook_url` the outgoing webhook policy refuses answer
+    /// 400 and create nothing. Answers 202 with the job (`status:
+    /// queued`). The call is made with the submitting key's identity and
+    /// metered and capped exactly like the synchronous call: a job whose
+    /// key's cap is spent when it runs ends `failed` with the endpoint's
+    /// own 402 as its result. An `Idempotency-Key` header makes a retried
+    /// submission answer with the first one's job (a different request
+    /// with the same key is 400). Any key may call it; the job belongs to
+    /// that key.
+    #[endpoint {
+        method = POST,
+        path = "/v1/jobs",
+        tags = ["jobs"],
+        request_body_max_bytes = JOB_BODY_MAX_BYTES,
+    }]
+    async fn create_job(
+        rqctx: RequestContext<Self::Context>,
+        body: TypedBody<CreateJobRequest>,
+    ) -> Result<HttpResponseAccepted<Job>, HttpError>;
+
+    /// List jobs.
+    ///
+    /// Newest first, a page at a time (`limit` 1 to 100, default 20),
+    /// optionally only those in one `status`. A standard key sees its own
+    /// jobs; an admin key all of its tenant's, or one key's with `key_id`.
+    #[endpoint {
+        method = GET,
+        path = "/v1/jobs",
+        tags = ["jobs"],
+    }]
+    async fn list_jobs(
+        rqctx: RequestContext<Self::Context>,
+        query: Query<PaginationParams<JobListFilter, JobPageSelector>>,
+    ) -> Result<HttpResponseOk<ResultsPage<Job>>, HttpError>;
+
+    /// Fetch a job.
+    ///
+    /// Its status, timestamps and, once it ended, the endpoint's answer
+    /// (or error body, in that endpoint's shape), usage and cost. While it
+    /// is queued or in progress, `poll_after_ms` and the
+    /// `qlaud-poll-after-ms` header say how long to wait before asking
+    /// again. A standard key may fetch only its own jobs; any other id
+    /// answers 404, exactly as an id that never existed. An admin key may
+    /// fetch any job of its tenant.
+    #[endpoint {
+        method = GET,
+        path = "/v1/jobs/{job_id}",
+        tags = ["jobs"],
+    }]
+    async fn get_job(
+        rqctx: RequestContext<Self::Context>,
+        path: Path<JobPath>,
+    ) -> Result<HttpResponseHeaders<HttpResponseOk<Job>, JobPollHeaders>, HttpError>;
+
+    /// Cancel a job.
+    ///
+    /// A queued job is cancelled at once: its call is never sent and costs
+    /// nothing. Cancelling a job in progress is best effort: if its call
+    /// was not sent yet it never is; if it was, the call runs to its end
+    /// (the provider bills it whatever qlaud does) and is billed for what
+    /// it used, and the job ends `cancelled` with that answer kept.
+    /// Cancelling a job that already ended changes nothing and answers it
+    /// as it is. Who may cancel: as for `get_job`.
+    #[endpoint {
+        method = POST,
+        path = "/v1/jobs/{job_id}/cancel",
+        tags = ["jobs"],
+    }]
+    async fn cancel_job(
+        rqctx: RequestContext<Self::Context>,
+        path: Path<JobPath>,
+    ) -> Result<HttpResponseOk<Job>, HttpError>;
 
     /// Liveness and store reachability (operational; not in the published spec).
     #[endpoint {

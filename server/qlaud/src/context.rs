@@ -27,6 +27,8 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     /// Every call to a URL a tenant gave qlaud (spend alerts).
     pub outbound: Arc<Outbound>,
+    /// Wakes this process's job runner when a job is submitted here.
+    pub jobs: Arc<tokio::sync::Notify>,
 }
 
 impl Context {
@@ -45,7 +47,8 @@ impl Context {
             hook,
         });
         let gateway = Arc::new(gateway);
-        Context { meter, auth_cache, metrics, outbound, clock, store, gateway }
+        let jobs = Arc::default();
+        Context { meter, auth_cache, metrics, outbound, clock, store, gateway, jobs }
     }
 
     pub async fn authenticate(&self, headers: &HeaderMap) -> Result<Caller> {

@@ -2,8 +2,9 @@
 //! stay short: authenticate, call the domain module, convert errors.
 
 use dropshot::{
-    Body, HttpError, HttpResponseCreated, HttpResponseDeleted, HttpResponseOk, PaginationParams,
-    Path, Query, RequestContext, ResultsPage, TypedBody, UntypedBody,
+    Body, HttpError, HttpResponseAccepted, HttpResponseCreated, HttpResponseDeleted,
+    HttpResponseHeaders, HttpResponseOk, PaginationParams, Path, Query, RequestContext,
+    ResultsPage, TypedBody, UntypedBody,
 };
 use qlaud_api::{
     AnthropicError, BillingSettings, BillingSettingsUpdate, ChatCompletion, ChatCompletionRequest,
@@ -15,6 +16,7 @@ use qlaud_api::{
     StripeWebhookResult, TenantPath, UpdateKeyRequest, UsageQuery, UsageReport,
     WebhookSigningSecret,
 };
+use qlaud_api::{CreateJobRequest, Job, JobListFilter, JobPageSelector, JobPath, JobPollHeaders};
 use qlaud_api::{
     Conversation, ConversationDeleted, ConversationItem, ConversationItemList,
     ConversationItemPath, ConversationItemsQuery, ConversationPath, CreateConversationItemsRequest,
@@ -32,6 +34,7 @@ use crate::context::Context;
 use crate::error::Error;
 use crate::gateway;
 use crate::gateway::error::GatewayError;
+use crate::jobs;
 use crate::keys::{self, secret::Secret};
 use crate::store::KeyActivity;
 use crate::threads;
@@ -359,6 +362,48 @@ impl QlaudApi for QlaudImpl {
             object: "tool.deleted".into(),
             deleted: true,
         }))
+    }
+
+    async fn create_job(
+        rqctx: RequestContext<Context>,
+        body: TypedBody<CreateJobRequest>,
+    ) -> Result<HttpResponseAccepted<Job>, HttpError> {
+        let ctx = rqctx.context();
+        let headers = rqctx.request.headers();
+        let caller = ctx.authenticate(headers).await?;
+        Ok(HttpResponseAccepted(jobs::create(ctx, &caller, headers, body.into_inner()).await?))
+    }
+
+    async fn list_jobs(
+        rqctx: RequestContext<Context>,
+        query: Query<PaginationParams<JobListFilter, JobPageSelector>>,
+    ) -> Result<HttpResponseOk<ResultsPage<Job>>, HttpError> {
+        let ctx = rqctx.context();
+        let caller = ctx.authenticate(rqctx.request.headers()).await?;
+        let params = query.into_inner();
+        let limit = threads::list::page_limit(&rqctx, &params)?;
+        jobs::list(ctx, &caller, &params, limit).await.map(HttpResponseOk)
+    }
+
+    async fn get_job(
+        rqctx: RequestContext<Context>,
+        path: Path<JobPath>,
+    ) -> Result<HttpResponseHeaders<HttpResponseOk<Job>, JobPollHeaders>, HttpError> {
+        let ctx = rqctx.context();
+        let caller = ctx.authenticate(rqctx.request.headers()).await?;
+        let job_id = path.into_inner().job_id;
+        let job = jobs::to_wire(ctx.store.get_job(jobs::access(&caller), &job_id).await?)?;
+        let headers = JobPollHeaders { poll_after_ms: job.poll_after_ms };
+        Ok(HttpResponseHeaders::new(HttpResponseOk(job), headers))
+    }
+
+    async fn cancel_job(
+        rqctx: RequestContext<Context>,
+        path: Path<JobPath>,
+    ) -> Result<HttpResponseOk<Job>, HttpError> {
+        let ctx = rqctx.context();
+        let caller = ctx.authenticate(rqctx.request.headers()).await?;
+        Ok(HttpResponseOk(jobs::cancel(ctx, &caller, &path.into_inner().job_id).await?))
     }
 
     async fn health(rqctx: RequestContext<Context>) -> Result<http::Response<Body>, HttpError> {

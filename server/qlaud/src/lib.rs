@@ -1,7 +1,7 @@
 //! The qlaud server: the implementation of [`qlaud_api::QlaudApi`].
 //!
 //! A request flows `http` (entry points) → `auth` → the domain module
-//! (`keys`, `threads`, `tools`, or `gateway` → `providers/*` → `meter` for model calls) → `store`.
+//! (`keys`, `threads`, `tools`, `jobs`, or `gateway` → `providers/*` → `meter` for model calls) → `store`.
 
 pub mod auth;
 pub mod billing;
@@ -13,6 +13,7 @@ pub mod dialects;
 pub mod error;
 pub mod gateway;
 pub mod http;
+pub mod jobs;
 pub mod keys;
 mod listener;
 pub mod meter;
@@ -54,6 +55,14 @@ pub struct ServeConfig {
     /// `--allow-private-webhooks`: tenants' URLs may be plain http and
     /// reach loopback and private addresses (development and tests only).
     pub allow_private_webhooks: bool,
+    /// Jobs this process runs at once (`--job-workers`).
+    pub job_workers: usize,
+    /// How long a job and its result are kept after it ended
+    /// (`--job-retention-secs`, default 7 days).
+    pub job_retention: std::time::Duration,
+    /// How often an idle job runner looks for jobs submitted to other
+    /// processes.
+    pub job_poll: std::time::Duration,
 }
 
 impl ServeConfig {
@@ -66,6 +75,9 @@ impl ServeConfig {
             instance_timeout: std::time::Duration::from_secs(15),
             clock: Arc::default(),
             allow_private_webhooks: false,
+            job_workers: 8,
+            job_retention: std::time::Duration::from_secs(7 * 86_400),
+            job_poll: std::time::Duration::from_millis(500),
         }
     }
 }
@@ -109,6 +121,15 @@ impl Server {
             ctx.clock.clone(),
             ctx.meter.instance_id.clone(),
             config.instance_timeout,
+        );
+        jobs::runner::spawn(
+            ctx.clone(),
+            jobs::runner::Settings {
+                workers: config.job_workers,
+                instance_timeout: config.instance_timeout,
+                retention: config.job_retention,
+                poll: config.job_poll,
+            },
         );
         let dropshot_config = ConfigDropshot {
             bind_address: config.bind,

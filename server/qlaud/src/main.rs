@@ -117,6 +117,13 @@ struct ServeArgs {
     #[arg(long, env = "QLAUD_ALLOW_PRIVATE_WEBHOOKS",
           value_parser = clap::builder::BoolishValueParser::new())]
     allow_private_webhooks: bool,
+    /// Jobs this process runs at once.
+    #[arg(long, env = "QLAUD_JOB_WORKERS", default_value_t = 8)]
+    job_workers: usize,
+    /// How long a job and its result are kept after it ended (default 7
+    /// days); usage records are kept forever.
+    #[arg(long, env = "QLAUD_JOB_RETENTION_SECS", default_value_t = 7 * 86_400)]
+    job_retention_secs: u64,
     #[command(flatten)]
     push: PushArgs,
     #[command(flatten)]
@@ -176,6 +183,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     config.config_file = args.config;
     config.instance_timeout = std::time::Duration::from_secs(args.instance_timeout_secs);
     config.allow_private_webhooks = args.allow_private_webhooks;
+    config.job_workers = args.job_workers;
+    config.job_retention = std::time::Duration::from_secs(args.job_retention_secs);
     let server = Server::start(&config).await?;
     if let Some((tenant, secret)) = &server.bootstrap {
         // The master key is shown exactly once, on stdout, so it can be

@@ -1,0 +1,203 @@
+//! The endpoints a job may call: checked at submission as the endpoint
+//! would check them, and called in-process with the submitting key's
+//! identity when the job runs.
+
+use dropshot::Body;
+use http::{HeaderMap, Response};
+use http_body_util::BodyExt;
+use qlaud_api::{
+    ChatCompletionRequest, CreateThreadMessageRequest, EmbeddingRequest, MessagesRequest,
+    ResponsesRequest,
+};
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use crate::auth::Caller;
+use crate::config::ModelKind;
+use crate::context::Context;
+use crate::error::{Error, Result};
+use crate::gateway::{self, error::GatewayError};
+
+/// A synchronous JSON endpoint a job may call.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Endpoint {
+    Messages,
+    ChatCompletions,
+    Responses,
+    Embeddings,
+    ThreadMessages(String),
+}
+
+/// What the endpoint answered: its status and JSON body, and the cost the
+/// gateway reported.
+pub struct Answer {
+    pub status: u16,
+    pub body: Value,
+    pub cost_micros: i64,
+}
+
+fn parse_body<T: DeserializeOwned>(body: &Value) -> Result<T> {
+    serde_json::from_value(body.clone())
+        .map_err(|e| Error::invalid(format!("body is not a valid request of this endpoint: {e}")))
+}
+
+/// A gateway refusal at submission, as qlaud's own 400/404.
+fn refused(e: GatewayError) -> Error {
+    match e.status {
+        404 => Error::invalid(format!("body: {}", e.message)),
+        s if (400..500).contains(&s) => Error::invalid(format!("body: {}", e.message)),
+        _ => Error::Internal(e.message),
+    }
+}
+
+impl Endpoint {
+    pub fn parse(path: &str) -> Result<Endpoint> {
+        let path = path.split('?').next().unwrap_or(path);
+        Ok(match path {
+            "/v1/messages" => Endpoint::Messages,
+            "/v1/chat/completions" => Endpoint::ChatCompletions,
+            "/v1/responses" => Endpoint::Responses,
+            "/v1/embeddings" => Endpoint::Embeddings,
+            _ => match path
+                .strip_prefix("/v1/threads/")
+                .and_then(|rest| rest.strip_suffix("/messages"))
+                .filter(|id| !id.is_empty() && !id.contains('/'))
+            {
+                Some(id) => Endpoint::ThreadMessages(id.to_string()),
+                None => {
+                    return Err(Error::invalid(format!(
+                        "endpoint {path:?} cannot run as a job; use /v1/messages, \
+                         /v1/chat/completions, /v1/responses, /v1/embeddings or \
+                         /v1/threads/{{thread_id}}/messages"
+                    )));
+                }
+            },
+        })
+    }
+
+    /// Refuses at submission what the endpoint would refuse as malformed:
+    /// a body of the wrong shape, an unknown or unpriced model, a stream,
+    /// a thread the caller cannot reach.
+    pub async fn check(&self, ctx: &Context, caller: &Caller, body: &Value) -> Result<()> {
+        if !body.is_object() {
+            return Err(Error::invalid("body must be a JSON object: the endpoint's request body"));
+        }
+        if body.get("stream").and_then(Value::as_bool) == Some(true) {
+            return Err(Error::invalid(
+                "body: \"stream\": true cannot run as a job (jobs are polled); leave it out",
+            ));
+        }
+        match self {
+            Endpoint::Messages => {
+                let req: MessagesRequest = parse_body(body)?;
+                ctx.gateway.model(&req.model, ModelKind::Chat).map_err(refused)?;
+            }
+            Endpoint::ChatCompletions => {
+                let req: ChatCompletionRequest = parse_body(body)?;
+                ctx.gateway.model(&req.model, ModelKind::Chat).map_err(refused)?;
+            }
+            Endpoint::Responses => {
+                let req: ResponsesRequest = parse_body(body)?;
+                ctx.gateway.model(&req.model, ModelKind::Chat).map_err(refused)?;
+                crate::dialects::responses::check(&req).map_err(refused)?;
+            }
+            Endpoint::Embeddings => {
+                let req: EmbeddingRequest = parse_body(body)?;
+                ctx.gateway.model(&req.model, ModelKind::Embedding).map_err(refused)?;
+            }
+            Endpoint::ThreadMessages(thread_id) => {
+                let req: CreateThreadMessageRequest = parse_body(body)?;
+                if let Some(model) = &req.model {
+                    ctx.gateway.model(model, ModelKind::Chat).map_err(refused)?;
+                }
+                // Another key's thread reads as missing, as everywhere.
+                let access = crate::threads::access(caller);
+                ctx.store.get_thread(access, thread_id).await.map_err(|e| match e {
+                    Error::NotFound { .. } => {
+                        Error::invalid(format!("endpoint: no thread {thread_id:?}"))
+                    }
+                    e => e,
+                })?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Calls the endpoint's handler as `caller`, and reads its answer.
+    pub async fn call(&self, ctx: &Context, caller: Caller, body: Value) -> Answer {
+        let headers = HeaderMap::new();
+        let outcome = match self {
+            Endpoint::Messages => match parse_body(&body) {
+                Ok(req) => gateway::messages_as(ctx, caller, &headers, req).await,
+                Err(e) => Err(e.into()),
+            },
+            Endpoint::ChatCompletions => match parse_body(&body) {
+                Ok(req) => gateway::chat_completions_as(ctx, caller, &headers, req).await,
+                Err(e) => Err(e.into()),
+            },
+            Endpoint::Responses => match parse_body(&body) {
+                Ok(req) => gateway::responses_as(ctx, caller, &headers, req).await,
+                Err(e) => Err(e.into()),
+            },
+            Endpoint::Embeddings => match parse_body(&body) {
+                Ok(req) => gateway::embeddings_as(ctx, caller, req).await,
+                Err(e) => Err(e.into()),
+            },
+            Endpoint::ThreadMessages(thread_id) => match parse_body(&body) {
+                Ok(req) => {
+                    crate::threads::turn::create_as(ctx, caller, &headers, thread_id, req).await
+                }
+                Err(e) => Err(e.into()),
+            },
+        };
+        match outcome {
+            Ok(response) => read(response).await,
+            Err(e) => self.error(e),
+        }
+    }
+
+    /// An error in the endpoint's own shape.
+    pub fn error(&self, e: GatewayError) -> Answer {
+        let status = e.status;
+        let body = match self {
+            Endpoint::Messages => serde_json::to_value(e.into_anthropic()),
+            Endpoint::ChatCompletions | Endpoint::Responses | Endpoint::Embeddings => {
+                serde_json::to_value(e.into_openai())
+            }
+            // qlaud's own error body, as dropshot writes it.
+            Endpoint::ThreadMessages(_) => {
+                let http = e.into_http();
+                Ok(serde_json::json!({
+                    "error_code": http.error_code,
+                    "message": http.external_message,
+                }))
+            }
+        };
+        Answer { status, body: body.unwrap_or(Value::Null), cost_micros: 0 }
+    }
+}
+
+/// A handler's JSON answer: status, body and the `qlaud-cost-micros` it
+/// carries.
+async fn read(response: Response<Body>) -> Answer {
+    let status = response.status().as_u16();
+    let cost_micros = response
+        .headers()
+        .get("qlaud-cost-micros")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let bytes = match response.into_body().collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(e) => {
+            return Answer {
+                status: 500,
+                body: serde_json::json!({"message": format!("reading the answer: {e}")}),
+                cost_micros,
+            };
+        }
+    };
+    let body = serde_json::from_slice(&bytes)
+        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
+    Answer { status, body, cost_micros }
+}
