@@ -127,9 +127,9 @@ pub struct Job {
 /// polling again (absent once the job is final).
 #[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema)]
 pub struct JobPollHeaders {
-    /// Milliseconds to wait before polling again.
+    /// Milliseconds to wait before polling again, in decimal digits.
     #[serde(rename = "qlaud-poll-after-ms", default, skip_serializing_if = "Option::is_none")]
-    pub poll_after_ms: Option<u64>,
+    pub poll_after_ms: Option<String>,
 }
 
 /// Path parameters naming one job.

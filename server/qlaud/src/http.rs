@@ -393,7 +393,7 @@ impl QlaudApi for QlaudImpl {
         let caller = ctx.authenticate(rqctx.request.headers()).await?;
         let job_id = path.into_inner().job_id;
         let job = jobs::to_wire(ctx.store.get_job(jobs::access(&caller), &job_id).await?)?;
-        let headers = JobPollHeaders { poll_after_ms: job.poll_after_ms };
+        let headers = JobPollHeaders { poll_after_ms: job.poll_after_ms.map(|ms| ms.to_string()) };
         Ok(HttpResponseHeaders::new(HttpResponseOk(job), headers))
     }
 

@@ -97,7 +97,11 @@ async fn maintain(ctx: &Context, settings: Settings) {
     // The heartbeats are written on the billing clock: compare on it.
     let cutoff = ctx.clock.now_ms() - settings.instance_timeout.as_millis() as i64;
     match ctx.store.recover_jobs(cutoff, now_ms()).await {
-        Ok(failed) => {
+        Ok((requeued, failed)) => {
+            if requeued > 0 {
+                tracing::warn!(requeued, "jobs of a stopped qlaud process queued again");
+                ctx.jobs.notify_one();
+            }
             for job in failed {
                 tracing::warn!(job_id = %job.id, "job interrupted by a stopped qlaud process");
                 spawn_delivery(ctx, job);

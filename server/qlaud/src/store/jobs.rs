@@ -383,8 +383,9 @@ impl Store {
     /// never dispatched goes back to the queue (its call was never sent); a
     /// dispatched one fails with `job_interrupted` and is never sent again
     /// (the ledger's crash recovery settles its call at its reservation).
-    /// Returns the jobs failed here, for their webhooks.
-    pub async fn recover_jobs(&self, cutoff_ms: i64, now: i64) -> StoreResult<Vec<JobRow>> {
+    /// Returns how many went back to the queue, and the jobs failed here
+    /// (for their webhooks).
+    pub async fn recover_jobs(&self, cutoff_ms: i64, now: i64) -> StoreResult<(u64, Vec<JobRow>)> {
         macro_rules! dead {
             () => {
                 "NOT EXISTS (SELECT 1 FROM instances i \
@@ -396,7 +397,12 @@ impl Store {
              WHERE status = 'in_progress' AND dispatched_ms IS NULL AND ",
             dead!()
         );
-        sqlx::query(REQUEUE).bind(cutoff_ms).bind(now).execute(self.writer()).await?;
+        let requeued = sqlx::query(REQUEUE)
+            .bind(cutoff_ms)
+            .bind(now)
+            .execute(self.writer())
+            .await?
+            .rows_affected();
         const FAIL: &str = concat!(
             "UPDATE jobs SET \
                status = CASE WHEN cancel_requested = 1 THEN 'cancelled' ELSE 'failed' END, \
@@ -408,7 +414,7 @@ impl Store {
             " RETURNING ",
             job_columns!()
         );
-        Ok(sqlx::query_as::<_, JobRow>(FAIL)
+        let failed = sqlx::query_as::<_, JobRow>(FAIL)
             .bind(cutoff_ms)
             .bind(now)
             .bind(
@@ -416,7 +422,8 @@ impl Store {
                  it is not sent again, and its call is billed at its reserved worst case",
             )
             .fetch_all(self.writer())
-            .await?)
+            .await?;
+        Ok((requeued, failed))
     }
 
     /// Sets the job's webhook message id, once; returns the id in force.
