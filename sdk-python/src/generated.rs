@@ -13,6 +13,17 @@ use crate::convert::{CallError, Output};
 
 #[pymethods]
 impl Client {
+    /// Cancel a job.
+    ///
+    /// A queued job is cancelled at once: its call is never sent and costs nothing. Cancelling a job in progress is best effort: if its call was not sent yet it never is; if it was, the call runs to its end (the provider bills it whatever qlaud does) and is billed for what it used, and the job ends `cancelled` with that answer kept. Cancelling a job that already ended changes nothing and answers it as it is. Who may cancel: as for `get_job`.
+    ///
+    /// `POST /v1/jobs/{job_id}/cancel`
+    #[pyo3(signature = (job_id))]
+    fn cancel_job<'py>(&self, py: Python<'py>, job_id: String) -> PyResult<Py<PyAny>> {
+        let sdk = self.core.sdk();
+        self.core.call(py, ops::cancel_job(sdk, job_id))
+    }
+
     /// Count a message's input tokens (Anthropic's count_tokens).
     ///
     /// Anthropic's `POST /v1/messages/count_tokens` (also called as `?beta=true`, as Claude Code does; query parameters are ignored), for any model qlaud serves, answering `{"input_tokens": N}`. Claude models: the request is forwarded to the provider's own count_tokens (model renamed to the provider's id, `anthropic-version` and `anthropic-beta` passed on, every other field unchanged) and its count is returned. Other models: an estimate counted locally with the model family's tokenizer (o200k_base for GPT-5.x, GPT-4o and unknown families) over the text of `system`, each message's text blocks, `tool_use` blocks (name and input as JSON), `tool_result` content, text documents and thinking, and each tool definition as JSON; plus 3 tokens per message, 1 per tool call and 3 for the reply's priming; each image counts 765 tokens (a 1024×1024 image at high detail). The offline `echo` model counts by its own billing rule. Counting is free: it is not metered and not capped, so a key whose spend cap is reached can still count; a suspended, revoked or disabled key cannot. Authenticates like `POST /v1/messages`, and errors use Anthropic's error shape (404 `not_found_error` with code `model_not_found` for an unknown model). Any key may call it.
@@ -92,6 +103,22 @@ impl Client {
         crate::convert::put_all(&mut body, extra)?;
         let sdk = self.core.sdk();
         self.core.call(py, ops::create_embedding(sdk, body))
+    }
+
+    /// Submit a job.
+    ///
+    /// Runs one call of a synchronous JSON endpoint in the background: `endpoint` is its path (`/v1/messages`, `/v1/chat/completions`, `/v1/responses`, `/v1/embeddings` or `/v1/threads/{thread_id}/messages`) and `body` exactly its request body. The body is checked now: an unknown endpoint, a body the endpoint would refuse as malformed, an unknown model, `"stream": true`, or a `webhook_url` the outgoing webhook policy refuses answer 400 and create nothing. Answers 202 with the job (`status: queued`). The call is made with the submitting key's identity and metered and capped exactly like the synchronous call: a job whose key's cap is spent when it runs ends `failed` with the endpoint's own 402 as its result. An `Idempotency-Key` header makes a retried submission answer with the first one's job (a different request with the same key is 400). Any key may call it; the job belongs to that key.
+    ///
+    /// `POST /v1/jobs`
+    #[pyo3(signature = (*, body, endpoint, metadata=None, webhook_url=None))]
+    fn create_job<'py>(&self, py: Python<'py>, body: &Bound<'py, PyAny>, endpoint: &Bound<'py, PyAny>, metadata: Option<&Bound<'py, PyAny>>, webhook_url: Option<&Bound<'py, PyAny>>) -> PyResult<Py<PyAny>> {
+        let mut request_body = serde_json::Map::new();
+        crate::convert::put(&mut request_body, "body", Some(body))?;
+        crate::convert::put(&mut request_body, "endpoint", Some(endpoint))?;
+        crate::convert::put(&mut request_body, "metadata", metadata)?;
+        crate::convert::put(&mut request_body, "webhook_url", webhook_url)?;
+        let sdk = self.core.sdk();
+        self.core.call(py, ops::create_job(sdk, request_body))
     }
 
     /// Create a message (Anthropic Messages API).
@@ -298,6 +325,17 @@ impl Client {
         self.core.call(py, ops::get_invoice_preview(sdk, key_id, period))
     }
 
+    /// Fetch a job.
+    ///
+    /// Its status, timestamps and, once it ended, the endpoint's answer (or error body, in that endpoint's shape), usage and cost. While it is queued or in progress, `poll_after_ms` and the `qlaud-poll-after-ms` header say how long to wait before asking again. A standard key may fetch only its own jobs; any other id answers 404, exactly as an id that never existed. An admin key may fetch any job of its tenant.
+    ///
+    /// `GET /v1/jobs/{job_id}`
+    #[pyo3(signature = (job_id))]
+    fn get_job<'py>(&self, py: Python<'py>, job_id: String) -> PyResult<Py<PyAny>> {
+        let sdk = self.core.sdk();
+        self.core.call(py, ops::get_job(sdk, job_id))
+    }
+
     /// Fetch a key.
     ///
     /// Revoked keys can still be fetched, for their history. Requires an admin key.
@@ -373,6 +411,25 @@ impl Client {
     fn list_conversation_items<'py>(&self, py: Python<'py>, conversation_id: String, after: Option<String>, limit: Option<u32>, order: Option<String>) -> PyResult<Py<PyAny>> {
         let sdk = self.core.sdk();
         self.core.call(py, ops::list_conversation_items(sdk, conversation_id, after, limit, order))
+    }
+
+    /// List jobs.
+    ///
+    /// Newest first, a page at a time (`limit` 1 to 100, default 20), optionally only those in one `status`. A standard key sees its own jobs; an admin key all of its tenant's, or one key's with `key_id`.
+    ///
+    /// `GET /v1/jobs`
+    #[pyo3(signature = (*, key_id=None, limit=None, page_token=None, status=None))]
+    fn list_jobs<'py>(&self, py: Python<'py>, key_id: Option<String>, limit: Option<u32>, page_token: Option<String>, status: Option<String>) -> PyResult<Py<PyAny>> {
+        let sdk = self.core.sdk();
+        self.core.call(py, ops::list_jobs(sdk, key_id, limit, page_token, status))
+    }
+
+    /// Every item of `list_jobs`, a page at a time.
+    #[pyo3(signature = (*, key_id=None, limit=None, status=None))]
+    fn iter_jobs(&self, key_id: Option<String>, limit: Option<u32>, status: Option<String>) -> crate::pager::Pager {
+        crate::pager::Pager::new(self.core.clone(), move |sdk, page_token| {
+            Box::pin(ops::list_jobs(sdk, key_id.clone(), limit.clone(), page_token, status.clone()))
+        })
     }
 
     /// List a key's billing events.
@@ -620,6 +677,17 @@ impl Client {
 
 #[pymethods]
 impl AsyncClient {
+    /// Cancel a job.
+    ///
+    /// A queued job is cancelled at once: its call is never sent and costs nothing. Cancelling a job in progress is best effort: if its call was not sent yet it never is; if it was, the call runs to its end (the provider bills it whatever qlaud does) and is billed for what it used, and the job ends `cancelled` with that answer kept. Cancelling a job that already ended changes nothing and answers it as it is. Who may cancel: as for `get_job`.
+    ///
+    /// `POST /v1/jobs/{job_id}/cancel`
+    #[pyo3(signature = (job_id))]
+    fn cancel_job<'py>(&self, py: Python<'py>, job_id: String) -> PyResult<Bound<'py, PyAny>> {
+        let sdk = self.core.sdk();
+        self.core.spawn(py, ops::cancel_job(sdk, job_id))
+    }
+
     /// Count a message's input tokens (Anthropic's count_tokens).
     ///
     /// Anthropic's `POST /v1/messages/count_tokens` (also called as `?beta=true`, as Claude Code does; query parameters are ignored), for any model qlaud serves, answering `{"input_tokens": N}`. Claude models: the request is forwarded to the provider's own count_tokens (model renamed to the provider's id, `anthropic-version` and `anthropic-beta` passed on, every other field unchanged) and its count is returned. Other models: an estimate counted locally with the model family's tokenizer (o200k_base for GPT-5.x, GPT-4o and unknown families) over the text of `system`, each message's text blocks, `tool_use` blocks (name and input as JSON), `tool_result` content, text documents and thinking, and each tool definition as JSON; plus 3 tokens per message, 1 per tool call and 3 for the reply's priming; each image counts 765 tokens (a 1024×1024 image at high detail). The offline `echo` model counts by its own billing rule. Counting is free: it is not metered and not capped, so a key whose spend cap is reached can still count; a suspended, revoked or disabled key cannot. Authenticates like `POST /v1/messages`, and errors use Anthropic's error shape (404 `not_found_error` with code `model_not_found` for an unknown model). Any key may call it.
@@ -699,6 +767,22 @@ impl AsyncClient {
         crate::convert::put_all(&mut body, extra)?;
         let sdk = self.core.sdk();
         self.core.spawn(py, ops::create_embedding(sdk, body))
+    }
+
+    /// Submit a job.
+    ///
+    /// Runs one call of a synchronous JSON endpoint in the background: `endpoint` is its path (`/v1/messages`, `/v1/chat/completions`, `/v1/responses`, `/v1/embeddings` or `/v1/threads/{thread_id}/messages`) and `body` exactly its request body. The body is checked now: an unknown endpoint, a body the endpoint would refuse as malformed, an unknown model, `"stream": true`, or a `webhook_url` the outgoing webhook policy refuses answer 400 and create nothing. Answers 202 with the job (`status: queued`). The call is made with the submitting key's identity and metered and capped exactly like the synchronous call: a job whose key's cap is spent when it runs ends `failed` with the endpoint's own 402 as its result. An `Idempotency-Key` header makes a retried submission answer with the first one's job (a different request with the same key is 400). Any key may call it; the job belongs to that key.
+    ///
+    /// `POST /v1/jobs`
+    #[pyo3(signature = (*, body, endpoint, metadata=None, webhook_url=None))]
+    fn create_job<'py>(&self, py: Python<'py>, body: &Bound<'py, PyAny>, endpoint: &Bound<'py, PyAny>, metadata: Option<&Bound<'py, PyAny>>, webhook_url: Option<&Bound<'py, PyAny>>) -> PyResult<Bound<'py, PyAny>> {
+        let mut request_body = serde_json::Map::new();
+        crate::convert::put(&mut request_body, "body", Some(body))?;
+        crate::convert::put(&mut request_body, "endpoint", Some(endpoint))?;
+        crate::convert::put(&mut request_body, "metadata", metadata)?;
+        crate::convert::put(&mut request_body, "webhook_url", webhook_url)?;
+        let sdk = self.core.sdk();
+        self.core.spawn(py, ops::create_job(sdk, request_body))
     }
 
     /// Create a message (Anthropic Messages API).
@@ -905,6 +989,17 @@ impl AsyncClient {
         self.core.spawn(py, ops::get_invoice_preview(sdk, key_id, period))
     }
 
+    /// Fetch a job.
+    ///
+    /// Its status, timestamps and, once it ended, the endpoint's answer (or error body, in that endpoint's shape), usage and cost. While it is queued or in progress, `poll_after_ms` and the `qlaud-poll-after-ms` header say how long to wait before asking again. A standard key may fetch only its own jobs; any other id answers 404, exactly as an id that never existed. An admin key may fetch any job of its tenant.
+    ///
+    /// `GET /v1/jobs/{job_id}`
+    #[pyo3(signature = (job_id))]
+    fn get_job<'py>(&self, py: Python<'py>, job_id: String) -> PyResult<Bound<'py, PyAny>> {
+        let sdk = self.core.sdk();
+        self.core.spawn(py, ops::get_job(sdk, job_id))
+    }
+
     /// Fetch a key.
     ///
     /// Revoked keys can still be fetched, for their history. Requires an admin key.
@@ -980,6 +1075,25 @@ impl AsyncClient {
     fn list_conversation_items<'py>(&self, py: Python<'py>, conversation_id: String, after: Option<String>, limit: Option<u32>, order: Option<String>) -> PyResult<Bound<'py, PyAny>> {
         let sdk = self.core.sdk();
         self.core.spawn(py, ops::list_conversation_items(sdk, conversation_id, after, limit, order))
+    }
+
+    /// List jobs.
+    ///
+    /// Newest first, a page at a time (`limit` 1 to 100, default 20), optionally only those in one `status`. A standard key sees its own jobs; an admin key all of its tenant's, or one key's with `key_id`.
+    ///
+    /// `GET /v1/jobs`
+    #[pyo3(signature = (*, key_id=None, limit=None, page_token=None, status=None))]
+    fn list_jobs<'py>(&self, py: Python<'py>, key_id: Option<String>, limit: Option<u32>, page_token: Option<String>, status: Option<String>) -> PyResult<Bound<'py, PyAny>> {
+        let sdk = self.core.sdk();
+        self.core.spawn(py, ops::list_jobs(sdk, key_id, limit, page_token, status))
+    }
+
+    /// Every item of `list_jobs`, a page at a time.
+    #[pyo3(signature = (*, key_id=None, limit=None, status=None))]
+    fn iter_jobs(&self, key_id: Option<String>, limit: Option<u32>, status: Option<String>) -> crate::pager::AsyncPager {
+        crate::pager::AsyncPager::new(self.core.clone(), move |sdk, page_token| {
+            Box::pin(ops::list_jobs(sdk, key_id.clone(), limit.clone(), page_token, status.clone()))
+        })
     }
 
     /// List a key's billing events.
@@ -1230,6 +1344,15 @@ mod ops {
     use super::*;
     use qlaud::types;
 
+    pub(super) async fn cancel_job(sdk: crate::client::Sdk, job_id: String) -> Result<Output, CallError> {
+        let query: Vec<(&str, String)> = Vec::new();
+        let path = format!("/v1/jobs/{}/cancel", crate::convert::segment(&job_id));
+        sdk.request_json(reqwest::Method::POST, &path, &query, None)
+            .await
+            .map(Output::Json)
+            .map_err(CallError::raw)
+    }
+
     pub(super) async fn count_message_tokens(sdk: crate::client::Sdk, body: serde_json::Map<String, serde_json::Value>) -> Result<Output, CallError> {
         let query: Vec<(&str, String)> = Vec::new();
         let path = String::from("/v1/messages/count_tokens");
@@ -1274,6 +1397,16 @@ mod ops {
         let query: Vec<(&str, String)> = Vec::new();
         let path = String::from("/v1/embeddings");
         let body = crate::convert::checked::<types::EmbeddingRequest>(body)?;
+        sdk.request_json(reqwest::Method::POST, &path, &query, Some(body))
+            .await
+            .map(Output::Json)
+            .map_err(CallError::raw)
+    }
+
+    pub(super) async fn create_job(sdk: crate::client::Sdk, body: serde_json::Map<String, serde_json::Value>) -> Result<Output, CallError> {
+        let query: Vec<(&str, String)> = Vec::new();
+        let path = String::from("/v1/jobs");
+        let body = crate::convert::checked::<types::CreateJobRequest>(body)?;
         sdk.request_json(reqwest::Method::POST, &path, &query, Some(body))
             .await
             .map(Output::Json)
@@ -1424,6 +1557,15 @@ mod ops {
             .map_err(CallError::raw)
     }
 
+    pub(super) async fn get_job(sdk: crate::client::Sdk, job_id: String) -> Result<Output, CallError> {
+        let query: Vec<(&str, String)> = Vec::new();
+        let path = format!("/v1/jobs/{}", crate::convert::segment(&job_id));
+        sdk.request_json(reqwest::Method::GET, &path, &query, None)
+            .await
+            .map(Output::Json)
+            .map_err(CallError::raw)
+    }
+
     pub(super) async fn get_key(sdk: crate::client::Sdk, key_id: String) -> Result<Output, CallError> {
         let query: Vec<(&str, String)> = Vec::new();
         let path = format!("/v1/keys/{}", crate::convert::segment(&key_id));
@@ -1487,6 +1629,19 @@ mod ops {
         if let Some(v) = limit { query.push(("limit", v.to_string())); }
         if let Some(v) = order { crate::convert::parse::<types::SortDirection>(v.clone())?; query.push(("order", v.to_string())); }
         let path = format!("/v1/conversations/{}/items", crate::convert::segment(&conversation_id));
+        sdk.request_json(reqwest::Method::GET, &path, &query, None)
+            .await
+            .map(Output::Json)
+            .map_err(CallError::raw)
+    }
+
+    pub(super) async fn list_jobs(sdk: crate::client::Sdk, key_id: Option<String>, limit: Option<u32>, page_token: Option<String>, status: Option<String>) -> Result<Output, CallError> {
+        let mut query: Vec<(&str, String)> = Vec::new();
+        if let Some(v) = key_id { query.push(("key_id", v.to_string())); }
+        if let Some(v) = limit { query.push(("limit", v.to_string())); }
+        if let Some(v) = page_token { query.push(("page_token", v.to_string())); }
+        if let Some(v) = status { crate::convert::parse::<types::JobStatus>(v.clone())?; query.push(("status", v.to_string())); }
+        let path = String::from("/v1/jobs");
         sdk.request_json(reqwest::Method::GET, &path, &query, None)
             .await
             .map(Output::Json)

@@ -246,6 +246,28 @@ pub mod types {
             Default::default()
         }
     }
+    ///Parameters for submitting a job.
+    #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, PartialEq)]
+    #[serde(deny_unknown_fields)]
+    pub struct CreateJobRequest {
+        ///The endpoint's JSON request body, exactly as it would be sent to it. It is checked now (a bad body is a 400 here, not a failed job later); `"stream": true` is refused, since jobs are polled.
+        pub body: ::serde_json::Value,
+        ///The path of the endpoint to call: `/v1/messages`, `/v1/chat/completions`, `/v1/responses`, `/v1/embeddings` or `/v1/threads/{thread_id}/messages`.
+        pub endpoint: ::std::string::String,
+        ///Free-form string pairs kept with the job (at most 50 pairs; keys up to 40 characters, values up to 500).
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub metadata: ::std::option::Option<
+            ::std::collections::HashMap<::std::string::String, ::std::string::String>,
+        >,
+        ///Where to POST `{"type": "job.completed" | "job.failed" | "job.cancelled", "job": {…}}` when the job ends, signed with Standard Webhooks and the tenant's `whsec_…` secret, retried with backoff. Must pass the outgoing webhook policy (https, a public address).
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub webhook_url: ::std::option::Option<::std::string::String>,
+    }
+    impl CreateJobRequest {
+        pub fn builder() -> builder::CreateJobRequest {
+            Default::default()
+        }
+    }
     ///A new turn of a thread: only the user's new message; qlaud adds the history it holds.
     #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, PartialEq)]
     #[serde(deny_unknown_fields)]
@@ -491,6 +513,174 @@ pub mod types {
     impl InvoicePreview {
         pub fn builder() -> builder::InvoicePreview {
             Default::default()
+        }
+    }
+    ///A job: one call of a synchronous endpoint, run in the background.
+    #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, PartialEq)]
+    pub struct Job {
+        ///How many times a worker claimed it (more than 1 only after a qlaud process stopped before sending its call).
+        pub attempts: u32,
+        ///Whether a cancellation was asked for while the job ran.
+        pub cancel_requested: bool,
+        ///When it reached its final status.
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub completed_at: ::std::option::Option<
+            ::chrono::DateTime<::chrono::offset::Utc>,
+        >,
+        ///What the call cost, once it ended (0 when the endpoint refused it).
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub cost_micros: ::std::option::Option<i64>,
+        ///When it was submitted.
+        pub created_at: ::chrono::DateTime<::chrono::offset::Utc>,
+        ///The endpoint it calls.
+        pub endpoint: ::std::string::String,
+        ///Why the job ended without an answer, when it did.
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub error: ::std::option::Option<JobError>,
+        ///The job's id (`job_…`).
+        pub id: ::std::string::String,
+        ///The key that submitted it, pays for it and owns it.
+        pub key_id: ::std::string::String,
+        ///The job's metadata.
+        pub metadata: ::std::collections::HashMap<
+            ::std::string::String,
+            ::std::string::String,
+        >,
+        ///Always `job`.
+        pub object: ::std::string::String,
+        ///How long to wait before polling again, while the job is queued or in progress; null once it is final.
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub poll_after_ms: ::std::option::Option<u64>,
+        ///The endpoint's answer, once it answered.
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub result: ::std::option::Option<JobResult>,
+        ///When a worker first took it.
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub started_at: ::std::option::Option<::chrono::DateTime<::chrono::offset::Utc>>,
+        ///Where it stands.
+        pub status: JobStatus,
+        ///The answer's `usage` object (tokens and `cost_micros`), when it has one.
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub usage: ::std::option::Option<::serde_json::Value>,
+        ///Where its completion webhook goes, or null for none.
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub webhook_url: ::std::option::Option<::std::string::String>,
+    }
+    impl Job {
+        pub fn builder() -> builder::Job {
+            Default::default()
+        }
+    }
+    ///Why a job ended without an answer from its endpoint.
+    #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, PartialEq)]
+    pub struct JobError {
+        ///`job_interrupted` (the qlaud process running it stopped after its call may have been sent), `job_key_unusable` (the key was revoked or disabled before it ran) or `internal_error`.
+        pub code: ::std::string::String,
+        ///What happened.
+        pub message: ::std::string::String,
+    }
+    impl JobError {
+        pub fn builder() -> builder::JobError {
+            Default::default()
+        }
+    }
+    ///What the endpoint answered.
+    #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, PartialEq)]
+    pub struct JobResult {
+        ///The endpoint's JSON answer, exactly as the synchronous call would have returned it, or its error body in that endpoint's own shape.
+        pub body: ::serde_json::Value,
+        ///The HTTP status the endpoint answered with (200, or its error status: 400, 402 for a spent cap, 429, 5xx, …).
+        pub status_code: u16,
+    }
+    impl JobResult {
+        pub fn builder() -> builder::JobResult {
+            Default::default()
+        }
+    }
+    ///A single page of results
+    #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, PartialEq)]
+    pub struct JobResultsPage {
+        ///list of items on this page of results
+        pub items: ::std::vec::Vec<Job>,
+        ///token used to fetch the next page of results (if any)
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub next_page: ::std::option::Option<::std::string::String>,
+    }
+    impl JobResultsPage {
+        pub fn builder() -> builder::JobResultsPage {
+            Default::default()
+        }
+    }
+    ///Where a job stands. `queued` and `in_progress` change; the other three are final.
+    #[derive(
+        ::serde::Deserialize,
+        ::serde::Serialize,
+        Clone,
+        Copy,
+        Debug,
+        Eq,
+        Hash,
+        Ord,
+        PartialEq,
+        PartialOrd
+    )]
+    pub enum JobStatus {
+        ///Waiting for a worker.
+        #[serde(rename = "queued")]
+        Queued,
+        ///A worker is running its call.
+        #[serde(rename = "in_progress")]
+        InProgress,
+        ///The endpoint answered 2xx; `result` holds its answer.
+        #[serde(rename = "completed")]
+        Completed,
+        ///The endpoint answered with an error (in its own error shape, in `result`), or the job could not run to the end (`error` says why).
+        #[serde(rename = "failed")]
+        Failed,
+        ///Cancelled before its call was sent (nothing billed), or while it ran (its call finished and was billed; its answer is kept).
+        #[serde(rename = "cancelled")]
+        Cancelled,
+    }
+    impl ::std::fmt::Display for JobStatus {
+        fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
+            match *self {
+                Self::Queued => f.write_str("queued"),
+                Self::InProgress => f.write_str("in_progress"),
+                Self::Completed => f.write_str("completed"),
+                Self::Failed => f.write_str("failed"),
+                Self::Cancelled => f.write_str("cancelled"),
+            }
+        }
+    }
+    impl ::std::str::FromStr for JobStatus {
+        type Err = self::error::ConversionError;
+        fn from_str(
+            value: &str,
+        ) -> ::std::result::Result<Self, self::error::ConversionError> {
+            match value {
+                "queued" => Ok(Self::Queued),
+                "in_progress" => Ok(Self::InProgress),
+                "completed" => Ok(Self::Completed),
+                "failed" => Ok(Self::Failed),
+                "cancelled" => Ok(Self::Cancelled),
+                _ => Err("invalid value".into()),
+            }
+        }
+    }
+    impl ::std::convert::TryFrom<&str> for JobStatus {
+        type Error = self::error::ConversionError;
+        fn try_from(
+            value: &str,
+        ) -> ::std::result::Result<Self, self::error::ConversionError> {
+            value.parse()
+        }
+    }
+    impl ::std::convert::TryFrom<::std::string::String> for JobStatus {
+        type Error = self::error::ConversionError;
+        fn try_from(
+            value: ::std::string::String,
+        ) -> ::std::result::Result<Self, self::error::ConversionError> {
+            value.parse()
         }
     }
     ///A key as qlaud shows it after minting: everything but the secret.
@@ -3268,6 +3458,117 @@ Every call qlaud makes to a URL the tenant gave it (spend alerts, tool and job w
             }
         }
         #[derive(Clone, Debug)]
+        pub struct CreateJobRequest {
+            body: ::std::result::Result<::serde_json::Value, ::std::string::String>,
+            endpoint: ::std::result::Result<
+                ::std::string::String,
+                ::std::string::String,
+            >,
+            metadata: ::std::result::Result<
+                ::std::option::Option<
+                    ::std::collections::HashMap<
+                        ::std::string::String,
+                        ::std::string::String,
+                    >,
+                >,
+                ::std::string::String,
+            >,
+            webhook_url: ::std::result::Result<
+                ::std::option::Option<::std::string::String>,
+                ::std::string::String,
+            >,
+        }
+        impl ::std::default::Default for CreateJobRequest {
+            fn default() -> Self {
+                Self {
+                    body: Err("no value supplied for body".to_string()),
+                    endpoint: Err("no value supplied for endpoint".to_string()),
+                    metadata: Ok(Default::default()),
+                    webhook_url: Ok(Default::default()),
+                }
+            }
+        }
+        impl CreateJobRequest {
+            pub fn body<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::serde_json::Value>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.body = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for body: {e}")
+                    });
+                self
+            }
+            pub fn endpoint<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::string::String>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.endpoint = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for endpoint: {e}")
+                    });
+                self
+            }
+            pub fn metadata<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<
+                    ::std::option::Option<
+                        ::std::collections::HashMap<
+                            ::std::string::String,
+                            ::std::string::String,
+                        >,
+                    >,
+                >,
+                T::Error: ::std::fmt::Display,
+            {
+                self.metadata = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for metadata: {e}")
+                    });
+                self
+            }
+            pub fn webhook_url<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::option::Option<::std::string::String>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.webhook_url = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for webhook_url: {e}")
+                    });
+                self
+            }
+        }
+        impl ::std::convert::TryFrom<CreateJobRequest> for super::CreateJobRequest {
+            type Error = super::error::ConversionError;
+            fn try_from(
+                value: CreateJobRequest,
+            ) -> ::std::result::Result<Self, super::error::ConversionError> {
+                Ok(Self {
+                    body: value.body?,
+                    endpoint: value.endpoint?,
+                    metadata: value.metadata?,
+                    webhook_url: value.webhook_url?,
+                })
+            }
+        }
+        impl ::std::convert::From<super::CreateJobRequest> for CreateJobRequest {
+            fn from(value: super::CreateJobRequest) -> Self {
+                Self {
+                    body: Ok(value.body),
+                    endpoint: Ok(value.endpoint),
+                    metadata: Ok(value.metadata),
+                    webhook_url: Ok(value.webhook_url),
+                }
+            }
+        }
+        #[derive(Clone, Debug)]
         pub struct CreateThreadMessageRequest {
             content: ::std::result::Result<::serde_json::Value, ::std::string::String>,
             max_tokens: ::std::result::Result<
@@ -4640,6 +4941,531 @@ Every call qlaud makes to a URL the tenant gave it (spend alerts, tool and job w
                     lines: Ok(value.lines),
                     period: Ok(value.period),
                     total_micros: Ok(value.total_micros),
+                }
+            }
+        }
+        #[derive(Clone, Debug)]
+        pub struct Job {
+            attempts: ::std::result::Result<u32, ::std::string::String>,
+            cancel_requested: ::std::result::Result<bool, ::std::string::String>,
+            completed_at: ::std::result::Result<
+                ::std::option::Option<::chrono::DateTime<::chrono::offset::Utc>>,
+                ::std::string::String,
+            >,
+            cost_micros: ::std::result::Result<
+                ::std::option::Option<i64>,
+                ::std::string::String,
+            >,
+            created_at: ::std::result::Result<
+                ::chrono::DateTime<::chrono::offset::Utc>,
+                ::std::string::String,
+            >,
+            endpoint: ::std::result::Result<
+                ::std::string::String,
+                ::std::string::String,
+            >,
+            error: ::std::result::Result<
+                ::std::option::Option<super::JobError>,
+                ::std::string::String,
+            >,
+            id: ::std::result::Result<::std::string::String, ::std::string::String>,
+            key_id: ::std::result::Result<::std::string::String, ::std::string::String>,
+            metadata: ::std::result::Result<
+                ::std::collections::HashMap<
+                    ::std::string::String,
+                    ::std::string::String,
+                >,
+                ::std::string::String,
+            >,
+            object: ::std::result::Result<::std::string::String, ::std::string::String>,
+            poll_after_ms: ::std::result::Result<
+                ::std::option::Option<u64>,
+                ::std::string::String,
+            >,
+            result: ::std::result::Result<
+                ::std::option::Option<super::JobResult>,
+                ::std::string::String,
+            >,
+            started_at: ::std::result::Result<
+                ::std::option::Option<::chrono::DateTime<::chrono::offset::Utc>>,
+                ::std::string::String,
+            >,
+            status: ::std::result::Result<super::JobStatus, ::std::string::String>,
+            usage: ::std::result::Result<
+                ::std::option::Option<::serde_json::Value>,
+                ::std::string::String,
+            >,
+            webhook_url: ::std::result::Result<
+                ::std::option::Option<::std::string::String>,
+                ::std::string::String,
+            >,
+        }
+        impl ::std::default::Default for Job {
+            fn default() -> Self {
+                Self {
+                    attempts: Err("no value supplied for attempts".to_string()),
+                    cancel_requested: Err(
+                        "no value supplied for cancel_requested".to_string(),
+                    ),
+                    completed_at: Ok(Default::default()),
+                    cost_micros: Ok(Default::default()),
+                    created_at: Err("no value supplied for created_at".to_string()),
+                    endpoint: Err("no value supplied for endpoint".to_string()),
+                    error: Ok(Default::default()),
+                    id: Err("no value supplied for id".to_string()),
+                    key_id: Err("no value supplied for key_id".to_string()),
+                    metadata: Err("no value supplied for metadata".to_string()),
+                    object: Err("no value supplied for object".to_string()),
+                    poll_after_ms: Ok(Default::default()),
+                    result: Ok(Default::default()),
+                    started_at: Ok(Default::default()),
+                    status: Err("no value supplied for status".to_string()),
+                    usage: Ok(Default::default()),
+                    webhook_url: Ok(Default::default()),
+                }
+            }
+        }
+        impl Job {
+            pub fn attempts<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<u32>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.attempts = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for attempts: {e}")
+                    });
+                self
+            }
+            pub fn cancel_requested<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<bool>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.cancel_requested = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!(
+                            "error converting supplied value for cancel_requested: {e}"
+                        )
+                    });
+                self
+            }
+            pub fn completed_at<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<
+                    ::std::option::Option<::chrono::DateTime<::chrono::offset::Utc>>,
+                >,
+                T::Error: ::std::fmt::Display,
+            {
+                self.completed_at = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for completed_at: {e}")
+                    });
+                self
+            }
+            pub fn cost_micros<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::option::Option<i64>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.cost_micros = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for cost_micros: {e}")
+                    });
+                self
+            }
+            pub fn created_at<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::chrono::DateTime<::chrono::offset::Utc>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.created_at = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for created_at: {e}")
+                    });
+                self
+            }
+            pub fn endpoint<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::string::String>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.endpoint = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for endpoint: {e}")
+                    });
+                self
+            }
+            pub fn error<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::option::Option<super::JobError>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.error = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for error: {e}")
+                    });
+                self
+            }
+            pub fn id<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::string::String>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.id = value
+                    .try_into()
+                    .map_err(|e| format!("error converting supplied value for id: {e}"));
+                self
+            }
+            pub fn key_id<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::string::String>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.key_id = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for key_id: {e}")
+                    });
+                self
+            }
+            pub fn metadata<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<
+                    ::std::collections::HashMap<
+                        ::std::string::String,
+                        ::std::string::String,
+                    >,
+                >,
+                T::Error: ::std::fmt::Display,
+            {
+                self.metadata = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for metadata: {e}")
+                    });
+                self
+            }
+            pub fn object<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::string::String>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.object = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for object: {e}")
+                    });
+                self
+            }
+            pub fn poll_after_ms<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::option::Option<u64>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.poll_after_ms = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for poll_after_ms: {e}")
+                    });
+                self
+            }
+            pub fn result<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::option::Option<super::JobResult>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.result = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for result: {e}")
+                    });
+                self
+            }
+            pub fn started_at<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<
+                    ::std::option::Option<::chrono::DateTime<::chrono::offset::Utc>>,
+                >,
+                T::Error: ::std::fmt::Display,
+            {
+                self.started_at = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for started_at: {e}")
+                    });
+                self
+            }
+            pub fn status<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<super::JobStatus>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.status = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for status: {e}")
+                    });
+                self
+            }
+            pub fn usage<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::option::Option<::serde_json::Value>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.usage = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for usage: {e}")
+                    });
+                self
+            }
+            pub fn webhook_url<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::option::Option<::std::string::String>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.webhook_url = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for webhook_url: {e}")
+                    });
+                self
+            }
+        }
+        impl ::std::convert::TryFrom<Job> for super::Job {
+            type Error = super::error::ConversionError;
+            fn try_from(
+                value: Job,
+            ) -> ::std::result::Result<Self, super::error::ConversionError> {
+                Ok(Self {
+                    attempts: value.attempts?,
+                    cancel_requested: value.cancel_requested?,
+                    completed_at: value.completed_at?,
+                    cost_micros: value.cost_micros?,
+                    created_at: value.created_at?,
+                    endpoint: value.endpoint?,
+                    error: value.error?,
+                    id: value.id?,
+                    key_id: value.key_id?,
+                    metadata: value.metadata?,
+                    object: value.object?,
+                    poll_after_ms: value.poll_after_ms?,
+                    result: value.result?,
+                    started_at: value.started_at?,
+                    status: value.status?,
+                    usage: value.usage?,
+                    webhook_url: value.webhook_url?,
+                })
+            }
+        }
+        impl ::std::convert::From<super::Job> for Job {
+            fn from(value: super::Job) -> Self {
+                Self {
+                    attempts: Ok(value.attempts),
+                    cancel_requested: Ok(value.cancel_requested),
+                    completed_at: Ok(value.completed_at),
+                    cost_micros: Ok(value.cost_micros),
+                    created_at: Ok(value.created_at),
+                    endpoint: Ok(value.endpoint),
+                    error: Ok(value.error),
+                    id: Ok(value.id),
+                    key_id: Ok(value.key_id),
+                    metadata: Ok(value.metadata),
+                    object: Ok(value.object),
+                    poll_after_ms: Ok(value.poll_after_ms),
+                    result: Ok(value.result),
+                    started_at: Ok(value.started_at),
+                    status: Ok(value.status),
+                    usage: Ok(value.usage),
+                    webhook_url: Ok(value.webhook_url),
+                }
+            }
+        }
+        #[derive(Clone, Debug)]
+        pub struct JobError {
+            code: ::std::result::Result<::std::string::String, ::std::string::String>,
+            message: ::std::result::Result<::std::string::String, ::std::string::String>,
+        }
+        impl ::std::default::Default for JobError {
+            fn default() -> Self {
+                Self {
+                    code: Err("no value supplied for code".to_string()),
+                    message: Err("no value supplied for message".to_string()),
+                }
+            }
+        }
+        impl JobError {
+            pub fn code<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::string::String>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.code = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for code: {e}")
+                    });
+                self
+            }
+            pub fn message<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::string::String>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.message = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for message: {e}")
+                    });
+                self
+            }
+        }
+        impl ::std::convert::TryFrom<JobError> for super::JobError {
+            type Error = super::error::ConversionError;
+            fn try_from(
+                value: JobError,
+            ) -> ::std::result::Result<Self, super::error::ConversionError> {
+                Ok(Self {
+                    code: value.code?,
+                    message: value.message?,
+                })
+            }
+        }
+        impl ::std::convert::From<super::JobError> for JobError {
+            fn from(value: super::JobError) -> Self {
+                Self {
+                    code: Ok(value.code),
+                    message: Ok(value.message),
+                }
+            }
+        }
+        #[derive(Clone, Debug)]
+        pub struct JobResult {
+            body: ::std::result::Result<::serde_json::Value, ::std::string::String>,
+            status_code: ::std::result::Result<u16, ::std::string::String>,
+        }
+        impl ::std::default::Default for JobResult {
+            fn default() -> Self {
+                Self {
+                    body: Err("no value supplied for body".to_string()),
+                    status_code: Err("no value supplied for status_code".to_string()),
+                }
+            }
+        }
+        impl JobResult {
+            pub fn body<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::serde_json::Value>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.body = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for body: {e}")
+                    });
+                self
+            }
+            pub fn status_code<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<u16>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.status_code = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for status_code: {e}")
+                    });
+                self
+            }
+        }
+        impl ::std::convert::TryFrom<JobResult> for super::JobResult {
+            type Error = super::error::ConversionError;
+            fn try_from(
+                value: JobResult,
+            ) -> ::std::result::Result<Self, super::error::ConversionError> {
+                Ok(Self {
+                    body: value.body?,
+                    status_code: value.status_code?,
+                })
+            }
+        }
+        impl ::std::convert::From<super::JobResult> for JobResult {
+            fn from(value: super::JobResult) -> Self {
+                Self {
+                    body: Ok(value.body),
+                    status_code: Ok(value.status_code),
+                }
+            }
+        }
+        #[derive(Clone, Debug)]
+        pub struct JobResultsPage {
+            items: ::std::result::Result<
+                ::std::vec::Vec<super::Job>,
+                ::std::string::String,
+            >,
+            next_page: ::std::result::Result<
+                ::std::option::Option<::std::string::String>,
+                ::std::string::String,
+            >,
+        }
+        impl ::std::default::Default for JobResultsPage {
+            fn default() -> Self {
+                Self {
+                    items: Err("no value supplied for items".to_string()),
+                    next_page: Ok(Default::default()),
+                }
+            }
+        }
+        impl JobResultsPage {
+            pub fn items<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::vec::Vec<super::Job>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.items = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for items: {e}")
+                    });
+                self
+            }
+            pub fn next_page<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::option::Option<::std::string::String>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.next_page = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for next_page: {e}")
+                    });
+                self
+            }
+        }
+        impl ::std::convert::TryFrom<JobResultsPage> for super::JobResultsPage {
+            type Error = super::error::ConversionError;
+            fn try_from(
+                value: JobResultsPage,
+            ) -> ::std::result::Result<Self, super::error::ConversionError> {
+                Ok(Self {
+                    items: value.items?,
+                    next_page: value.next_page?,
+                })
+            }
+        }
+        impl ::std::convert::From<super::JobResultsPage> for JobResultsPage {
+            fn from(value: super::JobResultsPage) -> Self {
+                Self {
+                    items: Ok(value.items),
+                    next_page: Ok(value.next_page),
                 }
             }
         }
@@ -10676,6 +11502,78 @@ let response = client.create_embedding()
     pub fn create_embedding(&self) -> builder::CreateEmbedding<'_> {
         builder::CreateEmbedding::new(self)
     }
+    /**List jobs
+
+Newest first, a page at a time (`limit` 1 to 100, default 20), optionally only those in one `status`. A standard key sees its own jobs; an admin key all of its tenant's, or one key's with `key_id`.
+
+Sends a `GET` request to `/v1/jobs`
+
+Arguments:
+- `key_id`: Only this key's jobs. Admin keys only: a standard key always sees only its own jobs.
+- `limit`: Maximum number of items returned by a single call
+- `page_token`: Token returned by previous call to retrieve the subsequent page
+- `status`: Only jobs in this status.
+```ignore
+let response = client.list_jobs()
+    .key_id(key_id)
+    .limit(limit)
+    .page_token(page_token)
+    .status(status)
+    .send()
+    .await;
+```*/
+    pub fn list_jobs(&self) -> builder::ListJobs<'_> {
+        builder::ListJobs::new(self)
+    }
+    /**Submit a job
+
+Runs one call of a synchronous JSON endpoint in the background: `endpoint` is its path (`/v1/messages`, `/v1/chat/completions`, `/v1/responses`, `/v1/embeddings` or `/v1/threads/{thread_id}/messages`) and `body` exactly its request body. The body is checked now: an unknown endpoint, a body the endpoint would refuse as malformed, an unknown model, `"stream": true`, or a `webhook_url` the outgoing webhook policy refuses answer 400 and create nothing. Answers 202 with the job (`status: queued`). The call is made with the submitting key's identity and metered and capped exactly like the synchronous call: a job whose key's cap is spent when it runs ends `failed` with the endpoint's own 402 as its result. An `Idempotency-Key` header makes a retried submission answer with the first one's job (a different request with the same key is 400). Any key may call it; the job belongs to that key.
+
+Sends a `POST` request to `/v1/jobs`
+
+```ignore
+let response = client.create_job()
+    .body(body)
+    .send()
+    .await;
+```*/
+    pub fn create_job(&self) -> builder::CreateJob<'_> {
+        builder::CreateJob::new(self)
+    }
+    /**Fetch a job
+
+Its status, timestamps and, once it ended, the endpoint's answer (or error body, in that endpoint's shape), usage and cost. While it is queued or in progress, `poll_after_ms` and the `qlaud-poll-after-ms` header say how long to wait before asking again. A standard key may fetch only its own jobs; any other id answers 404, exactly as an id that never existed. An admin key may fetch any job of its tenant.
+
+Sends a `GET` request to `/v1/jobs/{job_id}`
+
+Arguments:
+- `job_id`: The job's id (`job_…`).
+```ignore
+let response = client.get_job()
+    .job_id(job_id)
+    .send()
+    .await;
+```*/
+    pub fn get_job(&self) -> builder::GetJob<'_> {
+        builder::GetJob::new(self)
+    }
+    /**Cancel a job
+
+A queued job is cancelled at once: its call is never sent and costs nothing. Cancelling a job in progress is best effort: if its call was not sent yet it never is; if it was, the call runs to its end (the provider bills it whatever qlaud does) and is billed for what it used, and the job ends `cancelled` with that answer kept. Cancelling a job that already ended changes nothing and answers it as it is. Who may cancel: as for `get_job`.
+
+Sends a `POST` request to `/v1/jobs/{job_id}/cancel`
+
+Arguments:
+- `job_id`: The job's id (`job_…`).
+```ignore
+let response = client.cancel_job()
+    .job_id(job_id)
+    .send()
+    .await;
+```*/
+    pub fn cancel_job(&self) -> builder::CancelJob<'_> {
+        builder::CancelJob::new(self)
+    }
     /**List keys
 
 The tenant's keys, a page at a time: oldest first, or by name, last use or spend (`sort`, `direction`), optionally only those matching `search`; revoked keys only with `include_revoked=true`. Requires an admin key.
@@ -12659,6 +13557,441 @@ pub mod builder {
                 .build()?;
             let info = OperationInfo {
                 operation_id: "create_embedding",
+            };
+            client.pre(&mut request, &info).await?;
+            let result = client.exec(request, &info).await;
+            client.post(&result, &info).await?;
+            let response = result?;
+            match response.status().as_u16() {
+                200u16 => ResponseValue::from_response(response).await,
+                400u16..=499u16 => {
+                    Err(
+                        Error::ErrorResponse(
+                            ResponseValue::from_response(response).await?,
+                        ),
+                    )
+                }
+                500u16..=599u16 => {
+                    Err(
+                        Error::ErrorResponse(
+                            ResponseValue::from_response(response).await?,
+                        ),
+                    )
+                }
+                _ => Err(Error::UnexpectedResponse(response)),
+            }
+        }
+    }
+    /**Builder for [`Client::list_jobs`]
+
+[`Client::list_jobs`]: super::Client::list_jobs*/
+    #[derive(Debug, Clone)]
+    pub struct ListJobs<'a> {
+        client: &'a super::Client,
+        key_id: Result<Option<::std::string::String>, String>,
+        limit: Result<Option<::std::num::NonZeroU32>, String>,
+        page_token: Result<Option<::std::string::String>, String>,
+        status: Result<Option<types::JobStatus>, String>,
+    }
+    impl<'a> ListJobs<'a> {
+        pub fn new(client: &'a super::Client) -> Self {
+            Self {
+                client: client,
+                key_id: Ok(None),
+                limit: Ok(None),
+                page_token: Ok(None),
+                status: Ok(None),
+            }
+        }
+        pub fn key_id<V>(mut self, value: V) -> Self
+        where
+            V: std::convert::TryInto<::std::string::String>,
+        {
+            self.key_id = value
+                .try_into()
+                .map(Some)
+                .map_err(|_| {
+                    "conversion to `:: std :: string :: String` for key_id failed"
+                        .to_string()
+                });
+            self
+        }
+        pub fn limit<V>(mut self, value: V) -> Self
+        where
+            V: std::convert::TryInto<::std::num::NonZeroU32>,
+        {
+            self.limit = value
+                .try_into()
+                .map(Some)
+                .map_err(|_| {
+                    "conversion to `:: std :: num :: NonZeroU32` for limit failed"
+                        .to_string()
+                });
+            self
+        }
+        pub fn page_token<V>(mut self, value: V) -> Self
+        where
+            V: std::convert::TryInto<::std::string::String>,
+        {
+            self.page_token = value
+                .try_into()
+                .map(Some)
+                .map_err(|_| {
+                    "conversion to `:: std :: string :: String` for page_token failed"
+                        .to_string()
+                });
+            self
+        }
+        pub fn status<V>(mut self, value: V) -> Self
+        where
+            V: std::convert::TryInto<types::JobStatus>,
+        {
+            self.status = value
+                .try_into()
+                .map(Some)
+                .map_err(|_| "conversion to `JobStatus` for status failed".to_string());
+            self
+        }
+        ///Sends a `GET` request to `/v1/jobs`
+        pub async fn send(
+            self,
+        ) -> Result<ResponseValue<types::JobResultsPage>, Error<types::Error>> {
+            let Self { client, key_id, limit, page_token, status } = self;
+            let key_id = key_id.map_err(Error::InvalidRequest)?;
+            let limit = limit.map_err(Error::InvalidRequest)?;
+            let page_token = page_token.map_err(Error::InvalidRequest)?;
+            let status = status.map_err(Error::InvalidRequest)?;
+            let url = format!("{}/v1/jobs", client.baseurl,);
+            let mut header_map = ::reqwest::header::HeaderMap::with_capacity(1usize);
+            header_map
+                .append(
+                    ::reqwest::header::HeaderName::from_static("api-version"),
+                    ::reqwest::header::HeaderValue::from_static(
+                        super::Client::api_version(),
+                    ),
+                );
+            #[allow(unused_mut)]
+            let mut request = client
+                .client
+                .get(url)
+                .header(
+                    ::reqwest::header::ACCEPT,
+                    ::reqwest::header::HeaderValue::from_static("application/json"),
+                )
+                .query(&progenitor_client::QueryParam::new("key_id", &key_id))
+                .query(&progenitor_client::QueryParam::new("limit", &limit))
+                .query(&progenitor_client::QueryParam::new("page_token", &page_token))
+                .query(&progenitor_client::QueryParam::new("status", &status))
+                .headers(header_map)
+                .build()?;
+            let info = OperationInfo {
+                operation_id: "list_jobs",
+            };
+            client.pre(&mut request, &info).await?;
+            let result = client.exec(request, &info).await;
+            client.post(&result, &info).await?;
+            let response = result?;
+            match response.status().as_u16() {
+                200u16 => ResponseValue::from_response(response).await,
+                400u16..=499u16 => {
+                    Err(
+                        Error::ErrorResponse(
+                            ResponseValue::from_response(response).await?,
+                        ),
+                    )
+                }
+                500u16..=599u16 => {
+                    Err(
+                        Error::ErrorResponse(
+                            ResponseValue::from_response(response).await?,
+                        ),
+                    )
+                }
+                _ => Err(Error::UnexpectedResponse(response)),
+            }
+        }
+        ///Streams `GET` requests to `/v1/jobs`
+        pub fn stream(
+            self,
+        ) -> impl futures::Stream<
+            Item = Result<types::Job, Error<types::Error>>,
+        > + Unpin + 'a {
+            use ::futures::StreamExt;
+            use ::futures::TryFutureExt;
+            use ::futures::TryStreamExt;
+            let next = Self {
+                key_id: Ok(None),
+                page_token: Ok(None),
+                status: Ok(None),
+                ..self.clone()
+            };
+            self.send()
+                .map_ok(move |page| {
+                    let page = page.into_inner();
+                    let first = futures::stream::iter(page.items).map(Ok);
+                    let rest = futures::stream::try_unfold(
+                            (page.next_page, next),
+                            |(next_page, next)| async {
+                                if next_page.is_none() {
+                                    Ok(None)
+                                } else {
+                                    Self {
+                                        page_token: Ok(next_page),
+                                        ..next.clone()
+                                    }
+                                        .send()
+                                        .map_ok(|page| {
+                                            let page = page.into_inner();
+                                            Some((
+                                                futures::stream::iter(page.items).map(Ok),
+                                                (page.next_page, next),
+                                            ))
+                                        })
+                                        .await
+                                }
+                            },
+                        )
+                        .try_flatten();
+                    first.chain(rest)
+                })
+                .try_flatten_stream()
+                .boxed()
+        }
+    }
+    /**Builder for [`Client::create_job`]
+
+[`Client::create_job`]: super::Client::create_job*/
+    #[derive(Debug, Clone)]
+    pub struct CreateJob<'a> {
+        client: &'a super::Client,
+        body: Result<types::builder::CreateJobRequest, String>,
+    }
+    impl<'a> CreateJob<'a> {
+        pub fn new(client: &'a super::Client) -> Self {
+            Self {
+                client: client,
+                body: Ok(::std::default::Default::default()),
+            }
+        }
+        pub fn body<V>(mut self, value: V) -> Self
+        where
+            V: std::convert::TryInto<types::CreateJobRequest>,
+            <V as std::convert::TryInto<
+                types::CreateJobRequest,
+            >>::Error: std::fmt::Display,
+        {
+            self.body = value
+                .try_into()
+                .map(From::from)
+                .map_err(|s| {
+                    format!("conversion to `CreateJobRequest` for body failed: {}", s)
+                });
+            self
+        }
+        pub fn body_map<F>(mut self, f: F) -> Self
+        where
+            F: std::ops::FnOnce(
+                types::builder::CreateJobRequest,
+            ) -> types::builder::CreateJobRequest,
+        {
+            self.body = self.body.map(f);
+            self
+        }
+        ///Sends a `POST` request to `/v1/jobs`
+        pub async fn send(
+            self,
+        ) -> Result<ResponseValue<types::Job>, Error<types::Error>> {
+            let Self { client, body } = self;
+            let body = body
+                .and_then(|v| {
+                    types::CreateJobRequest::try_from(v).map_err(|e| e.to_string())
+                })
+                .map_err(Error::InvalidRequest)?;
+            let url = format!("{}/v1/jobs", client.baseurl,);
+            let mut header_map = ::reqwest::header::HeaderMap::with_capacity(1usize);
+            header_map
+                .append(
+                    ::reqwest::header::HeaderName::from_static("api-version"),
+                    ::reqwest::header::HeaderValue::from_static(
+                        super::Client::api_version(),
+                    ),
+                );
+            #[allow(unused_mut)]
+            let mut request = client
+                .client
+                .post(url)
+                .header(
+                    ::reqwest::header::ACCEPT,
+                    ::reqwest::header::HeaderValue::from_static("application/json"),
+                )
+                .json(&body)
+                .headers(header_map)
+                .build()?;
+            let info = OperationInfo {
+                operation_id: "create_job",
+            };
+            client.pre(&mut request, &info).await?;
+            let result = client.exec(request, &info).await;
+            client.post(&result, &info).await?;
+            let response = result?;
+            match response.status().as_u16() {
+                202u16 => ResponseValue::from_response(response).await,
+                400u16..=499u16 => {
+                    Err(
+                        Error::ErrorResponse(
+                            ResponseValue::from_response(response).await?,
+                        ),
+                    )
+                }
+                500u16..=599u16 => {
+                    Err(
+                        Error::ErrorResponse(
+                            ResponseValue::from_response(response).await?,
+                        ),
+                    )
+                }
+                _ => Err(Error::UnexpectedResponse(response)),
+            }
+        }
+    }
+    /**Builder for [`Client::get_job`]
+
+[`Client::get_job`]: super::Client::get_job*/
+    #[derive(Debug, Clone)]
+    pub struct GetJob<'a> {
+        client: &'a super::Client,
+        job_id: Result<::std::string::String, String>,
+    }
+    impl<'a> GetJob<'a> {
+        pub fn new(client: &'a super::Client) -> Self {
+            Self {
+                client: client,
+                job_id: Err("job_id was not initialized".to_string()),
+            }
+        }
+        pub fn job_id<V>(mut self, value: V) -> Self
+        where
+            V: std::convert::TryInto<::std::string::String>,
+        {
+            self.job_id = value
+                .try_into()
+                .map_err(|_| {
+                    "conversion to `:: std :: string :: String` for job_id failed"
+                        .to_string()
+                });
+            self
+        }
+        ///Sends a `GET` request to `/v1/jobs/{job_id}`
+        pub async fn send(
+            self,
+        ) -> Result<ResponseValue<types::Job>, Error<types::Error>> {
+            let Self { client, job_id } = self;
+            let job_id = job_id.map_err(Error::InvalidRequest)?;
+            let url = format!(
+                "{}/v1/jobs/{}", client.baseurl, encode_path(& job_id.to_string()),
+            );
+            let mut header_map = ::reqwest::header::HeaderMap::with_capacity(1usize);
+            header_map
+                .append(
+                    ::reqwest::header::HeaderName::from_static("api-version"),
+                    ::reqwest::header::HeaderValue::from_static(
+                        super::Client::api_version(),
+                    ),
+                );
+            #[allow(unused_mut)]
+            let mut request = client
+                .client
+                .get(url)
+                .header(
+                    ::reqwest::header::ACCEPT,
+                    ::reqwest::header::HeaderValue::from_static("application/json"),
+                )
+                .headers(header_map)
+                .build()?;
+            let info = OperationInfo {
+                operation_id: "get_job",
+            };
+            client.pre(&mut request, &info).await?;
+            let result = client.exec(request, &info).await;
+            client.post(&result, &info).await?;
+            let response = result?;
+            match response.status().as_u16() {
+                200u16 => ResponseValue::from_response(response).await,
+                400u16..=499u16 => {
+                    Err(
+                        Error::ErrorResponse(
+                            ResponseValue::from_response(response).await?,
+                        ),
+                    )
+                }
+                500u16..=599u16 => {
+                    Err(
+                        Error::ErrorResponse(
+                            ResponseValue::from_response(response).await?,
+                        ),
+                    )
+                }
+                _ => Err(Error::UnexpectedResponse(response)),
+            }
+        }
+    }
+    /**Builder for [`Client::cancel_job`]
+
+[`Client::cancel_job`]: super::Client::cancel_job*/
+    #[derive(Debug, Clone)]
+    pub struct CancelJob<'a> {
+        client: &'a super::Client,
+        job_id: Result<::std::string::String, String>,
+    }
+    impl<'a> CancelJob<'a> {
+        pub fn new(client: &'a super::Client) -> Self {
+            Self {
+                client: client,
+                job_id: Err("job_id was not initialized".to_string()),
+            }
+        }
+        pub fn job_id<V>(mut self, value: V) -> Self
+        where
+            V: std::convert::TryInto<::std::string::String>,
+        {
+            self.job_id = value
+                .try_into()
+                .map_err(|_| {
+                    "conversion to `:: std :: string :: String` for job_id failed"
+                        .to_string()
+                });
+            self
+        }
+        ///Sends a `POST` request to `/v1/jobs/{job_id}/cancel`
+        pub async fn send(
+            self,
+        ) -> Result<ResponseValue<types::Job>, Error<types::Error>> {
+            let Self { client, job_id } = self;
+            let job_id = job_id.map_err(Error::InvalidRequest)?;
+            let url = format!(
+                "{}/v1/jobs/{}/cancel", client.baseurl, encode_path(& job_id
+                .to_string()),
+            );
+            let mut header_map = ::reqwest::header::HeaderMap::with_capacity(1usize);
+            header_map
+                .append(
+                    ::reqwest::header::HeaderName::from_static("api-version"),
+                    ::reqwest::header::HeaderValue::from_static(
+                        super::Client::api_version(),
+                    ),
+                );
+            #[allow(unused_mut)]
+            let mut request = client
+                .client
+                .post(url)
+                .header(
+                    ::reqwest::header::ACCEPT,
+                    ::reqwest::header::HeaderValue::from_static("application/json"),
+                )
+                .headers(header_map)
+                .build()?;
+            let info = OperationInfo {
+                operation_id: "cancel_job",
             };
             client.pre(&mut request, &info).await?;
             let result = client.exec(request, &info).await;

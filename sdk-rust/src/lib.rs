@@ -31,6 +31,7 @@
 mod generated;
 
 mod events;
+mod jobs;
 mod raw;
 mod retry;
 

@@ -211,7 +211,7 @@ fn operations(spec: &Value) -> anyhow::Result<Vec<Op>> {
                 Body::None
             };
             let responses = &op["responses"];
-            let ok = ["200", "201"].iter().find_map(|c| responses.get(*c));
+            let ok = ["200", "201", "202"].iter().find_map(|c| responses.get(*c));
             let returns = match ok {
                 Some(r) => py_type(&r["content"]["application/json"]["schema"]),
                 None => "None".into(),
@@ -307,7 +307,10 @@ fn rust_shape(op: &Op) -> RustShape {
         call_args.push(n);
     }
     if let Body::Json { fields, passthrough, .. } = &op.body {
-        let _ = writeln!(prepare, "        let mut body = serde_json::Map::new();");
+        // The request body's own name, unless a field takes it (a job's
+        // `body`).
+        let var = if fields.iter().any(|f| f.name == "body") { "request_body" } else { "body" };
+        let _ = writeln!(prepare, "        let mut {var} = serde_json::Map::new();");
         for f in fields {
             let n = ident(&f.name);
             if op.model() && f.name == "stream" {
@@ -320,7 +323,7 @@ fn rust_shape(op: &Op) -> RustShape {
                 params.push(format!("{n}: &Bound<'py, PyAny>"));
                 let _ = writeln!(
                     prepare,
-                    "        crate::convert::put(&mut body, {:?}, Some({n}))?;",
+                    "        crate::convert::put(&mut {var}, {:?}, Some({n}))?;",
                     f.name
                 );
             } else {
@@ -328,7 +331,7 @@ fn rust_shape(op: &Op) -> RustShape {
                 params.push(format!("{n}: Option<&Bound<'py, PyAny>>"));
                 let _ = writeln!(
                     prepare,
-                    "        crate::convert::put(&mut body, {:?}, {n})?;",
+                    "        crate::convert::put(&mut {var}, {:?}, {n})?;",
                     f.name
                 );
             }
@@ -336,9 +339,9 @@ fn rust_shape(op: &Op) -> RustShape {
         if *passthrough {
             signature.push("**extra".into());
             params.push("extra: Option<&Bound<'py, PyDict>>".into());
-            let _ = writeln!(prepare, "        crate::convert::put_all(&mut body, extra)?;");
+            let _ = writeln!(prepare, "        crate::convert::put_all(&mut {var}, extra)?;");
         }
-        call_args.push("body".into());
+        call_args.push(var.into());
         if op.model() {
             call_args.push("stream".into());
         }

@@ -21,6 +21,7 @@ from qlaud.types import (
     ConversationItemList,
     CreateConversationItemsRequest,
     CreateConversationRequest,
+    CreateJobRequest,
     CreateThreadMessageRequest,
     CreateThreadRequest,
     CreateToolRequest,
@@ -32,6 +33,11 @@ from qlaud.types import (
     Error,
     InvoiceLine,
     InvoicePreview,
+    Job,
+    JobError,
+    JobResult,
+    JobResultsPage,
+    JobStatus,
     Key,
     KeyBillingEvent,
     KeyResultsPage,
@@ -170,6 +176,19 @@ class Client:
     def __enter__(self) -> Self: ...
     def __exit__(self, *_args: object) -> None: ...
     def __repr__(self) -> str: ...
+    def cancel_job(
+        self,
+        job_id: str,
+    ) -> Job:
+        """Cancel a job.
+
+        A queued job is cancelled at once: its call is never sent and costs nothing. Cancelling a job in progress is best effort: if its call was not sent yet it never is; if it was, the call runs to its end (the provider bills it whatever qlaud does) and is billed for what it used, and the job ends `cancelled` with that answer kept. Cancelling a job that already ended changes nothing and answers it as it is. Who may cancel: as for `get_job`.
+
+        `POST /v1/jobs/{job_id}/cancel`
+
+        Args:
+            job_id: The job's id (`job_…`).
+        """
     def count_message_tokens(
         self,
         *,
@@ -326,6 +345,26 @@ class Client:
             encoding_format: `float` (default) or `base64` (packed little-endian 32-bit floats).
             user: An end-user id passed to the provider.
             extra: Any other field of the provider's API (tools, temperature, …), sent as is.
+        """
+    def create_job(
+        self,
+        *,
+        body: Any,
+        endpoint: str,
+        metadata: dict[str, str] | None = None,
+        webhook_url: str | None = None,
+    ) -> Job:
+        """Submit a job.
+
+        Runs one call of a synchronous JSON endpoint in the background: `endpoint` is its path (`/v1/messages`, `/v1/chat/completions`, `/v1/responses`, `/v1/embeddings` or `/v1/threads/{thread_id}/messages`) and `body` exactly its request body. The body is checked now: an unknown endpoint, a body the endpoint would refuse as malformed, an unknown model, `"stream": true`, or a `webhook_url` the outgoing webhook policy refuses answer 400 and create nothing. Answers 202 with the job (`status: queued`). The call is made with the submitting key's identity and metered and capped exactly like the synchronous call: a job whose key's cap is spent when it runs ends `failed` with the endpoint's own 402 as its result. An `Idempotency-Key` header makes a retried submission answer with the first one's job (a different request with the same key is 400). Any key may call it; the job belongs to that key.
+
+        `POST /v1/jobs`
+
+        Args:
+            body: The endpoint's JSON request body, exactly as it would be sent to it. It is checked now (a bad body is a 400 here, not a failed job later); `"stream": true` is refused, since jobs are polled.
+            endpoint: The path of the endpoint to call: `/v1/messages`, `/v1/chat/completions`, `/v1/responses`, `/v1/embeddings` or `/v1/threads/{thread_id}/messages`.
+            metadata: Free-form string pairs kept with the job (at most 50 pairs; keys up to 40 characters, values up to 500).
+            webhook_url: Where to POST `{"type": "job.completed" | "job.failed" | "job.cancelled", "job": {…}}` when the job ends, signed with Standard Webhooks and the tenant's `whsec_…` secret, retried with backoff. Must pass the outgoing webhook policy (https, a public address).
         """
     @overload
     def create_message(
@@ -792,6 +831,19 @@ class Client:
             key_id: The key.
             period: The calendar month, `YYYY-MM` (UTC); default: the current one.
         """
+    def get_job(
+        self,
+        job_id: str,
+    ) -> Job:
+        """Fetch a job.
+
+        Its status, timestamps and, once it ended, the endpoint's answer (or error body, in that endpoint's shape), usage and cost. While it is queued or in progress, `poll_after_ms` and the `qlaud-poll-after-ms` header say how long to wait before asking again. A standard key may fetch only its own jobs; any other id answers 404, exactly as an id that never existed. An admin key may fetch any job of its tenant.
+
+        `GET /v1/jobs/{job_id}`
+
+        Args:
+            job_id: The job's id (`job_…`).
+        """
     def get_key(
         self,
         key_id: str,
@@ -894,6 +946,35 @@ class Client:
             after: Only items after this item in the chosen order (`last_id` of the previous page).
             limit: Messages per page, 1 to 100 (default 20). A thread message that holds several items shows them all on the same page.
             order: `desc` (default: newest first) or `asc`.
+        """
+    def list_jobs(
+        self,
+        *,
+        key_id: str | None = None,
+        limit: int | None = None,
+        page_token: str | None = None,
+        status: JobStatus | None = None,
+    ) -> JobResultsPage:
+        """List jobs.
+
+        Newest first, a page at a time (`limit` 1 to 100, default 20), optionally only those in one `status`. A standard key sees its own jobs; an admin key all of its tenant's, or one key's with `key_id`.
+
+        `GET /v1/jobs`
+
+        Args:
+            key_id: Only this key's jobs. Admin keys only: a standard key always sees only its own jobs.
+            limit: Maximum number of items returned by a single call
+            page_token: Token returned by previous call to retrieve the subsequent page
+            status: Only jobs in this status.
+        """
+    def iter_jobs(
+        self,
+        *,
+        key_id: str | None = None,
+        limit: int | None = None,
+        status: JobStatus | None = None,
+    ) -> Iterator[Job]:
+        """Every item of `list_jobs`, fetching the next page as the last one runs out.
         """
     def list_key_billing_events(
         self,
@@ -1275,6 +1356,19 @@ class AsyncClient:
     async def __aenter__(self) -> Self: ...
     async def __aexit__(self, *_args: object) -> None: ...
     def __repr__(self) -> str: ...
+    async def cancel_job(
+        self,
+        job_id: str,
+    ) -> Job:
+        """Cancel a job.
+
+        A queued job is cancelled at once: its call is never sent and costs nothing. Cancelling a job in progress is best effort: if its call was not sent yet it never is; if it was, the call runs to its end (the provider bills it whatever qlaud does) and is billed for what it used, and the job ends `cancelled` with that answer kept. Cancelling a job that already ended changes nothing and answers it as it is. Who may cancel: as for `get_job`.
+
+        `POST /v1/jobs/{job_id}/cancel`
+
+        Args:
+            job_id: The job's id (`job_…`).
+        """
     async def count_message_tokens(
         self,
         *,
@@ -1431,6 +1525,26 @@ class AsyncClient:
             encoding_format: `float` (default) or `base64` (packed little-endian 32-bit floats).
             user: An end-user id passed to the provider.
             extra: Any other field of the provider's API (tools, temperature, …), sent as is.
+        """
+    async def create_job(
+        self,
+        *,
+        body: Any,
+        endpoint: str,
+        metadata: dict[str, str] | None = None,
+        webhook_url: str | None = None,
+    ) -> Job:
+        """Submit a job.
+
+        Runs one call of a synchronous JSON endpoint in the background: `endpoint` is its path (`/v1/messages`, `/v1/chat/completions`, `/v1/responses`, `/v1/embeddings` or `/v1/threads/{thread_id}/messages`) and `body` exactly its request body. The body is checked now: an unknown endpoint, a body the endpoint would refuse as malformed, an unknown model, `"stream": true`, or a `webhook_url` the outgoing webhook policy refuses answer 400 and create nothing. Answers 202 with the job (`status: queued`). The call is made with the submitting key's identity and metered and capped exactly like the synchronous call: a job whose key's cap is spent when it runs ends `failed` with the endpoint's own 402 as its result. An `Idempotency-Key` header makes a retried submission answer with the first one's job (a different request with the same key is 400). Any key may call it; the job belongs to that key.
+
+        `POST /v1/jobs`
+
+        Args:
+            body: The endpoint's JSON request body, exactly as it would be sent to it. It is checked now (a bad body is a 400 here, not a failed job later); `"stream": true` is refused, since jobs are polled.
+            endpoint: The path of the endpoint to call: `/v1/messages`, `/v1/chat/completions`, `/v1/responses`, `/v1/embeddings` or `/v1/threads/{thread_id}/messages`.
+            metadata: Free-form string pairs kept with the job (at most 50 pairs; keys up to 40 characters, values up to 500).
+            webhook_url: Where to POST `{"type": "job.completed" | "job.failed" | "job.cancelled", "job": {…}}` when the job ends, signed with Standard Webhooks and the tenant's `whsec_…` secret, retried with backoff. Must pass the outgoing webhook policy (https, a public address).
         """
     @overload
     async def create_message(
@@ -1897,6 +2011,19 @@ class AsyncClient:
             key_id: The key.
             period: The calendar month, `YYYY-MM` (UTC); default: the current one.
         """
+    async def get_job(
+        self,
+        job_id: str,
+    ) -> Job:
+        """Fetch a job.
+
+        Its status, timestamps and, once it ended, the endpoint's answer (or error body, in that endpoint's shape), usage and cost. While it is queued or in progress, `poll_after_ms` and the `qlaud-poll-after-ms` header say how long to wait before asking again. A standard key may fetch only its own jobs; any other id answers 404, exactly as an id that never existed. An admin key may fetch any job of its tenant.
+
+        `GET /v1/jobs/{job_id}`
+
+        Args:
+            job_id: The job's id (`job_…`).
+        """
     async def get_key(
         self,
         key_id: str,
@@ -1999,6 +2126,35 @@ class AsyncClient:
             after: Only items after this item in the chosen order (`last_id` of the previous page).
             limit: Messages per page, 1 to 100 (default 20). A thread message that holds several items shows them all on the same page.
             order: `desc` (default: newest first) or `asc`.
+        """
+    async def list_jobs(
+        self,
+        *,
+        key_id: str | None = None,
+        limit: int | None = None,
+        page_token: str | None = None,
+        status: JobStatus | None = None,
+    ) -> JobResultsPage:
+        """List jobs.
+
+        Newest first, a page at a time (`limit` 1 to 100, default 20), optionally only those in one `status`. A standard key sees its own jobs; an admin key all of its tenant's, or one key's with `key_id`.
+
+        `GET /v1/jobs`
+
+        Args:
+            key_id: Only this key's jobs. Admin keys only: a standard key always sees only its own jobs.
+            limit: Maximum number of items returned by a single call
+            page_token: Token returned by previous call to retrieve the subsequent page
+            status: Only jobs in this status.
+        """
+    def iter_jobs(
+        self,
+        *,
+        key_id: str | None = None,
+        limit: int | None = None,
+        status: JobStatus | None = None,
+    ) -> AsyncIterator[Job]:
+        """Every item of `list_jobs`, fetching the next page as the last one runs out.
         """
     async def list_key_billing_events(
         self,

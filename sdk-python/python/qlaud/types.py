@@ -30,6 +30,7 @@ __all__ = [
     "ConversationItemList",
     "CreateConversationItemsRequest",
     "CreateConversationRequest",
+    "CreateJobRequest",
     "CreateThreadMessageRequest",
     "CreateThreadRequest",
     "CreateToolRequest",
@@ -41,6 +42,11 @@ __all__ = [
     "Error",
     "InvoiceLine",
     "InvoicePreview",
+    "Job",
+    "JobError",
+    "JobResult",
+    "JobResultsPage",
+    "JobStatus",
     "Key",
     "KeyBillingEvent",
     "KeyResultsPage",
@@ -95,6 +101,9 @@ __all__ = [
     "Usd",
     "WebhookSigningSecret",
 ]
+
+JobStatus = Literal["queued", "in_progress", "completed", "failed", "cancelled"]
+"""Where a job stands. `queued` and `in_progress` change; the other three are final."""
 
 KeyScope = Literal["admin", "standard"]
 """What a key may do."""
@@ -298,6 +307,20 @@ class CreateConversationRequest(TypedDict):
     """Free-form string pairs kept with it (at most 50 pairs; keys up to 40 characters, values up to 500): the thread's metadata."""
 
 
+class CreateJobRequest(TypedDict):
+    """Parameters for submitting a job.
+    """
+
+    body: Any
+    """The endpoint's JSON request body, exactly as it would be sent to it. It is checked now (a bad body is a 400 here, not a failed job later); `"stream": true` is refused, since jobs are polled."""
+    endpoint: str
+    """The path of the endpoint to call: `/v1/messages`, `/v1/chat/completions`, `/v1/responses`, `/v1/embeddings` or `/v1/threads/{thread_id}/messages`."""
+    metadata: NotRequired[dict[str, str] | None]
+    """Free-form string pairs kept with the job (at most 50 pairs; keys up to 40 characters, values up to 500)."""
+    webhook_url: NotRequired[str | None]
+    """Where to POST `{"type": "job.completed" | "job.failed" | "job.cancelled", "job": {…}}` when the job ends, signed with Standard Webhooks and the tenant's `whsec_…` secret, retried with backoff. Must pass the outgoing webhook policy (https, a public address)."""
+
+
 class CreateThreadMessageRequest(TypedDict):
     """A new turn of a thread: only the user's new message; qlaud adds the history it holds.
     """
@@ -477,6 +500,76 @@ class InvoicePreview(TypedDict):
     """The month, `YYYY-MM`."""
     total_micros: int
     """The sum of the lines: equal to `get_usage` for the key and month."""
+
+
+class Job(TypedDict):
+    """A job: one call of a synchronous endpoint, run in the background.
+    """
+
+    attempts: int
+    """How many times a worker claimed it (more than 1 only after a qlaud process stopped before sending its call)."""
+    cancel_requested: bool
+    """Whether a cancellation was asked for while the job ran."""
+    completed_at: NotRequired[str | None]
+    """When it reached its final status."""
+    cost_micros: NotRequired[int | None]
+    """What the call cost, once it ended (0 when the endpoint refused it)."""
+    created_at: str
+    """When it was submitted."""
+    endpoint: str
+    """The endpoint it calls."""
+    error: NotRequired[JobError | None]
+    """Why the job ended without an answer, when it did."""
+    id: str
+    """The job's id (`job_…`)."""
+    key_id: str
+    """The key that submitted it, pays for it and owns it."""
+    metadata: dict[str, str]
+    """The job's metadata."""
+    object: str
+    """Always `job`."""
+    poll_after_ms: NotRequired[int | None]
+    """How long to wait before polling again, while the job is queued or in progress; null once it is final."""
+    result: NotRequired[JobResult | None]
+    """The endpoint's answer, once it answered."""
+    started_at: NotRequired[str | None]
+    """When a worker first took it."""
+    status: JobStatus
+    """Where it stands."""
+    usage: NotRequired[Any]
+    """The answer's `usage` object (tokens and `cost_micros`), when it has one."""
+    webhook_url: NotRequired[str | None]
+    """Where its completion webhook goes, or null for none."""
+
+
+class JobError(TypedDict):
+    """Why a job ended without an answer from its endpoint.
+    """
+
+    code: str
+    """`job_interrupted` (the qlaud process running it stopped after its call may have been sent), `job_key_unusable` (the key was revoked or disabled before it ran) or `internal_error`."""
+    message: str
+    """What happened."""
+
+
+class JobResult(TypedDict):
+    """What the endpoint answered.
+    """
+
+    body: Any
+    """The endpoint's JSON answer, exactly as the synchronous call would have returned it, or its error body in that endpoint's own shape."""
+    status_code: int
+    """The HTTP status the endpoint answered with (200, or its error status: 400, 402 for a spent cap, 429, 5xx, …)."""
+
+
+class JobResultsPage(TypedDict):
+    """A single page of results
+    """
+
+    items: list[Job]
+    """list of items on this page of results"""
+    next_page: NotRequired[str | None]
+    """token used to fetch the next page of results (if any)"""
 
 
 class Key(TypedDict):
