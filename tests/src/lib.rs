@@ -180,6 +180,20 @@ impl TestServer {
         qlaud_toml: Option<&str>,
         allow_private_webhooks: bool,
     ) -> Option<TestServer> {
+        TestServer::start_configured(backend, qlaud_toml, |config| {
+            config.allow_private_webhooks = allow_private_webhooks;
+        })
+        .await
+    }
+
+    /// Starts with `qlaud_toml` and whatever `configure` changes in the
+    /// server's configuration (private webhooks are allowed unless it says
+    /// otherwise).
+    pub async fn start_configured(
+        backend: Backend,
+        qlaud_toml: Option<&str>,
+        configure: impl FnOnce(&mut ServeConfig),
+    ) -> Option<TestServer> {
         let db = TestDb::new(backend).await?;
         let config_file = qlaud_toml.map(|text| {
             let path = std::env::temp_dir().join(format!("qlaud-{}.toml", uuid::Uuid::new_v4()));
@@ -188,7 +202,8 @@ impl TestServer {
         });
         let mut config = ServeConfig::new("127.0.0.1:0".parse().unwrap(), db.url.clone());
         config.config_file = config_file;
-        config.allow_private_webhooks = allow_private_webhooks;
+        config.allow_private_webhooks = true;
+        configure(&mut config);
         let clock = config.clock.clone();
         let server = Server::start(&config).await.expect("server starts");
         let (tenant, secret) = server.bootstrap.as_ref().expect("a fresh store bootstraps");
