@@ -553,3 +553,62 @@ def test_the_wheel_installs_into_a_clean_venv(server, tenant, tmp_path):
     assert out.stdout.startswith(qlaud.__version__)
     site = next((venv / "lib").glob("python3*/site-packages/qlaud"))
     assert (site / "py.typed").exists() and (site / "_qlaud.pyi").exists()
+
+
+def _wait_job(client, job_id, timeout=30.0):
+    """Polls `get_job` as often as `poll_after_ms` says, until the job is final."""
+    deadline = time.monotonic() + timeout
+    while True:
+        job = client.get_job(job_id)
+        if job["poll_after_ms"] is None:
+            return job
+        assert time.monotonic() < deadline, job
+        time.sleep(min(job["poll_after_ms"], 100) / 1000)
+
+
+def test_jobs_submit_poll_list_and_cancel(admin, server):
+    user = admin.mint_key(name="py-jobs")
+    other = admin.mint_key(name="py-jobs-other")
+    body = {"model": "claude-test", "max_tokens": 50,
+            "messages": [{"role": "user", "content": "hello job"}]}
+    with qlaud_client(server, user["secret"]) as client:
+        direct = client.create_message(**body)
+        job = client.create_job(endpoint="/v1/messages", body=body, metadata={"batch": "1"})
+        assert job["id"].startswith("job_") and job["object"] == "job"
+        assert job["status"] == "queued" and job["key_id"] == user["id"]
+        done = _wait_job(client, job["id"])
+        assert done["status"] == "completed", done
+        assert done["result"]["status_code"] == 200
+        assert done["result"]["body"]["content"] == direct["content"]
+        assert done["usage"] == direct["usage"]
+        assert done["cost_micros"] == direct["usage"]["cost_micros"] > 0
+        assert done["metadata"] == {"batch": "1"}
+        assert [j["id"] for j in client.list_jobs()["items"]] == [job["id"]]
+        assert client.list_jobs(status="queued")["items"] == []
+        # Cancelling a final job changes nothing.
+        assert client.cancel_job(job["id"])["status"] == "completed"
+        with pytest.raises(qlaud.BadRequestError, match="stream"):
+            client.create_job(endpoint="/v1/messages", body={**body, "stream": True})
+        with pytest.raises(qlaud.BadRequestError, match="cannot run as a job"):
+            client.create_job(endpoint="/v1/keys", body={"name": "x"})
+        with qlaud_client(server, other["secret"]) as stranger:
+            with pytest.raises(qlaud.NotFoundError):
+                stranger.get_job(job["id"])
+            with pytest.raises(qlaud.NotFoundError):
+                stranger.cancel_job(job["id"])
+    assert admin.get_job(job["id"])["id"] == job["id"]
+
+
+def test_async_client_submits_jobs(server, tenant):
+    async def main():
+        client = qlaud.AsyncClient(api_key=tenant["master_key"], base_url=server["base_url"])
+        job = await client.create_job(
+            endpoint="/v1/embeddings", body={"model": "embed-test", "input": "a b c"})
+        while job["poll_after_ms"] is not None:
+            await asyncio.sleep(0.05)
+            job = await client.get_job(job["id"])
+        return job
+
+    job = asyncio.run(main())
+    assert job["status"] == "completed", job
+    assert job["result"]["body"]["object"] == "list"
