@@ -411,7 +411,7 @@ async fn jobs_are_their_owners(backend: Backend) {
     ids.dedup();
     assert_eq!(ids.len(), 4);
     let (_, completed) =
-        t.request(Method::GET, &"/v1/jobs?status=completed&limit=100", Some(&a), None).await;
+        t.request(Method::GET, "/v1/jobs?status=completed&limit=100", Some(&a), None).await;
     assert!(completed["items"].as_array().unwrap().iter().all(|j| j["status"] == "completed"));
 }
 
