@@ -10,6 +10,7 @@ pub mod dropin;
 pub mod errors;
 pub mod jobs;
 pub mod keys;
+pub mod media;
 pub mod models;
 pub mod money;
 pub mod requests;
@@ -18,6 +19,8 @@ pub mod threads;
 pub mod tools;
 pub mod usage;
 pub mod webhooks;
+
+use serde_json::Value;
 
 use dropshot::{
     HttpError, HttpResponseAccepted, HttpResponseCreated, HttpResponseDeleted, HttpResponseHeaders,
@@ -31,6 +34,7 @@ pub use dropin::*;
 pub use errors::{AnthropicError, OpenAiError};
 pub use jobs::*;
 pub use keys::*;
+pub use media::*;
 pub use models::*;
 pub use money::Usd;
 pub use requests::*;
@@ -856,6 +860,125 @@ pub trait QlaudApi {
         rqctx: RequestContext<Self::Context>,
         path: Path<ConversationItemPath>,
     ) -> Result<HttpResponseOk<Conversation>, OpenAiError>;
+    /// Transcribe audio (OpenAI Audio API).
+    ///
+    /// OpenAI's `POST /v1/audio/transcriptions`: a `multipart/form-data`
+    /// upload (`file`, `model`, and any other part, passed through). The
+    /// file's duration is read from its container before the provider is
+    /// called: an unreadable file, one longer than the configured maximum
+    /// (2 hours), or one whose header claims more than it holds is a 400,
+    /// an upload over the configured limit (25 MB) a 413, with nothing
+    /// billed or sent. `whisper-1` is billed in audio seconds (the
+    /// provider's `usage.seconds`), the `gpt-4o-*-transcribe` models in
+    /// tokens as the provider reports them; the worst case is reserved
+    /// first, and 402 refuses a call it does not fit. The answer is the
+    /// provider's (JSON, or text for `text`, `srt` and `vtt`), with
+    /// `qlaud-cost-micros`. Errors use OpenAI's error shape.
+    #[endpoint {
+        method = POST,
+        path = "/v1/audio/transcriptions",
+        tags = ["media"],
+        content_type = "multipart/form-data",
+        request_body_max_bytes = MEDIA_BODY_MAX_BYTES,
+    }]
+    async fn create_transcription(
+        rqctx: RequestContext<Self::Context>,
+        body: RawBody<TranscriptionForm>,
+    ) -> Result<ModelResponse<Value>, OpenAiError>;
+
+    /// Translate audio into English (OpenAI Audio API).
+    ///
+    /// OpenAI's `POST /v1/audio/translations`, metered like
+    /// `create_transcription`.
+    #[endpoint {
+        method = POST,
+        path = "/v1/audio/translations",
+        tags = ["media"],
+        content_type = "multipart/form-data",
+        request_body_max_bytes = MEDIA_BODY_MAX_BYTES,
+    }]
+    async fn create_translation(
+        rqctx: RequestContext<Self::Context>,
+        body: RawBody<TranscriptionForm>,
+    ) -> Result<ModelResponse<Value>, OpenAiError>;
+
+    /// Generate speech (OpenAI Audio API).
+    ///
+    /// OpenAI's `POST /v1/audio/speech`: the audio is streamed back as the
+    /// provider produces it, never buffered whole. `tts-1` and `tts-1-hd`
+    /// are billed per character of `input` (exact, known before the call);
+    /// `gpt-4o-mini-tts` in tokens (input bounded by the text, audio
+    /// output by the model's output limit). The cost is in the
+    /// `qlaud-cost-micros` header. Errors use OpenAI's error shape; a spent
+    /// cap is 402.
+    #[endpoint {
+        method = POST,
+        path = "/v1/audio/speech",
+        tags = ["media"],
+        request_body_max_bytes = SPEECH_BODY_MAX_BYTES,
+    }]
+    async fn create_speech(
+        rqctx: RequestContext<Self::Context>,
+        body: TypedBody<SpeechRequest>,
+    ) -> Result<BinaryResponse, OpenAiError>;
+
+    /// Transcribe audio (Deepgram).
+    ///
+    /// Deepgram's `POST /v1/listen`: raw audio in the body (any audio
+    /// content type), or JSON `{"url": …}` for audio Deepgram fetches;
+    /// `model` and every other query parameter pass through. Authenticates
+    /// also with Deepgram's `Authorization: Token <qlaud key>`. Billed in
+    /// audio seconds × channels as the provider reports them
+    /// (`metadata.duration`, `metadata.channels`); an upload's worst case
+    /// is its own duration, a URL's the configured maximum.
+    #[endpoint {
+        method = POST,
+        path = "/v1/listen",
+        tags = ["media"],
+        request_body_max_bytes = MEDIA_BODY_MAX_BYTES,
+    }]
+    async fn transcribe_deepgram(
+        rqctx: RequestContext<Self::Context>,
+        query: Query<ListenQuery>,
+        body: RawBody<ListenUrl>,
+    ) -> Result<ModelResponse<Value>, OpenAiError>;
+
+    /// Generate speech (ElevenLabs).
+    ///
+    /// ElevenLabs' `POST /v1/text-to-speech/{voice_id}`; authenticates also
+    /// with ElevenLabs' `xi-api-key: <qlaud key>`. Billed in characters
+    /// (ElevenLabs' credits: the provider's `character-cost` header),
+    /// reserved as the text's length × the model's credits per character.
+    /// The audio is streamed back as it arrives.
+    #[endpoint {
+        method = POST,
+        path = "/v1/text-to-speech/{voice_id}",
+        tags = ["media"],
+        request_body_max_bytes = SPEECH_BODY_MAX_BYTES,
+    }]
+    async fn create_elevenlabs_speech(
+        rqctx: RequestContext<Self::Context>,
+        path: Path<VoicePath>,
+        query: Query<ElevenLabsQuery>,
+        body: TypedBody<ElevenLabsSpeechRequest>,
+    ) -> Result<BinaryResponse, OpenAiError>;
+
+    /// Stream generated speech (ElevenLabs).
+    ///
+    /// ElevenLabs' `POST /v1/text-to-speech/{voice_id}/stream`, metered like
+    /// `create_elevenlabs_speech`.
+    #[endpoint {
+        method = POST,
+        path = "/v1/text-to-speech/{voice_id}/stream",
+        tags = ["media"],
+        request_body_max_bytes = SPEECH_BODY_MAX_BYTES,
+    }]
+    async fn stream_elevenlabs_speech(
+        rqctx: RequestContext<Self::Context>,
+        path: Path<VoicePath>,
+        query: Query<ElevenLabsQuery>,
+        body: TypedBody<ElevenLabsSpeechRequest>,
+    ) -> Result<BinaryResponse, OpenAiError>;
 
     /// List models.
     ///
@@ -907,5 +1030,7 @@ pub fn openapi_document() -> serde_json::Value {
              objects with `message`, `error_code` and `request_id`.",
         )
         .license_name("Apache-2.0");
-    openapi.json().expect("the OpenAPI document serializes")
+    let mut spec = openapi.json().expect("the OpenAPI document serializes");
+    media::describe(&mut spec);
+    spec
 }

@@ -34,9 +34,10 @@ impl Caller {
     }
 }
 
-/// The secret a request presents, if any. Both headers are accepted so the
-/// Anthropic (`x-api-key`) and OpenAI (`Authorization: Bearer`) clients work
-/// unchanged.
+/// The secret a request presents, if any. Each official client's own header
+/// is accepted so it works unchanged: Anthropic's `x-api-key`, OpenAI's
+/// `Authorization: Bearer`, ElevenLabs' `xi-api-key` and Deepgram's
+/// `Authorization: Token`.
 fn presented_secret(headers: &HeaderMap) -> Option<&str> {
     if let Some(v) = headers.get("x-api-key").and_then(|v| v.to_str().ok()) {
         let v = v.trim();
@@ -44,9 +45,19 @@ fn presented_secret(headers: &HeaderMap) -> Option<&str> {
             return Some(v);
         }
     }
+    // ElevenLabs' clients send `xi-api-key`.
+    if let Some(v) = headers.get("xi-api-key").and_then(|v| v.to_str().ok()) {
+        let v = v.trim();
+        if !v.is_empty() {
+            return Some(v);
+        }
+    }
     let auth = headers.get(http::header::AUTHORIZATION)?.to_str().ok()?.trim();
     let (scheme, token) = auth.split_once(' ')?;
-    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim()).filter(|t| !t.is_empty())
+    // Deepgram's clients send `Authorization: Token <key>`.
+    (scheme.eq_ignore_ascii_case("bearer") || scheme.eq_ignore_ascii_case("token"))
+        .then(|| token.trim())
+        .filter(|t| !t.is_empty())
 }
 
 /// How long a successful lookup is reused. A key changed through this

@@ -23,6 +23,10 @@ use qlaud_api::{
     CreateConversationRequest, ResponseDeleted, ResponsePath, UpdateConversationRequest,
 };
 use qlaud_api::{
+    BinaryResponse, ElevenLabsQuery, ElevenLabsSpeechRequest, ListenQuery, ListenUrl, RawBody,
+    SpeechRequest, TranscriptionForm, VoicePath,
+};
+use qlaud_api::{
     CreateThreadMessageRequest, CreateThreadRequest, Thread, ThreadDeleted, ThreadListFilter,
     ThreadMessage, ThreadMessageListFilter, ThreadMessagePageSelector, ThreadPageSelector,
     ThreadPath, UpdateThreadRequest,
@@ -456,6 +460,83 @@ impl QlaudApi for QlaudImpl {
         gateway::chat_completions(rqctx.context(), rqctx.request.headers(), body.into_inner())
             .await
             .map(ModelResponse::new)
+            .map_err(gateway::error::GatewayError::into_openai)
+    }
+
+    async fn create_transcription(
+        rqctx: RequestContext<Context>,
+        body: RawBody<TranscriptionForm>,
+    ) -> Result<ModelResponse<serde_json::Value>, OpenAiError> {
+        gateway::transcription(rqctx.context(), rqctx.request.headers(), body.body, false)
+            .await
+            .map(ModelResponse::new)
+            .map_err(gateway::error::GatewayError::into_openai)
+    }
+
+    async fn create_translation(
+        rqctx: RequestContext<Context>,
+        body: RawBody<TranscriptionForm>,
+    ) -> Result<ModelResponse<serde_json::Value>, OpenAiError> {
+        gateway::transcription(rqctx.context(), rqctx.request.headers(), body.body, true)
+            .await
+            .map(ModelResponse::new)
+            .map_err(gateway::error::GatewayError::into_openai)
+    }
+
+    async fn create_speech(
+        rqctx: RequestContext<Context>,
+        body: TypedBody<SpeechRequest>,
+    ) -> Result<BinaryResponse, OpenAiError> {
+        gateway::speech(rqctx.context(), rqctx.request.headers(), body.into_inner())
+            .await
+            .map(BinaryResponse)
+            .map_err(gateway::error::GatewayError::into_openai)
+    }
+
+    async fn transcribe_deepgram(
+        rqctx: RequestContext<Context>,
+        _query: Query<ListenQuery>,
+        body: RawBody<ListenUrl>,
+    ) -> Result<ModelResponse<serde_json::Value>, OpenAiError> {
+        let query = rqctx.request.uri().query();
+        gateway::listen(rqctx.context(), rqctx.request.headers(), query, body.body)
+            .await
+            .map(ModelResponse::new)
+            .map_err(gateway::error::GatewayError::into_openai)
+    }
+
+    async fn create_elevenlabs_speech(
+        rqctx: RequestContext<Context>,
+        path: Path<VoicePath>,
+        _query: Query<ElevenLabsQuery>,
+        body: TypedBody<ElevenLabsSpeechRequest>,
+    ) -> Result<BinaryResponse, OpenAiError> {
+        let (headers, query) = (rqctx.request.headers(), rqctx.request.uri().query());
+        let voice = path.into_inner().voice_id;
+        gateway::elevenlabs_speech(
+            rqctx.context(),
+            headers,
+            &voice,
+            query,
+            body.into_inner(),
+            false,
+        )
+        .await
+        .map(BinaryResponse)
+        .map_err(gateway::error::GatewayError::into_openai)
+    }
+
+    async fn stream_elevenlabs_speech(
+        rqctx: RequestContext<Context>,
+        path: Path<VoicePath>,
+        _query: Query<ElevenLabsQuery>,
+        body: TypedBody<ElevenLabsSpeechRequest>,
+    ) -> Result<BinaryResponse, OpenAiError> {
+        let (headers, query) = (rqctx.request.headers(), rqctx.request.uri().query());
+        let voice = path.into_inner().voice_id;
+        gateway::elevenlabs_speech(rqctx.context(), headers, &voice, query, body.into_inner(), true)
+            .await
+            .map(BinaryResponse)
             .map_err(gateway::error::GatewayError::into_openai)
     }
 

@@ -16,6 +16,7 @@ pub mod http;
 pub mod jobs;
 pub mod keys;
 mod listener;
+pub mod media;
 pub mod meter;
 pub mod metrics;
 pub mod outbound;

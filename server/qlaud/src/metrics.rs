@@ -8,8 +8,19 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use crate::store::Store;
 
 /// The endpoints requests are counted by; any other counts as `other`.
-const ENDPOINTS: [&str; 6] =
-    ["messages", "chat_completions", "responses", "embeddings", "threads", "other"];
+const ENDPOINTS: [&str; 11] = [
+    "messages",
+    "chat_completions",
+    "responses",
+    "embeddings",
+    "threads",
+    "audio_transcriptions",
+    "audio_translations",
+    "audio_speech",
+    "listen",
+    "text_to_speech",
+    "other",
+];
 
 #[derive(Default)]
 pub struct Metrics {

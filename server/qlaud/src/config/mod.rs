@@ -31,6 +31,10 @@ pub enum ProviderKind {
     OpenaiCompatible,
     /// qlaud's built-in offline model.
     Echo,
+    /// ElevenLabs' text-to-speech API (`xi-api-key`).
+    Elevenlabs,
+    /// Deepgram's speech-to-text API (`Authorization: Token`).
+    Deepgram,
 }
 
 /// What a model is called for.
@@ -42,6 +46,30 @@ pub enum ModelKind {
     Chat,
     /// `POST /v1/embeddings`.
     Embedding,
+    /// Speech to text: `POST /v1/audio/transcriptions` and `/translations`
+    /// (OpenAI), `POST /v1/listen` (Deepgram).
+    Transcription,
+    /// Text to speech: `POST /v1/audio/speech` (OpenAI),
+    /// `POST /v1/text-to-speech/{voice_id}` (ElevenLabs).
+    Speech,
+}
+
+/// Limits on uploaded media.
+#[derive(Clone, Copy, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MediaLimits {
+    /// The largest upload accepted (OpenAI's own limit: 25 MB); larger
+    /// ones are refused with 413 before the rest is read.
+    pub max_upload_bytes: u64,
+    /// The longest audio accepted, in seconds (2 hours); it also sizes the
+    /// reservation of audio qlaud cannot measure (a URL).
+    pub max_audio_seconds: u64,
+}
+
+impl Default for MediaLimits {
+    fn default() -> MediaLimits {
+        MediaLimits { max_upload_bytes: 25 * 1024 * 1024, max_audio_seconds: 2 * 3600 }
+    }
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -51,6 +79,7 @@ struct FileConfig {
     providers: BTreeMap<String, ProviderSpec>,
     #[serde(default)]
     models: BTreeMap<String, ModelSpec>,
+    media: Option<MediaLimits>,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -82,6 +111,9 @@ struct ModelSpec {
     max_output_tokens: u64,
     /// The most input tokens the model reads; bounds every reservation.
     context_window: Option<u64>,
+    /// Characters billed per character of text (ElevenLabs' credits per
+    /// character: 0.5 for its Flash and Turbo models), as a decimal.
+    credits_per_character: Option<String>,
     prices: Option<PriceSpec>,
 }
 
@@ -117,6 +149,9 @@ pub struct Model {
     pub context_window: u64,
     /// `None`: no price configured, so the model is refused.
     pub prices: Option<Prices>,
+    /// Characters billed per character of text, in millionths (1,000,000
+    /// unless the provider bills a model's characters at a discount).
+    pub credits_per_character_millionths: u64,
 }
 
 /// Every provider and model, resolved.
@@ -125,6 +160,7 @@ pub struct Catalog {
     models: HashMap<String, Arc<Model>>,
     /// Public names, sorted, for listing.
     order: Vec<String>,
+    pub media: MediaLimits,
 }
 
 impl Catalog {
@@ -139,6 +175,7 @@ impl Catalog {
                 toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
             config.providers.extend(user.providers);
             config.models.extend(user.models);
+            config.media = user.media.or(config.media);
         }
         Catalog::resolve(config, env)
     }
@@ -174,6 +211,18 @@ impl Catalog {
             let provider = providers
                 .get(&spec.provider)
                 .with_context(|| format!("model {name}: no provider named {:?}", spec.provider))?;
+            let media_only =
+                matches!(provider.kind, ProviderKind::Elevenlabs | ProviderKind::Deepgram);
+            let media = matches!(spec.kind, ModelKind::Transcription | ModelKind::Speech);
+            anyhow::ensure!(
+                !media_only || media,
+                "model {name}: provider {} serves only speech or transcription models",
+                spec.provider
+            );
+            anyhow::ensure!(
+                !media || provider.kind != ProviderKind::Echo,
+                "model {name}: the echo provider serves no media models"
+            );
             anyhow::ensure!(
                 spec.kind != ModelKind::Chat || spec.max_output_tokens > 0,
                 "model {name}: a chat model needs max_output_tokens"
@@ -183,7 +232,17 @@ impl Catalog {
                 .map(|p| resolve_prices(p, provider.kind, spec.kind))
                 .transpose()
                 .with_context(|| format!("model {name}: prices"))?;
+            let credits = match &spec.credits_per_character {
+                None => 1_000_000,
+                Some(v) => Usd::parse_decimal(v)
+                    .map(Usd::micros)
+                    .map_err(|e| anyhow::anyhow!("model {name}: credits_per_character {e}"))?
+                    .try_into()
+                    .unwrap_or(0),
+            };
+            anyhow::ensure!(credits > 0, "model {name}: credits_per_character must be positive");
             let model = Model {
+                credits_per_character_millionths: credits,
                 display_name: spec.display_name.unwrap_or_else(|| name.clone()),
                 upstream: spec.upstream.unwrap_or_else(|| name.clone()),
                 kind: spec.kind,
@@ -197,7 +256,7 @@ impl Catalog {
         }
         let mut order: Vec<String> = models.keys().cloned().collect();
         order.sort();
-        Ok(Catalog { models, order })
+        Ok(Catalog { models, order, media: config.media.unwrap_or_default() })
     }
 
     pub fn model(&self, name: &str) -> Option<&Arc<Model>> {
@@ -252,6 +311,12 @@ fn resolve_prices(
     let needed: &[Unit] = match kind {
         ModelKind::Chat => &[Unit::INPUT_TOKENS, Unit::OUTPUT_TOKENS],
         ModelKind::Embedding => &[Unit::INPUT_TOKENS],
+        // Media models are billed in units of their own (audio seconds,
+        // characters, audio tokens): any, but at least one.
+        ModelKind::Transcription | ModelKind::Speech => {
+            anyhow::ensure!(!prices.is_empty(), "a media model needs at least one price");
+            &[]
+        }
     };
     if tokens {
         for unit in needed {

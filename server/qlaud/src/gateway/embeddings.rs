@@ -56,6 +56,7 @@ pub async fn embeddings_as(
         max_output: 0,
         choices: 1,
         extra_output: 0,
+        units: Default::default(),
     };
     let mut call =
         Call::admit(ctx, caller, model.clone(), Shape::Embeddings, false, started, &estimate)

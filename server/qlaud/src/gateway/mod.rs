@@ -6,6 +6,7 @@
 //! limits, usage) and forwards everything else untouched, stream events byte
 //! for byte except the few it annotates with cost.
 
+mod audio;
 pub mod count_tokens;
 mod echo;
 mod embeddings;
@@ -17,6 +18,7 @@ mod stream;
 
 pub use crate::dialects::Shape;
 use crate::dialects::{self, ClientEncoder};
+pub use audio::{elevenlabs_speech, listen, speech, transcription};
 pub use embeddings::{embeddings, embeddings_as};
 pub use responses::{create as responses, create_as as responses_as};
 use stream::{Translator, stream};
@@ -70,6 +72,14 @@ impl Gateway {
                     "a chat model: call it through /v1/messages or /v1/chat/completions"
                 }
                 ModelKind::Embedding => "an embedding model: call it through /v1/embeddings",
+                ModelKind::Transcription => {
+                    "a speech-to-text model: call it through /v1/audio/transcriptions (or \
+                     /v1/listen for Deepgram's)"
+                }
+                ModelKind::Speech => {
+                    "a text-to-speech model: call it through /v1/audio/speech (or \
+                     /v1/text-to-speech/{voice_id} for ElevenLabs')"
+                }
             };
             return Err(GatewayError::bad_request(format!("model {name:?} is {what}"))
                 .with_code("model_not_supported"));
@@ -151,6 +161,21 @@ impl Call {
         Ok(Call { metered, shape, keep: None })
     }
 
+    /// A media call: metered under its own endpoint; its errors are in
+    /// OpenAI's shape, its answers JSON or binary.
+    async fn admit_media(
+        ctx: &Context,
+        caller: Caller,
+        model: Arc<Model>,
+        endpoint: crate::meter::Endpoint,
+        started: Instant,
+        estimate: &Estimate,
+    ) -> Result<Call, GatewayError> {
+        let metered =
+            Metered::admit(&ctx.meter, &caller, model, endpoint, false, started, estimate).await?;
+        Ok(Call { metered, shape: Shape::Embeddings, keep: None })
+    }
+
     fn model(&self) -> &Arc<Model> {
         &self.metered.model
     }
@@ -205,6 +230,7 @@ fn pass_through_estimate(
         max_output,
         choices: choices(extra)?,
         extra_output: estimate::extra_output(extra),
+        units: Default::default(),
     })
 }
 
@@ -212,7 +238,7 @@ fn pass_through_estimate(
 /// carry no multipliers.
 fn translation_estimate(model: &Model, body: &Value, max_output: u64) -> Estimate {
     let prompt_tokens = PromptBound::body(body).finish(model.context_window);
-    Estimate { prompt_tokens, max_output, choices: 1, extra_output: 0 }
+    Estimate { prompt_tokens, max_output, choices: 1, extra_output: 0, units: Default::default() }
 }
 
 /// Where a request goes once its caller and model are known.

@@ -15,7 +15,7 @@ use crate::config::Model;
 use crate::error::Result;
 use crate::metrics::Metrics;
 use crate::store::Store;
-use crate::units::Quantities;
+use crate::units::{Quantities, Unit};
 
 /// What metering needs of the server: the store, the settlement queue, the
 /// billing clock, and where settlements and refusals are reported.
@@ -123,6 +123,27 @@ impl Metered {
     /// and the gap is logged and counted for the operator.
     pub async fn settle(&mut self, status: u16, usage: Usage) -> i64 {
         let quantities = super::quantities(&usage);
+        self.settle_at(status, usage, quantities).await
+    }
+
+    /// Settles the call at `used`, in whatever units the provider reported
+    /// (audio seconds, characters, tokens, …); the request itself is
+    /// counted as for every call. The same rules as [`Metered::settle`].
+    pub async fn settle_units(&mut self, status: u16, used: Quantities) -> i64 {
+        let mut quantities = used;
+        // A call always counts as one request; that fits beside the others
+        // as the model's prices bound how many units it carries.
+        let _ = quantities.set(Unit::REQUESTS, 1);
+        let usage = Usage {
+            input_tokens: used.get(Unit::INPUT_TOKENS).unwrap_or(0),
+            output_tokens: used.get(Unit::OUTPUT_TOKENS).unwrap_or(0),
+            cache_read_tokens: used.get(Unit::CACHE_READ_TOKENS).unwrap_or(0),
+            cache_write_tokens: used.get(Unit::CACHE_WRITE_TOKENS).unwrap_or(0),
+        };
+        self.settle_at(status, usage, quantities).await
+    }
+
+    async fn settle_at(&mut self, status: u16, usage: Usage, quantities: Quantities) -> i64 {
         let mut cost = RequestRecord::cost_for(&self.model, &quantities);
         if cost > self.admission.reserved_micros {
             let over = cost - self.admission.reserved_micros;

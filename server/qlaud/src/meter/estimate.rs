@@ -20,6 +20,8 @@
 
 use serde_json::{Map, Value};
 
+use crate::units::Quantities;
+
 /// Tokens counted per image, whatever its size: above what Anthropic
 /// (about 1,600 for the largest it accepts) or OpenAI (at most 1,536
 /// patches, about 1,800 with high-detail tiles) bills for one image.
@@ -70,6 +72,9 @@ pub struct Estimate {
     pub choices: u64,
     /// Output tokens per choice billed beyond `max_output`.
     pub extra_output: u64,
+    /// The worst case in every other unit the call can be billed in (audio
+    /// seconds, characters, …), reserved as it is: these are never clamped.
+    pub units: Quantities,
 }
 
 impl Estimate {
@@ -401,7 +406,13 @@ mod tests {
         let f = json!({"prediction": {"type": "content", "content": "x".repeat(500)}});
         let extra = extra_output(f.as_object().unwrap());
         assert!(extra >= 500, "{extra}");
-        let e = Estimate { prompt_tokens: 0, max_output: 100, choices: 3, extra_output: extra };
+        let e = Estimate {
+            prompt_tokens: 0,
+            max_output: 100,
+            choices: 3,
+            extra_output: extra,
+            units: Quantities::default(),
+        };
         assert_eq!(e.output_tokens(100), 3 * (100 + extra));
     }
 }

@@ -50,9 +50,18 @@ fn worst_case(p: &Prices, e: &Estimate, per_choice: u64) -> i64 {
     i64::try_from((pico + 999_999) / 1_000_000).unwrap_or(i64::MAX)
 }
 
-/// What a call costs before any output, in pico-dollars.
+/// What a call costs before any output, in pico-dollars: its prompt, the
+/// request itself, and its worst case in every other unit.
 fn fixed_pico(p: &Prices, e: &Estimate) -> i128 {
-    i128::from(e.prompt_tokens) * i128::from(p.dearest_input()) + i128::from(p.of(Unit::REQUESTS))
+    let units: i128 = e
+        .units
+        .iter()
+        .filter(|(u, _)| *u != Unit::REQUESTS)
+        .map(|(u, n)| i128::from(n) * i128::from(p.of(u)))
+        .sum();
+    i128::from(e.prompt_tokens) * i128::from(p.dearest_input())
+        + i128::from(p.of(Unit::REQUESTS))
+        + units
 }
 
 /// The largest output limit per choice that `remaining` micro-dollars pay
@@ -172,8 +181,12 @@ pub async fn admit(
             continue;
         }
         let Some(cap) = state.cap_micros else { continue };
-        let fits = affordable(&prices, estimate, cap - state.committed_micros).min(max_output);
-        if fits < MIN_OUTPUT_TOKENS.min(max_output) {
+        let remaining = cap - state.committed_micros;
+        let fits = affordable(&prices, estimate, remaining).min(max_output);
+        // A call without output tokens (audio, characters) is all fixed
+        // cost: it fits whole or not at all.
+        let fixed_fits = i128::from(remaining.max(0)) * 1_000_000 >= fixed_pico(&prices, estimate);
+        if !fixed_fits || fits < MIN_OUTPUT_TOKENS.min(max_output) {
             // The 100 % alert: settled spend leaves no room, not merely
             // requests in flight holding it.
             if state.reserved_micros == 0 {
@@ -241,6 +254,7 @@ mod tests {
                         max_output: u64::MAX,
                         choices,
                         extra_output: extra,
+                        units: Default::default(),
                     };
                     let n = affordable(&p, &e, remaining);
                     if n > 0 && n < u64::MAX {

@@ -81,6 +81,16 @@ pub enum Endpoint {
     Responses,
     /// A model round of a thread turn.
     Threads,
+    /// `POST /v1/audio/transcriptions`.
+    Transcriptions,
+    /// `POST /v1/audio/translations`.
+    Translations,
+    /// `POST /v1/audio/speech`.
+    Speech,
+    /// Deepgram's `POST /v1/listen`.
+    Listen,
+    /// ElevenLabs' `POST /v1/text-to-speech/{voice_id}[/stream]`.
+    TextToSpeech,
     /// A name this version does not know (written by a newer one), kept
     /// as it was.
     Other(String),
@@ -94,6 +104,11 @@ impl Endpoint {
             Endpoint::Embeddings => "embeddings",
             Endpoint::Responses => "responses",
             Endpoint::Threads => "threads",
+            Endpoint::Transcriptions => "audio_transcriptions",
+            Endpoint::Translations => "audio_translations",
+            Endpoint::Speech => "audio_speech",
+            Endpoint::Listen => "listen",
+            Endpoint::TextToSpeech => "text_to_speech",
             Endpoint::Other(name) => name,
         }
     }
@@ -105,6 +120,11 @@ impl Endpoint {
             "embeddings" => Endpoint::Embeddings,
             "responses" => Endpoint::Responses,
             "threads" => Endpoint::Threads,
+            "audio_transcriptions" => Endpoint::Transcriptions,
+            "audio_translations" => Endpoint::Translations,
+            "audio_speech" => Endpoint::Speech,
+            "listen" => Endpoint::Listen,
+            "text_to_speech" => Endpoint::TextToSpeech,
             other => Endpoint::Other(other.to_string()),
         }
     }

@@ -6,7 +6,9 @@
 //! Adding a provider is one module here and one arm in [`chat`].
 
 pub mod anthropic;
+pub mod deepgram;
 pub mod echo;
+pub mod elevenlabs;
 pub mod ir;
 pub mod openai;
 
@@ -54,7 +56,9 @@ pub fn chat(kind: ProviderKind) -> Option<&'static dyn ChatProvider> {
         ProviderKind::Anthropic => Some(&anthropic::Anthropic),
         ProviderKind::Openai => Some(&openai::OPENAI),
         ProviderKind::OpenaiCompatible => Some(&openai::COMPATIBLE),
-        ProviderKind::Echo => None,
+        // Media-only providers serve no chat model (configuration refuses
+        // one), so this arm is never reached for a chat call.
+        ProviderKind::Echo | ProviderKind::Elevenlabs | ProviderKind::Deepgram => None,
     }
 }
 

@@ -151,6 +151,7 @@ async fn passthrough(
         max_output: wanted,
         choices: choices(&req.extra)?,
         extra_output: estimate::extra_output(&req.extra),
+        units: Default::default(),
     };
     let mut call = route.admit(streamed, &estimate).await?;
     req.max_output_tokens = Some(call.admission().max_output_tokens);

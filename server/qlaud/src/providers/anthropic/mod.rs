@@ -263,6 +263,7 @@ mod tests {
             max_output_tokens: 100,
             context_window: 1000,
             prices: None,
+            credits_per_character_millionths: 1_000_000,
         }
     }
 

@@ -320,3 +320,31 @@ mod tests {
         assert!(!super::memchr_usage(br#"data: {"content":"usage"}"#));
     }
 }
+
+/// The upstream audio request (`audio/transcriptions`, `audio/translations`)
+/// carrying `form`.
+pub fn audio_form_request(
+    http: &reqwest::Client,
+    model: &Model,
+    path: &str,
+    form: reqwest::multipart::Form,
+) -> Result<reqwest::RequestBuilder, GatewayError> {
+    let key = api_key(model)?;
+    Ok(http.post(format!("{}/{path}", model.provider.base_url)).bearer_auth(key).multipart(form))
+}
+
+/// The upstream `audio/speech` request for `body` (OpenAI's shape).
+pub fn speech_request(
+    http: &reqwest::Client,
+    model: &Model,
+    body: Vec<u8>,
+) -> Result<reqwest::RequestBuilder, GatewayError> {
+    post(http, model, "audio/speech", body)
+}
+
+fn api_key(model: &Model) -> Result<&str, GatewayError> {
+    let provider = &model.provider;
+    provider.api_key.as_deref().ok_or_else(|| {
+        GatewayError::new(502, format!("provider {} has no API key configured", provider.name))
+    })
+}
