@@ -130,6 +130,7 @@ impl Core {
             Output::Stream(events) => {
                 Ok(Py::new(py, Stream::new(self.clone(), events))?.into_any())
             }
+            Output::Bytes(b) => Ok(pyo3::types::PyBytes::new(py, &b).into_any().unbind()),
         }
     }
 
@@ -145,6 +146,7 @@ impl Core {
             Python::attach(|py| match out {
                 Output::Json(v) => crate::convert::to_py(py, &v),
                 Output::Stream(events) => Ok(Py::new(py, AsyncStream::new(events))?.into_any()),
+                Output::Bytes(b) => Ok(pyo3::types::PyBytes::new(py, &b).into_any().unbind()),
             })
         })
     }

@@ -13,6 +13,8 @@ pub enum Output {
     Json(Value),
     /// A model stream that has started.
     Stream(qlaud::EventStream),
+    /// A binary answer (audio), read whole.
+    Bytes(Vec<u8>),
 }
 
 /// Why a call failed.

@@ -411,6 +411,20 @@ pub mod types {
             Default::default()
         }
     }
+    ///`POST /v1/text-to-speech/{voice_id}[/stream]`: ElevenLabs' request. Fields qlaud does not know pass to the provider unchanged.
+    #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, PartialEq)]
+    pub struct ElevenLabsSpeechRequest {
+        ///The model's public name in qlaud (default `eleven_multilingual_v2`).
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub model_id: ::std::option::Option<::std::string::String>,
+        ///The text to speak.
+        pub text: ::std::string::String,
+    }
+    impl ElevenLabsSpeechRequest {
+        pub fn builder() -> builder::ElevenLabsSpeechRequest {
+            Default::default()
+        }
+    }
     ///An answer of `POST /v1/embeddings`, in OpenAI's shape.
     #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, PartialEq)]
     pub struct EmbeddingList {
@@ -1049,6 +1063,17 @@ pub mod types {
     }
     impl KeyWithSecret {
         pub fn builder() -> builder::KeyWithSecret {
+            Default::default()
+        }
+    }
+    ///`POST /v1/listen` with a JSON body: audio fetched by Deepgram from a URL.
+    #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, PartialEq)]
+    pub struct ListenUrl {
+        ///Where Deepgram fetches the audio.
+        pub url: ::std::string::String,
+    }
+    impl ListenUrl {
+        pub fn builder() -> builder::ListenUrl {
             Default::default()
         }
     }
@@ -1754,6 +1779,24 @@ pub mod types {
             value.parse()
         }
     }
+    ///`POST /v1/audio/speech`: OpenAI's request. Fields qlaud does not know pass to the provider unchanged.
+    #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, PartialEq)]
+    pub struct SpeechRequest {
+        ///The text to speak (at most 4,096 characters).
+        pub input: ::std::string::String,
+        ///A speech model's public name in qlaud (`tts-1`, `tts-1-hd`, `gpt-4o-mini-tts`).
+        pub model: ::std::string::String,
+        ///`mp3` (default), `opus`, `aac`, `flac`, `wav` or `pcm`.
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub response_format: ::std::option::Option<::std::string::String>,
+        ///The voice (`alloy`, `echo`, …).
+        pub voice: ::serde_json::Value,
+    }
+    impl SpeechRequest {
+        pub fn builder() -> builder::SpeechRequest {
+            Default::default()
+        }
+    }
     ///One push run's outcome for one tenant.
     #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, PartialEq)]
     pub struct StripePushRun {
@@ -1974,6 +2017,30 @@ pub mod types {
     }
     impl ToolResultsPage {
         pub fn builder() -> builder::ToolResultsPage {
+            Default::default()
+        }
+    }
+    ///`POST /v1/audio/transcriptions` and `/translations`: OpenAI's form. Parts qlaud does not name pass to the provider unchanged.
+    #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, PartialEq)]
+    pub struct TranscriptionForm {
+        ///The audio file: WAV, MP3, M4A (MP4), OGG, FLAC or WebM; at most the configured upload limit (25 MB) and audio length (2 hours).
+        pub file: ::std::string::String,
+        ///The audio's language (ISO-639-1); transcriptions only.
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub language: ::std::option::Option<::std::string::String>,
+        ///A transcription model's public name in qlaud (`whisper-1`, `gpt-4o-transcribe`, `gpt-4o-mini-transcribe`).
+        pub model: ::std::string::String,
+        ///Text to guide the model's style; billed as input tokens by the token-billed models.
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub prompt: ::std::option::Option<::std::string::String>,
+        ///`json` (default), `text`, `srt`, `verbose_json` or `vtt`.
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub response_format: ::std::option::Option<::std::string::String>,
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub temperature: ::std::option::Option<f64>,
+    }
+    impl TranscriptionForm {
+        pub fn builder() -> builder::TranscriptionForm {
             Default::default()
         }
     }
@@ -4368,6 +4435,69 @@ Every call qlaud makes to a URL the tenant gave it (spend alerts, tool and job w
             }
         }
         #[derive(Clone, Debug)]
+        pub struct ElevenLabsSpeechRequest {
+            model_id: ::std::result::Result<
+                ::std::option::Option<::std::string::String>,
+                ::std::string::String,
+            >,
+            text: ::std::result::Result<::std::string::String, ::std::string::String>,
+        }
+        impl ::std::default::Default for ElevenLabsSpeechRequest {
+            fn default() -> Self {
+                Self {
+                    model_id: Ok(Default::default()),
+                    text: Err("no value supplied for text".to_string()),
+                }
+            }
+        }
+        impl ElevenLabsSpeechRequest {
+            pub fn model_id<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::option::Option<::std::string::String>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.model_id = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for model_id: {e}")
+                    });
+                self
+            }
+            pub fn text<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::string::String>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.text = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for text: {e}")
+                    });
+                self
+            }
+        }
+        impl ::std::convert::TryFrom<ElevenLabsSpeechRequest>
+        for super::ElevenLabsSpeechRequest {
+            type Error = super::error::ConversionError;
+            fn try_from(
+                value: ElevenLabsSpeechRequest,
+            ) -> ::std::result::Result<Self, super::error::ConversionError> {
+                Ok(Self {
+                    model_id: value.model_id?,
+                    text: value.text?,
+                })
+            }
+        }
+        impl ::std::convert::From<super::ElevenLabsSpeechRequest>
+        for ElevenLabsSpeechRequest {
+            fn from(value: super::ElevenLabsSpeechRequest) -> Self {
+                Self {
+                    model_id: Ok(value.model_id),
+                    text: Ok(value.text),
+                }
+            }
+        }
+        #[derive(Clone, Debug)]
         pub struct EmbeddingList {
             data: ::std::result::Result<
                 ::std::vec::Vec<::serde_json::Value>,
@@ -6550,6 +6680,44 @@ Every call qlaud makes to a URL the tenant gave it (spend alerts, tool and job w
                     suspended_at: Ok(value.suspended_at),
                     updated_at: Ok(value.updated_at),
                 }
+            }
+        }
+        #[derive(Clone, Debug)]
+        pub struct ListenUrl {
+            url: ::std::result::Result<::std::string::String, ::std::string::String>,
+        }
+        impl ::std::default::Default for ListenUrl {
+            fn default() -> Self {
+                Self {
+                    url: Err("no value supplied for url".to_string()),
+                }
+            }
+        }
+        impl ListenUrl {
+            pub fn url<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::string::String>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.url = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for url: {e}")
+                    });
+                self
+            }
+        }
+        impl ::std::convert::TryFrom<ListenUrl> for super::ListenUrl {
+            type Error = super::error::ConversionError;
+            fn try_from(
+                value: ListenUrl,
+            ) -> ::std::result::Result<Self, super::error::ConversionError> {
+                Ok(Self { url: value.url? })
+            }
+        }
+        impl ::std::convert::From<super::ListenUrl> for ListenUrl {
+            fn from(value: super::ListenUrl) -> Self {
+                Self { url: Ok(value.url) }
             }
         }
         #[derive(Clone, Debug)]
@@ -9180,6 +9348,101 @@ Every call qlaud makes to a URL the tenant gave it (spend alerts, tool and job w
             }
         }
         #[derive(Clone, Debug)]
+        pub struct SpeechRequest {
+            input: ::std::result::Result<::std::string::String, ::std::string::String>,
+            model: ::std::result::Result<::std::string::String, ::std::string::String>,
+            response_format: ::std::result::Result<
+                ::std::option::Option<::std::string::String>,
+                ::std::string::String,
+            >,
+            voice: ::std::result::Result<::serde_json::Value, ::std::string::String>,
+        }
+        impl ::std::default::Default for SpeechRequest {
+            fn default() -> Self {
+                Self {
+                    input: Err("no value supplied for input".to_string()),
+                    model: Err("no value supplied for model".to_string()),
+                    response_format: Ok(Default::default()),
+                    voice: Err("no value supplied for voice".to_string()),
+                }
+            }
+        }
+        impl SpeechRequest {
+            pub fn input<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::string::String>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.input = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for input: {e}")
+                    });
+                self
+            }
+            pub fn model<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::string::String>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.model = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for model: {e}")
+                    });
+                self
+            }
+            pub fn response_format<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::option::Option<::std::string::String>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.response_format = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!(
+                            "error converting supplied value for response_format: {e}"
+                        )
+                    });
+                self
+            }
+            pub fn voice<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::serde_json::Value>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.voice = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for voice: {e}")
+                    });
+                self
+            }
+        }
+        impl ::std::convert::TryFrom<SpeechRequest> for super::SpeechRequest {
+            type Error = super::error::ConversionError;
+            fn try_from(
+                value: SpeechRequest,
+            ) -> ::std::result::Result<Self, super::error::ConversionError> {
+                Ok(Self {
+                    input: value.input?,
+                    model: value.model?,
+                    response_format: value.response_format?,
+                    voice: value.voice?,
+                })
+            }
+        }
+        impl ::std::convert::From<super::SpeechRequest> for SpeechRequest {
+            fn from(value: super::SpeechRequest) -> Self {
+                Self {
+                    input: Ok(value.input),
+                    model: Ok(value.model),
+                    response_format: Ok(value.response_format),
+                    voice: Ok(value.voice),
+                }
+            }
+        }
+        #[derive(Clone, Debug)]
         pub struct StripePushRun {
             already_sent: ::std::result::Result<i64, ::std::string::String>,
             at: ::std::result::Result<
@@ -10403,6 +10666,142 @@ Every call qlaud makes to a URL the tenant gave it (spend alerts, tool and job w
                 Self {
                     items: Ok(value.items),
                     next_page: Ok(value.next_page),
+                }
+            }
+        }
+        #[derive(Clone, Debug)]
+        pub struct TranscriptionForm {
+            file: ::std::result::Result<::std::string::String, ::std::string::String>,
+            language: ::std::result::Result<
+                ::std::option::Option<::std::string::String>,
+                ::std::string::String,
+            >,
+            model: ::std::result::Result<::std::string::String, ::std::string::String>,
+            prompt: ::std::result::Result<
+                ::std::option::Option<::std::string::String>,
+                ::std::string::String,
+            >,
+            response_format: ::std::result::Result<
+                ::std::option::Option<::std::string::String>,
+                ::std::string::String,
+            >,
+            temperature: ::std::result::Result<
+                ::std::option::Option<f64>,
+                ::std::string::String,
+            >,
+        }
+        impl ::std::default::Default for TranscriptionForm {
+            fn default() -> Self {
+                Self {
+                    file: Err("no value supplied for file".to_string()),
+                    language: Ok(Default::default()),
+                    model: Err("no value supplied for model".to_string()),
+                    prompt: Ok(Default::default()),
+                    response_format: Ok(Default::default()),
+                    temperature: Ok(Default::default()),
+                }
+            }
+        }
+        impl TranscriptionForm {
+            pub fn file<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::string::String>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.file = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for file: {e}")
+                    });
+                self
+            }
+            pub fn language<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::option::Option<::std::string::String>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.language = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for language: {e}")
+                    });
+                self
+            }
+            pub fn model<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::string::String>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.model = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for model: {e}")
+                    });
+                self
+            }
+            pub fn prompt<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::option::Option<::std::string::String>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.prompt = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for prompt: {e}")
+                    });
+                self
+            }
+            pub fn response_format<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::option::Option<::std::string::String>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.response_format = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!(
+                            "error converting supplied value for response_format: {e}"
+                        )
+                    });
+                self
+            }
+            pub fn temperature<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::option::Option<f64>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.temperature = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for temperature: {e}")
+                    });
+                self
+            }
+        }
+        impl ::std::convert::TryFrom<TranscriptionForm> for super::TranscriptionForm {
+            type Error = super::error::ConversionError;
+            fn try_from(
+                value: TranscriptionForm,
+            ) -> ::std::result::Result<Self, super::error::ConversionError> {
+                Ok(Self {
+                    file: value.file?,
+                    language: value.language?,
+                    model: value.model?,
+                    prompt: value.prompt?,
+                    response_format: value.response_format?,
+                    temperature: value.temperature?,
+                })
+            }
+        }
+        impl ::std::convert::From<super::TranscriptionForm> for TranscriptionForm {
+            fn from(value: super::TranscriptionForm) -> Self {
+                Self {
+                    file: Ok(value.file),
+                    language: Ok(value.language),
+                    model: Ok(value.model),
+                    prompt: Ok(value.prompt),
+                    response_format: Ok(value.response_format),
+                    temperature: Ok(value.temperature),
                 }
             }
         }

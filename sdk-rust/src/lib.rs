@@ -32,6 +32,7 @@ mod generated;
 
 mod events;
 mod jobs;
+mod media;
 mod raw;
 mod retry;
 
@@ -49,6 +50,7 @@ pub use events::{
     ResponseEvent,
 };
 pub use generated::{ByteStream, ClientInfo, Error, ResponseValue, builder, types};
+pub use media::{AudioFile, AudioStream};
 /// Percent-encodes one path segment (an id) for [`Client::request_json`].
 pub use progenitor_client::encode_path;
 pub use raw::{EventStream, RawError, SseEvent};

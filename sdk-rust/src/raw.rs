@@ -230,7 +230,10 @@ impl Client {
         read_json(self.send(request).await?).await
     }
 
-    async fn send(&self, request: reqwest::RequestBuilder) -> Result<reqwest::Response, RawError> {
+    pub(crate) async fn send(
+        &self,
+        request: reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response, RawError> {
         let request = request.build().map_err(RawError::Http)?;
         self.retry_policy().execute(self.inner.client(), request).await.map_err(RawError::Http)
     }
@@ -275,14 +278,14 @@ impl Client {
 }
 
 /// The JSON body of a success, or the error in the endpoint's shape.
-async fn read_json(resp: reqwest::Response) -> Result<serde_json::Value, RawError> {
+pub(crate) async fn read_json(resp: reqwest::Response) -> Result<serde_json::Value, RawError> {
     if !resp.status().is_success() {
         return Err(error_status(resp).await);
     }
     resp.json().await.map_err(RawError::Http)
 }
 
-async fn error_status(resp: reqwest::Response) -> RawError {
+pub(crate) async fn error_status(resp: reqwest::Response) -> RawError {
     let status = resp.status().as_u16();
     let text = resp.text().await.unwrap_or_default();
     // A proxy's HTML error page is kept as a string rather than lost.

@@ -87,9 +87,29 @@ fn expected_files() -> anyhow::Result<Vec<(&'static str, String)>> {
     Ok(files)
 }
 
+/// The spec without the media operations, whose multipart and binary
+/// bodies progenitor cannot generate: the SDK hand-writes them
+/// (`sdk-rust/src/media.rs`).
+fn without_media(spec: &serde_json::Value) -> serde_json::Value {
+    let mut spec = spec.clone();
+    if let Some(paths) = spec["paths"].as_object_mut() {
+        for item in paths.values_mut() {
+            if let Some(ops) = item.as_object_mut() {
+                ops.retain(|_, op| {
+                    !op["operationId"]
+                        .as_str()
+                        .is_some_and(|id| qlaud_api::MEDIA_OPERATIONS.contains(&id))
+                });
+            }
+        }
+        paths.retain(|_, item| item.as_object().is_some_and(|o| !o.is_empty()));
+    }
+    spec
+}
+
 fn rust_sdk(spec: &serde_json::Value) -> anyhow::Result<String> {
     let spec: openapiv3::OpenAPI =
-        serde_json::from_value(spec.clone()).context("the spec is not OpenAPI 3.0")?;
+        serde_json::from_value(without_media(spec)).context("the spec is not OpenAPI 3.0")?;
     let mut settings = progenitor::GenerationSettings::default();
     settings
         .with_interface(progenitor::InterfaceStyle::Builder)
@@ -204,6 +224,14 @@ mod tests {
         let edited = stub.replacen("    def get_key(", "    def get_a_key(", 1);
         let problems = stubs::drift(&src, &edited).unwrap();
         assert!(problems.iter().any(|p| p.contains("Client.get_key")), "{problems:?}");
+    }
+
+    #[test]
+    fn every_media_operation_has_a_hand_written_rust_method() {
+        let src = std::fs::read_to_string(workspace_root().join("sdk-rust/src/media.rs")).unwrap();
+        for id in qlaud_api::MEDIA_OPERATIONS {
+            assert!(src.contains(&format!("pub async fn {id}(")), "sdk-rust lacks {id}");
+        }
     }
 
     #[test]

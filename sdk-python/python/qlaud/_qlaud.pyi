@@ -27,6 +27,7 @@ from qlaud.types import (
     CreateToolRequest,
     DayModelUsage,
     DayUsage,
+    ElevenLabsSpeechRequest,
     EmbeddingList,
     EmbeddingRequest,
     EmbeddingUsage,
@@ -46,6 +47,7 @@ from qlaud.types import (
     KeyStatus,
     KeyUsage,
     KeyWithSecret,
+    ListenUrl,
     Message,
     MessageRole,
     MessageTokensCount,
@@ -71,6 +73,7 @@ from qlaud.types import (
     ResponsesRequest,
     ResponsesUsage,
     SortDirection,
+    SpeechRequest,
     StripePushRun,
     StripePushState,
     StripeWebhookResult,
@@ -82,6 +85,7 @@ from qlaud.types import (
     Tool,
     ToolDeleted,
     ToolResultsPage,
+    TranscriptionForm,
     Truncation,
     UpdateConversationRequest,
     UpdateKeyRequest,
@@ -176,6 +180,53 @@ class Client:
     def __enter__(self) -> Self: ...
     def __exit__(self, *_args: object) -> None: ...
     def __repr__(self) -> str: ...
+    # Media (hand-written: multipart and binary bodies).
+    def create_transcription(
+        self, *, file: bytes, model: str, filename: str = "audio.wav", **fields: Any
+    ) -> dict[str, Any] | str:
+        """Transcribe audio (OpenAI Audio API): `file` (WAV, MP3, M4A, OGG, FLAC, WebM) and
+        any other form field (`response_format`, `language`, `prompt`, …).
+
+        `POST /v1/audio/transcriptions`
+        """
+    def create_translation(
+        self, *, file: bytes, model: str, filename: str = "audio.wav", **fields: Any
+    ) -> dict[str, Any] | str:
+        """Translate audio into English (OpenAI Audio API).
+
+        `POST /v1/audio/translations`
+        """
+    def create_speech(self, **body: Any) -> bytes:
+        """Generate speech (OpenAI Audio API: `model`, `input`, `voice`, …): the audio.
+
+        `POST /v1/audio/speech`
+        """
+    def transcribe_deepgram(
+        self,
+        *,
+        audio: bytes | None = None,
+        url: str | None = None,
+        content_type: str = "application/octet-stream",
+        **query: Any,
+    ) -> dict[str, Any]:
+        """Transcribe audio (Deepgram): raw `audio` or a `url`; `model` and options as keywords.
+
+        `POST /v1/listen`
+        """
+    def create_elevenlabs_speech(
+        self, voice_id: str, *, query: dict[str, Any] | None = None, **body: Any
+    ) -> bytes:
+        """Generate speech (ElevenLabs: `text`, `model_id`, …): the audio.
+
+        `POST /v1/text-to-speech/{voice_id}`
+        """
+    def stream_elevenlabs_speech(
+        self, voice_id: str, *, query: dict[str, Any] | None = None, **body: Any
+    ) -> bytes:
+        """Stream generated speech (ElevenLabs): the audio.
+
+        `POST /v1/text-to-speech/{voice_id}/stream`
+        """
     def cancel_job(
         self,
         job_id: str,
@@ -1356,6 +1407,53 @@ class AsyncClient:
     async def __aenter__(self) -> Self: ...
     async def __aexit__(self, *_args: object) -> None: ...
     def __repr__(self) -> str: ...
+    # Media (hand-written: multipart and binary bodies).
+    async def create_transcription(
+        self, *, file: bytes, model: str, filename: str = "audio.wav", **fields: Any
+    ) -> dict[str, Any] | str:
+        """Transcribe audio (OpenAI Audio API): `file` (WAV, MP3, M4A, OGG, FLAC, WebM) and
+        any other form field (`response_format`, `language`, `prompt`, …).
+
+        `POST /v1/audio/transcriptions`
+        """
+    async def create_translation(
+        self, *, file: bytes, model: str, filename: str = "audio.wav", **fields: Any
+    ) -> dict[str, Any] | str:
+        """Translate audio into English (OpenAI Audio API).
+
+        `POST /v1/audio/translations`
+        """
+    async def create_speech(self, **body: Any) -> bytes:
+        """Generate speech (OpenAI Audio API: `model`, `input`, `voice`, …): the audio.
+
+        `POST /v1/audio/speech`
+        """
+    async def transcribe_deepgram(
+        self,
+        *,
+        audio: bytes | None = None,
+        url: str | None = None,
+        content_type: str = "application/octet-stream",
+        **query: Any,
+    ) -> dict[str, Any]:
+        """Transcribe audio (Deepgram): raw `audio` or a `url`; `model` and options as keywords.
+
+        `POST /v1/listen`
+        """
+    async def create_elevenlabs_speech(
+        self, voice_id: str, *, query: dict[str, Any] | None = None, **body: Any
+    ) -> bytes:
+        """Generate speech (ElevenLabs: `text`, `model_id`, …): the audio.
+
+        `POST /v1/text-to-speech/{voice_id}`
+        """
+    async def stream_elevenlabs_speech(
+        self, voice_id: str, *, query: dict[str, Any] | None = None, **body: Any
+    ) -> bytes:
+        """Stream generated speech (ElevenLabs): the audio.
+
+        `POST /v1/text-to-speech/{voice_id}/stream`
+        """
     async def cancel_job(
         self,
         job_id: str,

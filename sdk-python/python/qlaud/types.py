@@ -36,6 +36,7 @@ __all__ = [
     "CreateToolRequest",
     "DayModelUsage",
     "DayUsage",
+    "ElevenLabsSpeechRequest",
     "EmbeddingList",
     "EmbeddingRequest",
     "EmbeddingUsage",
@@ -55,6 +56,7 @@ __all__ = [
     "KeyStatus",
     "KeyUsage",
     "KeyWithSecret",
+    "ListenUrl",
     "Message",
     "MessageRole",
     "MessageTokensCount",
@@ -80,6 +82,7 @@ __all__ = [
     "ResponsesRequest",
     "ResponsesUsage",
     "SortDirection",
+    "SpeechRequest",
     "StripePushRun",
     "StripePushState",
     "StripeWebhookResult",
@@ -91,6 +94,7 @@ __all__ = [
     "Tool",
     "ToolDeleted",
     "ToolResultsPage",
+    "TranscriptionForm",
     "Truncation",
     "UpdateConversationRequest",
     "UpdateKeyRequest",
@@ -421,6 +425,16 @@ class DayUsage(TypedDict):
     """Quantity per priced unit (`input_tokens`, `output_tokens`, `cache_read_tokens`, `cache_write_tokens`, `requests`, and any unit a model is priced in, such as `audio_seconds`). The token fields above repeat the token units, for readers written before units existed."""
 
 
+class ElevenLabsSpeechRequest(TypedDict):
+    """`POST /v1/text-to-speech/{voice_id}[/stream]`: ElevenLabs' request. Fields qlaud does not know pass to the provider unchanged.
+    """
+
+    model_id: NotRequired[str | None]
+    """The model's public name in qlaud (default `eleven_multilingual_v2`)."""
+    text: str
+    """The text to speak."""
+
+
 class EmbeddingList(TypedDict):
     """An answer of `POST /v1/embeddings`, in OpenAI's shape.
     """
@@ -702,6 +716,14 @@ class KeyWithSecret(TypedDict):
     """Since when the key is suspended for a failed payment, if it is."""
     updated_at: str
     """When the key last changed."""
+
+
+class ListenUrl(TypedDict):
+    """`POST /v1/listen` with a JSON body: audio fetched by Deepgram from a URL.
+    """
+
+    url: str
+    """Where Deepgram fetches the audio."""
 
 
 class Message(TypedDict):
@@ -1060,6 +1082,20 @@ class ResponsesUsage(TypedDict):
     """The sum of both."""
 
 
+class SpeechRequest(TypedDict):
+    """`POST /v1/audio/speech`: OpenAI's request. Fields qlaud does not know pass to the provider unchanged.
+    """
+
+    input: str
+    """The text to speak (at most 4,096 characters)."""
+    model: str
+    """A speech model's public name in qlaud (`tts-1`, `tts-1-hd`, `gpt-4o-mini-tts`)."""
+    response_format: NotRequired[str | None]
+    """`mp3` (default), `opus`, `aac`, `flac`, `wav` or `pcm`."""
+    voice: Any
+    """The voice (`alloy`, `echo`, …)."""
+
+
 class StripePushRun(TypedDict):
     """One push run's outcome for one tenant.
     """
@@ -1230,6 +1266,23 @@ class ToolResultsPage(TypedDict):
     """list of items on this page of results"""
     next_page: NotRequired[str | None]
     """token used to fetch the next page of results (if any)"""
+
+
+class TranscriptionForm(TypedDict):
+    """`POST /v1/audio/transcriptions` and `/translations`: OpenAI's form. Parts qlaud does not name pass to the provider unchanged.
+    """
+
+    file: bytes
+    """The audio file: WAV, MP3, M4A (MP4), OGG, FLAC or WebM; at most the configured upload limit (25 MB) and audio length (2 hours)."""
+    language: NotRequired[str | None]
+    """The audio's language (ISO-639-1); transcriptions only."""
+    model: str
+    """A transcription model's public name in qlaud (`whisper-1`, `gpt-4o-transcribe`, `gpt-4o-mini-transcribe`)."""
+    prompt: NotRequired[str | None]
+    """Text to guide the model's style; billed as input tokens by the token-billed models."""
+    response_format: NotRequired[str | None]
+    """`json` (default), `text`, `srt`, `verbose_json` or `vtt`."""
+    temperature: NotRequired[float | None]
 
 
 class UpdateConversationRequest(TypedDict):
