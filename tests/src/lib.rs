@@ -451,6 +451,15 @@ timeout_secs = 2
         a = mock.anthropic_base_url(),
         o = mock.openai_base_url()
     );
+    // The audio providers, at the mock's root.
+    toml.push_str(&format!(
+        "\n[providers.elevenlabs]\nkind = \"elevenlabs\"\nbase_url = \"{a}\"\n\
+         api_key = \"{e}\"\ntimeout_secs = 2\n\n[providers.deepgram]\nkind = \"deepgram\"\n\
+         base_url = \"{a}\"\napi_key = \"{d}\"\ntimeout_secs = 2\n",
+        a = mock.anthropic_base_url(),
+        e = mock::audio::ELEVENLABS_KEY,
+        d = mock::audio::DEEPGRAM_KEY,
+    ));
     let claude =
         r#"prices = { input = "3", output = "15", cache_read = "0.3", cache_write = "3.75" }"#;
     let gpt = r#"prices = { input = "1.25", output = "10", cache_read = "0.125" }"#;

@@ -100,6 +100,7 @@
 //!   clients of the `mock-upstream` binary.
 
 mod anthropic;
+pub mod audio;
 mod embeddings;
 mod greedy;
 mod openai;
@@ -164,6 +165,10 @@ pub struct MockStats {
     pub last_path: Option<String>,
     pub last_body: Option<Value>,
     pub last_headers: Vec<(String, String)>,
+    /// Audio requests (transcriptions, speech, ElevenLabs, Deepgram), also
+    /// counted in `requests`, and the upload bytes they carried.
+    pub media_requests: u64,
+    pub media_bytes: u64,
     /// The most model requests handled at once, from arrival until the
     /// response head is ready (the `x-mock-delay-ms` wait included), so a
     /// test can tell that requests really overlapped.
@@ -192,6 +197,8 @@ impl MockStats {
             "last_body": self.last_body,
             "last_headers": self.last_headers,
             "max_in_flight": self.max_in_flight,
+            "media_requests": self.media_requests,
+            "media_bytes": self.media_bytes,
         })
     }
 }
@@ -395,6 +402,12 @@ fn router(shared: Arc<Shared>) -> Router {
         .route("/v1/embeddings", post(embeddings::embeddings))
         .route("/v1/responses", post(responses::responses))
         .route("/v1/models", get(models))
+        .route("/v1/audio/transcriptions", post(audio::transcriptions))
+        .route("/v1/audio/translations", post(audio::translations))
+        .route("/v1/audio/speech", post(audio::speech))
+        .route("/v1/text-to-speech/{voice_id}", post(audio::text_to_speech))
+        .route("/v1/text-to-speech/{voice_id}/stream", post(audio::text_to_speech_stream))
+        .route("/v1/listen", post(audio::listen))
         .route("/_mock/stats", get(stats_json))
         .route("/_mock/reset", post(reset))
         .fallback(not_found)
