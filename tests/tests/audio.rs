@@ -25,9 +25,7 @@ fn wav(frames: u32, claimed: u32) -> Vec<u8> {
     v.extend_from_slice(b"RIFF");
     v.extend_from_slice(&(36 + claimed * 2).to_le_bytes());
     v.extend_from_slice(b"WAVEfmt ");
-    for x in [16u32] {
-        v.extend_from_slice(&x.to_le_bytes());
-    }
+    v.extend_from_slice(&16u32.to_le_bytes());
     v.extend_from_slice(&1u16.to_le_bytes());
     v.extend_from_slice(&1u16.to_le_bytes());
     v.extend_from_slice(&8000u32.to_le_bytes());

@@ -310,17 +310,6 @@ fn memchr_usage(raw: &[u8]) -> bool {
     false
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn finds_usage_objects_only() {
-        assert!(super::memchr_usage(br#"data: {"choices":[],"usage":{"prompt_tokens":1}}"#));
-        assert!(super::memchr_usage(br#"data: {"usage" : {"a":1}}"#));
-        assert!(!super::memchr_usage(br#"data: {"choices":[{}],"usage":null}"#));
-        assert!(!super::memchr_usage(br#"data: {"content":"usage"}"#));
-    }
-}
-
 /// The upstream audio request (`audio/transcriptions`, `audio/translations`)
 /// carrying `form`.
 pub fn audio_form_request(
@@ -347,4 +336,15 @@ fn api_key(model: &Model) -> Result<&str, GatewayError> {
     provider.api_key.as_deref().ok_or_else(|| {
         GatewayError::new(502, format!("provider {} has no API key configured", provider.name))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn finds_usage_objects_only() {
+        assert!(super::memchr_usage(br#"data: {"choices":[],"usage":{"prompt_tokens":1}}"#));
+        assert!(super::memchr_usage(br#"data: {"usage" : {"a":1}}"#));
+        assert!(!super::memchr_usage(br#"data: {"choices":[{}],"usage":null}"#));
+        assert!(!super::memchr_usage(br#"data: {"content":"usage"}"#));
+    }
 }
