@@ -16,16 +16,16 @@ use qlaud_api::{
     StripeWebhookResult, TenantPath, UpdateKeyRequest, UsageQuery, UsageReport,
     WebhookSigningSecret,
 };
-use qlaud_api::{CreateJobRequest, Job, JobListFilter, JobPageSelector, JobPath, JobPollHeaders};
+use qlaud_api::{
+    BinaryResponse, ElevenLabsQuery, ElevenLabsSpeechRequest, ListenQuery, ListenUrl, RawBody,
+    SpeechRequest, TranscriptionForm, VoicePath,
+};
 use qlaud_api::{
     Conversation, ConversationDeleted, ConversationItem, ConversationItemList,
     ConversationItemPath, ConversationItemsQuery, ConversationPath, CreateConversationItemsRequest,
     CreateConversationRequest, ResponseDeleted, ResponsePath, UpdateConversationRequest,
 };
-use qlaud_api::{
-    BinaryResponse, ElevenLabsQuery, ElevenLabsSpeechRequest, ListenQuery, ListenUrl, RawBody,
-    SpeechRequest, TranscriptionForm, VoicePath,
-};
+use qlaud_api::{CreateJobRequest, Job, JobListFilter, JobPageSelector, JobPath, JobPollHeaders};
 use qlaud_api::{
     CreateThreadMessageRequest, CreateThreadRequest, Thread, ThreadDeleted, ThreadListFilter,
     ThreadMessage, ThreadMessageListFilter, ThreadMessagePageSelector, ThreadPageSelector,
