@@ -425,6 +425,24 @@ impl QlaudProcess {
     pub async fn kill(mut self) {
         self.child.kill().await.ok();
     }
+
+    /// Sends a signal by name (`TERM`, `INT`) without waiting.
+    pub fn signal(&self, name: &str) {
+        let pid = self.child.id().expect("qlaud is running").to_string();
+        let status = std::process::Command::new("kill")
+            .args([&format!("-{name}"), &pid])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{name} {pid} failed");
+    }
+
+    /// Waits up to `limit` for the process to exit; its exit status.
+    pub async fn exited_within(
+        &mut self,
+        limit: std::time::Duration,
+    ) -> Option<std::process::ExitStatus> {
+        tokio::time::timeout(limit, self.child.wait()).await.ok().map(|r| r.expect("wait"))
+    }
 }
 
 /// A qlaud.toml whose providers point at `mock`, with test models:

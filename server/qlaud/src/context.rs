@@ -12,6 +12,7 @@ use crate::gateway::Gateway;
 use crate::meter::{Meter, Recorder};
 use crate::metrics::Metrics;
 use crate::outbound::{Outbound, Policy};
+use crate::shutdown::Drain;
 use crate::store::Store;
 
 /// Cheap to clone: a streamed thread turn takes one into its task.
@@ -29,6 +30,8 @@ pub struct Context {
     pub outbound: Arc<Outbound>,
     /// Wakes this process's job runner when a job is submitted here.
     pub jobs: Arc<tokio::sync::Notify>,
+    /// The shutdown's state, and the stream tasks it waits for.
+    pub drain: Arc<Drain>,
 }
 
 impl Context {
@@ -47,8 +50,17 @@ impl Context {
             hook,
         });
         let gateway = Arc::new(gateway);
-        let jobs = Arc::default();
-        Context { meter, auth_cache, metrics, outbound, clock, store, gateway, jobs }
+        Context {
+            meter,
+            auth_cache,
+            metrics,
+            outbound,
+            clock,
+            store,
+            gateway,
+            jobs: Arc::default(),
+            drain: Arc::default(),
+        }
     }
 
     pub async fn authenticate(&self, headers: &HeaderMap) -> Result<Caller> {

@@ -411,8 +411,11 @@ impl QlaudApi for QlaudImpl {
     }
 
     async fn health(rqctx: RequestContext<Context>) -> Result<http::Response<Body>, HttpError> {
-        let ok = rqctx.context().store.ping().await.is_ok();
-        let (status, body) = if ok {
+        let ctx = rqctx.context();
+        // Unready while draining, so a load balancer stops sending traffic.
+        let (status, body) = if ctx.drain.draining() {
+            (http::StatusCode::SERVICE_UNAVAILABLE, r#"{"status":"draining"}"#)
+        } else if ctx.store.ping().await.is_ok() {
             (http::StatusCode::OK, r#"{"status":"ok"}"#)
         } else {
             (http::StatusCode::SERVICE_UNAVAILABLE, r#"{"status":"store unreachable"}"#)

@@ -22,6 +22,7 @@ pub mod metrics;
 pub mod outbound;
 pub mod providers;
 pub mod request_log;
+pub mod shutdown;
 pub mod store;
 pub mod threads;
 pub mod tokens;
@@ -33,6 +34,7 @@ pub mod webhooks;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use dropshot::{ConfigDropshot, ConfigLogging, ConfigLoggingLevel, HttpServer, ServerBuilder};
@@ -156,21 +158,83 @@ impl Server {
     }
 
     /// Serves until the server fails.
-    pub async fn wait(self) -> anyhow::Result<()> {
-        self.http.await.map_err(|e| anyhow::anyhow!(e))
+    pub async fn wait(&self) -> anyhow::Result<()> {
+        self.http.wait_for_shutdown().await.map_err(|e| anyhow::anyhow!(e))
     }
 
     /// Stops accepting requests, finishes the ones in flight and closes the
-    /// store.
+    /// store (a drain with no deadline).
     pub async fn close(self) -> anyhow::Result<()> {
-        let store = self.store().clone();
-        let recorder = self.http.app_private().meter.recorder.clone();
-        // Stop taking requests first, then write the queued records.
-        self.http.close().await.map_err(|e| anyhow::anyhow!(e))?;
-        recorder.close().await;
-        store.close().await;
-        Ok(())
+        self.shutdown(Duration::MAX).await.map(|_| ())
     }
+
+    /// The start of a shutdown: `/health` answers 503 from now on.
+    pub fn begin_drain(&self) {
+        self.http.app_private().drain.begin();
+    }
+
+    /// A graceful shutdown: new connections are refused, requests and
+    /// streams in flight may finish for up to `deadline`; then the streams
+    /// still running end with an error event in their client's shape and
+    /// settle at what they used. Every settlement is written before the
+    /// store closes. A non-streamed request still waiting for its provider
+    /// after a further grace period is left open, for the next start's
+    /// crash recovery.
+    pub async fn shutdown(self, deadline: Duration) -> anyhow::Result<Drained> {
+        let ctx = self.http.app_private().clone();
+        let addr = self.http.local_addr();
+        ctx.drain.begin();
+        let started = std::time::Instant::now();
+        // dropshot stops accepting, ends idle connections, and waits for
+        // handlers and response bodies; the stream tasks are waited for
+        // separately (one may outlive its connection while it settles).
+        let closing = tokio::spawn(self.http.close());
+        // Refuse new connections once dropshot's accept loop has stopped.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        if !listener::stop_listening(addr) {
+            tracing::warn!("could not close the listening socket; new connections will hang");
+        }
+        let all_done = async {
+            let closed = closing.await.map_err(|e| e.to_string()).and_then(|r| r);
+            ctx.drain.idle().await;
+            closed
+        };
+        tokio::pin!(all_done);
+        let mut complete = true;
+        let closed = match tokio::time::timeout(deadline, &mut all_done).await {
+            Ok(closed) => closed,
+            Err(_) => {
+                ctx.drain.cut();
+                match tokio::time::timeout(CUT_GRACE, &mut all_done).await {
+                    Ok(closed) => closed,
+                    Err(_) => {
+                        complete = false;
+                        Ok(())
+                    }
+                }
+            }
+        };
+        if let Err(e) = closed {
+            tracing::warn!(error = %e, "closing the HTTP server");
+        }
+        ctx.meter.recorder.close().await;
+        ctx.store.close().await;
+        Ok(Drained { elapsed: started.elapsed(), cut_streams: ctx.drain.cut_streams(), complete })
+    }
+}
+
+/// How long streams get to end and settle once the drain deadline has cut
+/// them, and non-streamed requests to finish.
+const CUT_GRACE: Duration = Duration::from_secs(5);
+
+/// What a shutdown did.
+#[derive(Debug)]
+pub struct Drained {
+    pub elapsed: Duration,
+    /// Streams (and thread-turn rounds) ended by the deadline.
+    pub cut_streams: usize,
+    /// `false` when requests were still running after the grace period.
+    pub complete: bool,
 }
 
 /// A database URL fit for logs: the password is replaced.

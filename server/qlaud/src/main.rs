@@ -124,6 +124,11 @@ struct ServeArgs {
     /// days); usage records are kept forever.
     #[arg(long, env = "QLAUD_JOB_RETENTION_SECS", default_value_t = 7 * 86_400)]
     job_retention_secs: u64,
+    /// On SIGTERM or SIGINT, how long requests and streams in flight may
+    /// take to finish before the streams still running are ended (with an
+    /// error event, billed for what they sent). A second signal exits at once.
+    #[arg(long, env = "QLAUD_DRAIN_SECS", default_value_t = 30)]
+    drain_secs: u64,
     #[command(flatten)]
     push: PushArgs,
     #[command(flatten)]
@@ -203,11 +208,69 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(every) = args.stripe_push_every_secs {
         spawn_stripe_push(server.store().clone(), args.push.clone(), every);
     }
+    let mut signals = Signals::new()?;
+    let signal = tokio::select! {
+        r = server.wait() => return r,
+        s = signals.next() => s,
+    };
+    let drain = std::time::Duration::from_secs(args.drain_secs);
+    tracing::info!(
+        signal,
+        drain_secs = args.drain_secs,
+        "shutting down: no new connections; requests in flight may finish within the drain \
+         deadline (a second signal exits at once)"
+    );
+    // Background work (Stripe pushes, alert deliveries) is not waited for:
+    // the process exits as soon as the requests are settled.
     tokio::select! {
-        r = server.wait() => r,
-        _ = tokio::signal::ctrl_c() => {
-            tracing::info!("shutting down");
-            Ok(())
+        r = server.shutdown(drain) => {
+            let d = r?;
+            if d.complete {
+                tracing::info!(
+                    elapsed_ms = d.elapsed.as_millis() as u64,
+                    cut_streams = d.cut_streams,
+                    "qlaud stopped: every request settled"
+                );
+            } else {
+                tracing::warn!(
+                    elapsed_ms = d.elapsed.as_millis() as u64,
+                    cut_streams = d.cut_streams,
+                    "qlaud stopped with requests still waiting for their provider; the next \
+                     start settles them by crash recovery"
+                );
+            }
+            std::process::exit(0)
+        }
+        s = signals.next() => {
+            tracing::warn!(
+                signal = s,
+                "second signal: exiting at once; requests still open are settled by crash \
+                 recovery on the next start"
+            );
+            std::process::exit(1)
+        }
+    }
+}
+
+/// SIGTERM (what orchestrators send) and SIGINT (Ctrl-C).
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> anyhow::Result<Signals> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Signals {
+            term: signal(SignalKind::terminate()).context("listening for SIGTERM")?,
+            int: signal(SignalKind::interrupt()).context("listening for SIGINT")?,
+        })
+    }
+
+    async fn next(&mut self) -> &'static str {
+        tokio::select! {
+            _ = self.term.recv() => "SIGTERM",
+            _ = self.int.recv() => "SIGINT",
         }
     }
 }

@@ -41,7 +41,9 @@ pub(super) async fn answer(
     }
     let (tx, body) = sse::channel();
     let response = sse_response(&call, body);
-    tokio::spawn(async move {
+    let drain = call.drain.clone();
+    // The offline answer is whole at once: it only waits on the client.
+    drain.clone().spawn(async move {
         let mut encoder = ClientEncoder::new(call.shape, call.model(), client_wants_usage);
         if let Some(keep) = &call.keep {
             encoder.echo(keep.echo());
@@ -50,10 +52,17 @@ pub(super) async fn answer(
         encoder.start_input(reply.usage.input_tokens);
         let mut sent = 0u64;
         let mut done = true;
+        let cut = drain.cut_off();
+        tokio::pin!(cut);
         'events: for event in reply.events(id) {
             let is_text = matches!(event, Event::Text(_));
             for bytes in encoder.encode(event) {
-                if !sse::send(&tx, bytes).await {
+                let delivered = tokio::select! {
+                    biased;
+                    () = &mut cut => false,
+                    ok = sse::send(&tx, bytes) => ok,
+                };
+                if !delivered {
                     done = false;
                     break 'events;
                 }

@@ -14,7 +14,7 @@ pub mod error;
 pub mod responses;
 pub mod round;
 pub mod sse;
-mod stream;
+pub(crate) mod stream;
 
 pub use crate::dialects::Shape;
 use crate::dialects::{self, ClientEncoder};
@@ -141,6 +141,8 @@ struct Call {
     shape: Shape,
     /// What a Responses API answer keeps once it is whole.
     keep: Option<responses::state::Keep>,
+    /// The shutdown a stream's task answers to.
+    drain: Arc<crate::shutdown::Drain>,
 }
 
 impl Call {
@@ -158,7 +160,7 @@ impl Call {
         let metered =
             Metered::admit(&ctx.meter, &caller, model, endpoint, streamed, started, estimate)
                 .await?;
-        Ok(Call { metered, shape, keep: None })
+        Ok(Call { metered, shape, keep: None, drain: ctx.drain.clone() })
     }
 
     /// A media call: metered under its own endpoint; its errors are in
@@ -173,7 +175,7 @@ impl Call {
     ) -> Result<Call, GatewayError> {
         let metered =
             Metered::admit(&ctx.meter, &caller, model, endpoint, false, started, estimate).await?;
-        Ok(Call { metered, shape: Shape::Embeddings, keep: None })
+        Ok(Call { metered, shape: Shape::Embeddings, keep: None, drain: ctx.drain.clone() })
     }
 
     fn model(&self) -> &Arc<Model> {

@@ -54,6 +54,8 @@ pub enum RoundEnd {
     Done,
     /// The provider's stream broke off.
     Failed(String),
+    /// The shutdown's drain deadline passed.
+    Cut,
 }
 
 impl Round {
@@ -128,7 +130,15 @@ impl Round {
                         return Err(RoundEnd::Done);
                     }
                 },
-                Source::Upstream { body, framer, decoder } => match body.next().await {
+                Source::Upstream { body, framer, decoder } => match tokio::select! {
+                    biased;
+                    () = self.call.drain.cut_off() => {
+                        self.call.drain.stream_cut();
+                        self.source = Source::Done;
+                        return Err(RoundEnd::Cut);
+                    }
+                    chunk = body.next() => chunk,
+                } {
                     Some(Ok(chunk)) => {
                         framer.push(&chunk).iter().flat_map(|e| decoder(e)).collect()
                     }

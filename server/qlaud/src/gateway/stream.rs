@@ -13,6 +13,7 @@ use crate::dialects::{ClientEncoder, Shape};
 use crate::meter::{Unreported, Usage};
 use crate::providers::ir::Event;
 use crate::providers::{anthropic, openai};
+use crate::shutdown::Drain;
 
 /// How a forwarded stream ended.
 enum StreamEnd {
@@ -22,6 +23,8 @@ enum StreamEnd {
     ClientGone,
     /// The provider's stream broke off.
     UpstreamFailed(String),
+    /// The shutdown's drain deadline passed.
+    Cut,
 }
 
 impl StreamEnd {
@@ -30,29 +33,45 @@ impl StreamEnd {
             StreamEnd::Done => 200,
             StreamEnd::ClientGone => 499,
             StreamEnd::UpstreamFailed(_) => 502,
+            StreamEnd::Cut => 503,
         }
     }
 }
 
 /// Forwards upstream events to the client as each completes, through `tap`.
-/// Returns when either side ends; dropping the upstream body then closes the
-/// provider connection, which stops generation.
+/// Returns when either side ends, or the shutdown's deadline passes;
+/// dropping the upstream body then closes the provider connection, which
+/// stops generation.
 async fn pump(
     upstream: reqwest::Response,
     tx: &sse::Sender,
+    drain: &Drain,
     mut tap: impl FnMut(Bytes) -> Option<Bytes>,
 ) -> StreamEnd {
     let mut framer = sse::Framer::default();
     let mut body = upstream.bytes_stream();
-    while let Some(chunk) = body.next().await {
+    let cut = drain.cut_off();
+    tokio::pin!(cut);
+    loop {
+        let chunk = tokio::select! {
+            biased;
+            () = &mut cut => return StreamEnd::Cut,
+            chunk = body.next() => chunk,
+        };
+        let Some(chunk) = chunk else { break };
         let chunk = match chunk {
             Ok(c) => c,
             Err(e) => return StreamEnd::UpstreamFailed(error_chain(&e)),
         };
         for event in framer.push(&chunk) {
-            if let Some(out) = tap(event)
-                && !sse::send(tx, out).await
-            {
+            let Some(out) = tap(event) else { continue };
+            // A client that reads slowly holds the send: the cut ends that too.
+            let sent = tokio::select! {
+                biased;
+                () = &mut cut => return StreamEnd::Cut,
+                sent = sse::send(tx, out) => sent,
+            };
+            if !sent {
                 return StreamEnd::ClientGone;
             }
         }
@@ -190,6 +209,21 @@ impl<D: FnMut(&[u8]) -> Vec<Event> + Send + 'static> StreamMeter for Translator<
     }
 }
 
+/// What a stream ended by the shutdown's deadline tells its client.
+pub(crate) fn cut_error() -> GatewayError {
+    GatewayError::new(
+        503,
+        "qlaud is restarting: the answer was cut off here and is billed for what was sent; \
+         retry the request",
+    )
+}
+
+/// Sends the cut's final event, waiting briefly for a client that reads
+/// slowly (the shutdown does not wait for it).
+pub(crate) async fn send_cut_event(tx: &sse::Sender, event: Bytes) {
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), sse::send(tx, event)).await;
+}
+
 /// Streams the provider's answer to the client through `meter`, then
 /// settles what it used.
 pub(super) fn stream(
@@ -199,11 +233,19 @@ pub(super) fn stream(
 ) -> Response<Body> {
     let (tx, body) = sse::channel();
     let response = sse_response(&call, body);
-    tokio::spawn(async move {
-        let end = pump(upstream, &tx, |e| meter.tap(e)).await;
-        if let StreamEnd::UpstreamFailed(why) = &end {
-            let err = GatewayError::new(502, format!("provider stream failed: {why}"));
-            sse::send(&tx, meter.error_event(call.shape, err)).await;
+    let drain = call.drain.clone();
+    drain.clone().spawn(async move {
+        let end = pump(upstream, &tx, &drain, |e| meter.tap(e)).await;
+        match &end {
+            StreamEnd::UpstreamFailed(why) => {
+                let err = GatewayError::new(502, format!("provider stream failed: {why}"));
+                sse::send(&tx, meter.error_event(call.shape, err)).await;
+            }
+            StreamEnd::Cut => {
+                drain.stream_cut();
+                send_cut_event(&tx, meter.error_event(call.shape, cut_error())).await;
+            }
+            StreamEnd::Done | StreamEnd::ClientGone => {}
         }
         call.settle(end.status(), meter.usage()).await;
         // Kept before the body ends, so a client that read the stream to its

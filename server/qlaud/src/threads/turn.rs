@@ -27,6 +27,7 @@ use crate::dialects::messages::{self as anthropic_dialect, Encoder};
 use crate::gateway::error::GatewayError;
 use crate::gateway::round::{Round, RoundEnd};
 use crate::gateway::sse;
+use crate::gateway::stream::{cut_error, send_cut_event};
 use crate::providers::ir::{self, Block, Collector, Completion, Message, Part, Role, StopReason};
 use crate::store::{MessageRow, NewMessage, ThreadRow, TurnClaim, new_id};
 use crate::tokens::Tokenizer;
@@ -132,7 +133,7 @@ pub async fn create_as(
     }
     let (tx, body) = sse::channel();
     let (ctx, headers) = (ctx.clone(), headers.clone());
-    tokio::spawn(async move {
+    ctx.drain.clone().spawn(async move {
         if let Err(e) = turn.run(&ctx, &headers, first, Some(&tx)).await {
             let err = serde_json::to_string(&e.into_anthropic()).unwrap_or_default();
             sse::send(&tx, sse::event(Some("error"), &err)).await;
@@ -618,11 +619,20 @@ impl Turn {
             (_, true) => 499,
             (RoundEnd::Done, false) => 200,
             (RoundEnd::Failed(_), false) => 502,
+            (RoundEnd::Cut, false) => 503,
         };
         if let (RoundEnd::Failed(why), Some(tx)) = (&end, tx) {
             let err = GatewayError::new(502, format!("provider stream failed: {why}"));
             let body = serde_json::to_string(&err.into_anthropic()).unwrap_or_default();
             sse::send(tx, sse::event(Some("error"), &body)).await;
+        }
+        if let RoundEnd::Cut = end {
+            // The turn ends here and keeps what it did, like a client that left.
+            gone = true;
+            if let Some(tx) = tx {
+                let err = serde_json::to_string(&cut_error().into_anthropic()).unwrap_or_default();
+                send_cut_event(tx, sse::event(Some("error"), &err)).await;
+            }
         }
         let request_id = round.request_id().to_string();
         let (usage, cost) = round.finish(status).await;
