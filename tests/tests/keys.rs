@@ -402,7 +402,7 @@ async fn bad_input_is_refused_and_changes_nothing(backend: Backend) {
     let oversized = json!({"name": "x", "metadata": {"k": "v".repeat(100 * 1024)}}).to_string();
     let (status, resp) =
         t.request(Method::POST, "/v1/keys", Some(&key), Some(RawBody::Text(oversized))).await;
-    assert_eq!(status, 400, "{resp}");
+    assert_eq!(status, 413, "{resp}");
     assert!(resp["message"].as_str().unwrap().contains("maximum size"), "{resp}");
     // A form-encoded body gets a message that names the fix.
     let resp = t

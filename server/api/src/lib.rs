@@ -5,6 +5,7 @@
 //! without building the implementation. operationIds are the method names.
 
 pub mod billing;
+pub mod body;
 pub mod conversations;
 pub mod dropin;
 pub mod errors;
@@ -29,6 +30,7 @@ use dropshot::{
 };
 
 pub use billing::*;
+pub use body::{JsonBody, ModelBody};
 pub use conversations::*;
 pub use dropin::*;
 pub use errors::{AnthropicError, OpenAiError};
@@ -68,7 +70,7 @@ pub trait QlaudApi {
     }]
     async fn mint_key(
         rqctx: RequestContext<Self::Context>,
-        body: TypedBody<MintKeyRequest>,
+        body: JsonBody<MintKeyRequest>,
     ) -> Result<HttpResponseCreated<KeyWithSecret>, HttpError>;
 
     /// List keys.
@@ -114,7 +116,7 @@ pub trait QlaudApi {
     async fn update_key(
         rqctx: RequestContext<Self::Context>,
         path: Path<KeyPath>,
-        body: TypedBody<UpdateKeyRequest>,
+        body: JsonBody<UpdateKeyRequest>,
     ) -> Result<HttpResponseOk<Key>, HttpError>;
 
     /// Revoke a key.
@@ -189,7 +191,7 @@ pub trait QlaudApi {
     }]
     async fn update_billing_settings(
         rqctx: RequestContext<Self::Context>,
-        body: TypedBody<BillingSettingsUpdate>,
+        body: JsonBody<BillingSettingsUpdate>,
     ) -> Result<HttpResponseOk<BillingSettings>, HttpError>;
 
     /// Fetch billing settings.
@@ -284,7 +286,7 @@ pub trait QlaudApi {
     }]
     async fn create_thread(
         rqctx: RequestContext<Self::Context>,
-        body: TypedBody<CreateThreadRequest>,
+        body: JsonBody<CreateThreadRequest>,
     ) -> Result<HttpResponseCreated<Thread>, HttpError>;
 
     /// List threads.
@@ -333,7 +335,7 @@ pub trait QlaudApi {
     async fn update_thread(
         rqctx: RequestContext<Self::Context>,
         path: Path<ThreadPath>,
-        body: TypedBody<UpdateThreadRequest>,
+        body: JsonBody<UpdateThreadRequest>,
     ) -> Result<HttpResponseOk<Thread>, HttpError>;
 
     /// Delete a thread.
@@ -375,7 +377,7 @@ pub trait QlaudApi {
     async fn create_thread_message(
         rqctx: RequestContext<Self::Context>,
         path: Path<ThreadPath>,
-        body: TypedBody<CreateThreadMessageRequest>,
+        body: ModelBody<CreateThreadMessageRequest>,
     ) -> Result<ModelResponse<ThreadMessage>, HttpError>;
 
     /// List a thread's messages.
@@ -429,7 +431,7 @@ pub trait QlaudApi {
     }]
     async fn create_tool(
         rqctx: RequestContext<Self::Context>,
-        body: TypedBody<CreateToolRequest>,
+        body: JsonBody<CreateToolRequest>,
     ) -> Result<HttpResponseCreated<Tool>, HttpError>;
 
     /// List tools.
@@ -594,7 +596,7 @@ pub trait QlaudApi {
     }]
     async fn create_message(
         rqctx: RequestContext<Self::Context>,
-        body: TypedBody<MessagesRequest>,
+        body: ModelBody<MessagesRequest>,
     ) -> Result<ModelResponse<Message>, AnthropicError>;
 
     /// Count a message's input tokens (Anthropic's count_tokens).
@@ -626,7 +628,7 @@ pub trait QlaudApi {
     }]
     async fn count_message_tokens(
         rqctx: RequestContext<Self::Context>,
-        body: TypedBody<MessageTokensRequest>,
+        body: ModelBody<MessageTokensRequest>,
     ) -> Result<HttpResponseOk<MessageTokensCount>, AnthropicError>;
 
     /// Create a chat completion (OpenAI Chat Completions API).
@@ -644,7 +646,7 @@ pub trait QlaudApi {
     }]
     async fn create_chat_completion(
         rqctx: RequestContext<Self::Context>,
-        body: TypedBody<ChatCompletionRequest>,
+        body: ModelBody<ChatCompletionRequest>,
     ) -> Result<ModelResponse<ChatCompletion>, OpenAiError>;
 
     /// Create embeddings.
@@ -662,7 +664,7 @@ pub trait QlaudApi {
     }]
     async fn create_embedding(
         rqctx: RequestContext<Self::Context>,
-        body: TypedBody<EmbeddingRequest>,
+        body: ModelBody<EmbeddingRequest>,
     ) -> Result<ModelResponse<EmbeddingList>, OpenAiError>;
 
     /// Create a response (OpenAI Responses API).
@@ -693,7 +695,7 @@ pub trait QlaudApi {
     }]
     async fn create_response(
         rqctx: RequestContext<Self::Context>,
-        body: TypedBody<ResponsesRequest>,
+        body: ModelBody<ResponsesRequest>,
     ) -> Result<ModelResponse<ResponseObject>, OpenAiError>;
 
     /// Fetch a stored response.

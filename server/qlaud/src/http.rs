@@ -32,6 +32,7 @@ use qlaud_api::{
     ThreadPath, UpdateThreadRequest,
 };
 use qlaud_api::{CreateToolRequest, Tool, ToolDeleted, ToolListFilter, ToolPageSelector, ToolPath};
+use qlaud_api::{JsonBody, ModelBody};
 
 use crate::billing;
 use crate::context::Context;
@@ -53,7 +54,7 @@ impl QlaudApi for QlaudImpl {
 
     async fn mint_key(
         rqctx: RequestContext<Context>,
-        body: TypedBody<MintKeyRequest>,
+        body: JsonBody<MintKeyRequest>,
     ) -> Result<HttpResponseCreated<KeyWithSecret>, HttpError> {
         let ctx = rqctx.context();
         let caller = ctx.authenticate_admin(rqctx.request.headers()).await?;
@@ -88,7 +89,7 @@ impl QlaudApi for QlaudImpl {
     async fn update_key(
         rqctx: RequestContext<Context>,
         path: Path<KeyPath>,
-        body: TypedBody<UpdateKeyRequest>,
+        body: JsonBody<UpdateKeyRequest>,
     ) -> Result<HttpResponseOk<Key>, HttpError> {
         let ctx = rqctx.context();
         let caller = ctx.authenticate_admin(rqctx.request.headers()).await?;
@@ -157,7 +158,7 @@ impl QlaudApi for QlaudImpl {
 
     async fn update_billing_settings(
         rqctx: RequestContext<Context>,
-        body: TypedBody<BillingSettingsUpdate>,
+        body: JsonBody<BillingSettingsUpdate>,
     ) -> Result<HttpResponseOk<BillingSettings>, HttpError> {
         let ctx = rqctx.context();
         let caller = ctx.authenticate_admin(rqctx.request.headers()).await?;
@@ -220,7 +221,7 @@ impl QlaudApi for QlaudImpl {
 
     async fn create_thread(
         rqctx: RequestContext<Context>,
-        body: TypedBody<CreateThreadRequest>,
+        body: JsonBody<CreateThreadRequest>,
     ) -> Result<HttpResponseCreated<Thread>, HttpError> {
         let ctx = rqctx.context();
         let caller = ctx.authenticate(rqctx.request.headers()).await?;
@@ -254,7 +255,7 @@ impl QlaudApi for QlaudImpl {
     async fn update_thread(
         rqctx: RequestContext<Context>,
         path: Path<ThreadPath>,
-        body: TypedBody<UpdateThreadRequest>,
+        body: JsonBody<UpdateThreadRequest>,
     ) -> Result<HttpResponseOk<Thread>, HttpError> {
         let ctx = rqctx.context();
         let caller = ctx.authenticate(rqctx.request.headers()).await?;
@@ -286,18 +287,13 @@ impl QlaudApi for QlaudImpl {
     async fn create_thread_message(
         rqctx: RequestContext<Context>,
         path: Path<ThreadPath>,
-        body: TypedBody<CreateThreadMessageRequest>,
+        body: ModelBody<CreateThreadMessageRequest>,
     ) -> Result<ModelResponse<ThreadMessage>, HttpError> {
         let thread_id = path.into_inner().thread_id;
-        threads::turn::create(
-            rqctx.context(),
-            rqctx.request.headers(),
-            &thread_id,
-            body.into_inner(),
-        )
-        .await
-        .map(ModelResponse::new)
-        .map_err(gateway::error::GatewayError::into_http)
+        threads::turn::create(rqctx.context(), rqctx.request.headers(), &thread_id, body)
+            .await
+            .map(ModelResponse::new)
+            .map_err(gateway::error::GatewayError::into_http)
     }
 
     async fn list_thread_messages(
@@ -323,7 +319,7 @@ impl QlaudApi for QlaudImpl {
 
     async fn create_tool(
         rqctx: RequestContext<Context>,
-        body: TypedBody<CreateToolRequest>,
+        body: JsonBody<CreateToolRequest>,
     ) -> Result<HttpResponseCreated<Tool>, HttpError> {
         let ctx = rqctx.context();
         let caller = ctx.authenticate_admin(rqctx.request.headers()).await?;
@@ -438,9 +434,9 @@ impl QlaudApi for QlaudImpl {
 
     async fn create_message(
         rqctx: RequestContext<Context>,
-        body: TypedBody<MessagesRequest>,
+        body: ModelBody<MessagesRequest>,
     ) -> Result<ModelResponse<Message>, AnthropicError> {
-        gateway::messages(rqctx.context(), rqctx.request.headers(), body.into_inner())
+        gateway::messages(rqctx.context(), rqctx.request.headers(), body)
             .await
             .map(ModelResponse::new)
             .map_err(gateway::error::GatewayError::into_anthropic)
@@ -448,9 +444,9 @@ impl QlaudApi for QlaudImpl {
 
     async fn count_message_tokens(
         rqctx: RequestContext<Context>,
-        body: TypedBody<MessageTokensRequest>,
+        body: ModelBody<MessageTokensRequest>,
     ) -> Result<HttpResponseOk<MessageTokensCount>, AnthropicError> {
-        gateway::count_tokens::count(rqctx.context(), rqctx.request.headers(), body.into_inner())
+        gateway::count_tokens::count(rqctx.context(), rqctx.request.headers(), body)
             .await
             .map(HttpResponseOk)
             .map_err(gateway::error::GatewayError::into_anthropic)
@@ -458,9 +454,9 @@ impl QlaudApi for QlaudImpl {
 
     async fn create_chat_completion(
         rqctx: RequestContext<Context>,
-        body: TypedBody<ChatCompletionRequest>,
+        body: ModelBody<ChatCompletionRequest>,
     ) -> Result<ModelResponse<ChatCompletion>, OpenAiError> {
-        gateway::chat_completions(rqctx.context(), rqctx.request.headers(), body.into_inner())
+        gateway::chat_completions(rqctx.context(), rqctx.request.headers(), body)
             .await
             .map(ModelResponse::new)
             .map_err(gateway::error::GatewayError::into_openai)
@@ -545,9 +541,9 @@ impl QlaudApi for QlaudImpl {
 
     async fn create_embedding(
         rqctx: RequestContext<Context>,
-        body: TypedBody<EmbeddingRequest>,
+        body: ModelBody<EmbeddingRequest>,
     ) -> Result<ModelResponse<EmbeddingList>, OpenAiError> {
-        gateway::embeddings(rqctx.context(), rqctx.request.headers(), body.into_inner())
+        gateway::embeddings(rqctx.context(), rqctx.request.headers(), body)
             .await
             .map(ModelResponse::new)
             .map_err(gateway::error::GatewayError::into_openai)
@@ -555,9 +551,9 @@ impl QlaudApi for QlaudImpl {
 
     async fn create_response(
         rqctx: RequestContext<Context>,
-        body: TypedBody<ResponsesRequest>,
+        body: ModelBody<ResponsesRequest>,
     ) -> Result<ModelResponse<ResponseObject>, OpenAiError> {
-        gateway::responses(rqctx.context(), rqctx.request.headers(), body.into_inner())
+        gateway::responses(rqctx.context(), rqctx.request.headers(), body)
             .await
             .map(ModelResponse::new)
             .map_err(gateway::error::GatewayError::into_openai)

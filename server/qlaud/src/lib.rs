@@ -66,6 +66,11 @@ pub struct ServeConfig {
     /// How often an idle job runner looks for jobs submitted to other
     /// processes.
     pub job_poll: std::time::Duration,
+    /// A connection that has sent no byte for this long is closed.
+    pub header_timeout: Duration,
+    /// A request body that has not fully arrived within this is refused
+    /// (408) and its connection closed.
+    pub body_timeout: Duration,
 }
 
 impl ServeConfig {
@@ -81,6 +86,8 @@ impl ServeConfig {
             job_workers: 8,
             job_retention: std::time::Duration::from_secs(7 * 86_400),
             job_poll: std::time::Duration::from_millis(500),
+            header_timeout: Duration::from_secs(30),
+            body_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -134,6 +141,7 @@ impl Server {
                 poll: config.job_poll,
             },
         );
+        qlaud_api::body::set_read_timeout(config.body_timeout);
         let dropshot_config = ConfigDropshot {
             bind_address: config.bind,
             default_request_body_max_bytes: qlaud_api::ADMIN_BODY_MAX_BYTES,
@@ -146,6 +154,8 @@ impl Server {
         if !listener::set_nodelay_on_listener(http.local_addr()) {
             tracing::warn!("could not set TCP_NODELAY on the listener: streams may stall");
         }
+        let drain = http.app_private().drain.clone();
+        listener::spawn_silent_reaper(http.local_addr(), config.header_timeout, drain);
         Ok(Server { http, bootstrap })
     }
 

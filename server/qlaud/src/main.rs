@@ -129,6 +129,16 @@ struct ServeArgs {
     /// error event, billed for what they sent). A second signal exits at once.
     #[arg(long, env = "QLAUD_DRAIN_SECS", default_value_t = 30)]
     drain_secs: u64,
+    /// Seconds a new connection may stay silent before it is closed (a
+    /// request's headers, once started, must arrive within hyper's 30 s).
+    #[arg(long, env = "QLAUD_HEADER_TIMEOUT_SECS", default_value_t = 30,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    header_timeout_secs: u64,
+    /// Seconds a request body may take to arrive in full; after that the
+    /// request is refused with 408 and its connection closed.
+    #[arg(long, env = "QLAUD_BODY_TIMEOUT_SECS", default_value_t = 30,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    body_timeout_secs: u64,
     #[command(flatten)]
     push: PushArgs,
     #[command(flatten)]
@@ -190,6 +200,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     config.allow_private_webhooks = args.allow_private_webhooks;
     config.job_workers = args.job_workers;
     config.job_retention = std::time::Duration::from_secs(args.job_retention_secs);
+    config.header_timeout = std::time::Duration::from_secs(args.header_timeout_secs);
+    config.body_timeout = std::time::Duration::from_secs(args.body_timeout_secs);
     let server = Server::start(&config).await?;
     if let Some((tenant, secret)) = &server.bootstrap {
         // The master key is shown exactly once, on stdout, so it can be

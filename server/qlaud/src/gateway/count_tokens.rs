@@ -7,7 +7,7 @@
 use std::sync::{Arc, LazyLock};
 
 use http::HeaderMap;
-use qlaud_api::{MessageTokensCount, MessageTokensRequest, MessagesRequest};
+use qlaud_api::{MessageTokensCount, MessageTokensRequest, MessagesRequest, ModelBody};
 use serde_json::{Map, Value};
 use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
@@ -26,9 +26,10 @@ use crate::tokens::Tokenizer;
 pub async fn count(
     ctx: &Context,
     headers: &HeaderMap,
-    mut req: MessageTokensRequest,
+    body: ModelBody<MessageTokensRequest>,
 ) -> Result<MessageTokensCount, GatewayError> {
     let caller = ctx.authenticate(headers).await?;
+    let mut req = body.read().await?;
     let model = ctx.gateway.model(&req.model, ModelKind::Chat)?;
     usable(ctx, &caller).await?;
     let local = |input_tokens| MessageTokensCount { input_tokens, extra: Map::new() };

@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use dropshot::Body;
 use http::{HeaderMap, Response};
-use qlaud_api::EmbeddingRequest;
+use qlaud_api::{EmbeddingRequest, ModelBody};
 use serde_json::Value;
 
 use super::error::GatewayError;
@@ -21,9 +21,10 @@ use crate::providers::openai;
 pub async fn embeddings(
     ctx: &Context,
     headers: &HeaderMap,
-    req: EmbeddingRequest,
+    body: ModelBody<EmbeddingRequest>,
 ) -> Result<Response<Body>, GatewayError> {
     let caller = ctx.authenticate(headers).await?;
+    let req = body.read().await?;
     embeddings_as(ctx, caller, req).await
 }
 

@@ -118,3 +118,10 @@ impl From<Error> for GatewayError {
         }
     }
 }
+
+impl From<dropshot::HttpError> for GatewayError {
+    /// A body that could not be read or parsed (400, 408, 413).
+    fn from(e: dropshot::HttpError) -> GatewayError {
+        GatewayError::new(e.status_code.as_u16(), e.external_message)
+    }
+}

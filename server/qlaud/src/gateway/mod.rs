@@ -29,7 +29,9 @@ use std::time::Instant;
 
 use dropshot::Body;
 use http::{HeaderMap, Response, StatusCode};
-use qlaud_api::{ChatCompletionRequest, MessagesRequest, ModelInfo, ModelList, ModelPricing, Usd};
+use qlaud_api::{
+    ChatCompletionRequest, MessagesRequest, ModelBody, ModelInfo, ModelList, ModelPricing, Usd,
+};
 use serde_json::Value;
 
 use crate::auth::Caller;
@@ -309,9 +311,10 @@ impl Route<'_> {
 pub async fn messages(
     ctx: &Context,
     headers: &HeaderMap,
-    req: MessagesRequest,
+    body: ModelBody<MessagesRequest>,
 ) -> Result<Response<Body>, GatewayError> {
     let caller = ctx.authenticate(headers).await?;
+    let req = body.read().await?;
     messages_as(ctx, caller, headers, req).await
 }
 
@@ -363,9 +366,10 @@ pub async fn messages_as(
 pub async fn chat_completions(
     ctx: &Context,
     headers: &HeaderMap,
-    req: ChatCompletionRequest,
+    body: ModelBody<ChatCompletionRequest>,
 ) -> Result<Response<Body>, GatewayError> {
     let caller = ctx.authenticate(headers).await?;
+    let req = body.read().await?;
     chat_completions_as(ctx, caller, headers, req).await
 }
 

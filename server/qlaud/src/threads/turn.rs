@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use dropshot::Body;
 use http::{HeaderMap, Response, StatusCode};
+use qlaud_api::ModelBody;
 use qlaud_api::{
     CreateThreadMessageRequest, KeyScope, MAX_TOOL_ROUNDS, MessageRole, MessagesUsage, Truncation,
 };
@@ -63,9 +64,10 @@ pub async fn create(
     ctx: &Context,
     headers: &HeaderMap,
     thread_id: &str,
-    req: CreateThreadMessageRequest,
+    body: ModelBody<CreateThreadMessageRequest>,
 ) -> Result<Response<Body>, GatewayError> {
     let caller = ctx.authenticate(headers).await?;
+    let req = body.read().await?;
     create_as(ctx, caller, headers, thread_id, req).await
 }
 

@@ -26,7 +26,7 @@ use std::time::Instant;
 
 use dropshot::Body;
 use http::{HeaderMap, Response};
-use qlaud_api::{ResponseDeleted, ResponseObject, ResponsesRequest};
+use qlaud_api::{ModelBody, ResponseDeleted, ResponseObject, ResponsesRequest};
 use serde_json::Value;
 
 use super::error::GatewayError;
@@ -46,9 +46,10 @@ use state::{History, Keep};
 pub async fn create(
     ctx: &Context,
     headers: &HeaderMap,
-    req: ResponsesRequest,
+    body: ModelBody<ResponsesRequest>,
 ) -> Result<Response<Body>, GatewayError> {
     let caller = ctx.authenticate(headers).await?;
+    let req = body.read().await?;
     create_as(ctx, caller, headers, req).await
 }
 
