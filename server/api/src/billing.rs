@@ -94,6 +94,7 @@ pub struct StripePushRun {
 #[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
 pub struct TenantPath {
     /// The tenant the webhook belongs to.
+    #[serde(deserialize_with = "crate::text::plain")]
     pub tenant_id: String,
 }
 
@@ -112,6 +113,7 @@ pub struct StripeWebhookResult {
 #[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
 pub struct MeterExportQuery {
     /// The calendar month, `YYYY-MM` (UTC).
+    #[serde(deserialize_with = "crate::text::plain")]
     pub period: String,
     /// `month` (default): one event per key for the month; `day`: one per
     /// key and UTC day.
@@ -168,9 +170,11 @@ pub struct MeterExport {
 #[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
 pub struct InvoicePreviewQuery {
     /// The key.
+    #[serde(deserialize_with = "crate::text::plain")]
     pub key_id: String,
     /// The calendar month, `YYYY-MM` (UTC); default: the current one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(deserialize_with = "crate::text::plain_opt")]
     pub period: Option<String>,
 }
 

@@ -53,5 +53,6 @@ pub struct MessageTokensCount {
 #[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
 pub struct ModelPath {
     /// The model's public name, as `GET /v1/models` lists it.
+    #[serde(deserialize_with = "crate::text::plain")]
     pub model_id: String,
 }

@@ -157,6 +157,7 @@ pub struct KeyWithSecret {
 #[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
 pub struct KeyPath {
     /// The key's id (`key_…`).
+    #[serde(deserialize_with = "crate::text::plain")]
     pub key_id: String,
 }
 
@@ -169,6 +170,7 @@ pub struct KeyListFilter {
     /// Only keys whose name contains this text (case-insensitive), or whose
     /// id is exactly this (at most 100 characters).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(deserialize_with = "crate::text::plain_opt")]
     pub search: Option<String>,
     /// The order: `created_at` (default), `name`, `last_used_at` or
     /// `spend` (in the key's current cap window).

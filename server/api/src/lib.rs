@@ -16,6 +16,7 @@ pub mod models;
 pub mod money;
 pub mod requests;
 pub mod responses;
+pub mod text;
 pub mod threads;
 pub mod tools;
 pub mod usage;

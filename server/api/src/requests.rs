@@ -11,21 +11,26 @@ use serde::{Deserialize, Serialize};
 pub struct RequestLogFilter {
     /// Only this key's requests. A standard key always sees only itself.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(deserialize_with = "crate::text::plain_opt")]
     pub key_id: Option<String>,
     /// Only this model (its public name).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(deserialize_with = "crate::text::plain_opt")]
     pub model: Option<String>,
     /// Only this HTTP status (`200`, `429`) or class of statuses (`2xx`,
     /// `4xx`, `5xx`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(deserialize_with = "crate::text::plain_opt")]
     pub status: Option<String>,
     /// From this time, inclusive: an RFC 3339 time or a `YYYY-MM-DD` date
     /// (UTC).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(deserialize_with = "crate::text::plain_opt")]
     pub from: Option<String>,
     /// Before this time, exclusive: an RFC 3339 time or a `YYYY-MM-DD` date
     /// (UTC).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(deserialize_with = "crate::text::plain_opt")]
     pub to: Option<String>,
 }
 

@@ -202,6 +202,7 @@ pub struct CreateThreadMessageRequest {
 #[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
 pub struct ThreadPath {
     /// The thread's id (`thr_…`).
+    #[serde(deserialize_with = "crate::text::plain")]
     pub thread_id: String,
 }
 
@@ -211,6 +212,7 @@ pub struct ThreadListFilter {
     /// Only this key's threads. Admin keys only: a standard key always
     /// sees only its own threads.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(deserialize_with = "crate::text::plain_opt")]
     pub key_id: Option<String>,
     /// `desc` (default: newest first) or `asc` (oldest first), by creation
     /// time.

@@ -96,6 +96,7 @@ pub struct ToolDeleted {
 #[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
 pub struct ToolPath {
     /// The tool's id (`tool_…`).
+    #[serde(deserialize_with = "crate::text::plain")]
     pub tool_id: String,
 }
 

@@ -10,13 +10,16 @@ pub struct UsageQuery {
     /// Start, inclusive: an RFC 3339 time or a `YYYY-MM-DD` date (UTC).
     /// Default: the start of the current calendar month (UTC).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(deserialize_with = "crate::text::plain_opt")]
     pub from: Option<String>,
     /// End, exclusive: an RFC 3339 time or a `YYYY-MM-DD` date (UTC).
     /// Default: the start of the next calendar month (UTC).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(deserialize_with = "crate::text::plain_opt")]
     pub to: Option<String>,
     /// Only this key. A standard key always sees only itself.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(deserialize_with = "crate::text::plain_opt")]
     pub key_id: Option<String>,
 }
 

@@ -16,6 +16,13 @@ const DAY_MS: i64 = 86_400_000;
 
 /// An RFC 3339 time or a `YYYY-MM-DD` date, as Unix ms.
 pub(crate) fn parse_time(field: &str, s: &str) -> Result<i64> {
+    // Four-digit years only: chrono's %Y also takes `-2026-…` and `+12026-…`.
+    let plain_year = s.len() >= 10 && s.as_bytes()[..4].iter().all(u8::is_ascii_digit);
+    if !plain_year {
+        return Err(Error::invalid(format!(
+            "{field} must be an RFC 3339 time (2026-11-01T00:00:00Z) or a date (2026-11-01), got {s:?}"
+        )));
+    }
     if let Ok(t) = DateTime::parse_from_rfc3339(s) {
         return Ok(t.timestamp_millis());
     }

@@ -197,6 +197,14 @@ pub async fn key_events(
 /// `YYYY-MM` as `[start, end)` in Unix ms.
 pub fn month(period: &str) -> Result<(i64, i64)> {
     let bad = || Error::invalid(format!("period must be a month, YYYY-MM, got {period:?}"));
+    // chrono's %Y also takes signs and longer years (`-2026-11`, `+12026-11`).
+    let b = period.as_bytes();
+    if b.len() != 7
+        || b[4] != b'-'
+        || !b.iter().enumerate().all(|(i, c)| i == 4 || c.is_ascii_digit())
+    {
+        return Err(bad());
+    }
     let first =
         NaiveDate::parse_from_str(&format!("{period}-01"), "%Y-%m-%d").map_err(|_| bad())?;
     let start = first.and_hms_opt(0, 0, 0).expect("midnight").and_utc().timestamp_millis();

@@ -47,6 +47,11 @@ pub(crate) fn validate_metadata(metadata: &BTreeMap<String, String>) -> Result<(
                 "metadata key {k:?} must be 1 to {MAX_METADATA_KEY_CHARS} characters"
             )));
         }
+        if qlaud_api::text::has_control(k) || qlaud_api::text::has_control(v) {
+            return Err(Error::invalid(format!(
+                "metadata key {k:?} and its value must not contain control characters"
+            )));
+        }
         if v.chars().count() > MAX_METADATA_VALUE_CHARS {
             return Err(Error::invalid(format!(
                 "metadata value of {k:?} is longer than {MAX_METADATA_VALUE_CHARS} characters"
