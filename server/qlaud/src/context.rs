@@ -32,6 +32,8 @@ pub struct Context {
     pub jobs: Arc<tokio::sync::Notify>,
     /// The shutdown's state, and the stream tasks it waits for.
     pub drain: Arc<Drain>,
+    /// Who may read `/metrics`.
+    pub metrics_access: crate::metrics::Access,
 }
 
 impl Context {
@@ -60,6 +62,7 @@ impl Context {
             gateway,
             jobs: Arc::default(),
             drain: Arc::default(),
+            metrics_access: Default::default(),
         }
     }
 

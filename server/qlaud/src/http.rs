@@ -424,12 +424,7 @@ impl QlaudApi for QlaudImpl {
     }
 
     async fn metrics(rqctx: RequestContext<Context>) -> Result<http::Response<Body>, HttpError> {
-        let ctx = rqctx.context();
-        let text = ctx.metrics.render(&ctx.store).await;
-        Ok(http::Response::builder()
-            .header(http::header::CONTENT_TYPE, "text/plain; version=0.0.4")
-            .body(Body::from(text))
-            .expect("a valid response"))
+        Ok(crate::metrics::respond(rqctx.context(), rqctx.request.headers(), true).await)
     }
 
     async fn create_message(

@@ -71,6 +71,10 @@ pub struct ServeConfig {
     /// A request body that has not fully arrived within this is refused
     /// (408) and its connection closed.
     pub body_timeout: Duration,
+    /// `--metrics-token`: `/metrics` needs it as a bearer token.
+    pub metrics_token: Option<String>,
+    /// `--metrics-bind`: `/metrics` is served there instead of on `bind`.
+    pub metrics_bind: Option<SocketAddr>,
 }
 
 impl ServeConfig {
@@ -88,6 +92,8 @@ impl ServeConfig {
             job_poll: std::time::Duration::from_millis(500),
             header_timeout: Duration::from_secs(30),
             body_timeout: Duration::from_secs(30),
+            metrics_token: None,
+            metrics_bind: None,
         }
     }
 }
@@ -95,6 +101,8 @@ impl ServeConfig {
 /// A running server.
 pub struct Server {
     http: HttpServer<Context>,
+    /// `/metrics` on its own address, with `--metrics-bind`.
+    metrics_http: Option<HttpServer<Context>>,
     /// The first tenant and its master key, when this start created them.
     pub bootstrap: Option<(TenantRow, Secret)>,
 }
@@ -124,8 +132,23 @@ impl Server {
                  loopback and private addresses; never use this in production"
             );
         }
-        let ctx =
+        let mut ctx =
             Context::new(store, gateway::Gateway::new(catalog), config.clock.clone(), outbound);
+        ctx.metrics_access = metrics::Access::new(
+            config.bind,
+            config.metrics_token.clone(),
+            config.metrics_bind.is_some(),
+        );
+        if !ctx.metrics_access.on_main && config.metrics_bind.is_none() {
+            tracing::warn!(
+                "/metrics is off: the server listens beyond loopback and neither \
+                 --metrics-token nor --metrics-bind is set"
+            );
+        }
+        let metrics_http = match config.metrics_bind {
+            Some(bind) => Some(metrics::serve_separately(bind, ctx.clone(), log.clone())?),
+            None => None,
+        };
         meter::ledger::spawn_recovery(
             ctx.store.clone(),
             ctx.clock.clone(),
@@ -156,11 +179,16 @@ impl Server {
         }
         let drain = http.app_private().drain.clone();
         listener::spawn_silent_reaper(http.local_addr(), config.header_timeout, drain);
-        Ok(Server { http, bootstrap })
+        Ok(Server { http, metrics_http, bootstrap })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
         self.http.local_addr()
+    }
+
+    /// Where `/metrics` is served on its own (`--metrics-bind`).
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_http.as_ref().map(HttpServer::local_addr)
     }
 
     pub fn store(&self) -> &Store {
@@ -198,6 +226,10 @@ impl Server {
         // dropshot stops accepting, ends idle connections, and waits for
         // handlers and response bodies; the stream tasks are waited for
         // separately (one may outlive its connection while it settles).
+        if let Some(m) = self.metrics_http {
+            // Scrapes are cheap and stateless: no drain for them.
+            let _ = m.close().await;
+        }
         let closing = tokio::spawn(self.http.close());
         // Refuse new connections once dropshot's accept loop has stopped.
         tokio::time::sleep(Duration::from_millis(20)).await;

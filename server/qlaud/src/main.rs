@@ -139,6 +139,14 @@ struct ServeArgs {
     #[arg(long, env = "QLAUD_BODY_TIMEOUT_SECS", default_value_t = 30,
           value_parser = clap::value_parser!(u64).range(1..))]
     body_timeout_secs: u64,
+    /// A bearer token `/metrics` requires (it shows spend across tenants).
+    #[arg(long, env = "QLAUD_METRICS_TOKEN", hide_env_values = true)]
+    metrics_token: Option<String>,
+    /// Serve `/metrics` on this address instead of --bind (for a scraper on
+    /// a private network). Without this or a token, `/metrics` is served
+    /// only when --bind is a loopback address.
+    #[arg(long, env = "QLAUD_METRICS_BIND")]
+    metrics_bind: Option<SocketAddr>,
     #[command(flatten)]
     push: PushArgs,
     #[command(flatten)]
@@ -202,6 +210,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     config.job_retention = std::time::Duration::from_secs(args.job_retention_secs);
     config.header_timeout = std::time::Duration::from_secs(args.header_timeout_secs);
     config.body_timeout = std::time::Duration::from_secs(args.body_timeout_secs);
+    config.metrics_token = args.metrics_token;
+    config.metrics_bind = args.metrics_bind;
     let server = Server::start(&config).await?;
     if let Some((tenant, secret)) = &server.bootstrap {
         // The master key is shown exactly once, on stdout, so it can be
@@ -217,6 +227,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         store = %qlaud_server::redact_url(&config.database_url),
         "qlaud listening"
     );
+    // After the listening line: scripts take the first `addr=` as the API's.
+    if let Some(addr) = server.metrics_addr() {
+        tracing::info!(metrics_bind = %addr, "serving /metrics");
+    }
     if let Some(every) = args.stripe_push_every_secs {
         spawn_stripe_push(server.store().clone(), args.push.clone(), every);
     }

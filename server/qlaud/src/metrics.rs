@@ -5,7 +5,94 @@
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use crate::context::Context;
 use crate::store::Store;
+
+/// Who may read `/metrics` (it shows spend across every tenant).
+#[derive(Clone, Debug, Default)]
+pub struct Access {
+    /// `--metrics-token`: a bearer token required wherever it is served.
+    pub token: Option<String>,
+    /// Served on the main address: `false` when `--metrics-bind` gives it an
+    /// address of its own, or when neither that nor a token is set and the
+    /// main address is not loopback.
+    pub on_main: bool,
+}
+
+impl Access {
+    /// The choice for a server on `bind`.
+    pub fn new(bind: std::net::SocketAddr, token: Option<String>, separate: bool) -> Access {
+        let on_main = !separate && (token.is_some() || bind.ip().is_loopback());
+        Access { token: token.filter(|t| !t.is_empty()), on_main }
+    }
+
+    /// Whether a request with `headers` may read the metrics.
+    fn allows(&self, headers: &http::HeaderMap) -> bool {
+        let Some(token) = &self.token else { return true };
+        let presented = headers
+            .get(http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, t)| t.trim())
+            .unwrap_or_default();
+        use subtle::ConstantTimeEq;
+        bool::from(presented.as_bytes().ct_eq(token.as_bytes()))
+    }
+}
+
+/// The `/metrics` answer: the text, a 401 without the token, or a 404 on an
+/// address that does not serve it.
+pub async fn respond(
+    ctx: &Context,
+    headers: &http::HeaderMap,
+    on_main: bool,
+) -> http::Response<dropshot::Body> {
+    let text = |status: http::StatusCode, body: String, kind: &str| {
+        http::Response::builder()
+            .status(status)
+            .header(http::header::CONTENT_TYPE, kind)
+            .body(dropshot::Body::from(body))
+            .expect("a valid response")
+    };
+    let access = &ctx.metrics_access;
+    if on_main && !access.on_main {
+        let body = r#"{"message":"Not Found"}"#.to_string();
+        return text(http::StatusCode::NOT_FOUND, body, "application/json");
+    }
+    if !access.allows(headers) {
+        let body = r#"{"message":"/metrics needs `Authorization: Bearer <metrics token>`"}"#;
+        let mut r = text(http::StatusCode::UNAUTHORIZED, body.to_string(), "application/json");
+        r.headers_mut()
+            .insert(http::header::WWW_AUTHENTICATE, http::HeaderValue::from_static("Bearer"));
+        return r;
+    }
+    let body = ctx.metrics.render(&ctx.store).await;
+    text(http::StatusCode::OK, body, "text/plain; version=0.0.4")
+}
+
+/// `/metrics` on its own address (`--metrics-bind`).
+#[dropshot::endpoint { method = GET, path = "/metrics", unpublished = true }]
+async fn metrics_only(
+    rqctx: dropshot::RequestContext<Context>,
+) -> Result<http::Response<dropshot::Body>, dropshot::HttpError> {
+    Ok(respond(rqctx.context(), rqctx.request.headers(), false).await)
+}
+
+/// Starts the metrics-only server on `bind`.
+pub fn serve_separately(
+    bind: std::net::SocketAddr,
+    ctx: Context,
+    log: slog::Logger,
+) -> anyhow::Result<dropshot::HttpServer<Context>> {
+    let mut api = dropshot::ApiDescription::new();
+    api.register(metrics_only).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let config = dropshot::ConfigDropshot { bind_address: bind, ..Default::default() };
+    dropshot::ServerBuilder::new(api, ctx, log)
+        .config(config)
+        .start()
+        .map_err(|e| anyhow::anyhow!("starting the metrics server on {bind}: {e}"))
+}
 
 /// The endpoints requests are counted by; any other counts as `other`.
 const ENDPOINTS: [&str; 11] = [
