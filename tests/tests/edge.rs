@@ -198,10 +198,13 @@ async fn slow_bodies_and_silent_connections_are_closed(backend: Backend) {
     let Some(r) = start(backend, &mock).await else { return };
     let key = Some(r.master.as_str());
     // Declares 1,000,000 bytes and sends 9: refused after the 1 s body
-    // timeout, on a model endpoint and on one of qlaud's own.
-    for (path, shape, declared) in
-        [("/v1/messages", Shape::Anthropic, 1_000_000), ("/v1/keys", Shape::Qlaud, 60_000)]
-    {
+    // timeout, on a model endpoint, on one of qlaud's own and on the raw
+    // body of Stripe's webhook.
+    for (path, shape, declared) in [
+        ("/v1/messages", Shape::Anthropic, 1_000_000),
+        ("/v1/keys", Shape::Qlaud, 60_000),
+        ("/v1/billing/stripe/webhook/ten_unknown", Shape::Qlaud, 60_000),
+    ] {
         let (status, body, took) =
             raw(r.process.addr, &post_head(path, key, declared), b"{\"name\":").await;
         assert_eq!(status, 408, "{path}: {body}");

@@ -47,26 +47,13 @@ fn client_error(status: ClientErrorStatusCode, message: String) -> HttpError {
     HttpError::for_client_error(None, status, message)
 }
 
-/// Reads and parses a JSON body under the rules above.
-async fn read_json<T: DeserializeOwned>(
-    request: http::Request<dropshot::Body>,
+/// Reads a body of at most `max_bytes` within the read timeout: 413 for a
+/// declared or actual size over the limit, 408 when it does not arrive.
+async fn read_bytes(
+    headers: &http::HeaderMap,
+    body: dropshot::Body,
     max_bytes: usize,
-    object_only: bool,
-    exact_numbers: bool,
-) -> Result<T, HttpError> {
-    let (parts, body) = request.into_parts();
-    if let Some(ct) = parts.headers.get(http::header::CONTENT_TYPE) {
-        let ct = ct
-            .to_str()
-            .map_err(|e| HttpError::for_bad_request(None, format!("invalid content type: {e}")))?;
-        let mime = ct.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
-        if mime != "application/json" {
-            return Err(HttpError::for_bad_request(
-                None,
-                format!("unsupported content-type: expected application/json, got {mime:?}"),
-            ));
-        }
-    }
+) -> Result<bytes::Bytes, HttpError> {
     let too_large = |n: &str| {
         client_error(
             ClientErrorStatusCode::PAYLOAD_TOO_LARGE,
@@ -76,8 +63,7 @@ async fn read_json<T: DeserializeOwned>(
             ),
         )
     };
-    let declared = parts
-        .headers
+    let declared = headers
         .get(http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok());
@@ -103,6 +89,30 @@ async fn read_json<T: DeserializeOwned>(
         }
         Ok(Ok(collected)) => collected.to_bytes(),
     };
+    Ok(bytes)
+}
+
+/// Reads and parses a JSON body under the rules above.
+async fn read_json<T: DeserializeOwned>(
+    request: http::Request<dropshot::Body>,
+    max_bytes: usize,
+    object_only: bool,
+    exact_numbers: bool,
+) -> Result<T, HttpError> {
+    let (parts, body) = request.into_parts();
+    if let Some(ct) = parts.headers.get(http::header::CONTENT_TYPE) {
+        let ct = ct
+            .to_str()
+            .map_err(|e| HttpError::for_bad_request(None, format!("invalid content type: {e}")))?;
+        let mime = ct.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
+        if mime != "application/json" {
+            return Err(HttpError::for_bad_request(
+                None,
+                format!("unsupported content-type: expected application/json, got {mime:?}"),
+            ));
+        }
+    }
+    let bytes = read_bytes(&parts.headers, body, max_bytes).await?;
     // serde reads `[]` as a struct whose fields are all optional: any JSON
     // that is not an object is refused here (malformed JSON gets the
     // parser's message below).
@@ -127,6 +137,34 @@ async fn read_json<T: DeserializeOwned>(
     let de = &mut serde_json::Deserializer::from_slice(&bytes);
     serde_path_to_error::deserialize(de)
         .map_err(|e| HttpError::for_bad_request(None, format!("unable to parse JSON body: {e}")))
+}
+
+/// A raw body (signed webhooks, the console's form), read when the request
+/// arrives under the same limits and timeout; documented as `UntypedBody`.
+pub struct BytesBody {
+    content: bytes::Bytes,
+}
+
+impl BytesBody {
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.content
+    }
+}
+
+#[async_trait::async_trait]
+impl ExclusiveExtractor for BytesBody {
+    async fn from_request<Context: ServerContext>(
+        rqctx: &RequestContext<Context>,
+        request: http::Request<dropshot::Body>,
+    ) -> Result<BytesBody, HttpError> {
+        let (parts, body) = request.into_parts();
+        let content = read_bytes(&parts.headers, body, rqctx.request_body_max_bytes()).await?;
+        Ok(BytesBody { content })
+    }
+
+    fn metadata(content_type: ApiEndpointBodyContentType) -> ExtractorMetadata {
+        <dropshot::UntypedBody as ExclusiveExtractor>::metadata(content_type)
+    }
 }
 
 /// A JSON object body, read when the request arrives (qlaud's own

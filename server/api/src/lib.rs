@@ -27,11 +27,10 @@ use serde_json::Value;
 use dropshot::{
     HttpError, HttpResponseAccepted, HttpResponseCreated, HttpResponseDeleted, HttpResponseHeaders,
     HttpResponseOk, PaginationParams, Path, Query, RequestContext, ResultsPage, TypedBody,
-    UntypedBody,
 };
 
 pub use billing::*;
-pub use body::{JsonBody, ModelBody};
+pub use body::{BytesBody, JsonBody, ModelBody};
 pub use conversations::*;
 pub use dropin::*;
 pub use errors::{AnthropicError, OpenAiError};
@@ -226,7 +225,7 @@ pub trait QlaudApi {
     async fn stripe_webhook(
         rqctx: RequestContext<Self::Context>,
         path: Path<TenantPath>,
-        body: UntypedBody,
+        body: BytesBody,
     ) -> Result<HttpResponseOk<StripeWebhookResult>, HttpError>;
 
     /// Export meter events.
@@ -506,7 +505,7 @@ pub trait QlaudApi {
     }]
     async fn create_job(
         rqctx: RequestContext<Self::Context>,
-        body: TypedBody<CreateJobRequest>,
+        body: JsonBody<CreateJobRequest>,
     ) -> Result<HttpResponseAccepted<Job>, HttpError>;
 
     /// List jobs.
@@ -750,7 +749,7 @@ pub trait QlaudApi {
     }]
     async fn create_conversation(
         rqctx: RequestContext<Self::Context>,
-        body: TypedBody<CreateConversationRequest>,
+        body: JsonBody<CreateConversationRequest>,
     ) -> Result<HttpResponseOk<Conversation>, OpenAiError>;
 
     /// Fetch a conversation.
@@ -780,7 +779,7 @@ pub trait QlaudApi {
     async fn update_conversation(
         rqctx: RequestContext<Self::Context>,
         path: Path<ConversationPath>,
-        body: TypedBody<UpdateConversationRequest>,
+        body: JsonBody<UpdateConversationRequest>,
     ) -> Result<HttpResponseOk<Conversation>, OpenAiError>;
 
     /// Delete a conversation.
@@ -833,7 +832,7 @@ pub trait QlaudApi {
     async fn create_conversation_items(
         rqctx: RequestContext<Self::Context>,
         path: Path<ConversationPath>,
-        body: TypedBody<CreateConversationItemsRequest>,
+        body: JsonBody<CreateConversationItemsRequest>,
     ) -> Result<HttpResponseOk<ConversationItemList>, OpenAiError>;
 
     /// Fetch one item of a conversation.

@@ -4,7 +4,7 @@
 use dropshot::{
     Body, HttpError, HttpResponseAccepted, HttpResponseCreated, HttpResponseDeleted,
     HttpResponseHeaders, HttpResponseOk, PaginationParams, Path, Query, RequestContext,
-    ResultsPage, TypedBody, UntypedBody,
+    ResultsPage, TypedBody,
 };
 use qlaud_api::{
     AnthropicError, BillingSettings, BillingSettingsUpdate, ChatCompletion, ChatCompletionRequest,
@@ -16,6 +16,7 @@ use qlaud_api::{
     StripeWebhookResult, TenantPath, UpdateKeyRequest, UsageQuery, UsageReport,
     WebhookSigningSecret,
 };
+use qlaud_api::{BytesBody, JsonBody, ModelBody};
 use qlaud_api::{
     BinaryResponse, ElevenLabsQuery, ElevenLabsSpeechRequest, ListenQuery, ListenUrl, RawBody,
     SpeechRequest, TranscriptionForm, VoicePath,
@@ -32,7 +33,6 @@ use qlaud_api::{
     ThreadPath, UpdateThreadRequest,
 };
 use qlaud_api::{CreateToolRequest, Tool, ToolDeleted, ToolListFilter, ToolPageSelector, ToolPath};
-use qlaud_api::{JsonBody, ModelBody};
 
 use crate::billing;
 use crate::context::Context;
@@ -176,7 +176,7 @@ impl QlaudApi for QlaudImpl {
     async fn stripe_webhook(
         rqctx: RequestContext<Context>,
         path: Path<TenantPath>,
-        body: UntypedBody,
+        body: BytesBody,
     ) -> Result<HttpResponseOk<StripeWebhookResult>, HttpError> {
         let ctx = rqctx.context();
         let signature =
@@ -366,7 +366,7 @@ impl QlaudApi for QlaudImpl {
 
     async fn create_job(
         rqctx: RequestContext<Context>,
-        body: TypedBody<CreateJobRequest>,
+        body: JsonBody<CreateJobRequest>,
     ) -> Result<HttpResponseAccepted<Job>, HttpError> {
         let ctx = rqctx.context();
         let headers = rqctx.request.headers();
@@ -578,7 +578,7 @@ impl QlaudApi for QlaudImpl {
 
     async fn create_conversation(
         rqctx: RequestContext<Context>,
-        body: TypedBody<CreateConversationRequest>,
+        body: JsonBody<CreateConversationRequest>,
     ) -> Result<HttpResponseOk<Conversation>, OpenAiError> {
         let ctx = rqctx.context();
         openai(async {
@@ -608,7 +608,7 @@ impl QlaudApi for QlaudImpl {
     async fn update_conversation(
         rqctx: RequestContext<Context>,
         path: Path<ConversationPath>,
-        body: TypedBody<UpdateConversationRequest>,
+        body: JsonBody<UpdateConversationRequest>,
     ) -> Result<HttpResponseOk<Conversation>, OpenAiError> {
         let ctx = rqctx.context();
         openai(async {
@@ -662,7 +662,7 @@ impl QlaudApi for QlaudImpl {
     async fn create_conversation_items(
         rqctx: RequestContext<Context>,
         path: Path<ConversationPath>,
-        body: TypedBody<CreateConversationItemsRequest>,
+        body: JsonBody<CreateConversationItemsRequest>,
     ) -> Result<HttpResponseOk<ConversationItemList>, OpenAiError> {
         let ctx = rqctx.context();
         openai(async {

@@ -10,7 +10,7 @@
 mod assets;
 pub mod session;
 
-use dropshot::{ApiDescription, Body, HttpError, Path, RequestContext, UntypedBody, endpoint};
+use dropshot::{ApiDescription, Body, HttpError, Path, RequestContext, endpoint};
 use http::{HeaderMap, Response, StatusCode, header};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -125,7 +125,7 @@ struct SignIn {
 }]
 async fn sign_in(
     rqctx: RequestContext<Context>,
-    body: UntypedBody,
+    body: qlaud_api::BytesBody,
 ) -> Result<Response<Body>, HttpError> {
     let ctx = rqctx.context();
     let headers = rqctx.request.headers();
