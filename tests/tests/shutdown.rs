@@ -77,30 +77,49 @@ enum Ending {
     Error(String),
 }
 
-/// Opens 20 slow streams (about 5 s each): 14 through `/v1/messages`, 6
-/// through `/v1/chat/completions`; returns once each has sent its first
-/// bytes, with the tasks that read them to the end.
+/// Opens 20 slow streams (about 5 s each): 12 through `/v1/messages`, 6
+/// through `/v1/chat/completions` and 2 thread turns; returns once each has
+/// sent its first bytes, with the tasks that read them to the end.
 async fn open_streams(r: &Running) -> Vec<tokio::task::JoinHandle<Ending>> {
     let http = reqwest::Client::new();
     let words = "w ".repeat(40);
+    let mut threads = Vec::new();
+    for _ in 0..2 {
+        let thread: Value = http
+            .post(format!("{}/v1/threads", r.process.base_url()))
+            .header("x-api-key", &r.secret)
+            .json(&json!({}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        threads.push(thread["id"].as_str().expect("a thread").to_string());
+    }
     let (first_tx, mut first_rx) = tokio::sync::mpsc::channel::<()>(STREAMS);
     let tasks = (0..STREAMS)
         .map(|i| {
             let (http, base, secret) = (http.clone(), r.process.base_url(), r.secret.clone());
             let first_tx = first_tx.clone();
-            let anthropic = i < 14;
-            let (path, body) = if anthropic {
-                (
-                    "/v1/messages",
-                    json!({"model": "claude-slow", "max_tokens": 100,
-                    "stream": true, "messages": [{"role": "user", "content": words}]}),
-                )
+            let anthropic = !(12..18).contains(&i);
+            let ask = json!({"max_tokens": 100, "stream": true,
+                             "messages": [{"role": "user", "content": words}]});
+            let (path, body) = match i {
+                0..12 => ("/v1/messages".to_string(), json!({"model": "claude-slow"})),
+                12..18 => ("/v1/chat/completions".to_string(), json!({"model": "gpt-slow"})),
+                _ => (
+                    format!("/v1/threads/{}/messages", threads[i - 18]),
+                    json!({"model": "claude-slow", "content": words, "max_tokens": 100,
+                           "stream": true}),
+                ),
+            };
+            let body = if i < 18 {
+                let mut b = ask.clone();
+                b["model"] = body["model"].clone();
+                b
             } else {
-                (
-                    "/v1/chat/completions",
-                    json!({"model": "gpt-slow", "max_tokens": 100,
-                    "stream": true, "messages": [{"role": "user", "content": words}]}),
-                )
+                body
             };
             tokio::spawn(async move {
                 let resp = http

@@ -104,6 +104,16 @@ async fn control_characters_are_refused(backend: Backend) {
     let (status, v) =
         t.request(Method::POST, "/v1/threads", master, Some(RawBody::Json(body))).await;
     assert_eq!(status, 400, "{v}");
+    // Secrets that end up in headers.
+    for body in
+        [json!({"stripe_secret_key": "sk_test_\u{0}x"}), json!({"webhook_secret": "whsec_\r\nx"})]
+    {
+        let (status, v) = t
+            .request(Method::PATCH, "/v1/billing/settings", master, Some(RawBody::Json(body)))
+            .await;
+        assert_eq!(status, 400, "{v}");
+        assert!(message(&v).contains("control characters"), "{v}");
+    }
     // Identifiers in paths and filters.
     for path in [
         "/v1/keys/key_%00x",

@@ -57,6 +57,14 @@ pub async fn update_settings(
     u: BillingSettingsUpdate,
 ) -> Result<BillingSettings> {
     let mut s = current(&ctx.store, &caller.tenant_id).await?;
+    // Both secrets end up in HTTP headers and signatures.
+    for (field, v) in
+        [("stripe_secret_key", &u.stripe_secret_key), ("webhook_secret", &u.webhook_secret)]
+    {
+        if v.as_deref().is_some_and(qlaud_api::text::has_control) {
+            return Err(Error::invalid(format!("{field} must not contain control characters")));
+        }
+    }
     if let Some(key) = change(u.stripe_secret_key) {
         if let Some(k) = &key
             && !(k.starts_with("sk_") || k.starts_with("rk_"))
