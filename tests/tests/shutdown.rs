@@ -18,6 +18,7 @@ backend_tests!(
     sigterm_drains_streams_to_the_end,
     sigterm_cuts_streams_at_the_deadline,
     health_is_unready_while_draining,
+    a_second_signal_exits_at_once,
 );
 
 const STREAMS: usize = 20;
@@ -271,4 +272,30 @@ async fn health_is_unready_while_draining(backend: Backend) {
     t.server().begin_drain();
     assert_eq!(health().await, (503, r#"{"status":"draining"}"#.to_string()));
     t.stop().await;
+}
+
+/// SIGTERM starts a 30 s drain; a second signal (here SIGINT) ends the
+/// process at once, with a non-zero status (what is open is left to crash
+/// recovery).
+async fn a_second_signal_exits_at_once(backend: Backend) {
+    let mock = MockUpstream::start().await;
+    let Some(mut r) = start(backend, &mock, "30").await else { return };
+    let resp = reqwest::Client::new()
+        .post(format!("{}/v1/messages", r.process.base_url()))
+        .header("x-api-key", &r.secret)
+        .json(&json!({"model": "claude-slow", "max_tokens": 100, "stream": true,
+                      "messages": [{"role": "user", "content": "w ".repeat(40)}]}))
+        .send()
+        .await
+        .unwrap();
+    let mut body = resp.bytes_stream();
+    body.next().await.unwrap().unwrap();
+    r.process.signal("TERM");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(r.process.exited_within(Duration::from_millis(10)).await.is_none(), "draining");
+    let signalled = Instant::now();
+    r.process.signal("INT");
+    let status = r.process.exited_within(Duration::from_secs(3)).await.expect("exits at once");
+    assert_eq!(status.code(), Some(1), "{status:?}");
+    assert!(signalled.elapsed() < Duration::from_secs(3));
 }
