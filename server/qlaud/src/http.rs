@@ -16,11 +16,11 @@ use qlaud_api::{
     StripeWebhookResult, TenantPath, UpdateKeyRequest, UsageQuery, UsageReport,
     WebhookSigningSecret,
 };
-use qlaud_api::{BytesBody, JsonBody, ModelBody};
 use qlaud_api::{
     BinaryResponse, ElevenLabsQuery, ElevenLabsSpeechRequest, ListenQuery, ListenUrl, RawBody,
     SpeechRequest, TranscriptionForm, VoicePath,
 };
+use qlaud_api::{BytesBody, JsonBody, ModelBody};
 use qlaud_api::{
     Conversation, ConversationDeleted, ConversationItem, ConversationItemList,
     ConversationItemPath, ConversationItemsQuery, ConversationPath, CreateConversationItemsRequest,
