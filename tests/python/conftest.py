@@ -27,6 +27,19 @@ base_url = "{mock['openai_base_url']}"
 api_key = "mock-openai-key"
 timeout_secs = 3
 
+# The audio providers, at the mock's root (their clients' base URLs have no /v1).
+[providers.elevenlabs]
+kind = "elevenlabs"
+base_url = "{mock['anthropic_base_url']}"
+api_key = "mock-elevenlabs-key"
+timeout_secs = 3
+
+[providers.deepgram]
+kind = "deepgram"
+base_url = "{mock['anthropic_base_url']}"
+api_key = "mock-deepgram-key"
+timeout_secs = 3
+
 [models."claude-test"]
 provider = "anthropic"
 upstream = "claude-upstream"
