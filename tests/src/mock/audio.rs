@@ -102,8 +102,8 @@ pub(super) async fn translations(
     form(shared, headers, multipart, "/v1/audio/translations").await
 }
 
-/// `n` bytes of "audio" in chunks of at most 1,000.
-fn audio_body(n: usize, content_type: &str) -> Response {
+/// `n` bytes of "audio" (or video) in chunks of at most 1,000.
+pub(super) fn binary(n: usize, content_type: &str) -> Response {
     let chunks: Vec<Result<Bytes, std::convert::Infallible>> =
         (0..n).step_by(1000).map(|i| Ok(Bytes::from(vec![0xFFu8; (n - i).min(1000)]))).collect();
     Response::builder()
@@ -123,7 +123,7 @@ pub(super) async fn speech(
         return resp;
     }
     let chars = v.as_ref().and_then(|v| v["input"].as_str()).map_or(0, |s| s.chars().count());
-    audio_body(chars * 10, "audio/mpeg")
+    binary(chars * 10, "audio/mpeg")
 }
 
 async fn elevenlabs(
@@ -148,7 +148,7 @@ async fn elevenlabs(
     } else {
         chars
     };
-    let mut resp = audio_body(chars as usize * 10, "audio/mpeg");
+    let mut resp = binary(chars as usize * 10, "audio/mpeg");
     resp.headers_mut().insert("character-cost", cost.into());
     resp
 }

@@ -96,6 +96,8 @@
 //!   even without `include_usage`).
 //! - `POST /v1/embeddings` (OpenAI's shape): see `embeddings.rs`; `nousage`
 //!   in the model name leaves `usage` out.
+//! - OpenAI's Videos API (`POST /v1/videos`, `GET /v1/videos/{id}` and
+//!   `/content`): see `video.rs`.
 //! - Also `GET /_mock/stats` (the stats as JSON) and `POST /_mock/reset`, for
 //!   clients of the `mock-upstream` binary.
 
@@ -108,6 +110,7 @@ mod responses;
 pub mod stripe;
 #[cfg(test)]
 mod tests;
+pub mod video;
 
 use std::io;
 use std::net::SocketAddr;
@@ -227,6 +230,7 @@ impl MockUpstream {
             next_id: AtomicU64::new(1),
             in_flight: AtomicU64::new(0),
             shutdown: rx.clone(),
+            videos: Mutex::default(),
         });
         let app = router(shared.clone());
         let task = tokio::spawn(async move {
@@ -280,6 +284,8 @@ struct Shared {
     /// Model requests being handled now (see `MockStats::max_in_flight`).
     in_flight: AtomicU64,
     shutdown: watch::Receiver<bool>,
+    /// Videos being "rendered", by id.
+    videos: Mutex<std::collections::HashMap<String, video::MockVideo>>,
 }
 
 #[derive(Clone, Copy)]
@@ -289,6 +295,10 @@ enum Api {
 }
 
 impl Shared {
+    fn videos(&self) -> MutexGuard<'_, std::collections::HashMap<String, video::MockVideo>> {
+        self.videos.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     fn stats(&self) -> MutexGuard<'_, MockStats> {
         // A panicking test must not take the other tests' stats with it.
         self.stats.lock().unwrap_or_else(|e| e.into_inner())
@@ -408,6 +418,9 @@ fn router(shared: Arc<Shared>) -> Router {
         .route("/v1/text-to-speech/{voice_id}", post(audio::text_to_speech))
         .route("/v1/text-to-speech/{voice_id}/stream", post(audio::text_to_speech_stream))
         .route("/v1/listen", post(audio::listen))
+        .route("/v1/videos", post(video::create))
+        .route("/v1/videos/{id}", get(video::get))
+        .route("/v1/videos/{id}/content", get(video::content))
         .route("/_mock/stats", get(stats_json))
         .route("/_mock/reset", post(reset))
         .fallback(not_found)

@@ -491,3 +491,60 @@ async fn anthropic_count_tokens_uses_the_input_rule() {
     let failing = json!({"model": "m-error-529", "messages": [{"role": "user", "content": "x"}]});
     assert_eq!(count(failing, true).await.unwrap().status().as_u16(), 529);
 }
+
+#[tokio::test]
+async fn videos_are_created_polled_to_completion_and_downloaded() {
+    let mock = MockUpstream::start().await;
+    let base = mock.openai_base_url();
+    let form = reqwest::multipart::Form::new()
+        .text("model", "sora-2")
+        .text("prompt", "a cat")
+        .text("seconds", "8")
+        .text("size", "1280x720");
+    let v: Value = client()
+        .post(format!("{base}/videos"))
+        .bearer_auth(OPENAI_KEY)
+        .multipart(form)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!((v["object"].as_str(), v["status"].as_str()), (Some("video"), Some("queued")));
+    assert_eq!((v["seconds"].as_str(), v["size"].as_str()), (Some("8"), Some("1280x720")));
+    let id = v["id"].as_str().unwrap();
+    let content = format!("{base}/videos/{id}/content");
+    let early = client().get(&content).bearer_auth(OPENAI_KEY).send().await.unwrap();
+    assert_eq!(early.status(), 404);
+    let poll = || async {
+        let r = client().get(format!("{base}/videos/{id}")).bearer_auth(OPENAI_KEY).send();
+        r.await.unwrap().json::<Value>().await.unwrap()
+    };
+    assert_eq!(poll().await["status"], "in_progress");
+    assert_eq!(poll().await["status"], "completed");
+    let mp4 = client().get(&content).bearer_auth(OPENAI_KEY).send().await.unwrap();
+    assert_eq!(mp4.headers()["content-type"], "video/mp4");
+    assert_eq!(mp4.bytes().await.unwrap().len(), 8000);
+    // A failing model ends in `failed` with an error.
+    let form = reqwest::multipart::Form::new().text("model", "sora-fail").text("prompt", "x");
+    let v: Value = client()
+        .post(format!("{base}/videos"))
+        .bearer_auth(OPENAI_KEY)
+        .multipart(form)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let url = format!("{base}/videos/{}", v["id"].as_str().unwrap());
+    for _ in 0..2 {
+        client().get(&url).bearer_auth(OPENAI_KEY).send().await.unwrap();
+    }
+    let v: Value =
+        client().get(&url).bearer_auth(OPENAI_KEY).send().await.unwrap().json().await.unwrap();
+    assert_eq!(v["status"], "failed");
+    assert_eq!(v["error"]["code"], "video_generation_failed");
+    assert_eq!(mock.stats().media_requests, 9);
+}
