@@ -91,6 +91,35 @@ mod ops {
         }
     }
 
+    pub async fn create_video(
+        sdk: Sdk,
+        model: String,
+        prompt: String,
+        input_reference: Option<(Vec<u8>, String)>,
+        fields: Vec<(String, String)>,
+    ) -> Result<Output, CallError> {
+        let fields: Vec<(&str, &str)> =
+            fields.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let image =
+            input_reference.map(|(data, name)| qlaud::AudioFile { name, data, content_type: None });
+        sdk.create_video(&model, &prompt, &fields, image)
+            .await
+            .map(Output::Json)
+            .map_err(CallError::raw)
+    }
+
+    pub async fn get_video(sdk: Sdk, video_id: String) -> Result<Output, CallError> {
+        sdk.get_video(&video_id).await.map(Output::Json).map_err(CallError::raw)
+    }
+
+    pub async fn get_video_content(
+        sdk: Sdk,
+        video_id: String,
+        variant: Option<String>,
+    ) -> Result<Output, CallError> {
+        audio(sdk.get_video_content(&video_id, variant.as_deref()).await).await
+    }
+
     pub async fn deepgram(
         sdk: Sdk,
         audio: Option<Vec<u8>>,
@@ -197,6 +226,41 @@ impl Client {
         let sdk = self.core.sdk();
         self.core.call(py, ops::deepgram(sdk, audio, url, content_type, query))
     }
+
+    /// Create a video (OpenAI Videos API): the video object to poll. `POST /v1/videos`
+    #[pyo3(signature = (*, prompt, model = "sora-2".to_string(), input_reference = None, input_reference_name = "reference.png".to_string(), **fields))]
+    fn create_video<'py>(
+        &self,
+        py: Python<'py>,
+        prompt: String,
+        model: String,
+        input_reference: Option<Vec<u8>>,
+        input_reference_name: String,
+        fields: Option<&Bound<'py, PyDict>>,
+    ) -> PyResult<Py<PyAny>> {
+        let fields = pairs(fields)?;
+        let image = input_reference.map(|d| (d, input_reference_name));
+        let sdk = self.core.sdk();
+        self.core.call(py, ops::create_video(sdk, model, prompt, image, fields))
+    }
+
+    /// Fetch a video (OpenAI Videos API): its status. `GET /v1/videos/{video_id}`
+    fn get_video<'py>(&self, py: Python<'py>, video_id: String) -> PyResult<Py<PyAny>> {
+        let sdk = self.core.sdk();
+        self.core.call(py, ops::get_video(sdk, video_id))
+    }
+
+    /// Download a video (OpenAI Videos API): the MP4 as bytes. `GET /v1/videos/{video_id}/content`
+    #[pyo3(signature = (video_id, *, variant = None))]
+    fn get_video_content<'py>(
+        &self,
+        py: Python<'py>,
+        video_id: String,
+        variant: Option<String>,
+    ) -> PyResult<Py<PyAny>> {
+        let sdk = self.core.sdk();
+        self.core.call(py, ops::get_video_content(sdk, video_id, variant))
+    }
 }
 
 #[pymethods]
@@ -284,5 +348,40 @@ impl AsyncClient {
         let query = pairs(query)?;
         let sdk = self.core.sdk();
         self.core.spawn(py, ops::deepgram(sdk, audio, url, content_type, query))
+    }
+
+    /// Create a video (OpenAI Videos API): the video object to poll. `POST /v1/videos`
+    #[pyo3(signature = (*, prompt, model = "sora-2".to_string(), input_reference = None, input_reference_name = "reference.png".to_string(), **fields))]
+    fn create_video<'py>(
+        &self,
+        py: Python<'py>,
+        prompt: String,
+        model: String,
+        input_reference: Option<Vec<u8>>,
+        input_reference_name: String,
+        fields: Option<&Bound<'py, PyDict>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let fields = pairs(fields)?;
+        let image = input_reference.map(|d| (d, input_reference_name));
+        let sdk = self.core.sdk();
+        self.core.spawn(py, ops::create_video(sdk, model, prompt, image, fields))
+    }
+
+    /// Fetch a video (OpenAI Videos API): its status. `GET /v1/videos/{video_id}`
+    fn get_video<'py>(&self, py: Python<'py>, video_id: String) -> PyResult<Bound<'py, PyAny>> {
+        let sdk = self.core.sdk();
+        self.core.spawn(py, ops::get_video(sdk, video_id))
+    }
+
+    /// Download a video (OpenAI Videos API): the MP4 as bytes. `GET /v1/videos/{video_id}/content`
+    #[pyo3(signature = (video_id, *, variant = None))]
+    fn get_video_content<'py>(
+        &self,
+        py: Python<'py>,
+        video_id: String,
+        variant: Option<String>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let sdk = self.core.sdk();
+        self.core.spawn(py, ops::get_video_content(sdk, video_id, variant))
     }
 }

@@ -2273,6 +2273,29 @@ pub mod types {
             value.parse()
         }
     }
+    ///`POST /v1/videos`: OpenAI's Videos form (the Sora 2 shape). Parts qlaud does not name pass to the provider unchanged.
+    #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, PartialEq)]
+    pub struct VideoForm {
+        ///An image the video starts from.
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub input_reference: ::std::option::Option<::std::string::String>,
+        ///A video model's public name in qlaud (`sora-2`, the default, or `sora-2-pro`).
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub model: ::std::option::Option<::std::string::String>,
+        ///What the video shows.
+        pub prompt: ::std::string::String,
+        ///Length in whole seconds, as text (`"4"`, the default, `"8"`, `"12"`); at most 60.
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub seconds: ::std::option::Option<::std::string::String>,
+        ///`WIDTHxHEIGHT`: `720x1280` (default), `1280x720`, `1024x1792`, `1792x1024`. The size's tier (its short side) picks the price.
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub size: ::std::option::Option<::std::string::String>,
+    }
+    impl VideoForm {
+        pub fn builder() -> builder::VideoForm {
+            Default::default()
+        }
+    }
     /**The tenant's outgoing webhook signing secret, shown once.
 
 Every call qlaud makes to a URL the tenant gave it (spend alerts, tool and job webhooks) carries the Standard Webhooks headers `webhook-id`, `webhook-timestamp` and `webhook-signature: v1,<base64>`, the HMAC-SHA256 of `"{webhook-id}.{webhook-timestamp}.{body}"` keyed with the base64-decoded part of this secret after `whsec_`. Any Standard Webhooks library verifies it given the secret as is. Not to be confused with `webhook_secret` in the billing settings, which verifies what Stripe sends to qlaud.*/
@@ -11477,6 +11500,126 @@ Every call qlaud makes to a URL the tenant gave it (spend alerts, tool and job w
                     output_tokens: Ok(value.output_tokens),
                     requests: Ok(value.requests),
                     units: Ok(value.units),
+                }
+            }
+        }
+        #[derive(Clone, Debug)]
+        pub struct VideoForm {
+            input_reference: ::std::result::Result<
+                ::std::option::Option<::std::string::String>,
+                ::std::string::String,
+            >,
+            model: ::std::result::Result<
+                ::std::option::Option<::std::string::String>,
+                ::std::string::String,
+            >,
+            prompt: ::std::result::Result<::std::string::String, ::std::string::String>,
+            seconds: ::std::result::Result<
+                ::std::option::Option<::std::string::String>,
+                ::std::string::String,
+            >,
+            size: ::std::result::Result<
+                ::std::option::Option<::std::string::String>,
+                ::std::string::String,
+            >,
+        }
+        impl ::std::default::Default for VideoForm {
+            fn default() -> Self {
+                Self {
+                    input_reference: Ok(Default::default()),
+                    model: Ok(Default::default()),
+                    prompt: Err("no value supplied for prompt".to_string()),
+                    seconds: Ok(Default::default()),
+                    size: Ok(Default::default()),
+                }
+            }
+        }
+        impl VideoForm {
+            pub fn input_reference<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::option::Option<::std::string::String>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.input_reference = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!(
+                            "error converting supplied value for input_reference: {e}"
+                        )
+                    });
+                self
+            }
+            pub fn model<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::option::Option<::std::string::String>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.model = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for model: {e}")
+                    });
+                self
+            }
+            pub fn prompt<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::string::String>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.prompt = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for prompt: {e}")
+                    });
+                self
+            }
+            pub fn seconds<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::option::Option<::std::string::String>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.seconds = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for seconds: {e}")
+                    });
+                self
+            }
+            pub fn size<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::option::Option<::std::string::String>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.size = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for size: {e}")
+                    });
+                self
+            }
+        }
+        impl ::std::convert::TryFrom<VideoForm> for super::VideoForm {
+            type Error = super::error::ConversionError;
+            fn try_from(
+                value: VideoForm,
+            ) -> ::std::result::Result<Self, super::error::ConversionError> {
+                Ok(Self {
+                    input_reference: value.input_reference?,
+                    model: value.model?,
+                    prompt: value.prompt?,
+                    seconds: value.seconds?,
+                    size: value.size?,
+                })
+            }
+        }
+        impl ::std::convert::From<super::VideoForm> for VideoForm {
+            fn from(value: super::VideoForm) -> Self {
+                Self {
+                    input_reference: Ok(value.input_reference),
+                    model: Ok(value.model),
+                    prompt: Ok(value.prompt),
+                    seconds: Ok(value.seconds),
+                    size: Ok(value.size),
                 }
             }
         }

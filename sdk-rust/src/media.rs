@@ -98,6 +98,52 @@ impl Client {
         self.audio(request.query(query).json(&body)).await
     }
 
+    /// `POST /v1/videos` (OpenAI's Videos form): a video of `prompt` by
+    /// `model`, with any other form `fields` (`seconds`, `size`, …) and an
+    /// optional `input_reference` image. The answer is the video object to
+    /// poll with [`Client::get_video`].
+    pub async fn create_video(
+        &self,
+        model: &str,
+        prompt: &str,
+        fields: &[(&str, &str)],
+        input_reference: Option<AudioFile>,
+    ) -> Result<serde_json::Value, RawError> {
+        let mut all = vec![("prompt", prompt)];
+        all.extend_from_slice(fields);
+        let file = input_reference.as_ref().map(|f| ("input_reference", f));
+        let (content_type, body) = multipart(model, file, &all);
+        let request = self
+            .inner
+            .client()
+            .post(format!("{}/v1/videos", self.base_url()))
+            .header(reqwest::header::CONTENT_TYPE, content_type)
+            .body(body);
+        read_json(self.send(request).await?).await
+    }
+
+    /// `GET /v1/videos/{video_id}`: the video object (`status`, `progress`).
+    pub async fn get_video(&self, video_id: &str) -> Result<serde_json::Value, RawError> {
+        let path = format!("/v1/videos/{}", progenitor_client::encode_path(video_id));
+        read_json(self.send(self.inner.client().get(format!("{}{path}", self.base_url()))).await?)
+            .await
+    }
+
+    /// `GET /v1/videos/{video_id}/content`: the MP4 (or `variant`
+    /// `thumbnail` / `spritesheet`) as it arrives.
+    pub async fn get_video_content(
+        &self,
+        video_id: &str,
+        variant: Option<&str>,
+    ) -> Result<AudioStream, RawError> {
+        let path = format!("/v1/videos/{}/content", progenitor_client::encode_path(video_id));
+        let mut request = self.inner.client().get(format!("{}{path}", self.base_url()));
+        if let Some(v) = variant {
+            request = request.query(&[("variant", v)]);
+        }
+        self.audio(request).await
+    }
+
     async fn audio_form(
         &self,
         path: &str,
@@ -105,7 +151,7 @@ impl Client {
         file: AudioFile,
         fields: &[(&str, &str)],
     ) -> Result<serde_json::Value, RawError> {
-        let (content_type, body) = multipart(model, &file, fields);
+        let (content_type, body) = multipart(model, Some(("file", &file)), fields);
         let request = self
             .inner
             .client()
@@ -139,12 +185,17 @@ impl Client {
 
 /// A `multipart/form-data` body, built in memory so that a retry can send
 /// it again.
-fn multipart(model: &str, file: &AudioFile, fields: &[(&str, &str)]) -> (String, Vec<u8>) {
+fn multipart(
+    model: &str,
+    file: Option<(&str, &AudioFile)>,
+    fields: &[(&str, &str)],
+) -> (String, Vec<u8>) {
+    let len = file.map_or(0, |(_, f)| f.data.len());
     let boundary = format!("qlaud-{:016x}", {
         use std::hash::{BuildHasher, RandomState};
-        RandomState::new().hash_one(file.data.len())
+        RandomState::new().hash_one(len)
     });
-    let mut body = Vec::with_capacity(file.data.len() + 512);
+    let mut body = Vec::with_capacity(len + 512);
     let quoted = |s: &str| s.replace(['"', '\r', '\n'], "_");
     let text = |body: &mut Vec<u8>, name: &str, value: &str| {
         body.extend_from_slice(
@@ -159,16 +210,20 @@ fn multipart(model: &str, file: &AudioFile, fields: &[(&str, &str)]) -> (String,
     for (name, value) in fields {
         text(&mut body, name, value);
     }
-    body.extend_from_slice(
-        format!(
-            "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{}\"\r\n\
-             Content-Type: {}\r\n\r\n",
-            quoted(&file.name),
-            file.content_type.as_deref().unwrap_or("application/octet-stream")
-        )
-        .as_bytes(),
-    );
-    body.extend_from_slice(&file.data);
-    body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    if let Some((name, file)) = file {
+        body.extend_from_slice(
+            format!(
+                "--{boundary}\r\nContent-Disposition: form-data; name=\"{}\"; filename=\"{}\"\r\n\
+                 Content-Type: {}\r\n\r\n",
+                quoted(name),
+                quoted(&file.name),
+                file.content_type.as_deref().unwrap_or("application/octet-stream")
+            )
+            .as_bytes(),
+        );
+        body.extend_from_slice(&file.data);
+        body.extend_from_slice(b"\r\n");
+    }
+    body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
     (format!("multipart/form-data; boundary={boundary}"), body)
 }

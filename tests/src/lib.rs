@@ -495,6 +495,11 @@ timeout_secs = 2
         model(&format!("claude-{fault}"), "anthropic", &format!("claude-{fault}"), claude);
         model(&format!("gpt-{fault}"), "openai", &format!("gpt-{fault}"), gpt);
     }
+    // A video model whose renders fail (the mock fails models named so).
+    toml.push_str(
+        "\n[models.\"sora-fail\"]\nprovider = \"openai\"\nupstream = \"sora-fail\"\n\
+         kind = \"video\"\nprices = { video_seconds_720p = \"100000\" }\n",
+    );
     // Embedding models: $0.02 per million input tokens.
     for (name, upstream) in [("embed-test", "embed-upstream"), ("embed-nousage", "embed-nousage")] {
         toml.push_str(&format!(

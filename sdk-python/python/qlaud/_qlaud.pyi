@@ -94,6 +94,7 @@ from qlaud.types import (
     UsageReport,
     UsageTotals,
     Usd,
+    VideoForm,
     WebhookSigningSecret,
 )
 
@@ -226,6 +227,31 @@ class Client:
         """Stream generated speech (ElevenLabs): the audio.
 
         `POST /v1/text-to-speech/{voice_id}/stream`
+        """
+    def create_video(
+        self,
+        *,
+        prompt: str,
+        model: str = "sora-2",
+        input_reference: bytes | None = None,
+        input_reference_name: str = "reference.png",
+        **fields: Any,
+    ) -> dict[str, Any]:
+        """Create a video (OpenAI Videos API: `seconds`, `size`, … as keywords): the video
+        object (`id`, `status`) to poll with `get_video`.
+
+        `POST /v1/videos`
+        """
+    def get_video(self, video_id: str) -> dict[str, Any]:
+        """Fetch a video (OpenAI Videos API): `status` (`queued`, `in_progress`, `completed`,
+        `failed`) and `progress`.
+
+        `GET /v1/videos/{video_id}`
+        """
+    def get_video_content(self, video_id: str, *, variant: str | None = None) -> bytes:
+        """Download a video (OpenAI Videos API): the MP4, or the `thumbnail` / `spritesheet`.
+
+        `GET /v1/videos/{video_id}/content`
         """
     def cancel_job(
         self,
@@ -1453,6 +1479,31 @@ class AsyncClient:
         """Stream generated speech (ElevenLabs): the audio.
 
         `POST /v1/text-to-speech/{voice_id}/stream`
+        """
+    async def create_video(
+        self,
+        *,
+        prompt: str,
+        model: str = "sora-2",
+        input_reference: bytes | None = None,
+        input_reference_name: str = "reference.png",
+        **fields: Any,
+    ) -> dict[str, Any]:
+        """Create a video (OpenAI Videos API: `seconds`, `size`, … as keywords): the video
+        object (`id`, `status`) to poll with `get_video`.
+
+        `POST /v1/videos`
+        """
+    async def get_video(self, video_id: str) -> dict[str, Any]:
+        """Fetch a video (OpenAI Videos API): `status` (`queued`, `in_progress`, `completed`,
+        `failed`) and `progress`.
+
+        `GET /v1/videos/{video_id}`
+        """
+    async def get_video_content(self, video_id: str, *, variant: str | None = None) -> bytes:
+        """Download a video (OpenAI Videos API): the MP4, or the `thumbnail` / `spritesheet`.
+
+        `GET /v1/videos/{video_id}/content`
         """
     async def cancel_job(
         self,

@@ -103,6 +103,7 @@ __all__ = [
     "UsageReport",
     "UsageTotals",
     "Usd",
+    "VideoForm",
     "WebhookSigningSecret",
 ]
 
@@ -1370,6 +1371,22 @@ class UsageTotals(TypedDict):
     """Model requests, failed ones included (they cost nothing)."""
     units: NotRequired[dict[str, int]]
     """Quantity per priced unit (`input_tokens`, `output_tokens`, `cache_read_tokens`, `cache_write_tokens`, `requests`, and any unit a model is priced in, such as `audio_seconds`). The token fields above repeat the token units, for readers written before units existed."""
+
+
+class VideoForm(TypedDict):
+    """`POST /v1/videos`: OpenAI's Videos form (the Sora 2 shape). Parts qlaud does not name pass to the provider unchanged.
+    """
+
+    input_reference: NotRequired[bytes]
+    """An image the video starts from."""
+    model: NotRequired[str | None]
+    """A video model's public name in qlaud (`sora-2`, the default, or `sora-2-pro`)."""
+    prompt: str
+    """What the video shows."""
+    seconds: NotRequired[str | None]
+    """Length in whole seconds, as text (`"4"`, the default, `"8"`, `"12"`); at most 60."""
+    size: NotRequired[str | None]
+    """`WIDTHxHEIGHT`: `720x1280` (default), `1280x720`, `1024x1792`, `1792x1024`. The size's tier (its short side) picks the price."""
 
 
 class WebhookSigningSecret(TypedDict):

@@ -982,6 +982,64 @@ pub trait QlaudApi {
         body: TypedBody<ElevenLabsSpeechRequest>,
     ) -> Result<BinaryResponse, OpenAiError>;
 
+    /// Create a video (OpenAI Videos API).
+    ///
+    /// OpenAI's `POST /v1/videos`: a `multipart/form-data` form (`prompt`,
+    /// `model`, `seconds`, `size`, `input_reference`, and any other part,
+    /// passed through), answered with the provider's video object (`id`,
+    /// `status: "queued"`, …) to poll with `get_video`. Billed per second
+    /// of video at the price of the size's tier (`video_seconds_720p`,
+    /// `video_seconds_1024p`): `seconds` × that price is reserved first
+    /// (402 when it does not fit, before the provider is called) and held
+    /// until a `get_video` sees the outcome: `completed` settles at that
+    /// price, `failed` at nothing. The reservation is in
+    /// `qlaud-reserved-micros`. The provider is configurable (OpenAI
+    /// retired its own Sora endpoint). Errors use OpenAI's error shape.
+    #[endpoint {
+        method = POST,
+        path = "/v1/videos",
+        tags = ["media"],
+        content_type = "multipart/form-data",
+        request_body_max_bytes = MEDIA_BODY_MAX_BYTES,
+    }]
+    async fn create_video(
+        rqctx: RequestContext<Self::Context>,
+        body: RawBody<VideoForm>,
+    ) -> Result<ModelResponse<Value>, OpenAiError>;
+
+    /// Fetch a video (OpenAI Videos API).
+    ///
+    /// OpenAI's `GET /v1/videos/{video_id}`: the provider's video object
+    /// (`status`: `queued`, `in_progress`, `completed`, `failed`;
+    /// `progress`). The first poll that sees `completed` or `failed`
+    /// settles the video (its cost then in `qlaud-cost-micros`). A
+    /// standard key sees only its own videos.
+    #[endpoint {
+        method = GET,
+        path = "/v1/videos/{video_id}",
+        tags = ["media"],
+    }]
+    async fn get_video(
+        rqctx: RequestContext<Self::Context>,
+        path: Path<VideoPath>,
+    ) -> Result<ModelResponse<Value>, OpenAiError>;
+
+    /// Download a video (OpenAI Videos API).
+    ///
+    /// OpenAI's `GET /v1/videos/{video_id}/content`: the MP4 (or the
+    /// `thumbnail` / `spritesheet` image) streamed as the provider sends
+    /// it. Not billed again.
+    #[endpoint {
+        method = GET,
+        path = "/v1/videos/{video_id}/content",
+        tags = ["media"],
+    }]
+    async fn get_video_content(
+        rqctx: RequestContext<Self::Context>,
+        path: Path<VideoPath>,
+        query: Query<VideoContentQuery>,
+    ) -> Result<BinaryResponse, OpenAiError>;
+
     /// List models.
     ///
     /// Every model qlaud serves, with its prices, in a shape that both the

@@ -32,6 +32,9 @@ pub const MEDIA_OPERATIONS: &[&str] = &[
     "transcribe_deepgram",
     "create_elevenlabs_speech",
     "stream_elevenlabs_speech",
+    "create_video",
+    "get_video",
+    "get_video_content",
 ];
 
 /// A request body read by the handler itself, after the key in the headers
@@ -170,6 +173,41 @@ pub struct ListenUrl {
     pub url: String,
 }
 
+/// `POST /v1/videos`: OpenAI's Videos form (the Sora 2 shape). Parts
+/// qlaud does not name pass to the provider unchanged.
+#[derive(Deserialize, JsonSchema)]
+#[allow(dead_code)]
+pub struct VideoForm {
+    /// What the video shows.
+    pub prompt: String,
+    /// A video model's public name in qlaud (`sora-2`, the default, or
+    /// `sora-2-pro`).
+    pub model: Option<String>,
+    /// Length in whole seconds, as text (`"4"`, the default, `"8"`,
+    /// `"12"`); at most 60.
+    pub seconds: Option<String>,
+    /// `WIDTHxHEIGHT`: `720x1280` (default), `1280x720`, `1024x1792`,
+    /// `1792x1024`. The size's tier (its short side) picks the price.
+    pub size: Option<String>,
+    /// An image the video starts from.
+    #[serde(default)]
+    #[schemars(schema_with = "binary")]
+    pub input_reference: Option<String>,
+}
+
+/// A video, by the id its provider gave it.
+#[derive(Deserialize, JsonSchema)]
+pub struct VideoPath {
+    pub video_id: String,
+}
+
+/// Which rendition of a video to download.
+#[derive(Deserialize, JsonSchema)]
+pub struct VideoContentQuery {
+    /// `video` (default, MP4), `thumbnail` or `spritesheet`.
+    pub variant: Option<String>,
+}
+
 /// The spec's media bodies and answers as precisely as OpenAPI says them
 /// (dropshot documents one content type per body, and binary answers
 /// without a type): run on the generated document.
@@ -192,6 +230,13 @@ pub fn describe(spec: &mut Value) {
         let ok = &mut paths[path]["post"]["responses"]["200"]["content"];
         ok["text/plain"] = json!({"schema": {"type": "string"}});
     }
+    paths["/v1/videos/{video_id}/content"]["get"]["responses"]["200"] = json!({
+    "description": "The video (MP4) or the image asked for, streamed as it arrives.",
+    "content": {
+        "video/mp4": {"schema": {"type": "string", "format": "binary"}},
+        "image/*": {"schema": {"type": "string", "format": "binary"}},
+        "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}
+    }});
     let listen = &mut paths["/v1/listen"]["post"];
     let url_body = listen["requestBody"]["content"]["application/json"].take();
     listen["requestBody"] = json!({"required": true, "content": {

@@ -18,7 +18,7 @@ use qlaud_api::{
 };
 use qlaud_api::{
     BinaryResponse, ElevenLabsQuery, ElevenLabsSpeechRequest, ListenQuery, ListenUrl, RawBody,
-    SpeechRequest, TranscriptionForm, VoicePath,
+    SpeechRequest, TranscriptionForm, VideoContentQuery, VideoForm, VideoPath, VoicePath,
 };
 use qlaud_api::{BytesBody, JsonBody, ModelBody};
 use qlaud_api::{
@@ -474,6 +474,40 @@ impl QlaudApi for QlaudImpl {
         gateway::transcription(rqctx.context(), rqctx.request.headers(), body.body, true)
             .await
             .map(ModelResponse::new)
+            .map_err(gateway::error::GatewayError::into_openai)
+    }
+
+    async fn create_video(
+        rqctx: RequestContext<Context>,
+        body: RawBody<VideoForm>,
+    ) -> Result<ModelResponse<serde_json::Value>, OpenAiError> {
+        gateway::create_video(rqctx.context(), rqctx.request.headers(), body.body)
+            .await
+            .map(ModelResponse::new)
+            .map_err(gateway::error::GatewayError::into_openai)
+    }
+
+    async fn get_video(
+        rqctx: RequestContext<Context>,
+        path: Path<VideoPath>,
+    ) -> Result<ModelResponse<serde_json::Value>, OpenAiError> {
+        let id = path.into_inner().video_id;
+        gateway::get_video(rqctx.context(), rqctx.request.headers(), &id)
+            .await
+            .map(ModelResponse::new)
+            .map_err(gateway::error::GatewayError::into_openai)
+    }
+
+    async fn get_video_content(
+        rqctx: RequestContext<Context>,
+        path: Path<VideoPath>,
+        _query: Query<VideoContentQuery>,
+    ) -> Result<BinaryResponse, OpenAiError> {
+        let id = path.into_inner().video_id;
+        let query = rqctx.request.uri().query();
+        gateway::get_video_content(rqctx.context(), rqctx.request.headers(), &id, query)
+            .await
+            .map(BinaryResponse)
             .map_err(gateway::error::GatewayError::into_openai)
     }
 

@@ -52,6 +52,8 @@ pub enum ModelKind {
     /// Text to speech: `POST /v1/audio/speech` (OpenAI),
     /// `POST /v1/text-to-speech/{voice_id}` (ElevenLabs).
     Speech,
+    /// Video generation: `POST /v1/videos` (OpenAI's Videos API shape).
+    Video,
 }
 
 /// Limits on uploaded media.
@@ -213,7 +215,10 @@ impl Catalog {
                 .with_context(|| format!("model {name}: no provider named {:?}", spec.provider))?;
             let media_only =
                 matches!(provider.kind, ProviderKind::Elevenlabs | ProviderKind::Deepgram);
-            let media = matches!(spec.kind, ModelKind::Transcription | ModelKind::Speech);
+            let media = matches!(
+                spec.kind,
+                ModelKind::Transcription | ModelKind::Speech | ModelKind::Video
+            );
             anyhow::ensure!(
                 !media_only || media,
                 "model {name}: provider {} serves only speech or transcription models",
@@ -313,7 +318,8 @@ fn resolve_prices(
         ModelKind::Embedding => &[Unit::INPUT_TOKENS],
         // Media models are billed in units of their own (audio seconds,
         // characters, audio tokens): any, but at least one.
-        ModelKind::Transcription | ModelKind::Speech => {
+        // Video: one `video_seconds_<tier>` per size tier it renders.
+        ModelKind::Transcription | ModelKind::Speech | ModelKind::Video => {
             anyhow::ensure!(!prices.is_empty(), "a media model needs at least one price");
             &[]
         }

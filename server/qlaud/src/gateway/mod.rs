@@ -15,6 +15,7 @@ pub mod responses;
 pub mod round;
 pub mod sse;
 pub(crate) mod stream;
+mod video;
 
 pub use crate::dialects::Shape;
 use crate::dialects::{self, ClientEncoder};
@@ -22,6 +23,7 @@ pub use audio::{elevenlabs_speech, listen, speech, transcription};
 pub use embeddings::{embeddings, embeddings_as};
 pub use responses::{create as responses, create_as as responses_as};
 use stream::{Translator, stream};
+pub use video::{create_video, get_video, get_video_content};
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -82,6 +84,7 @@ impl Gateway {
                     "a text-to-speech model: call it through /v1/audio/speech (or \
                      /v1/text-to-speech/{voice_id} for ElevenLabs')"
                 }
+                ModelKind::Video => "a video model: call it through /v1/videos",
             };
             return Err(GatewayError::bad_request(format!("model {name:?} is {what}"))
                 .with_code("model_not_supported"));

@@ -117,6 +117,24 @@ impl Metered {
         }
     }
 
+    /// Leaves the reservation open past this call: whoever takes it (a
+    /// video, settled when a poll sees its outcome) settles it with
+    /// [`RequestRecord`]s of its own. Dropping the call then records nothing.
+    pub fn hold(&mut self) {
+        self.settled = true;
+    }
+
+    /// The record settling this call's reservation at `cost_micros` for
+    /// `quantities`, as settling it here would write (for a held call).
+    pub fn held_record(
+        &self,
+        status: u16,
+        quantities: Quantities,
+        cost_micros: i64,
+    ) -> RequestRecord {
+        self.record(status, Usage::default(), quantities, cost_micros, false)
+    }
+
     /// Settles the call at the cost of `usage`; returns that cost. A cost
     /// above the reservation means the estimate missed something the
     /// provider bills: it is settled at the reservation, so the cap holds,

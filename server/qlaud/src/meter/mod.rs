@@ -91,6 +91,8 @@ pub enum Endpoint {
     Listen,
     /// ElevenLabs' `POST /v1/text-to-speech/{voice_id}[/stream]`.
     TextToSpeech,
+    /// `POST /v1/videos` (settled when a poll sees the video's outcome).
+    Videos,
     /// A name this version does not know (written by a newer one), kept
     /// as it was.
     Other(String),
@@ -109,6 +111,7 @@ impl Endpoint {
             Endpoint::Speech => "audio_speech",
             Endpoint::Listen => "listen",
             Endpoint::TextToSpeech => "text_to_speech",
+            Endpoint::Videos => "videos",
             Endpoint::Other(name) => name,
         }
     }
@@ -125,6 +128,7 @@ impl Endpoint {
             "audio_speech" => Endpoint::Speech,
             "listen" => Endpoint::Listen,
             "text_to_speech" => Endpoint::TextToSpeech,
+            "videos" => Endpoint::Videos,
             other => Endpoint::Other(other.to_string()),
         }
     }

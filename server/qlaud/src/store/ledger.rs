@@ -325,12 +325,15 @@ impl Store {
         let rows = sqlx::query(
             "SELECT r.id, r.tenant_id, r.key_id, r.period_start_ms, r.model, r.provider, \
              r.endpoint, r.reserved_micros, r.created_ms FROM reservations r \
-             WHERE NOT EXISTS (SELECT 1 FROM instances i WHERE i.id = r.instance_id \
+             WHERE r.instance_id <> $3 \
+             AND NOT EXISTS (SELECT 1 FROM instances i WHERE i.id = r.instance_id \
                                AND i.heartbeat_ms >= $1) \
              ORDER BY r.created_ms LIMIT $2",
         )
         .bind(cutoff_ms)
         .bind(limit)
+        // A held video reservation waits for its poll, not a heartbeat.
+        .bind(super::videos::HELD)
         .fetch_all(self.pool())
         .await?;
         rows.iter()

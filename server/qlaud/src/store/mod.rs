@@ -18,6 +18,7 @@ mod tenants;
 mod threads;
 mod tools;
 mod usage;
+mod videos;
 mod webhook_secrets;
 
 use std::path::Path;
@@ -48,6 +49,7 @@ pub use threads::{
 };
 pub use tools::{NewTool, ToolQuery, ToolRow};
 pub use usage::{UnitGroup, UsageFilter, UsageRow};
+pub use videos::VideoRow;
 pub use webhook_secrets::WebhookSecretRow;
 
 use crate::error::Result;

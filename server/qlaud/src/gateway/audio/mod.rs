@@ -127,7 +127,10 @@ fn text_response(content_type: &str, text: Bytes, cost: i64) -> Response<Body> {
 }
 
 /// Reads a whole provider answer (a transcript: small, JSON or text).
-async fn read_body(call: &Call, upstream: reqwest::Response) -> Result<Bytes, GatewayError> {
+pub(super) async fn read_body(
+    call: &Call,
+    upstream: reqwest::Response,
+) -> Result<Bytes, GatewayError> {
     let provider = call.model().provider.clone();
     match tokio::time::timeout(provider.timeout, upstream.bytes()).await {
         Ok(Ok(b)) => Ok(b),

@@ -1,0 +1,134 @@
+//! Video in OpenAI's Videos shape through the real server and the Rust
+//! SDK: `seconds` × the size tier's price reserved at create (402 before
+//! the provider when it does not fit), held until a poll sees the outcome,
+//! settled at that price when completed and at nothing when failed. On
+//! SQLite and PostgreSQL.
+
+use futures::StreamExt;
+use qlaud_tests::mock::MockUpstream;
+use qlaud_tests::{Backend, TestServer, backend_tests, ledger_state, mock_toml};
+use serde_json::{Value, json};
+
+backend_tests!(
+    a_video_is_polled_to_completion_downloaded_and_billed_once,
+    a_failed_video_is_not_billed,
+    a_cap_of_three_videos_refuses_the_fourth_before_the_provider,
+    bad_video_requests_are_refused_with_nothing_sent
+);
+
+async fn poll(client: &qlaud::Client, id: &str) -> Value {
+    for _ in 0..10 {
+        let v = client.get_video(id).await.unwrap();
+        if v["status"] == "completed" || v["status"] == "failed" {
+            return v;
+        }
+    }
+    panic!("video {id} never finished");
+}
+
+async fn a_video_is_polled_to_completion_downloaded_and_billed_once(backend: Backend) {
+    let mock = MockUpstream::start().await;
+    let Some(t) = TestServer::start_with(backend, Some(&mock_toml(&mock))).await else { return };
+    let key = t.mint(json!({"name": "director", "max_spend_usd": 5})).await;
+    let id = key["id"].as_str().unwrap();
+    let client = t.client(key["secret"].as_str().unwrap());
+    let v = client
+        .create_video("sora-2-pro", "a cat", &[("seconds", "8"), ("size", "1792x1024")], None)
+        .await
+        .unwrap();
+    assert_eq!(v["status"], "queued");
+    // The provider got the seconds and size that were priced.
+    let sent = mock.stats().last_body.unwrap();
+    assert_eq!((sent["seconds"].as_str(), sent["size"].as_str()), (Some("8"), Some("1792x1024")));
+    // Reserved, not settled, while it renders: 8 s × $0.50.
+    assert_eq!(ledger_state(&t.db.url, id).await, (0, 4_000_000, 1));
+    let video = v["id"].as_str().unwrap();
+    let done = poll(&client, video).await;
+    assert_eq!(done["status"], "completed");
+    assert_eq!(t.settled(id, 1).await, 4_000_000);
+    // Polling again bills nothing more.
+    client.get_video(video).await.unwrap();
+    let mut mp4 = client.get_video_content(video, None).await.unwrap();
+    let mut n = 0;
+    while let Some(chunk) = mp4.next().await {
+        n += chunk.unwrap().len();
+    }
+    assert_eq!(n, 8000);
+    assert_eq!(ledger_state(&t.db.url, id).await, (4_000_000, 0, 0));
+    let path = format!("/v1/usage?key_id={id}");
+    let (_, usage) = t.request(reqwest::Method::GET, &path, Some(&t.master_key), None).await;
+    assert_eq!(usage["totals"]["units"]["video_seconds_1024p"], 8, "{usage}");
+    // Another key does not see it.
+    let other = t.mint(json!({"name": "other"})).await;
+    let err = t.client(other["secret"].as_str().unwrap()).get_video(video).await.unwrap_err();
+    assert!(matches!(err, qlaud::RawError::Status { status: 404, .. }), "{err}");
+}
+
+async fn a_failed_video_is_not_billed(backend: Backend) {
+    let mock = MockUpstream::start().await;
+    let Some(t) = TestServer::start_with(backend, Some(&mock_toml(&mock))).await else { return };
+    let key = t.mint(json!({"name": "unlucky", "max_spend_usd": 1})).await;
+    let id = key["id"].as_str().unwrap();
+    let client = t.client(key["secret"].as_str().unwrap());
+    let v = client.create_video("sora-fail", "a storm", &[("seconds", "4")], None).await.unwrap();
+    assert_eq!(ledger_state(&t.db.url, id).await, (0, 400_000, 1));
+    let done = poll(&client, v["id"].as_str().unwrap()).await;
+    assert_eq!(done["status"], "failed");
+    assert_eq!(t.settled(id, 1).await, 0);
+    assert_eq!(ledger_state(&t.db.url, id).await, (0, 0, 0));
+}
+
+async fn a_cap_of_three_videos_refuses_the_fourth_before_the_provider(backend: Backend) {
+    let mock = MockUpstream::start().await;
+    let Some(t) = TestServer::start_with(backend, Some(&mock_toml(&mock))).await else { return };
+    // Three 4-second sora-2 videos at 400,000 µ$ each fit in $1.30.
+    let key = t.mint(json!({"name": "capped", "max_spend_usd": 1.3})).await;
+    let client = t.client(key["secret"].as_str().unwrap());
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        let v = client.create_video("sora-2", "a dog", &[], None).await.unwrap();
+        ids.push(v["id"].as_str().unwrap().to_string());
+    }
+    let sent = mock.stats().media_requests;
+    let err = client.create_video("sora-2", "a dog", &[], None).await.unwrap_err();
+    match err {
+        qlaud::RawError::Status { status, body } => {
+            assert_eq!(status, 402, "{body}");
+            assert_eq!(body["error"]["code"], "spend_cap_reached");
+        }
+        other => panic!("{other}"),
+    }
+    assert_eq!(mock.stats().media_requests, sent);
+    // Held reservations count against the cap until they settle.
+    for id in &ids {
+        poll(&client, id).await;
+    }
+    assert_eq!(t.settled(key["id"].as_str().unwrap(), 3).await, 1_200_000);
+    let err = client.create_video("sora-2", "a dog", &[], None).await.unwrap_err();
+    assert!(matches!(err, qlaud::RawError::Status { status: 402, .. }), "{err}");
+}
+
+async fn bad_video_requests_are_refused_with_nothing_sent(backend: Backend) {
+    let mock = MockUpstream::start().await;
+    let Some(t) = TestServer::start_with(backend, Some(&mock_toml(&mock))).await else { return };
+    let key = t.mint(json!({"name": "hostile"})).await;
+    let client = t.client(key["secret"].as_str().unwrap());
+    type Case<'a> = (&'a str, &'a str, &'a [(&'a str, &'a str)]);
+    let cases: &[Case] = &[
+        ("no prompt", "", &[]),
+        ("seconds not a number", "x", &[("seconds", "ten")]),
+        ("too long", "x", &[("seconds", "3600")]),
+        ("unpriced size", "x", &[("size", "1792x1024")]),
+        ("bad size", "x", &[("size", "big")]),
+    ];
+    for (what, prompt, fields) in cases {
+        match client.create_video("sora-2", prompt, fields, None).await.unwrap_err() {
+            qlaud::RawError::Status { status, body } => assert_eq!(status, 400, "{what}: {body}"),
+            other => panic!("{what}: {other}"),
+        }
+    }
+    let err = client.create_video("whisper-1", "x", &[], None).await.unwrap_err();
+    assert!(matches!(err, qlaud::RawError::Status { status: 400, .. }), "{err}");
+    assert_eq!(mock.stats().media_requests, 0);
+    assert_eq!(t.key_spend(key["id"].as_str().unwrap()).await, (0, 0));
+}
