@@ -143,33 +143,33 @@ mod ops {
 #[pymethods]
 impl Client {
     /// Transcribe audio (OpenAI Audio API). `POST /v1/audio/transcriptions`
-    #[pyo3(signature = (*, file, model, filename = "audio.wav".to_string(), **fields))]
+    #[pyo3(signature = (*, file, model, filename = "audio.wav", **fields))]
     fn create_transcription<'py>(
         &self,
         py: Python<'py>,
         file: Vec<u8>,
         model: String,
-        filename: String,
+        filename: &str,
         fields: Option<&Bound<'py, PyDict>>,
     ) -> PyResult<Py<PyAny>> {
         let fields = pairs(fields)?;
         let sdk = self.core.sdk();
-        self.core.call(py, ops::form(sdk, false, model, file, filename, fields))
+        self.core.call(py, ops::form(sdk, false, model, file, filename.to_string(), fields))
     }
 
     /// Translate audio into English (OpenAI Audio API). `POST /v1/audio/translations`
-    #[pyo3(signature = (*, file, model, filename = "audio.wav".to_string(), **fields))]
+    #[pyo3(signature = (*, file, model, filename = "audio.wav", **fields))]
     fn create_translation<'py>(
         &self,
         py: Python<'py>,
         file: Vec<u8>,
         model: String,
-        filename: String,
+        filename: &str,
         fields: Option<&Bound<'py, PyDict>>,
     ) -> PyResult<Py<PyAny>> {
         let fields = pairs(fields)?;
         let sdk = self.core.sdk();
-        self.core.call(py, ops::form(sdk, true, model, file, filename, fields))
+        self.core.call(py, ops::form(sdk, true, model, file, filename.to_string(), fields))
     }
 
     /// Generate speech (OpenAI Audio API): the audio as bytes. `POST /v1/audio/speech`
@@ -213,35 +213,35 @@ impl Client {
     }
 
     /// Transcribe audio (Deepgram): raw `audio`, or a `url`. `POST /v1/listen`
-    #[pyo3(signature = (*, audio = None, url = None, content_type = "application/octet-stream".to_string(), **query))]
+    #[pyo3(signature = (*, audio = None, url = None, content_type = "application/octet-stream", **query))]
     fn transcribe_deepgram<'py>(
         &self,
         py: Python<'py>,
         audio: Option<Vec<u8>>,
         url: Option<String>,
-        content_type: String,
+        content_type: &str,
         query: Option<&Bound<'py, PyDict>>,
     ) -> PyResult<Py<PyAny>> {
         let query = pairs(query)?;
         let sdk = self.core.sdk();
-        self.core.call(py, ops::deepgram(sdk, audio, url, content_type, query))
+        self.core.call(py, ops::deepgram(sdk, audio, url, content_type.to_string(), query))
     }
 
     /// Create a video (OpenAI Videos API): the video object to poll. `POST /v1/videos`
-    #[pyo3(signature = (*, prompt, model = "sora-2".to_string(), input_reference = None, input_reference_name = "reference.png".to_string(), **fields))]
+    #[pyo3(signature = (*, prompt, model = "sora-2", input_reference = None, input_reference_name = "reference.png", **fields))]
     fn create_video<'py>(
         &self,
         py: Python<'py>,
         prompt: String,
-        model: String,
+        model: &str,
         input_reference: Option<Vec<u8>>,
-        input_reference_name: String,
+        input_reference_name: &str,
         fields: Option<&Bound<'py, PyDict>>,
     ) -> PyResult<Py<PyAny>> {
         let fields = pairs(fields)?;
-        let image = input_reference.map(|d| (d, input_reference_name));
+        let image = input_reference.map(|d| (d, input_reference_name.to_string()));
         let sdk = self.core.sdk();
-        self.core.call(py, ops::create_video(sdk, model, prompt, image, fields))
+        self.core.call(py, ops::create_video(sdk, model.to_string(), prompt, image, fields))
     }
 
     /// Fetch a video (OpenAI Videos API): its status. `GET /v1/videos/{video_id}`
@@ -266,33 +266,33 @@ impl Client {
 #[pymethods]
 impl AsyncClient {
     /// Transcribe audio (OpenAI Audio API). `POST /v1/audio/transcriptions`
-    #[pyo3(signature = (*, file, model, filename = "audio.wav".to_string(), **fields))]
+    #[pyo3(signature = (*, file, model, filename = "audio.wav", **fields))]
     fn create_transcription<'py>(
         &self,
         py: Python<'py>,
         file: Vec<u8>,
         model: String,
-        filename: String,
+        filename: &str,
         fields: Option<&Bound<'py, PyDict>>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let fields = pairs(fields)?;
         let sdk = self.core.sdk();
-        self.core.spawn(py, ops::form(sdk, false, model, file, filename, fields))
+        self.core.spawn(py, ops::form(sdk, false, model, file, filename.to_string(), fields))
     }
 
     /// Translate audio into English (OpenAI Audio API). `POST /v1/audio/translations`
-    #[pyo3(signature = (*, file, model, filename = "audio.wav".to_string(), **fields))]
+    #[pyo3(signature = (*, file, model, filename = "audio.wav", **fields))]
     fn create_translation<'py>(
         &self,
         py: Python<'py>,
         file: Vec<u8>,
         model: String,
-        filename: String,
+        filename: &str,
         fields: Option<&Bound<'py, PyDict>>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let fields = pairs(fields)?;
         let sdk = self.core.sdk();
-        self.core.spawn(py, ops::form(sdk, true, model, file, filename, fields))
+        self.core.spawn(py, ops::form(sdk, true, model, file, filename.to_string(), fields))
     }
 
     /// Generate speech (OpenAI Audio API): the audio as bytes. `POST /v1/audio/speech`
@@ -336,35 +336,35 @@ impl AsyncClient {
     }
 
     /// Transcribe audio (Deepgram): raw `audio`, or a `url`. `POST /v1/listen`
-    #[pyo3(signature = (*, audio = None, url = None, content_type = "application/octet-stream".to_string(), **query))]
+    #[pyo3(signature = (*, audio = None, url = None, content_type = "application/octet-stream", **query))]
     fn transcribe_deepgram<'py>(
         &self,
         py: Python<'py>,
         audio: Option<Vec<u8>>,
         url: Option<String>,
-        content_type: String,
+        content_type: &str,
         query: Option<&Bound<'py, PyDict>>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let query = pairs(query)?;
         let sdk = self.core.sdk();
-        self.core.spawn(py, ops::deepgram(sdk, audio, url, content_type, query))
+        self.core.spawn(py, ops::deepgram(sdk, audio, url, content_type.to_string(), query))
     }
 
     /// Create a video (OpenAI Videos API): the video object to poll. `POST /v1/videos`
-    #[pyo3(signature = (*, prompt, model = "sora-2".to_string(), input_reference = None, input_reference_name = "reference.png".to_string(), **fields))]
+    #[pyo3(signature = (*, prompt, model = "sora-2", input_reference = None, input_reference_name = "reference.png", **fields))]
     fn create_video<'py>(
         &self,
         py: Python<'py>,
         prompt: String,
-        model: String,
+        model: &str,
         input_reference: Option<Vec<u8>>,
-        input_reference_name: String,
+        input_reference_name: &str,
         fields: Option<&Bound<'py, PyDict>>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let fields = pairs(fields)?;
-        let image = input_reference.map(|d| (d, input_reference_name));
+        let image = input_reference.map(|d| (d, input_reference_name.to_string()));
         let sdk = self.core.sdk();
-        self.core.spawn(py, ops::create_video(sdk, model, prompt, image, fields))
+        self.core.spawn(py, ops::create_video(sdk, model.to_string(), prompt, image, fields))
     }
 
     /// Fetch a video (OpenAI Videos API): its status. `GET /v1/videos/{video_id}`

@@ -190,7 +190,7 @@ pub struct VideoForm {
     /// `1792x1024`. The size's tier (its short side) picks the price.
     pub size: Option<String>,
     /// An image the video starts from.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "binary")]
     pub input_reference: Option<String>,
 }
