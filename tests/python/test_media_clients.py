@@ -179,3 +179,41 @@ def test_the_wheels_media_methods(qlaud, admin):
     assert u["characters"] == 5 + 8, u
     with pytest.raises(sdk.BadRequestError):
         user.create_transcription(file=b"not audio", model="whisper-1", filename="x.txt")
+
+
+def test_openai_videos_create_poll_and_download(qlaud, admin, mock, tmp_path):
+    import openai
+
+    key = admin.mint_key(name="py_video", max_spend_usd=1)
+    client = openai.OpenAI(base_url=qlaud["base_url"] + "/v1", api_key=key["secret"],
+                           max_retries=0)
+    video = client.videos.create(prompt="a cat on a piano", model="sora-2", seconds="4",
+                                 size="1280x720")
+    assert video.status == "queued"
+    # The SDK's own polling helper, then a plain retrieve.
+    video = client.videos.poll(video.id, poll_interval_ms=10)
+    assert video.status == "completed"
+    assert client.videos.retrieve(video.id).status == "completed"
+    content = client.videos.download_content(video.id, variant="video")
+    out = tmp_path / "cat.mp4"
+    content.write_to_file(out)
+    assert out.stat().st_size == 4000
+    u, cost = units(admin, key["id"])
+    # 4 s at $0.10, billed once however often it was polled.
+    assert u["video_seconds_720p"] == 4, u
+    assert cost == 400_000
+
+    # The wheel's hand-written video methods.
+    user = qlaud_client(qlaud, key["secret"])
+    v = user.create_video(prompt="a dog", seconds="4")
+    while v["status"] not in ("completed", "failed"):
+        v = user.get_video(v["id"])
+    assert v["status"] == "completed"
+    assert len(user.get_video_content(v["id"])) == 4000
+
+    # The cap now holds less than a video: 402 before the provider.
+    before = mock_stats(mock)["media_requests"]
+    with pytest.raises(openai.APIStatusError) as e:
+        client.videos.create(prompt="one more", model="sora-2", seconds="4")
+    assert e.value.status_code == 402
+    assert mock_stats(mock)["media_requests"] == before
