@@ -6,14 +6,17 @@
 
 use futures::StreamExt;
 use qlaud_tests::mock::MockUpstream;
-use qlaud_tests::{Backend, TestServer, backend_tests, ledger_state, mock_toml};
+use qlaud_tests::{
+    Backend, QlaudProcess, TestDb, TestServer, backend_tests, ledger_state, mock_toml,
+};
 use serde_json::{Value, json};
 
 backend_tests!(
     a_video_is_polled_to_completion_downloaded_and_billed_once,
     a_failed_video_is_not_billed,
     a_cap_of_three_videos_refuses_the_fourth_before_the_provider,
-    bad_video_requests_are_refused_with_nothing_sent
+    bad_video_requests_are_refused_with_nothing_sent,
+    a_held_video_outlives_a_crash_and_settles_on_its_poll
 );
 
 async fn poll(client: &qlaud::Client, id: &str) -> Value {
@@ -131,4 +134,61 @@ async fn bad_video_requests_are_refused_with_nothing_sent(backend: Backend) {
     assert!(matches!(err, qlaud::RawError::Status { status: 400, .. }), "{err}");
     assert_eq!(mock.stats().media_requests, 0);
     assert_eq!(t.key_spend(key["id"].as_str().unwrap()).await, (0, 0));
+}
+
+/// Crash recovery settles the requests of a dead process at their
+/// reservation; a video's held reservation is not one of them: it stays
+/// open across the restart and its poll settles it at the price.
+async fn a_held_video_outlives_a_crash_and_settles_on_its_poll(backend: Backend) {
+    let Some(db) = TestDb::new(backend).await else { return };
+    let mock = MockUpstream::start().await;
+    let config = std::env::temp_dir().join(format!("qlaud-{}.toml", uuid::Uuid::new_v4()));
+    std::fs::write(&config, mock_toml(&mock)).unwrap();
+    let args = [
+        "--database-url",
+        db.url.as_str(),
+        "--config",
+        config.to_str().unwrap(),
+        "--instance-timeout-secs",
+        "1",
+    ];
+    let first = QlaudProcess::spawn(&args).await;
+    let master: Value =
+        serde_json::from_str(first.stdout.lines().find(|l| l.starts_with('{')).unwrap()).unwrap();
+    let master = master["master_key"].as_str().unwrap().to_string();
+    let http = reqwest::Client::new();
+    let key: Value = http
+        .post(format!("{}/v1/keys", first.base_url()))
+        .bearer_auth(&master)
+        .json(&json!({"name": "survivor", "max_spend_usd": 1}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let (secret, key_id) = (key["secret"].as_str().unwrap(), key["id"].as_str().unwrap());
+    let form = reqwest::multipart::Form::new().text("model", "sora-2").text("prompt", "a boat");
+    let video: Value = http
+        .post(format!("{}/v1/videos", first.base_url()))
+        .bearer_auth(secret)
+        .multipart(form)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    first.kill().await;
+    let second = QlaudProcess::spawn(&args).await;
+    // Well past the dead process's timeout and a recovery round.
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    assert_eq!(ledger_state(&db.url, key_id).await, (0, 400_000, 1));
+    let url = format!("{}/v1/videos/{}", second.base_url(), video["id"].as_str().unwrap());
+    for _ in 0..2 {
+        let resp = http.get(&url).bearer_auth(secret).send().await.unwrap();
+        assert_eq!(resp.status(), 200);
+    }
+    assert_eq!(ledger_state(&db.url, key_id).await, (400_000, 0, 0));
+    let _ = std::fs::remove_file(config);
 }
