@@ -14,7 +14,11 @@ FAULTS = ["error-500", "error-429", "error-400", "error-529", "hang", "cut"]
 
 
 def _toml(mock):
+    # A 2-second rate window, so the clients' retry after a 429 is quick;
+    # only keys with rate limits are affected.
     out = f"""
+[rate_limits]
+window_secs = 2
 [providers.anthropic]
 kind = "anthropic"
 base_url = "{mock['anthropic_base_url']}"

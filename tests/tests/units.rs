@@ -63,6 +63,7 @@ async fn a_unit_of_its_own_is_stored_reported_and_invoiced(backend: Backend) {
         micros: 5000,
         instance_id: "inst_test",
         now_ms: now,
+        rate: Default::default(),
     };
     assert!(store.reserve(&reservation).await.unwrap());
     let mut quantities = Quantities::default();
@@ -83,6 +84,8 @@ async fn a_unit_of_its_own_is_stored_reported_and_invoiced(backend: Backend) {
         cost_micros: 4200,
         reserved_micros: 5000,
         period_start_ms: start,
+        rate_window_ms: 0,
+        reserved_tokens: 0,
         latency_ms: 1,
         created_ms: now,
         recovered: false,

@@ -69,6 +69,18 @@ pub struct MintKeyRequest {
     /// values up to 500).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metadata: Option<BTreeMap<String, String>>,
+    /// At most this many model requests per minute (a window of 60 s
+    /// from the full minute), across every qlaud process; the 61st request
+    /// of a 60 RPM minute gets 429 with `retry-after`. Omit for the
+    /// tenant's default from `qlaud.toml` (none unless configured).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_requests_per_minute: Option<u64>,
+    /// At most this many tokens per minute, counted as each request's
+    /// reserved worst case (prompt bound plus output limit) at admission and
+    /// corrected to what the provider reported at settlement. Omit for the
+    /// tenant's default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_tokens_per_minute: Option<u64>,
     /// `standard` (default) for an end user; `admin` for another key with the
     /// tenant's full powers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -98,6 +110,16 @@ pub struct UpdateKeyRequest {
     /// `true` stops the key from authenticating until set back to `false`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub disabled: Option<bool>,
+    /// A new requests-per-minute limit; takes effect at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_requests_per_minute: Option<u64>,
+    /// A new tokens-per-minute limit; takes effect at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_tokens_per_minute: Option<u64>,
+    /// `true` removes the key's own rate limits (the tenant's defaults from
+    /// `qlaud.toml` apply again). Cannot be combined with setting them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remove_rate_limits: Option<bool>,
 }
 
 /// A key as qlaud shows it after minting: everything but the secret.
@@ -117,6 +139,11 @@ pub struct Key {
     pub max_spend_micros: Option<i64>,
     /// The window the cap applies to.
     pub period: Period,
+    /// The key's own requests-per-minute limit, or null (the tenant's
+    /// default from `qlaud.toml` applies, if any).
+    pub max_requests_per_minute: Option<u64>,
+    /// The key's own tokens-per-minute limit, or null.
+    pub max_tokens_per_minute: Option<u64>,
     /// The key's metadata.
     pub metadata: BTreeMap<String, String>,
     /// Whether the tenant disabled the key.

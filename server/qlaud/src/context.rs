@@ -50,6 +50,7 @@ impl Context {
             instance_id: crate::store::new_id("inst"),
             auth_cache: auth_cache.clone(),
             hook,
+            rate_limits: gateway.catalog.rate_limits.clone(),
         });
         let gateway = Arc::new(gateway);
         Context {

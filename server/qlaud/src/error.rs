@@ -32,6 +32,9 @@ pub enum Error {
     /// accident.
     #[error("{0}")]
     Unpriced(String),
+    /// The key's rate limit leaves no room in the current window.
+    #[error("{}", .0.message)]
+    RateLimited(RateLimit),
     /// The store failed; the details go to the log, not to the client.
     #[error("store error: {0}")]
     Store(#[from] sqlx::Error),
@@ -64,6 +67,55 @@ impl Error {
     }
 }
 
+/// A refusal by a key's rate limit, with what the official clients read to
+/// wait and retry.
+#[derive(Clone, Debug)]
+pub struct RateLimit {
+    pub message: String,
+    pub retry_after_ms: i64,
+    /// When the window ends (Unix ms).
+    pub reset_ms: i64,
+    /// The requests limit and what is left of it in the window, if any.
+    pub requests: Option<(i64, i64)>,
+    /// The tokens limit and what is left of it, if any.
+    pub tokens: Option<(i64, i64)>,
+}
+
+impl RateLimit {
+    /// `retry-after` (whole seconds, rounded up) and `retry-after-ms`, which
+    /// `openai` and `anthropic` honour; OpenAI's `x-ratelimit-*` and
+    /// Anthropic's `anthropic-ratelimit-*` headers.
+    pub fn headers(&self) -> Vec<(String, String)> {
+        let wait = self.retry_after_ms.max(1);
+        let mut h = vec![
+            ("retry-after".to_string(), ((wait + 999) / 1000).to_string()),
+            ("retry-after-ms".to_string(), wait.to_string()),
+        ];
+        let reset = chrono::DateTime::from_timestamp_millis(self.reset_ms)
+            .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+            .unwrap_or_default();
+        // OpenAI's duration form: "1s", "6m0s", "250ms".
+        let openai_reset = if wait < 1000 {
+            format!("{wait}ms")
+        } else if wait < 60_000 {
+            format!("{}s", (wait + 999) / 1000)
+        } else {
+            let s = (wait + 999) / 1000;
+            format!("{}m{}s", s / 60, s % 60)
+        };
+        for (kind, limit) in [("requests", self.requests), ("tokens", self.tokens)] {
+            let Some((limit, remaining)) = limit else { continue };
+            h.push((format!("x-ratelimit-limit-{kind}"), limit.to_string()));
+            h.push((format!("x-ratelimit-remaining-{kind}"), remaining.to_string()));
+            h.push((format!("x-ratelimit-reset-{kind}"), openai_reset.clone()));
+            h.push((format!("anthropic-ratelimit-{kind}-limit"), limit.to_string()));
+            h.push((format!("anthropic-ratelimit-{kind}-remaining"), remaining.to_string()));
+            h.push((format!("anthropic-ratelimit-{kind}-reset"), reset.clone()));
+        }
+        h
+    }
+}
+
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl From<Error> for HttpError {
@@ -90,6 +142,17 @@ impl From<Error> for HttpError {
                 client("payment_failed", ClientErrorStatusCode::PAYMENT_REQUIRED, m)
             }
             Error::Unpriced(m) => client("model_not_priced", ClientErrorStatusCode::BAD_REQUEST, m),
+            Error::RateLimited(r) => {
+                let mut e = client(
+                    "rate_limit_exceeded",
+                    ClientErrorStatusCode::TOO_MANY_REQUESTS,
+                    r.message.clone(),
+                );
+                for (name, value) in r.headers() {
+                    let _ = e.add_header(name, value);
+                }
+                e
+            }
             e @ (Error::Store(_) | Error::Internal(_)) => {
                 tracing::error!(error = %e, "request failed");
                 HttpError::for_internal_error(e.to_string())

@@ -431,10 +431,7 @@ impl QlaudApi for QlaudImpl {
         rqctx: RequestContext<Context>,
         body: ModelBody<MessagesRequest>,
     ) -> Result<ModelResponse<Message>, AnthropicError> {
-        gateway::messages(rqctx.context(), rqctx.request.headers(), body)
-            .await
-            .map(ModelResponse::new)
-            .map_err(gateway::error::GatewayError::into_anthropic)
+        anthropic_model(gateway::messages(rqctx.context(), rqctx.request.headers(), body).await)
     }
 
     async fn count_message_tokens(
@@ -451,30 +448,28 @@ impl QlaudApi for QlaudImpl {
         rqctx: RequestContext<Context>,
         body: ModelBody<ChatCompletionRequest>,
     ) -> Result<ModelResponse<ChatCompletion>, OpenAiError> {
-        gateway::chat_completions(rqctx.context(), rqctx.request.headers(), body)
-            .await
-            .map(ModelResponse::new)
-            .map_err(gateway::error::GatewayError::into_openai)
+        openai_model(
+            gateway::chat_completions(rqctx.context(), rqctx.request.headers(), body).await,
+        )
     }
 
     async fn create_transcription(
         rqctx: RequestContext<Context>,
         body: RawBody<TranscriptionForm>,
     ) -> Result<ModelResponse<serde_json::Value>, OpenAiError> {
-        gateway::transcription(rqctx.context(), rqctx.request.headers(), body.body, false)
-            .await
-            .map(ModelResponse::new)
-            .map_err(gateway::error::GatewayError::into_openai)
+        openai_model(
+            gateway::transcription(rqctx.context(), rqctx.request.headers(), body.body, false)
+                .await,
+        )
     }
 
     async fn create_translation(
         rqctx: RequestContext<Context>,
         body: RawBody<TranscriptionForm>,
     ) -> Result<ModelResponse<serde_json::Value>, OpenAiError> {
-        gateway::transcription(rqctx.context(), rqctx.request.headers(), body.body, true)
-            .await
-            .map(ModelResponse::new)
-            .map_err(gateway::error::GatewayError::into_openai)
+        openai_model(
+            gateway::transcription(rqctx.context(), rqctx.request.headers(), body.body, true).await,
+        )
     }
 
     async fn create_video(
@@ -515,10 +510,9 @@ impl QlaudApi for QlaudImpl {
         rqctx: RequestContext<Context>,
         body: TypedBody<SpeechRequest>,
     ) -> Result<BinaryResponse, OpenAiError> {
-        gateway::speech(rqctx.context(), rqctx.request.headers(), body.into_inner())
-            .await
-            .map(BinaryResponse)
-            .map_err(gateway::error::GatewayError::into_openai)
+        openai_binary(
+            gateway::speech(rqctx.context(), rqctx.request.headers(), body.into_inner()).await,
+        )
     }
 
     async fn transcribe_deepgram(
@@ -527,10 +521,9 @@ impl QlaudApi for QlaudImpl {
         body: RawBody<ListenUrl>,
     ) -> Result<ModelResponse<serde_json::Value>, OpenAiError> {
         let query = rqctx.request.uri().query();
-        gateway::listen(rqctx.context(), rqctx.request.headers(), query, body.body)
-            .await
-            .map(ModelResponse::new)
-            .map_err(gateway::error::GatewayError::into_openai)
+        openai_model(
+            gateway::listen(rqctx.context(), rqctx.request.headers(), query, body.body).await,
+        )
     }
 
     async fn create_elevenlabs_speech(
@@ -541,17 +534,17 @@ impl QlaudApi for QlaudImpl {
     ) -> Result<BinaryResponse, OpenAiError> {
         let (headers, query) = (rqctx.request.headers(), rqctx.request.uri().query());
         let voice = path.into_inner().voice_id;
-        gateway::elevenlabs_speech(
-            rqctx.context(),
-            headers,
-            &voice,
-            query,
-            body.into_inner(),
-            false,
+        openai_binary(
+            gateway::elevenlabs_speech(
+                rqctx.context(),
+                headers,
+                &voice,
+                query,
+                body.into_inner(),
+                false,
+            )
+            .await,
         )
-        .await
-        .map(BinaryResponse)
-        .map_err(gateway::error::GatewayError::into_openai)
     }
 
     async fn stream_elevenlabs_speech(
@@ -562,30 +555,31 @@ impl QlaudApi for QlaudImpl {
     ) -> Result<BinaryResponse, OpenAiError> {
         let (headers, query) = (rqctx.request.headers(), rqctx.request.uri().query());
         let voice = path.into_inner().voice_id;
-        gateway::elevenlabs_speech(rqctx.context(), headers, &voice, query, body.into_inner(), true)
-            .await
-            .map(BinaryResponse)
-            .map_err(gateway::error::GatewayError::into_openai)
+        openai_binary(
+            gateway::elevenlabs_speech(
+                rqctx.context(),
+                headers,
+                &voice,
+                query,
+                body.into_inner(),
+                true,
+            )
+            .await,
+        )
     }
 
     async fn create_embedding(
         rqctx: RequestContext<Context>,
         body: ModelBody<EmbeddingRequest>,
     ) -> Result<ModelResponse<EmbeddingList>, OpenAiError> {
-        gateway::embeddings(rqctx.context(), rqctx.request.headers(), body)
-            .await
-            .map(ModelResponse::new)
-            .map_err(gateway::error::GatewayError::into_openai)
+        openai_model(gateway::embeddings(rqctx.context(), rqctx.request.headers(), body).await)
     }
 
     async fn create_response(
         rqctx: RequestContext<Context>,
         body: ModelBody<ResponsesRequest>,
     ) -> Result<ModelResponse<ResponseObject>, OpenAiError> {
-        gateway::responses(rqctx.context(), rqctx.request.headers(), body)
-            .await
-            .map(ModelResponse::new)
-            .map_err(gateway::error::GatewayError::into_openai)
+        openai_model(gateway::responses(rqctx.context(), rqctx.request.headers(), body).await)
     }
 
     async fn get_response(
@@ -770,4 +764,39 @@ async fn openai<T>(
     f: impl std::future::Future<Output = Result<T, Error>>,
 ) -> Result<T, OpenAiError> {
     f.await.map_err(|e| GatewayError::from(e).into_openai())
+}
+
+/// A model endpoint's answer in Anthropic's shape. An error that carries
+/// headers (a rate limit's `retry-after`) is answered whole, since a typed
+/// error body cannot carry them.
+fn anthropic_model<T>(
+    r: Result<http::Response<Body>, GatewayError>,
+) -> Result<ModelResponse<T>, AnthropicError> {
+    match r {
+        Ok(r) => Ok(ModelResponse::new(r)),
+        Err(e) if !e.headers.is_empty() => Ok(ModelResponse::new(e.anthropic_response())),
+        Err(e) => Err(e.into_anthropic()),
+    }
+}
+
+/// The same in OpenAI's shape.
+fn openai_model<T>(
+    r: Result<http::Response<Body>, GatewayError>,
+) -> Result<ModelResponse<T>, OpenAiError> {
+    match r {
+        Ok(r) => Ok(ModelResponse::new(r)),
+        Err(e) if !e.headers.is_empty() => Ok(ModelResponse::new(e.openai_response())),
+        Err(e) => Err(e.into_openai()),
+    }
+}
+
+/// A binary answer, its errors in OpenAI's shape.
+fn openai_binary(
+    r: Result<http::Response<Body>, GatewayError>,
+) -> Result<BinaryResponse, OpenAiError> {
+    match r {
+        Ok(r) => Ok(BinaryResponse(r)),
+        Err(e) if !e.headers.is_empty() => Ok(BinaryResponse(e.openai_response())),
+        Err(e) => Err(e.into_openai()),
+    }
 }

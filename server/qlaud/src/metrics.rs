@@ -116,6 +116,7 @@ pub struct Metrics {
     upstream_errors: AtomicU64,
     cost_micros: AtomicU64,
     cap_refusals: AtomicU64,
+    rate_limited: AtomicU64,
     clamped: AtomicU64,
     overruns: AtomicU64,
     overrun_micros: AtomicU64,
@@ -134,6 +135,10 @@ impl Metrics {
 
     pub fn cap_refusal(&self) {
         self.cap_refusals.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn rate_limited(&self) {
+        self.rate_limited.fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn clamp(&self) {
@@ -186,6 +191,12 @@ impl Metrics {
             "counter",
             "Requests refused with 402 because the key's cap was reached.",
             &[("", load(&self.cap_refusals))],
+        );
+        metric(
+            "qlaud_rate_limited_requests_total",
+            "counter",
+            "Requests refused with 429 by a key's rate limit.",
+            &[("", load(&self.rate_limited))],
         );
         metric(
             "qlaud_clamped_requests_total",

@@ -74,9 +74,59 @@ impl Default for MediaLimits {
     }
 }
 
+/// Default rate limits for keys that set none of their own.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RateLimits {
+    /// Requests per window for every key of every tenant without its own.
+    pub max_requests_per_minute: Option<u64>,
+    /// Tokens per window, likewise.
+    pub max_tokens_per_minute: Option<u64>,
+    /// The window's length: 60 s. Only tests shorten it, so the official
+    /// clients' retry after a 429 doesn't wait a whole minute.
+    pub window_secs: u64,
+    /// A tenant's own defaults (by tenant id), replacing the ones above.
+    pub tenants: BTreeMap<String, TenantRateLimits>,
+}
+
+impl Default for RateLimits {
+    fn default() -> RateLimits {
+        RateLimits {
+            max_requests_per_minute: None,
+            max_tokens_per_minute: None,
+            window_secs: 60,
+            tenants: BTreeMap::new(),
+        }
+    }
+}
+
+/// One tenant's default rate limits.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct TenantRateLimits {
+    pub max_requests_per_minute: Option<u64>,
+    pub max_tokens_per_minute: Option<u64>,
+}
+
+impl RateLimits {
+    /// The defaults that apply to `tenant_id`'s keys (requests, tokens).
+    pub fn for_tenant(&self, tenant_id: &str) -> (Option<u64>, Option<u64>) {
+        match self.tenants.get(tenant_id) {
+            Some(t) => (t.max_requests_per_minute, t.max_tokens_per_minute),
+            None => (self.max_requests_per_minute, self.max_tokens_per_minute),
+        }
+    }
+
+    pub fn window_ms(&self) -> i64 {
+        i64::try_from(self.window_secs.clamp(1, 3600) * 1000).unwrap_or(60_000)
+    }
+}
+
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct FileConfig {
+    #[serde(default)]
+    rate_limits: Option<RateLimits>,
     #[serde(default)]
     providers: BTreeMap<String, ProviderSpec>,
     #[serde(default)]
@@ -163,6 +213,8 @@ pub struct Catalog {
     /// Public names, sorted, for listing.
     order: Vec<String>,
     pub media: MediaLimits,
+    /// Default per-key rate limits.
+    pub rate_limits: RateLimits,
 }
 
 impl Catalog {
@@ -178,6 +230,7 @@ impl Catalog {
             config.providers.extend(user.providers);
             config.models.extend(user.models);
             config.media = user.media.or(config.media);
+            config.rate_limits = user.rate_limits.or(config.rate_limits);
         }
         Catalog::resolve(config, env)
     }
@@ -261,7 +314,14 @@ impl Catalog {
         }
         let mut order: Vec<String> = models.keys().cloned().collect();
         order.sort();
-        Ok(Catalog { models, order, media: config.media.unwrap_or_default() })
+        let rate_limits = config.rate_limits.unwrap_or_default();
+        for (what, v) in [
+            ("max_requests_per_minute", rate_limits.max_requests_per_minute),
+            ("max_tokens_per_minute", rate_limits.max_tokens_per_minute),
+        ] {
+            anyhow::ensure!(v != Some(0), "rate_limits.{what} must be at least 1");
+        }
+        Ok(Catalog { models, order, media: config.media.unwrap_or_default(), rate_limits })
     }
 
     pub fn model(&self, name: &str) -> Option<&Arc<Model>> {

@@ -17,11 +17,20 @@ pub struct GatewayError {
     pub upstream_type: Option<(String, bool)>,
     /// OpenAI's `code` (`model_not_found`, `invalid_api_key`, …).
     pub code: Option<String>,
+    /// Headers the answer carries (a rate limit's `retry-after` and
+    /// `x-ratelimit-*`).
+    pub headers: Vec<(String, String)>,
 }
 
 impl GatewayError {
     pub fn new(status: u16, message: impl Into<String>) -> GatewayError {
-        GatewayError { status, message: message.into(), upstream_type: None, code: None }
+        GatewayError {
+            status,
+            message: message.into(),
+            upstream_type: None,
+            code: None,
+            headers: Vec::new(),
+        }
     }
 
     pub fn with_code(mut self, code: &str) -> GatewayError {
@@ -63,7 +72,7 @@ impl GatewayError {
                 502,
                 format!("provider {provider} refused qlaud's credentials ({status}): {message}"),
             ),
-            _ => GatewayError { status, message, upstream_type, code },
+            _ => GatewayError { status, message, upstream_type, code, headers: Vec::new() },
         }
     }
 
@@ -75,17 +84,44 @@ impl GatewayError {
         AnthropicError::new(self.status, &kind, self.message).with_code(self.code)
     }
 
+    /// The whole answer in Anthropic's shape, headers included: for errors
+    /// that carry headers, which a typed error body cannot.
+    pub fn anthropic_response(self) -> http::Response<dropshot::Body> {
+        let headers = self.headers.clone();
+        let status = self.status;
+        respond(status, headers, &self.into_anthropic())
+    }
+
+    /// The whole answer in OpenAI's shape, headers included.
+    pub fn openai_response(self) -> http::Response<dropshot::Body> {
+        let headers = self.headers.clone();
+        let status = self.status;
+        respond(status, headers, &self.into_openai())
+    }
+
     /// The error in qlaud's own shape, for qlaud's endpoints that call
     /// models (thread turns).
     pub fn into_http(self) -> HttpError {
         let code = self.code.clone().unwrap_or_else(|| anthropic_type(self.status).to_string());
+        let headers = (!self.headers.is_empty()).then(|| {
+            let mut map = http::HeaderMap::new();
+            for (name, value) in &self.headers {
+                if let (Ok(n), Ok(v)) = (
+                    http::HeaderName::from_bytes(name.as_bytes()),
+                    http::HeaderValue::from_str(value),
+                ) {
+                    map.insert(n, v);
+                }
+            }
+            Box::new(map)
+        });
         match ErrorStatusCode::from_u16(self.status) {
             Ok(status) if status.is_client_error() || status.as_u16() != 500 => HttpError {
                 status_code: status,
                 error_code: Some(code),
                 external_message: self.message.clone(),
                 internal_message: self.message,
-                headers: None,
+                headers,
             },
             _ => HttpError::for_internal_error(self.message),
         }
@@ -100,6 +136,21 @@ impl GatewayError {
     }
 }
 
+fn respond(
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: &impl serde::Serialize,
+) -> http::Response<dropshot::Body> {
+    let mut b = http::Response::builder()
+        .status(status)
+        .header(http::header::CONTENT_TYPE, "application/json");
+    for (name, value) in headers {
+        b = b.header(name, value);
+    }
+    b.body(dropshot::Body::from(serde_json::to_vec(body).unwrap_or_default()))
+        .expect("a valid response")
+}
+
 impl From<Error> for GatewayError {
     fn from(e: Error) -> GatewayError {
         match e {
@@ -111,6 +162,12 @@ impl From<Error> for GatewayError {
             Error::SpendCapReached(m) => GatewayError::new(402, m).with_code("spend_cap_reached"),
             Error::KeySuspended(m) => GatewayError::new(402, m).with_code("payment_failed"),
             Error::Unpriced(m) => GatewayError::new(400, m).with_code("model_not_priced"),
+            Error::RateLimited(r) => {
+                let mut e =
+                    GatewayError::new(429, r.message.clone()).with_code("rate_limit_exceeded");
+                e.headers = r.headers();
+                e
+            }
             e @ (Error::Store(_) | Error::Internal(_)) => {
                 tracing::error!(error = %e, "model request failed");
                 GatewayError::new(500, "internal error")

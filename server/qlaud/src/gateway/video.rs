@@ -294,6 +294,10 @@ async fn settle(
         cost_micros: cost,
         reserved_micros: row.reserved_micros,
         period_start_ms: row.period_start_ms,
+        // A video counts no tokens against a rate window, so settling gives
+        // none back.
+        rate_window_ms: 0,
+        reserved_tokens: 0,
         latency_ms: i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX),
         created_ms: now,
         recovered: false,

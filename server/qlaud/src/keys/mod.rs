@@ -61,6 +61,15 @@ pub(crate) fn validate_metadata(metadata: &BTreeMap<String, String>) -> Result<(
     Ok(())
 }
 
+/// A rate limit as stored: at least 1, and small enough for the store.
+fn rate_limit(name: &str, v: Option<u64>) -> Result<Option<i64>> {
+    match v {
+        None => Ok(None),
+        Some(n) if (1..=1_000_000_000_000).contains(&n) => Ok(Some(n as i64)),
+        Some(n) => Err(Error::invalid(format!("{name} must be between 1 and 10^12, not {n}"))),
+    }
+}
+
 /// Checks a mint request and turns it into a row to insert.
 pub fn new_key(tenant_id: &str, req: MintKeyRequest) -> Result<NewKey> {
     validate_name(&req.name)?;
@@ -73,6 +82,11 @@ pub fn new_key(tenant_id: &str, req: MintKeyRequest) -> Result<NewKey> {
         max_spend_micros: req.max_spend_usd.map(Usd::micros),
         period: req.period.unwrap_or_default(),
         metadata,
+        max_requests_per_minute: rate_limit(
+            "max_requests_per_minute",
+            req.max_requests_per_minute,
+        )?,
+        max_tokens_per_minute: rate_limit("max_tokens_per_minute", req.max_tokens_per_minute)?,
     })
 }
 
@@ -84,12 +98,27 @@ pub fn key_changes(req: UpdateKeyRequest) -> Result<KeyChanges> {
         && req.period.is_none()
         && req.metadata.is_none()
         && req.disabled.is_none()
+        && req.max_requests_per_minute.is_none()
+        && req.max_tokens_per_minute.is_none()
+        && req.remove_rate_limits.is_none()
     {
         return Err(Error::invalid(
             "the update names no field to change (name, max_spend_usd, remove_max_spend, \
-             period, metadata, disabled)",
+             period, metadata, disabled, max_requests_per_minute, max_tokens_per_minute, \
+             remove_rate_limits)",
         ));
     }
+    let rpm = rate_limit("max_requests_per_minute", req.max_requests_per_minute)?;
+    let tpm = rate_limit("max_tokens_per_minute", req.max_tokens_per_minute)?;
+    let (max_requests_per_minute, max_tokens_per_minute) = match req.remove_rate_limits {
+        Some(true) if rpm.is_some() || tpm.is_some() => {
+            return Err(Error::invalid(
+                "remove_rate_limits: true contradicts setting a rate limit",
+            ));
+        }
+        Some(true) => (Some(None), Some(None)),
+        _ => (rpm.map(Some), tpm.map(Some)),
+    };
     if let Some(name) = &req.name {
         validate_name(name)?;
     }
@@ -112,6 +141,8 @@ pub fn key_changes(req: UpdateKeyRequest) -> Result<KeyChanges> {
         period: req.period,
         metadata: req.metadata,
         disabled: req.disabled,
+        max_requests_per_minute,
+        max_tokens_per_minute,
     })
 }
 
@@ -145,6 +176,8 @@ pub fn to_wire(row: KeyRow, activity: KeyActivity) -> Result<Key> {
         max_spend_usd: row.max_spend_micros.and_then(Usd::from_micros),
         max_spend_micros: row.max_spend_micros,
         period,
+        max_requests_per_minute: row.max_requests_per_minute.map(|n| n as u64),
+        max_tokens_per_minute: row.max_tokens_per_minute.map(|n| n as u64),
         metadata,
         disabled: row.disabled != 0,
         secret_hint: row.secret_hint,

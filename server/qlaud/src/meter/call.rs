@@ -29,6 +29,8 @@ pub struct Meter {
     /// Cleared when admission finds a key changed under the cache.
     pub auth_cache: Arc<AuthCache>,
     pub hook: Arc<dyn SpendHook>,
+    /// Default per-key rate limits (qlaud.toml).
+    pub rate_limits: crate::config::RateLimits,
 }
 
 /// An admitted call. Settling is the last thing that happens to it; when
@@ -65,6 +67,9 @@ impl Metered {
             .inspect_err(|e| {
                 if matches!(e, crate::error::Error::SpendCapReached(_)) {
                     meter.metrics.cap_refusal();
+                }
+                if matches!(e, crate::error::Error::RateLimited(_)) {
+                    meter.metrics.rate_limited();
                 }
             })?;
         if admission.clamped {
@@ -111,6 +116,8 @@ impl Metered {
             cost_micros,
             reserved_micros: self.admission.reserved_micros,
             period_start_ms: self.admission.period_start_ms,
+            rate_window_ms: self.admission.rate_window_ms,
+            reserved_tokens: self.admission.reserved_tokens,
             latency_ms: i64::try_from(self.started.elapsed().as_millis()).unwrap_or(i64::MAX),
             created_ms: self.meter.clock.now_ms(),
             recovered,

@@ -19,8 +19,8 @@ use super::estimate::Estimate;
 use super::{Unreported, period};
 use crate::auth::Caller;
 use crate::config::Model;
-use crate::error::{Error, Result};
-use crate::store::{NewReservation, Store, new_id};
+use crate::error::{Error, RateLimit, Result};
+use crate::store::{CapState, NewReservation, RateCount, Store, new_id};
 use crate::units::{Prices, Unit};
 
 /// The shortest answer worth admitting: below this the request is refused
@@ -39,6 +39,9 @@ pub struct Admission {
     pub unreported: Unreported,
     /// Whether that limit is lower than the client asked for.
     pub clamped: bool,
+    /// The rate-limit window it was counted in, and its tokens there.
+    pub rate_window_ms: i64,
+    pub reserved_tokens: i64,
 }
 
 /// The worst case of `e` with an output limit of `per_choice`: the prompt
@@ -104,6 +107,63 @@ fn over_cap(key_id: &str, p: Period, start: i64, cap: i64, committed: i64) -> Er
     ))
 }
 
+/// The tokens a request counts against its key's tokens-per-minute limit
+/// at admission: its prompt bound and every output token it may produce.
+fn reserved_tokens(e: &Estimate, per_choice: u64) -> i64 {
+    let n = e.prompt_tokens.saturating_add(e.output_tokens(per_choice));
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+/// Why a refused admission was over a rate limit, if it was: the 429 to
+/// answer, with what the limits, the window and the time to wait are.
+fn rate_limited(
+    state: &CapState,
+    rate: &RateCount,
+    defaults: (Option<i64>, Option<i64>),
+    window_ms: i64,
+    now: i64,
+) -> Option<RateLimit> {
+    let requests_limit = state.max_requests_per_minute.or(defaults.0);
+    let tokens_limit = state.max_tokens_per_minute.or(defaults.1);
+    let current = state.rate_window_ms >= rate.window_ms;
+    let (used_requests, used_tokens) =
+        if current { (state.rate_requests, state.rate_tokens) } else { (0, 0) };
+    let window = if current { state.rate_window_ms } else { rate.window_ms };
+    let reset_ms = window + window_ms;
+    let over_requests = requests_limit.is_some_and(|l| used_requests + 1 > l);
+    let over_tokens = tokens_limit.is_some_and(|l| used_tokens.saturating_add(rate.tokens) > l);
+    if !over_requests && !over_tokens {
+        return None;
+    }
+    let per = format!("per {} s", window_ms / 1000);
+    let wait = format!("try again in {:.1} s", (reset_ms - now).max(0) as f64 / 1000.0);
+    let message = if over_requests {
+        format!(
+            "rate limit reached: this key may send {} requests {per}; {wait}",
+            requests_limit.unwrap_or_default()
+        )
+    } else if tokens_limit.is_some_and(|l| rate.tokens > l) {
+        format!(
+            "rate limit reached: this key may send {} tokens {per}, and this request alone \
+             counts {} (its prompt and its output limit): lower max_tokens",
+            tokens_limit.unwrap_or_default(),
+            rate.tokens
+        )
+    } else {
+        format!(
+            "rate limit reached: this key may send {} tokens {per}; {wait}",
+            tokens_limit.unwrap_or_default()
+        )
+    };
+    Some(RateLimit {
+        message,
+        retry_after_ms: (reset_ms - now).max(1),
+        reset_ms,
+        requests: requests_limit.map(|l| (l, (l - used_requests).max(0))),
+        tokens: tokens_limit.map(|l| (l, (l - used_tokens).max(0))),
+    })
+}
+
 /// Reserves the worst case of a request to `model` (`estimate`), clamping
 /// the output limit when only less fits. 402 when not even a minimal answer
 /// fits.
@@ -121,6 +181,11 @@ pub async fn admit(
     let mut period = caller.period;
     let mut output = max_output;
     let mut flushed = false;
+    let defaults = {
+        let (r, t) = meter.rate_limits.for_tenant(&caller.tenant_id);
+        let stored = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+        (r.map(stored), t.map(stored))
+    };
     // A few rounds: another request may take the budget between reading it
     // and reserving, and the key's period may have changed under the cache.
     for _ in 0..8 {
@@ -128,6 +193,13 @@ pub async fn admit(
         let start = period::window_start(period, now);
         let micros = worst_case(&prices, estimate, output);
         let id = new_id("req");
+        let window_ms = meter.rate_limits.window_ms();
+        let rate = RateCount {
+            window_ms: now - now.rem_euclid(window_ms),
+            tokens: reserved_tokens(estimate, output),
+            default_requests: defaults.0,
+            default_tokens: defaults.1,
+        };
         let reservation = NewReservation {
             id: &id,
             tenant_id: &caller.tenant_id,
@@ -140,6 +212,7 @@ pub async fn admit(
             micros,
             instance_id: &meter.instance_id,
             now_ms: now,
+            rate,
         };
         if meter.store.reserve(&reservation).await? {
             return Ok(Admission {
@@ -153,6 +226,8 @@ pub async fn admit(
                     max_output_tokens: estimate.output_tokens(output),
                 },
                 clamped: output < max_output,
+                rate_window_ms: rate.window_ms,
+                reserved_tokens: rate.tokens,
             });
         }
         if !flushed {
@@ -172,6 +247,9 @@ pub async fn admit(
         if !state.usable {
             meter.auth_cache.clear();
             return Err(Error::key_unusable());
+        }
+        if let Some(limited) = rate_limited(&state, &rate, defaults, window_ms, now) {
+            return Err(Error::RateLimited(limited));
         }
         let current = crate::store::parse_period(&state.period).unwrap_or_default();
         if current != period {

@@ -24,6 +24,18 @@ pub struct Usage {
     pub cache_write_tokens: u64,
 }
 
+impl Usage {
+    /// Every token of the call, as the rate limits count them.
+    pub fn total_tokens(&self) -> i64 {
+        let n = self
+            .input_tokens
+            .saturating_add(self.output_tokens)
+            .saturating_add(self.cache_read_tokens)
+            .saturating_add(self.cache_write_tokens);
+        i64::try_from(n).unwrap_or(i64::MAX)
+    }
+}
+
 /// What a model call used, per priced unit: its tokens, and the call
 /// itself (`requests`).
 pub fn quantities(usage: &Usage) -> Quantities {
@@ -174,6 +186,10 @@ pub struct RequestRecord {
     /// What admission held for it, released by settling.
     pub reserved_micros: i64,
     pub period_start_ms: i64,
+    /// The rate-limit window admission counted it in, and the tokens it
+    /// counted there (settlement gives back what went unused).
+    pub rate_window_ms: i64,
+    pub reserved_tokens: i64,
     pub latency_ms: i64,
     pub created_ms: i64,
     /// Settled at the reserved amount because its usage was never seen

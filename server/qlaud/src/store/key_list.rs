@@ -54,7 +54,7 @@ macro_rules! keys_with_activity {
     () => {
         "SELECT k.id, k.tenant_id, k.name, k.scope, k.secret_hint, k.max_spend_micros, \
            k.period, k.metadata, k.disabled, k.created_ms, k.updated_ms, k.rotated_ms, \
-           k.revoked_ms, k.suspended_ms, \
+           k.revoked_ms, k.suspended_ms, k.max_requests_per_minute, k.max_tokens_per_minute, \
            (SELECT MAX(r.created_ms) FROM requests r WHERE r.key_id = k.id) AS last_used_ms, \
            (SELECT CAST(COALESCE(SUM(r.cost_micros), 0) AS BIGINT) FROM requests r \
              WHERE r.key_id = k.id AND r.created_ms >= CASE k.period \

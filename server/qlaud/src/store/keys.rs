@@ -15,7 +15,8 @@ use crate::keys::secret::Secret;
 macro_rules! key_columns {
     () => {
         "id, tenant_id, name, scope, secret_hint, max_spend_micros, period, metadata, disabled, \
-         created_ms, updated_ms, rotated_ms, revoked_ms, suspended_ms"
+         created_ms, updated_ms, rotated_ms, revoked_ms, suspended_ms, max_requests_per_minute, \
+         max_tokens_per_minute"
     };
 }
 
@@ -36,6 +37,8 @@ pub struct KeyRow {
     pub rotated_ms: Option<i64>,
     pub revoked_ms: Option<i64>,
     pub suspended_ms: Option<i64>,
+    pub max_requests_per_minute: Option<i64>,
+    pub max_tokens_per_minute: Option<i64>,
 }
 
 /// What the authenticator needs to know about a presented secret.
@@ -59,6 +62,8 @@ pub struct NewKey {
     pub max_spend_micros: Option<i64>,
     pub period: Period,
     pub metadata: BTreeMap<String, String>,
+    pub max_requests_per_minute: Option<i64>,
+    pub max_tokens_per_minute: Option<i64>,
 }
 
 /// Changes to a key; `None` leaves a column as it is.
@@ -70,6 +75,9 @@ pub struct KeyChanges {
     pub period: Option<Period>,
     pub metadata: Option<BTreeMap<String, String>>,
     pub disabled: Option<bool>,
+    /// `Some(None)` removes the limit (the tenant's default applies again).
+    pub max_requests_per_minute: Option<Option<i64>>,
+    pub max_tokens_per_minute: Option<Option<i64>>,
 }
 
 /// The metadata entry that links a key to a Stripe customer.
@@ -116,8 +124,8 @@ pub(super) async fn insert_key<'e>(
     const SQL: &str = concat!(
         "INSERT INTO api_keys (id, tenant_id, name, scope, secret_hash, secret_hint, \
          max_spend_micros, period, metadata, disabled, created_ms, updated_ms, \
-         stripe_customer_id) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 0, $10, $10, $11) RETURNING ",
+         stripe_customer_id, max_requests_per_minute, max_tokens_per_minute) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 0, $10, $10, $11, $12, $13) RETURNING ",
         key_columns!(),
         ""
     );
@@ -133,6 +141,8 @@ pub(super) async fn insert_key<'e>(
         .bind(metadata_json(&key.metadata))
         .bind(now)
         .bind(key.metadata.get(STRIPE_CUSTOMER).map(String::as_str))
+        .bind(key.max_requests_per_minute)
+        .bind(key.max_tokens_per_minute)
         .fetch_one(executor)
         .await?;
     Ok(row)
@@ -181,6 +191,9 @@ impl Store {
                metadata = COALESCE($7, metadata), \
                stripe_customer_id = CASE WHEN $7 IS NULL THEN stripe_customer_id ELSE $10 END, \
                disabled = COALESCE($8, disabled), \
+               max_requests_per_minute = \
+                 CASE WHEN $11 = 1 THEN $12 ELSE max_requests_per_minute END, \
+               max_tokens_per_minute = CASE WHEN $13 = 1 THEN $14 ELSE max_tokens_per_minute END, \
                updated_ms = $9 \
              WHERE tenant_id = $1 AND id = $2 AND revoked_ms IS NULL \
              RETURNING ",
@@ -200,6 +213,10 @@ impl Store {
             .bind(
                 changes.metadata.as_ref().and_then(|m| m.get(STRIPE_CUSTOMER)).map(String::as_str),
             )
+            .bind(i64::from(changes.max_requests_per_minute.is_some()))
+            .bind(changes.max_requests_per_minute.flatten())
+            .bind(i64::from(changes.max_tokens_per_minute.is_some()))
+            .bind(changes.max_tokens_per_minute.flatten())
             .fetch_optional(self.writer())
             .await?;
         match row {

@@ -18,23 +18,47 @@ use crate::meter::{Endpoint, RequestRecord};
 const NO_CAP: i64 = 9_000_000_000_000_000_000;
 
 /// Admits when settled + reserved + this request stay within the key's
-/// current cap (read inside the statement, so a changed cap applies at once)
-/// and the key is live, unsuspended and still on the period the caller
-/// assumed. Parameters: $1 key, $2 window start, $3 micros, $4 period,
-/// $5 no-cap value, $6.. the reservation row.
+/// current cap (read inside the statement, so a changed cap applies at once),
+/// the key is live, unsuspended and still on the period the caller assumed,
+/// and this request fits the key's rate limits in the current window. The
+/// window's counters live on the same row, so the one conditional upsert
+/// admission always ran also counts the request: rate limits cost no extra
+/// round trip. A window older than this request's starts over; a newer one
+/// (another process's clock ahead) is counted in. Parameters: $1 key,
+/// $2 period start, $3 micros, $4 period, $5 no-cap value, $6..$12 the
+/// reservation row, $13 rate window start, $14 tokens, $15 and $16 the
+/// default requests and tokens limits (the no-cap value when none).
 macro_rules! admit_upsert {
     () => {
-        "INSERT INTO key_spend (key_id, period_start_ms, settled_micros, reserved_micros) \
-         SELECT $1, $2, 0, $3 \
-         WHERE $3 <= (SELECT COALESCE(k.max_spend_micros, $5) FROM api_keys k \
+        "INSERT INTO key_spend (key_id, period_start_ms, settled_micros, reserved_micros, \
+         rate_window_ms, rate_requests, rate_tokens) \
+         SELECT $1, $2, 0, $3, $13, 1, $14 \
+         WHERE EXISTS (SELECT 1 FROM api_keys k \
                       WHERE k.id = $1 AND k.period = $4 AND k.revoked_ms IS NULL \
-                      AND k.disabled = 0 AND k.suspended_ms IS NULL) \
+                      AND k.disabled = 0 AND k.suspended_ms IS NULL \
+                      AND $3 <= COALESCE(k.max_spend_micros, $5) \
+                      AND 1 <= COALESCE(k.max_requests_per_minute, $15) \
+                      AND $14 <= COALESCE(k.max_tokens_per_minute, $16)) \
          ON CONFLICT (key_id, period_start_ms) DO UPDATE \
-         SET reserved_micros = key_spend.reserved_micros + excluded.reserved_micros \
-         WHERE key_spend.settled_micros + key_spend.reserved_micros + excluded.reserved_micros \
-               <= (SELECT COALESCE(k.max_spend_micros, $5) FROM api_keys k \
+         SET reserved_micros = key_spend.reserved_micros + excluded.reserved_micros, \
+             rate_requests = CASE WHEN key_spend.rate_window_ms >= excluded.rate_window_ms \
+                             THEN key_spend.rate_requests + 1 ELSE 1 END, \
+             rate_tokens = CASE WHEN key_spend.rate_window_ms >= excluded.rate_window_ms \
+                           THEN key_spend.rate_tokens + excluded.rate_tokens \
+                           ELSE excluded.rate_tokens END, \
+             rate_window_ms = CASE WHEN key_spend.rate_window_ms >= excluded.rate_window_ms \
+                              THEN key_spend.rate_window_ms ELSE excluded.rate_window_ms END \
+         WHERE EXISTS (SELECT 1 FROM api_keys k \
                    WHERE k.id = excluded.key_id AND k.period = $4 \
-                   AND k.revoked_ms IS NULL AND k.disabled = 0 AND k.suspended_ms IS NULL)"
+                   AND k.revoked_ms IS NULL AND k.disabled = 0 AND k.suspended_ms IS NULL \
+                   AND key_spend.settled_micros + key_spend.reserved_micros \
+                       + excluded.reserved_micros <= COALESCE(k.max_spend_micros, $5) \
+                   AND (CASE WHEN key_spend.rate_window_ms >= excluded.rate_window_ms \
+                        THEN key_spend.rate_requests ELSE 0 END) + 1 \
+                       <= COALESCE(k.max_requests_per_minute, $15) \
+                   AND (CASE WHEN key_spend.rate_window_ms >= excluded.rate_window_ms \
+                        THEN key_spend.rate_tokens ELSE 0 END) + excluded.rate_tokens \
+                       <= COALESCE(k.max_tokens_per_minute, $16))"
     };
 }
 
@@ -63,6 +87,20 @@ pub struct NewReservation<'a> {
     pub micros: i64,
     pub instance_id: &'a str,
     pub now_ms: i64,
+    /// What the request counts against the key's rate limits.
+    pub rate: RateCount,
+}
+
+/// A request as the rate limits count it.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RateCount {
+    /// The start of the current window.
+    pub window_ms: i64,
+    /// Its reserved tokens.
+    pub tokens: i64,
+    /// The tenant's defaults, for keys without their own.
+    pub default_requests: Option<i64>,
+    pub default_tokens: Option<i64>,
 }
 
 /// A reservation waiting for the SQLite admission batch, and where its
@@ -79,10 +117,14 @@ pub(super) struct ReserveJob {
     micros: i64,
     instance_id: String,
     now_ms: i64,
+    rate: RateCount,
     answer: oneshot::Sender<StoreResult<bool>>,
 }
 
-/// Jobs one admission batch takes at most (12 parameters each).
+/// Parameters of one admission.
+const ADMIT_PARAMS: usize = 16;
+
+/// Jobs one admission batch takes at most (16 parameters each).
 const ADMIT_BATCH: usize = 32;
 
 /// Runs SQLite admissions in batches: all admissions waiting at a moment go
@@ -131,14 +173,14 @@ fn sqlite_batch_sql(n: usize) -> &'static str {
                          SELECT CAST(changes() AS BIGINT) AS admitted, CAST({j} AS BIGINT) AS job;",
                 admit_upsert!()
             );
-            // Renumber $1..$12 to this job's parameters: first to
+            // Renumber $1..$16 to this job's parameters: first to
             // delimited tokens, highest first so `$1` never matches
             // the start of `$12`, then to the job's numbers.
-            for p in (1..=12).rev() {
+            for p in (1..=ADMIT_PARAMS).rev() {
                 one = one.replace(&format!("${p}"), &format!("#{p}#"));
             }
-            for p in 1..=12 {
-                one = one.replace(&format!("#{p}#"), &format!("${}", 12 * j + p));
+            for p in 1..=ADMIT_PARAMS {
+                one = one.replace(&format!("#{p}#"), &format!("${}", ADMIT_PARAMS * j + p));
             }
             s.push_str(&one);
         }
@@ -162,7 +204,11 @@ async fn admit_batch(writer: &AnyPool, jobs: &[ReserveJob]) -> Result<Vec<bool>,
             .bind(j.provider.as_str())
             .bind(j.endpoint.as_str())
             .bind(j.instance_id.as_str())
-            .bind(j.now_ms);
+            .bind(j.now_ms)
+            .bind(j.rate.window_ms)
+            .bind(j.rate.tokens)
+            .bind(j.rate.default_requests.unwrap_or(NO_CAP))
+            .bind(j.rate.default_tokens.unwrap_or(NO_CAP));
     }
     let rows = q.fetch_all(writer).await?;
     let mut out = vec![false; jobs.len()];
@@ -184,6 +230,13 @@ pub struct CapState {
     pub committed_micros: i64,
     /// Held by requests in flight.
     pub reserved_micros: i64,
+    /// The key's own rate limits.
+    pub max_requests_per_minute: Option<i64>,
+    pub max_tokens_per_minute: Option<i64>,
+    /// The latest rate window counted and what it holds.
+    pub rate_window_ms: i64,
+    pub rate_requests: i64,
+    pub rate_tokens: i64,
 }
 
 impl Store {
@@ -210,6 +263,7 @@ impl Store {
                 micros: r.micros,
                 instance_id: r.instance_id.to_string(),
                 now_ms: r.now_ms,
+                rate: r.rate,
                 answer,
             };
             admitter.send(job).await.map_err(|_| Error::Internal("the admitter stopped".into()))?;
@@ -229,6 +283,10 @@ impl Store {
             .bind(r.endpoint)
             .bind(r.instance_id)
             .bind(r.now_ms)
+            .bind(r.rate.window_ms)
+            .bind(r.rate.tokens)
+            .bind(r.rate.default_requests.unwrap_or(NO_CAP))
+            .bind(r.rate.default_tokens.unwrap_or(NO_CAP))
             .fetch_all(self.writer())
             .await;
         Ok(match result?.first() {
@@ -249,7 +307,14 @@ impl Store {
              COALESCE((SELECT s.settled_micros + s.reserved_micros FROM key_spend s \
                        WHERE s.key_id = k.id AND s.period_start_ms = $2), 0) AS committed, \
              COALESCE((SELECT s.reserved_micros FROM key_spend s \
-                       WHERE s.key_id = k.id AND s.period_start_ms = $2), 0) AS reserved \
+                       WHERE s.key_id = k.id AND s.period_start_ms = $2), 0) AS reserved, \
+             k.max_requests_per_minute, k.max_tokens_per_minute, \
+             COALESCE((SELECT s.rate_window_ms FROM key_spend s \
+                       WHERE s.key_id = k.id AND s.period_start_ms = $2), 0) AS rate_window_ms, \
+             COALESCE((SELECT s.rate_requests FROM key_spend s \
+                       WHERE s.key_id = k.id AND s.period_start_ms = $2), 0) AS rate_requests, \
+             COALESCE((SELECT s.rate_tokens FROM key_spend s \
+                       WHERE s.key_id = k.id AND s.period_start_ms = $2), 0) AS rate_tokens \
              FROM api_keys k WHERE k.id = $1",
         )
         .bind(key_id)
@@ -265,6 +330,11 @@ impl Store {
             suspended: row.try_get::<Option<i64>, _>("suspended_ms")?.is_some(),
             committed_micros: row.try_get("committed")?,
             reserved_micros: row.try_get("reserved")?,
+            max_requests_per_minute: row.try_get("max_requests_per_minute")?,
+            max_tokens_per_minute: row.try_get("max_tokens_per_minute")?,
+            rate_window_ms: row.try_get("rate_window_ms")?,
+            rate_requests: row.try_get("rate_requests")?,
+            rate_tokens: row.try_get("rate_tokens")?,
         }))
     }
 
@@ -287,22 +357,34 @@ impl Store {
                 .collect::<Result<_, _>>()?;
             let live: Vec<&RequestRecord> =
                 chunk.iter().filter(|r| live.contains(&r.reservation_id)).collect();
-            let mut spend: HashMap<(&str, i64), (i64, i64)> = HashMap::new();
+            // Per key, period and rate window: the spend to settle and the
+            // reserved tokens that went unused, given back to the window
+            // they were counted in (if it is still the key's current one).
+            let mut spend: HashMap<(&str, i64, i64), (i64, i64, i64)> = HashMap::new();
             for r in &live {
-                let e = spend.entry((r.key_id.as_str(), r.period_start_ms)).or_default();
+                let e = spend
+                    .entry((r.key_id.as_str(), r.period_start_ms, r.rate_window_ms))
+                    .or_default();
                 e.0 += r.reserved_micros;
                 e.1 += r.cost_micros;
+                if !r.recovered {
+                    e.2 += (r.reserved_tokens - r.usage.total_tokens()).max(0);
+                }
             }
-            for ((key_id, start), (reserved, cost)) in spend {
+            for ((key_id, start, window), (reserved, cost, unused)) in spend {
                 sqlx::query(
                     "UPDATE key_spend SET reserved_micros = reserved_micros - $3, \
-                     settled_micros = settled_micros + $4 \
+                     settled_micros = settled_micros + $4, \
+                     rate_tokens = CASE WHEN rate_window_ms = $5 AND rate_tokens >= $6 \
+                                   THEN rate_tokens - $6 ELSE rate_tokens END \
                      WHERE key_id = $1 AND period_start_ms = $2",
                 )
                 .bind(key_id)
                 .bind(start)
                 .bind(reserved)
                 .bind(cost)
+                .bind(window)
+                .bind(unused)
                 .execute(&mut *tx)
                 .await?;
             }
@@ -353,6 +435,9 @@ impl Store {
                     cost_micros: reserved,
                     reserved_micros: reserved,
                     period_start_ms: row.try_get("period_start_ms")?,
+                    // Its usage is unknown: its tokens stay counted.
+                    rate_window_ms: 0,
+                    reserved_tokens: 0,
                     latency_ms: 0,
                     created_ms: row.try_get("created_ms")?,
                     recovered: true,

@@ -37,7 +37,7 @@ pub use key_list::{KeyActivity, KeyQuery, ListedKey, WindowStarts};
 pub use keys::{
     KeyChanges, KeyRow, NewKey, STRIPE_CUSTOMER, parse_period, parse_scope, period_str, scope_str,
 };
-pub use ledger::{CapState, NewReservation};
+pub use ledger::{CapState, NewReservation, RateCount};
 pub use request_log::{PushRunRow, PushTotals, RequestLogQuery, RequestLogRow};
 pub use requests::MAX_BATCH;
 pub use responses::{NewResponse, ResponseRow};

@@ -84,6 +84,8 @@ async fn insert_tenant(
         max_spend_micros: None,
         period: qlaud_api::Period::Monthly,
         metadata: Default::default(),
+        max_requests_per_minute: None,
+        max_tokens_per_minute: None,
     };
     super::keys::insert_key(&mut **tx, &key, &secret).await?;
     Ok((tenant, secret))
