@@ -554,11 +554,13 @@ impl Client {
     /// Creates a key for one end user (or, with `scope: admin`, another admin key). The answer carries the secret, which is never shown again. Requires an admin key.
     ///
     /// `POST /v1/keys`
-    #[pyo3(signature = (*, name, max_spend_usd=None, metadata=None, period=None, scope=None))]
-    fn mint_key<'py>(&self, py: Python<'py>, name: &Bound<'py, PyAny>, max_spend_usd: Option<&Bound<'py, PyAny>>, metadata: Option<&Bound<'py, PyAny>>, period: Option<&Bound<'py, PyAny>>, scope: Option<&Bound<'py, PyAny>>) -> PyResult<Py<PyAny>> {
+    #[pyo3(signature = (*, name, max_requests_per_minute=None, max_spend_usd=None, max_tokens_per_minute=None, metadata=None, period=None, scope=None))]
+    fn mint_key<'py>(&self, py: Python<'py>, name: &Bound<'py, PyAny>, max_requests_per_minute: Option<&Bound<'py, PyAny>>, max_spend_usd: Option<&Bound<'py, PyAny>>, max_tokens_per_minute: Option<&Bound<'py, PyAny>>, metadata: Option<&Bound<'py, PyAny>>, period: Option<&Bound<'py, PyAny>>, scope: Option<&Bound<'py, PyAny>>) -> PyResult<Py<PyAny>> {
         let mut body = serde_json::Map::new();
         crate::convert::put(&mut body, "name", Some(name))?;
+        crate::convert::put(&mut body, "max_requests_per_minute", max_requests_per_minute)?;
         crate::convert::put(&mut body, "max_spend_usd", max_spend_usd)?;
+        crate::convert::put(&mut body, "max_tokens_per_minute", max_tokens_per_minute)?;
         crate::convert::put(&mut body, "metadata", metadata)?;
         crate::convert::put(&mut body, "period", period)?;
         crate::convert::put(&mut body, "scope", scope)?;
@@ -644,15 +646,18 @@ impl Client {
     /// Changes its name, cap, period, metadata or disabled flag; fields left out stay as they are. A new cap applies at once. Requires an admin key.
     ///
     /// `PATCH /v1/keys/{key_id}`
-    #[pyo3(signature = (key_id, *, disabled=None, max_spend_usd=None, metadata=None, name=None, period=None, remove_max_spend=None))]
-    fn update_key<'py>(&self, py: Python<'py>, key_id: String, disabled: Option<&Bound<'py, PyAny>>, max_spend_usd: Option<&Bound<'py, PyAny>>, metadata: Option<&Bound<'py, PyAny>>, name: Option<&Bound<'py, PyAny>>, period: Option<&Bound<'py, PyAny>>, remove_max_spend: Option<&Bound<'py, PyAny>>) -> PyResult<Py<PyAny>> {
+    #[pyo3(signature = (key_id, *, disabled=None, max_requests_per_minute=None, max_spend_usd=None, max_tokens_per_minute=None, metadata=None, name=None, period=None, remove_max_spend=None, remove_rate_limits=None))]
+    fn update_key<'py>(&self, py: Python<'py>, key_id: String, disabled: Option<&Bound<'py, PyAny>>, max_requests_per_minute: Option<&Bound<'py, PyAny>>, max_spend_usd: Option<&Bound<'py, PyAny>>, max_tokens_per_minute: Option<&Bound<'py, PyAny>>, metadata: Option<&Bound<'py, PyAny>>, name: Option<&Bound<'py, PyAny>>, period: Option<&Bound<'py, PyAny>>, remove_max_spend: Option<&Bound<'py, PyAny>>, remove_rate_limits: Option<&Bound<'py, PyAny>>) -> PyResult<Py<PyAny>> {
         let mut body = serde_json::Map::new();
         crate::convert::put(&mut body, "disabled", disabled)?;
+        crate::convert::put(&mut body, "max_requests_per_minute", max_requests_per_minute)?;
         crate::convert::put(&mut body, "max_spend_usd", max_spend_usd)?;
+        crate::convert::put(&mut body, "max_tokens_per_minute", max_tokens_per_minute)?;
         crate::convert::put(&mut body, "metadata", metadata)?;
         crate::convert::put(&mut body, "name", name)?;
         crate::convert::put(&mut body, "period", period)?;
         crate::convert::put(&mut body, "remove_max_spend", remove_max_spend)?;
+        crate::convert::put(&mut body, "remove_rate_limits", remove_rate_limits)?;
         let sdk = self.core.sdk();
         self.core.call(py, ops::update_key(sdk, key_id, body))
     }
@@ -1218,11 +1223,13 @@ impl AsyncClient {
     /// Creates a key for one end user (or, with `scope: admin`, another admin key). The answer carries the secret, which is never shown again. Requires an admin key.
     ///
     /// `POST /v1/keys`
-    #[pyo3(signature = (*, name, max_spend_usd=None, metadata=None, period=None, scope=None))]
-    fn mint_key<'py>(&self, py: Python<'py>, name: &Bound<'py, PyAny>, max_spend_usd: Option<&Bound<'py, PyAny>>, metadata: Option<&Bound<'py, PyAny>>, period: Option<&Bound<'py, PyAny>>, scope: Option<&Bound<'py, PyAny>>) -> PyResult<Bound<'py, PyAny>> {
+    #[pyo3(signature = (*, name, max_requests_per_minute=None, max_spend_usd=None, max_tokens_per_minute=None, metadata=None, period=None, scope=None))]
+    fn mint_key<'py>(&self, py: Python<'py>, name: &Bound<'py, PyAny>, max_requests_per_minute: Option<&Bound<'py, PyAny>>, max_spend_usd: Option<&Bound<'py, PyAny>>, max_tokens_per_minute: Option<&Bound<'py, PyAny>>, metadata: Option<&Bound<'py, PyAny>>, period: Option<&Bound<'py, PyAny>>, scope: Option<&Bound<'py, PyAny>>) -> PyResult<Bound<'py, PyAny>> {
         let mut body = serde_json::Map::new();
         crate::convert::put(&mut body, "name", Some(name))?;
+        crate::convert::put(&mut body, "max_requests_per_minute", max_requests_per_minute)?;
         crate::convert::put(&mut body, "max_spend_usd", max_spend_usd)?;
+        crate::convert::put(&mut body, "max_tokens_per_minute", max_tokens_per_minute)?;
         crate::convert::put(&mut body, "metadata", metadata)?;
         crate::convert::put(&mut body, "period", period)?;
         crate::convert::put(&mut body, "scope", scope)?;
@@ -1308,15 +1315,18 @@ impl AsyncClient {
     /// Changes its name, cap, period, metadata or disabled flag; fields left out stay as they are. A new cap applies at once. Requires an admin key.
     ///
     /// `PATCH /v1/keys/{key_id}`
-    #[pyo3(signature = (key_id, *, disabled=None, max_spend_usd=None, metadata=None, name=None, period=None, remove_max_spend=None))]
-    fn update_key<'py>(&self, py: Python<'py>, key_id: String, disabled: Option<&Bound<'py, PyAny>>, max_spend_usd: Option<&Bound<'py, PyAny>>, metadata: Option<&Bound<'py, PyAny>>, name: Option<&Bound<'py, PyAny>>, period: Option<&Bound<'py, PyAny>>, remove_max_spend: Option<&Bound<'py, PyAny>>) -> PyResult<Bound<'py, PyAny>> {
+    #[pyo3(signature = (key_id, *, disabled=None, max_requests_per_minute=None, max_spend_usd=None, max_tokens_per_minute=None, metadata=None, name=None, period=None, remove_max_spend=None, remove_rate_limits=None))]
+    fn update_key<'py>(&self, py: Python<'py>, key_id: String, disabled: Option<&Bound<'py, PyAny>>, max_requests_per_minute: Option<&Bound<'py, PyAny>>, max_spend_usd: Option<&Bound<'py, PyAny>>, max_tokens_per_minute: Option<&Bound<'py, PyAny>>, metadata: Option<&Bound<'py, PyAny>>, name: Option<&Bound<'py, PyAny>>, period: Option<&Bound<'py, PyAny>>, remove_max_spend: Option<&Bound<'py, PyAny>>, remove_rate_limits: Option<&Bound<'py, PyAny>>) -> PyResult<Bound<'py, PyAny>> {
         let mut body = serde_json::Map::new();
         crate::convert::put(&mut body, "disabled", disabled)?;
+        crate::convert::put(&mut body, "max_requests_per_minute", max_requests_per_minute)?;
         crate::convert::put(&mut body, "max_spend_usd", max_spend_usd)?;
+        crate::convert::put(&mut body, "max_tokens_per_minute", max_tokens_per_minute)?;
         crate::convert::put(&mut body, "metadata", metadata)?;
         crate::convert::put(&mut body, "name", name)?;
         crate::convert::put(&mut body, "period", period)?;
         crate::convert::put(&mut body, "remove_max_spend", remove_max_spend)?;
+        crate::convert::put(&mut body, "remove_rate_limits", remove_rate_limits)?;
         let sdk = self.core.sdk();
         self.core.spawn(py, ops::update_key(sdk, key_id, body))
     }

@@ -711,12 +711,18 @@ pub mod types {
         pub last_used_at: ::std::option::Option<
             ::chrono::DateTime<::chrono::offset::Utc>,
         >,
+        ///The key's own requests-per-minute limit, or null (the tenant's default from `qlaud.toml` applies, if any).
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub max_requests_per_minute: ::std::option::Option<u64>,
         ///The same cap in integer micro-dollars (1 USD = 1000000), or null.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub max_spend_micros: ::std::option::Option<i64>,
         ///Hard spend cap per period in US dollars, or null for none.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub max_spend_usd: ::std::option::Option<Usd>,
+        ///The key's own tokens-per-minute limit, or null.
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub max_tokens_per_minute: ::std::option::Option<u64>,
         ///The key's metadata.
         pub metadata: ::std::collections::HashMap<
             ::std::string::String,
@@ -1022,12 +1028,18 @@ pub mod types {
         pub last_used_at: ::std::option::Option<
             ::chrono::DateTime<::chrono::offset::Utc>,
         >,
+        ///The key's own requests-per-minute limit, or null (the tenant's default from `qlaud.toml` applies, if any).
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub max_requests_per_minute: ::std::option::Option<u64>,
         ///The same cap in integer micro-dollars (1 USD = 1000000), or null.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub max_spend_micros: ::std::option::Option<i64>,
         ///Hard spend cap per period in US dollars, or null for none.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub max_spend_usd: ::std::option::Option<Usd>,
+        ///The key's own tokens-per-minute limit, or null.
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub max_tokens_per_minute: ::std::option::Option<u64>,
         ///The key's metadata.
         pub metadata: ::std::collections::HashMap<
             ::std::string::String,
@@ -1348,9 +1360,15 @@ pub mod types {
     #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, PartialEq)]
     #[serde(deny_unknown_fields)]
     pub struct MintKeyRequest {
+        ///At most this many model requests per minute (a window of 60 s from the full minute), across every qlaud process; the 61st request of a 60 RPM minute gets 429 with `retry-after`. Omit for the tenant's default from `qlaud.toml` (none unless configured).
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub max_requests_per_minute: ::std::option::Option<u64>,
         ///Hard spend cap per period in US dollars. Omit for no cap.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub max_spend_usd: ::std::option::Option<Usd>,
+        ///At most this many tokens per minute, counted as each request's reserved worst case (prompt bound plus output limit) at admission and corrected to what the provider reported at settlement. Omit for the tenant's default.
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub max_tokens_per_minute: ::std::option::Option<u64>,
         ///Free-form string pairs kept with the key, such as `stripe_customer_id` (at most 50 pairs; keys up to 40 characters, values up to 500).
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub metadata: ::std::option::Option<
@@ -2122,9 +2140,15 @@ pub mod types {
         ///`true` stops the key from authenticating until set back to `false`.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub disabled: ::std::option::Option<bool>,
+        ///A new requests-per-minute limit; takes effect at once.
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub max_requests_per_minute: ::std::option::Option<u64>,
         ///A new spend cap in US dollars. Takes effect at once, for the current period too. To remove the cap use `remove_max_spend`.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub max_spend_usd: ::std::option::Option<Usd>,
+        ///A new tokens-per-minute limit; takes effect at once.
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub max_tokens_per_minute: ::std::option::Option<u64>,
         ///Replaces all metadata (same limits as at mint).
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub metadata: ::std::option::Option<
@@ -2139,6 +2163,9 @@ pub mod types {
         ///`true` removes the spend cap. Cannot be combined with `max_spend_usd`.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub remove_max_spend: ::std::option::Option<bool>,
+        ///`true` removes the key's own rate limits (the tenant's defaults from `qlaud.toml` apply again). Cannot be combined with setting them.
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub remove_rate_limits: ::std::option::Option<bool>,
     }
     impl UpdateKeyRequest {
         pub fn builder() -> builder::UpdateKeyRequest {
@@ -5634,12 +5661,20 @@ Every call qlaud makes to a URL the tenant gave it (spend alerts, tool and job w
                 ::std::option::Option<::chrono::DateTime<::chrono::offset::Utc>>,
                 ::std::string::String,
             >,
+            max_requests_per_minute: ::std::result::Result<
+                ::std::option::Option<u64>,
+                ::std::string::String,
+            >,
             max_spend_micros: ::std::result::Result<
                 ::std::option::Option<i64>,
                 ::std::string::String,
             >,
             max_spend_usd: ::std::result::Result<
                 ::std::option::Option<super::Usd>,
+                ::std::string::String,
+            >,
+            max_tokens_per_minute: ::std::result::Result<
+                ::std::option::Option<u64>,
                 ::std::string::String,
             >,
             metadata: ::std::result::Result<
@@ -5682,8 +5717,10 @@ Every call qlaud makes to a URL the tenant gave it (spend alerts, tool and job w
                     disabled: Err("no value supplied for disabled".to_string()),
                     id: Err("no value supplied for id".to_string()),
                     last_used_at: Ok(Default::default()),
+                    max_requests_per_minute: Ok(Default::default()),
                     max_spend_micros: Ok(Default::default()),
                     max_spend_usd: Ok(Default::default()),
+                    max_tokens_per_minute: Ok(Default::default()),
                     metadata: Err("no value supplied for metadata".to_string()),
                     name: Err("no value supplied for name".to_string()),
                     period: Err("no value supplied for period".to_string()),
@@ -5747,6 +5784,20 @@ Every call qlaud makes to a URL the tenant gave it (spend alerts, tool and job w
                     });
                 self
             }
+            pub fn max_requests_per_minute<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::option::Option<u64>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.max_requests_per_minute = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!(
+                            "error converting supplied value for max_requests_per_minute: {e}"
+                        )
+                    });
+                self
+            }
             pub fn max_spend_micros<T>(mut self, value: T) -> Self
             where
                 T: ::std::convert::TryInto<::std::option::Option<i64>>,
@@ -5770,6 +5821,20 @@ Every call qlaud makes to a URL the tenant gave it (spend alerts, tool and job w
                     .try_into()
                     .map_err(|e| {
                         format!("error converting supplied value for max_spend_usd: {e}")
+                    });
+                self
+            }
+            pub fn max_tokens_per_minute<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::option::Option<u64>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.max_tokens_per_minute = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!(
+                            "error converting supplied value for max_tokens_per_minute: {e}"
+                        )
                     });
                 self
             }
@@ -5927,8 +5992,10 @@ Every call qlaud makes to a URL the tenant gave it (spend alerts, tool and job w
                     disabled: value.disabled?,
                     id: value.id?,
                     last_used_at: value.last_used_at?,
+                    max_requests_per_minute: value.max_requests_per_minute?,
                     max_spend_micros: value.max_spend_micros?,
                     max_spend_usd: value.max_spend_usd?,
+                    max_tokens_per_minute: value.max_tokens_per_minute?,
                     metadata: value.metadata?,
                     name: value.name?,
                     period: value.period?,
@@ -5950,8 +6017,10 @@ Every call qlaud makes to a URL the tenant gave it (spend alerts, tool and job w
                     disabled: Ok(value.disabled),
                     id: Ok(value.id),
                     last_used_at: Ok(value.last_used_at),
+                    max_requests_per_minute: Ok(value.max_requests_per_minute),
                     max_spend_micros: Ok(value.max_spend_micros),
                     max_spend_usd: Ok(value.max_spend_usd),
+                    max_tokens_per_minute: Ok(value.max_tokens_per_minute),
                     metadata: Ok(value.metadata),
                     name: Ok(value.name),
                     period: Ok(value.period),
@@ -6357,12 +6426,20 @@ Every call qlaud makes to a URL the tenant gave it (spend alerts, tool and job w
                 ::std::option::Option<::chrono::DateTime<::chrono::offset::Utc>>,
                 ::std::string::String,
             >,
+            max_requests_per_minute: ::std::result::Result<
+                ::std::option::Option<u64>,
+                ::std::string::String,
+            >,
             max_spend_micros: ::std::result::Result<
                 ::std::option::Option<i64>,
                 ::std::string::String,
             >,
             max_spend_usd: ::std::result::Result<
                 ::std::option::Option<super::Usd>,
+                ::std::string::String,
+            >,
+            max_tokens_per_minute: ::std::result::Result<
+                ::std::option::Option<u64>,
                 ::std::string::String,
             >,
             metadata: ::std::result::Result<
@@ -6406,8 +6483,10 @@ Every call qlaud makes to a URL the tenant gave it (spend alerts, tool and job w
                     disabled: Err("no value supplied for disabled".to_string()),
                     id: Err("no value supplied for id".to_string()),
                     last_used_at: Ok(Default::default()),
+                    max_requests_per_minute: Ok(Default::default()),
                     max_spend_micros: Ok(Default::default()),
                     max_spend_usd: Ok(Default::default()),
+                    max_tokens_per_minute: Ok(Default::default()),
                     metadata: Err("no value supplied for metadata".to_string()),
                     name: Err("no value supplied for name".to_string()),
                     period: Err("no value supplied for period".to_string()),
@@ -6472,6 +6551,20 @@ Every call qlaud makes to a URL the tenant gave it (spend alerts, tool and job w
                     });
                 self
             }
+            pub fn max_requests_per_minute<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::option::Option<u64>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.max_requests_per_minute = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!(
+                            "error converting supplied value for max_requests_per_minute: {e}"
+                        )
+                    });
+                self
+            }
             pub fn max_spend_micros<T>(mut self, value: T) -> Self
             where
                 T: ::std::convert::TryInto<::std::option::Option<i64>>,
@@ -6495,6 +6588,20 @@ Every call qlaud makes to a URL the tenant gave it (spend alerts, tool and job w
                     .try_into()
                     .map_err(|e| {
                         format!("error converting supplied value for max_spend_usd: {e}")
+                    });
+                self
+            }
+            pub fn max_tokens_per_minute<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::option::Option<u64>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.max_tokens_per_minute = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!(
+                            "error converting supplied value for max_tokens_per_minute: {e}"
+                        )
                     });
                 self
             }
@@ -6664,8 +6771,10 @@ Every call qlaud makes to a URL the tenant gave it (spend alerts, tool and job w
                     disabled: value.disabled?,
                     id: value.id?,
                     last_used_at: value.last_used_at?,
+                    max_requests_per_minute: value.max_requests_per_minute?,
                     max_spend_micros: value.max_spend_micros?,
                     max_spend_usd: value.max_spend_usd?,
+                    max_tokens_per_minute: value.max_tokens_per_minute?,
                     metadata: value.metadata?,
                     name: value.name?,
                     period: value.period?,
@@ -6688,8 +6797,10 @@ Every call qlaud makes to a URL the tenant gave it (spend alerts, tool and job w
                     disabled: Ok(value.disabled),
                     id: Ok(value.id),
                     last_used_at: Ok(value.last_used_at),
+                    max_requests_per_minute: Ok(value.max_requests_per_minute),
                     max_spend_micros: Ok(value.max_spend_micros),
                     max_spend_usd: Ok(value.max_spend_usd),
+                    max_tokens_per_minute: Ok(value.max_tokens_per_minute),
                     metadata: Ok(value.metadata),
                     name: Ok(value.name),
                     period: Ok(value.period),
@@ -7566,8 +7677,16 @@ Every call qlaud makes to a URL the tenant gave it (spend alerts, tool and job w
         }
         #[derive(Clone, Debug)]
         pub struct MintKeyRequest {
+            max_requests_per_minute: ::std::result::Result<
+                ::std::option::Option<u64>,
+                ::std::string::String,
+            >,
             max_spend_usd: ::std::result::Result<
                 ::std::option::Option<super::Usd>,
+                ::std::string::String,
+            >,
+            max_tokens_per_minute: ::std::result::Result<
+                ::std::option::Option<u64>,
                 ::std::string::String,
             >,
             metadata: ::std::result::Result<
@@ -7592,7 +7711,9 @@ Every call qlaud makes to a URL the tenant gave it (spend alerts, tool and job w
         impl ::std::default::Default for MintKeyRequest {
             fn default() -> Self {
                 Self {
+                    max_requests_per_minute: Ok(Default::default()),
                     max_spend_usd: Ok(Default::default()),
+                    max_tokens_per_minute: Ok(Default::default()),
                     metadata: Ok(Default::default()),
                     name: Err("no value supplied for name".to_string()),
                     period: Ok(Default::default()),
@@ -7601,6 +7722,20 @@ Every call qlaud makes to a URL the tenant gave it (spend alerts, tool and job w
             }
         }
         impl MintKeyRequest {
+            pub fn max_requests_per_minute<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::option::Option<u64>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.max_requests_per_minute = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!(
+                            "error converting supplied value for max_requests_per_minute: {e}"
+                        )
+                    });
+                self
+            }
             pub fn max_spend_usd<T>(mut self, value: T) -> Self
             where
                 T: ::std::convert::TryInto<::std::option::Option<super::Usd>>,
@@ -7610,6 +7745,20 @@ Every call qlaud makes to a URL the tenant gave it (spend alerts, tool and job w
                     .try_into()
                     .map_err(|e| {
                         format!("error converting supplied value for max_spend_usd: {e}")
+                    });
+                self
+            }
+            pub fn max_tokens_per_minute<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::option::Option<u64>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.max_tokens_per_minute = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!(
+                            "error converting supplied value for max_tokens_per_minute: {e}"
+                        )
                     });
                 self
             }
@@ -7675,7 +7824,9 @@ Every call qlaud makes to a URL the tenant gave it (spend alerts, tool and job w
                 value: MintKeyRequest,
             ) -> ::std::result::Result<Self, super::error::ConversionError> {
                 Ok(Self {
+                    max_requests_per_minute: value.max_requests_per_minute?,
                     max_spend_usd: value.max_spend_usd?,
+                    max_tokens_per_minute: value.max_tokens_per_minute?,
                     metadata: value.metadata?,
                     name: value.name?,
                     period: value.period?,
@@ -7686,7 +7837,9 @@ Every call qlaud makes to a URL the tenant gave it (spend alerts, tool and job w
         impl ::std::convert::From<super::MintKeyRequest> for MintKeyRequest {
             fn from(value: super::MintKeyRequest) -> Self {
                 Self {
+                    max_requests_per_minute: Ok(value.max_requests_per_minute),
                     max_spend_usd: Ok(value.max_spend_usd),
+                    max_tokens_per_minute: Ok(value.max_tokens_per_minute),
                     metadata: Ok(value.metadata),
                     name: Ok(value.name),
                     period: Ok(value.period),
@@ -10887,8 +11040,16 @@ Every call qlaud makes to a URL the tenant gave it (spend alerts, tool and job w
                 ::std::option::Option<bool>,
                 ::std::string::String,
             >,
+            max_requests_per_minute: ::std::result::Result<
+                ::std::option::Option<u64>,
+                ::std::string::String,
+            >,
             max_spend_usd: ::std::result::Result<
                 ::std::option::Option<super::Usd>,
+                ::std::string::String,
+            >,
+            max_tokens_per_minute: ::std::result::Result<
+                ::std::option::Option<u64>,
                 ::std::string::String,
             >,
             metadata: ::std::result::Result<
@@ -10912,16 +11073,23 @@ Every call qlaud makes to a URL the tenant gave it (spend alerts, tool and job w
                 ::std::option::Option<bool>,
                 ::std::string::String,
             >,
+            remove_rate_limits: ::std::result::Result<
+                ::std::option::Option<bool>,
+                ::std::string::String,
+            >,
         }
         impl ::std::default::Default for UpdateKeyRequest {
             fn default() -> Self {
                 Self {
                     disabled: Ok(Default::default()),
+                    max_requests_per_minute: Ok(Default::default()),
                     max_spend_usd: Ok(Default::default()),
+                    max_tokens_per_minute: Ok(Default::default()),
                     metadata: Ok(Default::default()),
                     name: Ok(Default::default()),
                     period: Ok(Default::default()),
                     remove_max_spend: Ok(Default::default()),
+                    remove_rate_limits: Ok(Default::default()),
                 }
             }
         }
@@ -10938,6 +11106,20 @@ Every call qlaud makes to a URL the tenant gave it (spend alerts, tool and job w
                     });
                 self
             }
+            pub fn max_requests_per_minute<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::option::Option<u64>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.max_requests_per_minute = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!(
+                            "error converting supplied value for max_requests_per_minute: {e}"
+                        )
+                    });
+                self
+            }
             pub fn max_spend_usd<T>(mut self, value: T) -> Self
             where
                 T: ::std::convert::TryInto<::std::option::Option<super::Usd>>,
@@ -10947,6 +11129,20 @@ Every call qlaud makes to a URL the tenant gave it (spend alerts, tool and job w
                     .try_into()
                     .map_err(|e| {
                         format!("error converting supplied value for max_spend_usd: {e}")
+                    });
+                self
+            }
+            pub fn max_tokens_per_minute<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::option::Option<u64>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.max_tokens_per_minute = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!(
+                            "error converting supplied value for max_tokens_per_minute: {e}"
+                        )
                     });
                 self
             }
@@ -11007,6 +11203,20 @@ Every call qlaud makes to a URL the tenant gave it (spend alerts, tool and job w
                     });
                 self
             }
+            pub fn remove_rate_limits<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::option::Option<bool>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.remove_rate_limits = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!(
+                            "error converting supplied value for remove_rate_limits: {e}"
+                        )
+                    });
+                self
+            }
         }
         impl ::std::convert::TryFrom<UpdateKeyRequest> for super::UpdateKeyRequest {
             type Error = super::error::ConversionError;
@@ -11015,11 +11225,14 @@ Every call qlaud makes to a URL the tenant gave it (spend alerts, tool and job w
             ) -> ::std::result::Result<Self, super::error::ConversionError> {
                 Ok(Self {
                     disabled: value.disabled?,
+                    max_requests_per_minute: value.max_requests_per_minute?,
                     max_spend_usd: value.max_spend_usd?,
+                    max_tokens_per_minute: value.max_tokens_per_minute?,
                     metadata: value.metadata?,
                     name: value.name?,
                     period: value.period?,
                     remove_max_spend: value.remove_max_spend?,
+                    remove_rate_limits: value.remove_rate_limits?,
                 })
             }
         }
@@ -11027,11 +11240,14 @@ Every call qlaud makes to a URL the tenant gave it (spend alerts, tool and job w
             fn from(value: super::UpdateKeyRequest) -> Self {
                 Self {
                     disabled: Ok(value.disabled),
+                    max_requests_per_minute: Ok(value.max_requests_per_minute),
                     max_spend_usd: Ok(value.max_spend_usd),
+                    max_tokens_per_minute: Ok(value.max_tokens_per_minute),
                     metadata: Ok(value.metadata),
                     name: Ok(value.name),
                     period: Ok(value.period),
                     remove_max_spend: Ok(value.remove_max_spend),
+                    remove_rate_limits: Ok(value.remove_rate_limits),
                 }
             }
         }

@@ -1254,7 +1254,9 @@ class Client:
         self,
         *,
         name: str,
+        max_requests_per_minute: int | None = None,
         max_spend_usd: Usd | Decimal | None = None,
+        max_tokens_per_minute: int | None = None,
         metadata: dict[str, str] | None = None,
         period: Period | None = None,
         scope: KeyScope | None = None,
@@ -1267,7 +1269,9 @@ class Client:
 
         Args:
             name: A name for the key, usually your own id for the end user (1 to 200 characters, no control characters).
+            max_requests_per_minute: At most this many model requests per minute (a window of 60 s from the full minute), across every qlaud process; the 61st request of a 60 RPM minute gets 429 with `retry-after`. Omit for the tenant's default from `qlaud.toml` (none unless configured).
             max_spend_usd: Hard spend cap per period in US dollars. Omit for no cap.
+            max_tokens_per_minute: At most this many tokens per minute, counted as each request's reserved worst case (prompt bound plus output limit) at admission and corrected to what the provider reported at settlement. Omit for the tenant's default.
             metadata: Free-form string pairs kept with the key, such as `stripe_customer_id` (at most 50 pairs; keys up to 40 characters, values up to 500).
             period: The window the cap applies to; `monthly` when omitted.
             scope: `standard` (default) for an end user; `admin` for another key with the tenant's full powers.
@@ -1366,11 +1370,14 @@ class Client:
         key_id: str,
         *,
         disabled: bool | None = None,
+        max_requests_per_minute: int | None = None,
         max_spend_usd: Usd | Decimal | None = None,
+        max_tokens_per_minute: int | None = None,
         metadata: dict[str, str] | None = None,
         name: str | None = None,
         period: Period | None = None,
         remove_max_spend: bool | None = None,
+        remove_rate_limits: bool | None = None,
     ) -> Key:
         """Change a key.
 
@@ -1381,11 +1388,14 @@ class Client:
         Args:
             key_id: The key's id (`key_…`).
             disabled: `true` stops the key from authenticating until set back to `false`.
+            max_requests_per_minute: A new requests-per-minute limit; takes effect at once.
             max_spend_usd: A new spend cap in US dollars. Takes effect at once, for the current period too. To remove the cap use `remove_max_spend`.
+            max_tokens_per_minute: A new tokens-per-minute limit; takes effect at once.
             metadata: Replaces all metadata (same limits as at mint).
             name: A new name (1 to 200 characters).
             period: A new cap window.
             remove_max_spend: `true` removes the spend cap. Cannot be combined with `max_spend_usd`.
+            remove_rate_limits: `true` removes the key's own rate limits (the tenant's defaults from `qlaud.toml` apply again). Cannot be combined with setting them.
         """
     def update_thread(
         self,
@@ -2506,7 +2516,9 @@ class AsyncClient:
         self,
         *,
         name: str,
+        max_requests_per_minute: int | None = None,
         max_spend_usd: Usd | Decimal | None = None,
+        max_tokens_per_minute: int | None = None,
         metadata: dict[str, str] | None = None,
         period: Period | None = None,
         scope: KeyScope | None = None,
@@ -2519,7 +2531,9 @@ class AsyncClient:
 
         Args:
             name: A name for the key, usually your own id for the end user (1 to 200 characters, no control characters).
+            max_requests_per_minute: At most this many model requests per minute (a window of 60 s from the full minute), across every qlaud process; the 61st request of a 60 RPM minute gets 429 with `retry-after`. Omit for the tenant's default from `qlaud.toml` (none unless configured).
             max_spend_usd: Hard spend cap per period in US dollars. Omit for no cap.
+            max_tokens_per_minute: At most this many tokens per minute, counted as each request's reserved worst case (prompt bound plus output limit) at admission and corrected to what the provider reported at settlement. Omit for the tenant's default.
             metadata: Free-form string pairs kept with the key, such as `stripe_customer_id` (at most 50 pairs; keys up to 40 characters, values up to 500).
             period: The window the cap applies to; `monthly` when omitted.
             scope: `standard` (default) for an end user; `admin` for another key with the tenant's full powers.
@@ -2618,11 +2632,14 @@ class AsyncClient:
         key_id: str,
         *,
         disabled: bool | None = None,
+        max_requests_per_minute: int | None = None,
         max_spend_usd: Usd | Decimal | None = None,
+        max_tokens_per_minute: int | None = None,
         metadata: dict[str, str] | None = None,
         name: str | None = None,
         period: Period | None = None,
         remove_max_spend: bool | None = None,
+        remove_rate_limits: bool | None = None,
     ) -> Key:
         """Change a key.
 
@@ -2633,11 +2650,14 @@ class AsyncClient:
         Args:
             key_id: The key's id (`key_…`).
             disabled: `true` stops the key from authenticating until set back to `false`.
+            max_requests_per_minute: A new requests-per-minute limit; takes effect at once.
             max_spend_usd: A new spend cap in US dollars. Takes effect at once, for the current period too. To remove the cap use `remove_max_spend`.
+            max_tokens_per_minute: A new tokens-per-minute limit; takes effect at once.
             metadata: Replaces all metadata (same limits as at mint).
             name: A new name (1 to 200 characters).
             period: A new cap window.
             remove_max_spend: `true` removes the spend cap. Cannot be combined with `max_spend_usd`.
+            remove_rate_limits: `true` removes the key's own rate limits (the tenant's defaults from `qlaud.toml` apply again). Cannot be combined with setting them.
         """
     async def update_thread(
         self,

@@ -599,10 +599,14 @@ class Key(TypedDict):
     """Stable identifier; stays the same when the secret is rotated."""
     last_used_at: NotRequired[str | None]
     """When the key last made a model request (as recorded in the request log), or null if it never has."""
+    max_requests_per_minute: NotRequired[int | None]
+    """The key's own requests-per-minute limit, or null (the tenant's default from `qlaud.toml` applies, if any)."""
     max_spend_micros: NotRequired[int | None]
     """The same cap in integer micro-dollars (1 USD = 1000000), or null."""
     max_spend_usd: NotRequired[Usd | None]
     """Hard spend cap per period in US dollars, or null for none."""
+    max_tokens_per_minute: NotRequired[int | None]
+    """The key's own tokens-per-minute limit, or null."""
     metadata: dict[str, str]
     """The key's metadata."""
     name: str
@@ -689,10 +693,14 @@ class KeyWithSecret(TypedDict):
     """Stable identifier; stays the same when the secret is rotated."""
     last_used_at: NotRequired[str | None]
     """When the key last made a model request (as recorded in the request log), or null if it never has."""
+    max_requests_per_minute: NotRequired[int | None]
+    """The key's own requests-per-minute limit, or null (the tenant's default from `qlaud.toml` applies, if any)."""
     max_spend_micros: NotRequired[int | None]
     """The same cap in integer micro-dollars (1 USD = 1000000), or null."""
     max_spend_usd: NotRequired[Usd | None]
     """Hard spend cap per period in US dollars, or null for none."""
+    max_tokens_per_minute: NotRequired[int | None]
+    """The key's own tokens-per-minute limit, or null."""
     metadata: dict[str, str]
     """The key's metadata."""
     name: str
@@ -847,8 +855,12 @@ class MintKeyRequest(TypedDict):
     """Parameters for minting a key.
     """
 
+    max_requests_per_minute: NotRequired[int | None]
+    """At most this many model requests per minute (a window of 60 s from the full minute), across every qlaud process; the 61st request of a 60 RPM minute gets 429 with `retry-after`. Omit for the tenant's default from `qlaud.toml` (none unless configured)."""
     max_spend_usd: NotRequired[Usd | None]
     """Hard spend cap per period in US dollars. Omit for no cap."""
+    max_tokens_per_minute: NotRequired[int | None]
+    """At most this many tokens per minute, counted as each request's reserved worst case (prompt bound plus output limit) at admission and corrected to what the provider reported at settlement. Omit for the tenant's default."""
     metadata: NotRequired[dict[str, str] | None]
     """Free-form string pairs kept with the key, such as `stripe_customer_id` (at most 50 pairs; keys up to 40 characters, values up to 500)."""
     name: str
@@ -1300,8 +1312,12 @@ class UpdateKeyRequest(TypedDict):
 
     disabled: NotRequired[bool | None]
     """`true` stops the key from authenticating until set back to `false`."""
+    max_requests_per_minute: NotRequired[int | None]
+    """A new requests-per-minute limit; takes effect at once."""
     max_spend_usd: NotRequired[Usd | None]
     """A new spend cap in US dollars. Takes effect at once, for the current period too. To remove the cap use `remove_max_spend`."""
+    max_tokens_per_minute: NotRequired[int | None]
+    """A new tokens-per-minute limit; takes effect at once."""
     metadata: NotRequired[dict[str, str] | None]
     """Replaces all metadata (same limits as at mint)."""
     name: NotRequired[str | None]
@@ -1310,6 +1326,8 @@ class UpdateKeyRequest(TypedDict):
     """A new cap window."""
     remove_max_spend: NotRequired[bool | None]
     """`true` removes the spend cap. Cannot be combined with `max_spend_usd`."""
+    remove_rate_limits: NotRequired[bool | None]
+    """`true` removes the key's own rate limits (the tenant's defaults from `qlaud.toml` apply again). Cannot be combined with setting them."""
 
 
 class UpdateThreadRequest(TypedDict):
