@@ -63,10 +63,18 @@ pub fn spawn(ctx: Context, settings: Settings) {
         let ctx = claimer;
         loop {
             let permit = workers.clone().acquire_owned().await.expect("never closed");
+            // A process shutting down claims nothing more: queued jobs are
+            // left to the other processes, or to this one's next start.
+            if ctx.drain.draining() {
+                break;
+            }
             match ctx.store.claim_job(&ctx.meter.instance_id, now_ms()).await {
                 Ok(Some(job)) => {
                     let ctx = ctx.clone();
-                    tokio::spawn(async move {
+                    // Tracked by the drain, so a shutdown lets running jobs
+                    // finish within its deadline.
+                    let drain = ctx.drain.clone();
+                    drain.spawn(async move {
                         run(&ctx, job).await;
                         drop(permit);
                     });
