@@ -49,13 +49,17 @@ async fn start(backend: Backend, mock: &MockUpstream) -> Option<Running> {
 
 /// The model endpoints and whether each answers in Anthropic's error shape
 /// (else OpenAI's; thread turns answer in qlaud's own).
-const MODEL_ENDPOINTS: [(&str, Shape); 6] = [
+const MODEL_ENDPOINTS: [(&str, Shape); 9] = [
     ("/v1/messages", Shape::Anthropic),
     ("/v1/messages/count_tokens", Shape::Anthropic),
     ("/v1/chat/completions", Shape::OpenAi),
     ("/v1/responses", Shape::OpenAi),
     ("/v1/embeddings", Shape::OpenAi),
     ("/v1/threads/thr_unknown/messages", Shape::Qlaud),
+    // Speech takes JSON too (transcriptions read multipart after the key).
+    ("/v1/audio/speech", Shape::OpenAi),
+    ("/v1/text-to-speech/voice_1", Shape::OpenAi),
+    ("/v1/text-to-speech/voice_1/stream", Shape::OpenAi),
 ];
 
 #[derive(Clone, Copy, Debug)]

@@ -26,7 +26,7 @@ use serde_json::Value;
 
 use dropshot::{
     HttpError, HttpResponseAccepted, HttpResponseCreated, HttpResponseDeleted, HttpResponseHeaders,
-    HttpResponseOk, PaginationParams, Path, Query, RequestContext, ResultsPage, TypedBody,
+    HttpResponseOk, PaginationParams, Path, Query, RequestContext, ResultsPage,
 };
 
 pub use billing::*;
@@ -921,7 +921,7 @@ pub trait QlaudApi {
     }]
     async fn create_speech(
         rqctx: RequestContext<Self::Context>,
-        body: TypedBody<SpeechRequest>,
+        body: ModelBody<SpeechRequest>,
     ) -> Result<BinaryResponse, OpenAiError>;
 
     /// Transcribe audio (Deepgram).
@@ -962,7 +962,7 @@ pub trait QlaudApi {
         rqctx: RequestContext<Self::Context>,
         path: Path<VoicePath>,
         query: Query<ElevenLabsQuery>,
-        body: TypedBody<ElevenLabsSpeechRequest>,
+        body: ModelBody<ElevenLabsSpeechRequest>,
     ) -> Result<BinaryResponse, OpenAiError>;
 
     /// Stream generated speech (ElevenLabs).
@@ -979,7 +979,7 @@ pub trait QlaudApi {
         rqctx: RequestContext<Self::Context>,
         path: Path<VoicePath>,
         query: Query<ElevenLabsQuery>,
-        body: TypedBody<ElevenLabsSpeechRequest>,
+        body: ModelBody<ElevenLabsSpeechRequest>,
     ) -> Result<BinaryResponse, OpenAiError>;
 
     /// Create a video (OpenAI Videos API).

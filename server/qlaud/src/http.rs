@@ -4,7 +4,7 @@
 use dropshot::{
     Body, HttpError, HttpResponseAccepted, HttpResponseCreated, HttpResponseDeleted,
     HttpResponseHeaders, HttpResponseOk, PaginationParams, Path, Query, RequestContext,
-    ResultsPage, TypedBody,
+    ResultsPage,
 };
 use qlaud_api::{
     AnthropicError, BillingSettings, BillingSettingsUpdate, ChatCompletion, ChatCompletionRequest,
@@ -508,11 +508,9 @@ impl QlaudApi for QlaudImpl {
 
     async fn create_speech(
         rqctx: RequestContext<Context>,
-        body: TypedBody<SpeechRequest>,
+        body: ModelBody<SpeechRequest>,
     ) -> Result<BinaryResponse, OpenAiError> {
-        openai_binary(
-            gateway::speech(rqctx.context(), rqctx.request.headers(), body.into_inner()).await,
-        )
+        openai_binary(gateway::speech(rqctx.context(), rqctx.request.headers(), body).await)
     }
 
     async fn transcribe_deepgram(
@@ -530,20 +528,12 @@ impl QlaudApi for QlaudImpl {
         rqctx: RequestContext<Context>,
         path: Path<VoicePath>,
         _query: Query<ElevenLabsQuery>,
-        body: TypedBody<ElevenLabsSpeechRequest>,
+        body: ModelBody<ElevenLabsSpeechRequest>,
     ) -> Result<BinaryResponse, OpenAiError> {
         let (headers, query) = (rqctx.request.headers(), rqctx.request.uri().query());
         let voice = path.into_inner().voice_id;
         openai_binary(
-            gateway::elevenlabs_speech(
-                rqctx.context(),
-                headers,
-                &voice,
-                query,
-                body.into_inner(),
-                false,
-            )
-            .await,
+            gateway::elevenlabs_speech(rqctx.context(), headers, &voice, query, body, false).await,
         )
     }
 
@@ -551,20 +541,12 @@ impl QlaudApi for QlaudImpl {
         rqctx: RequestContext<Context>,
         path: Path<VoicePath>,
         _query: Query<ElevenLabsQuery>,
-        body: TypedBody<ElevenLabsSpeechRequest>,
+        body: ModelBody<ElevenLabsSpeechRequest>,
     ) -> Result<BinaryResponse, OpenAiError> {
         let (headers, query) = (rqctx.request.headers(), rqctx.request.uri().query());
         let voice = path.into_inner().voice_id;
         openai_binary(
-            gateway::elevenlabs_speech(
-                rqctx.context(),
-                headers,
-                &voice,
-                query,
-                body.into_inner(),
-                true,
-            )
-            .await,
+            gateway::elevenlabs_speech(rqctx.context(), headers, &voice, query, body, true).await,
         )
     }
 

@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use dropshot::Body;
 use http::{HeaderMap, Response};
-use qlaud_api::ElevenLabsSpeechRequest;
+use qlaud_api::{ElevenLabsSpeechRequest, ModelBody};
 
 use super::{CHARACTERS, admit, put};
 use crate::config::{ModelKind, ProviderKind};
@@ -26,11 +26,12 @@ pub async fn speech(
     headers: &HeaderMap,
     voice_id: &str,
     query: Option<&str>,
-    mut req: ElevenLabsSpeechRequest,
+    body: ModelBody<ElevenLabsSpeechRequest>,
     stream: bool,
 ) -> Result<Response<Body>, GatewayError> {
     let started = Instant::now();
     let caller = ctx.authenticate(headers).await?;
+    let mut req = body.read().await?;
     let name = req.model_id.clone().unwrap_or_else(|| DEFAULT_MODEL.to_string());
     let model = ctx.gateway.model(&name, ModelKind::Speech)?;
     if model.provider.kind != ProviderKind::Elevenlabs {

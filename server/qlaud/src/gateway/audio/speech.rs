@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use dropshot::Body;
 use http::{HeaderMap, Response};
-use qlaud_api::SpeechRequest;
+use qlaud_api::{ModelBody, SpeechRequest};
 
 use super::{AUDIO_OUTPUT_TOKENS, CHARACTERS, admit, put};
 use crate::config::{ModelKind, ProviderKind};
@@ -22,10 +22,11 @@ use crate::units::{Quantities, Unit};
 pub async fn speech(
     ctx: &Context,
     headers: &HeaderMap,
-    mut req: SpeechRequest,
+    body: ModelBody<SpeechRequest>,
 ) -> Result<Response<Body>, GatewayError> {
     let started = Instant::now();
     let caller = ctx.authenticate(headers).await?;
+    let mut req = body.read().await?;
     let model = ctx.gateway.model(&req.model, ModelKind::Speech)?;
     if !matches!(model.provider.kind, ProviderKind::Openai | ProviderKind::OpenaiCompatible) {
         return Err(GatewayError::bad_request(format!(
