@@ -64,6 +64,27 @@ pub(crate) fn finish<T, S: Serialize>(
     Ok(page)
 }
 
+/// A page of `rows` (fetched `limit + 1` at a time, to tell whether more
+/// follow) in wire form; `next` makes the selector of the page that
+/// continues after the cursor of its last row.
+pub(crate) fn page_of<R, W, C, S: Serialize>(
+    rows: Vec<R>,
+    limit: u32,
+    cursor: impl Fn(&R) -> C,
+    to_wire: impl Fn(R) -> Result<W>,
+    next: impl Fn(&C) -> S,
+) -> Result<ResultsPage<W>, HttpError> {
+    let items = rows
+        .into_iter()
+        .map(|row| Ok((cursor(&row), to_wire(row)?)))
+        .collect::<Result<Vec<_>>>()?;
+    let page = finish(items, limit, |(last, _)| next(last))?;
+    Ok(ResultsPage {
+        next_page: page.next_page,
+        items: page.items.into_iter().map(|(_, w)| w).collect(),
+    })
+}
+
 fn cursor(row: &ThreadRow) -> ThreadCursor {
     ThreadCursor { created_ms: row.created_ms, id: row.id.clone() }
 }
@@ -122,21 +143,13 @@ pub async fn threads(
             limit: limit + 1,
         })
         .await?;
-    let items = rows
-        .into_iter()
-        .map(|row| Ok((cursor(&row), to_wire(row)?)))
-        .collect::<Result<Vec<_>>>()?;
-    let page = finish(items, limit, |(last, _)| {
+    page_of(rows, limit, cursor, to_wire, |last| {
         let mut next = sel.clone();
         match sel.order {
             SortDirection::Asc => next.after = Some(last.clone()),
             SortDirection::Desc => next.before = Some(last.clone()),
         }
         next
-    })?;
-    Ok(ResultsPage {
-        next_page: page.next_page,
-        items: page.items.into_iter().map(|(_, t)| t).collect(),
     })
 }
 

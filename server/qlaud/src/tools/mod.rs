@@ -16,7 +16,7 @@ use crate::auth::Caller;
 use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::store::{NewTool, ToolQuery, ToolRow};
-use crate::threads::list::finish;
+use crate::threads::list::page_of;
 
 /// Checks a registration and turns it into a row to insert.
 pub fn new_tool(ctx: &Context, tenant_id: &str, req: CreateToolRequest) -> Result<NewTool> {
@@ -178,21 +178,13 @@ pub async fn list(
             limit: limit + 1,
         })
         .await?;
-    let items = rows
-        .into_iter()
-        .map(|row| Ok((cursor(&row), to_wire(row)?)))
-        .collect::<Result<Vec<_>>>()?;
-    let page = finish(items, limit, |(last, _)| {
+    page_of(rows, limit, cursor, to_wire, |last| {
         let mut next = sel.clone();
         match sel.order {
             SortDirection::Asc => next.after = Some(last.clone()),
             SortDirection::Desc => next.before = Some(last.clone()),
         }
         next
-    })?;
-    Ok(ResultsPage {
-        next_page: page.next_page,
-        items: page.items.into_iter().map(|(_, t)| t).collect(),
     })
 }
 
