@@ -2,6 +2,7 @@
 //! Responses and Embeddings endpoints for pass-through.
 
 pub mod convert;
+pub mod responses;
 
 use bytes::Bytes;
 use serde_json::Value;
@@ -114,10 +115,16 @@ pub fn usage(u: &Value) -> Usage {
 }
 
 /// Usage from a Responses API `usage` object. Like chat usage, cached
-/// tokens are counted inside `input_tokens`.
+/// tokens are counted inside `input_tokens` (OpenAI names them
+/// `cached_tokens`, Perplexity `cache_read_input_tokens`).
 pub fn responses_usage(u: &Value) -> Usage {
     let input = u["input_tokens"].as_u64().unwrap_or(0);
-    let cached = u["input_tokens_details"]["cached_tokens"].as_u64().unwrap_or(0).min(input);
+    let details = &u["input_tokens_details"];
+    let cached = details["cached_tokens"]
+        .as_u64()
+        .or_else(|| details["cache_read_input_tokens"].as_u64())
+        .unwrap_or(0)
+        .min(input);
     Usage {
         input_tokens: input - cached,
         output_tokens: u["output_tokens"].as_u64().unwrap_or(0),
