@@ -44,6 +44,20 @@ base_url = "{mock['anthropic_base_url']}"
 api_key = "mock-deepgram-key"
 timeout_secs = 3
 
+# Perplexity's Agent API, at the mock's root (its client's base URL has no /v1).
+[providers.perplexity]
+kind = "perplexity"
+base_url = "{mock['anthropic_base_url']}"
+api_key = "mock-openai-key"
+timeout_secs = 3
+
+[models."sonar-test"]
+provider = "perplexity"
+upstream = "sonar-upstream"
+max_output_tokens = 1000
+context_window = 1000
+prices = {{ input = "1", output = "1", web_search_calls = "5000", fetch_url_calls = "500" }}
+
 [models."claude-test"]
 provider = "anthropic"
 upstream = "claude-upstream"

@@ -495,6 +495,17 @@ timeout_secs = 2
         model(&format!("claude-{fault}"), "anthropic", &format!("claude-{fault}"), claude);
         model(&format!("gpt-{fault}"), "openai", &format!("gpt-{fault}"), gpt);
     }
+    // Perplexity's Agent API, at the mock's root (its client's base URL has
+    // no /v1): `sonar-test` at $1/$1 per million tokens, $0.005 a web
+    // search and $0.0005 a fetched URL.
+    toml.push_str(&format!(
+        "\n[providers.perplexity]\nkind = \"perplexity\"\nbase_url = \"{a}\"\n\
+         api_key = \"mock-openai-key\"\ntimeout_secs = 2\n\n[models.\"sonar-test\"]\n\
+         provider = \"perplexity\"\nupstream = \"sonar-upstream\"\nmax_output_tokens = 1000\n\
+         context_window = 1000\nprices = {{ input = \"1\", output = \"1\", \
+         web_search_calls = \"5000\", fetch_url_calls = \"500\" }}\n",
+        a = mock.anthropic_base_url(),
+    ));
     // A video model whose renders fail (the mock fails models named so).
     toml.push_str(
         "\n[models.\"sora-fail\"]\nprovider = \"openai\"\nupstream = \"sora-fail\"\n\

@@ -106,6 +106,10 @@ struct Request {
     cached: u64,
     /// False for `nousage`.
     usage: bool,
+    /// Built-in tools the provider runs itself (Perplexity's `web_search`,
+    /// `fetch_url`), with the invocations each made: two per tool, or
+    /// fewer when `max_steps` allows fewer.
+    tool_calls: Vec<(String, u64)>,
 }
 
 type Invalid = (String, Option<&'static str>, Option<&'static str>);
@@ -152,6 +156,15 @@ fn parse(body: &Value) -> Result<(Request, Intent), Invalid> {
     } else {
         0
     };
+    let steps = obj.get("max_steps").and_then(Value::as_u64).unwrap_or(1);
+    let mut tool_calls: Vec<(String, u64)> = Vec::new();
+    for t in tools {
+        match t.get("type").and_then(Value::as_str) {
+            None | Some("function") => {}
+            Some(kind) if tool_calls.iter().any(|(k, _)| k == kind) => {}
+            Some(kind) => tool_calls.push((kind.to_owned(), steps.min(2))),
+        }
+    }
     let req = Request {
         model,
         max_output_tokens,
@@ -159,6 +172,7 @@ fn parse(body: &Value) -> Result<(Request, Intent), Invalid> {
         input_tokens,
         cached,
         usage: true,
+        tool_calls,
     };
     Ok((req, intent(&items, tools)))
 }
@@ -234,7 +248,7 @@ async fn answer(
     if faults.slow && !shared.sleep(SLOW_STEP).await {
         return stopping();
     }
-    let body = response(&req, &plan, &ids, unix_now(), output_items(&plan, &ids), true);
+    let body = response(&req, &plan, &ids, unix_now(), output_items(&req, &plan, &ids), true);
     if faults.cut {
         return cut_json_response(&body);
     }
@@ -258,8 +272,23 @@ fn call_item(id: &str, name: &str, arguments: &str, status: &str) -> Value {
            "arguments": arguments, "status": status})
 }
 
-fn output_items(plan: &Plan, ids: &Ids) -> Vec<Value> {
-    let mut out = Vec::new();
+/// What one built-in tool's invocations left in the output, in
+/// Perplexity's item shapes.
+fn builtin_item(n: u64, kind: &str) -> Value {
+    let result = json!({"id": n, "title": "Mock result", "url": "https://example.com/mock",
+                        "snippet": "A page the mock found.", "source": "web"});
+    match kind {
+        "web_search" => json!({"type": "search_results", "queries": ["mock query"],
+                               "results": [result]}),
+        "fetch_url" => json!({"type": "fetch_url_results", "contents": [
+            {"title": "Mock page", "url": "https://example.com/mock", "snippet": "Fetched."}]}),
+        other => json!({"type": format!("{other}_results"), "id": format!("{other}_mock{n}")}),
+    }
+}
+
+fn output_items(req: &Request, plan: &Plan, ids: &Ids) -> Vec<Value> {
+    let mut out: Vec<Value> =
+        req.tool_calls.iter().enumerate().map(|(n, (k, _))| builtin_item(n as u64, k)).collect();
     if !plan.words.is_empty() {
         out.push(message_item(&ids.message, &plan.text(), "completed"));
     }
@@ -269,15 +298,36 @@ fn output_items(plan: &Plan, ids: &Ids) -> Vec<Value> {
     out
 }
 
+/// What the mock charges per built-in tool invocation, in micro-dollars
+/// (Perplexity's list prices).
+fn tool_price_micros(kind: &str) -> u64 {
+    match kind {
+        "fetch_url" => 500,
+        _ => 5_000,
+    }
+}
+
 fn usage(req: &Request, plan: &Plan) -> Value {
     let output = plan.output_tokens();
-    json!({
+    let mut u = json!({
         "input_tokens": req.input_tokens,
         "input_tokens_details": {"cached_tokens": req.cached},
         "output_tokens": output,
         "output_tokens_details": {"reasoning_tokens": 0},
         "total_tokens": req.input_tokens + output,
-    })
+    });
+    if !req.tool_calls.is_empty() {
+        // Perplexity's additions: invocations per tool, and its own cost.
+        let details: serde_json::Map<String, Value> =
+            req.tool_calls.iter().map(|(k, n)| (k.clone(), json!({"invocation": n}))).collect();
+        let tools: u64 = req.tool_calls.iter().map(|(k, n)| n * tool_price_micros(k)).sum();
+        let usd = |micros: u64| micros as f64 / 1e6;
+        u["tool_calls_details"] = Value::Object(details);
+        u["cost"] = json!({"currency": "USD", "input_cost": usd(req.input_tokens),
+                           "output_cost": usd(output), "tool_calls_cost": usd(tools),
+                           "total_cost": usd(req.input_tokens + output + tools)});
+    }
+    u
 }
 
 /// The response object; `done` false while it is being generated.
@@ -323,6 +373,16 @@ fn stream_events(req: &Request, plan: &Plan, ids: &Ids, created: u64) -> Vec<Sse
     );
     events.push(event("response.in_progress", json!({"response": start})));
     let mut index = 0;
+    for (n, (kind, _)) in req.tool_calls.iter().enumerate() {
+        let item = builtin_item(n as u64, kind);
+        events.push(event(
+            "response.output_item.added",
+            json!({"output_index": index, "item": item.clone()}),
+        ));
+        events
+            .push(event("response.output_item.done", json!({"output_index": index, "item": item})));
+        index += 1;
+    }
     if !plan.words.is_empty() {
         let id = &ids.message;
         let added = json!({"type": "message", "id": id, "status": "in_progress",
@@ -372,7 +432,7 @@ fn stream_events(req: &Request, plan: &Plan, ids: &Ids, created: u64) -> Vec<Sse
         events
             .push(event("response.output_item.done", json!({"output_index": index, "item": item})));
     }
-    let end = response(req, plan, ids, created, output_items(plan, ids), true);
+    let end = response(req, plan, ids, created, output_items(req, plan, ids), true);
     let kind = if plan.truncated { "response.incomplete" } else { "response.completed" };
     events.push(event(kind, json!({"response": end})));
     events

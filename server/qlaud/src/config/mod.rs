@@ -29,6 +29,9 @@ pub enum ProviderKind {
     Openai,
     /// Another service speaking OpenAI's Chat Completions API.
     OpenaiCompatible,
+    /// Perplexity's Agent API (OpenAI's Responses shape at `/v1/responses`,
+    /// with web search tools billed per invocation).
+    Perplexity,
     /// qlaud's built-in offline model.
     Echo,
     /// ElevenLabs' text-to-speech API (`xi-api-key`).
@@ -371,6 +374,7 @@ fn resolve_prices(
         ProviderKind::Anthropic
             | ProviderKind::Openai
             | ProviderKind::OpenaiCompatible
+            | ProviderKind::Perplexity
             | ProviderKind::Echo
     );
     let needed: &[Unit] = match kind {

@@ -47,7 +47,7 @@ pub async fn count(
             };
             Ok(local(echo::count_input(&req)))
         }
-        ProviderKind::Openai | ProviderKind::OpenaiCompatible => {
+        ProviderKind::Openai | ProviderKind::OpenaiCompatible | ProviderKind::Perplexity => {
             // Counting is free, so no spend cap bounds the CPU a key can ask
             // for here: a flood of large requests queues for a few threads
             // instead of taking every core from the gateway.

@@ -41,10 +41,10 @@ use crate::config::{Catalog, Model, ModelKind, ProviderKind};
 use crate::context::Context;
 use crate::meter::estimate::{self, Estimate, PromptBound};
 use crate::meter::ledger::Admission;
-use crate::meter::{Metered, Usage};
+use crate::meter::{self, Metered, Usage};
 use crate::providers::ir::{self, Completion};
 use crate::providers::{self, ChatProvider, anthropic, openai};
-use crate::units::Unit;
+use crate::units::{Quantities, Unit};
 use error::GatewayError;
 
 /// Providers and models with a pooled HTTP client per provider.
@@ -193,6 +193,20 @@ impl Call {
 
     async fn settle(&mut self, status: u16, usage: Usage) -> i64 {
         self.metered.settle(status, usage).await
+    }
+
+    /// Settles at `usage` and, beside the tokens, the `extra` units the
+    /// provider reported (its built-in tool calls).
+    async fn settle_with(&mut self, status: u16, usage: Usage, extra: Quantities) -> i64 {
+        if extra.is_empty() {
+            return self.settle(status, usage).await;
+        }
+        let mut q = meter::quantities(&usage);
+        for (unit, n) in extra.iter() {
+            // The model's price table bounds the units a call carries.
+            let _ = q.set(unit, n);
+        }
+        self.metered.settle_units(status, q).await
     }
 
     /// Sets what the client's request decides on a whole response object
@@ -530,13 +544,24 @@ fn answer_usage(call: &Call, v: &Value, reported: impl Fn(&Value) -> Usage) -> U
 /// A non-streamed provider answer in the client's shape: read usage, add
 /// cost, name the model as the client did, settle, answer.
 async fn json_answer(
-    mut call: Call,
+    call: Call,
     upstream: reqwest::Response,
     usage_of: fn(&Value) -> Usage,
 ) -> Result<Response<Body>, GatewayError> {
+    json_answer_with(call, upstream, usage_of, |_| Quantities::default()).await
+}
+
+/// [`json_answer`] for a provider that bills units beside tokens, read from
+/// the answer's `usage` by `units_of`.
+async fn json_answer_with(
+    mut call: Call,
+    upstream: reqwest::Response,
+    usage_of: fn(&Value) -> Usage,
+    units_of: fn(&Value) -> Quantities,
+) -> Result<Response<Body>, GatewayError> {
     let mut v = read_json(&mut call, upstream).await?;
     let usage = answer_usage(&call, &v, usage_of);
-    let cost = call.settle(200, usage).await;
+    let cost = call.settle_with(200, usage, units_of(&v["usage"])).await;
     v["model"] = Value::String(call.model().name.clone());
     if let Some(u) = v.get_mut("usage").and_then(Value::as_object_mut) {
         u.insert("cost_micros".into(), cost.into());

@@ -14,6 +14,7 @@ use crate::meter::{Unreported, Usage};
 use crate::providers::ir::Event;
 use crate::providers::{anthropic, openai};
 use crate::shutdown::Drain;
+use crate::units::Quantities;
 
 /// How a forwarded stream ended.
 enum StreamEnd {
@@ -87,6 +88,11 @@ async fn pump(
 pub trait StreamMeter: Send + 'static {
     fn tap(&mut self, raw: Bytes) -> Option<Bytes>;
     fn usage(&self) -> Usage;
+    /// What the stream used beside tokens (a provider's built-in tool
+    /// calls), billed with them.
+    fn units(&self) -> Quantities {
+        Quantities::default()
+    }
     /// The event that tells the client the provider's stream broke off.
     fn error_event(&mut self, shape: Shape, err: GatewayError) -> Bytes {
         ClientEncoder::error_event(shape, err)
@@ -247,7 +253,7 @@ pub(super) fn stream(
             }
             StreamEnd::Done | StreamEnd::ClientGone => {}
         }
-        call.settle(end.status(), meter.usage()).await;
+        call.settle_with(end.status(), meter.usage(), meter.units()).await;
         // Kept before the body ends, so a client that read the stream to its
         // end can chain from the response at once.
         if let (StreamEnd::Done, Some(mut r)) = (&end, meter.final_response()) {

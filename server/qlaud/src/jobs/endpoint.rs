@@ -13,7 +13,7 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use crate::auth::Caller;
-use crate::config::ModelKind;
+use crate::config::{ModelKind, ProviderKind};
 use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::gateway::{self, error::GatewayError};
@@ -97,9 +97,15 @@ impl Endpoint {
                 ctx.gateway.model(&req.model, ModelKind::Chat).map_err(refused)?;
             }
             Endpoint::Responses => {
-                let req: ResponsesRequest = parse_body(body)?;
-                ctx.gateway.model(&req.model, ModelKind::Chat).map_err(refused)?;
-                crate::dialects::responses::check(&req).map_err(refused)?;
+                let mut req: ResponsesRequest = parse_body(body)?;
+                let model = ctx.gateway.model(&req.model, ModelKind::Chat).map_err(refused)?;
+                let perplexity = model.provider.kind == ProviderKind::Perplexity;
+                crate::dialects::responses::check(&req, perplexity).map_err(refused)?;
+                if perplexity {
+                    let tools = req.tools.take().unwrap_or_default();
+                    crate::providers::perplexity::steps(&model, &tools, &mut req.extra)
+                        .map_err(refused)?;
+                }
             }
             Endpoint::Embeddings => {
                 let req: EmbeddingRequest = parse_body(body)?;

@@ -11,6 +11,7 @@ pub mod echo;
 pub mod elevenlabs;
 pub mod ir;
 pub mod openai;
+pub mod perplexity;
 
 use std::time::Duration;
 
@@ -56,6 +57,7 @@ pub fn chat(kind: ProviderKind) -> Option<&'static dyn ChatProvider> {
         ProviderKind::Anthropic => Some(&anthropic::Anthropic),
         ProviderKind::Openai => Some(&openai::OPENAI),
         ProviderKind::OpenaiCompatible => Some(&openai::COMPATIBLE),
+        ProviderKind::Perplexity => Some(&perplexity::Perplexity),
         // Media-only providers serve no chat model (configuration refuses
         // one), so this arm is never reached for a chat call.
         ProviderKind::Echo | ProviderKind::Elevenlabs | ProviderKind::Deepgram => None,

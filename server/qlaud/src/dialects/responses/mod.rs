@@ -26,7 +26,10 @@ fn bad(message: impl Into<String>) -> GatewayError {
 /// called: `conversation` together with `previous_response_id` (as OpenAI
 /// does), item references, stored prompts, background runs and hosted
 /// tools.
-pub fn check(req: &ResponsesRequest) -> Result<(), GatewayError> {
+///
+/// Hosted tools are refused unless the provider's own are `priced` (the
+/// provider module then checks each one it bills).
+pub fn check(req: &ResponsesRequest, priced: bool) -> Result<(), GatewayError> {
     if req.previous_response_id.is_some() && req.conversation.as_ref().is_some_and(|c| !c.is_null())
     {
         return Err(bad(
@@ -64,7 +67,7 @@ pub fn check(req: &ResponsesRequest) -> Result<(), GatewayError> {
     {
         return Err(bad("instructions must be a string"));
     }
-    for tool in req.tools.iter().flatten() {
+    for tool in req.tools.iter().flatten().filter(|_| !priced) {
         let kind = tool["type"].as_str().unwrap_or_default();
         if !CLIENT_TOOLS.contains(&kind) {
             return Err(bad(format!(
@@ -251,7 +254,7 @@ mod tests {
         ], "tools": [{"type": "function", "name": "w", "parameters": {"type": "object"}}],
            "tool_choice": {"type": "function", "name": "w"},
            "text": {"format": {"type": "json_schema", "name": "x", "schema": {"type": "object"}}}}));
-        check(&r).unwrap();
+        check(&r, false).unwrap();
         let c = parse(&r, "m", 100).unwrap();
         assert_eq!(c.system, ["be brief"]);
         assert_eq!(c.messages[0].content, [Part::Text("weather?".into())]);
@@ -270,9 +273,9 @@ mod tests {
 
     #[test]
     fn what_qlaud_cannot_serve_is_refused() {
-        check(&req(json!({"model": "m", "input": "hi", "previous_response_id": "resp_1"})))
+        check(&req(json!({"model": "m", "input": "hi", "previous_response_id": "resp_1"})), false)
             .unwrap();
-        check(&req(json!({"model": "m", "input": "hi", "conversation": "conv_1"}))).unwrap();
+        check(&req(json!({"model": "m", "input": "hi", "conversation": "conv_1"})), false).unwrap();
         for bad in [
             json!({"model": "m", "input": "hi", "previous_response_id": "r", "conversation": "c"}),
             json!({"model": "m", "input": "hi", "background": true}),
@@ -281,7 +284,7 @@ mod tests {
             json!({"model": "m"}),
             json!({"model": "m", "input": 3}),
         ] {
-            assert_eq!(check(&req(bad.clone())).unwrap_err().status, 400, "{bad}");
+            assert_eq!(check(&req(bad.clone()), false).unwrap_err().status, 400, "{bad}");
         }
     }
 }

@@ -31,14 +31,14 @@ use serde_json::Value;
 
 use super::error::GatewayError;
 use super::stream::stream;
-use super::{Route, Shape, choices, json_answer, send, to_vec};
+use super::{Route, Shape, choices, json_answer_with, send, to_vec};
 use crate::auth::Caller;
 use crate::config::{ModelKind, ProviderKind};
 use crate::context::Context;
 use crate::dialects::responses as dialect;
 use crate::meter::estimate::{self, Estimate, PromptBound};
 use crate::providers::ir::Message;
-use crate::providers::openai;
+use crate::providers::{openai, perplexity};
 use crate::threads::access;
 use state::{History, Keep};
 
@@ -62,12 +62,13 @@ pub async fn create_as(
 ) -> Result<Response<Body>, GatewayError> {
     let started = Instant::now();
     let model = ctx.gateway.model(&req.model, ModelKind::Chat)?;
-    dialect::check(&req)?;
+    dialect::check(&req, model.provider.kind == ProviderKind::Perplexity)?;
     let history = History::load(ctx, &caller, &req).await?;
     // The model's limit when missing (or larger), as on the other dialects.
     let wanted =
         req.max_output_tokens.unwrap_or(model.max_output_tokens).min(model.max_output_tokens);
-    if model.provider.kind == ProviderKind::Openai {
+    // Providers that speak this shape themselves take the client's body.
+    if matches!(model.provider.kind, ProviderKind::Openai | ProviderKind::Perplexity) {
         let earlier = history.input_items()?;
         let keep = Keep::new(ctx, &caller, &req, history)?;
         let route = Route {
@@ -121,8 +122,8 @@ pub async fn delete(
     })
 }
 
-/// A GPT model: the client's body to the provider's Responses API, after
-/// the `earlier` items of its history.
+/// A GPT or Perplexity model: the client's body to the provider's
+/// Responses API, after the `earlier` items of its history.
 async fn passthrough(
     route: Route<'_>,
     mut req: ResponsesRequest,
@@ -146,23 +147,37 @@ async fn passthrough(
         req.input = Some(Value::Array(earlier.into_iter().chain(new).collect()));
     }
     req.max_output_tokens = Some(wanted);
+    let perplexity = model.provider.kind == ProviderKind::Perplexity;
+    let loop_bound = match perplexity {
+        true => perplexity::steps(&model, req.tools.as_deref().unwrap_or(&[]), &mut req.extra)?,
+        false => perplexity::Steps { steps: 1, calls: Default::default() },
+    };
     let body = serde_json::to_value(&req).map_err(|e| GatewayError::new(500, e.to_string()))?;
+    // Each step of a provider's own tool loop reads the context again, up
+    // to the whole window, and writes up to the output limit.
+    let later_steps = loop_bound.steps - 1;
     let estimate = Estimate {
-        prompt_tokens: PromptBound::body(&body).finish(model.context_window),
+        prompt_tokens: PromptBound::body(&body)
+            .finish(model.context_window)
+            .saturating_add(later_steps.saturating_mul(model.context_window)),
         max_output: wanted,
-        choices: choices(&req.extra)?,
+        choices: choices(&req.extra)?.saturating_mul(loop_bound.steps),
         extra_output: estimate::extra_output(&req.extra),
-        units: Default::default(),
+        units: loop_bound.calls,
     };
     let mut call = route.admit(streamed, &estimate).await?;
     req.max_output_tokens = Some(call.admission().max_output_tokens);
-    let http = openai::responses_request(route.ctx.gateway.client(&model), &model, to_vec(&req)?)?;
+    let client = route.ctx.gateway.client(&model);
+    let http = match perplexity {
+        true => perplexity::request(client, &model, to_vec(&req)?)?,
+        false => openai::responses_request(client, &model, to_vec(&req)?)?,
+    };
     let upstream = send(&mut call, http).await?;
     if streamed {
         let echo = route.keep.as_ref().map(|k| k.echo().clone()).unwrap_or_default();
         let tap = passthrough::Tap::new(&model, call.admission().unreported, echo);
         Ok(stream(call, upstream, tap))
     } else {
-        json_answer(call, upstream, openai::responses_usage).await
+        json_answer_with(call, upstream, openai::responses_usage, perplexity::tool_calls).await
     }
 }

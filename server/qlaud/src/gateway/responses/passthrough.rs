@@ -16,8 +16,9 @@ use crate::dialects::responses::render as encode;
 use crate::gateway::error::GatewayError;
 use crate::gateway::sse;
 use crate::gateway::stream::StreamMeter;
-use crate::meter::{Unreported, Usage, cost_micros};
-use crate::providers::openai;
+use crate::meter::{Unreported, Usage, quantities};
+use crate::providers::{openai, perplexity};
+use crate::units::{self, Quantities};
 
 /// The two fields read from every event, without parsing the rest.
 #[derive(serde::Deserialize)]
@@ -42,6 +43,8 @@ pub struct Tap {
     echo: Map<String, Value>,
     /// The response of `response.completed` or `.incomplete`.
     done: Option<Value>,
+    /// The provider's built-in tool calls, as its final usage reports them.
+    units: Quantities,
 }
 
 impl Tap {
@@ -55,6 +58,7 @@ impl Tap {
             prices: model.prices.unwrap_or_default(),
             echo,
             done: None,
+            units: Quantities::default(),
         }
     }
 }
@@ -90,7 +94,12 @@ impl StreamMeter for Tap {
         if response["usage"].is_object() {
             let u = openai::responses_usage(&response["usage"]);
             self.usage = Some(u);
-            response["usage"]["cost_micros"] = cost_micros(&self.prices, &u).into();
+            self.units = perplexity::tool_calls(&response["usage"]);
+            let mut q = quantities(&u);
+            for (unit, n) in self.units.iter() {
+                let _ = q.set(unit, n);
+            }
+            response["usage"]["cost_micros"] = units::cost_micros(&self.prices, &q).into();
         }
         for (k, value) in &self.echo {
             response[k.as_str()] = value.clone();
@@ -103,6 +112,10 @@ impl StreamMeter for Tap {
 
     fn usage(&self) -> Usage {
         self.usage.unwrap_or_else(|| self.unreported.usage(None, self.seen_output))
+    }
+
+    fn units(&self) -> Quantities {
+        self.units
     }
 
     fn error_event(&mut self, _: Shape, err: GatewayError) -> Bytes {
