@@ -506,11 +506,14 @@ timeout_secs = 2
          web_search_calls = \"5000\", fetch_url_calls = \"500\" }}\n",
         a = mock.anthropic_base_url(),
     ));
-    // A video model whose renders fail (the mock fails models named so).
-    toml.push_str(
-        "\n[models.\"sora-fail\"]\nprovider = \"openai\"\nupstream = \"sora-fail\"\n\
-         kind = \"video\"\nprices = { video_seconds_720p = \"100000\" }\n",
-    );
+    // Video models whose renders fail, or never finish (the mock treats
+    // models named so that way).
+    for name in ["sora-fail", "sora-stuck"] {
+        toml.push_str(&format!(
+            "\n[models.\"{name}\"]\nprovider = \"openai\"\nupstream = \"{name}\"\n\
+             kind = \"video\"\nprices = {{ video_seconds_720p = \"100000\" }}\n"
+        ));
+    }
     // Embedding models: $0.02 per million input tokens.
     for (name, upstream) in [("embed-test", "embed-upstream"), ("embed-nousage", "embed-nousage")] {
         toml.push_str(&format!(

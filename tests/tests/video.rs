@@ -16,8 +16,59 @@ backend_tests!(
     a_failed_video_is_not_billed,
     a_cap_of_three_videos_refuses_the_fourth_before_the_provider,
     bad_video_requests_are_refused_with_nothing_sent,
-    a_held_video_outlives_a_crash_and_settles_on_its_poll
+    a_held_video_outlives_a_crash_and_settles_on_its_poll,
+    a_video_nobody_polls_is_settled_by_the_server,
 );
+
+/// Waits until the key's held video has settled (nothing reserved).
+async fn settled_within(t: &TestServer, key_id: &str, seconds: u64) -> (i64, i64, i64) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(seconds);
+    loop {
+        let state = ledger_state(&t.db.url, key_id).await;
+        if state.1 == 0 || std::time::Instant::now() > deadline {
+            return state;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+/// A client that never polls its video does not hold its budget forever:
+/// the server polls it itself and settles at the outcome; one that never
+/// finishes is settled at its price once it is older than the maximum age,
+/// and marked `expired`.
+async fn a_video_nobody_polls_is_settled_by_the_server(backend: Backend) {
+    let mock = MockUpstream::start().await;
+    let toml = mock_toml(&mock);
+    let Some(t) = TestServer::start_configured(backend, Some(&toml), |c| {
+        c.video_sweep.every = std::time::Duration::from_millis(200);
+        c.video_sweep.max_age = std::time::Duration::from_secs(2);
+    })
+    .await
+    else {
+        return;
+    };
+    let key = t.mint(json!({"name": "forgetful", "max_spend_usd": 5})).await;
+    let id = key["id"].as_str().unwrap();
+    let client = t.client(key["secret"].as_str().unwrap());
+    client.create_video("sora-2", "a cat", &[], None).await.unwrap();
+    client.create_video("sora-fail", "a storm", &[], None).await.unwrap();
+    assert_eq!(ledger_state(&t.db.url, id).await, (0, 800_000, 2));
+    // Completed: its price; failed: nothing. Both without a client poll.
+    assert_eq!(settled_within(&t, id, 10).await, (400_000, 0, 0));
+    assert_eq!(t.settled(id, 2).await, 400_000);
+
+    let stuck = t.mint(json!({"name": "patient", "max_spend_usd": 5})).await;
+    let stuck_id = stuck["id"].as_str().unwrap();
+    let client = t.client(stuck["secret"].as_str().unwrap());
+    let v = client.create_video("sora-stuck", "a slow film", &[], None).await.unwrap();
+    // Polled while young: still rendering, still reserved.
+    tokio::time::sleep(std::time::Duration::from_millis(800)).await;
+    assert_eq!(ledger_state(&t.db.url, stuck_id).await, (0, 400_000, 1));
+    assert_eq!(settled_within(&t, stuck_id, 10).await, (400_000, 0, 0));
+    // A later poll by the client bills nothing more.
+    client.get_video(v["id"].as_str().unwrap()).await.unwrap();
+    assert_eq!(t.settled(stuck_id, 1).await, 400_000);
+}
 
 async fn poll(client: &qlaud::Client, id: &str) -> Value {
     for _ in 0..10 {

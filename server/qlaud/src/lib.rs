@@ -66,6 +66,10 @@ pub struct ServeConfig {
     /// How often an idle job runner looks for jobs submitted to other
     /// processes.
     pub job_poll: std::time::Duration,
+    /// How often the server polls the videos no client polled to their
+    /// end, and how long one may go without an outcome before it is
+    /// settled at its price.
+    pub video_sweep: gateway::video::Sweep,
     /// A connection that has sent no byte for this long is closed.
     pub header_timeout: Duration,
     /// A request body that has not fully arrived within this is refused
@@ -90,6 +94,10 @@ impl ServeConfig {
             job_workers: 8,
             job_retention: std::time::Duration::from_secs(7 * 86_400),
             job_poll: std::time::Duration::from_millis(500),
+            video_sweep: gateway::video::Sweep {
+                every: Duration::from_secs(60),
+                max_age: Duration::from_secs(86_400),
+            },
             header_timeout: Duration::from_secs(30),
             body_timeout: Duration::from_secs(30),
             metrics_token: None,
@@ -164,6 +172,7 @@ impl Server {
                 poll: config.job_poll,
             },
         );
+        gateway::video::spawn_sweep(ctx.clone(), config.video_sweep);
         qlaud_api::body::set_read_timeout(config.body_timeout);
         let dropshot_config = ConfigDropshot {
             bind_address: config.bind,

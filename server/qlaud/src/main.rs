@@ -124,6 +124,14 @@ struct ServeArgs {
     /// days); usage records are kept forever.
     #[arg(long, env = "QLAUD_JOB_RETENTION_SECS", default_value_t = 7 * 86_400)]
     job_retention_secs: u64,
+    /// How often qlaud polls the provider for videos no client has polled
+    /// to their end (their budget stays reserved until an outcome is seen).
+    #[arg(long, env = "QLAUD_VIDEO_CHECK_SECS", default_value_t = 60)]
+    video_check_secs: u64,
+    /// A video with no outcome after this long is settled at its price and
+    /// marked `expired` (default one day).
+    #[arg(long, env = "QLAUD_VIDEO_MAX_AGE_SECS", default_value_t = 86_400)]
+    video_max_age_secs: u64,
     /// On SIGTERM or SIGINT, how long requests and streams in flight may
     /// take to finish before the streams still running are ended (with an
     /// error event, billed for what they sent). A second signal exits at once.
@@ -208,6 +216,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     config.allow_private_webhooks = args.allow_private_webhooks;
     config.job_workers = args.job_workers;
     config.job_retention = std::time::Duration::from_secs(args.job_retention_secs);
+    config.video_sweep = qlaud_server::gateway::video::Sweep {
+        every: std::time::Duration::from_secs(args.video_check_secs.max(1)),
+        max_age: std::time::Duration::from_secs(args.video_max_age_secs),
+    };
     config.header_timeout = std::time::Duration::from_secs(args.header_timeout_secs);
     config.body_timeout = std::time::Duration::from_secs(args.body_timeout_secs);
     config.metrics_token = args.metrics_token;

@@ -6,7 +6,8 @@
 //!   seconds, size, …}`.
 //! - `GET /v1/videos/{id}`: each poll moves it on, `queued` →
 //!   `in_progress` → `completed` (`completed_at` set), or `failed` (with
-//!   `error: {code, message}`) when the model's name contains `fail`.
+//!   `error: {code, message}`) when the model's name contains `fail`; one
+//!   whose model's name contains `stuck` stays `in_progress` forever.
 //! - `GET /v1/videos/{id}/content`: `video/mp4` bytes (1,000 a second of
 //!   video) once completed; 404 before, as OpenAI answers.
 //!
@@ -27,6 +28,7 @@ pub(super) struct MockVideo {
     object: Value,
     polls: u32,
     fails: bool,
+    stuck: bool,
 }
 
 fn record(shared: &Shared, path: &str, headers: &HeaderMap, body: Option<Value>) {
@@ -75,7 +77,12 @@ pub(super) async fn create(
         "prompt": text("prompt", ""), "seconds": text("seconds", "4"),
         "size": text("size", "720x1280"), "remixed_from_video_id": null, "error": null,
     });
-    let video = MockVideo { object: object.clone(), polls: 0, fails: model.contains("fail") };
+    let video = MockVideo {
+        object: object.clone(),
+        polls: 0,
+        fails: model.contains("fail"),
+        stuck: model.contains("stuck"),
+    };
     shared.videos().insert(id, video);
     json_response(StatusCode::OK, &object)
 }
@@ -94,6 +101,10 @@ pub(super) async fn get(
     v.polls += 1;
     let o = &mut v.object;
     match (v.polls, v.fails) {
+        _ if v.stuck => {
+            o["status"] = "in_progress".into();
+            o["progress"] = 50.into();
+        }
         (1, _) => {
             o["status"] = "in_progress".into();
             o["progress"] = 50.into();

@@ -15,7 +15,7 @@ pub mod responses;
 pub mod round;
 pub mod sse;
 pub(crate) mod stream;
-mod video;
+pub mod video;
 
 pub use crate::dialects::Shape;
 use crate::dialects::{self, ClientEncoder};

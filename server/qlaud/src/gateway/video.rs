@@ -8,10 +8,12 @@
 //! before the provider is called (402 when it does not fit). A video
 //! renders after its create call returns, so the reservation is held (see
 //! migration 0014) until a `get_video` sees the provider's outcome:
-//! `completed` settles at that price, `failed` at nothing. Until then the
-//! budget stays reserved; a video never polled keeps it.
+//! `completed` settles at that price, `failed` at nothing. A video no
+//! client polls to its end is polled by the server itself ([`spawn_sweep`]),
+//! and one with no outcome after `--video-max-age-secs` is settled at its
+//! price, so no reservation is held forever.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use dropshot::Body;
@@ -249,19 +251,122 @@ pub async fn get_video(
         .map_err(|e| GatewayError::new(502, format!("the provider's video is not JSON: {e}")))?;
     let status = video["status"].as_str().unwrap_or_default();
     let mut extra = Vec::new();
-    if matches!(status, "completed" | "failed") {
-        let now = ctx.meter.clock.now_ms();
-        let first = ctx
-            .store
-            .finish_video(id, status, now)
-            .await
-            .map_err(|e| GatewayError::new(500, format!("recording the video: {e}")))?;
-        if first {
-            let cost = settle(ctx, &model, &row, status == "completed", started, now).await;
-            extra.push(("qlaud-cost-micros", cost.to_string()));
-        }
+    if let Some(cost) = outcome(ctx, &model, &row, status, started).await? {
+        extra.push(("qlaud-cost-micros", cost.to_string()));
     }
     Ok(json(StatusCode::OK, &video, &extra))
+}
+
+/// Records a video's outcome when `status` is one (`completed`, `failed`,
+/// or `expired` from the sweep) and settles it; the cost when this call was
+/// the one that settled it.
+async fn outcome(
+    ctx: &Context,
+    model: &Model,
+    row: &VideoRow,
+    status: &str,
+    started: Instant,
+) -> Result<Option<i64>, GatewayError> {
+    if !matches!(status, "completed" | "failed" | "expired") {
+        return Ok(None);
+    }
+    let now = ctx.meter.clock.now_ms();
+    let first = ctx
+        .store
+        .finish_video(&row.id, status, now)
+        .await
+        .map_err(|e| GatewayError::new(500, format!("recording the video: {e}")))?;
+    if !first {
+        return Ok(None);
+    }
+    // An expired video may have rendered: billed at its price, like any
+    // call whose outcome is unknown.
+    let billed = status != "failed";
+    Ok(Some(settle(ctx, model, row, billed, started, now).await))
+}
+
+/// When and for how long the server polls videos itself.
+#[derive(Clone, Copy, Debug)]
+pub struct Sweep {
+    /// How often; also how old a video must be before the server polls it
+    /// (a client polling its own video settles it first).
+    pub every: Duration,
+    /// A video with no outcome after this long is settled at its price and
+    /// marked `expired`.
+    pub max_age: Duration,
+}
+
+/// Polls, in every process, the videos no client polled to their end, so
+/// no reservation is held forever: each settles when the provider reports
+/// its outcome, or at its price once `max_age` has passed without one (the
+/// provider may have rendered it; it gone missing upstream counts the
+/// same). Claims are the store's `finish_video`, so a video is settled once
+/// however many processes poll it.
+pub fn spawn_sweep(ctx: Context, sweep: Sweep) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(sweep.every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            if ctx.drain.draining() {
+                return;
+            }
+            if let Err(e) = sweep_once(&ctx, sweep).await {
+                tracing::warn!(error = %e.message, "polling unsettled videos");
+            }
+        }
+    });
+}
+
+async fn sweep_once(ctx: &Context, sweep: Sweep) -> Result<(), GatewayError> {
+    let now = ctx.meter.clock.now_ms();
+    let ms = |d: Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
+    let videos = ctx
+        .store
+        .unsettled_videos(now.saturating_sub(ms(sweep.every)), 50)
+        .await
+        .map_err(|e| GatewayError::new(500, format!("listing videos: {e}")))?;
+    for row in videos {
+        let started = Instant::now();
+        let expired = now.saturating_sub(row.created_ms) >= ms(sweep.max_age);
+        let polled = match openai_model(ctx, &row.model) {
+            Ok(model) => match provider_get(ctx, &model, &row.id, "").await {
+                Ok(resp) => resp.json::<Value>().await.ok(),
+                Err(e) => {
+                    tracing::debug!(video = %row.id, error = %e.message, "polling a video");
+                    None
+                }
+            },
+            Err(_) => None,
+        };
+        let status = polled.as_ref().and_then(|v| v["status"].as_str()).unwrap_or_default();
+        let status = match status {
+            "completed" | "failed" => status,
+            _ if expired => "expired",
+            _ => continue,
+        };
+        // A model removed from the catalog since: priced as it was stored.
+        let Ok(model) = ctx.gateway.model(&row.model, ModelKind::Video) else {
+            expire_unpriced(ctx, &row, now).await;
+            continue;
+        };
+        if let Some(cost) = outcome(ctx, &model, &row, status, started).await? {
+            tracing::info!(video = %row.id, status, cost_micros = cost, "settled a video no \
+                           client polled to its end");
+        }
+    }
+    Ok(())
+}
+
+/// Settles a video whose model is gone at its reservation (its price when
+/// it was created).
+async fn expire_unpriced(ctx: &Context, row: &VideoRow, now: i64) {
+    if ctx.store.finish_video(&row.id, "expired", now).await.unwrap_or(false) {
+        let mut q = Quantities::default();
+        let _ = q.set(Unit::REQUESTS, 1);
+        let _ = q.set(Unit::named(&row.unit), row.seconds.max(0) as u64);
+        ctx.meter.recorder.record(record(row, q, row.reserved_micros, 0, now)).await;
+    }
 }
 
 /// Settles a held video's reservation: its price when completed, nothing
@@ -280,7 +385,17 @@ async fn settle(
         let _ = q.set(Unit::named(&row.unit), row.seconds.max(0) as u64);
     }
     let cost = RequestRecord::cost_for(model, &q).min(row.reserved_micros);
-    let record = RequestRecord {
+    let latency_ms = i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX);
+    ctx.meter.metrics.settled(Endpoint::Videos.as_str(), 200, cost);
+    ctx.meter.recorder.record(record(row, q, cost, latency_ms, now)).await;
+    // Usage reads see it as soon as the poll that settled it returns.
+    ctx.meter.recorder.flush().await;
+    cost
+}
+
+/// The record settling a video's held reservation.
+fn record(row: &VideoRow, q: Quantities, cost: i64, latency_ms: i64, now: i64) -> RequestRecord {
+    RequestRecord {
         reservation_id: row.reservation_id.clone(),
         tenant_id: row.tenant_id.clone(),
         key_id: row.key_id.clone(),
@@ -298,15 +413,10 @@ async fn settle(
         // none back.
         rate_window_ms: 0,
         reserved_tokens: 0,
-        latency_ms: i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX),
+        latency_ms,
         created_ms: now,
         recovered: false,
-    };
-    ctx.meter.metrics.settled(Endpoint::Videos.as_str(), 200, cost);
-    ctx.meter.recorder.record(record).await;
-    // Usage reads see it as soon as the poll that settled it returns.
-    ctx.meter.recorder.flush().await;
-    cost
+    }
 }
 
 pub async fn get_video_content(

@@ -79,22 +79,27 @@ impl Store {
         .bind(owner.unwrap_or(""))
         .fetch_optional(self.pool())
         .await?;
-        let Some(r) = row else { return Ok(None) };
-        Ok(Some(VideoRow {
-            id: r.try_get("id")?,
-            tenant_id: r.try_get("tenant_id")?,
-            key_id: r.try_get("key_id")?,
-            model: r.try_get("model")?,
-            provider: r.try_get("provider")?,
-            reservation_id: r.try_get("reservation_id")?,
-            period_start_ms: r.try_get("period_start_ms")?,
-            reserved_micros: r.try_get("reserved_micros")?,
-            unit: r.try_get("unit")?,
-            seconds: r.try_get("seconds")?,
-            status: r.try_get("status")?,
-            settled_ms: r.try_get("settled_ms")?,
-            created_ms: r.try_get("created_ms")?,
-        }))
+        row.as_ref().map(video_row).transpose()
+    }
+
+    /// Videos still waiting for their outcome that were created before
+    /// `created_before_ms`, oldest first: the ones no client polled to the
+    /// end, which the server polls itself.
+    pub async fn unsettled_videos(
+        &self,
+        created_before_ms: i64,
+        limit: i64,
+    ) -> StoreResult<Vec<VideoRow>> {
+        let rows = sqlx::query(
+            "SELECT id, tenant_id, key_id, model, provider, reservation_id, period_start_ms, \
+             reserved_micros, unit, seconds, status, settled_ms, created_ms FROM videos \
+             WHERE settled_ms IS NULL AND created_ms < $1 ORDER BY created_ms LIMIT $2",
+        )
+        .bind(created_before_ms)
+        .bind(limit)
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter().map(video_row).collect()
     }
 
     /// Marks the video's outcome; true for the one caller that did it
@@ -110,4 +115,22 @@ impl Store {
         .await?;
         Ok(done.rows_affected() == 1)
     }
+}
+
+fn video_row(r: &sqlx::any::AnyRow) -> StoreResult<VideoRow> {
+    Ok(VideoRow {
+        id: r.try_get("id")?,
+        tenant_id: r.try_get("tenant_id")?,
+        key_id: r.try_get("key_id")?,
+        model: r.try_get("model")?,
+        provider: r.try_get("provider")?,
+        reservation_id: r.try_get("reservation_id")?,
+        period_start_ms: r.try_get("period_start_ms")?,
+        reserved_micros: r.try_get("reserved_micros")?,
+        unit: r.try_get("unit")?,
+        seconds: r.try_get("seconds")?,
+        status: r.try_get("status")?,
+        settled_ms: r.try_get("settled_ms")?,
+        created_ms: r.try_get("created_ms")?,
+    })
 }
