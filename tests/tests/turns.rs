@@ -2,9 +2,11 @@
 //! sent and the provider sees the whole history, for Claude and GPT and
 //! across a switch between them; the owner's key pays; an Idempotency-Key
 //! runs and bills a retried turn once; client-side tools return to the
-//! caller; streaming; truncation; the cap. On SQLite and PostgreSQL.
+//! caller; streaming; truncation; the cap; and a provider that cuts its
+//! stream or never reports usage still bills at least what it billed. On
+//! SQLite and PostgreSQL.
 
-use qlaud_tests::mock::MockUpstream;
+use qlaud_tests::mock::{MockStats, MockUpstream};
 use qlaud_tests::{Backend, TestServer, backend_tests, mock_toml, sse_events};
 use serde_json::{Value, json};
 
@@ -17,6 +19,7 @@ backend_tests!(
     truncation_drops_the_oldest_turns_or_refuses,
     the_cap_refuses_a_turn_and_stores_nothing,
     other_keys_threads_are_not_found,
+    cut_turns_bill_at_least_what_the_provider_billed,
 );
 
 async fn start(backend: Backend) -> Option<(TestServer, MockUpstream)> {
@@ -358,4 +361,51 @@ async fn other_keys_threads_are_not_found(backend: Backend) {
     assert_eq!(s, 400);
     assert_eq!(mock.stats().requests, 0);
     assert!(messages(&t, &a, &id).await.is_empty());
+}
+
+/// What the provider billed by the mock's counts at `prices` (µ$ per
+/// million input and output tokens), rounded down.
+fn billed(stats: &MockStats, prices: (i64, i64)) -> i64 {
+    let pico = stats.input_tokens as i128 * prices.0 as i128
+        + stats.output_tokens as i128 * prices.1 as i128;
+    (pico / 1_000_000) as i64
+}
+
+/// The hostile end user's cut streams, on a thread turn: a provider whose
+/// stream breaks off before its usage event, or that never reports usage,
+/// streamed and not. Each turn is settled once, at no less than what the
+/// provider billed (the reserved prompt bound and what came through), and
+/// within the cap.
+async fn cut_turns_bill_at_least_what_the_provider_billed(backend: Backend) {
+    let Some((t, mock)) = start(backend).await else {
+        return;
+    };
+    const CLAUDE: (i64, i64) = (3_000_000, 15_000_000);
+    const GPT: (i64, i64) = (1_250_000, 10_000_000);
+    for (model, prices) in [
+        ("claude-greedy-cut", CLAUDE),
+        ("gpt-greedy-cut", GPT),
+        ("claude-nousage", CLAUDE),
+        ("gpt-nousage", GPT),
+    ] {
+        for stream in [false, true] {
+            mock.reset_stats();
+            let key = t.mint(json!({"name": "cutter", "max_spend_usd": 1})).await;
+            let (secret, key_id) = (key["secret"].as_str().unwrap(), key["id"].as_str().unwrap());
+            let id = thread(&t, secret, json!({"model": model})).await;
+            let body = json!({"content": "tell me about the sea", "stream": stream});
+            let (status, v, _) = turn(&t, secret, &id, body, None).await;
+            assert!(status == 200 || status == 502, "{model} {stream}: {status} {v}");
+            let cost = t.settled(key_id, 1).await;
+            let stats = mock.stats();
+            assert_eq!(stats.requests, 1, "{model} {stream}");
+            assert!(stats.output_tokens > 0, "{model} {stream}");
+            assert!(
+                cost >= billed(&stats, prices),
+                "{model} {stream}: billed {cost} < the provider's {}",
+                billed(&stats, prices)
+            );
+            assert!(cost <= 1_000_000, "{model} {stream}: {cost}");
+        }
+    }
 }
