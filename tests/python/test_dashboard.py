@@ -19,7 +19,7 @@ ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-net
         "--disable-component-update", "--disable-sync", "--no-first-run"]
 DESKTOP = {"width": 1280, "height": 900}
 PHONE = {"width": 375, "height": 812}
-PAGES = ["overview", "keys", "usage", "billing", "models"]
+PAGES = ["overview", "keys", "usage", "jobs", "billing", "models"]
 
 
 @pytest.fixture(scope="module")
@@ -344,4 +344,69 @@ def test_usage_groups_and_exports_csv(server, browser):
     _, usage = call(server, server["master_key"], "/v1/usage", method="GET")
     echo = next(m for m in usage["by_model"] if m["model"] == "echo")
     assert f"echo,{echo['cost_micros']}," in text, text
+    ctx.close()
+
+
+def wait_job(server, key, job_id):
+    for _ in range(200):
+        status, job = call(server, key, f"/v1/jobs/{job_id}", method="GET")
+        assert status == 200, job
+        if job["status"] in ("completed", "failed", "cancelled"):
+            return job
+        time.sleep(0.05)
+    raise AssertionError(f"job {job_id} never finished")
+
+
+def test_jobs_page_lists_filters_and_shows_a_job(server, browser):
+    key = call(server, server["master_key"], "/v1/keys",
+               body={"name": "batch_user", "max_spend_usd": 1})[1]["secret"]
+    body = {"model": "echo", "max_tokens": 32,
+            "messages": [{"role": "user", "content": "a job from the console test"}]}
+    status, done = call(server, key, "/v1/jobs", body={"endpoint": "/v1/messages", "body": body,
+                                                         "metadata": {"batch": "nightly"}})
+    assert status == 202, done
+    done = wait_job(server, key, done["id"])
+    assert done["status"] == "completed"
+    # A job whose call the cap refuses ends failed, with the endpoint's 402.
+    broke = call(server, server["master_key"], "/v1/keys",
+                 body={"name": "broke_user", "max_spend_usd": 0.000001})[1]["secret"]
+    status, failed = call(server, broke, "/v1/jobs", body={"endpoint": "/v1/messages", "body": body})
+    if status == 202:
+        failed = wait_job(server, broke, failed["id"])
+        assert failed["status"] == "failed"
+    else:
+        assert status == 402, failed
+        failed = None
+
+    ctx = browser.new_context(viewport=DESKTOP)
+    page = ctx.new_page()
+    errors = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    sign_in(page, server)
+    nav(page, "jobs")
+    table = page.locator("table")
+    expect(table.get_by_role("link", name=done["id"])).to_be_visible()
+    expect(page.locator("tr", has_text=done["id"]).locator(".badge")).to_have_text("completed")
+    # Filtered by status, only the failed ones (or none) remain.
+    page.get_by_label("Status").select_option("failed")
+    expect(page.get_by_role("link", name=done["id"])).to_have_count(0)
+    if failed:
+        expect(page.get_by_role("link", name=failed["id"])).to_be_visible()
+    else:
+        expect(page.get_by_text("No failed jobs.")).to_be_visible()
+    page.get_by_label("Status").select_option("")
+    page.get_by_role("link", name=done["id"]).click()
+    expect(page.get_by_role("heading", name="Job " + done["id"])).to_be_visible()
+    facts = page.locator("dl.facts")
+    expect(facts).to_contain_text("/v1/messages")
+    expect(facts).to_contain_text("nightly")
+    expect(page.locator("pre.json")).to_contain_text("a job from the console test")
+    # The cost shown is the job's own, and it has no cancel button.
+    assert done["cost_micros"] > 0
+    expect(page.get_by_role("button", name="Cancel")).to_have_count(0)
+    shoot(page, "desktop-job")
+    page.set_viewport_size(PHONE)
+    no_page_scroll(page)
+    shoot(page, "phone-job")
+    assert not errors, errors
     ctx.close()

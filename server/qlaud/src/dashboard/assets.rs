@@ -8,6 +8,7 @@ const FILES: &[(&str, &str, &str)] = &[
     ("charts.js", "text/javascript; charset=utf-8", include_str!("assets/charts.js")),
     ("keys.js", "text/javascript; charset=utf-8", include_str!("assets/keys.js")),
     ("pages.js", "text/javascript; charset=utf-8", include_str!("assets/pages.js")),
+    ("jobs.js", "text/javascript; charset=utf-8", include_str!("assets/jobs.js")),
     ("app.js", "text/javascript; charset=utf-8", include_str!("assets/app.js")),
     ("logo.svg", "image/svg+xml", include_str!("assets/logo.svg")),
 ];

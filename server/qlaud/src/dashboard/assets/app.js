@@ -7,6 +7,8 @@ const ROUTES = [
   [/^#\/keys$/, (m) => Q.pages.keys(m)],
   [/^#\/keys\/([A-Za-z0-9_-]+)$/, (m, id) => Q.pages.key(m, id)],
   [/^#\/usage$/, (m) => Q.pages.usage(m)],
+  [/^#\/jobs$/, (m) => Q.pages.jobs(m)],
+  [/^#\/jobs\/([A-Za-z0-9_-]+)$/, (m, id) => Q.pages.job(m, id)],
   [/^#\/billing$/, (m) => Q.pages.billing(m)],
   [/^#\/models$/, (m) => Q.pages.models(m)],
 ];
