@@ -16,6 +16,7 @@ pub mod models;
 pub mod money;
 pub mod requests;
 pub mod responses;
+pub mod search;
 pub mod text;
 pub mod threads;
 pub mod tools;
@@ -41,6 +42,7 @@ pub use models::*;
 pub use money::Usd;
 pub use requests::*;
 pub use responses::*;
+pub use search::*;
 pub use threads::*;
 pub use tools::*;
 pub use usage::*;
@@ -122,7 +124,8 @@ pub trait QlaudApi {
     /// Revoke a key.
     ///
     /// The key stops authenticating at once and for good; its usage history
-    /// stays. A key cannot revoke itself. Requires an admin key.
+    /// stays. With `purge=true` its data goes too, as `delete_key_data`
+    /// deletes it. A key cannot revoke itself. Requires an admin key.
     #[endpoint {
         method = DELETE,
         path = "/v1/keys/{key_id}",
@@ -131,7 +134,26 @@ pub trait QlaudApi {
     async fn revoke_key(
         rqctx: RequestContext<Self::Context>,
         path: Path<KeyPath>,
+        query: Query<RevokeKeyQuery>,
     ) -> Result<HttpResponseDeleted, HttpError>;
+
+    /// Delete a key's data.
+    ///
+    /// For an end user's deletion request (GDPR and the like): deletes the
+    /// key's threads with their messages, stored responses and search
+    /// vectors, and its jobs with their results, for good. Usage and the
+    /// request log (what billing needs: counts and costs, never content)
+    /// stay; so does the key itself (revoke it with `purge=true` to do
+    /// both). Another tenant's key answers 404. Requires an admin key.
+    #[endpoint {
+        method = DELETE,
+        path = "/v1/keys/{key_id}/data",
+        tags = ["keys"],
+    }]
+    async fn delete_key_data(
+        rqctx: RequestContext<Self::Context>,
+        path: Path<KeyPath>,
+    ) -> Result<HttpResponseOk<KeyDataDeleted>, HttpError>;
 
     /// Rotate a key's secret.
     ///
@@ -396,6 +418,30 @@ pub trait QlaudApi {
         path: Path<ThreadPath>,
         query: Query<PaginationParams<ThreadMessageListFilter, ThreadMessagePageSelector>>,
     ) -> Result<HttpResponseOk<ResultsPage<ThreadMessage>>, HttpError>;
+    /// Search thread turns by meaning.
+    ///
+    /// Every stored turn (the text of user and assistant messages) is
+    /// embedded in the background by the server's embedding model, and
+    /// this answers the turns closest in meaning to `query`, best first,
+    /// with their cosine similarity (-1 to 1). A standard key searches only
+    /// its own threads (naming another `key_id` is 403); an admin key
+    /// searches its tenant's, optionally one key's. No parameter reaches
+    /// another tenant's turns: a `thread_id` outside the caller's reach is
+    /// 404. A turn is found once it is embedded, usually within a second
+    /// of being stored. Answers 503 while the embedding model is still
+    /// loading (fetched on first start), and on a PostgreSQL store without
+    /// the pgvector extension.
+    #[endpoint {
+        method = POST,
+        path = "/v1/search",
+        tags = ["search"],
+        request_body_max_bytes = SEARCH_BODY_MAX_BYTES,
+    }]
+    async fn search(
+        rqctx: RequestContext<Self::Context>,
+        body: JsonBody<SearchRequest>,
+    ) -> Result<HttpResponseOk<SearchResults>, HttpError>;
+
     /// Rotate the webhook signing secret.
     ///
     /// Makes a new outgoing signing secret (`whsec_…`) for the tenant and

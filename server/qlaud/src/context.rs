@@ -34,6 +34,8 @@ pub struct Context {
     pub drain: Arc<Drain>,
     /// Who may read `/metrics`.
     pub metrics_access: crate::metrics::Access,
+    /// The embedding model and the vector index.
+    pub search: Arc<crate::search::Search>,
 }
 
 impl Context {
@@ -64,6 +66,7 @@ impl Context {
             jobs: Arc::default(),
             drain: Arc::default(),
             metrics_access: Default::default(),
+            search: Arc::new(crate::search::Search::off()),
         }
     }
 

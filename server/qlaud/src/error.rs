@@ -35,6 +35,10 @@ pub enum Error {
     /// The key's rate limit leaves no room in the current window.
     #[error("{}", .0.message)]
     RateLimited(RateLimit),
+    /// A part of the server is not ready or not configured (the embedding
+    /// model loading, no vector index); the message says which.
+    #[error("{0}")]
+    Unavailable(String),
     /// The store failed; the details go to the log, not to the client.
     #[error("store error: {0}")]
     Store(#[from] sqlx::Error),
@@ -152,6 +156,9 @@ impl From<Error> for HttpError {
                     let _ = e.add_header(name, value);
                 }
                 e
+            }
+            Error::Unavailable(m) => {
+                HttpError::for_unavail(Some("ServiceUnavailable".to_string()), m)
             }
             e @ (Error::Store(_) | Error::Internal(_)) => {
                 tracing::error!(error = %e, "request failed");

@@ -33,6 +33,7 @@ use qlaud_api::{
     ThreadPath, UpdateThreadRequest,
 };
 use qlaud_api::{CreateToolRequest, Tool, ToolDeleted, ToolListFilter, ToolPageSelector, ToolPath};
+use qlaud_api::{KeyDataDeleted, RevokeKeyQuery, SearchRequest, SearchResults};
 
 use crate::billing;
 use crate::context::Context;
@@ -107,6 +108,7 @@ impl QlaudApi for QlaudImpl {
     async fn revoke_key(
         rqctx: RequestContext<Context>,
         path: Path<KeyPath>,
+        query: Query<RevokeKeyQuery>,
     ) -> Result<HttpResponseDeleted, HttpError> {
         let ctx = rqctx.context();
         let caller = ctx.authenticate_admin(rqctx.request.headers()).await?;
@@ -119,7 +121,29 @@ impl QlaudApi for QlaudImpl {
         }
         ctx.store.revoke_key(&caller.tenant_id, &key_id).await?;
         ctx.auth_cache.clear();
+        if query.into_inner().purge == Some(true) {
+            ctx.store.delete_key_data(&caller.tenant_id, &key_id).await?;
+        }
         Ok(HttpResponseDeleted())
+    }
+
+    async fn delete_key_data(
+        rqctx: RequestContext<Context>,
+        path: Path<KeyPath>,
+    ) -> Result<HttpResponseOk<KeyDataDeleted>, HttpError> {
+        let ctx = rqctx.context();
+        let caller = ctx.authenticate_admin(rqctx.request.headers()).await?;
+        let key_id = path.into_inner().key_id;
+        Ok(HttpResponseOk(ctx.store.delete_key_data(&caller.tenant_id, &key_id).await?))
+    }
+
+    async fn search(
+        rqctx: RequestContext<Context>,
+        body: JsonBody<SearchRequest>,
+    ) -> Result<HttpResponseOk<SearchResults>, HttpError> {
+        let ctx = rqctx.context();
+        let caller = ctx.authenticate(rqctx.request.headers()).await?;
+        Ok(HttpResponseOk(crate::search::search(ctx, &caller, body.into_inner()).await?))
     }
 
     async fn rotate_key(

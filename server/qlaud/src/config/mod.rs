@@ -38,6 +38,8 @@ pub enum ProviderKind {
     Elevenlabs,
     /// Deepgram's speech-to-text API (`Authorization: Token`).
     Deepgram,
+    /// qlaud's in-process embedding model (the one search uses).
+    Local,
 }
 
 /// What a model is called for.
@@ -252,7 +254,8 @@ impl Catalog {
                 .trim_end_matches('/')
                 .to_string();
             anyhow::ensure!(
-                spec.kind == ProviderKind::Echo || base_url.starts_with("http"),
+                matches!(spec.kind, ProviderKind::Echo | ProviderKind::Local)
+                    || base_url.starts_with("http"),
                 "provider {name}: base_url must be an http(s) URL, got {base_url:?}"
             );
             let provider = Provider {
@@ -283,6 +286,10 @@ impl Catalog {
             anyhow::ensure!(
                 !media || provider.kind != ProviderKind::Echo,
                 "model {name}: the echo provider serves no media models"
+            );
+            anyhow::ensure!(
+                provider.kind != ProviderKind::Local || spec.kind == ModelKind::Embedding,
+                "model {name}: the local provider serves only its embedding model"
             );
             anyhow::ensure!(
                 spec.kind != ModelKind::Chat || spec.max_output_tokens > 0,

@@ -57,8 +57,9 @@ pub async fn count(
                 .map_err(|e| GatewayError::new(500, format!("counting tokens failed: {e}")))?;
             Ok(local(n))
         }
-        // Configuration keeps chat models off the media providers.
-        ProviderKind::Elevenlabs | ProviderKind::Deepgram => {
+        // Configuration keeps chat models off the media and local
+        // providers.
+        ProviderKind::Elevenlabs | ProviderKind::Deepgram | ProviderKind::Local => {
             Err(GatewayError::bad_request(format!("model {:?} is not a chat model", model.name)))
         }
     }

@@ -168,6 +168,7 @@ impl From<Error> for GatewayError {
                 e.headers = r.headers();
                 e
             }
+            Error::Unavailable(m) => GatewayError::new(503, m),
             e @ (Error::Store(_) | Error::Internal(_)) => {
                 tracing::error!(error = %e, "model request failed");
                 GatewayError::new(500, "internal error")

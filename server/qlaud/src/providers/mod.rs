@@ -60,7 +60,10 @@ pub fn chat(kind: ProviderKind) -> Option<&'static dyn ChatProvider> {
         ProviderKind::Perplexity => Some(&perplexity::Perplexity),
         // Media-only providers serve no chat model (configuration refuses
         // one), so this arm is never reached for a chat call.
-        ProviderKind::Echo | ProviderKind::Elevenlabs | ProviderKind::Deepgram => None,
+        ProviderKind::Echo
+        | ProviderKind::Elevenlabs
+        | ProviderKind::Deepgram
+        | ProviderKind::Local => None,
     }
 }
 

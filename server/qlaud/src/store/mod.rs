@@ -7,12 +7,14 @@
 
 mod billing;
 mod jobs;
+mod key_data;
 mod key_list;
 mod keys;
 mod ledger;
 mod request_log;
 mod requests;
 mod responses;
+mod search;
 mod sessions;
 mod tenants;
 mod threads;
@@ -41,6 +43,7 @@ pub use ledger::{CapState, NewReservation, RateCount};
 pub use request_log::{PushRunRow, PushTotals, RequestLogQuery, RequestLogRow};
 pub use requests::MAX_BATCH;
 pub use responses::{NewResponse, ResponseRow};
+pub use search::{HitRow, NewVector, PendingTurn, VectorQuery};
 pub use sessions::SessionRow;
 pub use tenants::TenantRow;
 pub use threads::{
@@ -89,6 +92,10 @@ impl Store {
         } else {
             anyhow::bail!("unsupported database URL {url:?}: expected sqlite://… or postgres://…");
         };
+        if backend == Backend::Sqlite {
+            // Before the first connection: SQLite links extensions at open.
+            crate::search::sqlite_vec::register();
+        }
         let options = AnyConnectOptions::from_str(url)?;
         let sqlite_options = |max: u32| {
             AnyPoolOptions::new()

@@ -398,6 +398,15 @@ impl Store {
                 .await?;
             stored.push(row);
         }
+        // Queued for search in the same transaction: a stored turn is never
+        // left unindexed, whatever crashes next.
+        for m in &stored {
+            sqlx::query("INSERT INTO embed_queue (message_id, enqueued_ms) VALUES ($1, $2)")
+                .bind(&m.id)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+        }
         if let (Some(key), Some(answer)) = (turn, stored.last()) {
             complete_turn(&mut tx, thread_id, key, &answer.id).await?;
         }
