@@ -237,6 +237,17 @@ impl Client {
         self.core.call(py, ops::delete_conversation_item(sdk, conversation_id, item_id))
     }
 
+    /// Delete a key's data.
+    ///
+    /// For an end user's deletion request (GDPR and the like): deletes the key's threads with their messages, stored responses and search vectors, and its jobs with their results, for good. Usage and the request log (what billing needs: counts and costs, never content) stay; so does the key itself (revoke it with `purge=true` to do both). Another tenant's key answers 404. Requires an admin key.
+    ///
+    /// `DELETE /v1/keys/{key_id}/data`
+    #[pyo3(signature = (key_id))]
+    fn delete_key_data<'py>(&self, py: Python<'py>, key_id: String) -> PyResult<Py<PyAny>> {
+        let sdk = self.core.sdk();
+        self.core.call(py, ops::delete_key_data(sdk, key_id))
+    }
+
     /// Delete a stored response.
     ///
     /// Forgets the response: it can no longer be fetched or chained from. Its input and output items go too, unless it was made in a conversation (they are the conversation's items; delete them with `delete_conversation_item`); responses already chained from it lose that turn from their history. Who may delete: as for `get_response`. Answers `{id, object: "response.deleted", deleted: true}`.
@@ -570,13 +581,13 @@ impl Client {
 
     /// Revoke a key.
     ///
-    /// The key stops authenticating at once and for good; its usage history stays. A key cannot revoke itself. Requires an admin key.
+    /// The key stops authenticating at once and for good; its usage history stays. With `purge=true` its data goes too, as `delete_key_data` deletes it. A key cannot revoke itself. Requires an admin key.
     ///
     /// `DELETE /v1/keys/{key_id}`
-    #[pyo3(signature = (key_id))]
-    fn revoke_key<'py>(&self, py: Python<'py>, key_id: String) -> PyResult<Py<PyAny>> {
+    #[pyo3(signature = (key_id, *, purge=None))]
+    fn revoke_key<'py>(&self, py: Python<'py>, key_id: String, purge: Option<bool>) -> PyResult<Py<PyAny>> {
         let sdk = self.core.sdk();
-        self.core.call(py, ops::revoke_key(sdk, key_id))
+        self.core.call(py, ops::revoke_key(sdk, key_id, purge))
     }
 
     /// Rotate a key's secret.
@@ -599,6 +610,25 @@ impl Client {
     fn rotate_webhook_secret<'py>(&self, py: Python<'py>, ) -> PyResult<Py<PyAny>> {
         let sdk = self.core.sdk();
         self.core.call(py, ops::rotate_webhook_secret(sdk, ))
+    }
+
+    /// Search thread turns by meaning.
+    ///
+    /// Every stored turn (the text of user and assistant messages) is embedded in the background by the server's embedding model, and this answers the turns closest in meaning to `query`, best first, with their cosine similarity (-1 to 1). A standard key searches only its own threads (naming another `key_id` is 403); an admin key searches its tenant's, optionally one key's. No parameter reaches another tenant's turns: a `thread_id` outside the caller's reach is 404. A turn is found once it is embedded, usually within a second of being stored. Answers 503 while the embedding model is still loading (fetched on first start), and on a PostgreSQL store without the pgvector extension.
+    ///
+    /// `POST /v1/search`
+    #[pyo3(signature = (*, query, from_=None, key_id=None, limit=None, role=None, thread_id=None, to=None))]
+    fn search<'py>(&self, py: Python<'py>, query: &Bound<'py, PyAny>, from_: Option<&Bound<'py, PyAny>>, key_id: Option<&Bound<'py, PyAny>>, limit: Option<&Bound<'py, PyAny>>, role: Option<&Bound<'py, PyAny>>, thread_id: Option<&Bound<'py, PyAny>>, to: Option<&Bound<'py, PyAny>>) -> PyResult<Py<PyAny>> {
+        let mut body = serde_json::Map::new();
+        crate::convert::put(&mut body, "query", Some(query))?;
+        crate::convert::put(&mut body, "from", from_)?;
+        crate::convert::put(&mut body, "key_id", key_id)?;
+        crate::convert::put(&mut body, "limit", limit)?;
+        crate::convert::put(&mut body, "role", role)?;
+        crate::convert::put(&mut body, "thread_id", thread_id)?;
+        crate::convert::put(&mut body, "to", to)?;
+        let sdk = self.core.sdk();
+        self.core.call(py, ops::search(sdk, body))
     }
 
     /// Receive a Stripe webhook.
@@ -904,6 +934,17 @@ impl AsyncClient {
     fn delete_conversation_item<'py>(&self, py: Python<'py>, conversation_id: String, item_id: String) -> PyResult<Bound<'py, PyAny>> {
         let sdk = self.core.sdk();
         self.core.spawn(py, ops::delete_conversation_item(sdk, conversation_id, item_id))
+    }
+
+    /// Delete a key's data.
+    ///
+    /// For an end user's deletion request (GDPR and the like): deletes the key's threads with their messages, stored responses and search vectors, and its jobs with their results, for good. Usage and the request log (what billing needs: counts and costs, never content) stay; so does the key itself (revoke it with `purge=true` to do both). Another tenant's key answers 404. Requires an admin key.
+    ///
+    /// `DELETE /v1/keys/{key_id}/data`
+    #[pyo3(signature = (key_id))]
+    fn delete_key_data<'py>(&self, py: Python<'py>, key_id: String) -> PyResult<Bound<'py, PyAny>> {
+        let sdk = self.core.sdk();
+        self.core.spawn(py, ops::delete_key_data(sdk, key_id))
     }
 
     /// Delete a stored response.
@@ -1239,13 +1280,13 @@ impl AsyncClient {
 
     /// Revoke a key.
     ///
-    /// The key stops authenticating at once and for good; its usage history stays. A key cannot revoke itself. Requires an admin key.
+    /// The key stops authenticating at once and for good; its usage history stays. With `purge=true` its data goes too, as `delete_key_data` deletes it. A key cannot revoke itself. Requires an admin key.
     ///
     /// `DELETE /v1/keys/{key_id}`
-    #[pyo3(signature = (key_id))]
-    fn revoke_key<'py>(&self, py: Python<'py>, key_id: String) -> PyResult<Bound<'py, PyAny>> {
+    #[pyo3(signature = (key_id, *, purge=None))]
+    fn revoke_key<'py>(&self, py: Python<'py>, key_id: String, purge: Option<bool>) -> PyResult<Bound<'py, PyAny>> {
         let sdk = self.core.sdk();
-        self.core.spawn(py, ops::revoke_key(sdk, key_id))
+        self.core.spawn(py, ops::revoke_key(sdk, key_id, purge))
     }
 
     /// Rotate a key's secret.
@@ -1268,6 +1309,25 @@ impl AsyncClient {
     fn rotate_webhook_secret<'py>(&self, py: Python<'py>, ) -> PyResult<Bound<'py, PyAny>> {
         let sdk = self.core.sdk();
         self.core.spawn(py, ops::rotate_webhook_secret(sdk, ))
+    }
+
+    /// Search thread turns by meaning.
+    ///
+    /// Every stored turn (the text of user and assistant messages) is embedded in the background by the server's embedding model, and this answers the turns closest in meaning to `query`, best first, with their cosine similarity (-1 to 1). A standard key searches only its own threads (naming another `key_id` is 403); an admin key searches its tenant's, optionally one key's. No parameter reaches another tenant's turns: a `thread_id` outside the caller's reach is 404. A turn is found once it is embedded, usually within a second of being stored. Answers 503 while the embedding model is still loading (fetched on first start), and on a PostgreSQL store without the pgvector extension.
+    ///
+    /// `POST /v1/search`
+    #[pyo3(signature = (*, query, from_=None, key_id=None, limit=None, role=None, thread_id=None, to=None))]
+    fn search<'py>(&self, py: Python<'py>, query: &Bound<'py, PyAny>, from_: Option<&Bound<'py, PyAny>>, key_id: Option<&Bound<'py, PyAny>>, limit: Option<&Bound<'py, PyAny>>, role: Option<&Bound<'py, PyAny>>, thread_id: Option<&Bound<'py, PyAny>>, to: Option<&Bound<'py, PyAny>>) -> PyResult<Bound<'py, PyAny>> {
+        let mut body = serde_json::Map::new();
+        crate::convert::put(&mut body, "query", Some(query))?;
+        crate::convert::put(&mut body, "from", from_)?;
+        crate::convert::put(&mut body, "key_id", key_id)?;
+        crate::convert::put(&mut body, "limit", limit)?;
+        crate::convert::put(&mut body, "role", role)?;
+        crate::convert::put(&mut body, "thread_id", thread_id)?;
+        crate::convert::put(&mut body, "to", to)?;
+        let sdk = self.core.sdk();
+        self.core.spawn(py, ops::search(sdk, body))
     }
 
     /// Receive a Stripe webhook.
@@ -1485,6 +1545,15 @@ mod ops {
     pub(super) async fn delete_conversation_item(sdk: crate::client::Sdk, conversation_id: String, item_id: String) -> Result<Output, CallError> {
         let query: Vec<(&str, String)> = Vec::new();
         let path = format!("/v1/conversations/{}/items/{}", crate::convert::segment(&conversation_id), crate::convert::segment(&item_id));
+        sdk.request_json(reqwest::Method::DELETE, &path, &query, None)
+            .await
+            .map(Output::Json)
+            .map_err(CallError::raw)
+    }
+
+    pub(super) async fn delete_key_data(sdk: crate::client::Sdk, key_id: String) -> Result<Output, CallError> {
+        let query: Vec<(&str, String)> = Vec::new();
+        let path = format!("/v1/keys/{}/data", crate::convert::segment(&key_id));
         sdk.request_json(reqwest::Method::DELETE, &path, &query, None)
             .await
             .map(Output::Json)
@@ -1760,8 +1829,9 @@ mod ops {
             .map_err(CallError::raw)
     }
 
-    pub(super) async fn revoke_key(sdk: crate::client::Sdk, key_id: String) -> Result<Output, CallError> {
-        let query: Vec<(&str, String)> = Vec::new();
+    pub(super) async fn revoke_key(sdk: crate::client::Sdk, key_id: String, purge: Option<bool>) -> Result<Output, CallError> {
+        let mut query: Vec<(&str, String)> = Vec::new();
+        if let Some(v) = purge { query.push(("purge", v.to_string())); }
         let path = format!("/v1/keys/{}", crate::convert::segment(&key_id));
         sdk.request_json(reqwest::Method::DELETE, &path, &query, None)
             .await
@@ -1782,6 +1852,16 @@ mod ops {
         let query: Vec<(&str, String)> = Vec::new();
         let path = String::from("/v1/webhooks/secret/rotate");
         sdk.request_json(reqwest::Method::POST, &path, &query, None)
+            .await
+            .map(Output::Json)
+            .map_err(CallError::raw)
+    }
+
+    pub(super) async fn search(sdk: crate::client::Sdk, body: serde_json::Map<String, serde_json::Value>) -> Result<Output, CallError> {
+        let query: Vec<(&str, String)> = Vec::new();
+        let path = String::from("/v1/search");
+        let body = crate::convert::checked::<types::SearchRequest>(body)?;
+        sdk.request_json(reqwest::Method::POST, &path, &query, Some(body))
             .await
             .map(Output::Json)
             .map_err(CallError::raw)

@@ -778,6 +778,23 @@ pub mod types {
             Default::default()
         }
     }
+    ///What `delete_key_data` removed.
+    #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, PartialEq)]
+    pub struct KeyDataDeleted {
+        ///Jobs deleted (with their results).
+        pub jobs: u64,
+        ///The key whose data was deleted.
+        pub key_id: ::std::string::String,
+        ///Messages deleted.
+        pub messages: u64,
+        ///Threads deleted (with their messages and search vectors).
+        pub threads: u64,
+    }
+    impl KeyDataDeleted {
+        pub fn builder() -> builder::KeyDataDeleted {
+            Default::default()
+        }
+    }
     ///A single page of results
     #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, PartialEq)]
     pub struct KeyResultsPage {
@@ -1737,6 +1754,69 @@ pub mod types {
     }
     impl ResponsesUsage {
         pub fn builder() -> builder::ResponsesUsage {
+            Default::default()
+        }
+    }
+    ///One turn that matched.
+    #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, PartialEq)]
+    pub struct SearchHit {
+        ///When the turn was stored.
+        pub created_at: ::chrono::DateTime<::chrono::offset::Utc>,
+        pub message_id: ::std::string::String,
+        pub role: MessageRole,
+        ///Cosine similarity of the query and the turn, -1 to 1 (higher is closer).
+        pub score: f64,
+        ///The turn's text (its text blocks; tool calls and results are not indexed).
+        pub text: ::std::string::String,
+        pub thread_id: ::std::string::String,
+    }
+    impl SearchHit {
+        pub fn builder() -> builder::SearchHit {
+            Default::default()
+        }
+    }
+    ///A search over the thread turns the caller may read.
+    #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, PartialEq)]
+    #[serde(deny_unknown_fields)]
+    pub struct SearchRequest {
+        ///Only turns stored at or after this time: RFC 3339 or `YYYY-MM-DD` (UTC).
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub from: ::std::option::Option<::std::string::String>,
+        ///Only the threads of this key of the tenant. Admin keys only: a standard key naming another key gets 403.
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub key_id: ::std::option::Option<::std::string::String>,
+        ///How many hits, 1 to 100 (default 10).
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub limit: ::std::option::Option<u32>,
+        ///Plain text; matched by meaning, not by words (at most 8 KiB).
+        pub query: ::std::string::String,
+        ///Only turns by this role.
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub role: ::std::option::Option<MessageRole>,
+        ///Only this thread's turns (one the caller may read).
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub thread_id: ::std::option::Option<::std::string::String>,
+        ///Only turns stored before this time: RFC 3339 or `YYYY-MM-DD` (UTC).
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub to: ::std::option::Option<::std::string::String>,
+    }
+    impl SearchRequest {
+        pub fn builder() -> builder::SearchRequest {
+            Default::default()
+        }
+    }
+    ///The answer of `search`.
+    #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, PartialEq)]
+    pub struct SearchResults {
+        ///Best first.
+        pub data: ::std::vec::Vec<SearchHit>,
+        ///The embedding model that embedded the query and the turns.
+        pub model: ::std::string::String,
+        ///Always `list`.
+        pub object: ::std::string::String,
+    }
+    impl SearchResults {
+        pub fn builder() -> builder::SearchResults {
             Default::default()
         }
     }
@@ -6163,6 +6243,96 @@ Every call qlaud makes to a URL the tenant gave it (spend alerts, tool and job w
             }
         }
         #[derive(Clone, Debug)]
+        pub struct KeyDataDeleted {
+            jobs: ::std::result::Result<u64, ::std::string::String>,
+            key_id: ::std::result::Result<::std::string::String, ::std::string::String>,
+            messages: ::std::result::Result<u64, ::std::string::String>,
+            threads: ::std::result::Result<u64, ::std::string::String>,
+        }
+        impl ::std::default::Default for KeyDataDeleted {
+            fn default() -> Self {
+                Self {
+                    jobs: Err("no value supplied for jobs".to_string()),
+                    key_id: Err("no value supplied for key_id".to_string()),
+                    messages: Err("no value supplied for messages".to_string()),
+                    threads: Err("no value supplied for threads".to_string()),
+                }
+            }
+        }
+        impl KeyDataDeleted {
+            pub fn jobs<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<u64>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.jobs = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for jobs: {e}")
+                    });
+                self
+            }
+            pub fn key_id<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::string::String>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.key_id = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for key_id: {e}")
+                    });
+                self
+            }
+            pub fn messages<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<u64>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.messages = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for messages: {e}")
+                    });
+                self
+            }
+            pub fn threads<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<u64>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.threads = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for threads: {e}")
+                    });
+                self
+            }
+        }
+        impl ::std::convert::TryFrom<KeyDataDeleted> for super::KeyDataDeleted {
+            type Error = super::error::ConversionError;
+            fn try_from(
+                value: KeyDataDeleted,
+            ) -> ::std::result::Result<Self, super::error::ConversionError> {
+                Ok(Self {
+                    jobs: value.jobs?,
+                    key_id: value.key_id?,
+                    messages: value.messages?,
+                    threads: value.threads?,
+                })
+            }
+        }
+        impl ::std::convert::From<super::KeyDataDeleted> for KeyDataDeleted {
+            fn from(value: super::KeyDataDeleted) -> Self {
+                Self {
+                    jobs: Ok(value.jobs),
+                    key_id: Ok(value.key_id),
+                    messages: Ok(value.messages),
+                    threads: Ok(value.threads),
+                }
+            }
+        }
+        #[derive(Clone, Debug)]
         pub struct KeyResultsPage {
             items: ::std::result::Result<
                 ::std::vec::Vec<super::Key>,
@@ -9524,6 +9694,368 @@ Every call qlaud makes to a URL the tenant gave it (spend alerts, tool and job w
             }
         }
         #[derive(Clone, Debug)]
+        pub struct SearchHit {
+            created_at: ::std::result::Result<
+                ::chrono::DateTime<::chrono::offset::Utc>,
+                ::std::string::String,
+            >,
+            message_id: ::std::result::Result<
+                ::std::string::String,
+                ::std::string::String,
+            >,
+            role: ::std::result::Result<super::MessageRole, ::std::string::String>,
+            score: ::std::result::Result<f64, ::std::string::String>,
+            text: ::std::result::Result<::std::string::String, ::std::string::String>,
+            thread_id: ::std::result::Result<
+                ::std::string::String,
+                ::std::string::String,
+            >,
+        }
+        impl ::std::default::Default for SearchHit {
+            fn default() -> Self {
+                Self {
+                    created_at: Err("no value supplied for created_at".to_string()),
+                    message_id: Err("no value supplied for message_id".to_string()),
+                    role: Err("no value supplied for role".to_string()),
+                    score: Err("no value supplied for score".to_string()),
+                    text: Err("no value supplied for text".to_string()),
+                    thread_id: Err("no value supplied for thread_id".to_string()),
+                }
+            }
+        }
+        impl SearchHit {
+            pub fn created_at<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::chrono::DateTime<::chrono::offset::Utc>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.created_at = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for created_at: {e}")
+                    });
+                self
+            }
+            pub fn message_id<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::string::String>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.message_id = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for message_id: {e}")
+                    });
+                self
+            }
+            pub fn role<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<super::MessageRole>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.role = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for role: {e}")
+                    });
+                self
+            }
+            pub fn score<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<f64>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.score = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for score: {e}")
+                    });
+                self
+            }
+            pub fn text<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::string::String>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.text = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for text: {e}")
+                    });
+                self
+            }
+            pub fn thread_id<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::string::String>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.thread_id = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for thread_id: {e}")
+                    });
+                self
+            }
+        }
+        impl ::std::convert::TryFrom<SearchHit> for super::SearchHit {
+            type Error = super::error::ConversionError;
+            fn try_from(
+                value: SearchHit,
+            ) -> ::std::result::Result<Self, super::error::ConversionError> {
+                Ok(Self {
+                    created_at: value.created_at?,
+                    message_id: value.message_id?,
+                    role: value.role?,
+                    score: value.score?,
+                    text: value.text?,
+                    thread_id: value.thread_id?,
+                })
+            }
+        }
+        impl ::std::convert::From<super::SearchHit> for SearchHit {
+            fn from(value: super::SearchHit) -> Self {
+                Self {
+                    created_at: Ok(value.created_at),
+                    message_id: Ok(value.message_id),
+                    role: Ok(value.role),
+                    score: Ok(value.score),
+                    text: Ok(value.text),
+                    thread_id: Ok(value.thread_id),
+                }
+            }
+        }
+        #[derive(Clone, Debug)]
+        pub struct SearchRequest {
+            from: ::std::result::Result<
+                ::std::option::Option<::std::string::String>,
+                ::std::string::String,
+            >,
+            key_id: ::std::result::Result<
+                ::std::option::Option<::std::string::String>,
+                ::std::string::String,
+            >,
+            limit: ::std::result::Result<
+                ::std::option::Option<u32>,
+                ::std::string::String,
+            >,
+            query: ::std::result::Result<::std::string::String, ::std::string::String>,
+            role: ::std::result::Result<
+                ::std::option::Option<super::MessageRole>,
+                ::std::string::String,
+            >,
+            thread_id: ::std::result::Result<
+                ::std::option::Option<::std::string::String>,
+                ::std::string::String,
+            >,
+            to: ::std::result::Result<
+                ::std::option::Option<::std::string::String>,
+                ::std::string::String,
+            >,
+        }
+        impl ::std::default::Default for SearchRequest {
+            fn default() -> Self {
+                Self {
+                    from: Ok(Default::default()),
+                    key_id: Ok(Default::default()),
+                    limit: Ok(Default::default()),
+                    query: Err("no value supplied for query".to_string()),
+                    role: Ok(Default::default()),
+                    thread_id: Ok(Default::default()),
+                    to: Ok(Default::default()),
+                }
+            }
+        }
+        impl SearchRequest {
+            pub fn from<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::option::Option<::std::string::String>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.from = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for from: {e}")
+                    });
+                self
+            }
+            pub fn key_id<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::option::Option<::std::string::String>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.key_id = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for key_id: {e}")
+                    });
+                self
+            }
+            pub fn limit<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::option::Option<u32>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.limit = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for limit: {e}")
+                    });
+                self
+            }
+            pub fn query<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::string::String>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.query = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for query: {e}")
+                    });
+                self
+            }
+            pub fn role<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::option::Option<super::MessageRole>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.role = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for role: {e}")
+                    });
+                self
+            }
+            pub fn thread_id<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::option::Option<::std::string::String>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.thread_id = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for thread_id: {e}")
+                    });
+                self
+            }
+            pub fn to<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::option::Option<::std::string::String>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.to = value
+                    .try_into()
+                    .map_err(|e| format!("error converting supplied value for to: {e}"));
+                self
+            }
+        }
+        impl ::std::convert::TryFrom<SearchRequest> for super::SearchRequest {
+            type Error = super::error::ConversionError;
+            fn try_from(
+                value: SearchRequest,
+            ) -> ::std::result::Result<Self, super::error::ConversionError> {
+                Ok(Self {
+                    from: value.from?,
+                    key_id: value.key_id?,
+                    limit: value.limit?,
+                    query: value.query?,
+                    role: value.role?,
+                    thread_id: value.thread_id?,
+                    to: value.to?,
+                })
+            }
+        }
+        impl ::std::convert::From<super::SearchRequest> for SearchRequest {
+            fn from(value: super::SearchRequest) -> Self {
+                Self {
+                    from: Ok(value.from),
+                    key_id: Ok(value.key_id),
+                    limit: Ok(value.limit),
+                    query: Ok(value.query),
+                    role: Ok(value.role),
+                    thread_id: Ok(value.thread_id),
+                    to: Ok(value.to),
+                }
+            }
+        }
+        #[derive(Clone, Debug)]
+        pub struct SearchResults {
+            data: ::std::result::Result<
+                ::std::vec::Vec<super::SearchHit>,
+                ::std::string::String,
+            >,
+            model: ::std::result::Result<::std::string::String, ::std::string::String>,
+            object: ::std::result::Result<::std::string::String, ::std::string::String>,
+        }
+        impl ::std::default::Default for SearchResults {
+            fn default() -> Self {
+                Self {
+                    data: Err("no value supplied for data".to_string()),
+                    model: Err("no value supplied for model".to_string()),
+                    object: Err("no value supplied for object".to_string()),
+                }
+            }
+        }
+        impl SearchResults {
+            pub fn data<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::vec::Vec<super::SearchHit>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.data = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for data: {e}")
+                    });
+                self
+            }
+            pub fn model<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::string::String>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.model = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for model: {e}")
+                    });
+                self
+            }
+            pub fn object<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::string::String>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.object = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for object: {e}")
+                    });
+                self
+            }
+        }
+        impl ::std::convert::TryFrom<SearchResults> for super::SearchResults {
+            type Error = super::error::ConversionError;
+            fn try_from(
+                value: SearchResults,
+            ) -> ::std::result::Result<Self, super::error::ConversionError> {
+                Ok(Self {
+                    data: value.data?,
+                    model: value.model?,
+                    object: value.object?,
+                })
+            }
+        }
+        impl ::std::convert::From<super::SearchResults> for SearchResults {
+            fn from(value: super::SearchResults) -> Self {
+                Self {
+                    data: Ok(value.data),
+                    model: Ok(value.model),
+                    object: Ok(value.object),
+                }
+            }
+        }
+        #[derive(Clone, Debug)]
         pub struct SpeechRequest {
             input: ::std::result::Result<::std::string::String, ::std::string::String>,
             model: ::std::result::Result<::std::string::String, ::std::string::String>,
@@ -12393,15 +12925,17 @@ let response = client.get_key()
     }
     /**Revoke a key
 
-The key stops authenticating at once and for good; its usage history stays. A key cannot revoke itself. Requires an admin key.
+The key stops authenticating at once and for good; its usage history stays. With `purge=true` its data goes too, as `delete_key_data` deletes it. A key cannot revoke itself. Requires an admin key.
 
 Sends a `DELETE` request to `/v1/keys/{key_id}`
 
 Arguments:
 - `key_id`: The key's id (`key_…`).
+- `purge`: Also delete the key's data, as `delete_key_data` does.
 ```ignore
 let response = client.revoke_key()
     .key_id(key_id)
+    .purge(purge)
     .send()
     .await;
 ```*/
@@ -12443,6 +12977,23 @@ let response = client.list_key_billing_events()
 ```*/
     pub fn list_key_billing_events(&self) -> builder::ListKeyBillingEvents<'_> {
         builder::ListKeyBillingEvents::new(self)
+    }
+    /**Delete a key's data
+
+For an end user's deletion request (GDPR and the like): deletes the key's threads with their messages, stored responses and search vectors, and its jobs with their results, for good. Usage and the request log (what billing needs: counts and costs, never content) stay; so does the key itself (revoke it with `purge=true` to do both). Another tenant's key answers 404. Requires an admin key.
+
+Sends a `DELETE` request to `/v1/keys/{key_id}/data`
+
+Arguments:
+- `key_id`: The key's id (`key_…`).
+```ignore
+let response = client.delete_key_data()
+    .key_id(key_id)
+    .send()
+    .await;
+```*/
+    pub fn delete_key_data(&self) -> builder::DeleteKeyData<'_> {
+        builder::DeleteKeyData::new(self)
     }
     /**Rotate a key's secret
 
@@ -12599,6 +13150,21 @@ let response = client.delete_response()
 ```*/
     pub fn delete_response(&self) -> builder::DeleteResponse<'_> {
         builder::DeleteResponse::new(self)
+    }
+    /**Search thread turns by meaning
+
+Every stored turn (the text of user and assistant messages) is embedded in the background by the server's embedding model, and this answers the turns closest in meaning to `query`, best first, with their cosine similarity (-1 to 1). A standard key searches only its own threads (naming another `key_id` is 403); an admin key searches its tenant's, optionally one key's. No parameter reaches another tenant's turns: a `thread_id` outside the caller's reach is 404. A turn is found once it is embedded, usually within a second of being stored. Answers 503 while the embedding model is still loading (fetched on first start), and on a PostgreSQL store without the pgvector extension.
+
+Sends a `POST` request to `/v1/search`
+
+```ignore
+let response = client.search()
+    .body(body)
+    .send()
+    .await;
+```*/
+    pub fn search(&self) -> builder::Search<'_> {
+        builder::Search::new(self)
     }
     /**List threads
 
@@ -15182,12 +15748,14 @@ pub mod builder {
     pub struct RevokeKey<'a> {
         client: &'a super::Client,
         key_id: Result<::std::string::String, String>,
+        purge: Result<Option<bool>, String>,
     }
     impl<'a> RevokeKey<'a> {
         pub fn new(client: &'a super::Client) -> Self {
             Self {
                 client: client,
                 key_id: Err("key_id was not initialized".to_string()),
+                purge: Ok(None),
             }
         }
         pub fn key_id<V>(mut self, value: V) -> Self
@@ -15202,10 +15770,21 @@ pub mod builder {
                 });
             self
         }
+        pub fn purge<V>(mut self, value: V) -> Self
+        where
+            V: std::convert::TryInto<bool>,
+        {
+            self.purge = value
+                .try_into()
+                .map(Some)
+                .map_err(|_| "conversion to `bool` for purge failed".to_string());
+            self
+        }
         ///Sends a `DELETE` request to `/v1/keys/{key_id}`
         pub async fn send(self) -> Result<ResponseValue<()>, Error<types::Error>> {
-            let Self { client, key_id } = self;
+            let Self { client, key_id, purge } = self;
             let key_id = key_id.map_err(Error::InvalidRequest)?;
+            let purge = purge.map_err(Error::InvalidRequest)?;
             let url = format!(
                 "{}/v1/keys/{}", client.baseurl, encode_path(& key_id.to_string()),
             );
@@ -15225,6 +15804,7 @@ pub mod builder {
                     ::reqwest::header::ACCEPT,
                     ::reqwest::header::HeaderValue::from_static("application/json"),
                 )
+                .query(&progenitor_client::QueryParam::new("purge", &purge))
                 .headers(header_map)
                 .build()?;
             let info = OperationInfo {
@@ -15427,6 +16007,87 @@ pub mod builder {
                 .build()?;
             let info = OperationInfo {
                 operation_id: "list_key_billing_events",
+            };
+            client.pre(&mut request, &info).await?;
+            let result = client.exec(request, &info).await;
+            client.post(&result, &info).await?;
+            let response = result?;
+            match response.status().as_u16() {
+                200u16 => ResponseValue::from_response(response).await,
+                400u16..=499u16 => {
+                    Err(
+                        Error::ErrorResponse(
+                            ResponseValue::from_response(response).await?,
+                        ),
+                    )
+                }
+                500u16..=599u16 => {
+                    Err(
+                        Error::ErrorResponse(
+                            ResponseValue::from_response(response).await?,
+                        ),
+                    )
+                }
+                _ => Err(Error::UnexpectedResponse(response)),
+            }
+        }
+    }
+    /**Builder for [`Client::delete_key_data`]
+
+[`Client::delete_key_data`]: super::Client::delete_key_data*/
+    #[derive(Debug, Clone)]
+    pub struct DeleteKeyData<'a> {
+        client: &'a super::Client,
+        key_id: Result<::std::string::String, String>,
+    }
+    impl<'a> DeleteKeyData<'a> {
+        pub fn new(client: &'a super::Client) -> Self {
+            Self {
+                client: client,
+                key_id: Err("key_id was not initialized".to_string()),
+            }
+        }
+        pub fn key_id<V>(mut self, value: V) -> Self
+        where
+            V: std::convert::TryInto<::std::string::String>,
+        {
+            self.key_id = value
+                .try_into()
+                .map_err(|_| {
+                    "conversion to `:: std :: string :: String` for key_id failed"
+                        .to_string()
+                });
+            self
+        }
+        ///Sends a `DELETE` request to `/v1/keys/{key_id}/data`
+        pub async fn send(
+            self,
+        ) -> Result<ResponseValue<types::KeyDataDeleted>, Error<types::Error>> {
+            let Self { client, key_id } = self;
+            let key_id = key_id.map_err(Error::InvalidRequest)?;
+            let url = format!(
+                "{}/v1/keys/{}/data", client.baseurl, encode_path(& key_id.to_string()),
+            );
+            let mut header_map = ::reqwest::header::HeaderMap::with_capacity(1usize);
+            header_map
+                .append(
+                    ::reqwest::header::HeaderName::from_static("api-version"),
+                    ::reqwest::header::HeaderValue::from_static(
+                        super::Client::api_version(),
+                    ),
+                );
+            #[allow(unused_mut)]
+            let mut request = client
+                .client
+                .delete(url)
+                .header(
+                    ::reqwest::header::ACCEPT,
+                    ::reqwest::header::HeaderValue::from_static("application/json"),
+                )
+                .headers(header_map)
+                .build()?;
+            let info = OperationInfo {
+                operation_id: "delete_key_data",
             };
             client.pre(&mut request, &info).await?;
             let result = client.exec(request, &info).await;
@@ -16345,6 +17006,100 @@ pub mod builder {
                 .build()?;
             let info = OperationInfo {
                 operation_id: "delete_response",
+            };
+            client.pre(&mut request, &info).await?;
+            let result = client.exec(request, &info).await;
+            client.post(&result, &info).await?;
+            let response = result?;
+            match response.status().as_u16() {
+                200u16 => ResponseValue::from_response(response).await,
+                400u16..=499u16 => {
+                    Err(
+                        Error::ErrorResponse(
+                            ResponseValue::from_response(response).await?,
+                        ),
+                    )
+                }
+                500u16..=599u16 => {
+                    Err(
+                        Error::ErrorResponse(
+                            ResponseValue::from_response(response).await?,
+                        ),
+                    )
+                }
+                _ => Err(Error::UnexpectedResponse(response)),
+            }
+        }
+    }
+    /**Builder for [`Client::search`]
+
+[`Client::search`]: super::Client::search*/
+    #[derive(Debug, Clone)]
+    pub struct Search<'a> {
+        client: &'a super::Client,
+        body: Result<types::builder::SearchRequest, String>,
+    }
+    impl<'a> Search<'a> {
+        pub fn new(client: &'a super::Client) -> Self {
+            Self {
+                client: client,
+                body: Ok(::std::default::Default::default()),
+            }
+        }
+        pub fn body<V>(mut self, value: V) -> Self
+        where
+            V: std::convert::TryInto<types::SearchRequest>,
+            <V as std::convert::TryInto<types::SearchRequest>>::Error: std::fmt::Display,
+        {
+            self.body = value
+                .try_into()
+                .map(From::from)
+                .map_err(|s| {
+                    format!("conversion to `SearchRequest` for body failed: {}", s)
+                });
+            self
+        }
+        pub fn body_map<F>(mut self, f: F) -> Self
+        where
+            F: std::ops::FnOnce(
+                types::builder::SearchRequest,
+            ) -> types::builder::SearchRequest,
+        {
+            self.body = self.body.map(f);
+            self
+        }
+        ///Sends a `POST` request to `/v1/search`
+        pub async fn send(
+            self,
+        ) -> Result<ResponseValue<types::SearchResults>, Error<types::Error>> {
+            let Self { client, body } = self;
+            let body = body
+                .and_then(|v| {
+                    types::SearchRequest::try_from(v).map_err(|e| e.to_string())
+                })
+                .map_err(Error::InvalidRequest)?;
+            let url = format!("{}/v1/search", client.baseurl,);
+            let mut header_map = ::reqwest::header::HeaderMap::with_capacity(1usize);
+            header_map
+                .append(
+                    ::reqwest::header::HeaderName::from_static("api-version"),
+                    ::reqwest::header::HeaderValue::from_static(
+                        super::Client::api_version(),
+                    ),
+                );
+            #[allow(unused_mut)]
+            let mut request = client
+                .client
+                .post(url)
+                .header(
+                    ::reqwest::header::ACCEPT,
+                    ::reqwest::header::HeaderValue::from_static("application/json"),
+                )
+                .json(&body)
+                .headers(header_map)
+                .build()?;
+            let info = OperationInfo {
+                operation_id: "search",
             };
             client.pre(&mut request, &info).await?;
             let result = client.exec(request, &info).await;

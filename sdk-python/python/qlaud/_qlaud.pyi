@@ -41,6 +41,7 @@ from qlaud.types import (
     JobStatus,
     Key,
     KeyBillingEvent,
+    KeyDataDeleted,
     KeyResultsPage,
     KeyScope,
     KeySort,
@@ -72,6 +73,9 @@ from qlaud.types import (
     ResponseObject,
     ResponsesRequest,
     ResponsesUsage,
+    SearchHit,
+    SearchRequest,
+    SearchResults,
     SortDirection,
     SpeechRequest,
     StripePushRun,
@@ -800,6 +804,19 @@ class Client:
             conversation_id: The conversation's id (a thread id, `thr_…`).
             item_id: The item's id.
         """
+    def delete_key_data(
+        self,
+        key_id: str,
+    ) -> KeyDataDeleted:
+        """Delete a key's data.
+
+        For an end user's deletion request (GDPR and the like): deletes the key's threads with their messages, stored responses and search vectors, and its jobs with their results, for good. Usage and the request log (what billing needs: counts and costs, never content) stay; so does the key itself (revoke it with `purge=true` to do both). Another tenant's key answers 404. Requires an admin key.
+
+        `DELETE /v1/keys/{key_id}/data`
+
+        Args:
+            key_id: The key's id (`key_…`).
+        """
     def delete_response(
         self,
         response_id: str,
@@ -1279,15 +1296,18 @@ class Client:
     def revoke_key(
         self,
         key_id: str,
+        *,
+        purge: bool | None = None,
     ) -> None:
         """Revoke a key.
 
-        The key stops authenticating at once and for good; its usage history stays. A key cannot revoke itself. Requires an admin key.
+        The key stops authenticating at once and for good; its usage history stays. With `purge=true` its data goes too, as `delete_key_data` deletes it. A key cannot revoke itself. Requires an admin key.
 
         `DELETE /v1/keys/{key_id}`
 
         Args:
             key_id: The key's id (`key_…`).
+            purge: Also delete the key's data, as `delete_key_data` does.
         """
     def rotate_key(
         self,
@@ -1310,6 +1330,32 @@ class Client:
         Makes a new outgoing signing secret (`whsec_…`) for the tenant and returns it, once. Every call qlaud makes to the tenant's URLs (spend alerts, tool and job webhooks) is signed with it from this moment: the old secret signs nothing more, on every qlaud process. A tenant created before this operation existed has a secret nobody has seen: call this to learn one. Requires an admin key; a standard key gets 403 (`Forbidden`), a missing or unknown key 401.
 
         `POST /v1/webhooks/secret/rotate`
+        """
+    def search(
+        self,
+        *,
+        query: str,
+        from_: str | None = None,
+        key_id: str | None = None,
+        limit: int | None = None,
+        role: MessageRole | None = None,
+        thread_id: str | None = None,
+        to: str | None = None,
+    ) -> SearchResults:
+        """Search thread turns by meaning.
+
+        Every stored turn (the text of user and assistant messages) is embedded in the background by the server's embedding model, and this answers the turns closest in meaning to `query`, best first, with their cosine similarity (-1 to 1). A standard key searches only its own threads (naming another `key_id` is 403); an admin key searches its tenant's, optionally one key's. No parameter reaches another tenant's turns: a `thread_id` outside the caller's reach is 404. A turn is found once it is embedded, usually within a second of being stored. Answers 503 while the embedding model is still loading (fetched on first start), and on a PostgreSQL store without the pgvector extension.
+
+        `POST /v1/search`
+
+        Args:
+            query: Plain text; matched by meaning, not by words (at most 8 KiB).
+            from_: Only turns stored at or after this time: RFC 3339 or `YYYY-MM-DD` (UTC).
+            key_id: Only the threads of this key of the tenant. Admin keys only: a standard key naming another key gets 403.
+            limit: How many hits, 1 to 100 (default 10).
+            role: Only turns by this role.
+            thread_id: Only this thread's turns (one the caller may read).
+            to: Only turns stored before this time: RFC 3339 or `YYYY-MM-DD` (UTC).
         """
     def stripe_webhook(
         self,
@@ -2062,6 +2108,19 @@ class AsyncClient:
             conversation_id: The conversation's id (a thread id, `thr_…`).
             item_id: The item's id.
         """
+    async def delete_key_data(
+        self,
+        key_id: str,
+    ) -> KeyDataDeleted:
+        """Delete a key's data.
+
+        For an end user's deletion request (GDPR and the like): deletes the key's threads with their messages, stored responses and search vectors, and its jobs with their results, for good. Usage and the request log (what billing needs: counts and costs, never content) stay; so does the key itself (revoke it with `purge=true` to do both). Another tenant's key answers 404. Requires an admin key.
+
+        `DELETE /v1/keys/{key_id}/data`
+
+        Args:
+            key_id: The key's id (`key_…`).
+        """
     async def delete_response(
         self,
         response_id: str,
@@ -2541,15 +2600,18 @@ class AsyncClient:
     async def revoke_key(
         self,
         key_id: str,
+        *,
+        purge: bool | None = None,
     ) -> None:
         """Revoke a key.
 
-        The key stops authenticating at once and for good; its usage history stays. A key cannot revoke itself. Requires an admin key.
+        The key stops authenticating at once and for good; its usage history stays. With `purge=true` its data goes too, as `delete_key_data` deletes it. A key cannot revoke itself. Requires an admin key.
 
         `DELETE /v1/keys/{key_id}`
 
         Args:
             key_id: The key's id (`key_…`).
+            purge: Also delete the key's data, as `delete_key_data` does.
         """
     async def rotate_key(
         self,
@@ -2572,6 +2634,32 @@ class AsyncClient:
         Makes a new outgoing signing secret (`whsec_…`) for the tenant and returns it, once. Every call qlaud makes to the tenant's URLs (spend alerts, tool and job webhooks) is signed with it from this moment: the old secret signs nothing more, on every qlaud process. A tenant created before this operation existed has a secret nobody has seen: call this to learn one. Requires an admin key; a standard key gets 403 (`Forbidden`), a missing or unknown key 401.
 
         `POST /v1/webhooks/secret/rotate`
+        """
+    async def search(
+        self,
+        *,
+        query: str,
+        from_: str | None = None,
+        key_id: str | None = None,
+        limit: int | None = None,
+        role: MessageRole | None = None,
+        thread_id: str | None = None,
+        to: str | None = None,
+    ) -> SearchResults:
+        """Search thread turns by meaning.
+
+        Every stored turn (the text of user and assistant messages) is embedded in the background by the server's embedding model, and this answers the turns closest in meaning to `query`, best first, with their cosine similarity (-1 to 1). A standard key searches only its own threads (naming another `key_id` is 403); an admin key searches its tenant's, optionally one key's. No parameter reaches another tenant's turns: a `thread_id` outside the caller's reach is 404. A turn is found once it is embedded, usually within a second of being stored. Answers 503 while the embedding model is still loading (fetched on first start), and on a PostgreSQL store without the pgvector extension.
+
+        `POST /v1/search`
+
+        Args:
+            query: Plain text; matched by meaning, not by words (at most 8 KiB).
+            from_: Only turns stored at or after this time: RFC 3339 or `YYYY-MM-DD` (UTC).
+            key_id: Only the threads of this key of the tenant. Admin keys only: a standard key naming another key gets 403.
+            limit: How many hits, 1 to 100 (default 10).
+            role: Only turns by this role.
+            thread_id: Only this thread's turns (one the caller may read).
+            to: Only turns stored before this time: RFC 3339 or `YYYY-MM-DD` (UTC).
         """
     async def stripe_webhook(
         self,

@@ -50,6 +50,7 @@ __all__ = [
     "JobStatus",
     "Key",
     "KeyBillingEvent",
+    "KeyDataDeleted",
     "KeyResultsPage",
     "KeyScope",
     "KeySort",
@@ -81,6 +82,9 @@ __all__ = [
     "ResponseObject",
     "ResponsesRequest",
     "ResponsesUsage",
+    "SearchHit",
+    "SearchRequest",
+    "SearchResults",
     "SortDirection",
     "SpeechRequest",
     "StripePushRun",
@@ -647,6 +651,20 @@ class KeyBillingEvent(TypedDict):
     """The Stripe event's type."""
 
 
+class KeyDataDeleted(TypedDict):
+    """What `delete_key_data` removed.
+    """
+
+    jobs: int
+    """Jobs deleted (with their results)."""
+    key_id: str
+    """The key whose data was deleted."""
+    messages: int
+    """Messages deleted."""
+    threads: int
+    """Threads deleted (with their messages and search vectors)."""
+
+
 class KeyResultsPage(TypedDict):
     """A single page of results
     """
@@ -1093,6 +1111,47 @@ class ResponsesUsage(TypedDict):
     """Output tokens, reasoning included."""
     total_tokens: int
     """The sum of both."""
+
+
+class SearchHit(TypedDict):
+    """One turn that matched.
+    """
+
+    created_at: str
+    """When the turn was stored."""
+    message_id: str
+    role: MessageRole
+    score: float
+    """Cosine similarity of the query and the turn, -1 to 1 (higher is closer)."""
+    text: str
+    """The turn's text (its text blocks; tool calls and results are not indexed)."""
+    thread_id: str
+
+SearchRequest = TypedDict(
+    "SearchRequest",
+    {
+        "from": "NotRequired[str | None]",
+        "key_id": "NotRequired[str | None]",
+        "limit": "NotRequired[int | None]",
+        "query": "str",
+        "role": "NotRequired[MessageRole | None]",
+        "thread_id": "NotRequired[str | None]",
+        "to": "NotRequired[str | None]",
+    },
+)
+"""A search over the thread turns the caller may read."""
+
+
+class SearchResults(TypedDict):
+    """The answer of `search`.
+    """
+
+    data: list[SearchHit]
+    """Best first."""
+    model: str
+    """The embedding model that embedded the query and the turns."""
+    object: str
+    """Always `list`."""
 
 
 class SpeechRequest(TypedDict):
