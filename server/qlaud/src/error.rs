@@ -157,9 +157,15 @@ impl From<Error> for HttpError {
                 }
                 e
             }
-            Error::Unavailable(m) => {
-                HttpError::for_unavail(Some("ServiceUnavailable".to_string()), m)
-            }
+            // dropshot's own 503 hides its message; this one says what
+            // is missing.
+            Error::Unavailable(m) => HttpError {
+                status_code: dropshot::ErrorStatusCode::SERVICE_UNAVAILABLE,
+                error_code: Some("ServiceUnavailable".to_string()),
+                external_message: m.clone(),
+                internal_message: m,
+                headers: None,
+            },
             e @ (Error::Store(_) | Error::Internal(_)) => {
                 tracing::error!(error = %e, "request failed");
                 HttpError::for_internal_error(e.to_string())

@@ -292,7 +292,7 @@ async fn start_search(ctx: &Context, config: &ServeConfig) -> anyhow::Result<sea
         None => embed::Embedder::off(),
     };
     let index = ctx.store.prepare_vector_index().await.context("preparing the vector index")?;
-    if !index {
+    if index.is_none() {
         tracing::warn!(
             "this PostgreSQL has no pgvector extension: search answers 503 and turns stay \
              queued until pgvector is installed (every managed PostgreSQL offers it)"

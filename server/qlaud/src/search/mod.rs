@@ -18,20 +18,20 @@ use crate::auth::Caller;
 use crate::context::Context;
 use crate::embed::{Embedder, MODEL_NAME};
 use crate::error::{Error, Result};
-use crate::store::{VectorQuery, parse_role, role_str};
+use crate::store::{VectorIndex, VectorQuery, parse_role, role_str};
 
 /// Search's state in the server.
 pub struct Search {
     pub embedder: Arc<Embedder>,
-    /// False on a PostgreSQL store without pgvector: search answers 503.
-    pub index: bool,
+    /// `None` on a PostgreSQL store without pgvector: search answers 503.
+    pub index: Option<VectorIndex>,
 }
 
 impl Search {
     /// No model, no index: every search is 503 (a server built by hand
     /// without search).
     pub fn off() -> Search {
-        Search { embedder: Embedder::off(), index: false }
+        Search { embedder: Embedder::off(), index: None }
     }
 }
 
@@ -82,13 +82,13 @@ pub async fn search(ctx: &Context, caller: &Caller, req: SearchRequest) -> Resul
         return Err(Error::invalid("from must be before to"));
     }
     let search = &ctx.search;
-    if !search.index {
+    let Some(index) = search.index else {
         return Err(Error::Unavailable(
             "search is unavailable: this server's PostgreSQL has no pgvector extension \
              (install pgvector; every managed PostgreSQL offers it)"
                 .into(),
         ));
-    }
+    };
     let vector = search
         .embedder
         .embed(vec![query.to_string()])
@@ -98,17 +98,20 @@ pub async fn search(ctx: &Context, caller: &Caller, req: SearchRequest) -> Resul
         .ok_or_else(|| Error::Internal("the model returned no vector".into()))?;
     let rows = ctx
         .store
-        .search_vectors(&VectorQuery {
-            tenant_id: &caller.tenant_id,
-            owner,
-            key_id: req.key_id.as_deref(),
-            thread_id: req.thread_id.as_deref(),
-            role: req.role.map(role_str),
-            from_ms: from_ms.unwrap_or(i64::MIN),
-            to_ms: to_ms.unwrap_or(i64::MAX),
-            limit,
-            vector: &vector,
-        })
+        .search_vectors(
+            &VectorQuery {
+                tenant_id: &caller.tenant_id,
+                owner,
+                key_id: req.key_id.as_deref(),
+                thread_id: req.thread_id.as_deref(),
+                role: req.role.map(role_str),
+                from_ms: from_ms.unwrap_or(i64::MIN),
+                to_ms: to_ms.unwrap_or(i64::MAX),
+                limit,
+                vector: &vector,
+            },
+            index,
+        )
         .await?;
     let data = rows
         .into_iter()

@@ -43,7 +43,7 @@ pub use ledger::{CapState, NewReservation, RateCount};
 pub use request_log::{PushRunRow, PushTotals, RequestLogQuery, RequestLogRow};
 pub use requests::MAX_BATCH;
 pub use responses::{NewResponse, ResponseRow};
-pub use search::{HitRow, NewVector, PendingTurn, VectorQuery};
+pub use search::{HitRow, NewVector, PendingTurn, VectorIndex, VectorQuery};
 pub use sessions::SessionRow;
 pub use tenants::TenantRow;
 pub use threads::{

@@ -8,6 +8,17 @@ use sqlx::{FromRow, Row};
 
 use super::{Backend, Store, StoreResult};
 
+/// How a store answers a search.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VectorIndex {
+    /// Cosine distance over every row the caller may see: SQLite
+    /// (sqlite-vec), and PostgreSQL with a pgvector older than 0.8, whose
+    /// HNSW scans cannot go on past a filter and would come back short.
+    Exact,
+    /// pgvector's HNSW index with iterative scans (0.8 and later).
+    Hnsw,
+}
+
 /// A claimed turn, with what its vector is stored under.
 #[derive(Clone, Debug, FromRow)]
 pub struct PendingTurn {
@@ -79,11 +90,11 @@ fn vector_blob(v: &[f32]) -> Vec<u8> {
 
 impl Store {
     /// PostgreSQL: makes the pgvector column and its HNSW index, once per
-    /// store, and answers whether pgvector is there. SQLite always has its
-    /// index (sqlite-vec is linked in).
-    pub async fn prepare_vector_index(&self) -> StoreResult<bool> {
+    /// store; `None` without pgvector. SQLite always has its index
+    /// (sqlite-vec is linked in).
+    pub async fn prepare_vector_index(&self) -> StoreResult<Option<VectorIndex>> {
         if self.backend() == Backend::Sqlite {
-            return Ok(true);
+            return Ok(Some(VectorIndex::Exact));
         }
         let mut tx = self.writer().begin().await?;
         // Processes starting together take turns.
@@ -96,7 +107,7 @@ impl Store {
         .try_get("ok")?;
         if !available {
             tx.rollback().await?;
-            return Ok(false);
+            return Ok(None);
         }
         for sql in [
             "CREATE EXTENSION IF NOT EXISTS vector",
@@ -106,8 +117,24 @@ impl Store {
         ] {
             sqlx::query(sql).execute(&mut *tx).await?;
         }
+        let version: String =
+            sqlx::query("SELECT extversion FROM pg_extension WHERE extname = 'vector'")
+                .fetch_one(&mut *tx)
+                .await?
+                .try_get("extversion")?;
         tx.commit().await?;
-        Ok(true)
+        let mut parts = version.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
+        let (major, minor) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+        Ok(Some(if (major, minor) >= (0, 8) {
+            VectorIndex::Hnsw
+        } else {
+            tracing::warn!(
+                version,
+                "pgvector older than 0.8 cannot continue a filtered HNSW scan: searches scan \
+                 the caller's rows exactly (upgrade pgvector for the index)"
+            );
+            VectorIndex::Exact
+        }))
     }
 
     /// Claims up to `limit` queued turns for `instance`: those nobody
@@ -228,7 +255,11 @@ impl Store {
 
     /// The `limit` nearest turns the query reaches, by cosine similarity,
     /// best first.
-    pub async fn search_vectors(&self, q: &VectorQuery<'_>) -> StoreResult<Vec<HitRow>> {
+    pub async fn search_vectors(
+        &self,
+        q: &VectorQuery<'_>,
+        index: VectorIndex,
+    ) -> StoreResult<Vec<HitRow>> {
         // The filter is in the same statement as the distance: an exact
         // scan of the caller's rows on SQLite; on PostgreSQL the HNSW scan
         // keeps going until `limit` rows pass the filter (pgvector's
@@ -236,8 +267,8 @@ impl Store {
         const FILTER: &str = "tenant_id = $2 AND ($3 = '' OR key_id = $3) \
              AND ($4 = '' OR key_id = $4) AND ($5 = '' OR thread_id = $5) \
              AND ($6 = '' OR role = $6) AND created_ms >= $7 AND created_ms < $8";
-        let (sql, vector) = match self.backend() {
-            Backend::Sqlite => {
+        let (sql, vector) = match (self.backend(), index) {
+            (Backend::Sqlite, _) => {
                 static SQL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
                 let sql = SQL.get_or_init(|| {
                     format!(
@@ -249,7 +280,7 @@ impl Store {
                 });
                 (sql.as_str(), vector_text(q.vector))
             }
-            Backend::Postgres => {
+            (Backend::Postgres, VectorIndex::Hnsw) => {
                 static SQL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
                 let sql = SQL.get_or_init(|| {
                     format!(
@@ -258,6 +289,21 @@ impl Store {
                              AS score \
                          FROM turn_vectors WHERE {FILTER} AND embedding_v IS NOT NULL \
                          ORDER BY embedding_v <=> CAST($1 AS vector) LIMIT $9"
+                    )
+                });
+                (sql.as_str(), vector_text(q.vector))
+            }
+            // Ordering by the score, not the distance, keeps the planner
+            // off the HNSW index.
+            (Backend::Postgres, VectorIndex::Exact) => {
+                static SQL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+                let sql = SQL.get_or_init(|| {
+                    format!(
+                        "SELECT message_id, thread_id, role, text, created_ms, \
+                           CAST(1 - (embedding_v <=> CAST($1 AS vector)) AS DOUBLE PRECISION) \
+                             AS score \
+                         FROM turn_vectors WHERE {FILTER} AND embedding_v IS NOT NULL \
+                         ORDER BY score DESC, message_id LIMIT $9"
                     )
                 });
                 (sql.as_str(), vector_text(q.vector))
@@ -273,7 +319,7 @@ impl Store {
             .bind(q.from_ms)
             .bind(q.to_ms)
             .bind(i64::from(q.limit));
-        if self.backend() == Backend::Postgres {
+        if index == VectorIndex::Hnsw {
             let mut tx = self.pool().begin().await?;
             // Filtered HNSW scans stop at ef_search candidates unless told
             // to go on: strict order keeps the best-first ranking exact.
