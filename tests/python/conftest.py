@@ -10,6 +10,14 @@ import urllib.request
 
 import pytest
 
+# Every qlaud started here shares the embedding model the Rust tests fetch
+# once per machine into the target directory.
+os.environ.setdefault(
+    "QLAUD_EMBED_MODEL_DIR",
+    str(pathlib.Path(os.environ.get("QLAUD_BIN", "target/debug/qlaud")).resolve().parent.parent
+        / "embed-model"),
+)
+
 FAULTS = ["error-500", "error-429", "error-400", "error-529", "hang", "cut"]
 
 

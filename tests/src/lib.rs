@@ -71,6 +71,50 @@ pub fn postgres_admin_url() -> Option<String> {
     }
 }
 
+/// The PostgreSQL server with pgvector the search tests' PostgreSQL half
+/// runs on (`QLAUD_TEST_PGVECTOR_URL`; `cargo xtask test` starts one), or
+/// `None`, loudly. Under `CI=true` a missing server fails the test.
+pub fn pgvector_admin_url() -> Option<String> {
+    match std::env::var("QLAUD_TEST_PGVECTOR_URL") {
+        Ok(url) if !url.is_empty() => Some(url),
+        _ => {
+            let ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
+            assert!(!ci, "CI=true but QLAUD_TEST_PGVECTOR_URL is not set");
+            static NOTE: std::sync::Once = std::sync::Once::new();
+            NOTE.call_once(|| {
+                use std::io::Write as _;
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "\nNOTE: QLAUD_TEST_PGVECTOR_URL is not set: the postgres:: search tests \
+                     test NOTHING and are reported as passed (cargo xtask test starts a \
+                     PostgreSQL with pgvector and sets it)."
+                );
+            });
+            None
+        }
+    }
+}
+
+/// Search on: the embedding model from the tests' cache, and an indexer
+/// that looks for new turns often.
+pub fn search_config(config: &mut ServeConfig) {
+    config.embed_model_dir = Some(embed_model_dir());
+    config.embed_poll = std::time::Duration::from_millis(100);
+}
+
+/// Where the tests keep the embedding model, fetched once per machine by
+/// the first server that needs it (`$CARGO_TARGET_DIR/embed-model`).
+pub fn embed_model_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("QLAUD_EMBED_MODEL_DIR").filter(|d| !d.is_empty()) {
+        return PathBuf::from(dir);
+    }
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf();
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target"))
+        .join("embed-model")
+}
+
 /// A database of its own for one test, on one backend; dropped with it.
 pub struct TestDb {
     pub url: String,
@@ -87,20 +131,29 @@ impl TestDb {
                 let url = format!("sqlite://{}?mode=rwc", dir.path().join("qlaud.db").display());
                 Some(TestDb { url, _dir: Some(dir), pg_drop: None })
             }
-            Backend::Postgres => {
-                let admin = postgres_admin_url()?;
-                let name = format!("qlaud_t_{}", uuid::Uuid::new_v4().simple());
-                let mut conn = sqlx::PgConnection::connect(&admin)
-                    .await
-                    .expect("connect to QLAUD_TEST_DATABASE_URL");
-                conn.execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-                    .await
-                    .expect("create test database");
-                conn.close().await.ok();
-                let url = with_database(&admin, &name);
-                Some(TestDb { url, _dir: None, pg_drop: Some((admin, name)) })
-            }
+            Backend::Postgres => TestDb::new_postgres(&postgres_admin_url()?).await,
         }
+    }
+
+    /// Like [`TestDb::new`], with PostgreSQL on the pgvector-enabled server.
+    pub async fn new_search(backend: Backend) -> Option<TestDb> {
+        match backend {
+            Backend::Sqlite => TestDb::new(backend).await,
+            Backend::Postgres => TestDb::new_postgres(&pgvector_admin_url()?).await,
+        }
+    }
+
+    /// A fresh database on the PostgreSQL server at `admin`.
+    pub async fn new_postgres(admin: &str) -> Option<TestDb> {
+        let admin = admin.to_string();
+        let name = format!("qlaud_t_{}", uuid::Uuid::new_v4().simple());
+        let mut conn = sqlx::PgConnection::connect(&admin).await.expect("connect to PostgreSQL");
+        conn.execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .await
+            .expect("create test database");
+        conn.close().await.ok();
+        let url = with_database(&admin, &name);
+        Some(TestDb { url, _dir: None, pg_drop: Some((admin, name)) })
     }
 }
 
@@ -194,7 +247,21 @@ impl TestServer {
         qlaud_toml: Option<&str>,
         configure: impl FnOnce(&mut ServeConfig),
     ) -> Option<TestServer> {
-        let db = TestDb::new(backend).await?;
+        TestServer::start_on(TestDb::new(backend).await?, qlaud_toml, configure).await
+    }
+
+    /// A server with search on: the embedding model (from the tests'
+    /// cache) and, on PostgreSQL, the pgvector-enabled server.
+    pub async fn start_search(backend: Backend) -> Option<TestServer> {
+        TestServer::start_on(TestDb::new_search(backend).await?, None, search_config).await
+    }
+
+    /// Starts on `db`.
+    pub async fn start_on(
+        db: TestDb,
+        qlaud_toml: Option<&str>,
+        configure: impl FnOnce(&mut ServeConfig),
+    ) -> Option<TestServer> {
         let config_file = qlaud_toml.map(|text| {
             let path = std::env::temp_dir().join(format!("qlaud-{}.toml", uuid::Uuid::new_v4()));
             std::fs::write(&path, text).expect("write qlaud.toml");
@@ -206,11 +273,16 @@ impl TestServer {
         configure(&mut config);
         let clock = config.clock.clone();
         let server = Server::start(&config).await.expect("server starts");
-        let (tenant, secret) = server.bootstrap.as_ref().expect("a fresh store bootstraps");
+        // A restart on a store that has its tenant already: the caller
+        // knows the keys.
+        let (tenant_id, master_key) = match &server.bootstrap {
+            Some((tenant, secret)) => (tenant.id.clone(), secret.expose().to_string()),
+            None => (String::new(), String::new()),
+        };
         let addr = server.local_addr();
         Some(TestServer {
-            tenant_id: tenant.id.clone(),
-            master_key: secret.expose().to_string(),
+            tenant_id,
+            master_key,
             base_url: format!("http://{addr}"),
             addr,
             db,
@@ -264,6 +336,15 @@ impl TestServer {
         let status = resp.status().as_u16();
         let bytes = resp.bytes().await.unwrap_or_default();
         (status, serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null))
+    }
+
+    /// Stops the server and hands back its store, to start another server
+    /// on it.
+    pub async fn stop_keeping_store(mut self) -> TestDb {
+        if let Some(server) = self.server.take() {
+            server.close().await.expect("server closes");
+        }
+        self.db
     }
 
     pub async fn stop(mut self) {
@@ -372,6 +453,8 @@ impl QlaudProcess {
         let mut child = tokio::process::Command::new(qlaud_bin())
             .arg("serve")
             .args(["--bind", "127.0.0.1:0", "--allow-private-webhooks"])
+            .arg("--embed-model-dir")
+            .arg(embed_model_dir())
             .args(args)
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")

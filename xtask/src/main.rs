@@ -6,6 +6,7 @@
 //! - `check`: fails, naming the file, when either is stale.
 //! - `test`: the one command CI runs (spec check, fmt, clippy, every test).
 
+mod pgvector;
 mod python;
 mod stubs;
 mod test;

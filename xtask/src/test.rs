@@ -31,6 +31,36 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         ),
     }
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| crate::workspace_root().join("target"));
+    // The search tests' PostgreSQL half needs pgvector: a server of the
+    // operator's (QLAUD_TEST_PGVECTOR_URL), or one started here.
+    let mut _pgvector = None;
+    let pgvector_url = match std::env::var("QLAUD_TEST_PGVECTOR_URL").ok().filter(|v| !v.is_empty())
+    {
+        Some(url) => Some(url),
+        None => match crate::pgvector::start(&target) {
+            Ok(server) => {
+                eprintln!("==> PostgreSQL with pgvector for the search tests: {}", server.url);
+                let url = server.url.clone();
+                _pgvector = Some(server);
+                Some(url)
+            }
+            Err(e) if ci => {
+                return Err(e.context("CI=true: the search tests need a PostgreSQL with pgvector"));
+            }
+            Err(e) => {
+                eprintln!(
+                    "\n##################################################################\n\
+                     ## WARNING: no PostgreSQL with pgvector could be started:         ##\n\
+                     ## the postgres:: search tests test NOTHING.                      ##\n\
+                     ##################################################################\n{e:#}\n"
+                );
+                None
+            }
+        },
+    };
 
     eprintln!("\n==> spec and SDK check");
     crate::check()?;
@@ -49,6 +79,11 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     let mut test = Command::new(&cargo);
     // The Python bindings are tested from Python, against the built wheel.
     test.args(["test", "--workspace", "--exclude", "qlaud-python"]).args(args);
+    if let Some(url) = &pgvector_url {
+        test.env("QLAUD_TEST_PGVECTOR_URL", url);
+    }
+    // One copy of the embedding model for every test server and process.
+    test.env("QLAUD_EMBED_MODEL_DIR", target.join("embed-model"));
     if pg.is_none() {
         test.env_remove("QLAUD_TEST_DATABASE_URL");
         // Without a database a `postgres::` test can only return at once,
@@ -189,6 +224,7 @@ fn python_tests(cargo: &str) -> anyhow::Result<(u64, u64)> {
     let out = Command::new(venv.join("bin/python"))
         .args(["-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/python"])
         .env("QLAUD_BIN", target.join("debug/qlaud"))
+        .env("QLAUD_EMBED_MODEL_DIR", target.join("embed-model"))
         .env("QLAUD_MOCK_BIN", target.join("debug/mock-upstream"))
         .env("QLAUD_WHEEL", &wheel)
         .env("QLAUD_CHROMIUM", &chromium)

@@ -1,0 +1,650 @@
+//! Semantic search over thread turns, end to end: the real server with the
+//! real embedding model (all-MiniLM-L6-v2, fetched once per machine into
+//! the target directory), on SQLite (sqlite-vec) and PostgreSQL (pgvector,
+//! on the server `QLAUD_TEST_PGVECTOR_URL` names).
+
+use std::time::{Duration, Instant};
+
+use qlaud::types;
+use qlaud_api::MessageRole;
+use qlaud_server::store::NewMessage;
+use qlaud_tests::{Backend, QlaudProcess, RawBody, TestServer, store_pool};
+use reqwest::Method;
+use serde_json::{Value, json};
+use sqlx::Row;
+
+macro_rules! search_tests {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(qlaud_tests::Backend::Sqlite).await
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(qlaud_tests::Backend::Postgres).await
+                }
+            )*
+        }
+    };
+}
+
+search_tests!(
+    finds_by_meaning_not_words,
+    every_key_sees_only_what_it_may,
+    deleting_a_thread_or_purging_a_key_removes_exactly_their_data,
+    limit_holds_among_many_other_tenants_rows,
+    turns_stored_before_search_existed_are_embedded_once,
+    a_killed_process_loses_no_turn_and_indexes_none_twice,
+    bad_searches_are_refused,
+    the_local_model_serves_embeddings,
+);
+
+/// A server with search on, its model ready (the first start on a
+/// machine fetches the model: minutes, once).
+async fn start(backend: Backend) -> Option<TestServer> {
+    let t = TestServer::start_search(backend).await?;
+    wait_model(&t, &t.master_key).await;
+    Some(t)
+}
+
+/// Waits until search answers `key` (a restarted server's tests keep
+/// the first start's keys).
+async fn wait_model(t: &TestServer, key: &str) {
+    let deadline = Instant::now() + Duration::from_secs(900);
+    loop {
+        let (status, body) = search_raw(t, key, json!({"query": "x"})).await;
+        if status != 503 {
+            assert_eq!(status, 200, "{body}");
+            return;
+        }
+        assert!(
+            body.to_string().contains("loading"),
+            "503 for another reason than loading: {body}"
+        );
+        assert!(Instant::now() < deadline, "the embedding model never became ready");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+async fn search_raw(t: &TestServer, key: &str, body: Value) -> (u16, Value) {
+    t.request(Method::POST, "/v1/search", Some(key), Some(RawBody::Json(body))).await
+}
+
+/// The message ids of a search that must succeed.
+async fn hits(t: &TestServer, key: &str, body: Value) -> Vec<String> {
+    let (status, v) = search_raw(t, key, body.clone()).await;
+    assert_eq!(status, 200, "{body} → {v}");
+    v["data"].as_array().unwrap().iter().map(|h| h["message_id"].as_str().unwrap().into()).collect()
+}
+
+/// Waits until every queued turn of the store is embedded.
+async fn wait_indexed(url: &str) {
+    let pool = store_pool(url).await;
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        let n: i64 = sqlx::query("SELECT COUNT(*) AS n FROM embed_queue")
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+            .try_get("n")
+            .unwrap();
+        if n == 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{n} turns still queued");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    pool.close().await;
+}
+
+async fn count(url: &str, sql: &'static str) -> i64 {
+    let pool = store_pool(url).await;
+    let n = sqlx::query(sql).fetch_one(&pool).await.unwrap().try_get("n").unwrap();
+    pool.close().await;
+    n
+}
+
+/// A key of the tenant whose admin key is `admin`: (secret, id).
+async fn mint(t: &TestServer, admin: &str, name: &str) -> (String, String) {
+    let (status, key) = t
+        .request(Method::POST, "/v1/keys", Some(admin), Some(RawBody::Json(json!({"name": name}))))
+        .await;
+    assert_eq!(status, 201, "{key}");
+    (key["secret"].as_str().unwrap().into(), key["id"].as_str().unwrap().into())
+}
+
+/// A new thread of the key `secret`; its id.
+async fn thread(t: &TestServer, secret: &str) -> String {
+    let (status, v) =
+        t.request(Method::POST, "/v1/threads", Some(secret), Some(RawBody::Json(json!({})))).await;
+    assert_eq!(status, 201, "{v}");
+    v["id"].as_str().unwrap().into()
+}
+
+/// Stores turns in a thread (through the store, as a turn does); their ids.
+async fn turns(t: &TestServer, tenant: &str, thread: &str, texts: &[&str]) -> Vec<String> {
+    let messages: Vec<NewMessage> = texts
+        .iter()
+        .enumerate()
+        .map(|(i, text)| NewMessage {
+            id: qlaud_server::store::new_id("msg"),
+            role: if i % 2 == 0 { MessageRole::User } else { MessageRole::Assistant },
+            content: vec![json!({"type": "text", "text": text})],
+            model: None,
+            stop_reason: None,
+            usage: None,
+            request_id: None,
+            metadata: Default::default(),
+            response_id: None,
+        })
+        .collect();
+    let stored = t.server().store().append_messages(tenant, thread, &messages, None).await.unwrap();
+    stored.into_iter().map(|m| m.id).collect()
+}
+
+const DECOYS: [&str; 8] = [
+    "The weather in Lisbon is sunny with a light breeze this afternoon.",
+    "Boil the pasta for nine minutes, then toss it with garlic and olive oil.",
+    "The football match ended in a draw after extra time.",
+    "Python lists are mutable, while tuples cannot be changed.",
+    "Water the tomato plants early in the morning during summer.",
+    "The train to Porto leaves from platform four at 8:15.",
+    "Our office is closed on public holidays.",
+    "Jupiter is the largest planet in the solar system.",
+];
+
+async fn finds_by_meaning_not_words(backend: Backend) {
+    let Some(t) = start(backend).await else { return };
+    let (user, _) = mint(&t, &t.master_key, "user_1").await;
+    let thr = thread(&t, &user).await;
+    let mut texts: Vec<&str> = DECOYS.to_vec();
+    texts.insert(
+        3,
+        "Refund policy: purchases can be returned within 30 days for a full reimbursement \
+         to the original payment method.",
+    );
+    let ids = turns(&t, &t.tenant_id, &thr, &texts).await;
+    let refund = ids[3].clone();
+    // A turn through the API as well: the echo model answers with the text.
+    let (status, v) = t
+        .request(
+            Method::POST,
+            &format!("/v1/threads/{thr}/messages"),
+            Some(&user),
+            Some(RawBody::Json(json!({
+                "model": "echo",
+                "content": [{"type": "text", "text": "Saturn has the most visible rings."}],
+            }))),
+        )
+        .await;
+    assert_eq!(status, 200, "{v}");
+    wait_indexed(&t.db.url).await;
+
+    // Through the SDK: no content word shared with the refund turn.
+    let results = t
+        .client(&user)
+        .search()
+        .body(types::SearchRequest::builder().query("how do I get my money back").limit(3))
+        .send()
+        .await
+        .unwrap()
+        .into_inner();
+    let found: Vec<&str> = results.data.iter().map(|h| h.message_id.as_str()).collect();
+    assert!(found.contains(&refund.as_str()), "refund turn not in the top 3: {results:?}");
+    assert_eq!(results.data.len(), 3);
+    assert_eq!(results.model, "all-minilm-l6-v2");
+    for pair in results.data.windows(2) {
+        assert!(pair[0].score >= pair[1].score, "not best first: {results:?}");
+    }
+    assert!(results.data.iter().all(|h| (-1.0..=1.0).contains(&h.score)));
+    assert_eq!(results.data[0].message_id, refund, "{results:?}");
+    assert!(results.data[0].text.starts_with("Refund policy"));
+
+    // The turn written through the API is found as well, by either role.
+    let hits_rings = hits(&t, &user, json!({"query": "ringed planet", "limit": 2})).await;
+    let (_, msgs) = t
+        .request(Method::GET, &format!("/v1/threads/{thr}/messages?limit=2"), Some(&user), None)
+        .await;
+    let api_ids: Vec<String> = msgs["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap().into())
+        .collect();
+    assert!(hits_rings.iter().all(|h| api_ids.contains(h)), "{hits_rings:?} vs {api_ids:?}");
+    // Role and time filters.
+    let (status, v) =
+        search_raw(&t, &user, json!({"query": "ringed planet", "role": "assistant"})).await;
+    assert_eq!(status, 200);
+    assert!(v["data"].as_array().unwrap().iter().all(|h| h["role"] == "assistant"), "{v}");
+    let future = hits(&t, &user, json!({"query": "refund", "from": "2999-01-01"})).await;
+    assert!(future.is_empty());
+    t.stop().await;
+}
+
+async fn every_key_sees_only_what_it_may(backend: Backend) {
+    let Some(t) = start(backend).await else { return };
+    let (tenant_b, admin_b) = t.create_tenant("tenant b").await;
+    let admin_a = t.master_key.clone();
+    let mut keys = Vec::new(); // (tenant, admin, secret, key id, thread, message ids)
+    for (tenant, admin) in [(&t.tenant_id, &admin_a), (&tenant_b, &admin_b)] {
+        for n in 1..=2 {
+            let (secret, id) = mint(&t, admin, &format!("user_{n}")).await;
+            let thr = thread(&t, &secret).await;
+            let ids = turns(
+                &t,
+                tenant,
+                &thr,
+                &[
+                    "My package arrived damaged and I would like a replacement.",
+                    "Sorry to hear that; a replacement is on its way.",
+                ],
+            )
+            .await;
+            keys.push((tenant.clone(), admin.clone(), secret, id, thr, ids));
+        }
+    }
+    wait_indexed(&t.db.url).await;
+    let q = "broken parcel delivery";
+    for (tenant, admin, secret, id, thr, ids) in &keys {
+        let own: Vec<String> = ids.clone();
+        let tenants: Vec<String> =
+            keys.iter().filter(|k| &k.0 == tenant).flat_map(|k| k.5.clone()).collect();
+        // A standard key: its own turns, however it asks.
+        let sorted = |mut v: Vec<String>| {
+            v.sort();
+            v
+        };
+        assert_eq!(
+            sorted(hits(&t, secret, json!({"query": q, "limit": 100})).await),
+            sorted(own.clone())
+        );
+        assert_eq!(
+            sorted(hits(&t, secret, json!({"query": q, "key_id": id, "limit": 100})).await),
+            sorted(own.clone())
+        );
+        assert_eq!(
+            sorted(hits(&t, secret, json!({"query": q, "thread_id": thr})).await),
+            sorted(own.clone())
+        );
+        // The admin of its tenant: every key of the tenant, or just this one.
+        assert_eq!(
+            sorted(hits(&t, admin, json!({"query": q, "limit": 100})).await),
+            sorted(tenants.clone())
+        );
+        assert_eq!(
+            sorted(hits(&t, admin, json!({"query": q, "key_id": id})).await),
+            sorted(own.clone())
+        );
+        assert_eq!(
+            sorted(hits(&t, admin, json!({"query": q, "thread_id": thr})).await),
+            sorted(own.clone())
+        );
+        // Everyone else: refused, never a hit.
+        for (o_tenant, o_admin, o_secret, _, _, _) in &keys {
+            if o_secret == secret {
+                continue;
+            }
+            let (status, v) = search_raw(&t, o_secret, json!({"query": q, "key_id": id})).await;
+            assert_eq!(status, 403, "{v}");
+            let (status, v) = search_raw(&t, o_secret, json!({"query": q, "thread_id": thr})).await;
+            assert_eq!(status, 404, "{v}");
+            if o_tenant != tenant {
+                let (status, v) = search_raw(&t, o_admin, json!({"query": q, "key_id": id})).await;
+                assert_eq!(status, 404, "{v}");
+                let (status, v) =
+                    search_raw(&t, o_admin, json!({"query": q, "thread_id": thr})).await;
+                assert_eq!(status, 404, "{v}");
+            }
+        }
+    }
+    t.stop().await;
+}
+
+async fn deleting_a_thread_or_purging_a_key_removes_exactly_their_data(backend: Backend) {
+    let Some(t) = start(backend).await else { return };
+    let (a, a_id) = mint(&t, &t.master_key, "a").await;
+    let (b, b_id) = mint(&t, &t.master_key, "b").await;
+    let (c, c_id) = mint(&t, &t.master_key, "c").await;
+    let text = ["Please cancel my subscription at the end of the month."];
+    let a1 = thread(&t, &a).await;
+    let a2 = thread(&t, &a).await;
+    let b1 = thread(&t, &b).await;
+    let c1 = thread(&t, &c).await;
+    let a1_ids = turns(&t, &t.tenant_id, &a1, &text).await;
+    let a2_ids = turns(&t, &t.tenant_id, &a2, &text).await;
+    let b1_ids = turns(&t, &t.tenant_id, &b1, &text).await;
+    let c1_ids = turns(&t, &t.tenant_id, &c1, &text).await;
+    // A metered call, so the key has usage to keep.
+    let (status, _) = t
+        .request(
+            Method::POST,
+            &format!("/v1/threads/{b1}/messages"),
+            Some(&b),
+            Some(RawBody::Json(json!({"model": "echo", "content": "end my plan please"}))),
+        )
+        .await;
+    assert_eq!(status, 200);
+    wait_indexed(&t.db.url).await;
+    let q = json!({"query": "stop my membership", "limit": 100});
+
+    // Deleting a thread takes its hits with it, and nothing else.
+    t.client(&a).delete_thread().thread_id(&a1).send().await.unwrap();
+    assert_eq!(hits(&t, &a, q.clone()).await, a2_ids);
+
+    // Purging a key: its threads, messages and vectors go; usage stays.
+    let usage_before = count(&t.db.url, "SELECT COUNT(*) AS n FROM requests").await;
+    let deleted =
+        t.client(&t.master_key).delete_key_data().key_id(&b_id).send().await.unwrap().into_inner();
+    assert_eq!((deleted.threads, deleted.messages), (1, 3), "{deleted:?}");
+    assert!(hits(&t, &b, q.clone()).await.is_empty());
+    let (status, _) =
+        t.request(Method::GET, &format!("/v1/threads/{b1}"), Some(&t.master_key), None).await;
+    assert_eq!(status, 404);
+    assert_eq!(count(&t.db.url, "SELECT COUNT(*) AS n FROM requests").await, usage_before);
+    // The key itself still works (revoking is separate).
+    let (status, _) = t.request(Method::GET, "/v1/threads", Some(&b), None).await;
+    assert_eq!(status, 200);
+
+    // Revoking with purge does both.
+    let (status, _) = t
+        .request(Method::DELETE, &format!("/v1/keys/{c_id}?purge=true"), Some(&t.master_key), None)
+        .await;
+    assert_eq!(status, 204);
+    let all = hits(&t, &t.master_key, q.clone()).await;
+    assert_eq!(all, a2_ids, "only a's remaining thread is left");
+
+    // Nothing of anyone else's went: a's thread, and the store's rows.
+    let rows = count(&t.db.url, "SELECT COUNT(*) AS n FROM turn_vectors").await;
+    assert_eq!(rows, 1);
+    let msgs = count(&t.db.url, "SELECT COUNT(*) AS n FROM thread_messages").await;
+    assert_eq!(msgs, 1);
+    let _ = (a1_ids, b1_ids, c1_ids);
+    // Another tenant's key is not this admin's to purge (the same 404 as
+    // an unknown key), and a standard key purges nothing.
+    let (_, other_admin) = t.create_tenant("other").await;
+    for (path, key, want) in [
+        (format!("/v1/keys/{a_id}/data"), &other_admin, 404),
+        ("/v1/keys/key_nope/data".to_string(), &t.master_key, 404),
+        (format!("/v1/keys/{a_id}/data"), &a, 403),
+    ] {
+        let (status, v) = t.request(Method::DELETE, &path, Some(key), None).await;
+        assert_eq!(status, want, "{path}: {v}");
+    }
+    assert_eq!(hits(&t, &a, q.clone()).await, a2_ids, "a's data is untouched");
+    t.stop().await;
+}
+
+async fn limit_holds_among_many_other_tenants_rows(backend: Backend) {
+    let Some(t) = start(backend).await else { return };
+    let (tenant_b, admin_b) = t.create_tenant("big tenant").await;
+    let (b, _) = mint(&t, &admin_b, "b").await;
+    let (a, _) = mint(&t, &t.master_key, "a").await;
+    // The other tenant's turns are the closest to the query, and far more.
+    let near: Vec<String> =
+        (0..400).map(|i| format!("How can I get a refund for order number {i}?")).collect();
+    let bt = thread(&t, &b).await;
+    for chunk in near.chunks(100) {
+        let refs: Vec<&str> = chunk.iter().map(String::as_str).collect();
+        turns(&t, &tenant_b, &bt, &refs).await;
+    }
+    let at = thread(&t, &a).await;
+    let mine: Vec<String> =
+        (0..12).map(|i| format!("{} ({i})", DECOYS[i % DECOYS.len()])).collect();
+    let refs: Vec<&str> = mine.iter().map(String::as_str).collect();
+    let my_ids = turns(&t, &t.tenant_id, &at, &refs).await;
+    wait_indexed(&t.db.url).await;
+    for limit in [1, 5, 10] {
+        let got = hits(&t, &a, json!({"query": "refund for my order", "limit": limit})).await;
+        assert_eq!(got.len(), limit, "limit {limit}: {got:?}");
+        assert!(got.iter().all(|id| my_ids.contains(id)));
+        let got =
+            hits(&t, &t.master_key, json!({"query": "refund for my order", "limit": limit})).await;
+        assert_eq!(got.len(), limit);
+        assert!(got.iter().all(|id| my_ids.contains(id)));
+    }
+    t.stop().await;
+}
+
+async fn turns_stored_before_search_existed_are_embedded_once(backend: Backend) {
+    let Some(t) = start(backend).await else { return };
+    let (a, _) = mint(&t, &t.master_key, "a").await;
+    let admin = t.master_key.clone();
+    let thr = thread(&t, &a).await;
+    let ids = turns(&t, &t.tenant_id, &thr, &DECOYS).await;
+    wait_indexed(&t.db.url).await;
+    let db = t.stop_keeping_store().await;
+    // The store as a qlaud without search left it: no queue, no vectors,
+    // the search migration not applied.
+    let pool = store_pool(&db.url).await;
+    for sql in [
+        "DROP TABLE embed_queue",
+        "DROP TABLE turn_vectors",
+        "DELETE FROM _sqlx_migrations WHERE version = 16",
+    ] {
+        sqlx::query(sql).execute(&pool).await.unwrap();
+    }
+    pool.close().await;
+    let t = TestServer::start_on(db, None, qlaud_tests::search_config).await.unwrap();
+    wait_model(&t, &admin).await;
+    wait_indexed(&t.db.url).await;
+    let n = count(&t.db.url, "SELECT COUNT(*) AS n FROM turn_vectors").await;
+    assert_eq!(n, ids.len() as i64);
+    let got = hits(&t, &admin, json!({"query": "gardening in summer", "limit": 1})).await;
+    assert_eq!(got, vec![ids[4].clone()]);
+    // A further start backfills nothing again.
+    let db = t.stop_keeping_store().await;
+    let t = TestServer::start_on(db, None, qlaud_tests::search_config).await.unwrap();
+    wait_model(&t, &admin).await;
+    assert_eq!(count(&t.db.url, "SELECT COUNT(*) AS n FROM embed_queue").await, 0);
+    assert_eq!(count(&t.db.url, "SELECT COUNT(*) AS n FROM turn_vectors").await, n);
+    t.stop().await;
+}
+
+/// `qlaud serve` on `url`; its master key if it bootstrapped the store.
+async fn spawn(url: &str) -> (QlaudProcess, Option<String>) {
+    let p = QlaudProcess::spawn(&["--database-url", url, "--instance-timeout-secs", "2"]).await;
+    let key = p
+        .stdout
+        .lines()
+        .find_map(|l| serde_json::from_str::<Value>(l).ok())
+        .and_then(|v| v["master_key"].as_str().map(str::to_string));
+    (p, key)
+}
+
+async fn a_killed_process_loses_no_turn_and_indexes_none_twice(backend: Backend) {
+    let Some(db) = qlaud_tests::TestDb::new_search(backend).await else { return };
+    let (p, admin) = spawn(&db.url).await;
+    let admin = admin.expect("a fresh store bootstraps");
+    let http = reqwest::Client::new();
+    let base = p.base_url();
+    let post = |path: String, body: Value| {
+        let req = http.post(format!("{base}{path}")).bearer_auth(&admin).json(&body);
+        async move {
+            let resp = req.send().await.unwrap();
+            let status = resp.status().as_u16();
+            (status, resp.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+    // The model first, so the kill lands while turns are being embedded.
+    let deadline = Instant::now() + Duration::from_secs(900);
+    while post("/v1/search".into(), json!({"query": "x"})).await.0 == 503 {
+        assert!(Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let (status, conv) = post("/v1/conversations".into(), json!({})).await;
+    assert_eq!(status, 200, "{conv}");
+    let conv = conv["id"].as_str().unwrap().to_string();
+    for batch in 0..10 {
+        let items: Vec<Value> = (0..20)
+            .map(|i| {
+                json!({"type": "message", "role": "user",
+                       "content": format!("Turn {batch}-{i}: {}", DECOYS[i % DECOYS.len()])})
+            })
+            .collect();
+        let (status, v) =
+            post(format!("/v1/conversations/{conv}/items"), json!({"items": items})).await;
+        assert_eq!(status, 200, "{v}");
+    }
+    p.kill().await;
+    let queued = count(&db.url, "SELECT COUNT(*) AS n FROM embed_queue").await;
+    assert!(queued > 0, "every turn was embedded before the kill: the test proves nothing");
+    let (p, _) = spawn(&db.url).await;
+    wait_indexed(&db.url).await;
+    assert_eq!(count(&db.url, "SELECT COUNT(*) AS n FROM thread_messages").await, 200);
+    assert_eq!(count(&db.url, "SELECT COUNT(*) AS n FROM turn_vectors").await, 200);
+    assert_eq!(
+        count(&db.url, "SELECT COUNT(DISTINCT message_id) AS n FROM turn_vectors").await,
+        200
+    );
+    p.kill().await;
+}
+
+async fn bad_searches_are_refused(backend: Backend) {
+    let Some(t) = start(backend).await else { return };
+    let (a, _) = mint(&t, &t.master_key, "a").await;
+    let (status, _) = t
+        .request(Method::POST, "/v1/search", None, Some(RawBody::Json(json!({"query": "x"}))))
+        .await;
+    assert_eq!(status, 401);
+    for body in [
+        json!({"query": ""}),
+        json!({"query": "   "}),
+        json!({"query": "x", "limit": 0}),
+        json!({"query": "x", "limit": 101}),
+        json!({"query": "x", "limit": -1}),
+        json!({"query": "x", "limt": 5}),
+        json!({"query": "x", "role": "system"}),
+        json!({"query": "x", "from": "yesterday"}),
+        json!({"query": "x", "from": "2026-02-01", "to": "2026-01-01"}),
+        json!({"query": "x".repeat(9000)}),
+        json!({"query": "x", "thread_id": "thr\u{0}"}),
+        json!({}),
+        json!([]),
+    ] {
+        let (status, v) = search_raw(&t, &a, body.clone()).await;
+        assert_eq!(status, 400, "{body} → {v}");
+    }
+    let (status, _) = t
+        .request(Method::POST, "/v1/search", Some(&a), Some(RawBody::Text("{\"query\":".into())))
+        .await;
+    assert_eq!(status, 400);
+    let (status, _) = search_raw(&t, &a, json!({"query": "x".repeat(20_000)})).await;
+    assert_eq!(status, 413);
+    let (status, _) = search_raw(&t, &a, json!({"query": "x", "thread_id": "thr_nope"})).await;
+    assert_eq!(status, 404);
+    let (status, _) =
+        search_raw(&t, &t.master_key, json!({"query": "x", "key_id": "key_nope"})).await;
+    assert_eq!(status, 404);
+    t.stop().await;
+
+    // A server without a model answers 503, in qlaud's error shape.
+    let Some(t) = TestServer::start(backend).await else { return };
+    let (status, v) = search_raw(&t, &t.master_key, json!({"query": "x"})).await;
+    assert_eq!(status, 503, "{v}");
+    assert_eq!(v["error_code"], "ServiceUnavailable", "{v}");
+    t.stop().await;
+}
+
+async fn the_local_model_serves_embeddings(backend: Backend) {
+    let Some(t) = start(backend).await else { return };
+    let (a, a_id) = mint(&t, &t.master_key, "a").await;
+    let (status, v) = t
+        .request(
+            Method::POST,
+            "/v1/embeddings",
+            Some(&a),
+            Some(RawBody::Json(json!({"model": "all-minilm-l6-v2",
+                                      "input": ["a refund policy", "the weather today"]}))),
+        )
+        .await;
+    assert_eq!(status, 200, "{v}");
+    let data = v["data"].as_array().unwrap();
+    assert_eq!(data.len(), 2);
+    let first: Vec<f64> =
+        data[0]["embedding"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect();
+    assert_eq!(first.len(), 384);
+    let norm: f64 = first.iter().map(|x| x * x).sum::<f64>().sqrt();
+    assert!((norm - 1.0).abs() < 1e-3, "not unit length: {norm}");
+    assert!(v["usage"]["prompt_tokens"].as_u64().unwrap() >= 4);
+    assert_eq!(v["usage"]["cost_micros"], 0);
+    assert_eq!(v["model"], "all-minilm-l6-v2");
+    // Base64, as the openai clients ask by default: the same floats.
+    let (status, b) = t
+        .request(
+            Method::POST,
+            "/v1/embeddings",
+            Some(&a),
+            Some(RawBody::Json(json!({"model": "all-minilm-l6-v2", "input": "a refund policy",
+                                      "encoding_format": "base64"}))),
+        )
+        .await;
+    assert_eq!(status, 200, "{b}");
+    use base64::Engine as _;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(b["data"][0]["embedding"].as_str().unwrap())
+        .unwrap();
+    let floats: Vec<f32> =
+        bytes.chunks(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect();
+    assert_eq!(floats.len(), 384);
+    assert!((f64::from(floats[0]) - first[0]).abs() < 1e-5);
+    // Metered like any model: the requests show in the key's usage.
+    let usage = t.settled(&a_id, 2).await;
+    assert_eq!(usage, 0);
+    for body in [
+        json!({"model": "all-minilm-l6-v2", "input": [[1, 2, 3]]}),
+        json!({"model": "all-minilm-l6-v2", "input": []}),
+        json!({"model": "all-minilm-l6-v2", "input": "x", "dimensions": 100}),
+        json!({"model": "all-minilm-l6-v2", "input": "x", "encoding_format": "hex"}),
+    ] {
+        let (status, v) = t
+            .request(Method::POST, "/v1/embeddings", Some(&a), Some(RawBody::Json(body.clone())))
+            .await;
+        assert_eq!(status, 400, "{body} → {v}");
+    }
+    t.stop().await;
+}
+
+/// On a PostgreSQL without pgvector (the CI's plain one) qlaud starts,
+/// search answers 503 saying why, and everything else works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plain_postgres_without_pgvector_answers_503() {
+    let Some(db) = qlaud_tests::TestDb::new(Backend::Postgres).await else { return };
+    let pool = store_pool(&db.url).await;
+    let has_vector: bool = sqlx::query(
+        "SELECT EXISTS (SELECT 1 FROM pg_available_extensions WHERE name = 'vector') AS ok",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap()
+    .try_get("ok")
+    .unwrap();
+    pool.close().await;
+    if has_vector {
+        eprintln!("NOTE: QLAUD_TEST_DATABASE_URL has pgvector: nothing to test here");
+        return;
+    }
+    let t = TestServer::start_on(db, None, qlaud_tests::search_config).await.unwrap();
+    let (status, v) = search_raw(&t, &t.master_key, json!({"query": "anything"})).await;
+    assert_eq!(status, 503, "{v}");
+    assert!(v["message"].as_str().unwrap().contains("pgvector"), "{v}");
+    let thr = thread(&t, &t.master_key).await;
+    let (status, v) = t
+        .request(
+            Method::POST,
+            &format!("/v1/threads/{thr}/messages"),
+            Some(&t.master_key),
+            Some(RawBody::Json(json!({"model": "echo", "content": "hello"}))),
+        )
+        .await;
+    assert_eq!(status, 200, "{v}");
+    // Its turns wait in the queue for pgvector.
+    assert_eq!(count(&t.db.url, "SELECT COUNT(*) AS n FROM embed_queue").await, 2);
+    t.stop().await;
+}
