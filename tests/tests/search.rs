@@ -43,6 +43,7 @@ search_tests!(
     a_killed_process_loses_no_turn_and_indexes_none_twice,
     bad_searches_are_refused,
     the_local_model_serves_embeddings,
+    a_priced_search_is_metered_and_capped,
 );
 
 /// A server with search on, its model ready (the first start on a
@@ -339,7 +340,10 @@ async fn deleting_a_thread_or_purging_a_key_removes_exactly_their_data(backend: 
     assert_eq!(hits(&t, &a, q.clone()).await, a2_ids);
 
     // Purging a key: its threads, messages and vectors go; usage stays.
-    let usage_before = count(&t.db.url, "SELECT COUNT(*) AS n FROM requests").await;
+    // Searches are metered (as embeddings of their query): count the rest.
+    const TURNS: &str = "SELECT COUNT(*) AS n FROM requests WHERE endpoint <> 'embeddings'";
+    let usage_before = count(&t.db.url, TURNS).await;
+    assert!(usage_before >= 1);
     let deleted =
         t.client(&t.master_key).delete_key_data().key_id(&b_id).send().await.unwrap().into_inner();
     assert_eq!((deleted.threads, deleted.messages), (1, 3), "{deleted:?}");
@@ -347,7 +351,7 @@ async fn deleting_a_thread_or_purging_a_key_removes_exactly_their_data(backend: 
     let (status, _) =
         t.request(Method::GET, &format!("/v1/threads/{b1}"), Some(&t.master_key), None).await;
     assert_eq!(status, 404);
-    assert_eq!(count(&t.db.url, "SELECT COUNT(*) AS n FROM requests").await, usage_before);
+    assert_eq!(count(&t.db.url, TURNS).await, usage_before, "usage stays");
     // The key itself still works (revoking is separate).
     let (status, _) = t.request(Method::GET, "/v1/threads", Some(&b), None).await;
     assert_eq!(status, 200);
@@ -646,5 +650,28 @@ async fn plain_postgres_without_pgvector_answers_503() {
     assert_eq!(status, 200, "{v}");
     // Its turns wait in the queue for pgvector.
     assert_eq!(count(&t.db.url, "SELECT COUNT(*) AS n FROM embed_queue").await, 2);
+    t.stop().await;
+}
+
+/// With the operator's price on the local model, each search costs its
+/// query's tokens and the key's cap refuses the one that would overshoot.
+async fn a_priced_search_is_metered_and_capped(backend: Backend) {
+    let Some(db) = qlaud_tests::TestDb::new_search(backend).await else { return };
+    // $0.10 a token.
+    let toml = "[models.\"all-minilm-l6-v2\"]\nprovider = \"local\"\nkind = \"embedding\"\n\
+                prices = { input = \"100000\" }\n";
+    let t = TestServer::start_on(db, Some(toml), qlaud_tests::search_config).await.unwrap();
+    wait_model(&t, &t.master_key).await;
+    let key = t.mint(json!({"name": "capped", "max_spend_usd": 0.5})).await;
+    let (secret, id) = (key["secret"].as_str().unwrap(), key["id"].as_str().unwrap());
+    let settled_before = t.settled(id, 0).await;
+    assert_eq!(settled_before, 0);
+    // "[CLS] ref ##und [SEP]": four tokens, $0.40.
+    let (status, v) = search_raw(&t, secret, json!({"query": "refund"})).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(t.settled(id, 1).await, 400_000);
+    let (status, v) = search_raw(&t, secret, json!({"query": "refund"})).await;
+    assert_eq!(status, 402, "the second would overshoot the cap: {v}");
+    assert_eq!(t.settled(id, 1).await, 400_000);
     t.stop().await;
 }

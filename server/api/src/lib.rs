@@ -428,7 +428,10 @@ pub trait QlaudApi {
     /// searches its tenant's, optionally one key's. No parameter reaches
     /// another tenant's turns: a `thread_id` outside the caller's reach is
     /// 404. A turn is found once it is embedded, usually within a second
-    /// of being stored. Answers 503 while the embedding model is still
+    /// of being stored. Each search is metered to the caller as one call of
+    /// the local embedding model `all-minilm-l6-v2` for its query's tokens
+    /// ($0 unless the operator prices that model); a key whose cap cannot
+    /// cover it gets 402. Answers 503 while the embedding model is still
     /// loading (fetched on first start), and on a PostgreSQL store without
     /// the pgvector extension.
     #[endpoint {

@@ -18,6 +18,8 @@ use crate::auth::Caller;
 use crate::context::Context;
 use crate::embed::{Embedder, MODEL_NAME};
 use crate::error::{Error, Result};
+use crate::meter::estimate::Estimate;
+use crate::meter::{Endpoint, Metered, Usage};
 use crate::store::{VectorIndex, VectorQuery, parse_role, role_str};
 
 /// Search's state in the server.
@@ -37,6 +39,42 @@ impl Search {
 
 /// Hits when the request names no limit.
 const DEFAULT_LIMIT: u32 = 10;
+
+/// Embeds the query with the local model, metered to the caller as one
+/// call of that model (at its price, $0 unless the operator sets one), so a
+/// priced search is capped like any other call.
+async fn embed_query(ctx: &Context, caller: &Caller, query: &str) -> Result<Vec<f32>> {
+    let started = std::time::Instant::now();
+    let embedder = &ctx.search.embedder;
+    let model = ctx
+        .gateway
+        .catalog
+        .model(MODEL_NAME)
+        .cloned()
+        .ok_or_else(|| Error::Unavailable(format!("the catalog has no model {MODEL_NAME}")))?;
+    let tokens = embedder.count_tokens(vec![query.to_string()]).await?;
+    let tokens = tokens.iter().map(|n| *n as u64).sum();
+    let estimate = Estimate {
+        prompt_tokens: tokens,
+        max_output: 0,
+        choices: 1,
+        extra_output: 0,
+        units: Default::default(),
+    };
+    let mut call =
+        Metered::admit(&ctx.meter, caller, model, Endpoint::Embeddings, false, started, &estimate)
+            .await?;
+    match embedder.embed(vec![query.to_string()]).await {
+        Ok(mut v) => {
+            call.settle(200, Usage { input_tokens: tokens, ..Default::default() }).await;
+            v.pop().map(|(v, _)| v).ok_or_else(|| Error::Internal("no vector".into()))
+        }
+        Err(e) => {
+            call.settle(503, Usage::default()).await;
+            Err(e.into())
+        }
+    }
+}
 
 pub async fn search(ctx: &Context, caller: &Caller, req: SearchRequest) -> Result<SearchResults> {
     let query = req.query.trim();
@@ -89,13 +127,7 @@ pub async fn search(ctx: &Context, caller: &Caller, req: SearchRequest) -> Resul
                 .into(),
         ));
     };
-    let vector = search
-        .embedder
-        .embed(vec![query.to_string()])
-        .await?
-        .pop()
-        .map(|(v, _)| v)
-        .ok_or_else(|| Error::Internal("the model returned no vector".into()))?;
+    let vector = embed_query(ctx, caller, query).await?;
     let rows = ctx
         .store
         .search_vectors(
