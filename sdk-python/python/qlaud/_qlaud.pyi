@@ -1344,7 +1344,7 @@ class Client:
     ) -> SearchResults:
         """Search thread turns by meaning.
 
-        Every stored turn (the text of user and assistant messages) is embedded in the background by the server's embedding model, and this answers the turns closest in meaning to `query`, best first, with their cosine similarity (-1 to 1). A standard key searches only its own threads (naming another `key_id` is 403); an admin key searches its tenant's, optionally one key's. No parameter reaches another tenant's turns: a `thread_id` outside the caller's reach is 404. A turn is found once it is embedded, usually within a second of being stored. Answers 503 while the embedding model is still loading (fetched on first start), and on a PostgreSQL store without the pgvector extension.
+        Every stored turn (the text of user and assistant messages) is embedded in the background by the server's embedding model, and this answers the turns closest in meaning to `query`, best first, with their cosine similarity (-1 to 1). A standard key searches only its own threads (naming another `key_id` is 403); an admin key searches its tenant's, optionally one key's. No parameter reaches another tenant's turns: a `thread_id` outside the caller's reach is 404. A turn is found once it is embedded, usually within a second of being stored. Each search is metered to the caller as one call of the local embedding model `all-minilm-l6-v2` for its query's tokens ($0 unless the operator prices that model); a key whose cap cannot cover it gets 402. Answers 503 while the embedding model is still loading (fetched on first start), and on a PostgreSQL store without the pgvector extension.
 
         `POST /v1/search`
 
@@ -2648,7 +2648,7 @@ class AsyncClient:
     ) -> SearchResults:
         """Search thread turns by meaning.
 
-        Every stored turn (the text of user and assistant messages) is embedded in the background by the server's embedding model, and this answers the turns closest in meaning to `query`, best first, with their cosine similarity (-1 to 1). A standard key searches only its own threads (naming another `key_id` is 403); an admin key searches its tenant's, optionally one key's. No parameter reaches another tenant's turns: a `thread_id` outside the caller's reach is 404. A turn is found once it is embedded, usually within a second of being stored. Answers 503 while the embedding model is still loading (fetched on first start), and on a PostgreSQL store without the pgvector extension.
+        Every stored turn (the text of user and assistant messages) is embedded in the background by the server's embedding model, and this answers the turns closest in meaning to `query`, best first, with their cosine similarity (-1 to 1). A standard key searches only its own threads (naming another `key_id` is 403); an admin key searches its tenant's, optionally one key's. No parameter reaches another tenant's turns: a `thread_id` outside the caller's reach is 404. A turn is found once it is embedded, usually within a second of being stored. Each search is metered to the caller as one call of the local embedding model `all-minilm-l6-v2` for its query's tokens ($0 unless the operator prices that model); a key whose cap cannot cover it gets 402. Answers 503 while the embedding model is still loading (fetched on first start), and on a PostgreSQL store without the pgvector extension.
 
         `POST /v1/search`
 
