@@ -9,7 +9,8 @@ import urllib.request
 
 import pytest
 
-import qlaud
+# Not `qlaud`: that name is the running server's fixture.
+import qlaud as sdk
 
 from conftest import mint
 
@@ -65,7 +66,7 @@ def test_the_local_model_through_the_openai_client(model_ready, openai_client):
 
 def test_search_through_the_python_sdk(model_ready, qlaud):
     key = mint(qlaud, {"name": "py_search"})
-    with qlaud.Client(api_key=key, base_url=qlaud["base_url"]) as client:
+    with sdk.Client(api_key=key, base_url=qlaud["base_url"]) as client:
         thread = client.create_thread(model="echo")
         client.create_thread_message(
             thread["id"],
@@ -73,7 +74,7 @@ def test_search_through_the_python_sdk(model_ready, qlaud):
         client.create_thread_message(thread["id"], content="The train leaves at noon.")
         if qlaud["store_args"][0] == "--database-url":
             # The suite's PostgreSQL has no pgvector: search says so.
-            with pytest.raises(qlaud.ApiError) as e:
+            with pytest.raises(sdk.ApiError) as e:
                 client.search(query="how do I get my money back")
             assert e.value.status == 503
             assert "pgvector" in str(e.value)
