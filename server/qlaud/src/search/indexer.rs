@@ -34,6 +34,12 @@ pub fn spawn(store: Store, embedder: Arc<Embedder>, clock: Arc<Clock>, settings:
         }
         let timeout_ms = i64::try_from(settings.instance_timeout.as_millis()).unwrap_or(i64::MAX);
         loop {
+            // An idle store is checked with a read: the claim is a write,
+            // and on SQLite every write queues for the one writer.
+            if !store.has_queued_turns().await.unwrap_or(true) {
+                tokio::time::sleep(settings.poll).await;
+                continue;
+            }
             let alive_since = clock.now_ms().saturating_sub(timeout_ms);
             let turns = match store.claim_turns(&settings.instance_id, alive_since, BATCH).await {
                 Ok(t) => t,
@@ -44,9 +50,7 @@ pub fn spawn(store: Store, embedder: Arc<Embedder>, clock: Arc<Clock>, settings:
                 }
             };
             if turns.is_empty() {
-                // Claimed rows whose message vanished meanwhile cascade away;
-                // anything else claimed and not returned is released.
-                let _ = store.release_turns(&settings.instance_id).await;
+                // Everything queued is held by other live processes.
                 tokio::time::sleep(settings.poll).await;
                 continue;
             }

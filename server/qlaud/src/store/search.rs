@@ -245,12 +245,12 @@ impl Store {
         Ok(())
     }
 
-    /// How many turns wait to be embedded (all tenants).
-    pub async fn queued_turns(&self) -> StoreResult<i64> {
-        Ok(sqlx::query("SELECT COUNT(*) AS n FROM embed_queue")
-            .fetch_one(self.pool())
+    /// Whether any turn waits to be embedded (all tenants).
+    pub async fn has_queued_turns(&self) -> StoreResult<bool> {
+        Ok(sqlx::query("SELECT message_id FROM embed_queue LIMIT 1")
+            .fetch_optional(self.pool())
             .await?
-            .try_get("n")?)
+            .is_some())
     }
 
     /// The `limit` nearest turns the query reaches, by cosine similarity,
