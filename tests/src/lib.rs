@@ -572,7 +572,8 @@ timeout_secs = 2
     };
     model("claude-test", "anthropic", "claude-upstream", claude);
     model("gpt-test", "openai", "gpt-upstream", gpt);
-    let faults = ["error-500", "error-429", "error-400", "error-529", "slow", "hang", "cut"];
+    let faults =
+        ["error-500", "error-429", "error-400", "error-529", "slow", "hang", "cut", "flaky"];
     let billing = ["greedy", "nousage", "greedy-cut", "greedy-nousage", "greedy-slow"];
     for fault in faults.into_iter().chain(billing) {
         model(&format!("claude-{fault}"), "anthropic", &format!("claude-{fault}"), claude);

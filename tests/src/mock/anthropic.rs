@@ -294,6 +294,13 @@ async fn answer(
     if let Some(code) = faults.error {
         return fault(code);
     }
+    if faults.flaky {
+        let seen = body.get("messages").map(Value::to_string).unwrap_or_default();
+        let first = shared.flaky.lock().unwrap_or_else(|e| e.into_inner()).insert(seen);
+        if first {
+            return fault(429);
+        }
+    }
     let lead = "Let me check.";
     let plan = if faults.greedy {
         if let Err(message) = req.greedy(&body) {

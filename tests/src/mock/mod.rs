@@ -53,7 +53,9 @@
 //!   on OpenAI, which has no 529), `slow` (100 ms before the JSON and before
 //!   every SSE event), `cut` (stream the start and 3 output tokens, then drop
 //!   the connection; a JSON reply is cut in half), `hang` (never answer).
-//!   Header `x-mock-delay-ms: N` waits N ms before answering.
+//!   Header `x-mock-delay-ms: N` waits N ms before answering. `flaky`
+//!   (Anthropic): the first request with a given `messages` answers 429
+//!   (`retry-after: 1`), the next one with the same messages answers.
 //! - `nousage` in the model name: the answer reports no usage at all (no
 //!   `usage` in JSON; OpenAI streams have no usage chunk and no `"usage":
 //!   null` even with `include_usage`; Anthropic's `message_start` message and
@@ -231,6 +233,7 @@ impl MockUpstream {
             in_flight: AtomicU64::new(0),
             shutdown: rx.clone(),
             videos: Mutex::default(),
+            flaky: Mutex::default(),
         });
         let app = router(shared.clone());
         let task = tokio::spawn(async move {
@@ -286,6 +289,8 @@ struct Shared {
     shutdown: watch::Receiver<bool>,
     /// Videos being "rendered", by id.
     videos: Mutex<std::collections::HashMap<String, video::MockVideo>>,
+    /// The `messages` of `flaky` requests refused once already.
+    flaky: Mutex<std::collections::HashSet<String>>,
 }
 
 #[derive(Clone, Copy)]
@@ -487,6 +492,8 @@ struct Faults {
     greedy: bool,
     /// Answer without usage (still counted in the stats).
     nousage: bool,
+    /// 429 the first time each conversation is seen.
+    flaky: bool,
 }
 
 impl Faults {
@@ -500,6 +507,7 @@ impl Faults {
             hang: model.contains("hang"),
             greedy: model.contains("greedy"),
             nousage: model.contains("nousage"),
+            flaky: model.contains("flaky"),
         }
     }
 }
