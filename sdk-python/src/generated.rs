@@ -15,7 +15,7 @@ use crate::convert::{CallError, Output};
 impl Client {
     /// Cancel a job.
     ///
-    /// A queued job is cancelled at once: its call is never sent and costs nothing. Cancelling a job in progress is best effort: if its call was not sent yet it never is; if it was, the call runs to its end (the provider bills it whatever qlaud does) and is billed for what it used, and the job ends `cancelled` with that answer kept. Cancelling a job that already ended changes nothing and answers it as it is. Who may cancel: as for `get_job`.
+    /// A queued job is cancelled at once: its call is never sent, costs nothing, and the budget held for it is given back. Cancelling a job in progress is best effort: if its call was not sent yet it never is; if it was, the call runs to its end (the provider bills it whatever qlaud does) and is billed for what it used, and the job ends `cancelled` with that answer kept. Cancelling a job that already ended changes nothing and answers it as it is. Who may cancel: as for `get_job`.
     ///
     /// `POST /v1/jobs/{job_id}/cancel`
     #[pyo3(signature = (job_id))]
@@ -107,7 +107,7 @@ impl Client {
 
     /// Submit a job.
     ///
-    /// Runs one call of a synchronous JSON endpoint in the background: `endpoint` is its path (`/v1/messages`, `/v1/chat/completions`, `/v1/responses`, `/v1/embeddings` or `/v1/threads/{thread_id}/messages`) and `body` exactly its request body. The body is checked now: an unknown endpoint, a body the endpoint would refuse as malformed, an unknown model, `"stream": true`, or a `webhook_url` the outgoing webhook policy refuses answer 400 and create nothing. Answers 202 with the job (`status: queued`). The call is made with the submitting key's identity and metered and capped exactly like the synchronous call: a job whose key's cap is spent when it runs ends `failed` with the endpoint's own 402 as its result. An `Idempotency-Key` header makes a retried submission answer with the first one's job (a different request with the same key is 400). Any key may call it; the job belongs to that key.
+    /// Runs one call of a synchronous JSON endpoint in the background: `endpoint` is its path (`/v1/messages`, `/v1/chat/completions`, `/v1/responses`, `/v1/embeddings` or `/v1/threads/{thread_id}/messages`) and `body` exactly its request body. The body is checked now: an unknown endpoint, a body the endpoint would refuse as malformed, an unknown model, `"stream": true`, or a `webhook_url` the outgoing webhook policy refuses answer 400 and create nothing. The call's worst case (as the synchronous call would reserve it) is held against the key's spend cap from now until the job runs or is cancelled, so a queue of jobs can never commit more than the cap: a job the budget cannot hold is refused with 402 (`spend_cap_reached`), as is a suspended key. Answers 202 with the job (`status: queued`). The call is made with the submitting key's identity and metered exactly like the synchronous call, on the budget held for it. An `Idempotency-Key` header makes a retried submission answer with the first one's job (a different request with the same key is 400). Any key may call it; the job belongs to that key.
     ///
     /// `POST /v1/jobs`
     #[pyo3(signature = (*, body, endpoint, metadata=None, webhook_url=None))]
@@ -714,7 +714,7 @@ impl Client {
 impl AsyncClient {
     /// Cancel a job.
     ///
-    /// A queued job is cancelled at once: its call is never sent and costs nothing. Cancelling a job in progress is best effort: if its call was not sent yet it never is; if it was, the call runs to its end (the provider bills it whatever qlaud does) and is billed for what it used, and the job ends `cancelled` with that answer kept. Cancelling a job that already ended changes nothing and answers it as it is. Who may cancel: as for `get_job`.
+    /// A queued job is cancelled at once: its call is never sent, costs nothing, and the budget held for it is given back. Cancelling a job in progress is best effort: if its call was not sent yet it never is; if it was, the call runs to its end (the provider bills it whatever qlaud does) and is billed for what it used, and the job ends `cancelled` with that answer kept. Cancelling a job that already ended changes nothing and answers it as it is. Who may cancel: as for `get_job`.
     ///
     /// `POST /v1/jobs/{job_id}/cancel`
     #[pyo3(signature = (job_id))]
@@ -806,7 +806,7 @@ impl AsyncClient {
 
     /// Submit a job.
     ///
-    /// Runs one call of a synchronous JSON endpoint in the background: `endpoint` is its path (`/v1/messages`, `/v1/chat/completions`, `/v1/responses`, `/v1/embeddings` or `/v1/threads/{thread_id}/messages`) and `body` exactly its request body. The body is checked now: an unknown endpoint, a body the endpoint would refuse as malformed, an unknown model, `"stream": true`, or a `webhook_url` the outgoing webhook policy refuses answer 400 and create nothing. Answers 202 with the job (`status: queued`). The call is made with the submitting key's identity and metered and capped exactly like the synchronous call: a job whose key's cap is spent when it runs ends `failed` with the endpoint's own 402 as its result. An `Idempotency-Key` header makes a retried submission answer with the first one's job (a different request with the same key is 400). Any key may call it; the job belongs to that key.
+    /// Runs one call of a synchronous JSON endpoint in the background: `endpoint` is its path (`/v1/messages`, `/v1/chat/completions`, `/v1/responses`, `/v1/embeddings` or `/v1/threads/{thread_id}/messages`) and `body` exactly its request body. The body is checked now: an unknown endpoint, a body the endpoint would refuse as malformed, an unknown model, `"stream": true`, or a `webhook_url` the outgoing webhook policy refuses answer 400 and create nothing. The call's worst case (as the synchronous call would reserve it) is held against the key's spend cap from now until the job runs or is cancelled, so a queue of jobs can never commit more than the cap: a job the budget cannot hold is refused with 402 (`spend_cap_reached`), as is a suspended key. Answers 202 with the job (`status: queued`). The call is made with the submitting key's identity and metered exactly like the synchronous call, on the budget held for it. An `Idempotency-Key` header makes a retried submission answer with the first one's job (a different request with the same key is 400). Any key may call it; the job belongs to that key.
     ///
     /// `POST /v1/jobs`
     #[pyo3(signature = (*, body, endpoint, metadata=None, webhook_url=None))]

@@ -62,6 +62,9 @@ pub struct ServeConfig {
     pub allow_private_webhooks: bool,
     /// Jobs this process runs at once (`--job-workers`).
     pub job_workers: usize,
+    /// Jobs one tenant may have in progress at once across every process
+    /// on the store (`--job-tenant-concurrency`, default 16).
+    pub job_tenant_concurrency: usize,
     /// How long a job and its result are kept after it ended
     /// (`--job-retention-secs`, default 7 days).
     pub job_retention: std::time::Duration,
@@ -99,6 +102,7 @@ impl ServeConfig {
             clock: Arc::default(),
             allow_private_webhooks: false,
             job_workers: 8,
+            job_tenant_concurrency: 16,
             job_retention: std::time::Duration::from_secs(7 * 86_400),
             job_poll: std::time::Duration::from_millis(500),
             video_sweep: gateway::video::Sweep {
@@ -177,6 +181,7 @@ impl Server {
             ctx.clone(),
             jobs::runner::Settings {
                 workers: config.job_workers,
+                per_tenant: config.job_tenant_concurrency,
                 instance_timeout: config.instance_timeout,
                 retention: config.job_retention,
                 poll: config.job_poll,

@@ -120,6 +120,11 @@ struct ServeArgs {
     /// Jobs this process runs at once.
     #[arg(long, env = "QLAUD_JOB_WORKERS", default_value_t = 8)]
     job_workers: usize,
+    /// Jobs one tenant may have in progress at once, counted across every
+    /// qlaud process on the store, so one tenant's batch cannot take every
+    /// worker.
+    #[arg(long, env = "QLAUD_JOB_TENANT_CONCURRENCY", default_value_t = 16)]
+    job_tenant_concurrency: usize,
     /// How long a job and its result are kept after it ended (default 7
     /// days); usage records are kept forever.
     #[arg(long, env = "QLAUD_JOB_RETENTION_SECS", default_value_t = 7 * 86_400)]
@@ -221,6 +226,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     config.instance_timeout = std::time::Duration::from_secs(args.instance_timeout_secs);
     config.allow_private_webhooks = args.allow_private_webhooks;
     config.job_workers = args.job_workers;
+    config.job_tenant_concurrency = args.job_tenant_concurrency;
     config.job_retention = std::time::Duration::from_secs(args.job_retention_secs);
     config.video_sweep = qlaud_server::gateway::video::Sweep {
         every: std::time::Duration::from_secs(args.video_check_secs.max(1)),

@@ -12,7 +12,7 @@ use serde_json::Value;
 use super::error::GatewayError;
 use super::{Call, Shape, json_response, read_json, send, to_vec};
 use crate::auth::Caller;
-use crate::config::{ModelKind, ProviderKind};
+use crate::config::{Model, ModelKind, ProviderKind};
 use crate::context::Context;
 use crate::meter::Usage;
 use crate::meter::estimate::{Estimate, PromptBound};
@@ -26,6 +26,22 @@ pub async fn embeddings(
     let caller = ctx.authenticate(headers).await?;
     let req = body.read().await?;
     embeddings_as(ctx, caller, req).await
+}
+
+/// The worst case of an embeddings request to `model`.
+pub fn estimate(model: &Model, req: &EmbeddingRequest) -> Estimate {
+    // Every byte of the forwarded body bounds its tokens (token-id arrays
+    // included: each id takes at least a digit and a comma).
+    let mut bound = PromptBound::default();
+    bound.field("input", &req.input);
+    bound.fields(&req.extra);
+    Estimate {
+        prompt_tokens: bound.finish(model.context_window),
+        max_output: 0,
+        choices: 1,
+        extra_output: 0,
+        units: Default::default(),
+    }
 }
 
 /// `POST /v1/embeddings` for a caller already known (jobs).
@@ -50,18 +66,7 @@ pub async fn embeddings_as(
     }
     req.model = model.upstream.clone();
     let body = to_vec(&req)?;
-    // Every byte of the forwarded body bounds its tokens (token-id arrays
-    // included: each id takes at least a digit and a comma).
-    let mut bound = PromptBound::default();
-    bound.field("input", &req.input);
-    bound.fields(&req.extra);
-    let estimate = Estimate {
-        prompt_tokens: bound.finish(model.context_window),
-        max_output: 0,
-        choices: 1,
-        extra_output: 0,
-        units: Default::default(),
-    };
+    let estimate = estimate(&model, &req);
     let mut call =
         Call::admit(ctx, caller, model.clone(), Shape::Embeddings, false, started, &estimate)
             .await?;

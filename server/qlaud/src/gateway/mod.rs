@@ -16,6 +16,7 @@ pub mod round;
 pub mod sse;
 pub(crate) mod stream;
 pub mod video;
+pub mod worst_case;
 
 pub use crate::dialects::Shape;
 use crate::dialects::{self, ClientEncoder};

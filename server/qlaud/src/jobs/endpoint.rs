@@ -2,6 +2,8 @@
 //! would check them, and called in-process with the submitting key's
 //! identity when the job runs.
 
+use std::sync::Arc;
+
 use dropshot::Body;
 use http::{HeaderMap, Response};
 use http_body_util::BodyExt;
@@ -13,10 +15,11 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use crate::auth::Caller;
-use crate::config::{ModelKind, ProviderKind};
+use crate::config::{Model, ModelKind, ProviderKind};
 use crate::context::Context;
 use crate::error::{Error, Result};
-use crate::gateway::{self, error::GatewayError};
+use crate::gateway::{self, error::GatewayError, worst_case};
+use crate::meter::{self, estimate::Estimate};
 
 /// A synchronous JSON endpoint a job may call.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -26,6 +29,14 @@ pub enum Endpoint {
     Responses,
     Embeddings,
     ThreadMessages(String),
+}
+
+/// A job's call at worst: its model, the meter's name for its endpoint and
+/// its estimate, as its handler would reserve them.
+pub struct WorstCase {
+    pub model: Arc<Model>,
+    pub endpoint: meter::Endpoint,
+    pub estimate: Estimate,
 }
 
 /// What the endpoint answered: its status and JSON body, and the cost the
@@ -77,8 +88,9 @@ impl Endpoint {
 
     /// Refuses at submission what the endpoint would refuse as malformed:
     /// a body of the wrong shape, an unknown or unpriced model, a stream,
-    /// a thread the caller cannot reach.
-    pub async fn check(&self, ctx: &Context, caller: &Caller, body: &Value) -> Result<()> {
+    /// a thread the caller cannot reach. Returns what the call will cost at
+    /// worst, to hold until it runs.
+    pub async fn check(&self, ctx: &Context, caller: &Caller, body: &Value) -> Result<WorstCase> {
         if !body.is_object() {
             return Err(Error::invalid("body must be a JSON object: the endpoint's request body"));
         }
@@ -90,43 +102,52 @@ impl Endpoint {
         match self {
             Endpoint::Messages => {
                 let req: MessagesRequest = parse_body(body)?;
-                ctx.gateway.model(&req.model, ModelKind::Chat).map_err(refused)?;
+                let model = ctx.gateway.model(&req.model, ModelKind::Chat).map_err(refused)?;
+                let estimate = worst_case::messages(&model, &req).map_err(refused)?;
+                Ok(WorstCase { model, endpoint: meter::Endpoint::Messages, estimate })
             }
             Endpoint::ChatCompletions => {
                 let req: ChatCompletionRequest = parse_body(body)?;
-                ctx.gateway.model(&req.model, ModelKind::Chat).map_err(refused)?;
+                let model = ctx.gateway.model(&req.model, ModelKind::Chat).map_err(refused)?;
+                let estimate = worst_case::chat_completions(&model, &req).map_err(refused)?;
+                Ok(WorstCase { model, endpoint: meter::Endpoint::ChatCompletions, estimate })
             }
             Endpoint::Responses => {
-                let mut req: ResponsesRequest = parse_body(body)?;
+                let req: ResponsesRequest = parse_body(body)?;
                 let model = ctx.gateway.model(&req.model, ModelKind::Chat).map_err(refused)?;
                 let perplexity = model.provider.kind == ProviderKind::Perplexity;
                 crate::dialects::responses::check(&req, perplexity).map_err(refused)?;
-                if perplexity {
-                    let tools = req.tools.take().unwrap_or_default();
-                    crate::providers::perplexity::steps(&model, &tools, &mut req.extra)
-                        .map_err(refused)?;
-                }
+                // For Perplexity this also checks its tools and bounds its loop.
+                let estimate = worst_case::responses(&model, &req).map_err(refused)?;
+                Ok(WorstCase { model, endpoint: meter::Endpoint::Responses, estimate })
             }
             Endpoint::Embeddings => {
                 let req: EmbeddingRequest = parse_body(body)?;
-                ctx.gateway.model(&req.model, ModelKind::Embedding).map_err(refused)?;
+                let model = ctx.gateway.model(&req.model, ModelKind::Embedding).map_err(refused)?;
+                let estimate = worst_case::embeddings(&model, &req);
+                Ok(WorstCase { model, endpoint: meter::Endpoint::Embeddings, estimate })
             }
             Endpoint::ThreadMessages(thread_id) => {
                 let req: CreateThreadMessageRequest = parse_body(body)?;
-                if let Some(model) = &req.model {
-                    ctx.gateway.model(model, ModelKind::Chat).map_err(refused)?;
-                }
                 // Another key's thread reads as missing, as everywhere.
                 let access = crate::threads::access(caller);
-                ctx.store.get_thread(access, thread_id).await.map_err(|e| match e {
-                    Error::NotFound { .. } => {
-                        Error::invalid(format!("endpoint: no thread {thread_id:?}"))
-                    }
-                    e => e,
-                })?;
+                let thread =
+                    ctx.store.get_thread(access, thread_id).await.map_err(|e| match e {
+                        Error::NotFound { .. } => {
+                            Error::invalid(format!("endpoint: no thread {thread_id:?}"))
+                        }
+                        e => e,
+                    })?;
+                let Some(name) = req.model.as_deref().or(thread.model.as_deref()) else {
+                    return Err(Error::invalid(
+                        "body: the turn names no model and the thread has no default: send `model`",
+                    ));
+                };
+                let model = ctx.gateway.model(name, ModelKind::Chat).map_err(refused)?;
+                let estimate = worst_case::body(&model, body, req.max_tokens).map_err(refused)?;
+                Ok(WorstCase { model, endpoint: meter::Endpoint::Threads, estimate })
             }
         }
-        Ok(())
     }
 
     /// Calls the endpoint's handler as `caller`, and reads its answer.

@@ -69,7 +69,7 @@ pub async fn create(
 ) -> Result<Job> {
     let idempotency_key = idempotency_key(headers)?;
     let endpoint = Endpoint::parse(&req.endpoint)?;
-    endpoint.check(ctx, caller, &req.body).await?;
+    let worst = endpoint.check(ctx, caller, &req.body).await?;
     if let Some(url) = &req.webhook_url {
         ctx.outbound.validate("webhook_url", url)?;
     }
@@ -83,6 +83,25 @@ pub async fn create(
         let seen = serde_json::json!([req.endpoint, req.body, req.webhook_url, metadata]);
         hex::encode(Sha256::digest(seen.to_string().as_bytes()))
     };
+    // A retried submission answers with its first job before anything is
+    // held, so a retry is never refused for the budget its job holds.
+    if let Some(key) = &idempotency_key
+        && let Some(found) = ctx.store.find_job(&caller.key_id, key, &fingerprint).await?
+    {
+        return answer(found);
+    }
+    // The budget is held now, for the job rather than this process: a queue
+    // of jobs can never commit more than the cap, and one over it is
+    // refused here with 402.
+    let held = crate::meter::ledger::admit_for(
+        &ctx.meter,
+        caller,
+        &worst.model,
+        worst.endpoint.as_str(),
+        &worst.estimate,
+        crate::store::JOB_HOLDER,
+    )
+    .await?;
     let new = NewJob {
         tenant_id: caller.tenant_id.clone(),
         key_id: caller.key_id.clone(),
@@ -92,22 +111,29 @@ pub async fn create(
         metadata,
         idempotency_key,
         fingerprint,
+        reservation_id: Some(held.reservation_id.clone()),
+        reservation_clamped: held.clamped,
     };
-    let row = match ctx.store.insert_job(&new, crate::store::now_ms()).await? {
-        JobInsert::Created(row) => {
-            // Wake this process's runner; the others find it on their next
-            // poll.
-            ctx.jobs.notify_one();
-            row
-        }
-        JobInsert::Replayed(row) => row,
-        JobInsert::Mismatch => {
-            return Err(Error::invalid(
-                "this Idempotency-Key was used for a different job; use a new key for a new job",
-            ));
-        }
-    };
-    to_wire(row)
+    let inserted = ctx.store.insert_job(&new, crate::store::now_ms()).await;
+    if !matches!(inserted, Ok(JobInsert::Created(_))) {
+        // A concurrent retry made the job first (or the insert failed):
+        // this submission's hold goes back.
+        ctx.store.release(&held.reservation_id).await?;
+    } else {
+        // Wake this process's runner; the others find it on their next
+        // poll.
+        ctx.jobs.notify_one();
+    }
+    answer(inserted?)
+}
+
+fn answer(inserted: JobInsert) -> Result<Job> {
+    match inserted {
+        JobInsert::Created(row) | JobInsert::Replayed(row) => to_wire(row),
+        JobInsert::Mismatch => Err(Error::invalid(
+            "this Idempotency-Key was used for a different job; use a new key for a new job",
+        )),
+    }
 }
 
 /// `cancel_job`.

@@ -22,10 +22,12 @@ use serde_json::Value;
 use tokio::sync::Semaphore;
 
 use super::Endpoint;
+use super::endpoint::Answer;
 use crate::auth::Caller;
 use crate::context::Context;
 use crate::error::Error;
 use crate::gateway::error::GatewayError;
+use crate::meter;
 use crate::outbound::{self, Backoff, Limits, Message, OutboundError, WebhookSecret};
 use crate::store::{JobOutcome, JobRow, now_ms};
 
@@ -34,6 +36,8 @@ use crate::store::{JobOutcome, JobRow, now_ms};
 pub struct Settings {
     /// Jobs this process runs at once.
     pub workers: usize,
+    /// Jobs one tenant may have in progress at once, across all processes.
+    pub per_tenant: usize,
     /// How long a process's heartbeat may be silent before its jobs are
     /// recovered (the ledger's instance timeout).
     pub instance_timeout: Duration,
@@ -55,6 +59,15 @@ const WEBHOOK_BACKOFF: Backoff = Backoff {
 /// process that stopped: any process sends it again (same message id).
 const STALE_WEBHOOK: Duration = Duration::from_secs(120);
 
+/// A reservation held for a job that no queued or running job owns after
+/// this long was left by a submission that stopped halfway: given back.
+const STRAY_HOLD: Duration = Duration::from_secs(600);
+
+/// Attempts of a job whose provider answered 429 or a 5xx (billed nothing),
+/// and the wait before the first retry (doubled each time).
+const MAX_ATTEMPTS: i64 = 4;
+const RETRY_DELAY: Duration = Duration::from_millis(500);
+
 /// Starts the runner and its maintenance loop.
 pub fn spawn(ctx: Context, settings: Settings) {
     let workers = Arc::new(Semaphore::new(settings.workers.max(1)));
@@ -68,7 +81,8 @@ pub fn spawn(ctx: Context, settings: Settings) {
             if ctx.drain.draining() {
                 break;
             }
-            match ctx.store.claim_job(&ctx.meter.instance_id, now_ms()).await {
+            let per_tenant = i64::try_from(settings.per_tenant.max(1)).unwrap_or(i64::MAX);
+            match ctx.store.claim_job(&ctx.meter.instance_id, now_ms(), per_tenant).await {
                 Ok(Some(job)) => {
                     let ctx = ctx.clone();
                     // Tracked by the drain, so a shutdown lets running jobs
@@ -77,6 +91,8 @@ pub fn spawn(ctx: Context, settings: Settings) {
                     drain.spawn(async move {
                         run(&ctx, job).await;
                         drop(permit);
+                        // A job of a tenant at its limit may run now.
+                        ctx.jobs.notify_one();
                     });
                 }
                 Ok(None) => {
@@ -122,6 +138,13 @@ async fn maintain(ctx: &Context, settings: Settings) {
         Ok(jobs) => jobs.into_iter().for_each(|job| spawn_delivery(ctx, job)),
         Err(e) => tracing::warn!(error = %e, "looking for undelivered job webhooks"),
     }
+    // Reservations are timed on the billing clock.
+    let stray = ctx.clock.now_ms() - STRAY_HOLD.as_millis() as i64;
+    match ctx.store.release_stray_job_reservations(stray).await {
+        Ok(0) => {}
+        Ok(n) => tracing::warn!(released = n, "gave back budget held for jobs that never ran"),
+        Err(e) => tracing::warn!(error = %e, "releasing stray job reservations"),
+    }
     let expired = now_ms() - settings.retention.as_millis() as i64;
     if let Err(e) = ctx.store.delete_expired_jobs(expired).await {
         tracing::warn!(error = %e, "deleting expired jobs");
@@ -141,7 +164,8 @@ async fn run(ctx: &Context, job: JobRow) {
             match ctx.store.dispatch_job(&job.id, &instance, now_ms()).await {
                 Ok(true) => {}
                 Ok(false) => {
-                    // Cancelled before it was sent: nothing to call or bill.
+                    // Cancelled before it was sent: nothing to call or bill
+                    // (its hold went back with the cancellation).
                     if let Ok(row) = ctx.store.job(&job.id).await
                         && row.webhook_pending != 0
                     {
@@ -154,33 +178,98 @@ async fn run(ctx: &Context, job: JobRow) {
                     return;
                 }
             }
+            let held = match &job.reservation_id {
+                Some(id) => ctx.store.reservation(id).await.ok().flatten().map(|held| {
+                    crate::store::HeldReservation { clamped: job.reservation_clamped != 0, ..held }
+                }),
+                None => None,
+            };
             // In a task of its own, so a panic in a handler fails the job
-            // instead of leaving it claimed.
+            // instead of leaving it claimed. The call's admission takes the
+            // job's hold over instead of reserving again.
             let task_ctx = ctx.clone();
-            let call =
-                tokio::spawn(async move { endpoint.call(&task_ctx, caller, body).await }).await;
+            let call = tokio::spawn(async move {
+                let call = endpoint.call(&task_ctx, caller, body);
+                match held {
+                    Some(held) => meter::call::with_held(held, call).await,
+                    None => (call.await, None),
+                }
+            })
+            .await;
+            if let Ok((_, Some(left))) = &call {
+                // Refused before its admission: never sent, so given back.
+                // (After a panic it is left alone: the call may have taken
+                // it, and its settlement decides.)
+                release(ctx, &left.id).await;
+            }
             match call {
-                Ok(answer) => JobOutcome {
-                    status: if (200..300).contains(&answer.status) {
-                        JobStatus::Completed
-                    } else {
-                        JobStatus::Failed
-                    },
-                    result_status: Some(answer.status),
-                    result_body: Some(answer.body.to_string()),
-                    cost_micros: Some(answer.cost_micros),
-                    error: None,
-                },
+                Ok((answer, _)) if retryable(&answer, &job) => {
+                    let delay = RETRY_DELAY * 2u32.pow(job.attempts.clamp(1, 8) as u32 - 1);
+                    let at = now_ms() + delay.as_millis() as i64;
+                    match ctx.store.retry_job(&job.id, &instance, at, now_ms()).await {
+                        Ok(true) => {
+                            tracing::info!(job_id = %job.id, status = answer.status, "job retried");
+                            return;
+                        }
+                        Ok(false) => finished(answer),
+                        Err(e) => {
+                            tracing::warn!(job_id = %job.id, error = %e, "retrying a job");
+                            finished(answer)
+                        }
+                    }
+                }
+                Ok((answer, _)) => finished(answer),
                 Err(e) => internal(format!("the job's call failed: {e}")),
             }
         }
-        Ok(None) => unusable(&job),
-        Err(e) => internal(e.to_string()),
+        Ok(None) => {
+            if let Some(id) = &job.reservation_id {
+                release(ctx, id).await;
+            }
+            unusable(&job)
+        }
+        Err(e) => {
+            if let Some(id) = &job.reservation_id {
+                release(ctx, id).await;
+            }
+            internal(e.to_string())
+        }
     };
     match ctx.store.finish_job(&job.id, &instance, &outcome, now_ms()).await {
         Ok(Some(row)) if row.webhook_pending != 0 => deliver(ctx, row).await,
         Ok(_) => {}
         Err(e) => tracing::error!(job_id = %job.id, error = %e, "storing a job's result"),
+    }
+}
+
+/// Gives back a job's hold its call never took (a stray one is given back
+/// by maintenance if this fails).
+async fn release(ctx: &Context, reservation_id: &str) {
+    if let Err(e) = ctx.store.release(reservation_id).await {
+        tracing::warn!(reservation_id, error = %e, "releasing a job's hold");
+    }
+}
+
+/// A provider's refusal that billed nothing and may pass if asked again
+/// (rate limited, overloaded, a server error), while attempts remain. A
+/// timeout is not retried: the provider may have run (and billed) it.
+fn retryable(answer: &Answer, job: &JobRow) -> bool {
+    matches!(answer.status, 429 | 500 | 502 | 503 | 529)
+        && answer.cost_micros == 0
+        && job.attempts < MAX_ATTEMPTS
+}
+
+fn finished(answer: Answer) -> JobOutcome {
+    JobOutcome {
+        status: if (200..300).contains(&answer.status) {
+            JobStatus::Completed
+        } else {
+            JobStatus::Failed
+        },
+        result_status: Some(answer.status),
+        result_body: Some(answer.body.to_string()),
+        cost_micros: Some(answer.cost_micros),
+        error: None,
     }
 }
 

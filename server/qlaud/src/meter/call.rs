@@ -3,7 +3,8 @@
 //! gets that far. Every metered operation goes through it, whatever its
 //! endpoint or unit.
 
-use std::sync::Arc;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use super::estimate::Estimate;
@@ -14,7 +15,7 @@ use crate::clock::Clock;
 use crate::config::Model;
 use crate::error::Result;
 use crate::metrics::Metrics;
-use crate::store::Store;
+use crate::store::{HeldReservation, Store};
 use crate::units::{Quantities, Unit};
 
 /// What metering needs of the server: the store, the settlement queue, the
@@ -31,6 +32,29 @@ pub struct Meter {
     pub hook: Arc<dyn SpendHook>,
     /// Default per-key rate limits (qlaud.toml).
     pub rate_limits: crate::config::RateLimits,
+}
+
+tokio::task_local! {
+    /// A reservation made before the call ran (a job's, at submission),
+    /// offered to the call's first admission.
+    static HELD: Arc<Mutex<Option<HeldReservation>>>;
+}
+
+/// Runs `call` with `held` offered to its first admission, which takes it
+/// over instead of reserving again. Returns the call's output, and the
+/// reservation when no admission took it (the caller gives it back).
+pub async fn with_held<F: Future>(
+    held: HeldReservation,
+    call: F,
+) -> (F::Output, Option<HeldReservation>) {
+    let slot = Arc::new(Mutex::new(Some(held)));
+    let out = HELD.scope(slot.clone(), call).await;
+    let left = slot.lock().expect("never poisoned").take();
+    (out, left)
+}
+
+fn take_held() -> Option<HeldReservation> {
+    HELD.try_with(|slot| slot.lock().expect("never poisoned").take()).ok().flatten()
 }
 
 /// An admitted call. Settling is the last thing that happens to it; when
@@ -62,16 +86,30 @@ impl Metered {
         started: Instant,
         estimate: &Estimate,
     ) -> Result<Metered> {
-        let admission = ledger::admit(meter, caller, &model, endpoint.as_str(), estimate)
-            .await
-            .inspect_err(|e| {
-                if matches!(e, crate::error::Error::SpendCapReached(_)) {
-                    meter.metrics.cap_refusal();
+        let held = match take_held() {
+            Some(held) => match ledger::take_held(&held, caller, &model, estimate) {
+                Some(admission) => Some(admission),
+                None => {
+                    // It no longer pays for the call: given back first, so
+                    // the call's own admission may use that budget.
+                    meter.store.release(&held.id).await?;
+                    None
                 }
-                if matches!(e, crate::error::Error::RateLimited(_)) {
-                    meter.metrics.rate_limited();
-                }
-            })?;
+            },
+            None => None,
+        };
+        let admission = match held {
+            Some(admission) => Ok(admission),
+            None => ledger::admit(meter, caller, &model, endpoint.as_str(), estimate).await,
+        };
+        let admission = admission.inspect_err(|e| {
+            if matches!(e, crate::error::Error::SpendCapReached(_)) {
+                meter.metrics.cap_refusal();
+            }
+            if matches!(e, crate::error::Error::RateLimited(_)) {
+                meter.metrics.rate_limited();
+            }
+        })?;
         if admission.clamped {
             meter.metrics.clamp();
         }

@@ -20,7 +20,7 @@ use super::{Unreported, period};
 use crate::auth::Caller;
 use crate::config::Model;
 use crate::error::{Error, RateLimit, Result};
-use crate::store::{CapState, NewReservation, RateCount, Store, new_id};
+use crate::store::{CapState, HeldReservation, NewReservation, RateCount, Store, new_id};
 use crate::units::{Prices, Unit};
 
 /// The shortest answer worth admitting: below this the request is refused
@@ -174,6 +174,19 @@ pub async fn admit(
     endpoint: &str,
     estimate: &Estimate,
 ) -> Result<Admission> {
+    admit_for(meter, caller, model, endpoint, estimate, &meter.instance_id).await
+}
+
+/// [`admit`], with the reservation held under `holder` instead of this
+/// process (a job's, held from its submission: see `store::jobs::HELD`).
+pub async fn admit_for(
+    meter: &Meter,
+    caller: &Caller,
+    model: &Model,
+    endpoint: &str,
+    estimate: &Estimate,
+    holder: &str,
+) -> Result<Admission> {
     let max_output = estimate.max_output;
     let prices = model.prices.ok_or_else(|| {
         Error::Unpriced(format!("model {:?} has no price configured", model.name))
@@ -210,7 +223,7 @@ pub async fn admit(
             provider: &model.provider.name,
             endpoint,
             micros,
-            instance_id: &meter.instance_id,
+            instance_id: holder,
             now_ms: now,
             rate,
         };
@@ -277,6 +290,55 @@ pub async fn admit(
     Err(Error::SpendCapReached(
         "spend cap reached: the key's budget is taken by requests in flight".into(),
     ))
+}
+
+/// Takes over `held` (a reservation made earlier for this call: a job's,
+/// at submission) when it is the caller's, for `model`, and pays for the
+/// whole call; when admission clamped it, for at least a minimal answer,
+/// the output limit being what it pays for (as the synchronous call would
+/// have been clamped). `None` otherwise (prices or stored history changed
+/// since): the call is then admitted as any other.
+pub fn take_held(
+    held: &HeldReservation,
+    caller: &Caller,
+    model: &Model,
+    estimate: &Estimate,
+) -> Option<Admission> {
+    let prices = model.prices.as_ref()?;
+    // Another key may pay for the call (an admin's job posting into a
+    // standard key's thread): that key admits its own.
+    if held.key_id != caller.key_id || held.model != model.name {
+        return None;
+    }
+    let max_output = estimate.max_output;
+    let output = if worst_case(prices, estimate, max_output) <= held.reserved_micros {
+        max_output
+    } else if held.clamped {
+        let fits = affordable(prices, estimate, held.reserved_micros).min(max_output);
+        let fixed_fits =
+            i128::from(held.reserved_micros.max(0)) * 1_000_000 >= fixed_pico(prices, estimate);
+        if !fixed_fits || fits < MIN_OUTPUT_TOKENS.min(max_output) {
+            return None;
+        }
+        fits
+    } else {
+        return None;
+    };
+    Some(Admission {
+        reservation_id: held.id.clone(),
+        reserved_micros: held.reserved_micros,
+        period_start_ms: held.period_start_ms,
+        max_output_tokens: output,
+        unreported: Unreported {
+            prompt_tokens: estimate.prompt_tokens,
+            hidden_output_tokens: estimate.extra_output * estimate.choices,
+            max_output_tokens: estimate.output_tokens(output),
+        },
+        clamped: output < max_output,
+        // Counted against the rate limits when it was submitted.
+        rate_window_ms: 0,
+        reserved_tokens: 0,
+    })
 }
 
 /// Keeps this process's heartbeat fresh and settles reservations of

@@ -12,7 +12,7 @@
 use std::collections::BTreeMap;
 
 use qlaud_api::JobStatus;
-use sqlx::FromRow;
+use sqlx::{FromRow, Row};
 
 use super::{Backend, Store, StoreResult, new_id};
 use crate::error::Error;
@@ -22,9 +22,15 @@ macro_rules! job_columns {
         "id, tenant_id, key_id, endpoint, body, webhook_url, metadata, idempotency_key, \
          fingerprint, status, attempts, lease_owner, dispatched_ms, cancel_requested, \
          result_status, result_body, cost_micros, error_code, error_message, webhook_id, \
-         webhook_pending, created_ms, started_ms, completed_ms, updated_ms"
+         webhook_pending, created_ms, started_ms, completed_ms, updated_ms, reservation_id, \
+         reservation_clamped"
     };
 }
+
+/// The instance name a queued job's reservation is held under: no process
+/// heartbeats it, so crash recovery never settles it; the job's own
+/// course (run, cancel, refusal) does.
+pub const HELD: &str = "job";
 
 const COMPLETED: &str = "completed";
 const FAILED: &str = "failed";
@@ -65,6 +71,10 @@ pub struct NewJob {
     pub metadata: BTreeMap<String, String>,
     pub idempotency_key: Option<String>,
     pub fingerprint: String,
+    /// The reservation holding its worst case (under [`HELD`]), and
+    /// whether admission clamped its output to fit the budget.
+    pub reservation_id: Option<String>,
+    pub reservation_clamped: bool,
 }
 
 /// A job as stored.
@@ -95,6 +105,8 @@ pub struct JobRow {
     pub started_ms: Option<i64>,
     pub completed_ms: Option<i64>,
     pub updated_ms: i64,
+    pub reservation_id: Option<String>,
+    pub reservation_clamped: i64,
 }
 
 impl JobRow {
@@ -144,8 +156,9 @@ impl Store {
     pub async fn insert_job(&self, new: &NewJob, now: i64) -> StoreResult<JobInsert> {
         const SQL: &str = concat!(
             "INSERT INTO jobs (id, tenant_id, key_id, endpoint, body, webhook_url, metadata, \
-             idempotency_key, fingerprint, status, created_ms, updated_ms) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'queued', $10, $10) \
+             idempotency_key, fingerprint, status, created_ms, updated_ms, reservation_id, \
+             reservation_clamped) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'queued', $10, $10, $11, $12) \
              ON CONFLICT (key_id, idempotency_key) DO NOTHING RETURNING ",
             job_columns!()
         );
@@ -161,6 +174,8 @@ impl Store {
             .bind(new.idempotency_key.as_deref())
             .bind(&new.fingerprint)
             .bind(now)
+            .bind(new.reservation_id.as_deref())
+            .bind(i64::from(new.reservation_clamped))
             .fetch_optional(self.writer())
             .await?;
         if let Some(row) = inserted {
@@ -169,22 +184,36 @@ impl Store {
         let Some(key) = new.idempotency_key.as_deref() else {
             return Err(Error::Internal("a job without an idempotency key conflicted".into()));
         };
+        self.find_job(&new.key_id, key, &new.fingerprint)
+            .await?
+            .ok_or_else(|| Error::Internal("the conflicting job vanished".into()))
+    }
+
+    /// The job an earlier submission of `key_id` with this Idempotency-Key
+    /// made: replayed when it sent the same request (`fingerprint`).
+    pub async fn find_job(
+        &self,
+        key_id: &str,
+        idempotency_key: &str,
+        fingerprint: &str,
+    ) -> StoreResult<Option<JobInsert>> {
         const FIND: &str = concat!(
             "SELECT ",
             job_columns!(),
             " FROM jobs WHERE key_id = $1 AND idempotency_key = $2"
         );
         let row = sqlx::query_as::<_, JobRow>(FIND)
-            .bind(&new.key_id)
-            .bind(key)
+            .bind(key_id)
+            .bind(idempotency_key)
             .fetch_optional(self.writer())
-            .await?
-            .ok_or_else(|| Error::Internal("the conflicting job vanished".into()))?;
-        Ok(if row.fingerprint == new.fingerprint {
-            JobInsert::Replayed(row)
-        } else {
-            JobInsert::Mismatch
-        })
+            .await?;
+        Ok(row.map(|row| {
+            if row.fingerprint == fingerprint {
+                JobInsert::Replayed(row)
+            } else {
+                JobInsert::Mismatch
+            }
+        }))
     }
 
     /// The job, if the caller reaches it; otherwise `NotFound`, the same
@@ -237,38 +266,65 @@ impl Store {
             .await?)
     }
 
-    /// Claims the oldest queued job for `instance`, if any. Exactly one of
+    /// Claims the oldest queued job for `instance` whose tenant has fewer
+    /// than `per_tenant` jobs in progress, if any. Exactly one of
     /// concurrent claimers (in any process) gets each job.
-    pub async fn claim_job(&self, instance: &str, now: i64) -> StoreResult<Option<JobRow>> {
+    pub async fn claim_job(
+        &self,
+        instance: &str,
+        now: i64,
+        per_tenant: i64,
+    ) -> StoreResult<Option<JobRow>> {
         macro_rules! claim_sql {
             ($lock:literal) => {
                 concat!(
                     "UPDATE jobs SET status = 'in_progress', lease_owner = $1, \
                        attempts = attempts + 1, started_ms = COALESCE(started_ms, $2), \
                        updated_ms = $2 \
-                     WHERE status = 'queued' AND id = (SELECT id FROM jobs WHERE status = 'queued' \
-                       ORDER BY created_ms, id LIMIT 1",
+                     WHERE status = 'queued' AND id = (SELECT j.id FROM jobs j \
+                       WHERE j.status = 'queued' AND j.run_after_ms <= $2 \
+                       AND (SELECT COUNT(*) FROM jobs r WHERE r.tenant_id = j.tenant_id \
+                            AND r.status = 'in_progress') < $3 \
+                       ORDER BY j.created_ms, j.id LIMIT 1",
                     $lock,
                     ") RETURNING ",
                     job_columns!()
                 )
             };
         }
-        let sql = match self.backend() {
-            Backend::Postgres => claim_sql!(" FOR UPDATE SKIP LOCKED"),
-            Backend::Sqlite => claim_sql!(""),
-        };
-        Ok(sqlx::query_as::<_, JobRow>(sql)
-            .bind(instance)
-            .bind(now)
-            .fetch_optional(self.writer())
-            .await?)
+        match self.backend() {
+            Backend::Postgres => {
+                // The tenant's count must not change between reading and
+                // claiming: claims (not runs) take turns across processes
+                // under one transaction-scoped lock.
+                let mut tx = self.writer().begin().await?;
+                sqlx::query("SELECT pg_advisory_xact_lock(7250474) IS NULL AS x")
+                    .execute(&mut *tx)
+                    .await?;
+                let row = sqlx::query_as::<_, JobRow>(claim_sql!(" FOR UPDATE SKIP LOCKED"))
+                    .bind(instance)
+                    .bind(now)
+                    .bind(per_tenant)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Ok(row)
+            }
+            // The single writer connection claims one at a time.
+            Backend::Sqlite => Ok(sqlx::query_as::<_, JobRow>(claim_sql!(""))
+                .bind(instance)
+                .bind(now)
+                .bind(per_tenant)
+                .fetch_optional(self.writer())
+                .await?),
+        }
     }
 
     /// Marks the claimed job as about to call its endpoint. False when it
     /// may not: a cancellation came first (the job is then cancelled here),
     /// or the claim was lost.
     pub async fn dispatch_job(&self, job_id: &str, instance: &str, now: i64) -> StoreResult<bool> {
+        let mut tx = self.writer().begin().await?;
         let n = sqlx::query(
             "UPDATE jobs SET dispatched_ms = $3, updated_ms = $3 \
              WHERE id = $1 AND lease_owner = $2 AND status = 'in_progress' \
@@ -277,24 +333,66 @@ impl Store {
         .bind(job_id)
         .bind(instance)
         .bind(now)
-        .execute(self.writer())
+        .execute(&mut *tx)
         .await?
         .rows_affected();
         if n == 1 {
+            // From here its call may be sent: its reservation follows the
+            // process, so the ledger's crash rule settles it if that dies.
+            sqlx::query(
+                "UPDATE reservations SET instance_id = $2 \
+                 WHERE id = (SELECT reservation_id FROM jobs WHERE id = $1)",
+            )
+            .bind(job_id)
+            .bind(instance)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
             return Ok(true);
         }
-        sqlx::query(
+        let cancelled = sqlx::query(
             "UPDATE jobs SET status = 'cancelled', completed_ms = $3, updated_ms = $3, \
                webhook_pending = CASE WHEN webhook_url IS NULL THEN 0 ELSE 1 END \
              WHERE id = $1 AND lease_owner = $2 AND status = 'in_progress' \
-               AND dispatched_ms IS NULL",
+               AND dispatched_ms IS NULL RETURNING reservation_id",
         )
         .bind(job_id)
         .bind(instance)
         .bind(now)
-        .execute(self.writer())
+        .fetch_optional(&mut *tx)
         .await?;
+        if let Some(Some(id)) = cancelled.map(|r| r.get::<Option<String>, _>("reservation_id")) {
+            super::ledger::release_in(&mut tx, &id).await?;
+        }
+        tx.commit().await?;
         Ok(false)
+    }
+
+    /// Puts a job whose call the provider refused (429, 5xx: billed
+    /// nothing) back in the queue until `run_after`. Its reservation went
+    /// with that call; the next attempt is admitted as the synchronous call
+    /// would be. False when it may not (cancelled meanwhile, claim lost).
+    pub async fn retry_job(
+        &self,
+        job_id: &str,
+        instance: &str,
+        run_after: i64,
+        now: i64,
+    ) -> StoreResult<bool> {
+        let n = sqlx::query(
+            "UPDATE jobs SET status = 'queued', lease_owner = NULL, dispatched_ms = NULL, \
+               reservation_id = NULL, run_after_ms = $3, updated_ms = $4 \
+             WHERE id = $1 AND lease_owner = $2 AND status = 'in_progress' \
+               AND cancel_requested = 0",
+        )
+        .bind(job_id)
+        .bind(instance)
+        .bind(run_after)
+        .bind(now)
+        .execute(self.writer())
+        .await?
+        .rows_affected();
+        Ok(n == 1)
     }
 
     /// Records how the job ended. A cancellation asked for while it ran
@@ -345,18 +443,25 @@ impl Store {
         // One statement per case, each conditional on the status it
         // changes, so a worker claiming the job at the same moment either
         // sees the cancellation or runs it and sees the request.
-        sqlx::query(
+        // A queued job's reservation is given back with its cancellation,
+        // in one transaction: it was never sent.
+        let mut tx = self.writer().begin().await?;
+        let cancelled = sqlx::query(
             "UPDATE jobs SET status = 'cancelled', completed_ms = $4, updated_ms = $4, \
                webhook_pending = CASE WHEN webhook_url IS NULL THEN 0 ELSE 1 END \
              WHERE tenant_id = $1 AND id = $2 AND ($3 = '' OR key_id = $3) \
-               AND status = 'queued'",
+               AND status = 'queued' RETURNING reservation_id",
         )
         .bind(access.tenant_id)
         .bind(job_id)
         .bind(owner(access))
         .bind(now)
-        .execute(self.writer())
+        .fetch_optional(&mut *tx)
         .await?;
+        if let Some(Some(id)) = cancelled.map(|r| r.get::<Option<String>, _>("reservation_id")) {
+            super::ledger::release_in(&mut tx, &id).await?;
+        }
+        tx.commit().await?;
         sqlx::query(
             "UPDATE jobs SET cancel_requested = 1, updated_ms = $4 \
              WHERE tenant_id = $1 AND id = $2 AND ($3 = '' OR key_id = $3) \
@@ -464,6 +569,30 @@ impl Store {
             .bind(now)
             .fetch_all(self.writer())
             .await?)
+    }
+
+    /// Gives back reservations held for jobs that no queued or running job
+    /// owns, made before `before_ms` (on the billing clock): a submission
+    /// whose process stopped between reserving and storing its job, or a
+    /// job that ended before releasing. Held ones were never sent.
+    pub async fn release_stray_job_reservations(&self, before_ms: i64) -> StoreResult<u64> {
+        let ids: Vec<String> = sqlx::query(
+            "SELECT r.id FROM reservations r WHERE r.instance_id = $1 AND r.created_ms < $2 \
+             AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.reservation_id = r.id \
+                             AND j.status IN ('queued', 'in_progress')) LIMIT 1000",
+        )
+        .bind(HELD)
+        .bind(before_ms)
+        .fetch_all(self.pool())
+        .await?
+        .iter()
+        .map(|r| r.try_get("id"))
+        .collect::<Result<_, _>>()?;
+        let mut n = 0;
+        for id in ids {
+            n += u64::from(self.release(&id).await?);
+        }
+        Ok(n)
     }
 
     /// Deletes jobs that ended before `before_ms`, results and all (the

@@ -407,7 +407,7 @@ impl Store {
         let rows = sqlx::query(
             "SELECT r.id, r.tenant_id, r.key_id, r.period_start_ms, r.model, r.provider, \
              r.endpoint, r.reserved_micros, r.created_ms FROM reservations r \
-             WHERE r.instance_id <> $3 \
+             WHERE r.instance_id <> $3 AND r.instance_id <> $4 \
              AND NOT EXISTS (SELECT 1 FROM instances i WHERE i.id = r.instance_id \
                                AND i.heartbeat_ms >= $1) \
              ORDER BY r.created_ms LIMIT $2",
@@ -416,6 +416,8 @@ impl Store {
         .bind(limit)
         // A held video reservation waits for its poll, not a heartbeat.
         .bind(super::videos::HELD)
+        // Nor does a job's, held from its submission until it is sent.
+        .bind(super::jobs::HELD)
         .fetch_all(self.pool())
         .await?;
         rows.iter()
@@ -444,6 +446,36 @@ impl Store {
                 })
             })
             .collect()
+    }
+
+    /// A reservation's row, if it is still open.
+    pub async fn reservation(&self, id: &str) -> StoreResult<Option<HeldReservation>> {
+        let row = sqlx::query(
+            "SELECT id, key_id, model, reserved_micros, period_start_ms FROM reservations \
+             WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_optional(self.writer())
+        .await?;
+        let Some(row) = row else { return Ok(None) };
+        Ok(Some(HeldReservation {
+            id: row.try_get("id")?,
+            key_id: row.try_get("key_id")?,
+            model: row.try_get("model")?,
+            reserved_micros: row.try_get("reserved_micros")?,
+            period_start_ms: row.try_get("period_start_ms")?,
+            clamped: false,
+        }))
+    }
+
+    /// Gives a reservation back whole, for a call that was never sent
+    /// (a job cancelled or refused before its call): no request is
+    /// recorded. False when it was already settled or released.
+    pub async fn release(&self, id: &str) -> StoreResult<bool> {
+        let mut tx = self.writer().begin().await?;
+        let released = release_in(&mut tx, id).await?;
+        tx.commit().await?;
+        Ok(released)
     }
 
     /// Forgets processes silent for a day that hold no reservations.
@@ -478,6 +510,45 @@ impl Store {
             .await?
             .try_get("n")?)
     }
+}
+
+/// An open reservation, as a call made later takes it over.
+#[derive(Clone, Debug)]
+pub struct HeldReservation {
+    pub id: String,
+    pub key_id: String,
+    pub model: String,
+    pub reserved_micros: i64,
+    pub period_start_ms: i64,
+    /// Admission clamped its output limit to fit the budget: the call
+    /// keeps to what it pays for.
+    pub clamped: bool,
+}
+
+/// Deletes the reservation and gives its amount back to its key, inside
+/// `tx`; deleting decides, so it is released (or settled) once.
+pub(super) async fn release_in(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    id: &str,
+) -> Result<bool, sqlx::Error> {
+    let row = sqlx::query(
+        "DELETE FROM reservations WHERE id = $1 \
+         RETURNING key_id, period_start_ms, reserved_micros",
+    )
+    .bind(id)
+    .fetch_optional(&mut **tx)
+    .await?;
+    let Some(row) = row else { return Ok(false) };
+    sqlx::query(
+        "UPDATE key_spend SET reserved_micros = reserved_micros - $3 \
+         WHERE key_id = $1 AND period_start_ms = $2",
+    )
+    .bind(row.try_get::<String, _>("key_id")?)
+    .bind(row.try_get::<i64, _>("period_start_ms")?)
+    .bind(row.try_get::<i64, _>("reserved_micros")?)
+    .execute(&mut **tx)
+    .await?;
+    Ok(true)
 }
 
 /// `DELETE FROM reservations WHERE id IN (…) RETURNING id` for `n` ids,

@@ -33,13 +33,14 @@ use sqlx::{AnyPool, Executor};
 
 pub use billing::{AlertState, BillingEventRow, MeterRow, ModelSums, SettingsRow};
 pub use jobs::{
-    JobAccess, JobInsert, JobOutcome, JobQuery, JobRow, NewJob, job_status_str, parse_job_status,
+    HELD as JOB_HOLDER, JobAccess, JobInsert, JobOutcome, JobQuery, JobRow, NewJob, job_status_str,
+    parse_job_status,
 };
 pub use key_list::{KeyActivity, KeyQuery, ListedKey, WindowStarts};
 pub use keys::{
     KeyChanges, KeyRow, NewKey, STRIPE_CUSTOMER, parse_period, parse_scope, period_str, scope_str,
 };
-pub use ledger::{CapState, NewReservation, RateCount};
+pub use ledger::{CapState, HeldReservation, NewReservation, RateCount};
 pub use request_log::{PushRunRow, PushTotals, RequestLogQuery, RequestLogRow};
 pub use requests::MAX_BATCH;
 pub use responses::{NewResponse, ResponseRow};

@@ -33,7 +33,7 @@ use super::error::GatewayError;
 use super::stream::stream;
 use super::{Route, Shape, choices, json_answer_with, send, to_vec};
 use crate::auth::Caller;
-use crate::config::{ModelKind, ProviderKind};
+use crate::config::{Model, ModelKind, ProviderKind};
 use crate::context::Context;
 use crate::dialects::responses as dialect;
 use crate::meter::estimate::{self, Estimate, PromptBound};
@@ -122,6 +122,33 @@ pub async fn delete(
     })
 }
 
+/// The worst case of `req` as forwarded to a provider's own Responses API
+/// (OpenAI's or Perplexity's). For Perplexity it also bounds the provider's
+/// own tool loop, setting `max_steps` on `req` to the steps reserved.
+pub(super) fn passthrough_estimate(
+    model: &Model,
+    req: &mut ResponsesRequest,
+    wanted: u64,
+) -> Result<Estimate, GatewayError> {
+    let loop_bound = match model.provider.kind == ProviderKind::Perplexity {
+        true => perplexity::steps(model, req.tools.as_deref().unwrap_or(&[]), &mut req.extra)?,
+        false => perplexity::Steps { steps: 1, calls: Default::default() },
+    };
+    let body = serde_json::to_value(&*req).map_err(|e| GatewayError::new(500, e.to_string()))?;
+    // Each step of a provider's own tool loop reads the context again, up
+    // to the whole window, and writes up to the output limit.
+    let later_steps = loop_bound.steps - 1;
+    Ok(Estimate {
+        prompt_tokens: PromptBound::body(&body)
+            .finish(model.context_window)
+            .saturating_add(later_steps.saturating_mul(model.context_window)),
+        max_output: wanted,
+        choices: choices(&req.extra)?.saturating_mul(loop_bound.steps),
+        extra_output: estimate::extra_output(&req.extra),
+        units: loop_bound.calls,
+    })
+}
+
 /// A GPT or Perplexity model: the client's body to the provider's
 /// Responses API, after the `earlier` items of its history.
 async fn passthrough(
@@ -148,23 +175,7 @@ async fn passthrough(
     }
     req.max_output_tokens = Some(wanted);
     let perplexity = model.provider.kind == ProviderKind::Perplexity;
-    let loop_bound = match perplexity {
-        true => perplexity::steps(&model, req.tools.as_deref().unwrap_or(&[]), &mut req.extra)?,
-        false => perplexity::Steps { steps: 1, calls: Default::default() },
-    };
-    let body = serde_json::to_value(&req).map_err(|e| GatewayError::new(500, e.to_string()))?;
-    // Each step of a provider's own tool loop reads the context again, up
-    // to the whole window, and writes up to the output limit.
-    let later_steps = loop_bound.steps - 1;
-    let estimate = Estimate {
-        prompt_tokens: PromptBound::body(&body)
-            .finish(model.context_window)
-            .saturating_add(later_steps.saturating_mul(model.context_window)),
-        max_output: wanted,
-        choices: choices(&req.extra)?.saturating_mul(loop_bound.steps),
-        extra_output: estimate::extra_output(&req.extra),
-        units: loop_bound.calls,
-    };
+    let estimate = passthrough_estimate(&model, &mut req, wanted)?;
     let mut call = route.admit(streamed, &estimate).await?;
     req.max_output_tokens = Some(call.admission().max_output_tokens);
     let client = route.ctx.gateway.client(&model);
