@@ -157,6 +157,12 @@ class Client:
 
         `GET /v1/videos/{video_id}`
         """
+    def wait_job(self, job_id: str, *, timeout: float | None = None) -> Job:
+        """Wait for a job: polls `get_job` as often as `poll_after_ms` says until the job
+        is final, or `timeout` seconds have passed (the job as last seen: check `status`).
+
+        `GET /v1/jobs/{job_id}`, repeatedly
+        """
     def get_video_content(self, video_id: str, *, variant: str | None = None) -> bytes:
         """Download a video (OpenAI Videos API): the MP4, or the `thumbnail` / `spritesheet`.
 
@@ -253,6 +259,12 @@ class AsyncClient:
         `failed`) and `progress`.
 
         `GET /v1/videos/{video_id}`
+        """
+    async def wait_job(self, job_id: str, *, timeout: float | None = None) -> Job:
+        """Wait for a job: polls `get_job` as often as `poll_after_ms` says until the job
+        is final, or `timeout` seconds have passed (the job as last seen: check `status`).
+
+        `GET /v1/jobs/{job_id}`, repeatedly
         """
     async def get_video_content(self, video_id: str, *, variant: str | None = None) -> bytes:
         """Download a video (OpenAI Videos API): the MP4, or the `thumbnail` / `spritesheet`.

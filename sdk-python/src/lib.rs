@@ -8,6 +8,7 @@
 
 mod client;
 mod convert;
+mod jobs;
 mod media;
 // Generated: one argument per API field, kept as the spec orders them.
 #[allow(clippy::too_many_arguments, clippy::clone_on_copy)]

@@ -612,3 +612,45 @@ def test_async_client_submits_jobs(server, tenant):
     job = asyncio.run(main())
     assert job["status"] == "completed", job
     assert job["result"]["body"]["object"] == "list"
+
+
+def test_wait_job_and_the_budget_held_at_submission(admin, server):
+    user = admin.mint_key(name="py-wait-job", max_spend_usd=0.01)
+    with qlaud_client(server, user["secret"]) as client:
+        body = {"model": "claude-test", "max_tokens": 50,
+                "messages": [{"role": "user", "content": "hello waiting job"}]}
+        job = client.create_job(endpoint="/v1/messages", body=body)
+        done = client.wait_job(job["id"], timeout=30)
+        assert done["status"] == "completed", done
+        assert done["poll_after_ms"] is None
+        assert done["result"]["body"]["content"][0]["text"] == "Hello from mock: hello waiting job"
+        # `hang` never answers (the provider times out after 3 s), so each
+        # accepted job holds its worst case (1000 output tokens at $1/M plus
+        # the prompt, about $0.001) meanwhile: $0.01 holds nine, not twenty.
+        accepted, refused = [], 0
+        for i in range(20):
+            try:
+                accepted.append(client.create_job(endpoint="/v1/messages", body={
+                    "model": "claude-hang", "max_tokens": 1000,
+                    "messages": [{"role": "user", "content": f"job {i}"}]}))
+            except qlaud.BudgetExceededError as e:
+                assert (e.status, e.code) == (402, "spend_cap_reached")
+                refused += 1
+        assert 5 <= len(accepted) <= 10 and refused >= 10, (len(accepted), refused)
+        # A timeout of 0 answers the job as it stands, still running.
+        assert client.wait_job(accepted[0]["id"], timeout=0)["poll_after_ms"] is not None
+        for j in accepted:
+            done = client.wait_job(j["id"], timeout=60)
+            assert done["status"] == "failed" and done["result"]["status_code"] == 504, done
+        with pytest.raises(qlaud.ValidationError):
+            client.wait_job(job["id"], timeout=-1)
+        # The holds went back (a timeout bills nothing): jobs are accepted again.
+        assert client.create_job(endpoint="/v1/messages", body=body)["status"] == "queued"
+
+    async def main():
+        async with qlaud.AsyncClient(api_key=user["secret"],
+                                     base_url=server["base_url"]) as client:
+            done = await client.wait_job(job["id"])
+            assert done["status"] == "completed" and done["id"] == job["id"]
+
+    asyncio.run(main())
