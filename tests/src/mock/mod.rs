@@ -178,6 +178,9 @@ pub struct MockStats {
     /// response head is ready (the `x-mock-delay-ms` wait included), so a
     /// test can tell that requests really overlapped.
     pub max_in_flight: u64,
+    /// Model requests per distinct `messages` (as compact JSON), so a test
+    /// can tell how often each conversation reached the provider.
+    pub by_messages: std::collections::BTreeMap<String, u64>,
 }
 
 impl MockStats {
@@ -325,6 +328,9 @@ impl Shared {
             Api::OpenAi => s.openai_requests += 1,
         }
         s.last_path = Some(path.to_owned());
+        if let Some(messages) = body.as_ref().and_then(|b| b.get("messages")) {
+            *s.by_messages.entry(messages.to_string()).or_default() += 1;
+        }
         s.last_body = body;
         s.last_headers = headers;
         drop(s);
