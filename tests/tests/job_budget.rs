@@ -21,6 +21,7 @@ backend_tests!(
     a_killed_process_leaves_queued_holds_alone,
     the_tenant_limit_holds_across_two_processes,
     a_provider_429_is_retried,
+    the_rust_sdk_submits_and_waits,
 );
 
 async fn submit_to(
@@ -353,4 +354,31 @@ async fn a_provider_429_is_retried(backend: Backend) {
     assert_eq!(t.settled(&key_id, 2).await, done["cost_micros"].as_i64().unwrap());
     let (_, reserved, open) = ledger_state(&t.db.url, &key_id).await;
     assert_eq!((reserved, open), (0, 0));
+}
+
+async fn the_rust_sdk_submits_and_waits(backend: Backend) {
+    let mock = MockUpstream::start().await;
+    let Some(t) = TestServer::start_with(backend, Some(&mock_toml(&mock))).await else { return };
+    let (_, key) = standard_key(&t, 1.0).await;
+    let client = t.client(&key);
+    let submit = |body: Value| {
+        let req = qlaud::types::CreateJobRequest::builder().endpoint("/v1/messages").body(body);
+        client.create_job().body(req).send()
+    };
+    let job = submit(message("claude-test", 20, "rust job")).await.unwrap().into_inner();
+    assert!(matches!(job.status, qlaud::types::JobStatus::Queued));
+    let done = client.wait_job(&job.id, Some(Duration::from_secs(30))).await.unwrap();
+    assert!(matches!(done.status, qlaud::types::JobStatus::Completed), "{done:?}");
+    assert_eq!(done.poll_after_ms, None);
+    assert_eq!(done.result.unwrap().body["content"][0]["text"], "Hello from mock: rust job");
+    // A budget that cannot hold even a short answer ($0.0001; 16 output
+    // tokens at $15/M are $0.00024) refuses at submission.
+    let (_, poor) = standard_key(&t, 0.0001).await;
+    let req = qlaud::types::CreateJobRequest::builder().endpoint("/v1/messages").body(message(
+        "claude-test",
+        20,
+        "too dear",
+    ));
+    let err = t.client(&poor).create_job().body(req).send().await.unwrap_err();
+    assert_eq!(err.status().map(|s| s.as_u16()), Some(402), "{err:?}");
 }
