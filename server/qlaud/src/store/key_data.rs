@@ -60,6 +60,21 @@ impl Store {
         .bind(key_id)
         .execute(&mut *tx)
         .await?;
+        // A queued job's hold on the budget goes with it: it was never sent.
+        let holds: Vec<String> = sqlx::query(
+            "SELECT reservation_id FROM jobs WHERE tenant_id = $1 AND key_id = $2 \
+             AND status = 'queued' AND reservation_id IS NOT NULL",
+        )
+        .bind(tenant_id)
+        .bind(key_id)
+        .fetch_all(&mut *tx)
+        .await?
+        .iter()
+        .map(|r| r.try_get("reservation_id"))
+        .collect::<Result<_, _>>()?;
+        for id in holds {
+            super::ledger::release_in(&mut tx, &id).await?;
+        }
         let jobs = sqlx::query(
             "DELETE FROM jobs WHERE tenant_id = $1 AND key_id = $2 AND status <> 'in_progress'",
         )
