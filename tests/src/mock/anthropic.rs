@@ -291,7 +291,7 @@ async fn answer(
         Err(message) => return invalid(&message),
     };
     let faults = Faults::from_model(&req.model);
-    if let Some(code) = faults.error {
+    if let Some(code) = shared.fault_for(&req.model, &faults) {
         return fault(code);
     }
     if faults.flaky {

@@ -55,7 +55,9 @@
 //!   the connection; a JSON reply is cut in half), `hang` (never answer).
 //!   Header `x-mock-delay-ms: N` waits N ms before answering. `flaky`
 //!   (Anthropic): the first request with a given `messages` answers 429
-//!   (`retry-after: 1`), the next one with the same messages answers.
+//!   (`retry-after: 1`), the next one with the same messages answers. With
+//!   `once` in the name as well, an `error-NNN` fault fails only the first
+//!   request naming that model (since the mock started), so a retry succeeds.
 //! - `nousage` in the model name: the answer reports no usage at all (no
 //!   `usage` in JSON; OpenAI streams have no usage chunk and no `"usage":
 //!   null` even with `include_usage`; Anthropic's `message_start` message and
@@ -237,6 +239,7 @@ impl MockUpstream {
             shutdown: rx.clone(),
             videos: Mutex::default(),
             flaky: Mutex::default(),
+            failed_once: Mutex::default(),
         });
         let app = router(shared.clone());
         let task = tokio::spawn(async move {
@@ -294,6 +297,8 @@ struct Shared {
     videos: Mutex<std::collections::HashMap<String, video::MockVideo>>,
     /// The `messages` of `flaky` requests refused once already.
     flaky: Mutex<std::collections::HashSet<String>>,
+    /// Models whose `once` fault has fired.
+    failed_once: Mutex<std::collections::HashSet<String>>,
 }
 
 #[derive(Clone, Copy)]
@@ -345,6 +350,17 @@ impl Shared {
         s.input_tokens += input;
         s.output_tokens += output;
         s.cached_tokens += cached;
+    }
+
+    /// The `error-NNN` fault to answer `model` with, if any (a `once`
+    /// fault only the first time).
+    fn fault_for(&self, model: &str, faults: &Faults) -> Option<u16> {
+        let code = faults.error?;
+        if !faults.once {
+            return Some(code);
+        }
+        let mut failed = self.failed_once.lock().unwrap_or_else(|e| e.into_inner());
+        failed.insert(model.to_owned()).then_some(code)
     }
 
     fn count_error(&self) {
@@ -500,6 +516,8 @@ struct Faults {
     nousage: bool,
     /// 429 the first time each conversation is seen.
     flaky: bool,
+    /// Fail only the first request (see `once`).
+    once: bool,
 }
 
 impl Faults {
@@ -514,6 +532,7 @@ impl Faults {
             greedy: model.contains("greedy"),
             nousage: model.contains("nousage"),
             flaky: model.contains("flaky"),
+            once: model.contains("once"),
         }
     }
 }

@@ -19,6 +19,11 @@ const DEFAULTS: &str = include_str!("defaults.toml");
 /// an upper bound.
 pub const DEFAULT_CONTEXT_WINDOW: u64 = 2_000_000;
 
+/// Bounds on how often one request may reach a provider: every attempt is
+/// admitted and may be billed, so these stay small.
+const MAX_RETRIES: u32 = 5;
+const MAX_FALLBACKS: usize = 4;
+
 /// What kind of API a provider speaks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -127,11 +132,35 @@ impl RateLimits {
     }
 }
 
+/// How a failed provider call is tried again: the same model up to its
+/// `retries`, then each of its `fallbacks`, only while nothing of the
+/// answer has reached the client.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Retries {
+    /// Retries of the same model for models that set none (0: the client's
+    /// own retry, which the official clients do, is the only one).
+    pub max_retries: u32,
+    /// The first wait before a retry, doubled for each further one.
+    pub initial_backoff_ms: u64,
+    /// The longest wait: a provider asking (`retry-after`) for longer is not
+    /// retried, and the next fallback, if any, is tried at once.
+    pub max_backoff_ms: u64,
+}
+
+impl Default for Retries {
+    fn default() -> Retries {
+        Retries { max_retries: 0, initial_backoff_ms: 250, max_backoff_ms: 5_000 }
+    }
+}
+
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct FileConfig {
     #[serde(default)]
     rate_limits: Option<RateLimits>,
+    #[serde(default)]
+    retries: Option<Retries>,
     #[serde(default)]
     providers: BTreeMap<String, ProviderSpec>,
     #[serde(default)]
@@ -172,6 +201,11 @@ struct ModelSpec {
     /// character: 0.5 for its Flash and Turbo models), as a decimal.
     credits_per_character: Option<String>,
     prices: Option<PriceSpec>,
+    /// Chat models tried in order when this one fails before answering.
+    #[serde(default)]
+    fallbacks: Vec<String>,
+    /// Retries of this model itself (`retries.max_retries` when unset).
+    retries: Option<u32>,
 }
 
 /// Prices as written in the file: unit name → decimal US dollars per
@@ -209,6 +243,11 @@ pub struct Model {
     /// Characters billed per character of text, in millionths (1,000,000
     /// unless the provider bills a model's characters at a discount).
     pub credits_per_character_millionths: u64,
+    /// Chat models tried in order when this one fails before answering
+    /// (checked at load: chat models that exist).
+    pub fallbacks: Vec<String>,
+    /// Retries of this model itself before its fallbacks.
+    pub retries: u32,
 }
 
 /// Every provider and model, resolved.
@@ -220,6 +259,7 @@ pub struct Catalog {
     pub media: MediaLimits,
     /// Default per-key rate limits.
     pub rate_limits: RateLimits,
+    pub retries: Retries,
 }
 
 impl Catalog {
@@ -236,6 +276,7 @@ impl Catalog {
             config.models.extend(user.models);
             config.media = user.media.or(config.media);
             config.rate_limits = user.rate_limits.or(config.rate_limits);
+            config.retries = user.retries.or(config.retries);
         }
         Catalog::resolve(config, env)
     }
@@ -266,6 +307,37 @@ impl Catalog {
                 name: name.clone(),
             };
             providers.insert(name, Arc::new(provider));
+        }
+        let retries = config.retries.unwrap_or_default();
+        anyhow::ensure!(
+            retries.max_retries <= MAX_RETRIES,
+            "retries.max_retries must be at most {MAX_RETRIES}"
+        );
+        let chat: std::collections::HashSet<&str> = config
+            .models
+            .iter()
+            .filter(|(_, m)| m.kind == ModelKind::Chat)
+            .map(|(n, _)| n.as_str())
+            .collect();
+        for (name, spec) in &config.models {
+            for fallback in &spec.fallbacks {
+                anyhow::ensure!(
+                    spec.kind == ModelKind::Chat,
+                    "model {name}: only chat models have fallbacks"
+                );
+                anyhow::ensure!(
+                    chat.contains(fallback.as_str()) && fallback != name,
+                    "model {name}: fallback {fallback:?} is not another chat model"
+                );
+            }
+            anyhow::ensure!(
+                spec.fallbacks.len() <= MAX_FALLBACKS,
+                "model {name}: at most {MAX_FALLBACKS} fallbacks"
+            );
+            anyhow::ensure!(
+                spec.retries.unwrap_or(0) <= MAX_RETRIES,
+                "model {name}: retries must be at most {MAX_RETRIES}"
+            );
         }
         let mut models = HashMap::new();
         for (name, spec) in config.models {
@@ -318,6 +390,8 @@ impl Catalog {
                 max_output_tokens: spec.max_output_tokens,
                 context_window: spec.context_window.unwrap_or(DEFAULT_CONTEXT_WINDOW),
                 prices,
+                retries: spec.retries.unwrap_or(retries.max_retries),
+                fallbacks: spec.fallbacks,
                 name: name.clone(),
             };
             models.insert(name, Arc::new(model));
@@ -331,7 +405,7 @@ impl Catalog {
         ] {
             anyhow::ensure!(v != Some(0), "rate_limits.{what} must be at least 1");
         }
-        Ok(Catalog { models, order, media: config.media.unwrap_or_default(), rate_limits })
+        Ok(Catalog { models, order, media: config.media.unwrap_or_default(), rate_limits, retries })
     }
 
     pub fn model(&self, name: &str) -> Option<&Arc<Model>> {
@@ -424,5 +498,30 @@ mod tests {
         assert_eq!(gpt.provider.base_url, "https://api.openai.com/v1");
         assert_eq!(gpt.prices.unwrap().of(Unit::CACHE_READ_TOKENS), 125_000);
         assert!(catalog.model("echo").is_some());
+    }
+
+    #[test]
+    fn fallbacks_must_be_other_chat_models() {
+        let with = |extra: &str| {
+            let mut config: FileConfig = toml::from_str(DEFAULTS).unwrap();
+            let user: FileConfig = toml::from_str(extra).unwrap();
+            config.models.extend(user.models);
+            config.retries = user.retries.or(config.retries);
+            Catalog::resolve(config, |_| None)
+        };
+        let model = |fallbacks: &str| {
+            format!(
+                "[models.m]\nprovider = \"anthropic\"\nmax_output_tokens = 10\n\
+                 prices = {{ input = \"1\", output = \"1\" }}\nfallbacks = {fallbacks}\n"
+            )
+        };
+        let ok = with(&model(r#"["gpt-5.4", "echo"]"#)).unwrap();
+        let m = ok.model("m").unwrap();
+        assert_eq!(m.fallbacks, ["gpt-5.4", "echo"]);
+        assert_eq!((m.retries, ok.retries.max_retries), (0, 0));
+        assert!(with(&model(r#"["nope"]"#)).is_err());
+        assert!(with(&model(r#"["m"]"#)).is_err());
+        assert!(with(&model(r#"["text-embedding-3-small"]"#)).is_err());
+        assert!(with("[retries]\nmax_retries = 99\n").is_err());
     }
 }

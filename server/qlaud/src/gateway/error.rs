@@ -20,6 +20,23 @@ pub struct GatewayError {
     /// Headers the answer carries (a rate limit's `retry-after` and
     /// `x-ratelimit-*`).
     pub headers: Vec<(String, String)>,
+    /// Set when the provider failed before answering (429, 5xx, a timeout,
+    /// no connection), so trying again or a fallback may succeed.
+    pub retryable: Option<Retryable>,
+}
+
+/// A failure worth another attempt.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Retryable {
+    /// The wait the provider asked for (`retry-after`, `retry-after-ms`),
+    /// in ms (kept small: every gateway result carries this error type).
+    pub after_ms: Option<u32>,
+}
+
+impl Retryable {
+    pub fn after(&self) -> Option<std::time::Duration> {
+        self.after_ms.map(|ms| std::time::Duration::from_millis(ms.into()))
+    }
 }
 
 impl GatewayError {
@@ -30,7 +47,15 @@ impl GatewayError {
             upstream_type: None,
             code: None,
             headers: Vec::new(),
+            retryable: None,
         }
+    }
+
+    /// Marks a provider failure that another attempt may get past.
+    pub fn retryable(mut self, after: Option<std::time::Duration>) -> GatewayError {
+        let after_ms = after.map(|d| u32::try_from(d.as_millis()).unwrap_or(u32::MAX));
+        self.retryable = Some(Retryable { after_ms });
+        self
     }
 
     pub fn with_code(mut self, code: &str) -> GatewayError {
@@ -72,7 +97,14 @@ impl GatewayError {
                 502,
                 format!("provider {provider} refused qlaud's credentials ({status}): {message}"),
             ),
-            _ => GatewayError { status, message, upstream_type, code, headers: Vec::new() },
+            _ => GatewayError {
+                status,
+                message,
+                upstream_type,
+                code,
+                headers: Vec::new(),
+                retryable: None,
+            },
         }
     }
 

@@ -12,6 +12,7 @@ mod echo;
 mod embeddings;
 pub mod error;
 pub mod responses;
+mod retry;
 pub mod round;
 pub mod sse;
 pub(crate) mod stream;
@@ -346,20 +347,67 @@ pub async fn messages_as(
 ) -> Result<Response<Body>, GatewayError> {
     let started = Instant::now();
     let model = ctx.gateway.model(&req.model, ModelKind::Chat)?;
+    let asked = req.max_tokens;
+    let mut attempts = retry::Attempts::new(&ctx.gateway, model);
+    loop {
+        let model = attempts.model().clone();
+        let more = attempts.more();
+        let result = messages_to(ctx, &caller, headers, &mut req, asked, model, started, more);
+        let err = match result.await {
+            Ok(answer) => return Ok(answer),
+            Err(err) => err,
+        };
+        match attempts.after(&err) {
+            Some(wait) => tokio::time::sleep(wait).await,
+            None => return Err(err),
+        }
+    }
+}
+
+/// One attempt of a `/v1/messages` request at `model`. `asked`: the
+/// client's output limit; `more`: whether another attempt may follow (so
+/// `req` must stay whole).
+#[allow(clippy::too_many_arguments)]
+async fn messages_to(
+    ctx: &Context,
+    caller: &Caller,
+    headers: &HeaderMap,
+    req: &mut MessagesRequest,
+    asked: Option<u64>,
+    model: Arc<Model>,
+    started: Instant,
+    more: bool,
+) -> Result<Response<Body>, GatewayError> {
     let streamed = req.stream.unwrap_or(false);
     // Clients ask for far more output than models allow (the Vercel AI SDK
     // sends 128000 for every Claude model): cap at the model's limit, and
     // fill it in when missing, since Anthropic requires it.
-    let wanted = req.max_tokens.unwrap_or(model.max_output_tokens).min(model.max_output_tokens);
+    let wanted = asked.unwrap_or(model.max_output_tokens).min(model.max_output_tokens);
+    let caller = caller.clone();
     let route = Route { ctx, headers, caller, model, shape: Shape::Messages, started, keep: None };
     if route.model.provider.kind != ProviderKind::Anthropic {
-        let ir = dialects::messages::parse(&req, wanted)?;
+        req.max_tokens = asked;
+        let ir = dialects::messages::parse(req, wanted)?;
         // Anthropic's clients read input tokens from `message_start`, before
         // other providers count any: estimated meanwhile (billing uses the
         // provider's).
         let http_provider = route.model.provider.kind != ProviderKind::Echo;
-        let start_input = (streamed && http_provider)
-            .then(|| count_tokens::spawn_estimate(route.model.clone(), req));
+        let start_input = (streamed && http_provider).then(|| {
+            // The last attempt hands the prompt over rather than copy it.
+            let req = if more {
+                req.clone()
+            } else {
+                MessagesRequest {
+                    model: String::new(),
+                    messages: std::mem::take(&mut req.messages),
+                    max_tokens: None,
+                    system: req.system.take(),
+                    stream: None,
+                    extra: std::mem::take(&mut req.extra),
+                }
+            };
+            count_tokens::spawn_estimate(route.model.clone(), req)
+        });
         return route.translated(ir, false, start_input).await;
     }
     // The same dialect: the client's body goes on with only the model's
@@ -368,9 +416,9 @@ pub async fn messages_as(
     let estimate =
         pass_through_estimate(&model, &req.messages, req.system.as_ref(), &req.extra, wanted)?;
     let mut call = route.admit(streamed, &estimate).await?;
-    req.model = model.upstream.clone();
+    req.model.clone_from(&model.upstream);
     req.max_tokens = Some(call.admission().max_output_tokens);
-    let http = anthropic::request(ctx.gateway.client(&model), &model, headers, to_vec(&req)?)?;
+    let http = anthropic::request(ctx.gateway.client(&model), &model, headers, to_vec(req)?)?;
     let upstream = send(&mut call, http).await?;
     if streamed {
         let meter = anthropic::StreamTap::new(&model, call.admission().unreported);
@@ -400,10 +448,39 @@ pub async fn chat_completions_as(
 ) -> Result<Response<Body>, GatewayError> {
     let started = Instant::now();
     let model = ctx.gateway.model(&req.model, ModelKind::Chat)?;
+    let asked = (req.max_tokens, req.max_completion_tokens);
+    let mut attempts = retry::Attempts::new(&ctx.gateway, model);
+    loop {
+        let model = attempts.model().clone();
+        let result = chat_completions_to(ctx, &caller, headers, &mut req, asked, model, started);
+        let err = match result.await {
+            Ok(answer) => return Ok(answer),
+            Err(err) => err,
+        };
+        match attempts.after(&err) {
+            Some(wait) => tokio::time::sleep(wait).await,
+            None => return Err(err),
+        }
+    }
+}
+
+/// One attempt of a `/v1/chat/completions` request at `model`. `asked`:
+/// the client's `max_tokens` and `max_completion_tokens`, as it sent them.
+async fn chat_completions_to(
+    ctx: &Context,
+    caller: &Caller,
+    headers: &HeaderMap,
+    req: &mut ChatCompletionRequest,
+    asked: (Option<u64>, Option<u64>),
+    model: Arc<Model>,
+    started: Instant,
+) -> Result<Response<Body>, GatewayError> {
+    (req.max_tokens, req.max_completion_tokens) = asked;
     let streamed = req.stream.unwrap_or(false);
-    let wanted = chat_max_tokens(&req, &model);
+    let wanted = chat_max_tokens(req, &model);
     let wants_usage = wants_usage(&req.extra);
     let choices = choices(&req.extra)?;
+    let caller = caller.clone();
     let route =
         Route { ctx, headers, caller, model, shape: Shape::ChatCompletions, started, keep: None };
     let kind = route.model.provider.kind;
@@ -415,7 +492,7 @@ pub async fn chat_completions_as(
                 route.model.name
             )));
         }
-        let ir = dialects::chat::parse(&req, wanted)?;
+        let ir = dialects::chat::parse(req, wanted)?;
         return route.translated(ir, wants_usage, None).await;
     }
     // The same dialect: forwarded as sent, with the model's upstream id and
@@ -424,7 +501,7 @@ pub async fn chat_completions_as(
     let estimate = pass_through_estimate(&model, &req.messages, None, &req.extra, wanted)?;
     let mut call = route.admit(streamed, &estimate).await?;
     let max_tokens = call.admission().max_output_tokens;
-    req.model = model.upstream.clone();
+    req.model.clone_from(&model.upstream);
     // The provider gets exactly the limit that was reserved, in every field
     // the client used (a provider honouring either sees the same), or with
     // none, in the field it reads.
@@ -451,7 +528,7 @@ pub async fn chat_completions_as(
         }
         opts["include_usage"] = Value::Bool(true);
     }
-    let http = openai::request(ctx.gateway.client(&model), &model, to_vec(&req)?)?;
+    let http = openai::request(ctx.gateway.client(&model), &model, to_vec(req)?)?;
     let upstream = send(&mut call, http).await?;
     if streamed {
         let meter = openai::StreamTap::new(&model, wants_usage, call.admission().unreported);
@@ -481,6 +558,8 @@ fn wants_usage(extra: &serde_json::Map<String, Value>) -> bool {
 
 /// Sends the upstream request. A provider error becomes the client's error,
 /// and the request is settled at nothing: providers do not bill failures.
+/// Failures before the provider answered (429, 5xx, timeouts, no
+/// connection) are marked retryable, so [`retry::Attempts`] may try again.
 async fn send(
     call: &mut Call,
     req: reqwest::RequestBuilder,
@@ -492,10 +571,12 @@ async fn send(
         Ok(Ok(resp)) if resp.status().is_success() => return Ok(resp),
         Ok(Ok(resp)) => {
             let status = resp.status().as_u16();
+            let after = retry::retry_after(resp.headers());
             let body = tokio::time::timeout(provider.timeout, resp.bytes()).await;
             let body = body.ok().and_then(Result::ok).unwrap_or_default();
             let openai_shaped = provider.kind != ProviderKind::Anthropic;
-            GatewayError::from_upstream(&provider.name, openai_shaped, status, &body)
+            let err = GatewayError::from_upstream(&provider.name, openai_shaped, status, &body);
+            if status == 429 || status >= 500 { err.retryable(after) } else { err }
         }
         Err(_) => GatewayError::new(
             504,
@@ -504,14 +585,17 @@ async fn send(
                 provider.name,
                 provider.timeout.as_secs()
             ),
-        ),
+        )
+        .retryable(None),
         Ok(Err(e)) if e.is_timeout() => {
             GatewayError::new(504, format!("provider {} timed out: {e}", provider.name))
+                .retryable(None)
         }
         Ok(Err(e)) => GatewayError::new(
             502,
             format!("could not reach provider {}: {}", provider.name, error_chain(&e)),
-        ),
+        )
+        .retryable(None),
     };
     call.settle(failure.status, Usage::default()).await;
     Err(failure)

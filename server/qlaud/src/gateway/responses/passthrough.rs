@@ -153,6 +153,8 @@ mod tests {
             context_window: 1000,
             prices: Some(Prices::tokens(1_000_000, 10_000_000, 100_000, 0)),
             credits_per_character_millionths: 1_000_000,
+            fallbacks: Vec::new(),
+            retries: 0,
         }
     }
 

@@ -264,6 +264,8 @@ mod tests {
             context_window: 1000,
             prices: None,
             credits_per_character_millionths: 1_000_000,
+            fallbacks: Vec::new(),
+            retries: 0,
         }
     }
 
