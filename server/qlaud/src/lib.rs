@@ -24,6 +24,7 @@ pub mod outbound;
 pub mod providers;
 pub mod request_log;
 pub mod search;
+pub mod secrets;
 pub mod shutdown;
 pub mod store;
 pub mod threads;
@@ -89,6 +90,8 @@ pub struct ServeConfig {
     pub embed_model_dir: Option<PathBuf>,
     /// How often an idle search indexer looks for turns to embed.
     pub embed_poll: Duration,
+    /// Where the key sealing stored secrets comes from.
+    pub secret_key: secrets::KeySource,
 }
 
 impl ServeConfig {
@@ -115,6 +118,7 @@ impl ServeConfig {
             metrics_bind: None,
             embed_model_dir: None,
             embed_poll: Duration::from_millis(500),
+            secret_key: secrets::KeySource::default(),
         }
     }
 }
@@ -132,9 +136,10 @@ impl Server {
     /// Connects the store, runs migrations, bootstraps an empty store and
     /// starts serving.
     pub async fn start(config: &ServeConfig) -> anyhow::Result<Server> {
-        let store = Store::connect(&config.database_url).await.with_context(|| {
-            format!("opening the store at {}", redact_url(&config.database_url))
-        })?;
+        let store =
+            Store::open(&config.database_url, &config.secret_key).await.with_context(|| {
+                format!("opening the store at {}", redact_url(&config.database_url))
+            })?;
         let catalog = config::Catalog::load(config.config_file.as_deref())?;
         let bootstrap = store.bootstrap().await?;
         let mut api = qlaud_api::qlaud_api_mod::api_description::<http::QlaudImpl>()

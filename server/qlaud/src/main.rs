@@ -73,6 +73,20 @@ enum AdminCommand {
         #[command(flatten)]
         store: StoreArgs,
     },
+    /// Re-seal every stored secret (tenants' Stripe keys and signing
+    /// secrets) under a new secret key; the old key opens nothing after.
+    /// Stop every qlaud process on the store first, and start them again
+    /// with the new key. Prints `{"rotated": n, "old_key_id": …,
+    /// "new_key_id": …}`.
+    RotateSecretKey {
+        /// The new key's file: read when it exists, else a new key is made
+        /// and written there (0600). Needed unless the key is the SQLite
+        /// data directory's own `secret.key`, which is then replaced.
+        #[arg(long)]
+        new_key_file: Option<PathBuf>,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
 }
 
 #[derive(Args)]
@@ -83,9 +97,31 @@ struct StoreArgs {
     /// `sqlite://…` or `postgres://…`; overrides --data-dir's SQLite file.
     #[arg(long, env = "QLAUD_DATABASE_URL")]
     database_url: Option<String>,
+    /// A file holding the key that seals tenants' secrets in the store (32
+    /// random bytes as base64, e.g. from `openssl rand -base64 32`).
+    /// `QLAUD_SECRET_KEY` gives the key itself instead. Without either,
+    /// SQLite keeps one in the data directory (`secret.key`, made on first
+    /// start); on PostgreSQL give every process the same key.
+    #[arg(long, env = "QLAUD_SECRET_KEY_FILE")]
+    secret_key_file: Option<PathBuf>,
 }
 
 impl StoreArgs {
+    /// Where the secret key comes from. The key itself is read only from
+    /// the environment: a command line is visible to every local user.
+    fn key_source(&self) -> qlaud_server::secrets::KeySource {
+        qlaud_server::secrets::KeySource {
+            value: std::env::var("QLAUD_SECRET_KEY").ok().filter(|v| !v.is_empty()),
+            file: self.secret_key_file.clone(),
+            data_dir: self.database_url.is_none().then(|| self.data_dir.clone()),
+        }
+    }
+
+    /// The store, its secret key checked.
+    async fn open(&self) -> anyhow::Result<Store> {
+        Store::open(&self.url()?, &self.key_source()).await
+    }
+
     fn url(&self) -> anyhow::Result<String> {
         match &self.database_url {
             Some(url) => Ok(url.clone()),
@@ -185,7 +221,7 @@ async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Serve(args) => serve(args).await,
         Command::Billing(BillingCommand::PushStripe { period, push, tenant_id, store }) => {
-            let store = Store::connect(&store.url()?).await?;
+            let store = store.open().await?;
             let summary = qlaud_server::billing::push::push(
                 &store,
                 &qlaud_server::clock::Clock::default(),
@@ -206,7 +242,7 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Admin(AdminCommand::CreateTenant { name, store }) => {
-            let store = Store::connect(&store.url()?).await?;
+            let store = store.open().await?;
             let name = name.trim();
             anyhow::ensure!(!name.is_empty(), "--name must not be empty");
             let (tenant, secret) = store.create_tenant(name).await?;
@@ -217,7 +253,57 @@ async fn main() -> anyhow::Result<()> {
             store.close().await;
             Ok(())
         }
+        Command::Admin(AdminCommand::RotateSecretKey { new_key_file, store }) => {
+            rotate_secret_key(store, new_key_file).await
+        }
     }
+}
+
+async fn rotate_secret_key(args: StoreArgs, new_key_file: Option<PathBuf>) -> anyhow::Result<()> {
+    use qlaud_server::secrets::{self, SecretKey};
+    let url = args.url()?;
+    let source = args.key_source().for_url(&url);
+    // Opening checks that the current key opens every stored secret.
+    let mut store = Store::open(&url, &source).await?;
+    let old_key_id = store.secret_key_id().map(str::to_string);
+    // The new key is on disk before any secret is sealed with it.
+    let (new, replaces) = match (&new_key_file, source.generated_file()) {
+        (Some(path), _) if path.exists() => (read_key(path)?, None),
+        (Some(path), _) => {
+            let key = SecretKey::generate();
+            secrets::write_key_file(path, &key)?;
+            (key, None)
+        }
+        (None, Some(file)) => {
+            let key = SecretKey::generate();
+            let next = file.with_extension("key.new");
+            secrets::write_key_file(&next, &key)?;
+            (key, Some((next, file)))
+        }
+        (None, None) => anyhow::bail!(
+            "--new-key-file is needed: the current key is given by QLAUD_SECRET_KEY or              --secret-key-file, so qlaud does not know where the new one goes"
+        ),
+    };
+    anyhow::ensure!(old_key_id.as_deref() != Some(new.id()), "the new key is the current key");
+    let new_key_id = new.id().to_string();
+    let rotated = store.rotate_secret_key(new).await?;
+    store.close().await;
+    if let Some((next, file)) = replaces {
+        std::fs::rename(&next, &file).with_context(|| {
+            format!("the new key is in {}; move it to {}", next.display(), file.display())
+        })?;
+    }
+    println!(
+        "{}",
+        serde_json::json!({"rotated": rotated, "old_key_id": old_key_id, "new_key_id": new_key_id})
+    );
+    Ok(())
+}
+
+fn read_key(path: &std::path::Path) -> anyhow::Result<qlaud_server::secrets::SecretKey> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading the new key file {}", path.display()))?;
+    qlaud_server::secrets::SecretKey::parse(&text)
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
@@ -240,6 +326,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         args.embed_model_dir
             .unwrap_or_else(|| args.store.data_dir.join("models").join("all-MiniLM-L6-v2")),
     );
+    config.secret_key = args.store.key_source();
     let server = Server::start(&config).await?;
     if let Some((tenant, secret)) = &server.bootstrap {
         // The master key is shown exactly once, on stdout, so it can be

@@ -75,12 +75,15 @@ impl Store {
         .fetch_optional(self.pool())
         .await?;
         row.map(|r| {
+            let secret = |column: &str| -> StoreResult<Option<String>> {
+                self.open_opt("billing_settings", column, tenant_id, r.try_get(column)?)
+            };
             Ok(SettingsRow {
-                stripe_secret_key: r.try_get("stripe_secret_key")?,
-                webhook_secret: r.try_get("webhook_secret")?,
+                stripe_secret_key: secret("stripe_secret_key")?,
+                webhook_secret: secret("webhook_secret")?,
                 meter_event_name: r.try_get("meter_event_name")?,
                 alert_webhook_url: r.try_get("alert_webhook_url")?,
-                alert_signing_secret: r.try_get("alert_signing_secret")?,
+                alert_signing_secret: secret("alert_signing_secret")?,
             })
         })
         .transpose()
@@ -92,6 +95,9 @@ impl Store {
         s: &SettingsRow,
         now_ms: i64,
     ) -> StoreResult<()> {
+        let seal = |v: &Option<String>, column: &str| {
+            v.as_deref().map(|v| self.seal("billing_settings", column, tenant_id, v))
+        };
         sqlx::query(
             "INSERT INTO billing_settings (tenant_id, stripe_secret_key, webhook_secret, \
              meter_event_name, alert_webhook_url, updated_ms, alert_signing_secret) \
@@ -102,12 +108,12 @@ impl Store {
              alert_signing_secret = excluded.alert_signing_secret",
         )
         .bind(tenant_id)
-        .bind(s.stripe_secret_key.as_deref())
-        .bind(s.webhook_secret.as_deref())
+        .bind(seal(&s.stripe_secret_key, "stripe_secret_key"))
+        .bind(seal(&s.webhook_secret, "webhook_secret"))
         .bind(s.meter_event_name.as_str())
         .bind(s.alert_webhook_url.as_deref())
         .bind(now_ms)
-        .bind(s.alert_signing_secret.as_deref())
+        .bind(seal(&s.alert_signing_secret, "alert_signing_secret"))
         .execute(self.writer())
         .await?;
         Ok(())
@@ -121,8 +127,8 @@ impl Store {
         period_start_ms: i64,
     ) -> StoreResult<Option<AlertState>> {
         let row = sqlx::query(
-            "SELECT k.name, k.period, k.metadata, k.max_spend_micros, s.settled_micros, \
-             b.alert_webhook_url, b.alert_signing_secret \
+            "SELECT k.tenant_id, k.name, k.period, k.metadata, k.max_spend_micros, \
+             s.settled_micros, b.alert_webhook_url, b.alert_signing_secret \
              FROM api_keys k JOIN key_spend s ON s.key_id = k.id AND s.period_start_ms = $2 \
              JOIN billing_settings b ON b.tenant_id = k.tenant_id \
              WHERE k.id = $1 AND k.max_spend_micros > 0 AND b.alert_webhook_url IS NOT NULL",
@@ -139,7 +145,12 @@ impl Store {
                 cap_micros: r.try_get("max_spend_micros")?,
                 settled_micros: r.try_get("settled_micros")?,
                 url: r.try_get("alert_webhook_url")?,
-                legacy_secret: r.try_get("alert_signing_secret")?,
+                legacy_secret: self.open_opt(
+                    "billing_settings",
+                    "alert_signing_secret",
+                    &r.try_get::<String, _>("tenant_id")?,
+                    r.try_get("alert_signing_secret")?,
+                )?,
             })
         })
         .transpose()

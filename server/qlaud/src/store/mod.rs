@@ -15,6 +15,7 @@ mod request_log;
 mod requests;
 mod responses;
 mod search;
+mod secrets;
 mod sessions;
 mod tenants;
 mod threads;
@@ -79,6 +80,8 @@ pub struct Store {
     backend: Backend,
     /// SQLite only: batches admissions (see `ledger::spawn_admitter`).
     admitter: Option<tokio::sync::mpsc::Sender<ledger::ReserveJob>>,
+    /// What seals the tenants' secrets at rest (see `use_secret_key`).
+    secret_key: Option<std::sync::Arc<crate::secrets::SecretKey>>,
 }
 
 impl Store {
@@ -131,14 +134,46 @@ impl Store {
             }
         };
         let admitter = (backend == Backend::Sqlite).then(|| ledger::spawn_admitter(writer.clone()));
-        Ok(Store { pool, writer, backend, admitter })
+        Ok(Store { pool, writer, backend, admitter, secret_key: None })
     }
 
-    /// The SQLite URL for a data directory, creating the directory.
+    /// [`Store::connect`], then the secret key from `key` (see
+    /// `use_secret_key`): what every command that opens the store does.
+    pub async fn open(url: &str, key: &crate::secrets::KeySource) -> anyhow::Result<Store> {
+        let mut store = Store::connect(url).await?;
+        // PostgreSQL is shared by several processes: its key is the
+        // operator's to give, never one made here.
+        let key = match store.backend {
+            Backend::Postgres if key.value.is_none() && key.file.is_none() => None,
+            _ => key.for_url(url).load()?,
+        };
+        store.use_secret_key(key).await?;
+        Ok(store)
+    }
+
+    /// The SQLite URL for a data directory, creating the directory (0700)
+    /// and the database file (0600) when absent and tightening them when
+    /// an older version made them readable to others: they hold the
+    /// tenants' keys and usage.
     pub fn sqlite_url_for(data_dir: &Path) -> anyhow::Result<String> {
-        std::fs::create_dir_all(data_dir)?;
+        use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _, PermissionsExt as _};
+        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(data_dir)?;
+        std::fs::set_permissions(data_dir, std::fs::Permissions::from_mode(0o700))?;
         let file = data_dir.join("qlaud.db");
+        // SQLite gives its -wal and -shm files the database file's mode.
+        std::fs::OpenOptions::new().create(true).append(true).mode(0o600).open(&file)?;
+        for name in ["qlaud.db", "qlaud.db-wal", "qlaud.db-shm"] {
+            let path = data_dir.join(name);
+            if path.exists() {
+                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+            }
+        }
         Ok(format!("sqlite://{}?mode=rwc", file.display()))
+    }
+
+    /// The id of the key sealing stored secrets, if there is one.
+    pub fn secret_key_id(&self) -> Option<&str> {
+        self.secret_key.as_deref().map(crate::secrets::SecretKey::id)
     }
 
     pub fn backend(&self) -> Backend {

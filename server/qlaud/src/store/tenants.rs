@@ -17,7 +17,7 @@ impl Store {
     /// Creates a tenant and its master (admin) key, in one transaction.
     pub async fn create_tenant(&self, name: &str) -> StoreResult<(TenantRow, Secret)> {
         let mut tx = self.writer().begin().await?;
-        let (tenant, secret) = insert_tenant(&mut tx, name).await?;
+        let (tenant, secret) = insert_tenant(self, &mut tx, name).await?;
         tx.commit().await?;
         Ok((tenant, secret))
     }
@@ -43,7 +43,7 @@ impl Store {
             tx.rollback().await?;
             return Ok(None);
         }
-        let created = insert_tenant(&mut tx, "default").await?;
+        let created = insert_tenant(self, &mut tx, "default").await?;
         tx.commit().await?;
         Ok(Some(created))
     }
@@ -65,6 +65,7 @@ impl Store {
 }
 
 async fn insert_tenant(
+    store: &Store,
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     name: &str,
 ) -> StoreResult<(TenantRow, Secret)> {
@@ -75,7 +76,7 @@ async fn insert_tenant(
         .bind(tenant.created_ms)
         .execute(&mut **tx)
         .await?;
-    super::webhook_secrets::insert_for_new_tenant(tx, &tenant.id, tenant.created_ms).await?;
+    super::webhook_secrets::insert_for_new_tenant(store, tx, &tenant.id, tenant.created_ms).await?;
     let secret = Secret::generate();
     let key = NewKey {
         tenant_id: tenant.id.clone(),

@@ -25,7 +25,7 @@ impl Store {
              ON CONFLICT (tenant_id) DO NOTHING",
         )
         .bind(tenant_id)
-        .bind(WebhookSecret::generate())
+        .bind(self.seal("webhook_secrets", "secret", tenant_id, &WebhookSecret::generate()))
         .bind(super::now_ms())
         .execute(self.writer())
         .await?;
@@ -50,7 +50,7 @@ impl Store {
              created_ms = excluded.created_ms",
         )
         .bind(tenant_id)
-        .bind(secret)
+        .bind(self.seal("webhook_secrets", "secret", tenant_id, secret))
         .bind(now_ms)
         .execute(self.writer())
         .await?;
@@ -65,7 +65,12 @@ impl Store {
                 .await?;
         row.map(|r| {
             Ok(WebhookSecretRow {
-                secret: r.try_get("secret")?,
+                secret: self.open_secret(
+                    "webhook_secrets",
+                    "secret",
+                    tenant_id,
+                    r.try_get("secret")?,
+                )?,
                 created_ms: r.try_get("created_ms")?,
             })
         })
@@ -75,13 +80,14 @@ impl Store {
 
 /// Inserts a new tenant's secret inside its creating transaction.
 pub(super) async fn insert_for_new_tenant(
+    store: &Store,
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     tenant_id: &str,
     now_ms: i64,
 ) -> StoreResult<()> {
     sqlx::query("INSERT INTO webhook_secrets (tenant_id, secret, created_ms) VALUES ($1, $2, $3)")
         .bind(tenant_id)
-        .bind(WebhookSecret::generate())
+        .bind(store.seal("webhook_secrets", "secret", tenant_id, &WebhookSecret::generate()))
         .bind(now_ms)
         .execute(&mut **tx)
         .await?;
