@@ -4,7 +4,8 @@
 //! JSON and streamed); each attempt is admitted and settled on its own, so a
 //! failed attempt is billed nothing, the answer once, and a dearer fallback
 //! that does not fit the cap is refused with 402 before it is sent; nothing
-//! is retried once the answer has started, nor after a 400.
+//! is retried once the answer has started, nor after a 400. Thread turns
+//! fall back the same way.
 
 use qlaud_tests::mock::MockUpstream;
 use qlaud_tests::{Backend, TestServer, backend_tests, mock_toml, sse_events};
@@ -19,6 +20,7 @@ backend_tests!(
     dearer_fallback_that_does_not_fit_is_refused_unsent,
     every_attempt_failing_answers_the_last_error_billed_nothing,
     nothing_is_retried_after_the_first_byte_or_a_bad_request,
+    thread_turn_falls_back,
 );
 
 /// The mock's models plus primaries that fail and their fallbacks.
@@ -289,4 +291,22 @@ async fn nothing_is_retried_after_the_first_byte_or_a_bad_request(backend: Backe
     let spent = t.settled(&id, 3).await;
     // The cut answers are billed for what came through, never the fallback.
     assert!(spent > 0);
+}
+
+async fn thread_turn_falls_back(backend: Backend) {
+    let Some((t, mock)) = start(backend).await else { return };
+    let (id, secret) = key(&t, json!({"name": "u", "max_spend_usd": 5})).await;
+    let (status, thread) =
+        post(&t, &secret, "/v1/threads", json!({"model": "broken-claude"})).await;
+    assert_eq!(status, 201, "{thread}");
+    let path = format!("/v1/threads/{}/messages", thread["id"].as_str().unwrap());
+    let (status, answer) = post(&t, &secret, &path, json!({"content": "one two three"})).await;
+    assert_eq!(status, 200, "{answer}");
+    // Claude failed with 500; GPT answered, and the turn says so.
+    assert_eq!(answer["model"], "backup-gpt");
+    assert_eq!(answer["content"][0]["text"], "Hello from mock: one two three");
+    assert_eq!(answer["usage"]["cost_micros"], 64);
+    let stats = mock.stats();
+    assert_eq!((stats.anthropic_requests, stats.openai_requests), (1, 1));
+    assert_eq!(t.settled(&id, 2).await, 64);
 }

@@ -60,8 +60,10 @@ pub enum RoundEnd {
 
 impl Round {
     /// Admits `req` against `payer`'s cap and sends it to `model`'s
-    /// provider. A refusal (cap reached, key suspended or revoked) or a
-    /// provider error comes back as the error, with nothing billed.
+    /// provider, or (when it fails before answering) its retries and
+    /// fallbacks, each admitted on its own. A refusal (cap reached, key
+    /// suspended or revoked) or a provider error comes back as the error,
+    /// with nothing billed.
     pub async fn start(
         ctx: &Context,
         headers: &HeaderMap,
@@ -71,15 +73,38 @@ impl Round {
     ) -> Result<Round, GatewayError> {
         req.stream = true;
         let started = Instant::now();
+        let mut attempts = super::retry::Attempts::new(&ctx.gateway, model);
+        loop {
+            let model = attempts.model().clone();
+            let err = match Round::start_at(ctx, headers, payer, model, &req, started).await {
+                Ok(round) => return Ok(round),
+                Err(err) => err,
+            };
+            match attempts.after(&err) {
+                Some(wait) => tokio::time::sleep(wait).await,
+                None => return Err(err),
+            }
+        }
+    }
+
+    /// One attempt of [`Round::start`], at `model`.
+    async fn start_at(
+        ctx: &Context,
+        headers: &HeaderMap,
+        payer: &Caller,
+        model: Arc<Model>,
+        req: &ir::Request,
+        started: Instant,
+    ) -> Result<Round, GatewayError> {
         let provider = providers::chat(model.provider.kind);
         // What is sent: the provider's own body, or (offline) the request.
         let mut body = match provider {
-            Some(p) => p.body(&req, &model),
-            None => {
-                serde_json::to_value(&req).map_err(|e| GatewayError::new(500, e.to_string()))?
-            }
+            Some(p) => p.body(req, &model),
+            None => serde_json::to_value(req).map_err(|e| GatewayError::new(500, e.to_string()))?,
         };
-        let estimate = translation_estimate(&model, &body, req.max_tokens);
+        // A fallback may allow less output than the model the turn asked for.
+        let max_tokens = req.max_tokens.min(model.max_output_tokens);
+        let estimate = translation_estimate(&model, &body, max_tokens);
         let mut call = Call::admit(
             ctx,
             payer.clone(),
@@ -91,7 +116,7 @@ impl Round {
         )
         .await?;
         let Some(provider) = provider else {
-            let reply = providers::echo::reply(&req, call.admission().max_output_tokens);
+            let reply = providers::echo::reply(req, call.admission().max_output_tokens);
             if reply.usage.input_tokens > model.context_window {
                 call.settle(400, Usage::default()).await;
                 return Err(GatewayError::bad_request(format!(

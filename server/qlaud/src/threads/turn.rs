@@ -46,6 +46,9 @@ struct Turn {
     /// The key that owns the thread: every round is billed to it.
     payer: Caller,
     model: Arc<Model>,
+    /// The model that answered the last round: `model`, or a fallback of
+    /// it when that failed before answering.
+    answered_by: Arc<Model>,
     system: Vec<String>,
     /// The history and the new user message, in internal form.
     conversation: Vec<Message>,
@@ -247,6 +250,7 @@ async fn prepare(
     Ok(Turn {
         thread,
         payer,
+        answered_by: model.clone(),
         model,
         system,
         conversation,
@@ -591,8 +595,10 @@ impl Turn {
         tx: Option<&sse::Sender>,
     ) -> (Completion, String, i64, bool) {
         let mut collector = Collector::default();
+        self.answered_by = round.model().clone();
+        let answered_by = &self.answered_by;
         let mut encoder =
-            tx.map(|_| Encoder::new(&self.model.name, self.model.prices.unwrap_or_default()));
+            tx.map(|_| Encoder::new(&answered_by.name, answered_by.prices.unwrap_or_default()));
         let mut gone = false;
         let end = loop {
             let events = match round.next().await {
@@ -653,7 +659,7 @@ impl Turn {
             id: id.to_string(),
             role: MessageRole::Assistant,
             content: blocks_of(c),
-            model: Some(self.model.name.clone()),
+            model: Some(self.answered_by.name.clone()),
             stop_reason: c.stop.as_ref().map(|r| anthropic_dialect::stop_str(r).to_string()),
             usage: Some(MessagesUsage {
                 input_tokens: u.input_tokens,
