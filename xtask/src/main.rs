@@ -26,6 +26,7 @@ fn main() -> ExitCode {
         Some("check") => check(),
         Some("test") => test::run(&args[1..]),
         Some("bench") => bench(&args[1..]),
+        Some("soak") => soak(&args[1..]),
         _ => {
             eprintln!(
                 "usage: cargo xtask <command>\n\n\
@@ -34,7 +35,9 @@ fn main() -> ExitCode {
                  check      fail if openapi/ or the generated SDK code is stale\n  \
                  test       the full suite: check, fmt, clippy, all tests (SQLite and, with\n             \
                  QLAUD_TEST_DATABASE_URL, PostgreSQL)\n  \
-                 bench      qlaud vs direct to the mock upstream (release build)"
+                 bench      qlaud vs direct to the mock upstream (release build)\n  \
+                 soak       mixed traffic for --minutes N (default 30), RSS, open files and\n             \
+                 p99 every minute (release build; --debug for a quick check)"
             );
             return ExitCode::from(2);
         }
@@ -75,6 +78,39 @@ fn bench(args: &[String]) -> anyhow::Result<()> {
         .args(args)
         .status()?;
     anyhow::ensure!(status.success(), "the benchmark failed");
+    Ok(())
+}
+
+/// Builds the binaries (release unless `--debug`) and runs the soak; other
+/// arguments go to it (`--minutes`, `--rate`, `--database-url`).
+fn soak(args: &[String]) -> anyhow::Result<()> {
+    let root = workspace_root();
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
+    let debug = args.iter().any(|a| a == "--debug");
+    let args: Vec<&String> = args.iter().filter(|a| *a != "--debug").collect();
+    let mut build = std::process::Command::new(&cargo);
+    build.arg("build");
+    if !debug {
+        build.arg("--release");
+    }
+    let status = build
+        .args(["-p", "qlaud-server", "--bin", "qlaud", "-p", "qlaud-tests"])
+        .args(["--bin", "mock-upstream", "--bin", "soak"])
+        .current_dir(&root)
+        .status()?;
+    anyhow::ensure!(status.success(), "build failed");
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target"))
+        .join(if debug { "debug" } else { "release" });
+    let status = std::process::Command::new(target.join("soak"))
+        .arg("--qlaud")
+        .arg(target.join("qlaud"))
+        .arg("--mock")
+        .arg(target.join("mock-upstream"))
+        .args(args)
+        .status()?;
+    anyhow::ensure!(status.success(), "the soak failed");
     Ok(())
 }
 
