@@ -21,6 +21,7 @@ backend_tests!(
     every_attempt_failing_answers_the_last_error_billed_nothing,
     nothing_is_retried_after_the_first_byte_or_a_bad_request,
     thread_turn_falls_back,
+    a_failed_attempt_pays_no_request_fee,
 );
 
 /// The mock's models plus primaries that fail and their fallbacks.
@@ -57,6 +58,9 @@ fn config(mock: &MockUpstream) -> String {
     );
     model("cut-primary", "anthropic", "claude-cut", claude, &fb(&["backup-claude"]));
     model("bad-primary", "anthropic", "claude-error-400", claude, &fb(&["backup-claude"]));
+    // $0.005 a request on top of its tokens.
+    let fee = r#"prices = { input = "3", output = "15", requests = "5000" }"#;
+    model("fee-overloaded", "anthropic", "claude-error-529", fee, &fb(&["backup-claude"]));
     toml
 }
 
@@ -309,4 +313,15 @@ async fn thread_turn_falls_back(backend: Backend) {
     let stats = mock.stats();
     assert_eq!((stats.anthropic_requests, stats.openai_requests), (1, 1));
     assert_eq!(t.settled(&id, 2).await, 64);
+}
+
+async fn a_failed_attempt_pays_no_request_fee(backend: Backend) {
+    let Some((t, _mock)) = start(backend).await else { return };
+    let (id, secret) = key(&t, json!({"name": "u", "max_spend_usd": 5})).await;
+    let (status, v) = post(&t, &secret, "/v1/messages", message("fee-overloaded")).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["model"], "backup-claude");
+    // The 529 attempt of the model with a per-request fee costs nothing;
+    // only the fallback's answer is billed.
+    assert_eq!(t.settled(&id, 2).await, 99);
 }

@@ -597,7 +597,7 @@ async fn send(
         )
         .retryable(None),
     };
-    call.settle(failure.status, Usage::default()).await;
+    call.metered.settle_unbilled(failure.status).await;
     Err(failure)
 }
 

@@ -206,6 +206,13 @@ impl Metered {
         self.settle_at(status, usage, quantities).await
     }
 
+    /// Settles a call its provider failed or refused before answering, at
+    /// nothing: providers bill no failed request, not even a per-request
+    /// fee, so a retried or fallen-back attempt costs its key nothing.
+    pub async fn settle_unbilled(&mut self, status: u16) -> i64 {
+        self.settle_at(status, Usage::default(), Quantities::default()).await
+    }
+
     async fn settle_at(&mut self, status: u16, usage: Usage, quantities: Quantities) -> i64 {
         let mut cost = RequestRecord::cost_for(&self.model, &quantities);
         if cost > self.admission.reserved_micros {
