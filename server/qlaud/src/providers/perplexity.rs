@@ -204,6 +204,8 @@ mod tests {
             context_window: 1000,
             prices: Some(prices),
             credits_per_character_millionths: 1_000_000,
+            fallbacks: Vec::new(),
+            retries: 0,
         }
     }
 
