@@ -26,7 +26,7 @@ use serde_json::{Map, Value};
 use crate::config::Model;
 use crate::gateway::error::GatewayError;
 use crate::providers::ir::{self, Completion};
-use crate::providers::openai::responses;
+use crate::providers::openai::{self, responses};
 use crate::providers::{ChatProvider, StreamDecoder};
 use crate::units::{Quantities, Unit};
 
@@ -77,15 +77,7 @@ pub fn request(
     model: &Model,
     body: Vec<u8>,
 ) -> Result<reqwest::RequestBuilder, GatewayError> {
-    let provider = &model.provider;
-    let key = provider.api_key.as_deref().ok_or_else(|| {
-        GatewayError::new(502, format!("provider {} has no API key configured", provider.name))
-    })?;
-    Ok(http
-        .post(format!("{}/v1/responses", provider.base_url))
-        .bearer_auth(key)
-        .header("content-type", "application/json")
-        .body(body))
+    openai::post(http, model, "v1/responses", body)
 }
 
 /// The unit a built-in tool's invocations are billed in.

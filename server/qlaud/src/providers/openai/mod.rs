@@ -83,8 +83,9 @@ pub fn responses_request(
     post(http, model, "responses", body)
 }
 
-/// A JSON POST to `path` under the provider's base URL, with its key.
-fn post(
+/// A JSON POST to `path` under the provider's base URL, with its key as a
+/// bearer token (OpenAI and the services that follow its auth).
+pub(crate) fn post(
     http: &reqwest::Client,
     model: &Model,
     path: &str,
