@@ -445,6 +445,13 @@ pub struct QlaudProcess {
 }
 
 impl QlaudProcess {
+    /// The JSON line a fresh store's first start prints (`master_key`,
+    /// `tenant_id`).
+    pub fn boot(&self) -> serde_json::Value {
+        let line = self.stdout.lines().find(|l| l.starts_with('{')).expect("a bootstrap line");
+        serde_json::from_str(line).expect("the bootstrap line is JSON")
+    }
+
     /// Starts `qlaud serve` on a free port (allowing private webhook
     /// targets, as every test server does) with `args` added, and waits
     /// until it listens.

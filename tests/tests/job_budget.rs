@@ -193,8 +193,7 @@ async fn a_killed_process_leaves_queued_holds_alone(backend: Backend) {
         "1",
     ];
     let first = QlaudProcess::spawn(&args).await;
-    let boot: Value =
-        serde_json::from_str(first.stdout.lines().find(|l| l.starts_with('{')).unwrap()).unwrap();
+    let boot: Value = first.boot();
     let master = boot["master_key"].as_str().unwrap().to_string();
     let http = reqwest::Client::new();
     let key: Value = http

@@ -60,8 +60,7 @@ async fn sigkill_mid_batch() {
         "6",
     ];
     let a = QlaudProcess::spawn(&args).await;
-    let boot: Value =
-        serde_json::from_str(a.stdout.lines().find(|l| l.starts_with('{')).unwrap()).unwrap();
+    let boot: Value = a.boot();
     let master = boot["master_key"].as_str().unwrap().to_string();
     let b = QlaudProcess::spawn(&args).await;
     let http = reqwest::Client::new();

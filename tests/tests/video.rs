@@ -204,8 +204,7 @@ async fn a_held_video_outlives_a_crash_and_settles_on_its_poll(backend: Backend)
         "1",
     ];
     let first = QlaudProcess::spawn(&args).await;
-    let master: Value =
-        serde_json::from_str(first.stdout.lines().find(|l| l.starts_with('{')).unwrap()).unwrap();
+    let master: Value = first.boot();
     let master = master["master_key"].as_str().unwrap().to_string();
     let http = reqwest::Client::new();
     let key: Value = http
