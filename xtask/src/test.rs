@@ -78,7 +78,8 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     )?;
     let mut test = Command::new(&cargo);
     // The Python bindings are tested from Python, against the built wheel.
-    test.args(["test", "--workspace", "--exclude", "qlaud-python"]).args(args);
+    // Every failure reported, not only the first test binary's.
+    test.args(["test", "--no-fail-fast", "--workspace", "--exclude", "qlaud-python"]).args(args);
     if let Some(url) = &pgvector_url {
         test.env("QLAUD_TEST_PGVECTOR_URL", url);
     }

@@ -235,6 +235,10 @@ async fn run(ctx: &Context, job: JobRow) {
             internal(e.to_string())
         }
     };
+    // The call's settlement is written first: a job stored as completed
+    // with its cost must never have that call billed again at its
+    // reservation by crash recovery, should this process die now.
+    ctx.meter.recorder.flush().await;
     match ctx.store.finish_job(&job.id, &instance, &outcome, now_ms()).await {
         Ok(Some(row)) if row.webhook_pending != 0 => deliver(ctx, row).await,
         Ok(_) => {}
