@@ -14,6 +14,7 @@ backend_tests!(
     request_log_is_scoped_to_the_caller,
     keys_show_last_use_and_spend,
     keys_can_be_searched_and_sorted,
+    usage_over_any_window_adds_up_the_log,
 );
 
 async fn get(t: &TestServer, path: &str, key: &str) -> (u16, Value) {
@@ -270,4 +271,100 @@ async fn keys_can_be_searched_and_sorted(backend: Backend) {
     let (status, _) = get(&t, "/v1/keys?sort=size", &t.master_key).await;
     assert_eq!(status, 400);
     t.stop().await;
+}
+
+/// Reports read an hourly rollup for whole hours and the log for the rest:
+/// over windows aligned to hours or not, within one hour or across days,
+/// every figure equals the sum of the log's rows in the window.
+async fn usage_over_any_window_adds_up_the_log(backend: Backend) {
+    const MINUTE: i64 = 60_000;
+    let mock = MockUpstream::start().await;
+    let Some(t) = TestServer::start_with(backend, Some(&mock_toml(&mock))).await else {
+        return;
+    };
+    let keys = [t.mint(json!({"name": "a"})).await, t.mint(json!({"name": "b"})).await];
+    // From 00:10 of a day 30 days back, a call every 5 h 13 min: 14 calls
+    // over three days, on two keys and two models.
+    let now = t.clock_now_ms();
+    let day = 86_400_000;
+    t.clock.advance_ms((now / day - 30) * day + 10 * MINUTE - now);
+    let mut calls = Vec::new();
+    for i in 0..14 {
+        let (key, model) = (&keys[i % 2], ["claude-test", "gpt-test"][(i / 2) % 2]);
+        calls.push((t.clock_now_ms(), id(key).to_string(), model));
+        let resp = t
+            .http
+            .post(format!("{}/v1/messages", t.base_url))
+            .header("x-api-key", secret(key))
+            .json(&json!({"model": model, "max_tokens": 16,
+                          "messages": [{"role": "user", "content": format!("call {i}")}]}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        t.clock.advance_ms(313 * MINUTE);
+    }
+    let (_, page) = get(&t, "/v1/requests?limit=100", &t.master_key).await;
+    let mut items = page["items"].as_array().unwrap().clone();
+    items.reverse();
+    assert_eq!(items.len(), calls.len());
+    let rfc = |ms: i64| {
+        chrono::DateTime::from_timestamp_millis(ms)
+            .unwrap()
+            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+    };
+    let start = calls[0].0 - 10 * MINUTE;
+    // (from, to) in minutes from the first day's midnight.
+    for (from, to) in
+        [(0, 5000), (60, 1440), (7, 3 * 1440), (11, 59), (200, 201 + 300), (313, 1000), (0, 60)]
+    {
+        let (from_ms, to_ms) = (start + from * MINUTE, start + to * MINUTE);
+        let mut expected = std::collections::BTreeMap::<(String, String), (i64, i64, i64)>::new();
+        for ((at, key, model), item) in calls.iter().zip(&items) {
+            // Each call lands within a second of when it was made.
+            if *at >= from_ms && *at < to_ms {
+                let e = expected.entry((key.clone(), model.to_string())).or_default();
+                e.0 += 1;
+                e.1 += item["cost_micros"].as_i64().unwrap();
+                e.2 += item["output_tokens"].as_i64().unwrap();
+            }
+        }
+        let path = format!("/v1/usage?from={}&to={}", rfc(from_ms), rfc(to_ms));
+        let (status, usage) = get(&t, &path, &t.master_key).await;
+        assert_eq!(status, 200, "{usage}");
+        let total = |f: fn(&(i64, i64, i64)) -> i64| expected.values().map(f).sum::<i64>();
+        let window = format!("{from}..{to}: {usage}");
+        assert_eq!(usage["totals"]["requests"], total(|e| e.0), "{window}");
+        assert_eq!(usage["totals"]["cost_micros"], total(|e| e.1), "{window}");
+        assert_eq!(usage["totals"]["output_tokens"], total(|e| e.2), "{window}");
+        assert_eq!(usage["totals"]["units"]["requests"].as_i64().unwrap_or(0), total(|e| e.0));
+        for k in &keys {
+            let of_key = |f: fn(&(i64, i64, i64)) -> i64| {
+                expected.iter().filter(|((key, _), _)| key == id(k)).map(|(_, e)| f(e)).sum::<i64>()
+            };
+            let row = usage["by_key"].as_array().unwrap().iter().find(|r| r["key_id"] == id(k));
+            let cost = row.map_or(0, |r| r["cost_micros"].as_i64().unwrap());
+            assert_eq!(cost, of_key(|e| e.1), "{window}");
+        }
+        for m in ["claude-test", "gpt-test"] {
+            let of_model: i64 =
+                expected.iter().filter(|((_, model), _)| model == m).map(|(_, e)| e.0).sum();
+            let row = usage["by_model"].as_array().unwrap().iter().find(|r| r["model"] == m);
+            let n = row.map_or(0, |r| r["requests"].as_i64().unwrap());
+            assert_eq!(n, of_model, "{window}");
+        }
+        let by_day: i64 = usage["by_day"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d["cost_micros"].as_i64().unwrap())
+            .sum();
+        let by_day_model: i64 = usage["by_day_and_model"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d["requests"].as_i64().unwrap())
+            .sum();
+        assert_eq!((by_day, by_day_model), (total(|e| e.1), total(|e| e.0)), "{window}");
+    }
 }

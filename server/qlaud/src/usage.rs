@@ -10,7 +10,7 @@ use crate::auth::Caller;
 use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::meter::period;
-use crate::store::{UnitGroup, UsageFilter, UsageRow};
+use crate::store::{UsageCell, UsageFilter, UsageRow};
 
 const DAY_MS: i64 = 86_400_000;
 
@@ -50,6 +50,19 @@ fn totals(r: &UsageRow) -> UsageTotals {
     }
 }
 
+/// The cells summed per group (`(group, name)` of a cell).
+fn group(cells: &[UsageCell], by: impl Fn(&UsageCell) -> (String, String)) -> Vec<UsageRow> {
+    let mut groups: std::collections::HashMap<String, UsageRow> = Default::default();
+    for cell in cells {
+        let (group, name) = by(cell);
+        groups
+            .entry(group.clone())
+            .or_insert_with(|| UsageRow { group, name, ..Default::default() })
+            .add(&cell.row);
+    }
+    groups.into_values().collect()
+}
+
 pub async fn report(ctx: &Context, caller: &Caller, q: UsageQuery) -> Result<UsageReport> {
     let now = ctx.clock.now_ms();
     let month = period::window_start(qlaud_api::Period::Monthly, now);
@@ -83,18 +96,24 @@ pub async fn report(ctx: &Context, caller: &Caller, q: UsageQuery) -> Result<Usa
         to_ms: to,
         key_id: key_id.as_deref(),
     };
-    let (mut all, mut keys, mut models, mut days, day_models) = (
-        [ctx.store.usage_totals(&f).await?],
-        ctx.store.usage_by_key(&f).await?,
-        ctx.store.usage_by_model(&f).await?,
-        ctx.store.usage_by_day(&f).await?,
-        ctx.store.usage_by_day_and_model(&f).await?,
-    );
-    ctx.store.add_unit_sums(&f, UnitGroup::Total, &mut all).await?;
-    ctx.store.add_unit_sums(&f, UnitGroup::Key, &mut keys).await?;
-    ctx.store.add_unit_sums(&f, UnitGroup::Model, &mut models).await?;
-    ctx.store.add_unit_sums(&f, UnitGroup::Day, &mut days).await?;
-    let [all] = all;
+    let cells = ctx.store.usage_cells(&f).await?;
+    let mut all = UsageRow::default();
+    cells.iter().for_each(|c| all.add(&c.row));
+    let mut keys = group(&cells, |c| (c.key_id.clone(), c.key_name.clone()));
+    let mut models = group(&cells, |c| (c.model.clone(), String::new()));
+    let mut days = group(&cells, |c| (c.day.to_string(), String::new()));
+    let mut day_models = group(&cells, |c| (format!("{}\t{}", c.day, c.model), String::new()));
+    let by_cost = |a: &UsageRow, b: &UsageRow| {
+        b.cost_micros.cmp(&a.cost_micros).then_with(|| a.group.cmp(&b.group))
+    };
+    keys.sort_by(by_cost);
+    models.sort_by(by_cost);
+    let by_day = |r: &UsageRow| {
+        let (day, model) = r.group.split_once('\t').unwrap_or((&r.group, ""));
+        (day.parse::<i64>().unwrap_or_default(), model.to_string())
+    };
+    days.sort_by_key(by_day);
+    day_models.sort_by_key(by_day);
     let date = |day: &str| {
         day.parse::<i64>()
             .map(|d| time(d * DAY_MS).format("%Y-%m-%d").to_string())

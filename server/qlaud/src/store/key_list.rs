@@ -48,7 +48,8 @@ pub struct KeyQuery<'a> {
 
 // The tenant's keys (filtered) with their activity. Parameters: $1 tenant,
 // $2 include revoked (0/1), $3 search text, $4 its LIKE pattern, $5–$7 the
-// monthly, weekly and daily window starts. A macro so every query stays
+// monthly, weekly and daily window starts (UTC midnights, so whole hours of
+// the hourly rollup). A macro so every query stays
 // `&'static str`.
 macro_rules! keys_with_activity {
     () => {
@@ -56,8 +57,8 @@ macro_rules! keys_with_activity {
            k.period, k.metadata, k.disabled, k.created_ms, k.updated_ms, k.rotated_ms, \
            k.revoked_ms, k.suspended_ms, k.max_requests_per_minute, k.max_tokens_per_minute, \
            (SELECT MAX(r.created_ms) FROM requests r WHERE r.key_id = k.id) AS last_used_ms, \
-           (SELECT CAST(COALESCE(SUM(r.cost_micros), 0) AS BIGINT) FROM requests r \
-             WHERE r.key_id = k.id AND r.created_ms >= CASE k.period \
+           (SELECT CAST(COALESCE(SUM(h.cost_micros), 0) AS BIGINT) FROM usage_hourly h \
+             WHERE h.key_id = k.id AND h.hour_ms >= CASE k.period \
                WHEN 'monthly' THEN $5 WHEN 'weekly' THEN $6 WHEN 'daily' THEN $7 \
                ELSE $8 END) AS spend_micros \
          FROM api_keys k WHERE k.tenant_id = $1 AND ($2 = 1 OR k.revoked_ms IS NULL) \

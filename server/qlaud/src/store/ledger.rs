@@ -371,6 +371,10 @@ impl Store {
                     e.2 += (r.reserved_tokens - r.usage.total_tokens()).max(0);
                 }
             }
+            // In one order in every transaction, so two processes settling
+            // the same keys wait for each other instead of deadlocking.
+            let mut spend: Vec<_> = spend.into_iter().collect();
+            spend.sort_unstable_by(|a, b| a.0.cmp(&b.0));
             for ((key_id, start, window), (reserved, cost, unused)) in spend {
                 sqlx::query(
                     "UPDATE key_spend SET reserved_micros = reserved_micros - $3, \

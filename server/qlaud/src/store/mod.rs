@@ -53,7 +53,7 @@ pub use threads::{
     ThreadRow, TurnClaim, parse_role, parse_truncation, role_str, truncation_str,
 };
 pub use tools::{NewTool, ToolQuery, ToolRow};
-pub use usage::{UnitGroup, UsageFilter, UsageRow};
+pub use usage::{UsageCell, UsageFilter, UsageRow};
 pub use videos::VideoRow;
 pub use webhook_secrets::WebhookSecretRow;
 

@@ -1,9 +1,9 @@
 //! Reading the request log: its pages (newest first, filtered), spend per
 //! day and model for stacked charts, and where the Stripe push stands.
 
-use sqlx::{FromRow, Row};
+use sqlx::FromRow;
 
-use super::{Store, StoreResult, UsageFilter, UsageRow};
+use super::{Store, StoreResult};
 
 /// Which entries of the log to read.
 pub struct RequestLogQuery<'a> {
@@ -91,46 +91,6 @@ impl Store {
         .bind(i64::from(q.limit))
         .fetch_all(self.pool())
         .await?)
-    }
-
-    /// Sums per UTC day and model: `group` is `"{unix day}\t{model}"`.
-    pub async fn usage_by_day_and_model(&self, f: &UsageFilter<'_>) -> StoreResult<Vec<UsageRow>> {
-        let rows = sqlx::query(
-            "SELECT CAST(r.created_ms / 86400000 AS BIGINT) AS day, r.model, COUNT(*) AS requests, \
-               CAST(COALESCE(SUM(r.input_tokens), 0) AS BIGINT) AS input_tokens, \
-               CAST(COALESCE(SUM(r.output_tokens), 0) AS BIGINT) AS output_tokens, \
-               CAST(COALESCE(SUM(r.cache_read_tokens), 0) AS BIGINT) AS cache_read_tokens, \
-               CAST(COALESCE(SUM(r.cache_write_tokens), 0) AS BIGINT) AS cache_write_tokens, \
-               CAST(COALESCE(SUM(r.cost_micros), 0) AS BIGINT) AS cost_micros \
-             FROM requests r WHERE r.tenant_id = $1 AND r.created_ms >= $2 AND r.created_ms < $3 \
-               AND ($4 = '' OR r.key_id = $4) \
-             GROUP BY CAST(r.created_ms / 86400000 AS BIGINT), r.model ORDER BY day, r.model",
-        )
-        .bind(f.tenant_id)
-        .bind(f.from_ms)
-        .bind(f.to_ms)
-        .bind(f.key_id.unwrap_or(""))
-        .fetch_all(self.pool())
-        .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(UsageRow {
-                    group: format!(
-                        "{}\t{}",
-                        r.try_get::<i64, _>("day")?,
-                        r.try_get::<String, _>("model")?
-                    ),
-                    name: String::new(),
-                    requests: r.try_get("requests")?,
-                    input_tokens: r.try_get("input_tokens")?,
-                    output_tokens: r.try_get("output_tokens")?,
-                    cache_read_tokens: r.try_get("cache_read_tokens")?,
-                    cache_write_tokens: r.try_get("cache_write_tokens")?,
-                    cost_micros: r.try_get("cost_micros")?,
-                    units: Default::default(),
-                })
-            })
-            .collect()
     }
 
     /// Keeps a push run's outcome as the tenant's last one.

@@ -18,20 +18,13 @@ const COLUMNS: usize = 17;
 fn insert_sql(n: usize) -> &'static str {
     static SQL: OnceLock<Vec<&'static str>> = OnceLock::new();
     super::sized_sql(&SQL, MAX_BATCH, n, |rows| {
-        let mut s = String::from(
+        format!(
             "INSERT INTO requests (id, tenant_id, key_id, model, provider, endpoint, \
                      streamed, status, input_tokens, output_tokens, cache_read_tokens, \
                      cache_write_tokens, cost_micros, latency_ms, created_ms, period_start_ms, \
-                     recovered) VALUES ",
-        );
-        for r in 0..rows {
-            s.push_str(if r == 0 { "(" } else { ", (" });
-            let params: Vec<String> =
-                (1..=COLUMNS).map(|c| format!("${}", r * COLUMNS + c)).collect();
-            s.push_str(&params.join(", "));
-            s.push(')');
-        }
-        s
+                     recovered) VALUES {}",
+            values(rows, COLUMNS)
+        )
     })
 }
 
@@ -78,7 +71,109 @@ pub(super) async fn insert_requests(
         }
         q.execute(&mut **tx).await?;
     }
+    add_to_rollup(tx, records).await
+}
+
+const HOUR_MS: i64 = 3_600_000;
+
+/// A rollup row's key: tenant, hour, key, model (the table's primary key
+/// order, so every transaction locks rows in one order).
+type Cell<'a> = (&'a str, i64, &'a str, &'a str);
+
+/// Adds the records to `usage_hourly` and `usage_hourly_units`, summed per
+/// row first: one upsert carries each row once, as PostgreSQL requires.
+async fn add_to_rollup(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    records: &[&RequestRecord],
+) -> StoreResult<()> {
+    let mut cells: std::collections::BTreeMap<Cell, [i64; 6]> = Default::default();
+    let mut units: std::collections::BTreeMap<(Cell, &str), i64> = Default::default();
+    for r in records {
+        let cell = (
+            r.tenant_id.as_str(),
+            r.created_ms - r.created_ms.rem_euclid(HOUR_MS),
+            r.key_id.as_str(),
+            r.model.as_str(),
+        );
+        let sums = cells.entry(cell).or_default();
+        let add = [
+            1,
+            clamp(r.usage.input_tokens),
+            clamp(r.usage.output_tokens),
+            clamp(r.usage.cache_read_tokens),
+            clamp(r.usage.cache_write_tokens),
+            r.cost_micros,
+        ];
+        for (sum, n) in sums.iter_mut().zip(add) {
+            *sum = sum.saturating_add(n);
+        }
+        for (unit, n) in r.quantities.iter().filter(|(unit, _)| !has_column(*unit)) {
+            let q = units.entry((cell, unit.as_str())).or_default();
+            *q = q.saturating_add(clamp(n));
+        }
+    }
+    let cells: Vec<_> = cells.into_iter().collect();
+    for chunk in cells.chunks(MAX_BATCH) {
+        let mut q = sqlx::query(rollup_sql(chunk.len()));
+        for ((tenant, hour, key, model), sums) in chunk {
+            q = q.bind(*tenant).bind(*hour).bind(*key).bind(*model);
+            for n in sums {
+                q = q.bind(*n);
+            }
+        }
+        q.execute(&mut **tx).await?;
+    }
+    let units: Vec<_> = units.into_iter().collect();
+    for chunk in units.chunks(MAX_BATCH) {
+        let mut q = sqlx::query(rollup_units_sql(chunk.len()));
+        for (((tenant, hour, key, model), unit), n) in chunk {
+            q = q.bind(*tenant).bind(*hour).bind(*key).bind(*model).bind(*unit).bind(*n);
+        }
+        q.execute(&mut **tx).await?;
+    }
     Ok(())
+}
+
+/// `($1, $2, …), (…)` for `rows` rows of `columns` parameters.
+fn values(rows: usize, columns: usize) -> String {
+    (0..rows)
+        .map(|r| {
+            let params: Vec<String> =
+                (1..=columns).map(|c| format!("${}", r * columns + c)).collect();
+            format!("({})", params.join(", "))
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn rollup_sql(n: usize) -> &'static str {
+    static SQL: OnceLock<Vec<&'static str>> = OnceLock::new();
+    super::sized_sql(&SQL, MAX_BATCH, n, |rows| {
+        format!(
+            "INSERT INTO usage_hourly (tenant_id, hour_ms, key_id, model, requests, \
+               input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, cost_micros) \
+             VALUES {} ON CONFLICT (tenant_id, hour_ms, key_id, model) DO UPDATE SET \
+               requests = usage_hourly.requests + excluded.requests, \
+               input_tokens = usage_hourly.input_tokens + excluded.input_tokens, \
+               output_tokens = usage_hourly.output_tokens + excluded.output_tokens, \
+               cache_read_tokens = usage_hourly.cache_read_tokens + excluded.cache_read_tokens, \
+               cache_write_tokens = usage_hourly.cache_write_tokens + excluded.cache_write_tokens, \
+               cost_micros = usage_hourly.cost_micros + excluded.cost_micros",
+            values(rows, 10)
+        )
+    })
+}
+
+fn rollup_units_sql(n: usize) -> &'static str {
+    static SQL: OnceLock<Vec<&'static str>> = OnceLock::new();
+    super::sized_sql(&SQL, MAX_BATCH, n, |rows| {
+        format!(
+            "INSERT INTO usage_hourly_units (tenant_id, hour_ms, key_id, model, unit, quantity) \
+             VALUES {} ON CONFLICT (tenant_id, hour_ms, key_id, model, unit) DO UPDATE SET \
+               quantity = usage_hourly_units.quantity + excluded.quantity",
+            values(rows, 6)
+        )
+    })
 }
 
 /// Units every model call measures, kept in the request's own columns (the
@@ -101,13 +196,7 @@ const MAX_UNIT_ROWS: usize = 128;
 fn insert_units_sql(n: usize) -> &'static str {
     static SQL: OnceLock<Vec<&'static str>> = OnceLock::new();
     super::sized_sql(&SQL, MAX_UNIT_ROWS, n, |rows| {
-        let values: Vec<String> = (0..rows)
-            .map(|r| format!("(${}, ${}, ${})", 3 * r + 1, 3 * r + 2, 3 * r + 3))
-            .collect();
-        format!(
-            "INSERT INTO request_units (request_id, unit, quantity) VALUES {}",
-            values.join(", ")
-        )
+        format!("INSERT INTO request_units (request_id, unit, quantity) VALUES {}", values(rows, 3))
     })
 }
 

@@ -1,4 +1,12 @@
 //! Spend reports: sums over the request log.
+//!
+//! A report reads the log's hourly rollup (`usage_hourly`, kept in the
+//! transaction that writes the log) for the whole hours of its window, and
+//! the log itself only for the part of an hour at either end: the cost of a
+//! report grows with the keys, models and hours it covers, not with the
+//! requests.
+
+use std::collections::{BTreeMap, HashMap};
 
 use sqlx::Row;
 use sqlx::any::AnyRow;
@@ -30,33 +38,7 @@ pub struct UsageRow {
     pub cache_write_tokens: i64,
     pub cost_micros: i64,
     /// Quantity per priced unit.
-    pub units: std::collections::BTreeMap<String, i64>,
-}
-
-/// How unit sums are grouped, like the report's rows.
-#[derive(Clone, Copy)]
-pub enum UnitGroup {
-    Total,
-    Key,
-    Model,
-    Day,
-}
-
-macro_rules! sums {
-    () => {
-        "COUNT(*) AS requests, \
-         CAST(COALESCE(SUM(r.input_tokens), 0) AS BIGINT) AS input_tokens, \
-         CAST(COALESCE(SUM(r.output_tokens), 0) AS BIGINT) AS output_tokens, \
-         CAST(COALESCE(SUM(r.cache_read_tokens), 0) AS BIGINT) AS cache_read_tokens, \
-         CAST(COALESCE(SUM(r.cache_write_tokens), 0) AS BIGINT) AS cache_write_tokens, \
-         CAST(COALESCE(SUM(r.cost_micros), 0) AS BIGINT) AS cost_micros"
-    };
-}
-
-macro_rules! filter {
-    () => {
-        "r.tenant_id = $1 AND r.created_ms >= $2 AND r.created_ms < $3 AND ($4 = '' OR r.key_id = $4)"
-    };
+    pub units: BTreeMap<String, i64>,
 }
 
 fn row(r: &AnyRow, group: String, name: String) -> StoreResult<UsageRow> {
@@ -74,7 +56,7 @@ fn row(r: &AnyRow, group: String, name: String) -> StoreResult<UsageRow> {
 }
 
 /// The units a request row keeps in its columns: its tokens and itself.
-pub(super) fn column_units(r: &UsageRow) -> std::collections::BTreeMap<String, i64> {
+pub(super) fn column_units(r: &UsageRow) -> BTreeMap<String, i64> {
     [
         ("input_tokens", r.input_tokens),
         ("output_tokens", r.output_tokens),
@@ -88,24 +70,130 @@ pub(super) fn column_units(r: &UsageRow) -> std::collections::BTreeMap<String, i
     .collect()
 }
 
-/// `SELECT <group> AS g, unit, SUM(quantity)` over the filtered requests'
-/// other units.
-macro_rules! unit_sums {
-    ($group:literal) => {
+/// The sums of one key and model on one UTC day, the finest grouping a
+/// report shows; `row.units` holds every unit, tokens and requests too.
+#[derive(Clone, Debug, Default)]
+pub struct UsageCell {
+    pub key_id: String,
+    pub key_name: String,
+    pub model: String,
+    /// Unix days.
+    pub day: i64,
+    pub row: UsageRow,
+}
+
+impl UsageRow {
+    /// Adds `other`'s sums (units too) to this row's.
+    pub fn add(&mut self, other: &UsageRow) {
+        self.requests += other.requests;
+        self.input_tokens += other.input_tokens;
+        self.output_tokens += other.output_tokens;
+        self.cache_read_tokens += other.cache_read_tokens;
+        self.cache_write_tokens += other.cache_write_tokens;
+        self.cost_micros += other.cost_micros;
+        for (unit, n) in &other.units {
+            *self.units.entry(unit.clone()).or_default() += n;
+        }
+    }
+}
+
+const HOUR_MS: i64 = 3_600_000;
+
+/// `$1` tenant, `$2`/`$3` the window, `$4` a key id or ''. Macros so every
+/// statement stays `&'static str`.
+macro_rules! cells {
+    ($table:literal, $time:literal, $count:literal) => {
         concat!(
-            "SELECT ",
-            $group,
-            " AS g, u.unit, CAST(COALESCE(SUM(u.quantity), 0) AS BIGINT) AS q \
-             FROM request_units u JOIN requests r ON r.id = u.request_id WHERE ",
-            filter!(),
-            " GROUP BY ",
-            $group,
-            ", u.unit"
+            "SELECT t.key_id, k.name, t.model, CAST(t.",
+            $time,
+            " / 86400000 AS BIGINT) AS day, ",
+            $count,
+            " AS requests, \
+             CAST(COALESCE(SUM(t.input_tokens), 0) AS BIGINT) AS input_tokens, \
+             CAST(COALESCE(SUM(t.output_tokens), 0) AS BIGINT) AS output_tokens, \
+             CAST(COALESCE(SUM(t.cache_read_tokens), 0) AS BIGINT) AS cache_read_tokens, \
+             CAST(COALESCE(SUM(t.cache_write_tokens), 0) AS BIGINT) AS cache_write_tokens, \
+             CAST(COALESCE(SUM(t.cost_micros), 0) AS BIGINT) AS cost_micros \
+             FROM ",
+            $table,
+            " t JOIN api_keys k ON k.id = t.key_id \
+             WHERE t.tenant_id = $1 AND t.",
+            $time,
+            " >= $2 AND t.",
+            $time,
+            " < $3 AND ($4 = '' OR t.key_id = $4) \
+             GROUP BY t.key_id, k.name, t.model, CAST(t.",
+            $time,
+            " / 86400000 AS BIGINT)"
         )
     };
 }
 
+const LOG_CELLS: &str = cells!("requests", "created_ms", "COUNT(*)");
+const ROLLUP_CELLS: &str =
+    cells!("usage_hourly", "hour_ms", "CAST(COALESCE(SUM(t.requests), 0) AS BIGINT)");
+
+const LOG_UNITS: &str = "SELECT t.key_id, t.model, CAST(t.created_ms / 86400000 AS BIGINT) AS day, \
+       u.unit, CAST(COALESCE(SUM(u.quantity), 0) AS BIGINT) AS q \
+     FROM request_units u JOIN requests t ON t.id = u.request_id \
+     WHERE t.tenant_id = $1 AND t.created_ms >= $2 AND t.created_ms < $3 \
+       AND ($4 = '' OR t.key_id = $4) \
+     GROUP BY t.key_id, t.model, CAST(t.created_ms / 86400000 AS BIGINT), u.unit";
+const ROLLUP_UNITS: &str = "SELECT t.key_id, t.model, CAST(t.hour_ms / 86400000 AS BIGINT) AS day, \
+       t.unit, CAST(COALESCE(SUM(t.quantity), 0) AS BIGINT) AS q \
+     FROM usage_hourly_units t \
+     WHERE t.tenant_id = $1 AND t.hour_ms >= $2 AND t.hour_ms < $3 \
+       AND ($4 = '' OR t.key_id = $4) \
+     GROUP BY t.key_id, t.model, CAST(t.hour_ms / 86400000 AS BIGINT), t.unit";
+
 impl Store {
+    /// Every (key, model, day) cell of the report `f`, from the rollup for
+    /// its whole hours and from the log for the rest.
+    pub async fn usage_cells(&self, f: &UsageFilter<'_>) -> StoreResult<Vec<UsageCell>> {
+        let first_hour = f.from_ms + (HOUR_MS - f.from_ms.rem_euclid(HOUR_MS)) % HOUR_MS;
+        let last_hour = f.to_ms - f.to_ms.rem_euclid(HOUR_MS);
+        let mut parts = Vec::with_capacity(3);
+        if first_hour < last_hour {
+            parts.push((ROLLUP_CELLS, ROLLUP_UNITS, first_hour, last_hour));
+            for (from, to) in [(f.from_ms, first_hour), (last_hour, f.to_ms)] {
+                if from < to {
+                    parts.push((LOG_CELLS, LOG_UNITS, from, to));
+                }
+            }
+        } else {
+            parts.push((LOG_CELLS, LOG_UNITS, f.from_ms, f.to_ms));
+        }
+        let mut cells: HashMap<(String, String, i64), UsageCell> = HashMap::new();
+        for (sums, units, from, to) in parts {
+            let window = UsageFilter { from_ms: from, to_ms: to, ..*f };
+            for r in self.usage_query(sums, &window).await? {
+                let (key_id, model, day): (String, String, i64) =
+                    (r.try_get("key_id")?, r.try_get("model")?, r.try_get("day")?);
+                let mut row = row(&r, String::new(), String::new())?;
+                row.units = column_units(&row);
+                let cell = cells.entry((key_id.clone(), model.clone(), day)).or_insert_with(|| {
+                    UsageCell {
+                        key_id,
+                        key_name: r.try_get("name").unwrap_or_default(),
+                        model,
+                        day,
+                        row: UsageRow::default(),
+                    }
+                });
+                cell.row.add(&row);
+            }
+            for r in self.usage_query(units, &window).await? {
+                let cell_key = (r.try_get("key_id")?, r.try_get("model")?, r.try_get("day")?);
+                let (unit, q): (String, i64) = (r.try_get("unit")?, r.try_get("q")?);
+                // A unit row always has its request's row, so its cell.
+                if let Some(cell) = cells.get_mut(&cell_key) {
+                    *cell.row.units.entry(unit).or_default() += q;
+                }
+            }
+        }
+        Ok(cells.into_values().collect())
+    }
+
     async fn usage_query(
         &self,
         sql: &'static str,
@@ -118,81 +206,5 @@ impl Store {
             .bind(f.key_id.unwrap_or(""))
             .fetch_all(self.pool())
             .await?)
-    }
-
-    /// Quantities per group and unit, set on `rows` (matched by group): the
-    /// units kept in the rows' columns, and every other unit's rows.
-    pub async fn add_unit_sums(
-        &self,
-        f: &UsageFilter<'_>,
-        group: UnitGroup,
-        rows: &mut [UsageRow],
-    ) -> StoreResult<()> {
-        let sql = match group {
-            // One tenant per query: grouping by it is grouping by nothing.
-            UnitGroup::Total => unit_sums!("r.tenant_id"),
-            UnitGroup::Key => unit_sums!("r.key_id"),
-            UnitGroup::Model => unit_sums!("r.model"),
-            UnitGroup::Day => unit_sums!("CAST(r.created_ms / 86400000 AS BIGINT)"),
-        };
-        for row in rows.iter_mut() {
-            row.units = column_units(row);
-        }
-        for r in self.usage_query(sql, f).await? {
-            let g = match group {
-                UnitGroup::Total => String::new(),
-                UnitGroup::Day => r.try_get::<i64, _>("g")?.to_string(),
-                _ => r.try_get::<String, _>("g")?,
-            };
-            let (unit, q): (String, i64) = (r.try_get("unit")?, r.try_get("q")?);
-            if let Some(row) = rows.iter_mut().find(|row| row.group == g) {
-                row.units.insert(unit, q);
-            }
-        }
-        Ok(())
-    }
-
-    pub async fn usage_totals(&self, f: &UsageFilter<'_>) -> StoreResult<UsageRow> {
-        const SQL: &str = concat!("SELECT ", sums!(), " FROM requests r WHERE ", filter!());
-        let rows = self.usage_query(SQL, f).await?;
-        rows.first().map_or(Ok(UsageRow::default()), |r| row(r, String::new(), String::new()))
-    }
-
-    pub async fn usage_by_key(&self, f: &UsageFilter<'_>) -> StoreResult<Vec<UsageRow>> {
-        const SQL: &str = concat!(
-            "SELECT r.key_id, k.name, ",
-            sums!(),
-            " FROM requests r JOIN api_keys k ON k.id = r.key_id WHERE ",
-            filter!(),
-            " GROUP BY r.key_id, k.name ORDER BY cost_micros DESC, r.key_id"
-        );
-        let rows = self.usage_query(SQL, f).await?;
-        rows.iter().map(|r| row(r, r.try_get("key_id")?, r.try_get("name")?)).collect()
-    }
-
-    pub async fn usage_by_model(&self, f: &UsageFilter<'_>) -> StoreResult<Vec<UsageRow>> {
-        const SQL: &str = concat!(
-            "SELECT r.model, ",
-            sums!(),
-            " FROM requests r WHERE ",
-            filter!(),
-            " GROUP BY r.model ORDER BY cost_micros DESC, r.model"
-        );
-        let rows = self.usage_query(SQL, f).await?;
-        rows.iter().map(|r| row(r, r.try_get("model")?, String::new())).collect()
-    }
-
-    pub async fn usage_by_day(&self, f: &UsageFilter<'_>) -> StoreResult<Vec<UsageRow>> {
-        const SQL: &str = concat!(
-            "SELECT CAST(r.created_ms / 86400000 AS BIGINT) AS day, ",
-            sums!(),
-            " FROM requests r WHERE ",
-            filter!(),
-            " GROUP BY CAST(r.created_ms / 86400000 AS BIGINT) ORDER BY day"
-        );
-        let rows = self.usage_query(SQL, f).await?;
-        rows.iter()
-            .map(|r| row(r, r.try_get::<i64, _>("day")?.to_string(), String::new()))
-            .collect()
     }
 }
