@@ -61,3 +61,53 @@ def test_anthropic_client_retries_a_429_and_succeeds(qlaud):
     reply = patient.messages.create(model="claude-test", max_tokens=10, messages=msgs)
     assert reply.content[0].text
     assert metric(qlaud, "qlaud_rate_limited_requests_total") > before
+
+
+def test_openai_client_reads_the_budget_of_a_success(qlaud):
+    key = mint(qlaud, {"name": "py_budget_openai", "max_requests_per_minute": 5,
+                       "max_tokens_per_minute": 50000})
+    client = openai.OpenAI(base_url=qlaud["base_url"] + "/v1", api_key=key, max_retries=0)
+    msgs = [{"role": "user", "content": "hi"}]
+    _fresh_window()
+    left = []
+    for _ in range(2):
+        raw = client.chat.completions.with_raw_response.create(
+            model="gpt-test", messages=msgs, max_tokens=10)
+        assert raw.parse().choices[0].message.content
+        h = raw.headers
+        assert h["x-ratelimit-limit-requests"] == "5"
+        assert h["x-ratelimit-limit-tokens"] == "50000"
+        assert h["x-ratelimit-reset-requests"].endswith("s")
+        assert "anthropic-ratelimit-requests-limit" not in h
+        left.append((int(h["x-ratelimit-remaining-requests"]),
+                     int(h["x-ratelimit-remaining-tokens"])))
+    assert [r for r, _ in left] == [4, 3]
+    assert left[1][1] < left[0][1] < 50000
+    # A stream carries them on its head.
+    with client.chat.completions.with_streaming_response.create(
+            model="gpt-test", messages=msgs, max_tokens=10, stream=True) as raw:
+        assert raw.headers["x-ratelimit-remaining-requests"] == "2"
+        assert any(chunk.choices for chunk in raw.parse())
+
+
+def test_anthropic_client_reads_the_budget_of_a_success(qlaud):
+    key = mint(qlaud, {"name": "py_budget_anthropic", "max_requests_per_minute": 5})
+    client = anthropic.Anthropic(base_url=qlaud["base_url"], api_key=key, max_retries=0)
+    msgs = [{"role": "user", "content": "hi"}]
+    _fresh_window()
+    for left in (4, 3):
+        raw = client.messages.with_raw_response.create(
+            model="claude-test", max_tokens=10, messages=msgs)
+        assert raw.parse().content[0].text
+        h = raw.headers
+        assert h["anthropic-ratelimit-requests-limit"] == "5"
+        assert h["anthropic-ratelimit-requests-remaining"] == str(left)
+        assert h["anthropic-ratelimit-requests-reset"].endswith("Z")
+        # Only the limits set: this key has no tokens limit.
+        assert "anthropic-ratelimit-tokens-limit" not in h
+        assert "x-ratelimit-limit-requests" not in h
+    # A key without limits: no budget headers.
+    free = anthropic.Anthropic(base_url=qlaud["base_url"],
+                               api_key=mint(qlaud, {"name": "py_budget_free"}), max_retries=0)
+    raw = free.messages.with_raw_response.create(model="claude-test", max_tokens=10, messages=msgs)
+    assert not [k for k in raw.headers if k.startswith("anthropic-ratelimit")]

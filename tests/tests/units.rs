@@ -65,7 +65,7 @@ async fn a_unit_of_its_own_is_stored_reported_and_invoiced(backend: Backend) {
         now_ms: now,
         rate: Default::default(),
     };
-    assert!(store.reserve(&reservation).await.unwrap());
+    assert!(store.reserve(&reservation).await.unwrap().is_some());
     let mut quantities = Quantities::default();
     quantities.set(Unit::named("audio_seconds"), 42).unwrap();
     quantities.set(Unit::REQUESTS, 1).unwrap();

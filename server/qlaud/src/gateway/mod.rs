@@ -41,6 +41,7 @@ use serde_json::Value;
 use crate::auth::Caller;
 use crate::config::{Catalog, Model, ModelKind, ProviderKind};
 use crate::context::Context;
+use crate::error::RateDialect;
 use crate::meter::estimate::{self, Estimate, PromptBound};
 use crate::meter::ledger::Admission;
 use crate::meter::{self, Metered, Usage};
@@ -677,12 +678,28 @@ async fn read_json(call: &mut Call, upstream: reqwest::Response) -> Result<Value
     })
 }
 
-/// Headers every answer carries: the output limit qlaud lowered, if it did.
+/// Headers every answer carries: the output limit qlaud lowered, if it
+/// did, and the key's rate limits in the headers of the API the client
+/// speaks, as that API sends them on every answer (only for limits set).
 fn common_headers(call: &Call, mut b: http::response::Builder) -> http::response::Builder {
-    if call.admission().clamped {
+    let admission = call.admission();
+    if admission.clamped {
         // The client's own stop reason (max_tokens / length) tells it the
         // answer was cut; this says why.
-        b = b.header("qlaud-max-tokens-clamped", call.admission().max_output_tokens);
+        b = b.header("qlaud-max-tokens-clamped", admission.max_output_tokens);
+    }
+    let dialect = match call.metered.endpoint {
+        meter::Endpoint::Messages => Some(RateDialect::Anthropic),
+        meter::Endpoint::ChatCompletions
+        | meter::Endpoint::Responses
+        | meter::Endpoint::Embeddings => Some(RateDialect::OpenAi),
+        // The media APIs' own providers send no such headers.
+        _ => None,
+    };
+    if let Some(dialect) = dialect {
+        admission.rate_budget.headers(dialect, |name, value| {
+            b = std::mem::take(&mut b).header(name, value);
+        });
     }
     b
 }

@@ -19,7 +19,7 @@ use super::estimate::Estimate;
 use super::{Unreported, period};
 use crate::auth::Caller;
 use crate::config::Model;
-use crate::error::{Error, RateLimit, Result};
+use crate::error::{Error, RateBudget, RateLimit, Result};
 use crate::store::{CapState, HeldReservation, NewReservation, RateCount, Store, new_id};
 use crate::units::{Prices, Unit};
 
@@ -42,6 +42,9 @@ pub struct Admission {
     /// The rate-limit window it was counted in, and its tokens there.
     pub rate_window_ms: i64,
     pub reserved_tokens: i64,
+    /// The key's rate limits and what is left of them once this request
+    /// was counted, for the answer's headers (none set: empty).
+    pub rate_budget: RateBudget,
 }
 
 /// The worst case of `e` with an output limit of `per_choice`: the prompt
@@ -114,6 +117,22 @@ fn reserved_tokens(e: &Estimate, per_choice: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
 
+/// The budget of limits `(limit, used)` in a window ending at `reset_ms`.
+fn budget(
+    reset_ms: i64,
+    now: i64,
+    requests: (Option<i64>, i64),
+    tokens: (Option<i64>, i64),
+) -> RateBudget {
+    let left = |(limit, used): (Option<i64>, i64)| limit.map(|l| (l, (l - used).max(0)));
+    RateBudget {
+        reset_ms,
+        reset_in_ms: (reset_ms - now).max(1),
+        requests: left(requests),
+        tokens: left(tokens),
+    }
+}
+
 /// Why a refused admission was over a rate limit, if it was: the 429 to
 /// answer, with what the limits, the window and the time to wait are.
 fn rate_limited(
@@ -158,9 +177,7 @@ fn rate_limited(
     Some(RateLimit {
         message,
         retry_after_ms: (reset_ms - now).max(1),
-        reset_ms,
-        requests: requests_limit.map(|l| (l, (l - used_requests).max(0))),
-        tokens: tokens_limit.map(|l| (l, (l - used_tokens).max(0))),
+        budget: budget(reset_ms, now, (requests_limit, used_requests), (tokens_limit, used_tokens)),
     })
 }
 
@@ -227,7 +244,13 @@ pub async fn admit_for(
             now_ms: now,
             rate,
         };
-        if meter.store.reserve(&reservation).await? {
+        if let Some(counted) = meter.store.reserve(&reservation).await? {
+            let rate_budget = budget(
+                counted.window_ms + window_ms,
+                now,
+                (counted.requests_limit.or(defaults.0), counted.requests),
+                (counted.tokens_limit.or(defaults.1), counted.tokens),
+            );
             return Ok(Admission {
                 reservation_id: id,
                 reserved_micros: micros,
@@ -241,6 +264,7 @@ pub async fn admit_for(
                 clamped: output < max_output,
                 rate_window_ms: rate.window_ms,
                 reserved_tokens: rate.tokens,
+                rate_budget,
             });
         }
         if !flushed {
@@ -338,6 +362,7 @@ pub fn take_held(
         // Counted against the rate limits when it was submitted.
         rate_window_ms: 0,
         reserved_tokens: 0,
+        rate_budget: RateBudget::default(),
     })
 }
 

@@ -65,12 +65,39 @@ macro_rules! admit_upsert {
 const RESERVE_POSTGRES: &str = concat!(
     "WITH admitted AS (",
     admit_upsert!(),
-    " RETURNING key_id) \
-     INSERT INTO reservations (id, tenant_id, key_id, period_start_ms, model, provider, endpoint, \
-     reserved_micros, instance_id, created_ms) \
-     SELECT $6, $7, $1, $2, $8, $9, $10, $3, $11, $12 FROM admitted \
-     RETURNING CAST(1 AS BIGINT) AS admitted"
+    " RETURNING key_id, rate_window_ms, rate_requests, rate_tokens), \
+     placed AS (INSERT INTO reservations (id, tenant_id, key_id, period_start_ms, model, \
+     provider, endpoint, reserved_micros, instance_id, created_ms) \
+     SELECT $6, $7, $1, $2, $8, $9, $10, $3, $11, $12 FROM admitted RETURNING id) \
+     SELECT CAST(1 AS BIGINT) AS admitted, a.rate_window_ms, a.rate_requests, a.rate_tokens, \
+     k.max_requests_per_minute AS key_rpm, k.max_tokens_per_minute AS key_tpm \
+     FROM admitted a JOIN placed p ON TRUE JOIN api_keys k ON k.id = a.key_id"
 );
+
+/// What an admission counted in its key's rate window: the window, the
+/// requests and tokens in it with this one, and the key's own limits. Read
+/// by the admitting statement itself, so the answer's rate-limit headers
+/// cost no extra round trip.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RateCounted {
+    pub window_ms: i64,
+    pub requests: i64,
+    pub tokens: i64,
+    pub requests_limit: Option<i64>,
+    pub tokens_limit: Option<i64>,
+}
+
+impl RateCounted {
+    fn read(row: &sqlx::any::AnyRow) -> Result<RateCounted, sqlx::Error> {
+        Ok(RateCounted {
+            window_ms: row.try_get("rate_window_ms")?,
+            requests: row.try_get("rate_requests")?,
+            tokens: row.try_get("rate_tokens")?,
+            requests_limit: row.try_get("key_rpm")?,
+            tokens_limit: row.try_get("key_tpm")?,
+        })
+    }
+}
 
 /// A request to admit.
 pub struct NewReservation<'a> {
@@ -118,7 +145,7 @@ pub(super) struct ReserveJob {
     instance_id: String,
     now_ms: i64,
     rate: RateCount,
-    answer: oneshot::Sender<StoreResult<bool>>,
+    answer: oneshot::Sender<StoreResult<Option<RateCounted>>>,
 }
 
 /// Parameters of one admission.
@@ -170,7 +197,12 @@ fn sqlite_batch_sql(n: usize) -> &'static str {
                 "{}; INSERT INTO reservations (id, tenant_id, key_id, period_start_ms, model, \
                          provider, endpoint, reserved_micros, instance_id, created_ms) \
                          SELECT $6, $7, $1, $2, $8, $9, $10, $3, $11, $12 WHERE changes() = 1; \
-                         SELECT CAST(changes() AS BIGINT) AS admitted, CAST({j} AS BIGINT) AS job;",
+                         SELECT CAST(changes() AS BIGINT) AS admitted, CAST({j} AS BIGINT) AS job, \
+                         s.rate_window_ms, s.rate_requests, s.rate_tokens, \
+                         k.max_requests_per_minute AS key_rpm, \
+                         k.max_tokens_per_minute AS key_tpm \
+                         FROM api_keys k JOIN key_spend s \
+                         ON s.key_id = k.id AND s.period_start_ms = $2 WHERE k.id = $1;",
                 admit_upsert!()
             );
             // Renumber $1..$16 to this job's parameters: first to
@@ -189,7 +221,10 @@ fn sqlite_batch_sql(n: usize) -> &'static str {
     })
 }
 
-async fn admit_batch(writer: &AnyPool, jobs: &[ReserveJob]) -> Result<Vec<bool>, sqlx::Error> {
+async fn admit_batch(
+    writer: &AnyPool,
+    jobs: &[ReserveJob],
+) -> Result<Vec<Option<RateCounted>>, sqlx::Error> {
     let mut q = sqlx::query(sqlite_batch_sql(jobs.len()));
     for j in jobs {
         q = q
@@ -211,10 +246,14 @@ async fn admit_batch(writer: &AnyPool, jobs: &[ReserveJob]) -> Result<Vec<bool>,
             .bind(j.rate.default_tokens.unwrap_or(NO_CAP));
     }
     let rows = q.fetch_all(writer).await?;
-    let mut out = vec![false; jobs.len()];
+    // A job whose key has no spend row (the key is gone) returns no row:
+    // refused, as its upsert was.
+    let mut out = vec![None; jobs.len()];
     for row in rows {
         let job: i64 = row.try_get("job")?;
-        out[job as usize] = row.try_get::<i64, _>("admitted")? == 1;
+        if row.try_get::<i64, _>("admitted")? == 1 {
+            out[job as usize] = Some(RateCounted::read(&row)?);
+        }
     }
     Ok(out)
 }
@@ -242,9 +281,10 @@ pub struct CapState {
 impl Store {
     /// Holds `micros` of the key's budget for one request, if the cap
     /// allows, in one transaction: the conditional upsert decides, the
-    /// reservation row records it. `false`: refused (over the cap, or the
-    /// key changed: revoked, disabled, other period).
-    pub async fn reserve(&self, r: &NewReservation<'_>) -> StoreResult<bool> {
+    /// reservation row records it. `None`: refused (over the cap, or the
+    /// key changed: revoked, disabled, other period); else what the
+    /// request was counted as in its rate window.
+    pub async fn reserve(&self, r: &NewReservation<'_>) -> StoreResult<Option<RateCounted>> {
         // One round trip either way: the conditional upsert decides and the
         // reservation row is written only if it admitted. PostgreSQL does
         // both in one statement (a data-modifying CTE); SQLite runs them as
@@ -290,8 +330,8 @@ impl Store {
             .fetch_all(self.writer())
             .await;
         Ok(match result?.first() {
-            Some(row) => row.try_get::<i64, _>("admitted")? == 1,
-            None => false,
+            Some(row) if row.try_get::<i64, _>("admitted")? == 1 => Some(RateCounted::read(row)?),
+            _ => None,
         })
     }
 
