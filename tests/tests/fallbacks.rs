@@ -5,7 +5,9 @@
 //! failed attempt is billed nothing, the answer once, and a dearer fallback
 //! that does not fit the cap is refused with 402 before it is sent; nothing
 //! is retried once the answer has started, nor after a 400. Thread turns
-//! fall back the same way.
+//! fall back the same way, and so do `/v1/responses` requests (passed
+//! through to a GPT model or translated for a Claude one), their state
+//! kept from the answer that came.
 
 use qlaud_tests::mock::MockUpstream;
 use qlaud_tests::{Backend, TestServer, backend_tests, mock_toml, sse_events};
@@ -22,6 +24,8 @@ backend_tests!(
     nothing_is_retried_after_the_first_byte_or_a_bad_request,
     thread_turn_falls_back,
     a_failed_attempt_pays_no_request_fee,
+    responses_fall_back_across_dialects_and_bill_once,
+    responses_retry_and_hold_the_cap_across_attempts,
 );
 
 /// The mock's models plus primaries that fail and their fallbacks.
@@ -49,6 +53,9 @@ fn config(mock: &MockUpstream) -> String {
     model("flaky", "anthropic", "claude-error-529-once", claude, "retries = 1");
     model("limited-gpt", "openai", "gpt-error-429-once", gpt, "retries = 2");
     model("to-dear", "anthropic", "claude-error-529", claude, &fb(&["backup-dear"]));
+    model("to-dear-gpt", "openai", "gpt-error-500", gpt, &fb(&["backup-dear"]));
+    // OpenAI has no 529: the mock's overloaded GPT answers 503.
+    model("overloaded-gpt", "openai", "gpt-error-529", gpt, &fb(&["backup-gpt"]));
     model(
         "all-broken",
         "anthropic",
@@ -324,4 +331,102 @@ async fn a_failed_attempt_pays_no_request_fee(backend: Backend) {
     // The 529 attempt of the model with a per-request fee costs nothing;
     // only the fallback's answer is billed.
     assert_eq!(t.settled(&id, 2).await, 99);
+}
+
+/// `(model, status, cost)` of every request in the log, sorted.
+async fn log_rows(t: &TestServer) -> Vec<(String, i64, i64)> {
+    let (status, log) =
+        t.request(reqwest::Method::GET, "/v1/requests", Some(&t.master_key), None).await;
+    assert_eq!(status, 200, "{log}");
+    let mut rows: Vec<(String, i64, i64)> = log["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["model"].as_str().unwrap().to_string(),
+                r["status"].as_i64().unwrap(),
+                r["cost_micros"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    rows.sort();
+    rows
+}
+
+fn response_request(model: &str) -> Value {
+    json!({"model": model, "max_output_tokens": 40, "input": "one two three"})
+}
+
+async fn responses_fall_back_across_dialects_and_bill_once(backend: Backend) {
+    let Some((t, mock)) = start(backend).await else { return };
+    let (id, secret) = key(&t, json!({"name": "u", "max_spend_usd": 5})).await;
+    // GPT (500) → Claude, translated into the Responses shape.
+    let (status, v) = post(&t, &secret, "/v1/responses", response_request("broken-gpt")).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["model"], "backup-claude");
+    assert_eq!(v["output"][0]["content"][0]["text"], "Hello from mock: one two three");
+    // 3 × $3 + 6 × $15 per million, billed once; the 500 nothing.
+    assert_eq!(v["usage"]["cost_micros"], 99);
+    let stats = mock.stats();
+    assert_eq!((stats.openai_requests, stats.anthropic_requests, stats.errors), (1, 1, 1));
+    assert_eq!(t.settled(&id, 2).await, 99);
+    assert_eq!(
+        log_rows(&t).await,
+        [("backup-claude".into(), 200, 99), ("broken-gpt".into(), 500, 0)]
+    );
+    // The answer that came is the one kept, and a chain goes on from it.
+    let resp_id = v["id"].as_str().unwrap();
+    let (status, kept) = t
+        .request(reqwest::Method::GET, &format!("/v1/responses/{resp_id}"), Some(&secret), None)
+        .await;
+    assert_eq!(status, 200, "{kept}");
+    assert_eq!(kept["model"], "backup-claude");
+    let mut next = response_request("broken-gpt");
+    next["previous_response_id"] = json!(resp_id);
+    next["input"] = json!("four");
+    let (status, v) = post(&t, &secret, "/v1/responses", next).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["previous_response_id"], resp_id);
+    // The history and "four" in: 10 × $3; "Hello from mock: four" out: 4 × $15.
+    assert_eq!(v["usage"]["cost_micros"], 90);
+    let last = mock.stats().last_body.unwrap();
+    assert_eq!(last["messages"].as_array().unwrap().len(), 3, "{last}");
+    // GPT (503: OpenAI's overloaded) → GPT, passed through, streamed.
+    let mut streamed = response_request("overloaded-gpt");
+    streamed["stream"] = json!(true);
+    let evs = events(&t, &secret, "/v1/responses", streamed).await;
+    let done = &evs.iter().find(|(n, _)| n.as_deref() == Some("response.completed")).unwrap().1;
+    assert_eq!(done["response"]["model"], "backup-gpt");
+    // 3 × $1.25 + 6 × $10 per million = 63.75 → 64 µ$.
+    assert_eq!(done["response"]["usage"]["cost_micros"], 64);
+    assert_eq!(t.settled(&id, 6).await, 99 + 90 + 64);
+    let (_, reserved, open) = qlaud_tests::ledger_state(&t.db.url, &id).await;
+    assert_eq!((reserved, open), (0, 0));
+}
+
+async fn responses_retry_and_hold_the_cap_across_attempts(backend: Backend) {
+    let Some((t, mock)) = start(backend).await else { return };
+    let (id, secret) = key(&t, json!({"name": "u", "max_spend_usd": 5})).await;
+    // The same model again after its 429's retry-after.
+    let started = std::time::Instant::now();
+    let (status, v) = post(&t, &secret, "/v1/responses", response_request("limited-gpt")).await;
+    assert_eq!(status, 200, "{v}");
+    assert!(started.elapsed() >= std::time::Duration::from_millis(900));
+    assert_eq!(v["model"], "limited-gpt");
+    assert_eq!(mock.stats().requests, 2);
+    assert_eq!(t.settled(&id, 2).await, 64);
+    // A dearer fallback that does not fit the cap is refused unsent, in
+    // OpenAI's shape.
+    let (status, v) = post(&t, &secret, "/v1/responses", response_request("to-dear-gpt")).await;
+    assert_eq!(status, 402, "{v}");
+    assert_eq!(v["error"]["code"], "spend_cap_reached", "{v}");
+    assert_eq!(mock.stats().requests, 3);
+    assert_eq!(t.settled(&id, 3).await, 64);
+    let (_, reserved, open) = qlaud_tests::ledger_state(&t.db.url, &id).await;
+    assert_eq!((reserved, open), (0, 0));
+    // Nothing is retried after a bad request.
+    let (status, v) = post(&t, &secret, "/v1/responses", response_request("bad-primary")).await;
+    assert_eq!(status, 400, "{v}");
+    assert_eq!(mock.stats().requests, 4);
 }

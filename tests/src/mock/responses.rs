@@ -220,7 +220,7 @@ async fn answer(
         Err((message, param, code)) => return invalid(&message, param, code),
     };
     let faults = Faults::from_model(&req.model);
-    if let Some(code) = faults.error {
+    if let Some(code) = shared.fault_for(&req.model, &faults) {
         return fault(code);
     }
     let plan = if faults.greedy {

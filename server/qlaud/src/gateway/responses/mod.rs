@@ -22,6 +22,7 @@
 mod passthrough;
 pub mod state;
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use dropshot::Body;
@@ -31,7 +32,7 @@ use serde_json::Value;
 
 use super::error::GatewayError;
 use super::stream::stream;
-use super::{Route, Shape, choices, json_answer_with, send, to_vec};
+use super::{Route, Shape, choices, json_answer_with, retry, send, to_vec};
 use crate::auth::Caller;
 use crate::config::{Model, ModelKind, ProviderKind};
 use crate::context::Context;
@@ -53,7 +54,10 @@ pub async fn create(
     create_as(ctx, caller, headers, req).await
 }
 
-/// `POST /v1/responses` for a caller already known (jobs).
+/// `POST /v1/responses` for a caller already known (jobs). Retried and
+/// falling back as `/v1/messages` does (see `super::retry`): the history
+/// and what is kept of the answer are read once, and each attempt sends
+/// the client's request to its model, admitted and settled on its own.
 pub async fn create_as(
     ctx: &Context,
     caller: Caller,
@@ -64,21 +68,58 @@ pub async fn create_as(
     let model = ctx.gateway.model(&req.model, ModelKind::Chat)?;
     dialect::check(&req, model.provider.kind == ProviderKind::Perplexity)?;
     let history = History::load(ctx, &caller, &req).await?;
+    let keep = Keep::new(ctx, &caller, &req, history)?;
+    let mut attempts = retry::Attempts::new(&ctx.gateway, model);
+    let mut req = Some(req);
+    loop {
+        let model = attempts.model().clone();
+        // The last attempt takes the request rather than copy it.
+        let this = match attempts.more() {
+            true => req.clone(),
+            false => req.take(),
+        };
+        let Some(this) = this else {
+            return Err(GatewayError::new(500, "no request left to retry"));
+        };
+        let result = attempt(ctx, &caller, headers, this, model, &keep, started);
+        let err = match result.await {
+            Ok(answer) => return Ok(answer),
+            Err(err) => err,
+        };
+        match attempts.after(&err) {
+            Some(wait) => tokio::time::sleep(wait).await,
+            None => return Err(err),
+        }
+    }
+}
+
+/// One attempt of a `/v1/responses` request, at `model`.
+async fn attempt(
+    ctx: &Context,
+    caller: &Caller,
+    headers: &HeaderMap,
+    req: ResponsesRequest,
+    model: Arc<Model>,
+    keep: &Keep,
+    started: Instant,
+) -> Result<Response<Body>, GatewayError> {
+    // A fallback of another provider may not take what the first did.
+    dialect::check(&req, model.provider.kind == ProviderKind::Perplexity)?;
     // The model's limit when missing (or larger), as on the other dialects.
     let wanted =
         req.max_output_tokens.unwrap_or(model.max_output_tokens).min(model.max_output_tokens);
+    let history = keep.history();
     // Providers that speak this shape themselves take the client's body.
     if matches!(model.provider.kind, ProviderKind::Openai | ProviderKind::Perplexity) {
         let earlier = history.input_items()?;
-        let keep = Keep::new(ctx, &caller, &req, history)?;
         let route = Route {
             ctx,
             headers,
-            caller,
+            caller: caller.clone(),
             model,
             shape: Shape::Responses,
             started,
-            keep: Some(keep),
+            keep: Some(keep.clone()),
         };
         return passthrough(route, req, earlier, wanted).await;
     }
@@ -88,9 +129,15 @@ pub async fn create_as(
         Message::push(&mut messages, m.role, m.content);
     }
     ir.messages = messages;
-    let keep = Keep::new(ctx, &caller, &req, history)?;
-    let route =
-        Route { ctx, headers, caller, model, shape: Shape::Responses, started, keep: Some(keep) };
+    let route = Route {
+        ctx,
+        headers,
+        caller: caller.clone(),
+        model,
+        shape: Shape::Responses,
+        started,
+        keep: Some(keep.clone()),
+    };
     route.translated(ir, false, None).await
 }
 

@@ -181,6 +181,11 @@ impl Keep {
         })
     }
 
+    /// The history the request continues.
+    pub fn history(&self) -> &History {
+        &self.history
+    }
+
     /// Fields to set on every response object the client sees.
     pub fn echo(&self) -> &Map<String, Value> {
         &self.echo
