@@ -4,14 +4,18 @@
 //! start; a store with sealed secrets refuses to start without its key or
 //! with another; `qlaud admin rotate-secret-key` re-seals everything and the
 //! old key opens nothing after; the SQLite data directory, database and key
-//! file are readable by their owner only.
+//! file are readable by their owner only. A rolling rotation on
+//! PostgreSQL: two `qlaud serve` processes given the new key and the
+//! previous one keep serving (Stripe webhooks verified, settings read and
+//! written) before, during and after `rotate-secret-key`, and the old key
+//! alone opens nothing after it.
 
 use std::os::unix::fs::PermissionsExt as _;
 
 use qlaud_server::secrets::{KeySource, SecretKey};
 use qlaud_server::store::Store;
 use qlaud_server::{ServeConfig, Server};
-use qlaud_tests::{Backend, TestServer, backend_tests, qlaud_bin, store_pool};
+use qlaud_tests::{Backend, QlaudProcess, TestServer, backend_tests, qlaud_bin, store_pool};
 use serde_json::{Value, json};
 use sqlx::Row;
 
@@ -21,6 +25,7 @@ backend_tests!(
     a_store_with_sealed_secrets_needs_its_key,
     rotation_reseals_everything_and_the_old_key_stops_working,
     the_data_directory_is_private,
+    a_rolling_rotation_keeps_running_processes_serving,
 );
 
 const STRIPE_KEY: &str = "sk_test_51Hplaintextneverstored";
@@ -269,4 +274,155 @@ async fn the_data_directory_is_private(backend: Backend) {
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!((mode(""), mode("qlaud.db")), (Some(0o700), Some(0o600)));
+}
+
+fn stripe_v1(secret: &str, t: i64, body: &[u8]) -> String {
+    use hmac::Mac as _;
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(format!("{t}.").as_bytes());
+    mac.update(body);
+    hex::encode(mac.finalize().into_bytes())
+}
+
+/// Delivers a Stripe event signed with `whsec` to `base`; its status.
+async fn stripe_event(
+    http: &reqwest::Client,
+    base: &str,
+    tenant_id: &str,
+    whsec: &str,
+    id: &str,
+) -> u16 {
+    let event = json!({"id": id, "object": "event", "type": "customer.created",
+                       "created": chrono::Utc::now().timestamp(),
+                       "data": {"object": {"object": "customer", "id": "cus_rotation"}}});
+    let body = event.to_string();
+    let ts = chrono::Utc::now().timestamp();
+    let resp = http
+        .post(format!("{base}/v1/billing/stripe/webhook/{tenant_id}"))
+        .header("content-type", "application/json")
+        .header("stripe-signature", format!("t={ts},v1={}", stripe_v1(whsec, ts, body.as_bytes())))
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    resp.status().as_u16()
+}
+
+/// `GET /v1/billing/settings` on `base`, which opens every secret of the
+/// tenant; its status.
+async fn read_settings(t: &TestServer, base: &str) -> u16 {
+    let resp = t
+        .http
+        .get(format!("{base}/v1/billing/settings"))
+        .bearer_auth(&t.master_key)
+        .send()
+        .await
+        .unwrap();
+    resp.status().as_u16()
+}
+
+/// Both processes verify a Stripe event signed with `whsec` and read the
+/// settings.
+async fn both_serve(t: &TestServer, procs: &[&QlaudProcess], whsec: &str, step: &str) {
+    for (i, p) in procs.iter().enumerate() {
+        let id = format!("evt_{step}_{i}");
+        assert_eq!(
+            stripe_event(&t.http, &p.base_url(), &t.tenant_id, whsec, &id).await,
+            200,
+            "{step}"
+        );
+        assert_eq!(read_settings(t, &p.base_url()).await, 200, "{step}");
+    }
+}
+
+async fn a_rolling_rotation_keeps_running_processes_serving(backend: Backend) {
+    if backend == Backend::Sqlite {
+        // One process per data directory: the stop-and-rotate path above.
+        return;
+    }
+    let old = SecretKey::generate();
+    let new = SecretKey::generate();
+    // The deployment before the rotation, on the old key.
+    let Some(t) = start(backend, Some(&old)).await else { return };
+    set_billing(&t).await;
+    let url = t.db.url.clone();
+    let dir = tempfile::tempdir().unwrap();
+    let (old_file, new_file) = (dir.path().join("old.key"), dir.path().join("new.key"));
+    qlaud_server::secrets::write_key_file(&old_file, &old).unwrap();
+    qlaud_server::secrets::write_key_file(&new_file, &new).unwrap();
+    // Step 1: every process restarts with the new key and the old one as
+    // the previous.
+    let args = [
+        "--database-url",
+        url.as_str(),
+        "--secret-key-file",
+        new_file.to_str().unwrap(),
+        "--previous-secret-key-file",
+        old_file.to_str().unwrap(),
+    ];
+    let one = QlaudProcess::spawn(&args).await;
+    let two = QlaudProcess::spawn(&args).await;
+    both_serve(&t, &[&one, &two], STRIPE_WHSEC, "deployed").await;
+    // A secret written now is sealed with the new key (the settings row's
+    // three are written together), and the other process reads it.
+    let whsec2 = "whsec_writtenduringtherotation0123456";
+    let resp = t
+        .http
+        .patch(format!("{}/v1/billing/settings", one.base_url()))
+        .bearer_auth(&t.master_key)
+        .json(&json!({"webhook_secret": whsec2}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    both_serve(&t, &[&two, &one], whsec2, "written").await;
+    let by_key = |raw: &[String], key: &SecretKey| {
+        raw.iter().filter(|v| v.starts_with(&format!("qlaud-sealed:v1:{}:", key.id()))).count()
+    };
+    let raw = raw_secrets(&url).await;
+    // Left on the old key: the outgoing webhooks' signing secret.
+    assert_eq!((by_key(&raw, &old), by_key(&raw, &new)), (1, 3), "{raw:?}");
+    // Step 2: re-seal, with the processes running.
+    let out = tokio::process::Command::new(qlaud_bin())
+        .args(["admin", "rotate-secret-key", "--database-url", &url])
+        .arg("--secret-key-file")
+        .arg(&new_file)
+        .arg("--previous-secret-key-file")
+        .arg(&old_file)
+        .env_remove("QLAUD_SECRET_KEY")
+        .env_remove("QLAUD_SECRET_KEY_PREVIOUS")
+        .output()
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    assert_eq!(v["rotated"], 1, "{v}");
+    assert_eq!(
+        (v["old_key_id"].as_str(), v["new_key_id"].as_str()),
+        (Some(old.id()), Some(new.id()))
+    );
+    let raw = raw_secrets(&url).await;
+    assert_eq!((by_key(&raw, &old), by_key(&raw, &new)), (0, 4), "{raw:?}");
+    both_serve(&t, &[&one, &two], whsec2, "rotated").await;
+    // The old key alone opens nothing any more: neither a process still
+    // running on it nor one starting with it.
+    assert_eq!(read_settings(&t, &t.base_url).await, 500);
+    let err = Store::open(&url, &source(Some(&old))).await.expect_err("old key refused");
+    assert!(format!("{err:#}").contains("does not open"), "{err:#}");
+    // Step 3: the previous key goes; the new one alone opens everything.
+    let store = Store::open(&url, &source(Some(&new))).await.unwrap();
+    assert_eq!(store.secret_key_id(), Some(new.id()));
+    let (stripe_key, webhook_secret, _) = read_back(&store, &t.tenant_id).await;
+    assert_eq!((stripe_key.as_str(), webhook_secret.as_str()), (STRIPE_KEY, whsec2));
+    store.close().await;
+    let three = QlaudProcess::spawn(&args[..4]).await;
+    both_serve(&t, &[&three, &one], whsec2, "previous removed").await;
+    // A previous key without a current one is refused clearly.
+    let only_previous = KeySource { previous_value: Some(old.encode()), ..KeySource::default() };
+    let err = Store::open(&url, &only_previous).await.expect_err("refused");
+    assert!(format!("{err:#}").contains("without a current one"), "{err:#}");
+    for p in [one, two, three] {
+        p.kill().await;
+    }
+    t.stop().await;
 }

@@ -75,13 +75,19 @@ enum AdminCommand {
     },
     /// Re-seal every stored secret (tenants' Stripe keys and signing
     /// secrets) under a new secret key; the old key opens nothing after.
-    /// Stop every qlaud process on the store first, and start them again
-    /// with the new key. Prints `{"rotated": n, "old_key_id": …,
-    /// "new_key_id": …}`.
+    /// Rolling, with processes running: give every process the new key as
+    /// the current one and the old as the previous
+    /// (`QLAUD_SECRET_KEY_PREVIOUS` or `--previous-secret-key-file`), run
+    /// this with the same two keys (it re-seals under the current key what
+    /// the previous one sealed), then remove the previous key. Without a
+    /// previous key: stop every qlaud process on the store first, and start
+    /// them again with the new key. Prints `{"rotated": n, "old_key_id":
+    /// …, "new_key_id": …}`.
     RotateSecretKey {
         /// The new key's file: read when it exists, else a new key is made
         /// and written there (0600). Needed unless the key is the SQLite
-        /// data directory's own `secret.key`, which is then replaced.
+        /// data directory's own `secret.key`, which is then replaced, or a
+        /// previous key is given (the current key is then the new one).
         #[arg(long)]
         new_key_file: Option<PathBuf>,
         #[command(flatten)]
@@ -104,6 +110,13 @@ struct StoreArgs {
     /// start); on PostgreSQL give every process the same key.
     #[arg(long, env = "QLAUD_SECRET_KEY_FILE")]
     secret_key_file: Option<PathBuf>,
+    /// During a rolling rotation of the secret key: a file holding the key
+    /// before the current one, which still opens what it sealed (new values
+    /// are always sealed with the current key). `QLAUD_SECRET_KEY_PREVIOUS`
+    /// gives the key itself instead. Remove it once `qlaud admin
+    /// rotate-secret-key` has re-sealed everything.
+    #[arg(long, env = "QLAUD_SECRET_KEY_PREVIOUS_FILE")]
+    previous_secret_key_file: Option<PathBuf>,
 }
 
 impl StoreArgs {
@@ -113,6 +126,10 @@ impl StoreArgs {
         qlaud_server::secrets::KeySource {
             value: std::env::var("QLAUD_SECRET_KEY").ok().filter(|v| !v.is_empty()),
             file: self.secret_key_file.clone(),
+            previous_value: std::env::var("QLAUD_SECRET_KEY_PREVIOUS")
+                .ok()
+                .filter(|v| !v.is_empty()),
+            previous_file: self.previous_secret_key_file.clone(),
             data_dir: self.database_url.is_none().then(|| self.data_dir.clone()),
         }
     }
@@ -265,6 +282,25 @@ async fn rotate_secret_key(args: StoreArgs, new_key_file: Option<PathBuf>) -> an
     let source = args.key_source().for_url(&url);
     // Opening checks that the current key opens every stored secret.
     let mut store = Store::open(&url, &source).await?;
+    // A rolling rotation: the processes already seal with the current key;
+    // what the previous one sealed is re-sealed under it.
+    if let Some(keys) = store.secret_keys().filter(|k| k.previous.is_some()).cloned() {
+        anyhow::ensure!(
+            new_key_file.is_none(),
+            "--new-key-file contradicts a previous key: with QLAUD_SECRET_KEY_PREVIOUS or \
+             --previous-secret-key-file the current key is the new one"
+        );
+        let old_key_id = keys.previous.as_ref().map(|k| k.id().to_string());
+        let new_key_id = keys.current.id().to_string();
+        let rotated = store.rotate_secret_key(keys.current).await?;
+        store.close().await;
+        println!(
+            "{}",
+            serde_json::json!({"rotated": rotated, "old_key_id": old_key_id,
+                               "new_key_id": new_key_id})
+        );
+        return Ok(());
+    }
     let old_key_id = store.secret_key_id().map(str::to_string);
     // The new key is on disk before any secret is sealed with it.
     let (new, replaces) = match (&new_key_file, source.generated_file()) {
@@ -281,7 +317,8 @@ async fn rotate_secret_key(args: StoreArgs, new_key_file: Option<PathBuf>) -> an
             (key, Some((next, file)))
         }
         (None, None) => anyhow::bail!(
-            "--new-key-file is needed: the current key is given by QLAUD_SECRET_KEY or              --secret-key-file, so qlaud does not know where the new one goes"
+            "--new-key-file is needed: the current key is given by QLAUD_SECRET_KEY or \
+             --secret-key-file, so qlaud does not know where the new one goes"
         ),
     };
     anyhow::ensure!(old_key_id.as_deref() != Some(new.id()), "the new key is the current key");

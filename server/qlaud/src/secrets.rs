@@ -3,6 +3,13 @@
 //! (`QLAUD_SECRET_KEY` or `--secret-key-file`; on SQLite generated into the
 //! data directory on first start).
 //!
+//! A rolling rotation gives every process the new key as the current one
+//! and the old as the previous (`QLAUD_SECRET_KEY_PREVIOUS` or
+//! `--previous-secret-key-file`): values are always sealed with the current
+//! key and opened with whichever of the two sealed them, so processes on
+//! either side of the rotation keep working while `qlaud admin
+//! rotate-secret-key` re-seals what the previous key sealed.
+//!
 //! A sealed value is `qlaud-sealed:v1:<key id>:<base64(nonce ‖ ciphertext)>`:
 //! the version leaves room for another cipher, the key id (the first bytes
 //! of the key's SHA-256) says which key sealed it, so a wrong key is named
@@ -114,6 +121,31 @@ impl SecretKey {
     }
 }
 
+/// The key that seals, and during a rolling rotation the one before it,
+/// which still opens what it sealed.
+#[derive(Clone, Debug)]
+pub struct Keyring {
+    pub current: SecretKey,
+    pub previous: Option<SecretKey>,
+}
+
+impl Keyring {
+    /// Seals with the current key.
+    pub fn seal(&self, plain: &str, context: &str) -> String {
+        self.current.seal(plain, context)
+    }
+
+    /// Opens a value sealed with either key.
+    pub fn open(&self, stored: &str, context: &str) -> Result<String, OpenError> {
+        match &self.previous {
+            Some(previous) if sealed_key_id(stored) == Some(previous.id()) => {
+                previous.open(stored, context)
+            }
+            _ => self.current.open(stored, context),
+        }
+    }
+}
+
 /// Why a stored secret does not open.
 #[derive(Debug, thiserror::Error)]
 pub enum OpenError {
@@ -141,11 +173,15 @@ fn parse_sealed(stored: &str) -> Option<(&str, &str)> {
 }
 
 /// Where the key comes from: `QLAUD_SECRET_KEY`, else `--secret-key-file`,
-/// else (SQLite only) the data directory's key file, made when absent.
+/// else (SQLite only) the data directory's key file, made when absent; and
+/// the previous key of a rolling rotation, if one is under way
+/// (`QLAUD_SECRET_KEY_PREVIOUS`, else `--previous-secret-key-file`).
 #[derive(Clone, Debug, Default)]
 pub struct KeySource {
     pub value: Option<String>,
     pub file: Option<PathBuf>,
+    pub previous_value: Option<String>,
+    pub previous_file: Option<PathBuf>,
     /// SQLite's data directory: where a key is generated when none is given.
     pub data_dir: Option<PathBuf>,
 }
@@ -172,6 +208,16 @@ impl KeySource {
             return None;
         }
         self.data_dir.as_ref().map(|d| d.join(KEY_FILE))
+    }
+
+    /// The previous key, when one is given.
+    pub fn load_previous(&self) -> anyhow::Result<Option<SecretKey>> {
+        if let Some(value) = &self.previous_value {
+            return SecretKey::parse(value)
+                .map(Some)
+                .map_err(|e| e.context("QLAUD_SECRET_KEY_PREVIOUS"));
+        }
+        self.previous_file.as_deref().map(read_key_file).transpose()
     }
 
     /// The key to use, or `None` when none is configured (PostgreSQL
@@ -258,6 +304,21 @@ mod tests {
         bad.pop();
         bad.push(if sealed.ends_with('A') { 'B' } else { 'A' });
         assert!(key.open(&bad, "billing_settings.stripe_secret_key:t1").is_err());
+    }
+
+    #[test]
+    fn a_keyring_seals_with_the_current_key_and_opens_with_both() {
+        let (old, new) = (SecretKey::generate(), SecretKey::generate());
+        let by_old = old.seal("sk_test_1", "c");
+        let ring = Keyring { current: new.clone(), previous: Some(old.clone()) };
+        assert_eq!(ring.open(&by_old, "c").unwrap(), "sk_test_1");
+        let by_ring = ring.seal("sk_test_2", "c");
+        assert_eq!(sealed_key_id(&by_ring), Some(new.id()));
+        assert_eq!(ring.open(&by_ring, "c").unwrap(), "sk_test_2");
+        // The old key alone does not open what the ring sealed.
+        let alone = Keyring { current: old, previous: None };
+        assert!(matches!(alone.open(&by_ring, "c"), Err(OpenError::OtherKey(_))));
+        assert!(ring.open(&by_old, "other").is_err());
     }
 
     #[test]

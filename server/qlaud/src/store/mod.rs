@@ -81,7 +81,7 @@ pub struct Store {
     /// SQLite only: batches admissions (see `ledger::spawn_admitter`).
     admitter: Option<tokio::sync::mpsc::Sender<ledger::ReserveJob>>,
     /// What seals the tenants' secrets at rest (see `use_secret_key`).
-    secret_key: Option<std::sync::Arc<crate::secrets::SecretKey>>,
+    secret_key: Option<std::sync::Arc<crate::secrets::Keyring>>,
 }
 
 impl Store {
@@ -140,6 +140,7 @@ impl Store {
     /// [`Store::connect`], then the secret key from `key` (see
     /// `use_secret_key`): what every command that opens the store does.
     pub async fn open(url: &str, key: &crate::secrets::KeySource) -> anyhow::Result<Store> {
+        let key_source = key;
         let mut store = Store::connect(url).await?;
         // PostgreSQL is shared by several processes: its key is the
         // operator's to give, never one made here.
@@ -147,7 +148,7 @@ impl Store {
             Backend::Postgres if key.value.is_none() && key.file.is_none() => None,
             _ => key.for_url(url).load()?,
         };
-        store.use_secret_key(key).await?;
+        store.use_secret_key(key, key_source.load_previous()?).await?;
         Ok(store)
     }
 
@@ -173,7 +174,7 @@ impl Store {
 
     /// The id of the key sealing stored secrets, if there is one.
     pub fn secret_key_id(&self) -> Option<&str> {
-        self.secret_key.as_deref().map(crate::secrets::SecretKey::id)
+        self.secret_key.as_deref().map(|k| k.current.id())
     }
 
     pub fn backend(&self) -> Backend {
