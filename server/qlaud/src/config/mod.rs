@@ -338,6 +338,13 @@ impl Catalog {
                 spec.retries.unwrap_or(0) <= MAX_RETRIES,
                 "model {name}: retries must be at most {MAX_RETRIES}"
             );
+            // Media calls speak their provider's own format and are not
+            // retried by qlaud (their clients retry): a setting that would
+            // do nothing is refused rather than ignored.
+            anyhow::ensure!(
+                spec.retries.is_none() || spec.kind == ModelKind::Chat,
+                "model {name}: only chat models are retried by qlaud"
+            );
         }
         let mut models = HashMap::new();
         for (name, spec) in config.models {
@@ -523,5 +530,9 @@ mod tests {
         assert!(with(&model(r#"["m"]"#)).is_err());
         assert!(with(&model(r#"["text-embedding-3-small"]"#)).is_err());
         assert!(with("[retries]\nmax_retries = 99\n").is_err());
+        let embedding = "[models.e]\nprovider = \"openai\"\nkind = \"embedding\"\n\
+                         prices = { input = \"1\" }\nretries = 1\n";
+        let err = with(embedding).err().expect("refused").to_string();
+        assert!(err.contains("only chat models are retried"), "{err}");
     }
 }
