@@ -532,7 +532,8 @@ mod tests {
         assert!(with("[retries]\nmax_retries = 99\n").is_err());
         let embedding = "[models.e]\nprovider = \"openai\"\nkind = \"embedding\"\n\
                          prices = { input = \"1\" }\nretries = 1\n";
-        let err = with(embedding).err().expect("refused").to_string();
+        let Err(err) = with(embedding) else { panic!("retries on an embedding model refused") };
+        let err = err.to_string();
         assert!(err.contains("only chat models are retried"), "{err}");
     }
 }
