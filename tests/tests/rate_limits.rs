@@ -311,7 +311,11 @@ async fn successful_answers_carry_the_budget_in_each_shape(backend: Backend) {
     assert_eq!(status, 200, "{v}");
     anthropic_budget(&h, 15, FULL);
     // OpenAI's shape: chat completions (JSON, streamed), responses (passed
-    // through, streamed and translated), embeddings.
+    // through, streamed and translated), embeddings. The calls above are
+    // settled first (a usage report waits for that): a settlement landing
+    // between the next two would give back more tokens than one reserves.
+    let (status, _) = t.request(reqwest::Method::GET, "/v1/usage", Some(&t.master_key), None).await;
+    assert_eq!(status, 200);
     let (status, h, v) = post(&t, &t.base_url, "/v1/chat/completions", key, gpt.clone()).await;
     assert_eq!(status, 200, "{v}");
     let tokens = openai_budget(&h, 14, FULL);
