@@ -56,6 +56,9 @@ pub enum RoundEnd {
     Failed(String),
     /// The shutdown's drain deadline passed.
     Cut,
+    /// The job running the round was cancelled: the provider call was
+    /// dropped, as when a client leaves.
+    Cancelled,
 }
 
 impl Round {
@@ -161,6 +164,10 @@ impl Round {
                         self.call.drain.stream_cut();
                         self.source = Source::Done;
                         return Err(RoundEnd::Cut);
+                    }
+                    () = self.call.metered.cancel().cancelled() => {
+                        self.source = Source::Done;
+                        return Err(RoundEnd::Cancelled);
                     }
                     chunk = body.next() => chunk,
                 } {

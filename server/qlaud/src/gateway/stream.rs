@@ -10,6 +10,7 @@ use serde_json::Value;
 use super::error::GatewayError;
 use super::{Call, error_chain, sse, sse_response};
 use crate::dialects::{ClientEncoder, Shape};
+use crate::meter::call::Cancel;
 use crate::meter::{Unreported, Usage};
 use crate::providers::ir::Event;
 use crate::providers::{anthropic, openai};
@@ -20,7 +21,8 @@ use crate::units::Quantities;
 enum StreamEnd {
     /// The provider finished.
     Done,
-    /// The client went away; the provider call was dropped with it.
+    /// The client went away (or the job reading the stream was
+    /// cancelled); the provider call was dropped with it.
     ClientGone,
     /// The provider's stream broke off.
     UpstreamFailed(String),
@@ -40,23 +42,28 @@ impl StreamEnd {
 }
 
 /// Forwards upstream events to the client as each completes, through `tap`.
-/// Returns when either side ends, or the shutdown's deadline passes;
-/// dropping the upstream body then closes the provider connection, which
-/// stops generation.
+/// Returns when either side ends, the job reading the stream is cancelled,
+/// or the shutdown's deadline passes; dropping the upstream body then
+/// closes the provider connection, which stops generation.
 async fn pump(
     upstream: reqwest::Response,
     tx: &sse::Sender,
     drain: &Drain,
+    cancel: Cancel,
     mut tap: impl FnMut(Bytes) -> Option<Bytes>,
 ) -> StreamEnd {
     let mut framer = sse::Framer::default();
     let mut body = upstream.bytes_stream();
     let cut = drain.cut_off();
     tokio::pin!(cut);
+    let cancelled = cancel.cancelled();
+    tokio::pin!(cancelled);
     loop {
         let chunk = tokio::select! {
             biased;
             () = &mut cut => return StreamEnd::Cut,
+            // A job's reader that was cancelled is a client that left.
+            () = &mut cancelled => return StreamEnd::ClientGone,
             chunk = body.next() => chunk,
         };
         let Some(chunk) = chunk else { break };
@@ -240,8 +247,9 @@ pub(super) fn stream(
     let (tx, body) = sse::channel();
     let response = sse_response(&call, body);
     let drain = call.drain.clone();
+    let cancel = call.metered.cancel();
     drain.clone().spawn(async move {
-        let end = pump(upstream, &tx, &drain, |e| meter.tap(e)).await;
+        let end = pump(upstream, &tx, &drain, cancel, |e| meter.tap(e)).await;
         match &end {
             StreamEnd::UpstreamFailed(why) => {
                 let err = GatewayError::new(502, format!("provider stream failed: {why}"));

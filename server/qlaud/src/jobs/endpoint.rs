@@ -14,6 +14,7 @@ use qlaud_api::{
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
+use super::assemble::{self, Form};
 use crate::auth::Caller;
 use crate::config::{Model, ModelKind, ProviderKind};
 use crate::context::Context;
@@ -45,6 +46,9 @@ pub struct Answer {
     pub status: u16,
     pub body: Value,
     pub cost_micros: i64,
+    /// The answer stopped short of its end (the job was cancelled, or the
+    /// provider's stream broke off).
+    pub partial: bool,
 }
 
 fn parse_body<T: DeserializeOwned>(body: &Value) -> Result<T> {
@@ -99,6 +103,9 @@ impl Endpoint {
                 "body: \"stream\": true cannot run as a job (jobs are polled); leave it out",
             ));
         }
+        // Held for the call as the job makes it: streamed.
+        let streamed = self.streamed(body);
+        let body = &streamed;
         match self {
             Endpoint::Messages => {
                 let req: MessagesRequest = parse_body(body)?;
@@ -150,8 +157,45 @@ impl Endpoint {
         }
     }
 
-    /// Calls the endpoint's handler as `caller`, and reads its answer.
+    /// The form a model endpoint's stream comes in; `None` for the
+    /// endpoints that do not stream their provider call for a job
+    /// (embeddings have no stream; a thread turn streams its rounds itself).
+    fn form(&self) -> Option<Form> {
+        match self {
+            Endpoint::Messages => Some(Form::Messages),
+            Endpoint::ChatCompletions => Some(Form::ChatCompletions),
+            Endpoint::Responses => Some(Form::Responses),
+            Endpoint::Embeddings | Endpoint::ThreadMessages(_) => None,
+        }
+    }
+
+    /// The body as the job sends it: a model endpoint's streamed, so that
+    /// a cancellation can stop the provider call; a chat completion's
+    /// stream asked to end with its usage, which its whole answer carries.
+    fn streamed(&self, body: &Value) -> Value {
+        let mut body = body.clone();
+        if let (Some(form), Some(fields)) = (self.form(), body.as_object_mut()) {
+            fields.insert("stream".into(), Value::Bool(true));
+            if form == Form::ChatCompletions {
+                let opts = fields
+                    .entry("stream_options")
+                    .or_insert_with(|| Value::Object(Default::default()));
+                if !opts.is_object() {
+                    *opts = Value::Object(Default::default());
+                }
+                opts["include_usage"] = Value::Bool(true);
+            }
+        }
+        body
+    }
+
+    /// Calls the endpoint's handler as `caller`, and reads its answer: a
+    /// model endpoint's streamed answer read back into the body its
+    /// synchronous call answers, or as far as it came when the job was
+    /// cancelled (`Answer::partial`). `cost_micros` is what the call was
+    /// settled at, once it is.
     pub async fn call(&self, ctx: &Context, caller: Caller, body: Value) -> Answer {
+        let body = self.streamed(&body);
         let headers = HeaderMap::new();
         let outcome = match self {
             Endpoint::Messages => match parse_body(&body) {
@@ -177,9 +221,36 @@ impl Endpoint {
                 Err(e) => Err(e.into()),
             },
         };
-        match outcome {
-            Ok(response) => read(response).await,
-            Err(e) => self.error(e),
+        match (outcome, self.form()) {
+            (Ok(response), Some(form)) if is_stream(&response) => {
+                let read = assemble::read(form, response.into_body()).await;
+                if let Some(message) = read.error {
+                    // The provider's stream broke off: its error, in the
+                    // endpoint's shape, as the synchronous call's would be.
+                    let status = if message.contains("restarting") { 503 } else { 502 };
+                    let mut answer = self.error(GatewayError::new(status, message));
+                    answer.partial = true;
+                    return answer;
+                }
+                Answer { status: 200, body: read.body, cost_micros: 0, partial: !read.complete }
+            }
+            (Ok(response), _) => read(response).await,
+            (Err(e), _) => self.error(e),
+        }
+    }
+
+    /// Sets the usage of an answer in the endpoint's shape to what its
+    /// call was settled at (an answer stopped short carries no final
+    /// count of its own).
+    pub fn set_usage(&self, body: &mut Value, usage: &meter::Usage, cost: i64) {
+        let usage = match self {
+            Endpoint::Messages => crate::dialects::messages::usage_json(usage, Some(cost)),
+            Endpoint::ChatCompletions => crate::dialects::chat::usage_json(usage, cost),
+            Endpoint::Responses => crate::dialects::responses::render::usage_json(usage, cost),
+            Endpoint::Embeddings | Endpoint::ThreadMessages(_) => return,
+        };
+        if let Some(fields) = body.as_object_mut() {
+            fields.insert("usage".into(), usage);
         }
     }
 
@@ -200,7 +271,7 @@ impl Endpoint {
                 }))
             }
         };
-        Answer { status, body: body.unwrap_or(Value::Null), cost_micros: 0 }
+        Answer { status, body: body.unwrap_or(Value::Null), cost_micros: 0, partial: false }
     }
 }
 
@@ -221,10 +292,20 @@ async fn read(response: Response<Body>) -> Answer {
                 status: 500,
                 body: serde_json::json!({"message": format!("reading the answer: {e}")}),
                 cost_micros,
+                partial: false,
             };
         }
     };
     let body = serde_json::from_slice(&bytes)
         .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
-    Answer { status, body, cost_micros }
+    Answer { status, body, cost_micros, partial: false }
+}
+
+fn is_stream(response: &Response<Body>) -> bool {
+    response.status().is_success()
+        && response
+            .headers()
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("text/event-stream"))
 }

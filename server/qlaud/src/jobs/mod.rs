@@ -7,6 +7,7 @@
 //! shapes as the synchronous call, so a job can never spend what the key
 //! could not.
 
+mod assemble;
 mod endpoint;
 pub mod runner;
 

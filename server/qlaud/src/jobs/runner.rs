@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use qlaud_api::{JobStatus, KeyScope};
 use serde_json::Value;
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, watch};
 
 use super::Endpoint;
 use super::endpoint::Answer;
@@ -27,7 +27,7 @@ use crate::auth::Caller;
 use crate::context::Context;
 use crate::error::Error;
 use crate::gateway::error::GatewayError;
-use crate::meter;
+use crate::meter::call::{JobScope, Tally};
 use crate::outbound::{self, Backoff, Limits, Message, OutboundError, WebhookSecret};
 use crate::store::{JobOutcome, JobRow, now_ms};
 
@@ -62,6 +62,12 @@ const STALE_WEBHOOK: Duration = Duration::from_secs(120);
 /// A reservation held for a job that no queued or running job owns after
 /// this long was left by a submission that stopped halfway: given back.
 const STRAY_HOLD: Duration = Duration::from_secs(600);
+
+/// How often a running job's worker looks for a cancellation in the store.
+const CANCEL_POLL: Duration = Duration::from_millis(200);
+
+/// The longest a finished call's settlement is waited for.
+const SETTLE_WAIT: Duration = Duration::from_secs(30);
 
 /// Attempts of a job whose provider answered 429 or a 5xx (billed nothing),
 /// and the wait before the first retry (doubled each time).
@@ -184,18 +190,32 @@ async fn run(ctx: &Context, job: JobRow) {
                 }),
                 None => None,
             };
+            // The worker watches the store for a cancellation (it may
+            // arrive at any process) while the call runs; the call's
+            // streams stop when it comes.
+            let (cancel_tx, cancel_rx) = watch::channel(false);
+            let watcher = tokio::spawn(watch_cancel(ctx.clone(), job.id.clone(), cancel_tx));
+            // The call's admission takes the job's hold over instead of
+            // reserving again.
+            let scope = JobScope::new(held, cancel_rx);
             // In a task of its own, so a panic in a handler fails the job
-            // instead of leaving it claimed. The call's admission takes the
-            // job's hold over instead of reserving again.
-            let task_ctx = ctx.clone();
+            // instead of leaving it claimed.
+            let (task_ctx, task_scope, task_endpoint) =
+                (ctx.clone(), scope.clone(), endpoint.clone());
             let call = tokio::spawn(async move {
-                let call = endpoint.call(&task_ctx, caller, body);
-                match held {
-                    Some(held) => meter::call::with_held(held, call).await,
-                    None => (call.await, None),
-                }
+                task_scope.run(task_endpoint.call(&task_ctx, caller, body)).await
             })
             .await;
+            // A stream's task settles its call as its body ends: the job's
+            // cost is what its calls were settled at.
+            scope.wait_settled(SETTLE_WAIT).await;
+            watcher.abort();
+            let cancelled = scope.cancelled();
+            let tally = scope.tally();
+            let call = call.map(|mut answer| {
+                answer.cost_micros = tally.cost_micros;
+                (answer, scope.left())
+            });
             if let Ok((_, Some(left))) = &call {
                 // Refused before its admission: never sent, so given back.
                 // (After a panic it is left alone: the call may have taken
@@ -217,6 +237,9 @@ async fn run(ctx: &Context, job: JobRow) {
                             finished(answer)
                         }
                     }
+                }
+                Ok((answer, _)) if answer.partial && cancelled => {
+                    stopped(&endpoint, answer, &tally)
                 }
                 Ok((answer, _)) => finished(answer),
                 Err(e) => internal(format!("the job's call failed: {e}")),
@@ -261,6 +284,41 @@ fn retryable(answer: &Answer, job: &JobRow) -> bool {
     matches!(answer.status, 429 | 500 | 502 | 503 | 529)
         && answer.cost_micros == 0
         && job.attempts < MAX_ATTEMPTS
+}
+
+/// Polls the store for a cancellation of the job until it comes (then
+/// signals it) or the watcher is stopped with the call.
+async fn watch_cancel(ctx: Context, job_id: String, cancel: watch::Sender<bool>) {
+    loop {
+        tokio::time::sleep(CANCEL_POLL).await;
+        match ctx.store.job_cancel_requested(&job_id).await {
+            Ok(true) => {
+                let _ = cancel.send(true);
+                return;
+            }
+            Ok(false) => {}
+            Err(e) => tracing::debug!(job_id, error = %e, "reading a job's cancellation"),
+        }
+    }
+}
+
+/// A job cancelled while its call streamed: the provider call was stopped,
+/// settled at what it produced (the rule for a stream its client left),
+/// and the answer so far is kept with that usage and cost.
+fn stopped(endpoint: &Endpoint, mut answer: Answer, tally: &Tally) -> JobOutcome {
+    endpoint.set_usage(&mut answer.body, &tally.usage, tally.cost_micros);
+    JobOutcome {
+        status: JobStatus::Cancelled,
+        result_status: Some(answer.status),
+        result_body: Some(answer.body.to_string()),
+        cost_micros: Some(tally.cost_micros),
+        error: Some((
+            "job_cancelled",
+            "cancelled while in progress: the provider call was stopped; the result holds \
+             what it produced, which is what was billed"
+                .into(),
+        )),
+    }
 }
 
 fn finished(answer: Answer) -> JobOutcome {

@@ -7,6 +7,8 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use tokio::sync::{Notify, watch};
+
 use super::estimate::Estimate;
 use super::ledger::{self, Admission};
 use super::{Endpoint, Recorder, RequestRecord, SpendHook, Usage};
@@ -35,26 +37,123 @@ pub struct Meter {
 }
 
 tokio::task_local! {
-    /// A reservation made before the call ran (a job's, at submission),
-    /// offered to the call's first admission.
-    static HELD: Arc<Mutex<Option<HeldReservation>>>;
+    /// The job whose call runs in this task, if any.
+    static JOB: Arc<JobScope>;
 }
 
-/// Runs `call` with `held` offered to its first admission, which takes it
-/// over instead of reserving again. Returns the call's output, and the
-/// reservation when no admission took it (the caller gives it back).
-pub async fn with_held<F: Future>(
-    held: HeldReservation,
-    call: F,
-) -> (F::Output, Option<HeldReservation>) {
-    let slot = Arc::new(Mutex::new(Some(held)));
-    let out = HELD.scope(slot.clone(), call).await;
-    let left = slot.lock().expect("never poisoned").take();
-    (out, left)
+/// What a job's call shares with the job running it: the reservation made
+/// at submission, offered to the call's first admission (which takes it
+/// over instead of reserving again); the cancellation, which every stream
+/// of the call watches; and what the call's admissions were settled at.
+/// Calls admitted inside [`JobScope::run`] carry it with them, also into
+/// the tasks that stream their answers.
+pub struct JobScope {
+    held: Mutex<Option<HeldReservation>>,
+    cancel: watch::Receiver<bool>,
+    tally: Mutex<Tally>,
+    settled: Notify,
+}
+
+/// What the admissions of a job's call were settled at, so far.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Tally {
+    /// Admitted and not settled yet.
+    pub open: u64,
+    pub cost_micros: i64,
+    pub usage: Usage,
+}
+
+impl JobScope {
+    /// A scope offering `held` (if any), cancelled once `cancel` turns
+    /// true.
+    pub fn new(held: Option<HeldReservation>, cancel: watch::Receiver<bool>) -> Arc<JobScope> {
+        Arc::new(JobScope {
+            held: Mutex::new(held),
+            cancel,
+            tally: Mutex::default(),
+            settled: Notify::new(),
+        })
+    }
+
+    /// Runs `call` in this scope.
+    pub async fn run<F: Future>(self: &Arc<Self>, call: F) -> F::Output {
+        JOB.scope(self.clone(), call).await
+    }
+
+    /// The reservation no admission took (the caller gives it back).
+    pub fn left(&self) -> Option<HeldReservation> {
+        self.held.lock().expect("never poisoned").take()
+    }
+
+    pub fn tally(&self) -> Tally {
+        *self.tally.lock().expect("never poisoned")
+    }
+
+    /// Whether the job was cancelled.
+    pub fn cancelled(&self) -> bool {
+        *self.cancel.borrow()
+    }
+
+    /// Waits until every call admitted in the scope is settled (a stream's
+    /// task settles after its body ended), up to `timeout`.
+    pub async fn wait_settled(&self, timeout: std::time::Duration) {
+        let all = async {
+            loop {
+                let notified = self.settled.notified();
+                if self.tally().open == 0 {
+                    return;
+                }
+                notified.await;
+            }
+        };
+        let _ = tokio::time::timeout(timeout, all).await;
+    }
+
+    fn admitted(&self) {
+        self.tally.lock().expect("never poisoned").open += 1;
+    }
+
+    fn add(&self, cost_micros: i64, usage: &Usage) {
+        let mut t = self.tally.lock().expect("never poisoned");
+        t.open = t.open.saturating_sub(1);
+        t.cost_micros += cost_micros;
+        t.usage.input_tokens += usage.input_tokens;
+        t.usage.output_tokens += usage.output_tokens;
+        t.usage.cache_read_tokens += usage.cache_read_tokens;
+        t.usage.cache_write_tokens += usage.cache_write_tokens;
+        drop(t);
+        self.settled.notify_waiters();
+    }
+}
+
+fn current_job() -> Option<Arc<JobScope>> {
+    JOB.try_with(Arc::clone).ok()
 }
 
 fn take_held() -> Option<HeldReservation> {
-    HELD.try_with(|slot| slot.lock().expect("never poisoned").take()).ok().flatten()
+    current_job().and_then(|job| job.left())
+}
+
+/// Whether the job running this task (if any) was cancelled: for work
+/// between provider calls (a thread turn's tool rounds).
+pub fn job_cancelled() -> bool {
+    current_job().is_some_and(|job| job.cancelled())
+}
+
+/// Resolves when the job that admitted a call is cancelled; never for a
+/// call that is not a job's.
+pub struct Cancel(Option<watch::Receiver<bool>>);
+
+impl Cancel {
+    pub async fn cancelled(self) {
+        if let Some(mut rx) = self.0
+            && rx.wait_for(|c| *c).await.is_ok()
+        {
+            return;
+        }
+        // No job, or its runner is gone: nothing will cancel it.
+        std::future::pending::<()>().await;
+    }
 }
 
 /// An admitted call. Settling is the last thing that happens to it; when
@@ -72,6 +171,8 @@ pub struct Metered {
     pub admission: Admission,
     sent: bool,
     settled: bool,
+    /// The job the call runs for, if any.
+    job: Option<Arc<JobScope>>,
 }
 
 impl Metered {
@@ -113,6 +214,10 @@ impl Metered {
         if admission.clamped {
             meter.metrics.clamp();
         }
+        let job = current_job();
+        if let Some(job) = &job {
+            job.admitted();
+        }
         Ok(Metered {
             meter: meter.clone(),
             tenant_id: caller.tenant_id.clone(),
@@ -124,7 +229,14 @@ impl Metered {
             admission,
             sent: false,
             settled: false,
+            job,
         })
+    }
+
+    /// What a stream of this call watches to stop when its job is
+    /// cancelled.
+    pub fn cancel(&self) -> Cancel {
+        Cancel(self.job.as_ref().map(|j| j.cancel.clone()))
     }
 
     /// The provider is being called: from here on the call may be billed.
@@ -167,6 +279,9 @@ impl Metered {
     /// [`RequestRecord`]s of its own. Dropping the call then records nothing.
     pub fn hold(&mut self) {
         self.settled = true;
+        if let Some(job) = &self.job {
+            job.add(0, &Usage::default());
+        }
     }
 
     /// The record settling this call's reservation at `cost_micros` for
@@ -229,6 +344,9 @@ impl Metered {
             cost = self.admission.reserved_micros;
         }
         self.settled = true;
+        if let Some(job) = &self.job {
+            job.add(cost, &usage);
+        }
         self.meter.metrics.settled(self.endpoint.as_str(), status, cost);
         self.meter.recorder.record(self.record(status, usage, quantities, cost, false)).await;
         cost
@@ -244,6 +362,9 @@ impl Drop for Metered {
             } else {
                 self.record(500, usage, none, 0, false)
             };
+            if let Some(job) = &self.job {
+                job.add(record.cost_micros, &usage);
+            }
             self.meter.recorder.record_now(record);
         }
     }

@@ -243,6 +243,16 @@ impl Store {
             .ok_or_else(|| Error::not_found("job", job_id))
     }
 
+    /// Whether a cancellation of the job was asked for (a running job's
+    /// worker polls this, whichever process took the request).
+    pub async fn job_cancel_requested(&self, job_id: &str) -> StoreResult<bool> {
+        let row = sqlx::query("SELECT cancel_requested FROM jobs WHERE id = $1")
+            .bind(job_id)
+            .fetch_optional(self.pool())
+            .await?;
+        Ok(row.is_some_and(|r| r.get::<i64, _>("cancel_requested") != 0))
+    }
+
     /// A page of jobs, newest first.
     pub async fn list_jobs(&self, q: &JobQuery<'_>) -> StoreResult<Vec<JobRow>> {
         const SQL: &str = concat!(

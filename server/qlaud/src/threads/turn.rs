@@ -550,8 +550,9 @@ impl Turn {
             let (tenant, thread) = (&self.thread.tenant_id, &self.thread.id);
             let results = tools::run_all(ctx, tenant, thread, calls, tx).await;
             self.push_results(results);
-            if wants_client {
-                // The caller answers its own tools in the next turn.
+            if wants_client || crate::meter::call::job_cancelled() {
+                // The caller answers its own tools in the next turn; a
+                // cancelled job's turn sends no further round.
                 break id;
             }
             rounds += 1;
@@ -624,11 +625,14 @@ impl Turn {
             }
         };
         let status = match (&end, gone) {
-            (_, true) => 499,
+            (_, true) | (RoundEnd::Cancelled, _) => 499,
             (RoundEnd::Done, false) => 200,
             (RoundEnd::Failed(_), false) => 502,
             (RoundEnd::Cut, false) => 503,
         };
+        // A cancelled job's turn ends here and keeps what it did, like a
+        // client that left.
+        gone |= matches!(end, RoundEnd::Cancelled);
         if let (RoundEnd::Failed(why), Some(tx)) = (&end, tx) {
             let err = GatewayError::new(502, format!("provider stream failed: {why}"));
             let body = serde_json::to_string(&err.into_anthropic()).unwrap_or_default();
