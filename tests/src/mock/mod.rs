@@ -97,7 +97,9 @@
 //!   input (and cached) tokens once the response starts, output tokens as
 //!   each SSE event carrying them is handed to the connection, so a cut or
 //!   abandoned stream leaves what was actually sent (OpenAI streams count
-//!   even without `include_usage`).
+//!   even without `include_usage`). `streams_finished` / `streams_dropped`
+//!   count SSE answers sent to their end and those the client dropped
+//!   before it.
 //! - `POST /v1/embeddings` (OpenAI's shape): see `embeddings.rs`; `nousage`
 //!   in the model name leaves `usage` out.
 //! - OpenAI's Videos API (`POST /v1/videos`, `GET /v1/videos/{id}` and
@@ -183,6 +185,10 @@ pub struct MockStats {
     /// Model requests per distinct `messages` (as compact JSON), so a test
     /// can tell how often each conversation reached the provider.
     pub by_messages: std::collections::BTreeMap<String, u64>,
+    /// SSE answers sent to their last event, and those whose client went
+    /// away before it (a `cut` fault's own break counts as neither).
+    pub streams_finished: u64,
+    pub streams_dropped: u64,
 }
 
 impl MockStats {
@@ -209,6 +215,8 @@ impl MockStats {
             "max_in_flight": self.max_in_flight,
             "media_requests": self.media_requests,
             "media_bytes": self.media_bytes,
+            "streams_finished": self.streams_finished,
+            "streams_dropped": self.streams_dropped,
         })
     }
 }
@@ -682,6 +690,27 @@ impl SseEvent {
     }
 }
 
+/// Counts a stream dropped before its end (the client went away) when it
+/// is dropped unended.
+struct StreamEnd {
+    shared: Arc<Shared>,
+    ended: bool,
+}
+
+impl StreamEnd {
+    fn not_dropped(&mut self) {
+        self.ended = true;
+    }
+}
+
+impl Drop for StreamEnd {
+    fn drop(&mut self) {
+        if !self.ended {
+            self.shared.stats().streams_dropped += 1;
+        }
+    }
+}
+
 /// Streams `events` one body chunk each. Tokens are counted as each event is
 /// handed to the connection; a client that goes away drops the stream, so
 /// counting stops there.
@@ -700,18 +729,29 @@ fn sse_response(shared: Arc<Shared>, mut events: Vec<SseEvent>, faults: &Faults)
         events.truncate(end + 1);
     }
     let slow = faults.slow;
-    let state = (events.into_iter(), cut, shared);
-    let stream = futures::stream::unfold(state, move |(mut it, cut, shared)| async move {
+    let state = (events.into_iter(), cut, StreamEnd { shared, ended: false });
+    let stream = futures::stream::unfold(state, move |(mut it, cut, mut end)| async move {
         match it.next() {
             Some(ev) => {
-                if slow && !shared.sleep(SLOW_STEP).await {
+                if slow && !end.shared.sleep(SLOW_STEP).await {
+                    // Stopping: not the client's doing.
+                    end.not_dropped();
                     return None;
                 }
-                shared.count(ev.input, ev.output, ev.cached);
-                Some((Ok(ev.data), (it, cut, shared)))
+                end.shared.count(ev.input, ev.output, ev.cached);
+                Some((Ok(ev.data), (it, cut, end)))
             }
-            None if cut => Some((abort().await, (it, false, shared))),
-            None => None,
+            None if cut => {
+                end.ended = true;
+                Some((abort().await, (it, false, end)))
+            }
+            None => {
+                if !end.ended {
+                    end.ended = true;
+                    end.shared.stats().streams_finished += 1;
+                }
+                None
+            }
         }
     });
     let mut resp = Response::new(Body::from_stream(stream));

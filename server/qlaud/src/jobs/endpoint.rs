@@ -234,7 +234,15 @@ impl Endpoint {
                 }
                 Answer { status: 200, body: read.body, cost_micros: 0, partial: !read.complete }
             }
-            (Ok(response), _) => read(response).await,
+            (Ok(response), _) => {
+                let mut answer = read(response).await;
+                // A turn whose round was stopped (its job cancelled) is
+                // stored as far as it came, without a stop reason.
+                answer.partial = matches!(self, Endpoint::ThreadMessages(_))
+                    && answer.status == 200
+                    && answer.body.get("stop_reason").is_some_and(Value::is_null);
+                answer
+            }
             (Err(e), _) => self.error(e),
         }
     }
