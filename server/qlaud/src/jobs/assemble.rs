@@ -298,9 +298,20 @@ impl Answer {
             Form::Responses if complete => Value::Object(self.top),
             Form::Responses => {
                 // Stopped short: the response as last announced, with the
-                // output that came through.
-                let output: Vec<Value> = self.items.into_values().collect();
+                // output that came through, cancelled (as OpenAI marks a
+                // background response stopped).
+                let output: Vec<Value> = self
+                    .items
+                    .into_values()
+                    .map(|mut item| {
+                        if item["status"] == "in_progress" {
+                            item["status"] = "incomplete".into();
+                        }
+                        item
+                    })
+                    .collect();
                 self.top.insert("output".into(), output.into());
+                self.top.insert("status".into(), "cancelled".into());
                 Value::Object(self.top)
             }
         };

@@ -5,7 +5,9 @@
 //! A job's call is the endpoint's own handler, run in-process with the
 //! submitting key's identity: the same validation, metering, cap and error
 //! shapes as the synchronous call, so a job can never spend what the key
-//! could not.
+//! could not. A model endpoint's call is made streamed and read back into
+//! the synchronous body (`assemble`), so that a cancellation can stop the
+//! provider and bill what it produced, as for a client that left a stream.
 
 mod assemble;
 mod endpoint;

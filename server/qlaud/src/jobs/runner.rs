@@ -13,6 +13,11 @@
 //! nothing twice); dispatched ones end `failed` with `job_interrupted` and
 //! are never sent again, their call settled by the ledger's crash recovery
 //! at its reservation, as every call in flight in a stopped process is.
+//!
+//! Cancelling a running job. The cancellation may reach any process, so
+//! the worker reads it from the store while the call runs and signals it
+//! to the call's [`JobScope`]: the call's provider streams stop there and
+//! are settled at what came through, as for a client that left.
 
 use std::sync::Arc;
 use std::time::Duration;
