@@ -44,6 +44,8 @@ search_tests!(
     bad_searches_are_refused,
     the_local_model_serves_embeddings,
     a_priced_search_is_metered_and_capped,
+    turn_embeddings_are_billed_to_the_owner_and_capped,
+    a_revoked_keys_queued_turns_are_dropped_unbilled,
 );
 
 /// A server with search on, its model ready (the first start on a
@@ -451,9 +453,26 @@ async fn turns_stored_before_search_existed_are_embedded_once(backend: Backend) 
     t.stop().await;
 }
 
-/// `qlaud serve` on `url`; its master key if it bootstrapped the store.
+/// `qlaud serve` on `url` with the local model at $0.01 a token; its
+/// master key if it bootstrapped the store.
 async fn spawn(url: &str) -> (QlaudProcess, Option<String>) {
-    let p = QlaudProcess::spawn(&["--database-url", url, "--instance-timeout-secs", "2"]).await;
+    let config = std::env::temp_dir().join(format!("qlaud-{}.toml", uuid::Uuid::new_v4()));
+    std::fs::write(
+        &config,
+        "[models.\"all-minilm-l6-v2\"]\nprovider = \"local\"\nkind = \"embedding\"\n\
+         prices = { input = \"10000\" }\n",
+    )
+    .unwrap();
+    let config = config.display().to_string();
+    let p = QlaudProcess::spawn(&[
+        "--database-url",
+        url,
+        "--instance-timeout-secs",
+        "2",
+        "--config",
+        &config,
+    ])
+    .await;
     let key = p
         .stdout
         .lines()
@@ -485,12 +504,15 @@ async fn a_killed_process_loses_no_turn_and_indexes_none_twice(backend: Backend)
     let (status, conv) = post("/v1/conversations".into(), json!({})).await;
     assert_eq!(status, 200, "{conv}");
     let conv = conv["id"].as_str().unwrap().to_string();
+    let text = |batch: usize, i: usize| format!("Turn {batch}-{i}: {}", DECOYS[i % DECOYS.len()]);
+    let all: Vec<String> = (0..10).flat_map(|b| (0..20).map(move |i| text(b, i))).collect();
+    let (status, v) =
+        post("/v1/embeddings".into(), json!({"model": "all-minilm-l6-v2", "input": all})).await;
+    assert_eq!(status, 200, "{v}");
+    let tokens = v["usage"]["prompt_tokens"].as_i64().unwrap();
     for batch in 0..10 {
         let items: Vec<Value> = (0..20)
-            .map(|i| {
-                json!({"type": "message", "role": "user",
-                       "content": format!("Turn {batch}-{i}: {}", DECOYS[i % DECOYS.len()])})
-            })
+            .map(|i| json!({"type": "message", "role": "user", "content": text(batch, i)}))
             .collect();
         let (status, v) =
             post(format!("/v1/conversations/{conv}/items"), json!({"items": items})).await;
@@ -507,6 +529,22 @@ async fn a_killed_process_loses_no_turn_and_indexes_none_twice(backend: Backend)
         count(&db.url, "SELECT COUNT(DISTINCT message_id) AS n FROM turn_vectors").await,
         200
     );
+    // Billed once too: the killed process's open turn-embedding
+    // reservations are given back (their turns were embedded again), not
+    // settled on top.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while count(&db.url, "SELECT COUNT(*) AS n FROM reservations").await > 0 {
+        assert!(Instant::now() < deadline, "reservations left open");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let billed = "SELECT CAST(COALESCE(SUM(input_tokens), 0) AS BIGINT) AS n FROM requests \
+                  WHERE endpoint = 'turn_embeddings'";
+    assert_eq!(count(&db.url, billed).await, tokens);
+    let cost = "SELECT CAST(COALESCE(SUM(cost_micros), 0) AS BIGINT) AS n FROM requests \
+                WHERE endpoint = 'turn_embeddings'";
+    assert_eq!(count(&db.url, cost).await, tokens * 10_000);
+    let recovered = "SELECT COUNT(*) AS n FROM requests WHERE recovered <> 0";
+    assert_eq!(count(&db.url, recovered).await, 0);
     p.kill().await;
 }
 
@@ -673,5 +711,221 @@ async fn a_priced_search_is_metered_and_capped(backend: Backend) {
     let (status, v) = search_raw(&t, secret, json!({"query": "refund"})).await;
     assert_eq!(status, 402, "the second would overshoot the cap: {v}");
     assert_eq!(t.settled(id, 1).await, 400_000);
+    t.stop().await;
+}
+
+/// The local model at $0.01 a token, and turns a key cannot pay for tried
+/// again after half a second.
+async fn start_priced(backend: Backend) -> Option<TestServer> {
+    let db = qlaud_tests::TestDb::new_search(backend).await?;
+    let toml = "[models.\"all-minilm-l6-v2\"]\nprovider = \"local\"\nkind = \"embedding\"\n\
+                prices = { input = \"10000\" }\n";
+    let t = TestServer::start_on(db, Some(toml), |c| {
+        qlaud_tests::search_config(c);
+        c.embed_defer = Duration::from_millis(500);
+    })
+    .await
+    .unwrap();
+    wait_model(&t, &t.master_key).await;
+    Some(t)
+}
+
+/// The tokens the local model reads of `text` (what embedding it bills),
+/// asked of `POST /v1/embeddings` with the master key.
+async fn tokens_of(t: &TestServer, text: &str) -> i64 {
+    let (status, v) = t
+        .request(
+            Method::POST,
+            "/v1/embeddings",
+            Some(&t.master_key),
+            Some(RawBody::Json(json!({"model": "all-minilm-l6-v2", "input": text}))),
+        )
+        .await;
+    assert_eq!(status, 200, "{v}");
+    v["usage"]["prompt_tokens"].as_i64().unwrap()
+}
+
+/// The key's settled requests of the search index, from the request log:
+/// (count, input tokens, cost).
+async fn turn_embedding_requests(t: &TestServer, key_id: &str) -> (usize, i64, i64) {
+    let (status, v) = t
+        .request(
+            Method::GET,
+            &format!("/v1/requests?key_id={key_id}&limit=100"),
+            Some(&t.master_key),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{v}");
+    let rows: Vec<&Value> = v["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["endpoint"] == "turn_embeddings")
+        .collect();
+    for r in &rows {
+        assert_eq!(r["model"], "all-minilm-l6-v2", "{r}");
+        assert_eq!(r["status"], 200, "{r}");
+    }
+    (
+        rows.len(),
+        rows.iter().map(|r| r["input_tokens"].as_i64().unwrap()).sum(),
+        rows.iter().map(|r| r["cost_micros"].as_i64().unwrap()).sum(),
+    )
+}
+
+/// Waits until every queued turn is either embedded or deferred (its key
+/// cannot pay now); returns how many are deferred.
+async fn wait_settled_queue(url: &str) -> i64 {
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        let open = count(
+            url,
+            "SELECT COUNT(*) AS n FROM embed_queue q WHERE q.claimed_by IS NOT NULL OR NOT EXISTS \
+             (SELECT 1 FROM embed_deferrals d WHERE d.message_id = q.message_id)",
+        )
+        .await;
+        if open == 0 {
+            return count(url, "SELECT COUNT(*) AS n FROM embed_queue").await;
+        }
+        assert!(Instant::now() < deadline, "{open} turns still waiting");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+const TICKETS: [&str; 6] = [
+    "My invoice shows a charge I do not recognise from last Tuesday.",
+    "Can you explain why the annual plan costs more than twelve monthly payments?",
+    "The mobile app logs me out every time I switch networks.",
+    "I would like to export all of my conversation history as a spreadsheet.",
+    "Is there a discount for non-profit organisations or schools?",
+    "Two-factor authentication codes arrive several minutes late.",
+];
+
+/// With the operator's price on the local model, the turns written to a
+/// thread are billed to the thread's owner key as `turn_embeddings`
+/// requests, at their exact tokens; a key at its cap gets as many turns
+/// indexed as its budget pays for and never more, the rest stay queued
+/// (unindexed, unbilled) and are indexed once the cap is raised.
+async fn turn_embeddings_are_billed_to_the_owner_and_capped(backend: Backend) {
+    let Some(t) = start_priced(backend).await else { return };
+    let mut tokens = Vec::new();
+    for text in TICKETS {
+        tokens.push(tokens_of(&t, text).await);
+    }
+    let all: i64 = tokens.iter().sum();
+
+    // An uncapped key: every turn indexed, the exact tokens billed.
+    let (free, free_id) = mint(&t, &t.master_key, "uncapped").await;
+    let thr = thread(&t, &free).await;
+    // Stored as any turn is (whoever posts it, the thread's owner pays).
+    let _ = turns(&t, &t.tenant_id, &thr, &TICKETS).await;
+    assert_eq!(wait_settled_queue(&t.db.url).await, 0);
+    let (n, input, cost) = turn_embedding_requests(&t, &free_id).await;
+    assert!(n >= 1, "no turn_embeddings request");
+    assert_eq!(input, all);
+    assert_eq!(cost, all * 10_000);
+    // GET /v1/usage says the same (the key made no other call).
+    assert_eq!(t.key_spend(&free_id).await, (all * 10_000, n as u64));
+    let (_, usage) = t
+        .request(Method::GET, &format!("/v1/usage?key_id={free_id}"), Some(&t.master_key), None)
+        .await;
+    assert_eq!(usage["totals"]["input_tokens"].as_i64(), Some(all), "{usage}");
+    assert_eq!(hits(&t, &free, json!({"query": "billing", "limit": 100})).await.len(), 6);
+
+    // A key whose cap pays for any two of the turns, never three.
+    let mut sorted = tokens.clone();
+    sorted.sort();
+    assert!(sorted[4] + sorted[5] < sorted[0] + sorted[1] + sorted[2], "{tokens:?}");
+    let budget = (sorted[4] + sorted[5]) * 10_000;
+    let key = t.mint(json!({"name": "capped", "max_spend_usd": budget as f64 / 1e6})).await;
+    let (capped, capped_id) =
+        (key["secret"].as_str().unwrap().to_string(), key["id"].as_str().unwrap().to_string());
+    let thr = thread(&t, &capped).await;
+    let ids = turns(&t, &t.tenant_id, &thr, &TICKETS).await;
+    assert_eq!(wait_settled_queue(&t.db.url).await, 4, "four turns wait for budget");
+    // The deferral is not a one-off: passes go on refusing them.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(wait_settled_queue(&t.db.url).await, 4);
+    // Which turns got in depends on the queue's order (turns stored
+    // together are claimed in id order): exactly those are billed and
+    // searchable.
+    let found =
+        hits(&t, &t.master_key, json!({"query": "account", "key_id": capped_id, "limit": 100}))
+            .await;
+    assert_eq!(found.len(), 2, "{found:?}");
+    let paid: i64 = found.iter().map(|id| tokens[ids.iter().position(|i| i == id).unwrap()]).sum();
+    let (_, input, cost) = turn_embedding_requests(&t, &capped_id).await;
+    assert_eq!((input, cost), (paid, paid * 10_000));
+    let (spent, _) = t.key_spend(&capped_id).await;
+    assert!(spent <= budget, "overshot: {spent} > {budget}");
+    assert_eq!(spent, cost);
+
+    // Raising the cap lets the rest through, billed once each.
+    let (status, v) = t
+        .request(
+            Method::PATCH,
+            &format!("/v1/keys/{capped_id}"),
+            Some(&t.master_key),
+            Some(RawBody::Json(json!({"max_spend_usd": 100}))),
+        )
+        .await;
+    assert_eq!(status, 200, "{v}");
+    wait_indexed(&t.db.url).await;
+    let (_, input, cost) = turn_embedding_requests(&t, &capped_id).await;
+    assert_eq!((input, cost), (all, all * 10_000));
+    assert_eq!(count(&t.db.url, "SELECT COUNT(*) AS n FROM embed_deferrals").await, 0);
+    assert_eq!(count(&t.db.url, "SELECT COUNT(*) AS n FROM turn_vectors").await, 12);
+    assert_eq!(count(&t.db.url, "SELECT COUNT(*) AS n FROM reservations").await, 0);
+    t.stop().await;
+}
+
+/// A revoked key pays for nothing more: turns of its threads still queued
+/// are dropped unindexed and unbilled; a disabled key's wait until it is
+/// enabled again.
+async fn a_revoked_keys_queued_turns_are_dropped_unbilled(backend: Backend) {
+    let Some(t) = start_priced(backend).await else { return };
+    let (gone, gone_id) = mint(&t, &t.master_key, "revoked").await;
+    let gone_thread = thread(&t, &gone).await;
+    let (status, _) =
+        t.request(Method::DELETE, &format!("/v1/keys/{gone_id}"), Some(&t.master_key), None).await;
+    assert_eq!(status, 204);
+    let (off, off_id) = mint(&t, &t.master_key, "disabled").await;
+    let off_thread = thread(&t, &off).await;
+    let (status, v) = t
+        .request(
+            Method::PATCH,
+            &format!("/v1/keys/{off_id}"),
+            Some(&t.master_key),
+            Some(RawBody::Json(json!({"disabled": true}))),
+        )
+        .await;
+    assert_eq!(status, 200, "{v}");
+    // Turns stored after the fact (as a conversation item import would).
+    turns(&t, &t.tenant_id, &gone_thread, &TICKETS[..3]).await;
+    turns(&t, &t.tenant_id, &off_thread, &TICKETS[3..]).await;
+    assert_eq!(wait_settled_queue(&t.db.url).await, 3, "the disabled key's turns wait");
+    assert_eq!(count(&t.db.url, "SELECT COUNT(*) AS n FROM turn_vectors").await, 0);
+    assert_eq!(turn_embedding_requests(&t, &gone_id).await, (0, 0, 0));
+    assert_eq!(turn_embedding_requests(&t, &off_id).await, (0, 0, 0));
+    assert_eq!(
+        count(&t.db.url, "SELECT COUNT(*) AS n FROM embed_deferrals WHERE reason = 'key_disabled'")
+            .await,
+        3
+    );
+    // Enabled again: indexed and billed.
+    let (status, _) = t
+        .request(
+            Method::PATCH,
+            &format!("/v1/keys/{off_id}"),
+            Some(&t.master_key),
+            Some(RawBody::Json(json!({"disabled": false}))),
+        )
+        .await;
+    assert_eq!(status, 200);
+    wait_indexed(&t.db.url).await;
+    assert_eq!(count(&t.db.url, "SELECT COUNT(*) AS n FROM turn_vectors").await, 3);
+    let (_, input, _) = turn_embedding_requests(&t, &off_id).await;
+    assert!(input > 0);
     t.stop().await;
 }

@@ -90,6 +90,9 @@ pub struct ServeConfig {
     pub embed_model_dir: Option<PathBuf>,
     /// How often an idle search indexer looks for turns to embed.
     pub embed_poll: Duration,
+    /// How long turns whose owner key cannot pay for their embedding now
+    /// (cap reached, suspended, disabled) wait before they are tried again.
+    pub embed_defer: Duration,
     /// Where the key sealing stored secrets comes from.
     pub secret_key: secrets::KeySource,
 }
@@ -118,6 +121,7 @@ impl ServeConfig {
             metrics_bind: None,
             embed_model_dir: None,
             embed_poll: Duration::from_millis(500),
+            embed_defer: Duration::from_secs(60),
             secret_key: secrets::KeySource::default(),
         }
     }
@@ -308,10 +312,16 @@ async fn start_search(ctx: &Context, config: &ServeConfig) -> anyhow::Result<sea
              queued until pgvector is installed (every managed PostgreSQL offers it)"
         );
     } else if config.embed_model_dir.is_some() {
+        let biller = search::billing::Biller {
+            meter: ctx.meter.clone(),
+            model: ctx.gateway.catalog.model(embed::MODEL_NAME).cloned(),
+            defer: config.embed_defer,
+        };
         search::indexer::spawn(
             ctx.store.clone(),
             embedder.clone(),
             ctx.clock.clone(),
+            biller,
             search::indexer::Settings {
                 instance_id: ctx.meter.instance_id.clone(),
                 instance_timeout: config.instance_timeout,

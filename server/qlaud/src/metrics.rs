@@ -95,7 +95,7 @@ pub fn serve_separately(
 }
 
 /// The endpoints requests are counted by; any other counts as `other`.
-const ENDPOINTS: [&str; 11] = [
+const ENDPOINTS: [&str; 12] = [
     "messages",
     "chat_completions",
     "responses",
@@ -106,6 +106,7 @@ const ENDPOINTS: [&str; 11] = [
     "audio_speech",
     "listen",
     "text_to_speech",
+    "turn_embeddings",
     "other",
 ];
 

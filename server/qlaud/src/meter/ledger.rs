@@ -388,6 +388,15 @@ pub fn spawn_recovery(
             if let Err(e) = store.prune_instances(now - 86_400_000).await {
                 tracing::warn!(error = %e, "pruning stopped instances");
             }
+            match store.release_orphaned_turn_embeddings(cutoff).await {
+                Ok(0) => {}
+                Ok(n) => tracing::warn!(
+                    released = n,
+                    "gave back the turn-embedding reservations of a stopped qlaud (its turns \
+                     are embedded again)"
+                ),
+                Err(e) => tracing::error!(error = %e, "releasing turn-embedding reservations"),
+            }
             match store.orphaned_reservations(cutoff, 1000).await {
                 Ok(orphans) if !orphans.is_empty() => match store.settle(&orphans).await {
                     Ok(n) => tracing::warn!(

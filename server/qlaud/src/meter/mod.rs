@@ -105,6 +105,9 @@ pub enum Endpoint {
     TextToSpeech,
     /// `POST /v1/videos` (settled when a poll sees the video's outcome).
     Videos,
+    /// The search index's embedding of thread turns, billed to each
+    /// thread's owner key (no HTTP request: the indexer's own).
+    TurnEmbeddings,
     /// A name this version does not know (written by a newer one), kept
     /// as it was.
     Other(String),
@@ -124,6 +127,7 @@ impl Endpoint {
             Endpoint::Listen => "listen",
             Endpoint::TextToSpeech => "text_to_speech",
             Endpoint::Videos => "videos",
+            Endpoint::TurnEmbeddings => "turn_embeddings",
             Endpoint::Other(name) => name,
         }
     }
@@ -141,6 +145,7 @@ impl Endpoint {
             "listen" => Endpoint::Listen,
             "text_to_speech" => Endpoint::TextToSpeech,
             "videos" => Endpoint::Videos,
+            "turn_embeddings" => Endpoint::TurnEmbeddings,
             other => Endpoint::Other(other.to_string()),
         }
     }

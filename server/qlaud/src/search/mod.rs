@@ -5,6 +5,7 @@
 //! cosine distance over the caller's rows on SQLite (an exact scan), an
 //! HNSW index of pgvector on PostgreSQL.
 
+pub mod billing;
 pub mod indexer;
 pub mod sqlite_vec;
 

@@ -35,6 +35,8 @@ impl Store {
                JOIN threads t ON t.id = m.thread_id WHERE t.tenant_id = $1 AND t.key_id = $2)",
             "DELETE FROM embed_queue WHERE message_id IN (SELECT m.id FROM thread_messages m \
                JOIN threads t ON t.id = m.thread_id WHERE t.tenant_id = $1 AND t.key_id = $2)",
+            "DELETE FROM embed_deferrals WHERE message_id IN (SELECT m.id FROM thread_messages m \
+               JOIN threads t ON t.id = m.thread_id WHERE t.tenant_id = $1 AND t.key_id = $2)",
             "DELETE FROM responses WHERE tenant_id = $1 AND (key_id = $2 OR thread_id IN \
                (SELECT id FROM threads WHERE tenant_id = $1 AND key_id = $2))",
             "DELETE FROM thread_turns WHERE thread_id IN \

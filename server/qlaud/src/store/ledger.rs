@@ -385,58 +385,8 @@ impl Store {
         let mut settled = 0;
         for chunk in records.chunks(super::MAX_BATCH) {
             let mut tx = self.writer().begin().await?;
-            let mut q = sqlx::query(delete_sql(chunk.len()));
-            for r in chunk {
-                q = q.bind(r.reservation_id.as_str());
-            }
-            let live: Vec<String> = q
-                .fetch_all(&mut *tx)
-                .await?
-                .iter()
-                .map(|row| row.try_get("id"))
-                .collect::<Result<_, _>>()?;
-            let live: Vec<&RequestRecord> =
-                chunk.iter().filter(|r| live.contains(&r.reservation_id)).collect();
-            // Per key, period and rate window: the spend to settle and the
-            // reserved tokens that went unused, given back to the window
-            // they were counted in (if it is still the key's current one).
-            let mut spend: HashMap<(&str, i64, i64), (i64, i64, i64)> = HashMap::new();
-            for r in &live {
-                let e = spend
-                    .entry((r.key_id.as_str(), r.period_start_ms, r.rate_window_ms))
-                    .or_default();
-                e.0 += r.reserved_micros;
-                e.1 += r.cost_micros;
-                if !r.recovered {
-                    e.2 += (r.reserved_tokens - r.usage.total_tokens()).max(0);
-                }
-            }
-            // In one order in every transaction, so two processes settling
-            // the same keys wait for each other instead of deadlocking.
-            let mut spend: Vec<_> = spend.into_iter().collect();
-            spend.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-            for ((key_id, start, window), (reserved, cost, unused)) in spend {
-                sqlx::query(
-                    "UPDATE key_spend SET reserved_micros = reserved_micros - $3, \
-                     settled_micros = settled_micros + $4, \
-                     rate_tokens = CASE WHEN rate_window_ms = $5 AND rate_tokens >= $6 \
-                                   THEN rate_tokens - $6 ELSE rate_tokens END \
-                     WHERE key_id = $1 AND period_start_ms = $2",
-                )
-                .bind(key_id)
-                .bind(start)
-                .bind(reserved)
-                .bind(cost)
-                .bind(window)
-                .bind(unused)
-                .execute(&mut *tx)
-                .await?;
-            }
-            if !live.is_empty() {
-                super::requests::insert_requests(&mut tx, &live).await?;
-            }
+            settled += settle_in(&mut tx, chunk).await?.len();
             tx.commit().await?;
-            settled += live.len();
         }
         Ok(settled)
     }
@@ -451,7 +401,7 @@ impl Store {
         let rows = sqlx::query(
             "SELECT r.id, r.tenant_id, r.key_id, r.period_start_ms, r.model, r.provider, \
              r.endpoint, r.reserved_micros, r.created_ms FROM reservations r \
-             WHERE r.instance_id <> $3 AND r.instance_id <> $4 \
+             WHERE r.instance_id <> $3 AND r.instance_id <> $4 AND r.endpoint <> $5 \
              AND NOT EXISTS (SELECT 1 FROM instances i WHERE i.id = r.instance_id \
                                AND i.heartbeat_ms >= $1) \
              ORDER BY r.created_ms LIMIT $2",
@@ -462,6 +412,8 @@ impl Store {
         .bind(super::videos::HELD)
         // Nor does a job's, held from its submission until it is sent.
         .bind(super::jobs::HELD)
+        // Turn embeddings are released instead: see below.
+        .bind(Endpoint::TurnEmbeddings.as_str())
         .fetch_all(self.pool())
         .await?;
         rows.iter()
@@ -490,6 +442,32 @@ impl Store {
                 })
             })
             .collect()
+    }
+
+    /// Gives back the turn-embedding reservations of processes that
+    /// stopped before `cutoff_ms`. Such a reservation is settled in the
+    /// same transaction that stores its turns' vectors, so one still open
+    /// means the vectors were never stored: the turns are still queued and
+    /// will be embedded, and billed, again. Settling it as well would bill
+    /// them twice. Returns how many were given back.
+    pub async fn release_orphaned_turn_embeddings(&self, cutoff_ms: i64) -> StoreResult<u64> {
+        let ids: Vec<String> = sqlx::query(
+            "SELECT r.id FROM reservations r WHERE r.endpoint = $2 \
+             AND NOT EXISTS (SELECT 1 FROM instances i WHERE i.id = r.instance_id \
+                               AND i.heartbeat_ms >= $1) LIMIT 1000",
+        )
+        .bind(cutoff_ms)
+        .bind(Endpoint::TurnEmbeddings.as_str())
+        .fetch_all(self.pool())
+        .await?
+        .iter()
+        .map(|r| r.try_get("id"))
+        .collect::<Result<_, _>>()?;
+        let mut n = 0;
+        for id in ids {
+            n += u64::from(self.release(&id).await?);
+        }
+        Ok(n)
     }
 
     /// A reservation's row, if it is still open.
@@ -593,6 +571,64 @@ pub(super) async fn release_in(
     .execute(&mut **tx)
     .await?;
     Ok(true)
+}
+
+/// Settles up to [`super::MAX_BATCH`] records inside `tx`, each exactly
+/// once: a record whose reservation is already gone (settled by crash
+/// recovery, say) is skipped. Returns the records it settled.
+pub(super) async fn settle_in<'r>(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    chunk: &'r [RequestRecord],
+) -> StoreResult<Vec<&'r RequestRecord>> {
+    let mut q = sqlx::query(delete_sql(chunk.len()));
+    for r in chunk {
+        q = q.bind(r.reservation_id.as_str());
+    }
+    let live: Vec<String> = q
+        .fetch_all(&mut **tx)
+        .await?
+        .iter()
+        .map(|row| row.try_get("id"))
+        .collect::<Result<_, _>>()?;
+    let live: Vec<&RequestRecord> =
+        chunk.iter().filter(|r| live.contains(&r.reservation_id)).collect();
+    // Per key, period and rate window: the spend to settle and the
+    // reserved tokens that went unused, given back to the window they
+    // were counted in (if it is still the key's current one).
+    let mut spend: HashMap<(&str, i64, i64), (i64, i64, i64)> = HashMap::new();
+    for r in &live {
+        let e = spend.entry((r.key_id.as_str(), r.period_start_ms, r.rate_window_ms)).or_default();
+        e.0 += r.reserved_micros;
+        e.1 += r.cost_micros;
+        if !r.recovered {
+            e.2 += (r.reserved_tokens - r.usage.total_tokens()).max(0);
+        }
+    }
+    // In one order in every transaction, so two processes settling the
+    // same keys wait for each other instead of deadlocking.
+    let mut spend: Vec<_> = spend.into_iter().collect();
+    spend.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    for ((key_id, start, window), (reserved, cost, unused)) in spend {
+        sqlx::query(
+            "UPDATE key_spend SET reserved_micros = reserved_micros - $3, \
+             settled_micros = settled_micros + $4, \
+             rate_tokens = CASE WHEN rate_window_ms = $5 AND rate_tokens >= $6 \
+                           THEN rate_tokens - $6 ELSE rate_tokens END \
+             WHERE key_id = $1 AND period_start_ms = $2",
+        )
+        .bind(key_id)
+        .bind(start)
+        .bind(reserved)
+        .bind(cost)
+        .bind(window)
+        .bind(unused)
+        .execute(&mut **tx)
+        .await?;
+    }
+    if !live.is_empty() {
+        super::requests::insert_requests(tx, &live).await?;
+    }
+    Ok(live)
 }
 
 /// `DELETE FROM reservations WHERE id IN (…) RETURNING id` for `n` ids,

@@ -45,7 +45,9 @@ pub use ledger::{CapState, HeldReservation, NewReservation, RateCount, RateCount
 pub use request_log::{PushRunRow, PushTotals, RequestLogQuery, RequestLogRow};
 pub use requests::MAX_BATCH;
 pub use responses::{NewResponse, ResponseRow};
-pub use search::{HitRow, NewVector, PendingTurn, VectorIndex, VectorQuery};
+pub use search::{
+    Deferral, HitRow, IndexedGroup, NewVector, PendingTurn, VectorIndex, VectorQuery,
+};
 pub use sessions::SessionRow;
 pub use tenants::TenantRow;
 pub use threads::{

@@ -7,6 +7,7 @@
 use sqlx::{FromRow, Row};
 
 use super::{Backend, Store, StoreResult};
+use crate::meter::RequestRecord;
 
 /// How a store answers a search.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -40,6 +41,23 @@ pub struct NewVector<'a> {
     pub turn: &'a PendingTurn,
     pub text: String,
     pub vector: Option<Vec<f32>>,
+}
+
+/// The turns of one owner key embedded together, and the request billing
+/// them (`None`: nothing to bill: turns without text, or dropped).
+#[derive(Clone, Debug)]
+pub struct IndexedGroup<'a> {
+    pub turns: Vec<NewVector<'a>>,
+    pub record: Option<RequestRecord>,
+}
+
+/// A claimed turn put back in the queue, not to be claimed again before
+/// `not_before_ms`.
+#[derive(Clone, Copy, Debug)]
+pub struct Deferral<'a> {
+    pub message_id: &'a str,
+    pub not_before_ms: i64,
+    pub reason: &'a str,
 }
 
 /// What a search reaches and asks.
@@ -139,35 +157,40 @@ impl Store {
 
     /// Claims up to `limit` queued turns for `instance`: those nobody
     /// holds, and those held by a process whose heartbeat is older than
-    /// `alive_since` (it died mid-batch). Returns them with what their
+    /// `alive_since` (it died mid-batch), leaving out turns deferred past
+    /// `now` (their owner key could not pay). Returns them with what their
     /// vectors are stored under; turns whose message is gone cascade away.
     pub async fn claim_turns(
         &self,
         instance: &str,
         alive_since: i64,
+        now: i64,
         limit: u32,
     ) -> StoreResult<Vec<PendingTurn>> {
         macro_rules! claim_sql {
             ($lock:literal) => {
                 concat!(
                     "UPDATE embed_queue SET claimed_by = $1, attempts = attempts + 1 \
-                     WHERE message_id IN (SELECT message_id FROM embed_queue \
-                       WHERE claimed_by IS NULL OR claimed_by NOT IN \
-                         (SELECT id FROM instances WHERE heartbeat_ms >= $2) \
-                       ORDER BY enqueued_ms, message_id LIMIT $3",
+                     WHERE message_id IN (SELECT q.message_id FROM embed_queue q \
+                       WHERE (q.claimed_by IS NULL OR q.claimed_by NOT IN \
+                         (SELECT id FROM instances WHERE heartbeat_ms >= $2)) \
+                       AND NOT EXISTS (SELECT 1 FROM embed_deferrals d \
+                         WHERE d.message_id = q.message_id AND d.not_before_ms > $4) \
+                       ORDER BY q.enqueued_ms, q.message_id LIMIT $3",
                     $lock,
                     ")"
                 )
             };
         }
         let sql = match self.backend() {
-            Backend::Postgres => claim_sql!(" FOR UPDATE SKIP LOCKED"),
+            Backend::Postgres => claim_sql!(" FOR UPDATE OF q SKIP LOCKED"),
             Backend::Sqlite => claim_sql!(""),
         };
         let claimed = sqlx::query(sql)
             .bind(instance)
             .bind(alive_since)
             .bind(i64::from(limit))
+            .bind(now)
             .execute(self.writer())
             .await?
             .rows_affected();
@@ -179,23 +202,57 @@ impl Store {
                m.created_ms \
              FROM embed_queue q JOIN thread_messages m ON m.id = q.message_id \
                JOIN threads t ON t.id = m.thread_id \
-             WHERE q.claimed_by = $1",
+             WHERE q.claimed_by = $1 ORDER BY q.enqueued_ms, q.message_id",
         )
         .bind(instance)
         .fetch_all(self.writer())
         .await?)
     }
 
-    /// Stores the claimed turns' vectors and takes them off the queue, in
-    /// one transaction. A vector already stored (another process embedded
-    /// the turn after this one's claim went stale) stays as it was.
+    /// Ends a pass of the indexer, in one transaction: stores each group's
+    /// vectors and settles the request billing them, takes the group's
+    /// turns off the queue, and puts the deferred turns back with the time
+    /// before which they are not claimed again. A group some of whose
+    /// turns this process no longer holds (its claim went stale and
+    /// another process took them, which will embed and bill them) is
+    /// neither stored nor billed: its reservation is given back and the
+    /// turns it still holds are released. A vector already stored stays
+    /// as it was. Returns the settled requests.
     pub async fn store_vectors(
         &self,
         instance: &str,
-        vectors: &[NewVector<'_>],
-    ) -> StoreResult<()> {
+        groups: &[IndexedGroup<'_>],
+        deferred: &[Deferral<'_>],
+    ) -> StoreResult<Vec<RequestRecord>> {
         let mut tx = self.writer().begin().await?;
-        let sql = match self.backend() {
+        let held_sql = match self.backend() {
+            Backend::Sqlite => "SELECT message_id FROM embed_queue WHERE claimed_by = $1",
+            Backend::Postgres => {
+                "SELECT message_id FROM embed_queue WHERE claimed_by = $1 FOR UPDATE"
+            }
+        };
+        let held: std::collections::HashSet<String> = sqlx::query(held_sql)
+            .bind(instance)
+            .fetch_all(&mut *tx)
+            .await?
+            .iter()
+            .map(|r| r.try_get("message_id"))
+            .collect::<Result<_, _>>()?;
+        for d in deferred {
+            sqlx::query(
+                "INSERT INTO embed_deferrals (message_id, not_before_ms, reason) \
+                 SELECT $1, $2, $3 WHERE EXISTS (SELECT 1 FROM thread_messages WHERE id = $1) \
+                 ON CONFLICT (message_id) DO UPDATE \
+                 SET not_before_ms = excluded.not_before_ms, reason = excluded.reason",
+            )
+            .bind(d.message_id)
+            .bind(d.not_before_ms)
+            .bind(d.reason)
+            .execute(&mut *tx)
+            .await?;
+            release_claim(&mut tx, instance, d.message_id).await?;
+        }
+        let insert = match self.backend() {
             Backend::Sqlite => {
                 "INSERT INTO turn_vectors (message_id, tenant_id, key_id, thread_id, role, text, \
                    created_ms, embedding) \
@@ -211,29 +268,51 @@ impl Store {
                  ON CONFLICT (message_id) DO NOTHING"
             }
         };
-        for v in vectors {
-            let Some(vector) = &v.vector else { continue };
-            let t = v.turn;
-            let q = sqlx::query(sql)
-                .bind(&t.message_id)
-                .bind(&t.tenant_id)
-                .bind(&t.key_id)
-                .bind(&t.thread_id)
-                .bind(&t.role)
-                .bind(&v.text)
-                .bind(t.created_ms);
-            let q = match self.backend() {
-                Backend::Sqlite => q.bind(vector_blob(vector)),
-                Backend::Postgres => q.bind(vector_text(vector)),
-            };
-            q.execute(&mut *tx).await?;
+        let mut records = Vec::new();
+        for group in groups {
+            if !group.turns.iter().all(|v| held.contains(&v.turn.message_id)) {
+                if let Some(r) = &group.record {
+                    super::ledger::release_in(&mut tx, &r.reservation_id).await?;
+                }
+                for v in &group.turns {
+                    release_claim(&mut tx, instance, &v.turn.message_id).await?;
+                }
+                continue;
+            }
+            for v in &group.turns {
+                let Some(vector) = &v.vector else { continue };
+                let t = v.turn;
+                let q = sqlx::query(insert)
+                    .bind(&t.message_id)
+                    .bind(&t.tenant_id)
+                    .bind(&t.key_id)
+                    .bind(&t.thread_id)
+                    .bind(&t.role)
+                    .bind(&v.text)
+                    .bind(t.created_ms);
+                let q = match self.backend() {
+                    Backend::Sqlite => q.bind(vector_blob(vector)),
+                    Backend::Postgres => q.bind(vector_text(vector)),
+                };
+                q.execute(&mut *tx).await?;
+            }
+            if let Some(r) = &group.record {
+                records.push(r.clone());
+            }
         }
-        sqlx::query("DELETE FROM embed_queue WHERE claimed_by = $1")
-            .bind(instance)
-            .execute(&mut *tx)
-            .await?;
+        let mut settled = Vec::with_capacity(records.len());
+        for chunk in records.chunks(super::MAX_BATCH) {
+            settled.extend(super::ledger::settle_in(&mut tx, chunk).await?.into_iter().cloned());
+        }
+        for sql in [
+            "DELETE FROM embed_deferrals WHERE message_id IN \
+               (SELECT message_id FROM embed_queue WHERE claimed_by = $1)",
+            "DELETE FROM embed_queue WHERE claimed_by = $1",
+        ] {
+            sqlx::query(sql).bind(instance).execute(&mut *tx).await?;
+        }
         tx.commit().await?;
-        Ok(())
+        Ok(settled)
     }
 
     /// Gives the claimed turns back (embedding failed), for a later try.
@@ -245,12 +324,18 @@ impl Store {
         Ok(())
     }
 
-    /// Whether any turn waits to be embedded (all tenants).
-    pub async fn has_queued_turns(&self) -> StoreResult<bool> {
-        Ok(sqlx::query("SELECT message_id FROM embed_queue LIMIT 1")
-            .fetch_optional(self.pool())
-            .await?
-            .is_some())
+    /// Whether any turn not deferred past `now` waits to be embedded (all
+    /// tenants).
+    pub async fn has_queued_turns(&self, now: i64) -> StoreResult<bool> {
+        Ok(sqlx::query(
+            "SELECT q.message_id FROM embed_queue q WHERE NOT EXISTS \
+               (SELECT 1 FROM embed_deferrals d \
+                WHERE d.message_id = q.message_id AND d.not_before_ms > $1) LIMIT 1",
+        )
+        .bind(now)
+        .fetch_optional(self.pool())
+        .await?
+        .is_some())
     }
 
     /// The `limit` nearest turns the query reaches, by cosine similarity,
@@ -335,4 +420,20 @@ impl Store {
         }
         Ok(query.fetch_all(self.pool()).await?)
     }
+}
+
+/// Puts one claimed turn back in the queue, unclaimed.
+async fn release_claim(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    instance: &str,
+    message_id: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE embed_queue SET claimed_by = NULL WHERE message_id = $1 AND claimed_by = $2",
+    )
+    .bind(message_id)
+    .bind(instance)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
 }
