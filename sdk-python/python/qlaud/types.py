@@ -1004,7 +1004,7 @@ class RequestLogEntry(TypedDict):
     created_at: str
     """When the request arrived."""
     endpoint: str
-    """The API shape called: `messages` (`/v1/messages`) or `chat_completions` (`/v1/chat/completions`)."""
+    """What was called: `messages` (`/v1/messages`), `chat_completions`, `responses`, `embeddings` (also a search's query), `threads` (a model round of a thread turn), `audio_transcriptions`, `audio_translations`, `audio_speech`, `listen`, `text_to_speech`, `videos`, or `turn_embeddings` (the search index embedding the thread owner's turns; no HTTP request of its own)."""
     id: str
     """The request's id (the id of its reservation in the ledger)."""
     input_tokens: int

@@ -56,8 +56,12 @@ pub struct RequestLogEntry {
     pub key_name: String,
     /// The model's public name, as the client asked for it.
     pub model: String,
-    /// The API shape called: `messages` (`/v1/messages`) or
-    /// `chat_completions` (`/v1/chat/completions`).
+    /// What was called: `messages` (`/v1/messages`), `chat_completions`,
+    /// `responses`, `embeddings` (also a search's query), `threads` (a
+    /// model round of a thread turn), `audio_transcriptions`,
+    /// `audio_translations`, `audio_speech`, `listen`, `text_to_speech`,
+    /// `videos`, or `turn_embeddings` (the search index embedding the
+    /// thread owner's turns; no HTTP request of its own).
     pub endpoint: String,
     /// Whether the answer was streamed.
     pub streamed: bool,
