@@ -929,3 +929,156 @@ async fn a_revoked_keys_queued_turns_are_dropped_unbilled(backend: Backend) {
     assert!(input > 0);
     t.stop().await;
 }
+
+/// A small deterministic generator of unit vectors (no dependency).
+struct Unit(u64);
+
+impl Unit {
+    fn next(&mut self) -> f32 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        (self.0 >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
+    }
+
+    /// `around` plus noise of size `noise`, at unit length (random
+    /// without `around`).
+    fn vector(&mut self, around: Option<&[f32]>, noise: f32) -> Vec<f32> {
+        let mut v: Vec<f32> = (0..qlaud_server::embed::DIMENSIONS)
+            .map(|i| around.map_or(0.0, |a| a[i]) + noise * self.next())
+            .collect();
+        let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+        v.iter_mut().for_each(|x| *x /= norm);
+        v
+    }
+}
+
+/// Stores turns with the given vectors straight into the store's tables
+/// (bypassing the queue), as the indexer would have stored them.
+async fn plant(
+    url: &str,
+    tenant: &str,
+    key: &str,
+    thread: &str,
+    vectors: &[Vec<f32>],
+) -> Vec<String> {
+    let pool = store_pool(url).await;
+    let mut ids = Vec::new();
+    for (i, v) in vectors.iter().enumerate() {
+        let id = qlaud_server::store::new_id("msg");
+        let text: Vec<String> = v.iter().map(|x| x.to_string()).collect();
+        sqlx::query(
+            "INSERT INTO thread_messages (id, thread_id, tenant_id, seq, role, content, metadata, \
+             created_ms) VALUES ($1, $2, $3, $4, 'user', '[]', '{}', $5)",
+        )
+        .bind(&id)
+        .bind(thread)
+        .bind(tenant)
+        .bind(i as i64 + 1)
+        .bind(1_700_000_000_000i64 + i as i64)
+        .execute(&pool)
+        .await
+        .unwrap();
+        sqlx::query(
+            "INSERT INTO turn_vectors (message_id, tenant_id, key_id, thread_id, role, text, \
+             created_ms, embedding_v) VALUES ($1, $2, $3, $4, 'user', 'planted', $5, \
+             CAST($6 AS vector))",
+        )
+        .bind(&id)
+        .bind(tenant)
+        .bind(key)
+        .bind(thread)
+        .bind(1_700_000_000_000i64 + i as i64)
+        .bind(format!("[{}]", text.join(",")))
+        .execute(&pool)
+        .await
+        .unwrap();
+        ids.push(id);
+    }
+    pool.close().await;
+    ids
+}
+
+/// pgvector before 0.8 (the test server's is 0.6) has HNSW but no
+/// iterative scans: the index path fills `limit` for a caller whose rows
+/// are few among many others' (by falling back to the exact scan), stays
+/// inside the caller's tenant and key, and finds what the exact scan finds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_hnsw_path_honours_limit_and_agrees_with_exact_search() {
+    use qlaud_server::store::{VectorIndex, VectorQuery};
+    let Some(t) = TestServer::start_search(Backend::Postgres).await else { return };
+    let store = t.server().store();
+    let index = store.prepare_vector_index().await.unwrap().unwrap();
+    assert_ne!(index, VectorIndex::Exact, "this pgvector has HNSW");
+    let (tenant_b, admin_b) = t.create_tenant("b").await;
+    let (b, b_id) = mint(&t, &admin_b, "b").await;
+    let (a, a_id) = mint(&t, &t.master_key, "a").await;
+    let (bt, at) = (thread(&t, &b).await, thread(&t, &a).await);
+    let mut g = Unit(0x9e37_79b9_7f4a_7c15);
+    let query = g.vector(None, 1.0);
+    // The other tenant's 3000 turns are all close to the query; ours, 60,
+    // are anywhere.
+    let near: Vec<Vec<f32>> = (0..3000).map(|_| g.vector(Some(&query), 0.08)).collect();
+    let mine: Vec<Vec<f32>> = (0..60).map(|_| g.vector(None, 1.0)).collect();
+    let b_ids = plant(&t.db.url, &tenant_b, &b_id, &bt, &near).await;
+    let a_ids = plant(&t.db.url, &t.tenant_id, &a_id, &at, &mine).await;
+    let pool = store_pool(&t.db.url).await;
+    sqlx::query("ANALYZE turn_vectors").execute(&pool).await.unwrap();
+    let plan: Vec<String> = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "EXPLAIN SELECT message_id FROM turn_vectors WHERE tenant_id = '{tenant_b}' \
+         ORDER BY embedding_v <=> '{}' LIMIT 10",
+        format!("{:?}", query).replace(' ', "")
+    )))
+    .fetch_all(&pool)
+    .await
+    .unwrap()
+    .iter()
+    .map(|r| r.try_get::<String, _>(0).unwrap())
+    .collect();
+    pool.close().await;
+    let short: Vec<&str> = plan.iter().map(|l| &l[..l.len().min(100)]).collect();
+    eprintln!("plan of a tenant's nearest 10:\n{}", short.join("\n"));
+    assert!(plan.iter().any(|l| l.contains("turn_vectors_hnsw")), "the index is not used");
+    for (tenant, owner, ids) in
+        [(&tenant_b, Some(b_id.as_str()), &b_ids), (&t.tenant_id, Some(a_id.as_str()), &a_ids)]
+    {
+        for limit in [1, 10, 50] {
+            let q = VectorQuery {
+                tenant_id: tenant,
+                owner,
+                key_id: None,
+                thread_id: None,
+                role: None,
+                from_ms: i64::MIN,
+                to_ms: i64::MAX,
+                limit,
+                vector: &query,
+            };
+            let got: Vec<String> = store
+                .search_vectors(&q, index)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|h| h.message_id)
+                .collect();
+            let exact: Vec<String> = store
+                .search_vectors(&q, VectorIndex::Exact)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|h| h.message_id)
+                .collect();
+            assert_eq!(got.len(), limit as usize, "limit {limit} not filled");
+            assert_eq!(exact.len(), limit as usize);
+            assert!(got.iter().all(|id| ids.contains(id)), "another caller's row");
+            let found = got.iter().filter(|id| exact.contains(id)).count();
+            assert!(
+                found * 10 >= got.len() * 9,
+                "recall {found}/{} against the exact scan at limit {limit}",
+                got.len()
+            );
+        }
+    }
+    let _ = (a, b);
+    t.stop().await;
+}

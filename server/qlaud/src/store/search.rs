@@ -13,11 +13,24 @@ use crate::meter::RequestRecord;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum VectorIndex {
     /// Cosine distance over every row the caller may see: SQLite
-    /// (sqlite-vec), and PostgreSQL with a pgvector older than 0.8, whose
-    /// HNSW scans cannot go on past a filter and would come back short.
+    /// (sqlite-vec), and PostgreSQL with a pgvector older than 0.5 (no
+    /// HNSW).
     Exact,
-    /// pgvector's HNSW index with iterative scans (0.8 and later).
+    /// pgvector's HNSW index with iterative scans (0.8 and later): the
+    /// scan goes on until `limit` rows pass the filter.
     Hnsw,
+    /// pgvector's HNSW index without iterative scans (0.5 to 0.7): one
+    /// scan of [`ef_search`] candidates, filtered; when fewer than `limit`
+    /// pass the filter (a caller with few rows among many), the same
+    /// query is answered by an exact scan of the caller's rows instead.
+    HnswOrExact,
+}
+
+/// Candidates an HNSW scan collects (pgvector's `hnsw.ef_search`, which
+/// allows 1 to 1000): more than the default 40, since the tenant filter
+/// drops the candidates of other callers, and more for larger limits.
+pub fn ef_search(limit: u32) -> u32 {
+    (limit.saturating_mul(10)).clamp(200, 1000)
 }
 
 /// A claimed turn, with what its vector is stored under.
@@ -130,8 +143,6 @@ impl Store {
         for sql in [
             "CREATE EXTENSION IF NOT EXISTS vector",
             "ALTER TABLE turn_vectors ADD COLUMN IF NOT EXISTS embedding_v vector(384)",
-            "CREATE INDEX IF NOT EXISTS turn_vectors_hnsw ON turn_vectors \
-             USING hnsw (embedding_v vector_cosine_ops)",
         ] {
             sqlx::query(sql).execute(&mut *tx).await?;
         }
@@ -140,19 +151,36 @@ impl Store {
                 .fetch_one(&mut *tx)
                 .await?
                 .try_get("extversion")?;
-        tx.commit().await?;
         let mut parts = version.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
         let (major, minor) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
-        Ok(Some(if (major, minor) >= (0, 8) {
+        let index = if (major, minor) >= (0, 8) {
             VectorIndex::Hnsw
+        } else if (major, minor) >= (0, 5) {
+            tracing::info!(
+                version,
+                "pgvector older than 0.8 cannot continue a filtered HNSW scan: a search whose \
+                 filter leaves fewer than its limit among the scan's candidates falls back to \
+                 an exact scan of the caller's rows (pgvector 0.8 does better)"
+            );
+            VectorIndex::HnswOrExact
         } else {
             tracing::warn!(
                 version,
-                "pgvector older than 0.8 cannot continue a filtered HNSW scan: searches scan \
-                 the caller's rows exactly (upgrade pgvector for the index)"
+                "pgvector older than 0.5 has no HNSW index: searches scan the caller's rows \
+                 exactly (upgrade pgvector for the index)"
             );
             VectorIndex::Exact
-        }))
+        };
+        if index != VectorIndex::Exact {
+            sqlx::query(
+                "CREATE INDEX IF NOT EXISTS turn_vectors_hnsw ON turn_vectors \
+                 USING hnsw (embedding_v vector_cosine_ops)",
+            )
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(Some(index))
     }
 
     /// Claims up to `limit` queued turns for `instance`: those nobody
@@ -348,26 +376,23 @@ impl Store {
         // The filter is in the same statement as the distance: an exact
         // scan of the caller's rows on SQLite; on PostgreSQL the HNSW scan
         // keeps going until `limit` rows pass the filter (pgvector's
-        // iterative scans), or the planner scans the owner index exactly.
-        const FILTER: &str = "tenant_id = $2 AND ($3 = '' OR key_id = $3) \
-             AND ($4 = '' OR key_id = $4) AND ($5 = '' OR thread_id = $5) \
-             AND ($6 = '' OR role = $6) AND created_ms >= $7 AND created_ms < $8";
-        let (sql, vector) = match (self.backend(), index) {
-            (Backend::Sqlite, _) => {
-                static SQL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-                let sql = SQL.get_or_init(|| {
+        // iterative scans), or falls back to the exact scan when it came
+        // back short, or the planner scans the owner index exactly.
+        static SQLITE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+        static HNSW: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+        let sql = match (self.backend(), index) {
+            (Backend::Sqlite, _) => SQLITE
+                .get_or_init(|| {
                     format!(
                         "SELECT message_id, thread_id, role, text, created_ms, \
                            1.0 - vec_distance_cosine(embedding, vec_f32($1)) AS score \
                          FROM turn_vectors WHERE {FILTER} AND embedding IS NOT NULL \
                          ORDER BY score DESC, message_id LIMIT $9"
                     )
-                });
-                (sql.as_str(), vector_text(q.vector))
-            }
-            (Backend::Postgres, VectorIndex::Hnsw) => {
-                static SQL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-                let sql = SQL.get_or_init(|| {
+                })
+                .as_str(),
+            (Backend::Postgres, VectorIndex::Hnsw | VectorIndex::HnswOrExact) => HNSW
+                .get_or_init(|| {
                     format!(
                         "SELECT message_id, thread_id, role, text, created_ms, \
                            CAST(1 - (embedding_v <=> CAST($1 AS vector)) AS DOUBLE PRECISION) \
@@ -375,51 +400,72 @@ impl Store {
                          FROM turn_vectors WHERE {FILTER} AND embedding_v IS NOT NULL \
                          ORDER BY embedding_v <=> CAST($1 AS vector) LIMIT $9"
                     )
-                });
-                (sql.as_str(), vector_text(q.vector))
-            }
-            // Ordering by the score, not the distance, keeps the planner
-            // off the HNSW index.
-            (Backend::Postgres, VectorIndex::Exact) => {
-                static SQL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-                let sql = SQL.get_or_init(|| {
-                    format!(
-                        "SELECT message_id, thread_id, role, text, created_ms, \
-                           CAST(1 - (embedding_v <=> CAST($1 AS vector)) AS DOUBLE PRECISION) \
-                             AS score \
-                         FROM turn_vectors WHERE {FILTER} AND embedding_v IS NOT NULL \
-                         ORDER BY score DESC, message_id LIMIT $9"
-                    )
-                });
-                (sql.as_str(), vector_text(q.vector))
-            }
+                })
+                .as_str(),
+            (Backend::Postgres, VectorIndex::Exact) => pg_exact_sql(),
         };
-        let query = sqlx::query_as::<_, HitRow>(sqlx::AssertSqlSafe(sql))
-            .bind(vector)
-            .bind(q.tenant_id)
-            .bind(q.owner.unwrap_or(""))
-            .bind(q.key_id.unwrap_or(""))
-            .bind(q.thread_id.unwrap_or(""))
-            .bind(q.role.unwrap_or(""))
-            .bind(q.from_ms)
-            .bind(q.to_ms)
-            .bind(i64::from(q.limit));
+        let vector = vector_text(q.vector);
+        let query = |sql: &'static str| {
+            sqlx::query_as::<_, HitRow>(sqlx::AssertSqlSafe(sql))
+                .bind(vector.clone())
+                .bind(q.tenant_id)
+                .bind(q.owner.unwrap_or(""))
+                .bind(q.key_id.unwrap_or(""))
+                .bind(q.thread_id.unwrap_or(""))
+                .bind(q.role.unwrap_or(""))
+                .bind(q.from_ms)
+                .bind(q.to_ms)
+                .bind(i64::from(q.limit))
+        };
+        if index == VectorIndex::Exact || self.backend() == Backend::Sqlite {
+            return Ok(query(sql).fetch_all(self.pool()).await?);
+        }
+        let mut tx = self.pool().begin().await?;
+        let ef = ef_search(q.limit).to_string();
         if index == VectorIndex::Hnsw {
-            let mut tx = self.pool().begin().await?;
             // Filtered HNSW scans stop at ef_search candidates unless told
             // to go on: strict order keeps the best-first ranking exact.
             sqlx::query(
                 "SELECT set_config('hnsw.iterative_scan', 'strict_order', true), \
-                        set_config('hnsw.ef_search', '100', true)",
+                        set_config('hnsw.ef_search', $1, true)",
             )
+            .bind(&ef)
             .execute(&mut *tx)
             .await?;
-            let rows = query.fetch_all(&mut *tx).await?;
-            tx.commit().await?;
-            return Ok(rows);
+        } else {
+            sqlx::query("SELECT set_config('hnsw.ef_search', $1, true)")
+                .bind(&ef)
+                .execute(&mut *tx)
+                .await?;
         }
-        Ok(query.fetch_all(self.pool()).await?)
+        let mut rows = query(sql).fetch_all(&mut *tx).await?;
+        if index == VectorIndex::HnswOrExact && rows.len() < q.limit as usize {
+            // The scan's candidates held too few of the caller's rows: an
+            // exact scan of them never comes back short.
+            rows = query(pg_exact_sql()).fetch_all(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(rows)
     }
+}
+
+/// What a search may reach: the caller's tenant (and key), its filters.
+const FILTER: &str = "tenant_id = $2 AND ($3 = '' OR key_id = $3) \
+     AND ($4 = '' OR key_id = $4) AND ($5 = '' OR thread_id = $5) \
+     AND ($6 = '' OR role = $6) AND created_ms >= $7 AND created_ms < $8";
+
+/// PostgreSQL's exact search: ordering by the score, not the distance,
+/// keeps the planner off the HNSW index.
+fn pg_exact_sql() -> &'static str {
+    static SQL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    SQL.get_or_init(|| {
+        format!(
+            "SELECT message_id, thread_id, role, text, created_ms, \
+               CAST(1 - (embedding_v <=> CAST($1 AS vector)) AS DOUBLE PRECISION) AS score \
+             FROM turn_vectors WHERE {FILTER} AND embedding_v IS NOT NULL \
+             ORDER BY score DESC, message_id LIMIT $9"
+        )
+    })
 }
 
 /// Puts one claimed turn back in the queue, unclaimed.
