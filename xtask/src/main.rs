@@ -35,7 +35,9 @@ fn main() -> ExitCode {
                  check      fail if openapi/ or the generated SDK code is stale\n  \
                  test       the full suite: check, fmt, clippy, all tests (SQLite and, with\n             \
                  QLAUD_TEST_DATABASE_URL, PostgreSQL)\n  \
-                 bench      qlaud vs direct to the mock upstream (release build)\n  \
+                 bench      qlaud vs direct to the mock upstream (release build); --search:\n             \
+                 embedding throughput, the model's memory, search latency and recall\n             \
+                 at 10k and 100k turns on SQLite and PostgreSQL with pgvector\n  \
                  soak       mixed traffic for --minutes N (default 30), RSS, open files and\n             \
                  p99 every minute (release build; --debug for a quick check)"
             );
@@ -56,8 +58,12 @@ pub fn workspace_root() -> PathBuf {
 }
 
 /// Builds release binaries and runs the benchmark; extra arguments go to it
-/// (`--seconds`, `--rate`, `--concurrency`).
+/// (`--seconds`, `--rate`, `--concurrency`). `--search` runs the search
+/// benchmark instead.
 fn bench(args: &[String]) -> anyhow::Result<()> {
+    if args.first().is_some_and(|a| a == "--search") {
+        return bench_search(&args[1..]);
+    }
     let root = workspace_root();
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
     let status = std::process::Command::new(&cargo)
@@ -78,6 +84,58 @@ fn bench(args: &[String]) -> anyhow::Result<()> {
         .args(args)
         .status()?;
     anyhow::ensure!(status.success(), "the benchmark failed");
+    Ok(())
+}
+
+/// Builds release binaries and runs the search benchmark on SQLite and on a
+/// PostgreSQL with pgvector (`QLAUD_TEST_PGVECTOR_URL`, else one started
+/// as `cargo xtask test` starts it); extra arguments go to it (`--sizes`,
+/// `--queries`, `--turns`). The model comes from `QLAUD_EMBED_MODEL_DIR`
+/// or the tests' cache under the target directory.
+fn bench_search(args: &[String]) -> anyhow::Result<()> {
+    let root = workspace_root();
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
+    let status = std::process::Command::new(&cargo)
+        .args(["build", "--release", "-p", "qlaud-server", "--bin", "qlaud", "-p", "qlaud-tests"])
+        .args(["--bin", "bench-search"])
+        .current_dir(&root)
+        .status()?;
+    anyhow::ensure!(status.success(), "release build failed");
+    let target_root = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target"));
+    let target = target_root.join("release");
+    let model = std::env::var_os("QLAUD_EMBED_MODEL_DIR")
+        .filter(|d| !d.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| target_root.join("embed-model"));
+    anyhow::ensure!(
+        model.join("model.safetensors").is_file(),
+        "no embedding model in {} (run the search tests once, or set QLAUD_EMBED_MODEL_DIR)",
+        model.display()
+    );
+    let mut _server = None;
+    let pgvector = match std::env::var("QLAUD_TEST_PGVECTOR_URL").ok().filter(|v| !v.is_empty()) {
+        Some(url) => Some(url),
+        None => match pgvector::start(&target_root) {
+            Ok(server) => {
+                let url = server.url.clone();
+                _server = Some(server);
+                Some(url)
+            }
+            Err(e) => {
+                eprintln!("no PostgreSQL with pgvector ({e:#}): SQLite only");
+                None
+            }
+        },
+    };
+    let mut cmd = std::process::Command::new(target.join("bench-search"));
+    cmd.arg("--qlaud").arg(target.join("qlaud")).arg("--model-dir").arg(&model);
+    if let Some(url) = pgvector {
+        cmd.arg("--pgvector-url").arg(url);
+    }
+    let status = cmd.args(args).status()?;
+    anyhow::ensure!(status.success(), "the search benchmark failed");
     Ok(())
 }
 
