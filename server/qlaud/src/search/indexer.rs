@@ -184,7 +184,7 @@ async fn pass(
 /// Gives back the admissions of a pass that stops before embedding.
 async fn give_back(biller: &Biller, billed: &mut [Billed<'_>]) {
     let calls = billed.iter_mut().filter_map(|b| match b {
-        Billed::Admitted(call, _) => Some(call),
+        Billed::Admitted(call, _) => Some(&mut **call),
         _ => None,
     });
     billing::release(&biller.meter, calls).await;

@@ -7,9 +7,11 @@ use std::sync::OnceLock;
 use sqlx::Row;
 
 use sqlx::AnyPool;
-use tokio::sync::{mpsc, oneshot};
+use std::sync::Arc;
 
-use super::{Store, StoreResult};
+use tokio::sync::{Semaphore, mpsc, oneshot};
+
+use super::{Backend, Store, StoreResult};
 use crate::error::Error;
 use crate::meter::{Endpoint, RequestRecord};
 
@@ -154,36 +156,129 @@ const ADMIT_PARAMS: usize = 16;
 /// Jobs one admission batch takes at most (16 parameters each).
 const ADMIT_BATCH: usize = 32;
 
-/// Runs SQLite admissions in batches: all admissions waiting at a moment go
-/// in one script and one transaction, each still its own conditional upsert
-/// in arrival order, so one commit serves many requests. (SQLite has one
-/// writer at a time anyway; PostgreSQL runs admissions in parallel instead.)
-pub(super) fn spawn_admitter(writer: AnyPool) -> mpsc::Sender<ReserveJob> {
+/// Runs admissions in batches: all admissions waiting at a moment go in
+/// one transaction, each still its own conditional upsert, so one commit
+/// (one WAL flush) serves many requests. SQLite takes a batch as one
+/// script on its single writer, in arrival order, one batch at a time.
+/// PostgreSQL runs up to [`PG_BATCHES`] batches at once, each on its own
+/// connection: a lone admission is its one statement as before, a batch is
+/// one statement per admission in one transaction, in key order, so
+/// batches (of this process or another) lock the keys' rows in one order
+/// and wait for each other instead of deadlocking.
+pub(super) fn spawn_admitter(writer: AnyPool, backend: Backend) -> mpsc::Sender<ReserveJob> {
     let (tx, mut rx) = mpsc::channel::<ReserveJob>(4096);
+    let running = Arc::new(Semaphore::new(match backend {
+        Backend::Sqlite => 1,
+        Backend::Postgres => PG_BATCHES,
+    }));
     tokio::spawn(async move {
-        let mut jobs = Vec::with_capacity(ADMIT_BATCH);
-        while rx.recv_many(&mut jobs, ADMIT_BATCH).await > 0 {
-            match admit_batch(&writer, &jobs).await {
-                Ok(results) => {
-                    for (job, ok) in jobs.drain(..).zip(results) {
-                        let _ = job.answer.send(Ok(ok));
-                    }
-                }
-                Err(e) => {
-                    let _ = sqlx::query("ROLLBACK").execute(&writer).await;
-                    tracing::warn!(error = %e, jobs = jobs.len(), "admission batch failed; retrying one by one");
-                    for job in jobs.drain(..) {
-                        let one = admit_batch(&writer, std::slice::from_ref(&job)).await;
-                        if one.is_err() {
-                            let _ = sqlx::query("ROLLBACK").execute(&writer).await;
-                        }
-                        let _ = job.answer.send(one.map(|r| r[0]).map_err(Into::into));
-                    }
-                }
+        loop {
+            // Waiting for a free slot first lets the next batch fill up
+            // meanwhile.
+            let slot = running.clone().acquire_owned().await.expect("never closed");
+            let mut jobs = Vec::with_capacity(ADMIT_BATCH);
+            if rx.recv_many(&mut jobs, ADMIT_BATCH).await == 0 {
+                break;
             }
+            let writer = writer.clone();
+            tokio::spawn(async move {
+                run_batch(&writer, backend, jobs).await;
+                drop(slot);
+            });
         }
     });
     tx
+}
+
+/// Admission batches PostgreSQL runs at once (connections they hold).
+const PG_BATCHES: usize = 4;
+
+async fn run_batch(writer: &AnyPool, backend: Backend, mut jobs: Vec<ReserveJob>) {
+    match admit_batch(writer, backend, &jobs).await {
+        Ok(results) => {
+            for (job, ok) in jobs.drain(..).zip(results) {
+                let _ = job.answer.send(Ok(ok));
+            }
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, jobs = jobs.len(), "admission batch failed; retrying one by one");
+            for job in jobs.drain(..) {
+                let one = admit_batch(writer, backend, std::slice::from_ref(&job)).await;
+                let _ = job.answer.send(one.map(|r| r[0]).map_err(Into::into));
+            }
+        }
+    }
+}
+
+async fn admit_batch(
+    writer: &AnyPool,
+    backend: Backend,
+    jobs: &[ReserveJob],
+) -> Result<Vec<Option<RateCounted>>, sqlx::Error> {
+    match backend {
+        Backend::Sqlite => {
+            let out = admit_batch_sqlite(writer, jobs).await;
+            if out.is_err() {
+                let _ = sqlx::query("ROLLBACK").execute(writer).await;
+            }
+            out
+        }
+        Backend::Postgres => admit_batch_postgres(writer, jobs).await,
+    }
+}
+
+/// One transaction (rolled back when dropped on an error).
+async fn admit_batch_postgres(
+    writer: &AnyPool,
+    jobs: &[ReserveJob],
+) -> Result<Vec<Option<RateCounted>>, sqlx::Error> {
+    if let [job] = jobs {
+        // Alone: its one statement is its transaction.
+        let row = bind_job(sqlx::query(RESERVE_POSTGRES), job).fetch_optional(writer).await?;
+        return Ok(vec![admitted(row.as_ref())?]);
+    }
+    let mut order: Vec<usize> = (0..jobs.len()).collect();
+    order.sort_by(|&a, &b| jobs[a].key_id.cmp(&jobs[b].key_id));
+    let mut tx = writer.begin().await?;
+    let mut out = vec![None; jobs.len()];
+    for i in order {
+        let row =
+            bind_job(sqlx::query(RESERVE_POSTGRES), &jobs[i]).fetch_optional(&mut *tx).await?;
+        out[i] = admitted(row.as_ref())?;
+    }
+    tx.commit().await?;
+    Ok(out)
+}
+
+/// What the admitting statement's row says: no row is a refusal.
+fn admitted(row: Option<&sqlx::any::AnyRow>) -> Result<Option<RateCounted>, sqlx::Error> {
+    match row {
+        Some(row) if row.try_get::<i64, _>("admitted")? == 1 => Ok(Some(RateCounted::read(row)?)),
+        _ => Ok(None),
+    }
+}
+
+/// Binds one admission's 16 parameters.
+fn bind_job<'q>(
+    q: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>,
+    j: &'q ReserveJob,
+) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments> {
+    q.bind(j.key_id.as_str())
+        .bind(j.period_start_ms)
+        .bind(j.micros)
+        .bind(j.period.as_str())
+        .bind(NO_CAP)
+        .bind(j.id.as_str())
+        .bind(j.tenant_id.as_str())
+        .bind(j.model.as_str())
+        .bind(j.provider.as_str())
+        .bind(j.endpoint.as_str())
+        .bind(j.instance_id.as_str())
+        .bind(j.now_ms)
+        .bind(j.rate.window_ms)
+        .bind(j.rate.tokens)
+        .bind(j.rate.default_requests.unwrap_or(NO_CAP))
+        .bind(j.rate.default_tokens.unwrap_or(NO_CAP))
 }
 
 /// The SQLite admission script for `n` jobs: each job's upsert, its
@@ -221,29 +316,13 @@ fn sqlite_batch_sql(n: usize) -> &'static str {
     })
 }
 
-async fn admit_batch(
+async fn admit_batch_sqlite(
     writer: &AnyPool,
     jobs: &[ReserveJob],
 ) -> Result<Vec<Option<RateCounted>>, sqlx::Error> {
     let mut q = sqlx::query(sqlite_batch_sql(jobs.len()));
     for j in jobs {
-        q = q
-            .bind(j.key_id.as_str())
-            .bind(j.period_start_ms)
-            .bind(j.micros)
-            .bind(j.period.as_str())
-            .bind(NO_CAP)
-            .bind(j.id.as_str())
-            .bind(j.tenant_id.as_str())
-            .bind(j.model.as_str())
-            .bind(j.provider.as_str())
-            .bind(j.endpoint.as_str())
-            .bind(j.instance_id.as_str())
-            .bind(j.now_ms)
-            .bind(j.rate.window_ms)
-            .bind(j.rate.tokens)
-            .bind(j.rate.default_requests.unwrap_or(NO_CAP))
-            .bind(j.rate.default_tokens.unwrap_or(NO_CAP));
+        q = bind_job(q, j);
     }
     let rows = q.fetch_all(writer).await?;
     // A job whose key has no spend row (the key is gone) returns no row:
@@ -285,54 +364,28 @@ impl Store {
     /// key changed: revoked, disabled, other period); else what the
     /// request was counted as in its rate window.
     pub async fn reserve(&self, r: &NewReservation<'_>) -> StoreResult<Option<RateCounted>> {
-        // One round trip either way: the conditional upsert decides and the
-        // reservation row is written only if it admitted. PostgreSQL does
-        // both in one statement (a data-modifying CTE); SQLite runs them as
-        // one script in one transaction on the single writer connection.
-        if let Some(admitter) = &self.admitter {
-            let (answer, result) = oneshot::channel();
-            let job = ReserveJob {
-                id: r.id.to_string(),
-                tenant_id: r.tenant_id.to_string(),
-                key_id: r.key_id.to_string(),
-                period: r.period.to_string(),
-                period_start_ms: r.period_start_ms,
-                model: r.model.to_string(),
-                provider: r.provider.to_string(),
-                endpoint: r.endpoint.to_string(),
-                micros: r.micros,
-                instance_id: r.instance_id.to_string(),
-                now_ms: r.now_ms,
-                rate: r.rate,
-                answer,
-            };
-            admitter.send(job).await.map_err(|_| Error::Internal("the admitter stopped".into()))?;
-            return result.await.map_err(|_| Error::Internal("the admitter stopped".into()))?;
-        }
-        let sql = RESERVE_POSTGRES;
-        let result = sqlx::query(sql)
-            .bind(r.key_id)
-            .bind(r.period_start_ms)
-            .bind(r.micros)
-            .bind(r.period)
-            .bind(NO_CAP)
-            .bind(r.id)
-            .bind(r.tenant_id)
-            .bind(r.model)
-            .bind(r.provider)
-            .bind(r.endpoint)
-            .bind(r.instance_id)
-            .bind(r.now_ms)
-            .bind(r.rate.window_ms)
-            .bind(r.rate.tokens)
-            .bind(r.rate.default_requests.unwrap_or(NO_CAP))
-            .bind(r.rate.default_tokens.unwrap_or(NO_CAP))
-            .fetch_all(self.writer())
-            .await;
-        Ok(match result?.first() {
-            Some(row) if row.try_get::<i64, _>("admitted")? == 1 => Some(RateCounted::read(row)?),
-            _ => None,
-        })
+        // Through the admitter, which commits the admissions waiting at a
+        // moment together: the conditional upsert decides and the
+        // reservation row is written only if it admitted.
+        let (answer, result) = oneshot::channel();
+        let job = ReserveJob {
+            id: r.id.to_string(),
+            tenant_id: r.tenant_id.to_string(),
+            key_id: r.key_id.to_string(),
+            period: r.period.to_string(),
+            period_start_ms: r.period_start_ms,
+            model: r.model.to_string(),
+            provider: r.provider.to_string(),
+            endpoint: r.endpoint.to_string(),
+            micros: r.micros,
+            instance_id: r.instance_id.to_string(),
+            now_ms: r.now_ms,
+            rate: r.rate,
+            answer,
+        };
+        let stopped = || Error::Internal("the admitter stopped".into());
+        self.admitter.send(job).await.map_err(|_| stopped())?;
+        result.await.map_err(|_| stopped())?
     }
 
     /// The key's cap, period, whether it may be used, and what is committed

@@ -80,8 +80,8 @@ pub struct Store {
     /// same pool as reads.
     writer: AnyPool,
     backend: Backend,
-    /// SQLite only: batches admissions (see `ledger::spawn_admitter`).
-    admitter: Option<tokio::sync::mpsc::Sender<ledger::ReserveJob>>,
+    /// Batches admissions (see `ledger::spawn_admitter`).
+    admitter: tokio::sync::mpsc::Sender<ledger::ReserveJob>,
     /// What seals the tenants' secrets at rest (see `use_secret_key`).
     secret_key: Option<std::sync::Arc<crate::secrets::Keyring>>,
 }
@@ -135,7 +135,7 @@ impl Store {
                 (pool.clone(), pool)
             }
         };
-        let admitter = (backend == Backend::Sqlite).then(|| ledger::spawn_admitter(writer.clone()));
+        let admitter = ledger::spawn_admitter(writer.clone(), backend);
         Ok(Store { pool, writer, backend, admitter, secret_key: None })
     }
 
