@@ -598,11 +598,7 @@ impl Store {
         .iter()
         .map(|r| r.try_get("id"))
         .collect::<Result<_, _>>()?;
-        let mut n = 0;
-        for id in ids {
-            n += u64::from(self.release(&id).await?);
-        }
-        Ok(n)
+        self.release_each(ids).await
     }
 
     /// Deletes jobs that ended before `before_ms`, results and all (the

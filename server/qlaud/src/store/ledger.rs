@@ -516,6 +516,11 @@ impl Store {
         .iter()
         .map(|r| r.try_get("id"))
         .collect::<Result<_, _>>()?;
+        self.release_each(ids).await
+    }
+
+    /// Gives back each of `ids` still open; how many were.
+    pub(super) async fn release_each(&self, ids: Vec<String>) -> StoreResult<u64> {
         let mut n = 0;
         for id in ids {
             n += u64::from(self.release(&id).await?);
