@@ -445,6 +445,21 @@ pub struct QlaudProcess {
 }
 
 impl QlaudProcess {
+    /// Mints a key through this process with the admin key `master`; the
+    /// answer (with its `secret`).
+    pub async fn mint(&self, master: &str, body: serde_json::Value) -> serde_json::Value {
+        reqwest::Client::new()
+            .post(format!("{}/v1/keys", self.base_url()))
+            .bearer_auth(master)
+            .json(&body)
+            .send()
+            .await
+            .expect("minting a key")
+            .json()
+            .await
+            .expect("a key")
+    }
+
     /// The JSON line a fresh store's first start prints (`master_key`,
     /// `tenant_id`).
     pub fn boot(&self) -> serde_json::Value {

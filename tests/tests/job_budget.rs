@@ -196,16 +196,7 @@ async fn a_killed_process_leaves_queued_holds_alone(backend: Backend) {
     let boot: Value = first.boot();
     let master = boot["master_key"].as_str().unwrap().to_string();
     let http = reqwest::Client::new();
-    let key: Value = http
-        .post(format!("{}/v1/keys", first.base_url()))
-        .bearer_auth(&master)
-        .json(&json!({"name": "batch", "max_spend_usd": 5}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let key: Value = first.mint(&master, json!({"name": "batch", "max_spend_usd": 5})).await;
     let (key_id, secret) = (key["id"].as_str().unwrap(), key["secret"].as_str().unwrap());
     let base = first.base_url();
     // In flight when the process dies: `hang` never answers.

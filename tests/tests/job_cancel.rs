@@ -302,16 +302,7 @@ async fn a_cancel_sent_to_another_process_stops_the_job() {
     // The first process runs the job; the second is asked to cancel it.
     let first = QlaudProcess::spawn(&args).await;
     let master = first.boot()["master_key"].as_str().unwrap().to_string();
-    let key: Value = reqwest::Client::new()
-        .post(format!("{}/v1/keys", first.base_url()))
-        .bearer_auth(&master)
-        .json(&json!({"name": "u", "max_spend_usd": 5}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let key: Value = first.mint(&master, json!({"name": "u", "max_spend_usd": 5})).await;
     let (key_id, key) = (key["id"].as_str().unwrap(), key["secret"].as_str().unwrap());
     let case = cases("unused").remove(0);
     let before = mock.stats();

@@ -66,16 +66,7 @@ async fn sigkill_mid_batch() {
     let master = boot["master_key"].as_str().unwrap().to_string();
     let b = QlaudProcess::spawn(&args).await;
     let http = reqwest::Client::new();
-    let key: Value = http
-        .post(format!("{}/v1/keys", b.base_url()))
-        .bearer_auth(&master)
-        .json(&json!({"name": "batch", "max_spend_usd": 50}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let key: Value = b.mint(&master, json!({"name": "batch", "max_spend_usd": 50})).await;
     let (key_id, secret) = (key["id"].as_str().unwrap(), key["secret"].as_str().unwrap());
     // Submitted all at once, half to each process, so the queue is deep
     // when the batch starts on a slow machine too (submitted one by one,

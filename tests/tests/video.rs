@@ -207,16 +207,7 @@ async fn a_held_video_outlives_a_crash_and_settles_on_its_poll(backend: Backend)
     let master: Value = first.boot();
     let master = master["master_key"].as_str().unwrap().to_string();
     let http = reqwest::Client::new();
-    let key: Value = http
-        .post(format!("{}/v1/keys", first.base_url()))
-        .bearer_auth(&master)
-        .json(&json!({"name": "survivor", "max_spend_usd": 1}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let key: Value = first.mint(&master, json!({"name": "survivor", "max_spend_usd": 1})).await;
     let (secret, key_id) = (key["secret"].as_str().unwrap(), key["id"].as_str().unwrap());
     let form = reqwest::multipart::Form::new().text("model", "sora-2").text("prompt", "a boat");
     let video: Value = http
