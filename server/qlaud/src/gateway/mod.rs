@@ -354,13 +354,9 @@ pub async fn messages_as(
         let model = attempts.model().clone();
         let more = attempts.more();
         let result = messages_to(ctx, &caller, headers, &mut req, asked, model, started, more);
-        let err = match result.await {
+        match result.await {
             Ok(answer) => return Ok(answer),
-            Err(err) => err,
-        };
-        match attempts.after(&err) {
-            Some(wait) => tokio::time::sleep(wait).await,
-            None => return Err(err),
+            Err(err) => attempts.next(err).await?,
         }
     }
 }
@@ -454,13 +450,9 @@ pub async fn chat_completions_as(
     loop {
         let model = attempts.model().clone();
         let result = chat_completions_to(ctx, &caller, headers, &mut req, asked, model, started);
-        let err = match result.await {
+        match result.await {
             Ok(answer) => return Ok(answer),
-            Err(err) => err,
-        };
-        match attempts.after(&err) {
-            Some(wait) => tokio::time::sleep(wait).await,
-            None => return Err(err),
+            Err(err) => attempts.next(err).await?,
         }
     }
 }

@@ -55,10 +55,22 @@ impl<'a> Attempts<'a> {
         self.model.retries > self.retried || self.next_fallback < self.primary.fallbacks.len()
     }
 
+    /// After a failed attempt: waits before the next one, or gives `err`
+    /// back when it is the answer.
+    pub(super) async fn next(&mut self, err: GatewayError) -> Result<(), GatewayError> {
+        match self.after(&err) {
+            Some(wait) => {
+                tokio::time::sleep(wait).await;
+                Ok(())
+            }
+            None => Err(err),
+        }
+    }
+
     /// What follows a failed attempt: the wait before the next one (whose
     /// model [`Attempts::model`] then names), or `None` when `err` is the
     /// answer.
-    pub(super) fn after(&mut self, err: &GatewayError) -> Option<Duration> {
+    fn after(&mut self, err: &GatewayError) -> Option<Duration> {
         let hint = err.retryable?;
         let max = Duration::from_millis(self.policy.max_backoff_ms);
         if self.retried < self.model.retries {

@@ -79,13 +79,9 @@ impl Round {
         let mut attempts = super::retry::Attempts::new(&ctx.gateway, model);
         loop {
             let model = attempts.model().clone();
-            let err = match Round::start_at(ctx, headers, payer, model, &req, started).await {
+            match Round::start_at(ctx, headers, payer, model, &req, started).await {
                 Ok(round) => return Ok(round),
-                Err(err) => err,
-            };
-            match attempts.after(&err) {
-                Some(wait) => tokio::time::sleep(wait).await,
-                None => return Err(err),
+                Err(err) => attempts.next(err).await?,
             }
         }
     }

@@ -82,13 +82,9 @@ pub async fn create_as(
             return Err(GatewayError::new(500, "no request left to retry"));
         };
         let result = attempt(ctx, &caller, headers, this, model, &keep, started);
-        let err = match result.await {
+        match result.await {
             Ok(answer) => return Ok(answer),
-            Err(err) => err,
-        };
-        match attempts.after(&err) {
-            Some(wait) => tokio::time::sleep(wait).await,
-            None => return Err(err),
+            Err(err) => attempts.next(err).await?,
         }
     }
 }
@@ -109,18 +105,18 @@ async fn attempt(
     let wanted =
         req.max_output_tokens.unwrap_or(model.max_output_tokens).min(model.max_output_tokens);
     let history = keep.history();
+    let route = Route {
+        ctx,
+        headers,
+        caller: caller.clone(),
+        model: model.clone(),
+        shape: Shape::Responses,
+        started,
+        keep: Some(keep.clone()),
+    };
     // Providers that speak this shape themselves take the client's body.
     if matches!(model.provider.kind, ProviderKind::Openai | ProviderKind::Perplexity) {
         let earlier = history.input_items()?;
-        let route = Route {
-            ctx,
-            headers,
-            caller: caller.clone(),
-            model,
-            shape: Shape::Responses,
-            started,
-            keep: Some(keep.clone()),
-        };
         return passthrough(route, req, earlier, wanted).await;
     }
     let mut ir = dialect::parse(&req, &model.name, wanted)?;
@@ -129,15 +125,6 @@ async fn attempt(
         Message::push(&mut messages, m.role, m.content);
     }
     ir.messages = messages;
-    let route = Route {
-        ctx,
-        headers,
-        caller: caller.clone(),
-        model,
-        shape: Shape::Responses,
-        started,
-        keep: Some(keep.clone()),
-    };
     route.translated(ir, false, None).await
 }
 
