@@ -23,6 +23,10 @@ backend_tests!(
     usage_report_by_key_model_and_day,
     crash_mid_load_settles_every_request_once,
     health_and_metrics,
+    leased_storm_holds_the_cap,
+    leased_storm_survives_a_killed_process,
+    key_changes_reach_a_leased_key_at_once,
+    idle_leases_give_their_room_back,
 );
 
 async fn health_and_metrics(backend: Backend) {
@@ -138,37 +142,71 @@ async fn storm(bases: &[String], key: &str, n: usize) -> (Vec<u16>, i64) {
     (statuses, cost)
 }
 
-/// Watches the key's ledger rows until `stop` is set: returns the largest
-/// settled + reserved seen in any window, the largest reserved amount and
-/// how many samples were taken. The cap's invariant holds at every instant,
-/// not only once the requests are settled.
+/// What [`watch_ledger`] saw at most: settled + reserved + leased in any
+/// window, what reservations and leases held, what leases alone held, and
+/// how many samples it took.
+#[derive(Clone, Copy, Debug, Default)]
+struct Watched {
+    committed: i64,
+    held: i64,
+    leased: i64,
+    samples: u64,
+}
+
+/// Watches the key's ledger rows until `stop` is set. The cap's invariant
+/// holds at every instant, not only once the requests are settled, and
+/// counts what leases hold as well as what reservations do.
 fn watch_ledger(
     url: String,
     key_id: String,
     stop: Arc<std::sync::atomic::AtomicBool>,
-) -> tokio::task::JoinHandle<(i64, i64, u64)> {
+) -> tokio::task::JoinHandle<Watched> {
     tokio::spawn(async move {
         let pool = store_pool(&url).await;
-        let (mut committed, mut reserved, mut samples) = (0i64, 0i64, 0u64);
+        let mut w = Watched::default();
         while !stop.load(std::sync::atomic::Ordering::SeqCst) {
             let rows = sqlx::query(
-                "SELECT CAST(settled_micros + reserved_micros AS BIGINT) AS c, \
-                 CAST(reserved_micros AS BIGINT) AS r FROM key_spend WHERE key_id = $1",
+                "SELECT CAST(settled_micros + reserved_micros + leased_micros AS BIGINT) AS c, \
+                 CAST(reserved_micros + leased_micros AS BIGINT) AS h, \
+                 CAST(leased_micros AS BIGINT) AS l FROM key_spend WHERE key_id = $1",
             )
             .bind(&key_id)
             .fetch_all(&pool)
             .await
             .unwrap();
             for row in rows {
-                committed = committed.max(row.get::<i64, _>("c"));
-                reserved = reserved.max(row.get::<i64, _>("r"));
+                w.committed = w.committed.max(row.get::<i64, _>("c"));
+                w.held = w.held.max(row.get::<i64, _>("h"));
+                w.leased = w.leased.max(row.get::<i64, _>("l"));
             }
-            samples += 1;
+            w.samples += 1;
             tokio::time::sleep(std::time::Duration::from_millis(5)).await;
         }
         pool.close().await;
-        (committed, reserved, samples)
+        w
     })
+}
+
+/// What leases hold on a key (in every window) and how many there are.
+async fn leased(url: &str, key_id: &str) -> (i64, i64) {
+    let pool = store_pool(url).await;
+    let micros: i64 = sqlx::query(
+        "SELECT CAST(COALESCE(SUM(leased_micros), 0) AS BIGINT) AS l FROM key_spend \
+         WHERE key_id = $1",
+    )
+    .bind(key_id)
+    .fetch_one(&pool)
+    .await
+    .unwrap()
+    .get("l");
+    let n: i64 = sqlx::query("SELECT COUNT(*) AS n FROM leases WHERE key_id = $1")
+        .bind(key_id)
+        .fetch_one(&pool)
+        .await
+        .unwrap()
+        .get("n");
+    pool.close().await;
+    (micros, n)
 }
 
 /// The cap of the storms below (`max_spend_usd: 0.05`): room for about
@@ -179,11 +217,16 @@ const STORM_CAP_MICROS: i64 = 50_000;
 /// The shared checks of a storm against one key: the cap held at every
 /// instant and in the end, the provider saw exactly the admitted requests
 /// and many of them at once, and what was billed is what it reported.
-fn check_storm(
+fn check_storm(mock: &MockUpstream, statuses: &[u16], cost: i64, watched: Watched) {
+    check_storm_under(STORM_CAP_MICROS, mock, statuses, cost, watched);
+}
+
+fn check_storm_under(
+    cap: i64,
     mock: &MockUpstream,
     statuses: &[u16],
     cost: i64,
-    (committed, reserved, samples): (i64, i64, u64),
+    Watched { committed, held, samples, .. }: Watched,
 ) {
     let admitted = statuses.iter().filter(|s| **s == 200).count() as u64;
     assert!((2..statuses.len() as u64).contains(&admitted), "admitted {admitted}");
@@ -194,16 +237,16 @@ fn check_storm(
         "only {} requests were in flight at once: the reservations never overlapped",
         stats.max_in_flight
     );
-    assert!(cost <= STORM_CAP_MICROS, "spent {cost} µ$ of a {STORM_CAP_MICROS} µ$ cap");
+    assert!(cost <= cap, "spent {cost} µ$ of a {cap} µ$ cap");
     assert_eq!(
         cost,
         claude_cost(stats.input_tokens, stats.output_tokens),
         "ledger = provider's counts × prices"
     );
-    assert!(samples > 0 && reserved > 0, "the ledger was never seen holding reservations");
+    assert!(samples > 0 && held > 0, "the ledger was never seen holding reservations");
     assert!(
-        committed <= STORM_CAP_MICROS,
-        "settled + reserved reached {committed} µ$ of a {STORM_CAP_MICROS} µ$ cap"
+        committed <= cap,
+        "settled + reserved + leased reached {committed} µ$ of a {cap} µ$ cap"
     );
 }
 
@@ -674,20 +717,24 @@ async fn crash_mid_load_settles_every_request_once(backend: Backend) {
             answered += 1;
         }
     }
-    // The restarted process settles what the dead one left open.
+    // The restarted process settles what the dead one left open: its
+    // reservations and its leases.
     let second = QlaudProcess::spawn(&args).await;
     let mut waited = 0;
-    while ledger_state(&db.url, key_id).await.2 > 0 {
+    while ledger_state(&db.url, key_id).await.2 > 0 || leased(&db.url, key_id).await != (0, 0) {
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
         waited += 1;
-        assert!(waited < 100, "reservations were never recovered");
+        assert!(waited < 100, "reservations and leases were never recovered");
     }
     let (settled, reserved, _) = ledger_state(&db.url, key_id).await;
     assert_eq!(reserved, 0);
     let report = usage(&second.base_url(), &master, "?from=2000-01-01&to=2100-01-01").await;
     assert_eq!(report["totals"]["cost_micros"].as_i64(), Some(settled), "ledger == usage report");
-    // Every request the provider saw is in the log once; usage the
-    // provider reported is billed exactly, the rest at its reservation.
+    // Usage the provider reported and qlaud wrote down is billed exactly,
+    // each request once; the rest of what the provider saw is billed in
+    // what crash recovery settled: a reservation at its worst case, a
+    // lease at what it held (its requests in flight at their worst case,
+    // plus at most 16 worst cases of room: `--lease-requests`).
     let pool = store_pool(&db.url).await;
     let rows = sqlx::query(
         "SELECT id, cost_micros, input_tokens, output_tokens, recovered FROM requests \
@@ -701,21 +748,18 @@ async fn crash_mid_load_settles_every_request_once(backend: Backend) {
     let stats = mock.stats();
     let ids: std::collections::HashSet<String> = rows.iter().map(|r| r.get("id")).collect();
     assert_eq!(ids.len(), rows.len(), "a request was logged twice");
-    assert!(
-        rows.len() as u64 >= stats.requests,
-        "{} logged, {} seen by the provider",
-        rows.len(),
-        stats.requests
-    );
-    assert!(rows.len() as u64 >= 3 + answered, "a request answered to its client was not billed");
     assert!(rows.len() <= 3 + 60, "{} rows for 63 requests", rows.len());
-    // The most the provider could bill for one of these requests: its 3
-    // input tokens and all 100 output tokens allowed.
+    // What admission reserved for one of these requests: its prompt bound
+    // (the body's bytes at the dearest input price) and all 100 output
+    // tokens allowed; more than the provider can bill for it.
     let worst = claude_cost(3, 100);
-    let (mut exact, mut recovered) = (0, 0);
+    let (mut exact, mut reservations, mut leases) = (0u64, 0u64, 0u64);
+    let (mut recovered_micros, mut lease_micros) = (0i64, 0i64);
     let (mut exact_input, mut exact_output) = (0u64, 0u64);
+    let mut reserved_worst = 0;
     for r in &rows {
-        let (cost, i, o, rec): (i64, i64, i64, i64) = (
+        let (id, cost, i, o, rec): (String, i64, i64, i64, i64) = (
+            r.get("id"),
             r.get("cost_micros"),
             r.get("input_tokens"),
             r.get("output_tokens"),
@@ -726,17 +770,38 @@ async fn crash_mid_load_settles_every_request_once(backend: Backend) {
             exact += 1;
             exact_input += i as u64;
             exact_output += o as u64;
+        } else if id.starts_with("lease_") {
+            leases += 1;
+            lease_micros += cost;
+            recovered_micros += cost;
         } else {
+            // A reservation, settled at its worst case.
+            reserved_worst = reserved_worst.max(cost);
             assert!(
                 cost >= worst,
                 "recovered at {cost} µ$, less than the {worst} µ$ it could cost"
             );
-            recovered += 1;
+            reservations += 1;
+            recovered_micros += cost;
         }
     }
+    let worst = worst.max(reserved_worst);
     assert!(exact >= 3, "{exact} requests settled exactly");
-    assert!(recovered >= 1, "no request was left in flight by the crash");
+    assert!(leases >= 1, "the crash left no lease: {reservations} reservations");
     assert!(exact <= stats.requests, "{exact} exact rows, {} provider requests", stats.requests);
+    // Every request the provider saw and qlaud did not write down, and
+    // every one answered to its client, is paid for by what recovery
+    // settled, at no less than its worst case.
+    let unwritten = stats.requests.max(3 + answered) - exact;
+    assert!(
+        recovered_micros >= unwritten as i64 * claude_cost(3, 100),
+        "{unwritten} requests unwritten at the crash, {recovered_micros} µ$ recovered"
+    );
+    // A lease bills at most its room beyond the requests in flight.
+    assert!(
+        lease_micros <= (unwritten as i64 + 16 * leases as i64) * worst * 2,
+        "{leases} leases recovered at {lease_micros} µ$ for {unwritten} requests"
+    );
     // Usage billed exactly was reported by the provider: never more of it.
     assert!(exact_input <= stats.input_tokens, "{exact_input} > {}", stats.input_tokens);
     assert!(exact_output <= stats.output_tokens, "{exact_output} > {}", stats.output_tokens);
@@ -747,4 +812,233 @@ async fn crash_mid_load_settles_every_request_once(backend: Backend) {
         "none lost: {total} < provider's"
     );
     second.kill().await;
+}
+
+/// A cap with room for budget leases at first (16 worst cases of a
+/// `truncating()` request and as much again) and for about 330 of them
+/// settled: a storm spends it through leases, then near the cap through
+/// per-request reservations.
+const LEASED_CAP_MICROS: i64 = 600_000;
+
+async fn leased_storm_holds_the_cap(backend: Backend) {
+    let mock = MockUpstream::start().await;
+    let Some(t) = TestServer::start_with(backend, Some(&mock_toml(&mock))).await else { return };
+    let key =
+        mint(&t.base_url, &t.master_key, json!({"name": "leased", "max_spend_usd": 0.6})).await;
+    let key_id = key["id"].as_str().unwrap();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let watcher = watch_ledger(t.db.url.clone(), key_id.to_string(), stop.clone());
+    let (statuses, cost) =
+        storm(std::slice::from_ref(&t.base_url), key["secret"].as_str().unwrap(), 600).await;
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let watched = watcher.await.unwrap();
+    assert!(watched.leased > 0, "no lease was taken");
+    check_storm_under(LEASED_CAP_MICROS, &mock, &statuses, cost, watched);
+    assert!(statuses.contains(&402), "the storm never reached the cap");
+    // Each admitted request is logged once, at the provider's usage.
+    let report = usage(&t.base_url, &t.master_key, &format!("?key_id={key_id}")).await;
+    assert_eq!(report["totals"]["cost_micros"].as_i64(), Some(cost));
+    let admitted = statuses.iter().filter(|s| **s == 200).count() as u64;
+    assert_eq!(report["totals"]["requests"].as_u64(), Some(admitted));
+    let metrics = reqwest::get(format!("{}/metrics", t.base_url)).await.unwrap().text().await.unwrap();
+    let leased_admissions: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("qlaud_lease_admissions_total "))
+        .and_then(|n| n.parse().ok())
+        .unwrap();
+    assert!(
+        leased_admissions > 0 && leased_admissions < admitted,
+        "{leased_admissions} of {admitted} admitted under a lease: leases first, then near the \
+         cap reservations"
+    );
+    // A graceful stop gives every lease back.
+    let db = t.stop_keeping_store().await;
+    assert_eq!(ledger_state(&db.url, key_id).await, (cost, 0, 0));
+    assert_eq!(leased(&db.url, key_id).await, (0, 0));
+}
+
+/// Two processes spend one key through their leases; one is SIGKILLed
+/// mid-storm. The cap holds at every instant and after the survivor
+/// settles the dead one's leases and reservations.
+async fn leased_storm_survives_a_killed_process(backend: Backend) {
+    let Some(db) = TestDb::new(backend).await else { return };
+    let mock = MockUpstream::start().await;
+    let config = std::env::temp_dir().join(format!("qlaud-{}.toml", uuid::Uuid::new_v4()));
+    std::fs::write(&config, mock_toml(&mock)).unwrap();
+    let args = [
+        "--database-url",
+        db.url.as_str(),
+        "--config",
+        config.to_str().unwrap(),
+        "--instance-timeout-secs",
+        "1",
+    ];
+    let a = QlaudProcess::spawn(&args).await;
+    let b = QlaudProcess::spawn(&args).await;
+    let master = a.boot()["master_key"].as_str().unwrap().to_string();
+    let key = a.mint(&master, json!({"name": "shared", "max_spend_usd": 0.6})).await;
+    let key_id = key["id"].as_str().unwrap();
+    let secret = key["secret"].as_str().unwrap().to_string();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let watcher = watch_ledger(db.url.clone(), key_id.to_string(), stop.clone());
+    let http = reqwest::Client::builder().pool_max_idle_per_host(512).build().unwrap();
+    let bases = [a.base_url(), b.base_url()];
+    let tasks: Vec<_> = (0..600)
+        .map(|i| {
+            let (http, base, secret) = (http.clone(), bases[i % 2].clone(), secret.clone());
+            tokio::spawn(async move {
+                tokio::time::sleep(std::time::Duration::from_millis(i as u64)).await;
+                let resp = http
+                    .post(format!("{base}/v1/messages"))
+                    .header("x-api-key", secret)
+                    .json(&truncating())
+                    .send()
+                    .await
+                    .ok()?;
+                let status = resp.status().as_u16();
+                let body: Value = resp.json().await.ok()?;
+                Some((status, body["usage"]["cost_micros"].as_i64().unwrap_or(0)))
+            })
+        })
+        .collect();
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    a.kill().await;
+    let mut answered_cost = 0;
+    for t in tasks {
+        if let Some((status, cost)) = t.await.unwrap() {
+            assert!(status == 200 || status == 402, "{status}");
+            answered_cost += cost;
+        }
+    }
+    // The survivor settles the dead process's leases and reservations,
+    // and gives its own idle leases back.
+    let mut waited = 0;
+    loop {
+        let (_, reserved, open) = ledger_state(&db.url, key_id).await;
+        if reserved == 0 && open == 0 && leased(&db.url, key_id).await == (0, 0) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        waited += 1;
+        assert!(waited < 150, "leases and reservations were never settled");
+    }
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let watched = watcher.await.unwrap();
+    assert!(watched.leased > 0, "no lease was taken");
+    assert!(
+        watched.committed <= LEASED_CAP_MICROS,
+        "settled + reserved + leased reached {} µ$",
+        watched.committed
+    );
+    let (settled, _, _) = ledger_state(&db.url, key_id).await;
+    assert!(settled <= LEASED_CAP_MICROS, "settled {settled} µ$");
+    let stats = mock.stats();
+    // Nothing the provider saw is lost, nothing answered is billed less
+    // than it cost.
+    assert!(settled >= claude_cost(stats.input_tokens, stats.output_tokens), "usage lost");
+    assert!(settled >= answered_cost, "{settled} < {answered_cost} answered");
+    let report = usage(&b.base_url(), &master, &format!("?key_id={key_id}")).await;
+    assert_eq!(report["totals"]["cost_micros"].as_i64(), Some(settled), "ledger == usage report");
+    let pool = store_pool(&db.url).await;
+    let recovered: i64 = sqlx::query(
+        "SELECT COUNT(*) AS n FROM requests WHERE key_id = $1 AND recovered = 1 \
+         AND id LIKE 'lease_%'",
+    )
+    .bind(key_id)
+    .fetch_one(&pool)
+    .await
+    .unwrap()
+    .get("n");
+    pool.close().await;
+    assert!(recovered >= 1, "the killed process's lease was not settled by the survivor");
+    b.kill().await;
+}
+
+/// A key's changes reach a process admitting it under a lease on its very
+/// next request, whichever process made them: a cap lowered below what is
+/// committed, a cap raised again, and revocation.
+async fn key_changes_reach_a_leased_key_at_once(backend: Backend) {
+    let Some(db) = TestDb::new(backend).await else { return };
+    let mock = MockUpstream::start().await;
+    let config = std::env::temp_dir().join(format!("qlaud-{}.toml", uuid::Uuid::new_v4()));
+    std::fs::write(&config, mock_toml(&mock)).unwrap();
+    let args = ["--database-url", db.url.as_str(), "--config", config.to_str().unwrap()];
+    let a = QlaudProcess::spawn(&args).await;
+    let b = QlaudProcess::spawn(&args).await;
+    let master = a.boot()["master_key"].as_str().unwrap().to_string();
+    let key = a.mint(&master, json!({"name": "changing", "max_spend_usd": 10})).await;
+    let (key_id, secret) = (key["id"].as_str().unwrap(), key["secret"].as_str().unwrap());
+    let http = reqwest::Client::new();
+    for _ in 0..3 {
+        assert_eq!(message(&http, &a.base_url(), secret, ask("claude-test", 100)).await.0, 200);
+    }
+    let (held, leases) = leased(&db.url, key_id).await;
+    assert!(held > 0 && leases == 1, "one lease on the key: {held} µ$ in {leases}");
+    let patch = |cap: f64| {
+        http.patch(format!("{}/v1/keys/{key_id}", b.base_url()))
+            .bearer_auth(&master)
+            .json(&json!({"max_spend_usd": cap}))
+            .send()
+    };
+    // Lowered to what is already spent: A's lease still has room, but the
+    // next request through A is refused.
+    let spent =
+        usage(&a.base_url(), &master, &format!("?key_id={key_id}")).await["totals"]["cost_micros"]
+            .as_i64()
+            .unwrap();
+    assert_eq!(patch((spent + 1) as f64 / 1e6).await.unwrap().status(), 200);
+    let (status, body) = message(&http, &a.base_url(), secret, ask("claude-test", 100)).await;
+    assert_eq!(status, 402, "{body}");
+    assert_eq!(body["error"]["code"], "spend_cap_reached", "{body}");
+    // Raised again: admitted at once.
+    assert_eq!(patch(10.0).await.unwrap().status(), 200);
+    assert_eq!(message(&http, &a.base_url(), secret, ask("claude-test", 100)).await.0, 200);
+    assert_eq!(message(&http, &a.base_url(), secret, ask("claude-test", 100)).await.0, 200);
+    // Revoked through B: A's next request is refused.
+    let resp = http
+        .delete(format!("{}/v1/keys/{key_id}", b.base_url()))
+        .bearer_auth(&master)
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.status().is_success(), "{}", resp.status());
+    assert_eq!(message(&http, &a.base_url(), secret, ask("claude-test", 100)).await.0, 401);
+    // Nothing was billed past the first cap: five requests, exactly.
+    let report = usage(&a.base_url(), &master, &format!("?key_id={key_id}")).await;
+    assert_eq!(report["totals"]["requests"].as_u64(), Some(5));
+    a.kill().await;
+    b.kill().await;
+}
+
+/// An idle lease gives its room back by itself, and a lease is never
+/// taken for a key near its cap.
+async fn idle_leases_give_their_room_back(backend: Backend) {
+    let mock = MockUpstream::start().await;
+    let Some(t) = TestServer::start_with(backend, Some(&mock_toml(&mock))).await else { return };
+    let http = reqwest::Client::new();
+    let roomy =
+        mint(&t.base_url, &t.master_key, json!({"name": "roomy", "max_spend_usd": 10})).await;
+    // Room for about twelve of these requests: less than a lease and as
+    // much again.
+    let tight =
+        mint(&t.base_url, &t.master_key, json!({"name": "tight", "max_spend_usd": 0.02})).await;
+    for key in [&roomy, &tight] {
+        let secret = key["secret"].as_str().unwrap();
+        assert_eq!(message(&http, &t.base_url, secret, ask("claude-test", 100)).await.0, 200);
+    }
+    let roomy_id = roomy["id"].as_str().unwrap();
+    assert_eq!(leased(&t.db.url, roomy_id).await.1, 1);
+    assert_eq!(leased(&t.db.url, tight["id"].as_str().unwrap()).await, (0, 0));
+    let mut waited = 0;
+    while leased(&t.db.url, roomy_id).await != (0, 0) {
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+        waited += 1;
+        assert!(waited < 60, "an idle lease kept its room");
+    }
+    let spent = usage(&t.base_url, &t.master_key, &format!("?key_id={roomy_id}")).await["totals"]
+        ["cost_micros"]
+        .as_i64()
+        .unwrap();
+    assert_eq!(ledger_state(&t.db.url, roomy_id).await, (spent, 0, 0));
+    t.stop().await;
 }

@@ -71,6 +71,7 @@ async fn a_unit_of_its_own_is_stored_reported_and_invoiced(backend: Backend) {
     quantities.set(Unit::REQUESTS, 1).unwrap();
     let record = RequestRecord {
         reservation_id: "req_audio_1".into(),
+        lease_id: None,
         tenant_id: t.tenant_id.clone(),
         key_id: id.into(),
         model: "speechy".into(),

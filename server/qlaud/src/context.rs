@@ -53,6 +53,7 @@ impl Context {
             auth_cache: auth_cache.clone(),
             hook,
             rate_limits: gateway.catalog.rate_limits.clone(),
+            leases: Default::default(),
         });
         let gateway = Arc::new(gateway);
         Context {

@@ -61,6 +61,9 @@ pub struct ServeConfig {
     /// `--allow-private-webhooks`: tenants' URLs may be plain http and
     /// reach loopback and private addresses (development and tests only).
     pub allow_private_webhooks: bool,
+    /// Worst-case requests a budget lease has room for
+    /// (`--lease-requests`, default 16; 0: no leases).
+    pub lease_requests: u64,
     /// Jobs this process runs at once (`--job-workers`).
     pub job_workers: usize,
     /// Jobs one tenant may have in progress at once across every process
@@ -107,6 +110,7 @@ impl ServeConfig {
             instance_timeout: std::time::Duration::from_secs(15),
             clock: Arc::default(),
             allow_private_webhooks: false,
+            lease_requests: 16,
             job_workers: 8,
             job_tenant_concurrency: 16,
             job_retention: std::time::Duration::from_secs(7 * 86_400),
@@ -185,6 +189,8 @@ impl Server {
             ctx.meter.instance_id.clone(),
             config.instance_timeout,
         );
+        ctx.meter.leases.set_size(config.lease_requests);
+        meter::lease::spawn_sweeper(ctx.meter.clone());
         ctx.search = Arc::new(start_search(&ctx, config).await?);
         jobs::runner::spawn(
             ctx.clone(),
@@ -293,6 +299,10 @@ impl Server {
             tracing::warn!(error = %e, "closing the HTTP server");
         }
         ctx.meter.recorder.close().await;
+        // Every settlement is written: give the leases' room back, so a
+        // shutdown bills nothing a request did not use.
+        let now = ctx.clock.now_ms();
+        meter::lease::give_back(&ctx.store, &ctx.meter.leases, now, None).await;
         ctx.store.close().await;
         Ok(Drained { elapsed: started.elapsed(), cut_streams: ctx.drain.cut_streams(), complete })
     }

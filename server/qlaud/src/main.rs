@@ -170,6 +170,13 @@ struct ServeArgs {
     #[arg(long, env = "QLAUD_ALLOW_PRIVATE_WEBHOOKS",
           value_parser = clap::builder::BoolishValueParser::new())]
     allow_private_webhooks: bool,
+    /// Budget leases: room for this many worst-case requests of a key,
+    /// which this process then admits in memory instead of with a write
+    /// before each provider call. A crashed process's leases are settled
+    /// at what they held, so this bounds what a crash can bill beyond its
+    /// requests in flight. 0: every request is reserved on its own.
+    #[arg(long, env = "QLAUD_LEASE_REQUESTS", default_value_t = 16)]
+    lease_requests: u64,
     /// Jobs this process runs at once.
     #[arg(long, env = "QLAUD_JOB_WORKERS", default_value_t = 8)]
     job_workers: usize,
@@ -354,6 +361,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     config.instance_timeout = std::time::Duration::from_secs(args.instance_timeout_secs);
     config.allow_private_webhooks = args.allow_private_webhooks;
     config.job_workers = args.job_workers;
+    config.lease_requests = args.lease_requests;
     config.job_tenant_concurrency = args.job_tenant_concurrency;
     config.job_retention = std::time::Duration::from_secs(args.job_retention_secs);
     config.video_sweep = qlaud_server::gateway::video::Sweep {

@@ -121,6 +121,7 @@ pub struct Metrics {
     clamped: AtomicU64,
     overruns: AtomicU64,
     overrun_micros: AtomicU64,
+    lease_admissions: AtomicU64,
 }
 
 impl Metrics {
@@ -142,6 +143,11 @@ impl Metrics {
         self.rate_limited.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// A request admitted under a budget lease (no write before its call).
+    pub fn lease_admission(&self) {
+        self.lease_admissions.fetch_add(1, Ordering::Relaxed);
+    }
+
     pub fn clamp(&self) {
         self.clamped.fetch_add(1, Ordering::Relaxed);
     }
@@ -154,6 +160,7 @@ impl Metrics {
 
     pub async fn render(&self, store: &Store) -> String {
         let open = store.open_reservations().await.unwrap_or(-1);
+        let (leases, leased) = store.open_leases().await.unwrap_or((0, 0));
         let mut out = String::new();
         let mut metric = |name: &str, kind: &str, help: &str, lines: &[(&str, u64)]| {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
@@ -224,6 +231,24 @@ impl Metrics {
             "gauge",
             "Requests admitted and not yet settled, across all processes.",
             &[("", u64::try_from(open).unwrap_or(0))],
+        );
+        metric(
+            "qlaud_lease_admissions_total",
+            "counter",
+            "Requests this process admitted under a budget lease, with no write before the call.",
+            &[("", load(&self.lease_admissions))],
+        );
+        metric(
+            "qlaud_leases_open",
+            "gauge",
+            "Budget leases held, across all processes.",
+            &[("", u64::try_from(leases).unwrap_or(0))],
+        );
+        metric(
+            "qlaud_leased_micros",
+            "gauge",
+            "Micro-dollars of the keys' budgets held by budget leases, across all processes.",
+            &[("", u64::try_from(leased).unwrap_or(0))],
         );
         out
     }

@@ -397,6 +397,7 @@ async fn settle(
 fn record(row: &VideoRow, q: Quantities, cost: i64, latency_ms: i64, now: i64) -> RequestRecord {
     RequestRecord {
         reservation_id: row.reservation_id.clone(),
+        lease_id: None,
         tenant_id: row.tenant_id.clone(),
         key_id: row.key_id.clone(),
         model: row.model.clone(),

@@ -34,6 +34,8 @@ pub struct Meter {
     pub hook: Arc<dyn SpendHook>,
     /// Default per-key rate limits (qlaud.toml).
     pub rate_limits: crate::config::RateLimits,
+    /// This process's budget leases.
+    pub leases: super::lease::Leases,
 }
 
 tokio::task_local! {
@@ -199,8 +201,19 @@ impl Metered {
             },
             None => None,
         };
+        let job = current_job();
         let admission = match held {
             Some(admission) => Ok(admission),
+            None if job.is_none() && endpoint.leases() => {
+                match super::lease::admit(meter, caller, &model, endpoint.as_str(), estimate).await
+                {
+                    Ok(Some(admission)) => Ok(admission),
+                    Ok(None) => {
+                        ledger::admit(meter, caller, &model, endpoint.as_str(), estimate).await
+                    }
+                    Err(e) => Err(e),
+                }
+            }
             None => ledger::admit(meter, caller, &model, endpoint.as_str(), estimate).await,
         };
         let admission = admission.inspect_err(|e| {
@@ -214,7 +227,9 @@ impl Metered {
         if admission.clamped {
             meter.metrics.clamp();
         }
-        let job = current_job();
+        if admission.lease.is_some() {
+            meter.metrics.lease_admission();
+        }
         if let Some(job) = &job {
             job.admitted();
         }
@@ -254,6 +269,7 @@ impl Metered {
     ) -> RequestRecord {
         RequestRecord {
             reservation_id: self.admission.reservation_id.clone(),
+            lease_id: self.admission.lease.clone(),
             tenant_id: self.tenant_id.clone(),
             key_id: self.key_id.clone(),
             model: self.model.name.clone(),
@@ -328,6 +344,14 @@ impl Metered {
         self.settle_at(status, Usage::default(), Quantities::default()).await
     }
 
+    /// Tells the lease the call was admitted under (if any) that it
+    /// finished at `cost`, once its record is queued.
+    fn finish_lease(&self, cost: i64) {
+        if let Some(lease) = &self.admission.lease {
+            self.meter.leases.finish(lease, self.admission.reserved_micros, cost);
+        }
+    }
+
     async fn settle_at(&mut self, status: u16, usage: Usage, quantities: Quantities) -> i64 {
         let mut cost = RequestRecord::cost_for(&self.model, &quantities);
         if cost > self.admission.reserved_micros {
@@ -349,6 +373,7 @@ impl Metered {
         }
         self.meter.metrics.settled(self.endpoint.as_str(), status, cost);
         self.meter.recorder.record(self.record(status, usage, quantities, cost, false)).await;
+        self.finish_lease(cost);
         cost
     }
 }
@@ -365,7 +390,9 @@ impl Drop for Metered {
             if let Some(job) = &self.job {
                 job.add(record.cost_micros, &usage);
             }
+            let cost = record.cost_micros;
             self.meter.recorder.record_now(record);
+            self.finish_lease(cost);
         }
     }
 }

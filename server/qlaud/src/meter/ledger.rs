@@ -30,7 +30,10 @@ pub const MIN_OUTPUT_TOKENS: u64 = 16;
 /// An admitted request.
 #[derive(Clone, Debug)]
 pub struct Admission {
+    /// Its reservation, or with a lease only its id in the request log.
     pub reservation_id: String,
+    /// The lease it was admitted under, if any (see `meter::lease`).
+    pub lease: Option<String>,
     pub reserved_micros: i64,
     pub period_start_ms: i64,
     /// The output limit (per choice) to send upstream.
@@ -50,7 +53,7 @@ pub struct Admission {
 /// The worst case of `e` with an output limit of `per_choice`: the prompt
 /// at the dearest input price, every output token, and every other unit a
 /// call always costs (a per-request fee).
-fn worst_case(p: &Prices, e: &Estimate, per_choice: u64) -> i64 {
+pub(super) fn worst_case(p: &Prices, e: &Estimate, per_choice: u64) -> i64 {
     let pico = fixed_pico(p, e)
         + i128::from(e.output_tokens(per_choice)) * i128::from(p.of(Unit::OUTPUT_TOKENS));
     i64::try_from((pico + 999_999) / 1_000_000).unwrap_or(i64::MAX)
@@ -253,6 +256,7 @@ pub async fn admit_for(
             );
             return Ok(Admission {
                 reservation_id: id,
+                lease: None,
                 reserved_micros: micros,
                 period_start_ms: start,
                 max_output_tokens: output,
@@ -273,6 +277,8 @@ pub async fn admit_for(
             // before refusing anyone.
             flushed = true;
             meter.recorder.flush().await;
+            // And the room this process's lease on the key holds.
+            super::lease::give_back(&meter.store, &meter.leases, now, Some(&caller.key_id)).await;
             continue;
         }
         let Some(state) = meter.store.cap_state(&caller.key_id, start).await? else {
@@ -350,6 +356,7 @@ pub fn take_held(
     };
     Some(Admission {
         reservation_id: held.id.clone(),
+        lease: None,
         reserved_micros: held.reserved_micros,
         period_start_ms: held.period_start_ms,
         max_output_tokens: output,
@@ -396,6 +403,15 @@ pub fn spawn_recovery(
                      are embedded again)"
                 ),
                 Err(e) => tracing::error!(error = %e, "releasing turn-embedding reservations"),
+            }
+            match store.recover_orphaned_leases(cutoff).await {
+                Ok((0, _)) => {}
+                Ok((n, micros)) => tracing::warn!(
+                    settled = n,
+                    micros,
+                    "settled the leases of a stopped qlaud at what they held"
+                ),
+                Err(e) => tracing::error!(error = %e, "recovering leases"),
             }
             match store.orphaned_reservations(cutoff, 1000).await {
                 Ok(orphans) if !orphans.is_empty() => match store.settle(&orphans).await {

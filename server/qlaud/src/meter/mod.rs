@@ -3,6 +3,7 @@
 
 pub mod call;
 pub mod estimate;
+pub mod lease;
 pub mod ledger;
 pub mod period;
 mod recorder;
@@ -132,6 +133,13 @@ impl Endpoint {
         }
     }
 
+    /// Whether its calls may be admitted under a budget lease: those
+    /// settled by their own record. A video's reservation is held past
+    /// its call and a turn embedding's may be given back, so theirs stay.
+    pub fn leases(&self) -> bool {
+        !matches!(self, Endpoint::Videos | Endpoint::TurnEmbeddings | Endpoint::Other(_))
+    }
+
     pub fn parse(name: &str) -> Endpoint {
         match name {
             "messages" => Endpoint::Messages,
@@ -174,6 +182,9 @@ impl SpendHook for NoHook {
 pub struct RequestRecord {
     /// The reservation it settles; also the request's id in the log.
     pub reservation_id: String,
+    /// The lease it was admitted under instead of a reservation of its
+    /// own, if any: settling moves its cost out of the lease.
+    pub lease_id: Option<String>,
     pub tenant_id: String,
     pub key_id: String,
     pub model: String,

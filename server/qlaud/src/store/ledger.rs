@@ -17,9 +17,9 @@ use crate::meter::{Endpoint, RequestRecord};
 
 /// Bigger than any cap (caps are at most 10^15 micro-dollars): what an
 /// uncapped key compares against.
-const NO_CAP: i64 = 9_000_000_000_000_000_000;
+pub(super) const NO_CAP: i64 = 9_000_000_000_000_000_000;
 
-/// Admits when settled + reserved + this request stay within the key's
+/// Admits when settled + reserved + leased + this request stay within the key's
 /// current cap (read inside the statement, so a changed cap applies at once),
 /// the key is live, unsuspended and still on the period the caller assumed,
 /// and this request fits the key's rate limits in the current window. The
@@ -54,7 +54,8 @@ macro_rules! admit_upsert {
                    WHERE k.id = excluded.key_id AND k.period = $4 \
                    AND k.revoked_ms IS NULL AND k.disabled = 0 AND k.suspended_ms IS NULL \
                    AND key_spend.settled_micros + key_spend.reserved_micros \
-                       + excluded.reserved_micros <= COALESCE(k.max_spend_micros, $5) \
+                       + key_spend.leased_micros + excluded.reserved_micros \
+                       <= COALESCE(k.max_spend_micros, $5) \
                    AND (CASE WHEN key_spend.rate_window_ms >= excluded.rate_window_ms \
                         THEN key_spend.rate_requests ELSE 0 END) + 1 \
                        <= COALESCE(k.max_requests_per_minute, $15) \
@@ -344,9 +345,9 @@ pub struct CapState {
     pub usable: bool,
     /// Suspended for a failed payment.
     pub suspended: bool,
-    /// Settled plus reserved in the window asked about.
+    /// Settled plus reserved and leased in the window asked about.
     pub committed_micros: i64,
-    /// Held by requests in flight.
+    /// Held by requests in flight and by leases.
     pub reserved_micros: i64,
     /// The key's own rate limits.
     pub max_requests_per_minute: Option<i64>,
@@ -397,9 +398,10 @@ impl Store {
     ) -> StoreResult<Option<CapState>> {
         let row = sqlx::query(
             "SELECT k.max_spend_micros, k.period, k.disabled, k.revoked_ms, k.suspended_ms, \
-             COALESCE((SELECT s.settled_micros + s.reserved_micros FROM key_spend s \
-                       WHERE s.key_id = k.id AND s.period_start_ms = $2), 0) AS committed, \
-             COALESCE((SELECT s.reserved_micros FROM key_spend s \
+             COALESCE((SELECT s.settled_micros + s.reserved_micros + s.leased_micros \
+                       FROM key_spend s WHERE s.key_id = k.id AND s.period_start_ms = $2), 0) \
+                       AS committed, \
+             COALESCE((SELECT s.reserved_micros + s.leased_micros FROM key_spend s \
                        WHERE s.key_id = k.id AND s.period_start_ms = $2), 0) AS reserved, \
              k.max_requests_per_minute, k.max_tokens_per_minute, \
              COALESCE((SELECT s.rate_window_ms FROM key_spend s \
@@ -474,6 +476,7 @@ impl Store {
                 let reserved: i64 = row.try_get("reserved_micros")?;
                 Ok(RequestRecord {
                     reservation_id: row.try_get("id")?,
+                    lease_id: None,
                     tenant_id: row.try_get("tenant_id")?,
                     key_id: row.try_get("key_id")?,
                     model: row.try_get("model")?,
@@ -633,42 +636,121 @@ pub(super) async fn release_in(
 
 /// Settles up to [`super::MAX_BATCH`] records inside `tx`, each exactly
 /// once: a record whose reservation is already gone (settled by crash
-/// recovery, say) is skipped. Returns the records it settled.
+/// recovery, say) is skipped, as is one admitted under a lease crash
+/// recovery settled (its lease paid for it). Returns the records it
+/// settled.
 pub(super) async fn settle_in<'r>(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     chunk: &'r [RequestRecord],
 ) -> StoreResult<Vec<&'r RequestRecord>> {
-    let mut q = sqlx::query(delete_sql(chunk.len()));
-    for r in chunk {
+    let (leased, reserved): (Vec<&RequestRecord>, Vec<&RequestRecord>) =
+        chunk.iter().partition(|r| r.lease_id.is_some());
+    let mut live = Vec::with_capacity(chunk.len());
+    if !reserved.is_empty() {
+        let mut q = sqlx::query(delete_sql(reserved.len()));
+        for r in &reserved {
+            q = q.bind(r.reservation_id.as_str());
+        }
+        let deleted: Vec<String> = q
+            .fetch_all(&mut **tx)
+            .await?
+            .iter()
+            .map(|row| row.try_get("id"))
+            .collect::<Result<_, _>>()?;
+        live.extend(reserved.into_iter().filter(|r| deleted.contains(&r.reservation_id)));
+    }
+    if !leased.is_empty() {
+        live.extend(claim_leased(tx, leased).await?);
+    }
+    if !live.is_empty() {
+        apply_in(tx, &live).await?;
+    }
+    Ok(live)
+}
+
+/// Of records admitted under leases, those to settle now: not written
+/// before (a batch retried after a commit whose answer was lost), and
+/// whose lease still holds their cost, which moves out of it here.
+async fn claim_leased<'r>(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    records: Vec<&'r RequestRecord>,
+) -> StoreResult<Vec<&'r RequestRecord>> {
+    let mut q = sqlx::query(written_sql(records.len()));
+    for r in &records {
         q = q.bind(r.reservation_id.as_str());
     }
-    let live: Vec<String> = q
+    let written: Vec<String> = q
         .fetch_all(&mut **tx)
         .await?
         .iter()
         .map(|row| row.try_get("id"))
         .collect::<Result<_, _>>()?;
-    let live: Vec<&RequestRecord> =
-        chunk.iter().filter(|r| live.contains(&r.reservation_id)).collect();
-    // Per key, period and rate window: the spend to settle and the
-    // reserved tokens that went unused, given back to the window they
-    // were counted in (if it is still the key's current one).
-    let mut spend: HashMap<(&str, i64, i64), (i64, i64, i64)> = HashMap::new();
-    for r in &live {
+    let mut per_lease: std::collections::BTreeMap<&str, (i64, Vec<&'r RequestRecord>)> =
+        Default::default();
+    for r in records.into_iter().filter(|r| !written.contains(&r.reservation_id)) {
+        let e = per_lease.entry(r.lease_id.as_deref().unwrap_or_default()).or_default();
+        e.0 += r.cost_micros;
+        e.1.push(r);
+    }
+    let mut live = Vec::new();
+    // In lease order (then key order, in `apply_in`), as every
+    // transaction that touches both takes them.
+    for (lease, (cost, records)) in per_lease {
+        let moved = sqlx::query(
+            "UPDATE leases SET amount_micros = amount_micros - $2 \
+             WHERE id = $1 AND amount_micros >= $2",
+        )
+        .bind(lease)
+        .bind(cost)
+        .execute(&mut **tx)
+        .await?
+        .rows_affected();
+        if moved == 1 {
+            live.extend(records);
+        } else {
+            tracing::warn!(
+                lease,
+                requests = records.len(),
+                "requests of a lease crash recovery already settled: billed in it"
+            );
+        }
+    }
+    Ok(live)
+}
+
+/// Writes settled records inside `tx`: moves each one's cost from what
+/// its reservation or lease held to settled spend, gives back the rest of
+/// a reservation, and logs the requests.
+pub(super) async fn apply_in(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    live: &[&RequestRecord],
+) -> StoreResult<()> {
+    // Per key, period and rate window: the reserved and leased amounts to
+    // release, the spend to settle and the reserved tokens that went
+    // unused, given back to the window they were counted in (if it is
+    // still the key's current one).
+    let mut spend: HashMap<(&str, i64, i64), [i64; 4]> = HashMap::new();
+    for r in live {
         let e = spend.entry((r.key_id.as_str(), r.period_start_ms, r.rate_window_ms)).or_default();
-        e.0 += r.reserved_micros;
-        e.1 += r.cost_micros;
+        if r.lease_id.is_some() {
+            // What it did not cost stays in the lease.
+            e[1] += r.cost_micros;
+        } else {
+            e[0] += r.reserved_micros;
+        }
+        e[2] += r.cost_micros;
         if !r.recovered {
-            e.2 += (r.reserved_tokens - r.usage.total_tokens()).max(0);
+            e[3] += (r.reserved_tokens - r.usage.total_tokens()).max(0);
         }
     }
     // In one order in every transaction, so two processes settling the
     // same keys wait for each other instead of deadlocking.
     let mut spend: Vec<_> = spend.into_iter().collect();
     spend.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-    for ((key_id, start, window), (reserved, cost, unused)) in spend {
+    for ((key_id, start, window), [reserved, leased, cost, unused]) in spend {
         sqlx::query(
             "UPDATE key_spend SET reserved_micros = reserved_micros - $3, \
+             leased_micros = leased_micros - $7, \
              settled_micros = settled_micros + $4, \
              rate_tokens = CASE WHEN rate_window_ms = $5 AND rate_tokens >= $6 \
                            THEN rate_tokens - $6 ELSE rate_tokens END \
@@ -680,13 +762,20 @@ pub(super) async fn settle_in<'r>(
         .bind(cost)
         .bind(window)
         .bind(unused)
+        .bind(leased)
         .execute(&mut **tx)
         .await?;
     }
-    if !live.is_empty() {
-        super::requests::insert_requests(tx, &live).await?;
-    }
-    Ok(live)
+    super::requests::insert_requests(tx, live).await
+}
+
+/// `SELECT id FROM requests WHERE id IN (…)` for `n` ids.
+fn written_sql(n: usize) -> &'static str {
+    static SQL: OnceLock<Vec<&'static str>> = OnceLock::new();
+    super::sized_sql(&SQL, super::MAX_BATCH, n, |n| {
+        let ids: Vec<String> = (1..=n).map(|i| format!("${i}")).collect();
+        format!("SELECT id FROM requests WHERE id IN ({})", ids.join(", "))
+    })
 }
 
 /// `DELETE FROM reservations WHERE id IN (…) RETURNING id` for `n` ids,

@@ -10,6 +10,7 @@ mod jobs;
 mod key_data;
 mod key_list;
 mod keys;
+mod leases;
 mod ledger;
 mod request_log;
 mod requests;
@@ -41,6 +42,7 @@ pub use key_list::{KeyActivity, KeyQuery, ListedKey, WindowStarts};
 pub use keys::{
     KeyChanges, KeyRow, NewKey, STRIPE_CUSTOMER, parse_period, parse_scope, period_str, scope_str,
 };
+pub use leases::NewLease;
 pub use ledger::{CapState, HeldReservation, NewReservation, RateCount, RateCounted};
 pub use request_log::{PushRunRow, PushTotals, RequestLogQuery, RequestLogRow};
 pub use requests::MAX_BATCH;
