@@ -1,7 +1,8 @@
 //! `cargo xtask bench`: qlaud versus going straight to the mock upstream.
 //!
-//! Starts the mock upstream and a release `qlaud` in front of it, then for
-//! each path (direct, through qlaud) measures:
+//! Starts the mock upstream and a release `qlaud` in front of it (one key
+//! with a spend cap, so the ledger is on the path), then for each path
+//! (direct, through qlaud) measures:
 //! - added latency at a fixed request rate (open loop: latency counts from
 //!   when a request was due, so a stall is never hidden);
 //! - time to first byte of a stream at a fixed rate;
@@ -241,14 +242,19 @@ async fn main() -> anyhow::Result<()> {
     let _qlaud = Guard(qlaud);
 
     let http = reqwest::Client::builder().pool_max_idle_per_host(4096).tcp_nodelay(true).build()?;
+    // A cap far above what the runs spend: every request still reserves and
+    // settles against it, as a capped key in production does.
     let key: Value = http
         .post(format!("http://{addr}/v1/keys"))
         .bearer_auth(master["master_key"].as_str().unwrap())
-        .json(&json!({"name": "bench"}))
+        .json(&json!({"name": "bench", "max_spend_usd": 1_000_000}))
         .send()
         .await?
+        .error_for_status()
+        .context("minting the bench key")?
         .json()
         .await?;
+    anyhow::ensure!(key["max_spend_usd"].is_number(), "the bench key has no cap: {key}");
     let direct = Target {
         url: format!("{}/v1/messages", info["anthropic_base_url"].as_str().unwrap()),
         headers: vec![
@@ -299,8 +305,8 @@ async fn main() -> anyhow::Result<()> {
     let added = |row: &[[f64; 2]]| median(&row.iter().map(|r| r[1] - r[0]).collect::<Vec<_>>());
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
     println!(
-        "Measured {} on {cores} cores (load generator, mock and qlaud on one machine), {} store; \
-         median of {} runs of {} s each:\n",
+        "Measured {} on {cores} cores (load generator, mock and qlaud on one machine), {} store, \
+         capped key; median of {} runs of {} s each:\n",
         chrono_date(),
         if a.database_url.is_some() { "PostgreSQL" } else { "SQLite" },
         a.runs,
