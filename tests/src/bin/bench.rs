@@ -8,7 +8,8 @@
 //! - time to first byte of a stream at a fixed rate;
 //! - saturated requests/s with a fixed number of concurrent clients;
 //!
-//! and qlaud's peak RSS. Prints a Markdown table for the README.
+//! and qlaud's peak RSS. Prints a Markdown table for the README: medians
+//! over the runs, with the spread (min–max) of what qlaud adds.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -296,13 +297,13 @@ async fn main() -> anyhow::Result<()> {
         rows[4].push([d_rps, q_rps]);
     }
     let rss = peak_rss_kib(pid);
-    let median = |v: &[f64]| {
-        let mut v = v.to_vec();
-        v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
-    };
     let col = |row: &[[f64; 2]], i: usize| median(&row.iter().map(|r| r[i]).collect::<Vec<_>>());
-    let added = |row: &[[f64; 2]]| median(&row.iter().map(|r| r[1] - r[0]).collect::<Vec<_>>());
+    // The spread shows how far single runs disagree, which a median hides.
+    let added = |row: &[[f64; 2]]| {
+        let d: Vec<f64> = row.iter().map(|r| r[1] - r[0]).collect();
+        let (lo, hi) = min_max(&d);
+        format!("{:.3} ({lo:.2}–{hi:.2})", median(&d))
+    };
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
     println!(
         "Measured {} on {cores} cores (load generator, mock and qlaud on one machine), {} store, \
@@ -312,7 +313,10 @@ async fn main() -> anyhow::Result<()> {
         a.runs,
         a.seconds
     );
-    println!("| measure | direct to mock | through qlaud | added by qlaud |");
+    println!(
+        "| measure | direct to mock | through qlaud | added by qlaud (min–max of {} runs) |",
+        a.runs
+    );
     println!("|---|---|---|---|");
     let labels = [
         format!("latency p50 at {} req/s (ms)", a.rate),
@@ -321,20 +325,32 @@ async fn main() -> anyhow::Result<()> {
         format!("stream time to first byte p99 at {stream_rate} req/s (ms)"),
     ];
     for (label, row) in labels.iter().zip(&rows) {
-        println!("| {label} | {:.3} | {:.3} | {:.3} |", col(row, 0), col(row, 1), added(row));
+        println!("| {label} | {:.3} | {:.3} | {} |", col(row, 0), col(row, 1), added(row));
     }
-    let ratio = median(&rows[4].iter().map(|r| 100.0 * r[1] / r[0].max(1.0)).collect::<Vec<_>>());
+    let ratios: Vec<f64> = rows[4].iter().map(|r| 100.0 * r[1] / r[0].max(1.0)).collect();
+    let (lo, hi) = min_max(&ratios);
     println!(
-        "| saturated requests/s ({} clients) | {:.0} | {:.0} | {ratio:.0} % of direct |",
+        "| saturated requests/s ({} clients) | {:.0} | {:.0} | {:.0} % of direct ({lo:.0}–{hi:.0} %) |",
         a.concurrency,
         col(&rows[4], 0),
-        col(&rows[4], 1)
+        col(&rows[4], 1),
+        median(&ratios)
     );
     println!("| qlaud peak RSS (MiB) | – | {:.1} | – |", rss as f64 / 1024.0);
     if errors > 0 {
         println!("\n{errors} requests failed");
     }
     Ok(())
+}
+
+fn median(v: &[f64]) -> f64 {
+    let mut v = v.to_vec();
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn min_max(v: &[f64]) -> (f64, f64) {
+    v.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &x| (lo.min(x), hi.max(x)))
 }
 
 fn chrono_date() -> String {
