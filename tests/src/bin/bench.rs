@@ -1,8 +1,8 @@
 //! `cargo xtask bench`: qlaud versus going straight to the mock upstream.
 //!
-//! Starts the mock upstream and a release `qlaud` in front of it (one key
-//! with a spend cap, so the ledger is on the path), then for each path
-//! (direct, through qlaud) measures:
+//! Starts the mock upstream and one or more release `qlaud` processes in
+//! front of it (one key with a spend cap, so the ledger is on the path), then
+//! for each path (direct, through qlaud) measures:
 //! - added latency at a fixed request rate (open loop: latency counts from
 //!   when a request was due, so a stall is never hidden);
 //! - time to first byte of a stream at a fixed rate;
@@ -13,6 +13,7 @@
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -33,6 +34,9 @@ struct Args {
     /// Without it qlaud runs without the model (nothing fetched or loaded
     /// while it is measured).
     embed_model_dir: Option<String>,
+    /// qlaud processes sharing the store (`database_url`), requests spread
+    /// round-robin across them.
+    processes: usize,
 }
 
 fn args() -> anyhow::Result<Args> {
@@ -45,6 +49,7 @@ fn args() -> anyhow::Result<Args> {
         runs: 3,
         database_url: None,
         embed_model_dir: None,
+        processes: 1,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -58,23 +63,38 @@ fn args() -> anyhow::Result<Args> {
             "--runs" => a.runs = v.parse::<usize>()?.max(1),
             "--database-url" => a.database_url = Some(v),
             "--embed-model-dir" => a.embed_model_dir = Some(v),
+            "--processes" => a.processes = v.parse::<usize>()?.max(1),
             other => anyhow::bail!("unknown flag {other}"),
         }
     }
     anyhow::ensure!(!a.qlaud.is_empty() && !a.mock.is_empty(), "--qlaud and --mock are required");
+    // Processes share one store only through a database server; each would
+    // get a SQLite file of its own.
+    anyhow::ensure!(
+        a.processes == 1 || a.database_url.is_some(),
+        "--processes {} needs --database-url (a PostgreSQL the processes share)",
+        a.processes
+    );
     Ok(a)
 }
 
-/// Where requests go and how they authenticate.
+/// Where requests go and how they authenticate. With several URLs, each
+/// request goes to the next one (clones share the counter).
 #[derive(Clone)]
 struct Target {
-    url: String,
+    urls: Vec<String>,
+    next: Arc<AtomicUsize>,
     headers: Vec<(&'static str, String)>,
 }
 
 impl Target {
+    fn new(urls: Vec<String>, headers: Vec<(&'static str, String)>) -> Target {
+        Target { urls, next: Arc::default(), headers }
+    }
+
     fn request(&self, http: &reqwest::Client, body: &Value) -> reqwest::RequestBuilder {
-        let mut r = http.post(&self.url).json(body);
+        let url = &self.urls[self.next.fetch_add(1, Ordering::Relaxed) % self.urls.len()];
+        let mut r = http.post(url).json(body);
         for (k, v) in &self.headers {
             r = r.header(*k, v);
         }
@@ -97,7 +117,7 @@ async fn open_loop(
     stream: bool,
 ) -> (Histogram<u64>, u64) {
     let hist = Arc::new(Mutex::new(Histogram::<u64>::new(3).unwrap()));
-    let errors = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let errors = Arc::new(AtomicU64::new(0));
     let body = Arc::new(body(stream));
     let start = Instant::now();
     let total = rate * seconds;
@@ -125,7 +145,7 @@ async fn open_loop(
             match ok {
                 Some(d) => hist.lock().unwrap().record(d.as_micros() as u64).unwrap(),
                 None => {
-                    errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    errors.fetch_add(1, Ordering::Relaxed);
                 }
             }
         }));
@@ -134,7 +154,7 @@ async fn open_loop(
         task.await.ok();
     }
     let h = hist.lock().unwrap().clone();
-    (h, errors.load(std::sync::atomic::Ordering::Relaxed))
+    (h, errors.load(Ordering::Relaxed))
 }
 
 /// Requests/s with `concurrency` clients each sending back to back.
@@ -144,8 +164,8 @@ async fn closed_loop(
     concurrency: usize,
     seconds: u64,
 ) -> (f64, u64) {
-    let done = Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let errors = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let done = Arc::new(AtomicU64::new(0));
+    let errors = Arc::new(AtomicU64::new(0));
     let body = Arc::new(body(false));
     let end = Instant::now() + Duration::from_secs(seconds);
     let start = Instant::now();
@@ -160,7 +180,7 @@ async fn closed_loop(
                         _ => false,
                     };
                     let counter = if ok { &done } else { &errors };
-                    counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    counter.fetch_add(1, Ordering::Relaxed);
                 }
             })
         })
@@ -168,8 +188,8 @@ async fn closed_loop(
     for w in workers {
         w.await.ok();
     }
-    let n = done.load(std::sync::atomic::Ordering::Relaxed);
-    (n as f64 / start.elapsed().as_secs_f64(), errors.load(std::sync::atomic::Ordering::Relaxed))
+    let n = done.load(Ordering::Relaxed);
+    (n as f64 / start.elapsed().as_secs_f64(), errors.load(Ordering::Relaxed))
 }
 
 struct Guard(Child);
@@ -179,6 +199,53 @@ impl Drop for Guard {
         self.0.kill().ok();
         self.0.wait().ok();
     }
+}
+
+/// Starts `qlaud serve` and waits for its address. Only the process that
+/// initialises an empty store prints a master key (on stdout, before it
+/// listens), so only `first` reads one.
+fn spawn_qlaud(
+    a: &Args,
+    config: &std::path::Path,
+    data_dir: &std::path::Path,
+    first: bool,
+) -> anyhow::Result<(Guard, String, Option<Value>)> {
+    let mut qlaud = Command::new(&a.qlaud)
+        .args(["serve", "--bind", "127.0.0.1:0", "--config"])
+        .arg(config)
+        .args(match &a.database_url {
+            Some(url) => vec!["--database-url".into(), url.clone()],
+            None => vec!["--data-dir".into(), data_dir.display().to_string()],
+        })
+        .args(match &a.embed_model_dir {
+            Some(model) => vec!["--embed-model-dir".to_string(), model.clone()],
+            None => vec!["--no-embed-model".to_string()],
+        })
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let stdout = qlaud.stdout.take().unwrap();
+    let stderr = qlaud.stderr.take().unwrap();
+    // Owned from here, so an early return below still stops the process.
+    let qlaud = Guard(qlaud);
+    let master = if first {
+        let line = BufReader::new(stdout).lines().next().context("qlaud stdout")??;
+        Some(serde_json::from_str(&line)?)
+    } else {
+        std::thread::spawn(move || for _ in BufReader::new(stdout).lines() {});
+        None
+    };
+    let mut stderr = BufReader::new(stderr).lines();
+    let addr = loop {
+        let line = stderr.next().context("qlaud exited")??;
+        if let Some(rest) = line.split("addr=").nth(1) {
+            break rest.split_whitespace().next().unwrap().to_string();
+        }
+    };
+    std::thread::spawn(move || for _ in stderr {});
+    Ok((qlaud, addr, master))
 }
 
 fn peak_rss_kib(pid: u32) -> u64 {
@@ -212,41 +279,24 @@ async fn main() -> anyhow::Result<()> {
             info["anthropic_base_url"].as_str().unwrap()
         ),
     )?;
-    let mut qlaud = Command::new(&a.qlaud)
-        .args(["serve", "--bind", "127.0.0.1:0", "--config"])
-        .arg(&config)
-        .args(match &a.database_url {
-            Some(url) => vec!["--database-url".into(), url.clone()],
-            None => vec!["--data-dir".into(), dir.path().join("data").display().to_string()],
-        })
-        .args(match &a.embed_model_dir {
-            Some(model) => vec!["--embed-model-dir".to_string(), model.clone()],
-            None => vec!["--no-embed-model".to_string()],
-        })
-        .env("RUST_LOG", "info")
-        .env("NO_COLOR", "1")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()?;
-    let master_line =
-        BufReader::new(qlaud.stdout.take().unwrap()).lines().next().context("qlaud stdout")??;
-    let master: Value = serde_json::from_str(&master_line)?;
-    let mut stderr = BufReader::new(qlaud.stderr.take().unwrap()).lines();
-    let addr = loop {
-        let line = stderr.next().context("qlaud exited")??;
-        if let Some(rest) = line.split("addr=").nth(1) {
-            break rest.split_whitespace().next().unwrap().to_string();
-        }
-    };
-    std::thread::spawn(move || for _ in stderr {});
-    let pid = qlaud.id();
-    let _qlaud = Guard(qlaud);
+    // One after another: the first initialises the store (migrations, the
+    // first tenant), the others find it ready.
+    let data_dir = dir.path().join("data");
+    let mut qlauds = Vec::with_capacity(a.processes);
+    let mut master = None;
+    for i in 0..a.processes {
+        let (guard, addr, m) = spawn_qlaud(&a, &config, &data_dir, i == 0)?;
+        eprintln!("qlaud {}/{} at {addr}", i + 1, a.processes);
+        master = master.or(m);
+        qlauds.push((guard, addr));
+    }
+    let master = master.context("qlaud printed no master key")?;
 
     let http = reqwest::Client::builder().pool_max_idle_per_host(4096).tcp_nodelay(true).build()?;
     // A cap far above what the runs spend: every request still reserves and
     // settles against it, as a capped key in production does.
     let key: Value = http
-        .post(format!("http://{addr}/v1/keys"))
+        .post(format!("http://{}/v1/keys", qlauds[0].1))
         .bearer_auth(master["master_key"].as_str().unwrap())
         .json(&json!({"name": "bench", "max_spend_usd": 1_000_000}))
         .send()
@@ -256,17 +306,17 @@ async fn main() -> anyhow::Result<()> {
         .json()
         .await?;
     anyhow::ensure!(key["max_spend_usd"].is_number(), "the bench key has no cap: {key}");
-    let direct = Target {
-        url: format!("{}/v1/messages", info["anthropic_base_url"].as_str().unwrap()),
-        headers: vec![
+    let direct = Target::new(
+        vec![format!("{}/v1/messages", info["anthropic_base_url"].as_str().unwrap())],
+        vec![
             ("x-api-key", "mock-anthropic-key".into()),
             ("anthropic-version", "2023-06-01".into()),
         ],
-    };
-    let via = Target {
-        url: format!("http://{addr}/v1/messages"),
-        headers: vec![("x-api-key", key["secret"].as_str().unwrap().to_string())],
-    };
+    );
+    let via = Target::new(
+        qlauds.iter().map(|(_, addr)| format!("http://{addr}/v1/messages")).collect(),
+        vec![("x-api-key", key["secret"].as_str().unwrap().to_string())],
+    );
 
     eprintln!("warming up");
     closed_loop(&http, &direct, a.concurrency, 1).await;
@@ -296,7 +346,10 @@ async fn main() -> anyhow::Result<()> {
         rows[3].push([msq(&ds, 0.99), msq(&qs, 0.99)]);
         rows[4].push([d_rps, q_rps]);
     }
-    let rss = peak_rss_kib(pid);
+    let rss: Vec<String> = qlauds
+        .iter()
+        .map(|(q, _)| format!("{:.1}", peak_rss_kib(q.0.id()) as f64 / 1024.0))
+        .collect();
     let col = |row: &[[f64; 2]], i: usize| median(&row.iter().map(|r| r[i]).collect::<Vec<_>>());
     // The spread shows how far single runs disagree, which a median hides.
     let added = |row: &[[f64; 2]]| {
@@ -307,9 +360,11 @@ async fn main() -> anyhow::Result<()> {
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
     println!(
         "Measured {} on {cores} cores (load generator, mock and qlaud on one machine), {} store, \
-         capped key; median of {} runs of {} s each:\n",
+         {} qlaud process{}, capped key; median of {} runs of {} s each:\n",
         chrono_date(),
         if a.database_url.is_some() { "PostgreSQL" } else { "SQLite" },
+        a.processes,
+        if a.processes == 1 { "" } else { "es" },
         a.runs,
         a.seconds
     );
@@ -336,7 +391,11 @@ async fn main() -> anyhow::Result<()> {
         col(&rows[4], 1),
         median(&ratios)
     );
-    println!("| qlaud peak RSS (MiB) | – | {:.1} | – |", rss as f64 / 1024.0);
+    if rss.len() == 1 {
+        println!("| qlaud peak RSS (MiB) | – | {} | – |", rss[0]);
+    } else {
+        println!("| qlaud peak RSS per process (MiB) | – | {} | – |", rss.join(", "));
+    }
     if errors > 0 {
         println!("\n{errors} requests failed");
     }
