@@ -58,7 +58,8 @@ pub fn workspace_root() -> PathBuf {
 }
 
 /// Builds release binaries and runs the benchmark; extra arguments go to it
-/// (`--seconds`, `--rate`, `--concurrency`). `--search` runs the search
+/// (`--seconds`, `--rate`, `--concurrency`, `--runs`, `--database-url`,
+/// `--processes`, `--embed-model-dir`). `--search` runs the search
 /// benchmark instead.
 fn bench(args: &[String]) -> anyhow::Result<()> {
     if args.first().is_some_and(|a| a == "--search") {
