@@ -840,7 +840,8 @@ async fn leased_storm_holds_the_cap(backend: Backend) {
     assert_eq!(report["totals"]["cost_micros"].as_i64(), Some(cost));
     let admitted = statuses.iter().filter(|s| **s == 200).count() as u64;
     assert_eq!(report["totals"]["requests"].as_u64(), Some(admitted));
-    let metrics = reqwest::get(format!("{}/metrics", t.base_url)).await.unwrap().text().await.unwrap();
+    let metrics =
+        reqwest::get(format!("{}/metrics", t.base_url)).await.unwrap().text().await.unwrap();
     let leased_admissions: u64 = metrics
         .lines()
         .find_map(|l| l.strip_prefix("qlaud_lease_admissions_total "))

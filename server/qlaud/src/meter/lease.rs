@@ -44,8 +44,9 @@ use crate::config::Model;
 use crate::error::{RateBudget, Result};
 use crate::store::{NewLease, Store, new_id, period_str};
 
-/// A lease not used for this long gives its room back.
-pub const IDLE: Duration = Duration::from_secs(5);
+/// A lease not used for this long gives its room back: a crash bills the
+/// room of a lease, so it is kept only while requests keep coming.
+pub const IDLE: Duration = Duration::from_secs(1);
 
 /// How often leases are looked after (room given back, empty ones ended).
 const SWEEP: Duration = Duration::from_millis(250);
