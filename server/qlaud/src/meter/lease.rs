@@ -42,7 +42,7 @@ use super::{Unreported, period};
 use crate::auth::Caller;
 use crate::config::Model;
 use crate::error::{RateBudget, Result};
-use crate::store::{NewLease, Store, new_id, period_str};
+use crate::store::{NewReservation, RateCount, Store, new_id, period_str};
 
 /// A lease not used for this long gives its room back: a crash bills the
 /// room of a lease, so it is kept only while requests keep coming.
@@ -405,7 +405,7 @@ struct LeaseToTake {
 async fn take_lease(meter: Arc<Meter>, l: LeaseToTake) -> Result<bool> {
     let taken = meter
         .store
-        .take_lease(&NewLease {
+        .take_lease(&NewReservation {
             id: &l.id,
             tenant_id: &l.tenant_id,
             key_id: &l.key_id,
@@ -417,6 +417,7 @@ async fn take_lease(meter: Arc<Meter>, l: LeaseToTake) -> Result<bool> {
             micros: l.micros,
             instance_id: &meter.instance_id,
             now_ms: l.now_ms,
+            rate: RateCount::default(),
         })
         .await;
     let leases = &meter.leases;

@@ -5,7 +5,7 @@
 
 use sqlx::Row;
 
-use super::ledger::NO_CAP;
+use super::ledger::{NO_CAP, NewReservation};
 use super::{Store, StoreResult};
 use crate::meter::{Endpoint, RequestRecord};
 
@@ -28,25 +28,12 @@ macro_rules! lease_key_ok {
     };
 }
 
-/// A lease to take.
-pub struct NewLease<'a> {
-    pub id: &'a str,
-    pub tenant_id: &'a str,
-    pub key_id: &'a str,
-    pub period: &'a str,
-    pub period_start_ms: i64,
-    pub model: &'a str,
-    pub provider: &'a str,
-    pub endpoint: &'a str,
-    pub micros: i64,
-    pub instance_id: &'a str,
-    pub now_ms: i64,
-}
-
 impl Store {
     /// Takes a lease of `l.micros` on the key's budget if the key allows
-    /// it (see `lease_key_ok`): false when it does not.
-    pub async fn take_lease(&self, l: &NewLease<'_>) -> StoreResult<bool> {
+    /// it (see `lease_key_ok`): false when it does not. `l` reads as a
+    /// reservation's, with the lease's id (its rate count is not used:
+    /// keys with rate limits take no leases).
+    pub async fn take_lease(&self, l: &NewReservation<'_>) -> StoreResult<bool> {
         let mut tx = self.writer().begin().await?;
         let taken = sqlx::query(concat!(
             "INSERT INTO key_spend (key_id, period_start_ms, settled_micros, reserved_micros, \

@@ -647,16 +647,7 @@ pub(super) async fn settle_in<'r>(
         chunk.iter().partition(|r| r.lease_id.is_some());
     let mut live = Vec::with_capacity(chunk.len());
     if !reserved.is_empty() {
-        let mut q = sqlx::query(delete_sql(reserved.len()));
-        for r in &reserved {
-            q = q.bind(r.reservation_id.as_str());
-        }
-        let deleted: Vec<String> = q
-            .fetch_all(&mut **tx)
-            .await?
-            .iter()
-            .map(|row| row.try_get("id"))
-            .collect::<Result<_, _>>()?;
+        let deleted = returned_ids(tx, delete_sql(reserved.len()), &reserved).await?;
         live.extend(reserved.into_iter().filter(|r| deleted.contains(&r.reservation_id)));
     }
     if !leased.is_empty() {
@@ -675,16 +666,7 @@ async fn claim_leased<'r>(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     records: Vec<&'r RequestRecord>,
 ) -> StoreResult<Vec<&'r RequestRecord>> {
-    let mut q = sqlx::query(written_sql(records.len()));
-    for r in &records {
-        q = q.bind(r.reservation_id.as_str());
-    }
-    let written: Vec<String> = q
-        .fetch_all(&mut **tx)
-        .await?
-        .iter()
-        .map(|row| row.try_get("id"))
-        .collect::<Result<_, _>>()?;
+    let written = returned_ids(tx, written_sql(records.len()), &records).await?;
     let mut per_lease: std::collections::BTreeMap<&str, (i64, Vec<&'r RequestRecord>)> =
         Default::default();
     for r in records.into_iter().filter(|r| !written.contains(&r.reservation_id)) {
@@ -772,18 +754,41 @@ pub(super) async fn apply_in(
 /// `SELECT id FROM requests WHERE id IN (…)` for `n` ids.
 fn written_sql(n: usize) -> &'static str {
     static SQL: OnceLock<Vec<&'static str>> = OnceLock::new();
-    super::sized_sql(&SQL, super::MAX_BATCH, n, |n| {
+    in_list_sql(&SQL, n, |ids| format!("SELECT id FROM requests WHERE id IN ({ids})"))
+}
+
+/// The ids `sql` (one parameter per record) returns for the records' ids.
+async fn returned_ids(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    sql: &'static str,
+    records: &[&RequestRecord],
+) -> StoreResult<Vec<String>> {
+    let mut q = sqlx::query(sql);
+    for r in records {
+        q = q.bind(r.reservation_id.as_str());
+    }
+    Ok(q.fetch_all(&mut **tx)
+        .await?
+        .iter()
+        .map(|row| row.try_get("id"))
+        .collect::<Result<_, _>>()?)
+}
+
+/// A statement on a list of `n` parameters (`$1, …, $n`), built once per
+/// size (sqlx takes only static SQL).
+fn in_list_sql(
+    cache: &'static OnceLock<Vec<&'static str>>,
+    n: usize,
+    text: fn(&str) -> String,
+) -> &'static str {
+    super::sized_sql(cache, super::MAX_BATCH, n, |n| {
         let ids: Vec<String> = (1..=n).map(|i| format!("${i}")).collect();
-        format!("SELECT id FROM requests WHERE id IN ({})", ids.join(", "))
+        text(&ids.join(", "))
     })
 }
 
-/// `DELETE FROM reservations WHERE id IN (…) RETURNING id` for `n` ids,
-/// built once per size (sqlx takes only static SQL).
+/// `DELETE FROM reservations WHERE id IN (…) RETURNING id` for `n` ids.
 fn delete_sql(n: usize) -> &'static str {
     static SQL: OnceLock<Vec<&'static str>> = OnceLock::new();
-    super::sized_sql(&SQL, super::MAX_BATCH, n, |n| {
-        let ids: Vec<String> = (1..=n).map(|i| format!("${i}")).collect();
-        format!("DELETE FROM reservations WHERE id IN ({}) RETURNING id", ids.join(", "))
-    })
+    in_list_sql(&SQL, n, |ids| format!("DELETE FROM reservations WHERE id IN ({ids}) RETURNING id"))
 }

@@ -42,7 +42,6 @@ pub use key_list::{KeyActivity, KeyQuery, ListedKey, WindowStarts};
 pub use keys::{
     KeyChanges, KeyRow, NewKey, STRIPE_CUSTOMER, parse_period, parse_scope, period_str, scope_str,
 };
-pub use leases::NewLease;
 pub use ledger::{CapState, HeldReservation, NewReservation, RateCount, RateCounted};
 pub use request_log::{PushRunRow, PushTotals, RequestLogQuery, RequestLogRow};
 pub use requests::MAX_BATCH;
