@@ -334,7 +334,7 @@ def test_usage_groups_and_exports_csv(server, browser):
     nav(page, "usage")
     expect(page.locator("tbody")).to_contain_text("csv user")
     page.get_by_label("Group by").select_option("model")
-    expect(page.get_by_role("heading", name="By model")).to_be_visible()
+    expect(page.get_by_role("heading", name="By model", exact=True)).to_be_visible()
     expect(page.locator("tbody")).to_contain_text("echo")
     with page.expect_download() as download:
         page.get_by_role("button", name="Export CSV").click()
