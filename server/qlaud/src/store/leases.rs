@@ -7,7 +7,6 @@ use sqlx::Row;
 
 use super::ledger::{NO_CAP, NewReservation};
 use super::{Store, StoreResult};
-use crate::meter::{Endpoint, RequestRecord};
 
 /// The key conditions a lease is taken, topped up and used under: the key
 /// is live, unsuspended, on the period the caller assumed, has no rate
@@ -232,27 +231,7 @@ impl Store {
             let Some(row) = row else { continue };
             let amount: i64 = row.try_get("amount_micros")?;
             if amount > 0 {
-                let record = RequestRecord {
-                    lease_id: Some(id.clone()),
-                    reservation_id: id,
-                    tenant_id: row.try_get("tenant_id")?,
-                    key_id: row.try_get("key_id")?,
-                    model: row.try_get("model")?,
-                    provider: row.try_get("provider")?,
-                    endpoint: Endpoint::parse(&row.try_get::<String, _>("endpoint")?),
-                    streamed: false,
-                    status: 0,
-                    usage: Default::default(),
-                    quantities: Default::default(),
-                    cost_micros: amount,
-                    reserved_micros: amount,
-                    period_start_ms: row.try_get("period_start_ms")?,
-                    rate_window_ms: 0,
-                    reserved_tokens: 0,
-                    latency_ms: 0,
-                    created_ms: row.try_get("created_ms")?,
-                    recovered: true,
-                };
+                let record = super::ledger::recovered_record(&row, id.clone(), Some(id), amount)?;
                 super::ledger::apply_in(&mut tx, &[&record]).await?;
                 n += 1;
                 micros += amount;

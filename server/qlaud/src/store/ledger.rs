@@ -472,30 +472,9 @@ impl Store {
         .fetch_all(self.pool())
         .await?;
         rows.iter()
-            .map(|row| {
-                let reserved: i64 = row.try_get("reserved_micros")?;
-                Ok(RequestRecord {
-                    reservation_id: row.try_get("id")?,
-                    lease_id: None,
-                    tenant_id: row.try_get("tenant_id")?,
-                    key_id: row.try_get("key_id")?,
-                    model: row.try_get("model")?,
-                    provider: row.try_get("provider")?,
-                    endpoint: Endpoint::parse(&row.try_get::<String, _>("endpoint")?),
-                    streamed: false,
-                    status: 0,
-                    usage: Default::default(),
-                    quantities: Default::default(),
-                    cost_micros: reserved,
-                    reserved_micros: reserved,
-                    period_start_ms: row.try_get("period_start_ms")?,
-                    // Its usage is unknown: its tokens stay counted.
-                    rate_window_ms: 0,
-                    reserved_tokens: 0,
-                    latency_ms: 0,
-                    created_ms: row.try_get("created_ms")?,
-                    recovered: true,
-                })
+            .map(|row| -> StoreResult<RequestRecord> {
+                let (id, reserved) = (row.try_get("id")?, row.try_get("reserved_micros")?);
+                Ok(recovered_record(row, id, None, reserved)?)
             })
             .collect()
     }
@@ -593,6 +572,39 @@ impl Store {
             .await?
             .try_get("n")?)
     }
+}
+
+/// The record settling a stopped process's reservation or lease (`row`:
+/// its tenant, key, model, provider, endpoint, window and creation) at
+/// `amount`, all it held: its usage was never seen, and its tokens stay
+/// counted against the rate limits.
+pub(super) fn recovered_record(
+    row: &sqlx::any::AnyRow,
+    id: String,
+    lease_id: Option<String>,
+    amount: i64,
+) -> Result<RequestRecord, sqlx::Error> {
+    Ok(RequestRecord {
+        reservation_id: id,
+        lease_id,
+        tenant_id: row.try_get("tenant_id")?,
+        key_id: row.try_get("key_id")?,
+        model: row.try_get("model")?,
+        provider: row.try_get("provider")?,
+        endpoint: Endpoint::parse(&row.try_get::<String, _>("endpoint")?),
+        streamed: false,
+        status: 0,
+        usage: Default::default(),
+        quantities: Default::default(),
+        cost_micros: amount,
+        reserved_micros: amount,
+        period_start_ms: row.try_get("period_start_ms")?,
+        rate_window_ms: 0,
+        reserved_tokens: 0,
+        latency_ms: 0,
+        created_ms: row.try_get("created_ms")?,
+        recovered: true,
+    })
 }
 
 /// An open reservation, as a call made later takes it over.
