@@ -436,6 +436,41 @@ pub fn qlaud_bin() -> PathBuf {
     .clone()
 }
 
+/// The flags of `qlaud serve` processes sharing one test store behind
+/// `mock`: the store, a qlaud.toml naming the mock (in the temp dir, gone
+/// with this), and the flags added.
+pub struct ServeArgs {
+    args: Vec<String>,
+    config: PathBuf,
+}
+
+impl Drop for ServeArgs {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.config);
+    }
+}
+
+impl ServeArgs {
+    pub fn new(db: &TestDb, mock: &mock::MockUpstream, extra: &[&str]) -> ServeArgs {
+        let config = std::env::temp_dir().join(format!("qlaud-{}.toml", uuid::Uuid::new_v4()));
+        std::fs::write(&config, mock_toml(mock)).expect("write qlaud.toml");
+        let mut args = vec![
+            "--database-url".to_string(),
+            db.url.clone(),
+            "--config".to_string(),
+            config.display().to_string(),
+        ];
+        args.extend(extra.iter().map(|a| a.to_string()));
+        ServeArgs { args, config }
+    }
+
+    /// Starts one more process with these flags.
+    pub async fn spawn(&self) -> QlaudProcess {
+        let args: Vec<&str> = self.args.iter().map(String::as_str).collect();
+        QlaudProcess::spawn(&args).await
+    }
+}
+
 /// A `qlaud serve` process of the real binary.
 pub struct QlaudProcess {
     pub child: tokio::process::Child,

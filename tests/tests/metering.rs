@@ -7,7 +7,7 @@ use std::sync::Arc;
 use futures::StreamExt;
 use qlaud_tests::mock::MockUpstream;
 use qlaud_tests::{
-    Backend, QlaudProcess, TestDb, TestServer, backend_tests, ledger_state, mock_toml, store_pool,
+    Backend, ServeArgs, TestDb, TestServer, backend_tests, ledger_state, mock_toml, store_pool,
 };
 use serde_json::{Value, json};
 use sqlx::Row;
@@ -283,11 +283,9 @@ async fn cap_holds_under_300_concurrent_requests(backend: Backend) {
 async fn cap_holds_across_two_processes(backend: Backend) {
     let Some(db) = TestDb::new(backend).await else { return };
     let mock = MockUpstream::start().await;
-    let config = std::env::temp_dir().join(format!("qlaud-{}.toml", uuid::Uuid::new_v4()));
-    std::fs::write(&config, mock_toml(&mock)).unwrap();
-    let args = ["--database-url", db.url.as_str(), "--config", config.to_str().unwrap()];
-    let a = QlaudProcess::spawn(&args).await;
-    let b = QlaudProcess::spawn(&args).await;
+    let serve = ServeArgs::new(&db, &mock, &[]);
+    let a = serve.spawn().await;
+    let b = serve.spawn().await;
     let master = a
         .stdout
         .lines()
@@ -664,17 +662,8 @@ async fn usage_report_by_key_model_and_day(backend: Backend) {
 async fn crash_mid_load_settles_every_request_once(backend: Backend) {
     let Some(db) = TestDb::new(backend).await else { return };
     let mock = Arc::new(MockUpstream::start().await);
-    let config = std::env::temp_dir().join(format!("qlaud-{}.toml", uuid::Uuid::new_v4()));
-    std::fs::write(&config, mock_toml(&mock)).unwrap();
-    let args = [
-        "--database-url",
-        db.url.as_str(),
-        "--config",
-        config.to_str().unwrap(),
-        "--instance-timeout-secs",
-        "1",
-    ];
-    let first = QlaudProcess::spawn(&args).await;
+    let serve = ServeArgs::new(&db, &mock, &["--instance-timeout-secs", "1"]);
+    let first = serve.spawn().await;
     let master: Value =
         serde_json::from_str(first.stdout.lines().find(|l| l.starts_with('{')).unwrap()).unwrap();
     let master = master["master_key"].as_str().unwrap().to_string();
@@ -719,7 +708,7 @@ async fn crash_mid_load_settles_every_request_once(backend: Backend) {
     }
     // The restarted process settles what the dead one left open: its
     // reservations and its leases.
-    let second = QlaudProcess::spawn(&args).await;
+    let second = serve.spawn().await;
     let mut waited = 0;
     while ledger_state(&db.url, key_id).await.2 > 0 || leased(&db.url, key_id).await != (0, 0) {
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
@@ -864,18 +853,9 @@ async fn leased_storm_holds_the_cap(backend: Backend) {
 async fn leased_storm_survives_a_killed_process(backend: Backend) {
     let Some(db) = TestDb::new(backend).await else { return };
     let mock = MockUpstream::start().await;
-    let config = std::env::temp_dir().join(format!("qlaud-{}.toml", uuid::Uuid::new_v4()));
-    std::fs::write(&config, mock_toml(&mock)).unwrap();
-    let args = [
-        "--database-url",
-        db.url.as_str(),
-        "--config",
-        config.to_str().unwrap(),
-        "--instance-timeout-secs",
-        "1",
-    ];
-    let a = QlaudProcess::spawn(&args).await;
-    let b = QlaudProcess::spawn(&args).await;
+    let serve = ServeArgs::new(&db, &mock, &["--instance-timeout-secs", "1"]);
+    let a = serve.spawn().await;
+    let b = serve.spawn().await;
     let master = a.boot()["master_key"].as_str().unwrap().to_string();
     let key = a.mint(&master, json!({"name": "shared", "max_spend_usd": 0.6})).await;
     let key_id = key["id"].as_str().unwrap();
@@ -961,11 +941,9 @@ async fn leased_storm_survives_a_killed_process(backend: Backend) {
 async fn key_changes_reach_a_leased_key_at_once(backend: Backend) {
     let Some(db) = TestDb::new(backend).await else { return };
     let mock = MockUpstream::start().await;
-    let config = std::env::temp_dir().join(format!("qlaud-{}.toml", uuid::Uuid::new_v4()));
-    std::fs::write(&config, mock_toml(&mock)).unwrap();
-    let args = ["--database-url", db.url.as_str(), "--config", config.to_str().unwrap()];
-    let a = QlaudProcess::spawn(&args).await;
-    let b = QlaudProcess::spawn(&args).await;
+    let serve = ServeArgs::new(&db, &mock, &[]);
+    let a = serve.spawn().await;
+    let b = serve.spawn().await;
     let master = a.boot()["master_key"].as_str().unwrap().to_string();
     let key = a.mint(&master, json!({"name": "changing", "max_spend_usd": 10})).await;
     let (key_id, secret) = (key["id"].as_str().unwrap(), key["secret"].as_str().unwrap());

@@ -6,9 +6,7 @@
 
 use futures::StreamExt;
 use qlaud_tests::mock::MockUpstream;
-use qlaud_tests::{
-    Backend, QlaudProcess, TestDb, TestServer, backend_tests, ledger_state, mock_toml,
-};
+use qlaud_tests::{Backend, ServeArgs, TestDb, TestServer, backend_tests, ledger_state, mock_toml};
 use serde_json::{Value, json};
 
 backend_tests!(
@@ -193,17 +191,8 @@ async fn bad_video_requests_are_refused_with_nothing_sent(backend: Backend) {
 async fn a_held_video_outlives_a_crash_and_settles_on_its_poll(backend: Backend) {
     let Some(db) = TestDb::new(backend).await else { return };
     let mock = MockUpstream::start().await;
-    let config = std::env::temp_dir().join(format!("qlaud-{}.toml", uuid::Uuid::new_v4()));
-    std::fs::write(&config, mock_toml(&mock)).unwrap();
-    let args = [
-        "--database-url",
-        db.url.as_str(),
-        "--config",
-        config.to_str().unwrap(),
-        "--instance-timeout-secs",
-        "1",
-    ];
-    let first = QlaudProcess::spawn(&args).await;
+    let serve = ServeArgs::new(&db, &mock, &["--instance-timeout-secs", "1"]);
+    let first = serve.spawn().await;
     let master: Value = first.boot();
     let master = master["master_key"].as_str().unwrap().to_string();
     let http = reqwest::Client::new();
@@ -221,7 +210,7 @@ async fn a_held_video_outlives_a_crash_and_settles_on_its_poll(backend: Backend)
         .await
         .unwrap();
     first.kill().await;
-    let second = QlaudProcess::spawn(&args).await;
+    let second = serve.spawn().await;
     // Well past the dead process's timeout and a recovery round.
     tokio::time::sleep(std::time::Duration::from_secs(3)).await;
     assert_eq!(ledger_state(&db.url, key_id).await, (0, 400_000, 1));
@@ -231,5 +220,4 @@ async fn a_held_video_outlives_a_crash_and_settles_on_its_poll(backend: Backend)
         assert_eq!(resp.status(), 200);
     }
     assert_eq!(ledger_state(&db.url, key_id).await, (400_000, 0, 0));
-    let _ = std::fs::remove_file(config);
 }
