@@ -324,7 +324,8 @@ pub async fn admit(
             return match usable.await? {
                 true => {
                     held.armed = false;
-                    Ok(Some(admission(taken.lease_id.clone())))
+                    drop(held);
+                    Ok(Some(admission(taken.lease_id)))
                 }
                 false => {
                     drop(held);
