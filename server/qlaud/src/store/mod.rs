@@ -242,9 +242,12 @@ pub fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
 
-/// A fresh random id with a type prefix, such as `key_3f2a…`.
+/// A fresh id with a type prefix, such as `key_019a…`. Ids are UUIDv7:
+/// they sort in creation order within a process, so lists ordered by
+/// creation time (ties broken by id) keep the order things were made in
+/// the same millisecond, and new rows land at the end of the id index.
 pub fn new_id(prefix: &str) -> String {
-    format!("{prefix}_{}", uuid::Uuid::new_v4().simple())
+    format!("{prefix}_{}", uuid::Uuid::now_v7().simple())
 }
 
 pub(crate) type StoreResult<T> = Result<T>;
