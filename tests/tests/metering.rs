@@ -26,6 +26,7 @@ backend_tests!(
     leased_storm_holds_the_cap,
     leased_storm_survives_a_killed_process,
     key_changes_reach_a_leased_key_at_once,
+    key_changes_reach_a_busy_leased_key_at_once,
     idle_leases_give_their_room_back,
 );
 
@@ -985,6 +986,65 @@ async fn key_changes_reach_a_leased_key_at_once(backend: Backend) {
     // Nothing was billed past the first cap: five requests, exactly.
     let report = usage(&a.base_url(), &master, &format!("?key_id={key_id}")).await;
     assert_eq!(report["totals"]["requests"].as_u64(), Some(5));
+    a.kill().await;
+    b.kill().await;
+}
+
+/// The same under load: while many requests on a leased key are in flight
+/// together (their lease checks share reads), the key is disabled through
+/// another process. No request sent after the change was answered is
+/// admitted, and every one sent before it ended one way or the other.
+async fn key_changes_reach_a_busy_leased_key_at_once(backend: Backend) {
+    let Some(db) = TestDb::new(backend).await else { return };
+    let mock = MockUpstream::start().await;
+    let serve = ServeArgs::new(&db, &mock, &[]);
+    let a = serve.spawn().await;
+    let b = serve.spawn().await;
+    let master = a.boot()["master_key"].as_str().unwrap().to_string();
+    let key = a.mint(&master, json!({"name": "busy", "max_spend_usd": 100})).await;
+    let (key_id, secret) = (key["id"].as_str().unwrap(), key["secret"].as_str().unwrap());
+    let secret = secret.to_string();
+    let http = reqwest::Client::builder().pool_max_idle_per_host(64).build().unwrap();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let workers: Vec<_> = (0..24)
+        .map(|_| {
+            let (http, base, secret, stop) =
+                (http.clone(), a.base_url(), secret.clone(), stop.clone());
+            tokio::spawn(async move {
+                let mut seen = Vec::new();
+                while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                    let sent = std::time::Instant::now();
+                    let (status, _) = message(&http, &base, &secret, ask("claude-test", 50)).await;
+                    seen.push((sent, status));
+                }
+                seen
+            })
+        })
+        .collect();
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    let resp = http
+        .patch(format!("{}/v1/keys/{key_id}", b.base_url()))
+        .bearer_auth(&master)
+        .json(&json!({"disabled": true}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let changed = std::time::Instant::now();
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let (mut before, mut after) = (0, 0);
+    for w in workers {
+        for (sent, status) in w.await.unwrap() {
+            if sent > changed {
+                assert_eq!(status, 401, "a request sent after the key was disabled");
+                after += 1;
+            } else if status == 200 {
+                before += 1;
+            }
+        }
+    }
+    assert!(before >= 24 && after >= 24, "{before} admitted before, {after} refused after");
     a.kill().await;
     b.kill().await;
 }

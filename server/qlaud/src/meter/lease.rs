@@ -93,12 +93,48 @@ struct Lease {
     /// Takes no requests; its room goes back, and it ends once empty.
     draining: bool,
     last_used_ms: i64,
+    checks: Checks,
+}
+
+/// The reads that check a lease before it admits a request: one at a time
+/// per lease. Requests that arrive while one runs wait for the next, which
+/// starts after they arrived, so each still sees every key change committed
+/// before it came; under load one read admits many requests.
+#[derive(Default)]
+struct Checks {
+    running: bool,
+    /// The next read's waiters.
+    next: Option<Round>,
+}
+
+/// One read's answer, for every request waiting on it.
+type Round = tokio::sync::watch::Sender<Checked>;
+type Checked = Option<std::result::Result<bool, String>>;
+
+/// A request's part in its lease's checks.
+enum Join {
+    /// No read runs: this request reads.
+    Read,
+    /// Wait for the next read.
+    Wait(tokio::sync::watch::Receiver<Checked>),
+    /// The lease is gone.
+    Gone,
 }
 
 impl Lease {
     fn room(&self) -> i64 {
         self.unspent - self.in_flight
     }
+}
+
+/// What a lease did for a request.
+enum Take {
+    Taken(Taken),
+    /// The key's lease has no room left for the request until it is topped
+    /// up: the request is reserved on its own meanwhile.
+    Short(Taken),
+    /// No lease for the request.
+    None,
 }
 
 /// A request taken out of a lease.
@@ -118,23 +154,25 @@ impl Leases {
         self.book.lock().expect("never poisoned")
     }
 
-    fn take(
-        &self,
-        key_id: &str,
-        start: i64,
-        period: Period,
-        micros: i64,
-        now: i64,
-    ) -> Option<Taken> {
+    fn take(&self, key_id: &str, start: i64, period: Period, micros: i64, now: i64) -> Take {
         let mut book = self.book();
-        let id = book.current.get(key_id)?.clone();
-        let lease = book.leases.get_mut(&id)?;
-        if lease.draining
-            || lease.period_start_ms != start
-            || lease.period != period
-            || lease.room() < micros
-        {
-            return None;
+        let Some(id) = book.current.get(key_id).cloned() else { return Take::None };
+        let refused = book.refused.get(key_id).is_some_and(|until| *until > now);
+        let Some(lease) = book.leases.get_mut(&id) else { return Take::None };
+        if lease.draining || lease.period_start_ms != start || lease.period != period {
+            return Take::None;
+        }
+        if lease.room() < micros {
+            // Sized for this request but spent by those in flight: wait
+            // for room rather than replace it (no lease churns under load).
+            if micros > lease.target || refused {
+                return Take::None;
+            }
+            let top_up = (!lease.topping_up).then(|| {
+                lease.topping_up = true;
+                lease.target - lease.room()
+            });
+            return Take::Short(Taken { lease_id: id, top_up });
         }
         lease.in_flight += micros;
         lease.requests += 1;
@@ -144,7 +182,7 @@ impl Leases {
             lease.topping_up = true;
             lease.target - room
         });
-        Some(Taken { lease_id: id, top_up })
+        Take::Taken(Taken { lease_id: id, top_up })
     }
 
     /// A request admitted under `lease_id` with `reserved` finished at
@@ -178,6 +216,7 @@ impl Leases {
                 topping_up: false,
                 draining: false,
                 last_used_ms: now,
+                checks: Checks::default(),
             },
         );
     }
@@ -270,6 +309,19 @@ impl Leases {
         }
     }
 
+    /// Joins the lease's checks (see [`check`]).
+    fn join_check(&self, id: &str) -> Join {
+        let mut book = self.book();
+        let Some(lease) = book.leases.get_mut(id) else { return Join::Gone };
+        let checks = &mut lease.checks;
+        if checks.running {
+            Join::Wait(checks.next.get_or_insert_with(|| Round::new(None)).subscribe())
+        } else {
+            checks.running = true;
+            Join::Read
+        }
+    }
+
     fn ended(&self, id: &str) {
         self.book().leases.remove(id);
     }
@@ -314,14 +366,23 @@ pub async fn admit(
     };
     let leases = &meter.leases;
     for first in [true, false] {
-        if let Some(taken) = leases.take(&caller.key_id, start, caller.period, micros, now) {
+        let taken = match leases.take(&caller.key_id, start, caller.period, micros, now) {
+            Take::Taken(taken) => Some(taken),
+            Take::Short(short) => {
+                if let Some(more) = short.top_up {
+                    spawn_top_up(meter.clone(), short.lease_id, caller, start, more);
+                }
+                return Ok(None);
+            }
+            Take::None => None,
+        };
+        if let Some(taken) = taken {
             if let Some(more) = taken.top_up {
                 spawn_top_up(meter.clone(), taken.lease_id.clone(), caller, start, more);
             }
             // Given back if this future is dropped before it answers.
             let mut held = Held { leases, lease_id: &taken.lease_id, micros, armed: true };
-            let usable = meter.store.lease_usable(&taken.lease_id, period_str(caller.period));
-            return match usable.await? {
+            return match check(meter, &taken.lease_id, caller.period).await? {
                 true => {
                     held.armed = false;
                     drop(held);
@@ -368,6 +429,66 @@ pub async fn admit(
         }
     }
     Ok(None)
+}
+
+/// Whether the lease may still admit (`Store::lease_usable`), read once
+/// for every request that arrived before the read started (see [`Checks`]).
+async fn check(meter: &Arc<Meter>, lease_id: &str, period: Period) -> Result<bool> {
+    let mut waiting = match meter.leases.join_check(lease_id) {
+        Join::Wait(waiting) => waiting,
+        Join::Read => {
+            // Hands the waiters over even if this request is dropped.
+            let _leading = Leading { meter, lease_id, period };
+            return meter.store.lease_usable(lease_id, period_str(period)).await;
+        }
+        Join::Gone => return Ok(false),
+    };
+    match waiting.wait_for(Option::is_some).await {
+        Ok(answer) => match answer.as_ref().expect("waited for") {
+            Ok(usable) => Ok(*usable),
+            Err(e) => Err(crate::error::Error::Internal(format!("checking a lease: {e}"))),
+        },
+        // The lease left the book (crash recovery settled it): not usable.
+        Err(_) => Ok(false),
+    }
+}
+
+/// The request whose read is running: when it ends (answered or dropped),
+/// the requests that came meanwhile get a read of their own.
+struct Leading<'a> {
+    meter: &'a Arc<Meter>,
+    lease_id: &'a str,
+    period: Period,
+}
+
+impl Drop for Leading<'_> {
+    fn drop(&mut self) {
+        if let Some(round) = next_round(&self.meter.leases, self.lease_id) {
+            let (meter, id) = (self.meter.clone(), self.lease_id.to_string());
+            tokio::spawn(rounds(meter, id, self.period, round));
+        }
+    }
+}
+
+/// The waiters for the lease's next read, or none (no read runs now).
+fn next_round(leases: &Leases, lease_id: &str) -> Option<Round> {
+    let mut book = leases.book();
+    let checks = &mut book.leases.get_mut(lease_id)?.checks;
+    let next = checks.next.take();
+    checks.running = next.is_some();
+    next
+}
+
+/// Reads for waiting requests until none are left.
+async fn rounds(meter: Arc<Meter>, lease_id: String, period: Period, mut round: Round) {
+    loop {
+        let usable = meter.store.lease_usable(&lease_id, period_str(period)).await;
+        round.send_replace(Some(usable.map_err(|e| e.to_string())));
+        match next_round(&meter.leases, &lease_id) {
+            Some(next) => round = next,
+            None => return,
+        }
+    }
 }
 
 /// A request's worst case taken out of a lease: given back on drop unless
