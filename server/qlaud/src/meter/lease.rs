@@ -55,6 +55,9 @@ const SWEEP: Duration = Duration::from_millis(250);
 /// requests are reserved one by one before a lease is tried again.
 const REFUSED_FOR_MS: i64 = 1_000;
 
+/// Reads checking one lease at a time, at most.
+const CHECKS: usize = 2;
+
 /// No lease above this (caps are at most 10^15 micro-dollars).
 const MAX_LEASE: i64 = 1_000_000_000_000_000;
 
@@ -96,13 +99,15 @@ struct Lease {
     checks: Checks,
 }
 
-/// The reads that check a lease before it admits a request: one at a time
-/// per lease. Requests that arrive while one runs wait for the next, which
-/// starts after they arrived, so each still sees every key change committed
-/// before it came; under load one read admits many requests.
+/// The reads that check a lease before it admits a request: up to
+/// [`CHECKS`] at a time per lease. Requests that arrive while that many run
+/// wait for the next, which starts after they arrived, so each still sees
+/// every key change committed before it came; under load one read admits
+/// many requests, and at a moderate rate none waits for another's read.
 #[derive(Default)]
 struct Checks {
-    running: bool,
+    /// Reads running.
+    running: usize,
     /// The next read's waiters.
     next: Option<Round>,
 }
@@ -314,10 +319,10 @@ impl Leases {
         let mut book = self.book();
         let Some(lease) = book.leases.get_mut(id) else { return Join::Gone };
         let checks = &mut lease.checks;
-        if checks.running {
+        if checks.running >= CHECKS {
             Join::Wait(checks.next.get_or_insert_with(|| Round::new(None)).subscribe())
         } else {
-            checks.running = true;
+            checks.running += 1;
             Join::Read
         }
     }
@@ -470,12 +475,15 @@ impl Drop for Leading<'_> {
     }
 }
 
-/// The waiters for the lease's next read, or none (no read runs now).
+/// A read ended: the waiters for the lease's next read, if any, which
+/// the caller reads for.
 fn next_round(leases: &Leases, lease_id: &str) -> Option<Round> {
     let mut book = leases.book();
     let checks = &mut book.leases.get_mut(lease_id)?.checks;
     let next = checks.next.take();
-    checks.running = next.is_some();
+    if next.is_none() {
+        checks.running -= 1;
+    }
     next
 }
 
