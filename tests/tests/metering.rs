@@ -7,7 +7,8 @@ use std::sync::Arc;
 use futures::StreamExt;
 use qlaud_tests::mock::MockUpstream;
 use qlaud_tests::{
-    Backend, ServeArgs, TestDb, TestServer, backend_tests, ledger_state, mock_toml, store_pool,
+    Backend, QlaudProcess, ServeArgs, TestDb, TestServer, backend_tests, ledger_state, mock_toml,
+    store_pool,
 };
 use serde_json::{Value, json};
 use sqlx::Row;
@@ -936,23 +937,46 @@ async fn leased_storm_survives_a_killed_process(backend: Backend) {
     b.kill().await;
 }
 
+/// Two processes on one store (with the mock upstream) and the master key.
+struct TwoProcesses {
+    db: TestDb,
+    _mock: MockUpstream,
+    _serve: ServeArgs,
+    a: QlaudProcess,
+    b: QlaudProcess,
+    master: String,
+}
+
+impl TwoProcesses {
+    async fn start(backend: Backend) -> Option<TwoProcesses> {
+        let db = TestDb::new(backend).await?;
+        let mock = MockUpstream::start().await;
+        let serve = ServeArgs::new(&db, &mock, &[]);
+        let a = serve.spawn().await;
+        let b = serve.spawn().await;
+        let master = a.boot()["master_key"].as_str().unwrap().to_string();
+        Some(TwoProcesses { db, _mock: mock, _serve: serve, a, b, master })
+    }
+
+    async fn kill(self) {
+        self.a.kill().await;
+        self.b.kill().await;
+    }
+}
+
 /// A key's changes reach a process admitting it under a lease on its very
 /// next request, whichever process made them: a cap lowered below what is
 /// committed, a cap raised again, and revocation.
 async fn key_changes_reach_a_leased_key_at_once(backend: Backend) {
-    let Some(db) = TestDb::new(backend).await else { return };
-    let mock = MockUpstream::start().await;
-    let serve = ServeArgs::new(&db, &mock, &[]);
-    let a = serve.spawn().await;
-    let b = serve.spawn().await;
-    let master = a.boot()["master_key"].as_str().unwrap().to_string();
+    let Some(two) = TwoProcesses::start(backend).await else { return };
+    let (a, b, master) = (&two.a, &two.b, two.master.clone());
     let key = a.mint(&master, json!({"name": "changing", "max_spend_usd": 10})).await;
     let (key_id, secret) = (key["id"].as_str().unwrap(), key["secret"].as_str().unwrap());
     let http = reqwest::Client::new();
     for _ in 0..3 {
         assert_eq!(message(&http, &a.base_url(), secret, ask("claude-test", 100)).await.0, 200);
     }
-    let (held, leases) = leased(&db.url, key_id).await;
+    let (held, leases) = leased(&two.db.url, key_id).await;
     assert!(held > 0 && leases == 1, "one lease on the key: {held} µ$ in {leases}");
     let patch = |cap: f64| {
         http.patch(format!("{}/v1/keys/{key_id}", b.base_url()))
@@ -986,8 +1010,7 @@ async fn key_changes_reach_a_leased_key_at_once(backend: Backend) {
     // Nothing was billed past the first cap: five requests, exactly.
     let report = usage(&a.base_url(), &master, &format!("?key_id={key_id}")).await;
     assert_eq!(report["totals"]["requests"].as_u64(), Some(5));
-    a.kill().await;
-    b.kill().await;
+    two.kill().await;
 }
 
 /// The same under load: while many requests on a leased key are in flight
@@ -995,12 +1018,8 @@ async fn key_changes_reach_a_leased_key_at_once(backend: Backend) {
 /// another process. No request sent after the change was answered is
 /// admitted, and every one sent before it ended one way or the other.
 async fn key_changes_reach_a_busy_leased_key_at_once(backend: Backend) {
-    let Some(db) = TestDb::new(backend).await else { return };
-    let mock = MockUpstream::start().await;
-    let serve = ServeArgs::new(&db, &mock, &[]);
-    let a = serve.spawn().await;
-    let b = serve.spawn().await;
-    let master = a.boot()["master_key"].as_str().unwrap().to_string();
+    let Some(two) = TwoProcesses::start(backend).await else { return };
+    let (a, b, master) = (&two.a, &two.b, two.master.clone());
     let key = a.mint(&master, json!({"name": "busy", "max_spend_usd": 100})).await;
     let (key_id, secret) = (key["id"].as_str().unwrap(), key["secret"].as_str().unwrap());
     let secret = secret.to_string();
@@ -1045,8 +1064,7 @@ async fn key_changes_reach_a_busy_leased_key_at_once(backend: Backend) {
         }
     }
     assert!(before >= 24 && after >= 24, "{before} admitted before, {after} refused after");
-    a.kill().await;
-    b.kill().await;
+    two.kill().await;
 }
 
 /// An idle lease gives its room back by itself, and a lease is never
