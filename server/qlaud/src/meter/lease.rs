@@ -12,9 +12,11 @@
 //! What stays exact:
 //! - A key change (cap lowered below what is committed, suspension,
 //!   revocation, disabling, a new period, rate limits) applies to the next
-//!   request in every process: each request admitted under a lease first
-//!   reads the lease and its key (a read, no write; see
-//!   `Store::lease_usable`). A lease that fails it takes no more requests.
+//!   request in every process: each request admitted under a lease is
+//!   first checked by a read of the lease and its key that started after
+//!   it arrived (a read, no write, shared by the requests waiting for it;
+//!   see `Store::lease_usable` and `Checks`). A lease that fails it takes
+//!   no more requests.
 //! - Near the cap there is no lease: one is only taken or topped up while
 //!   at least as much again is left, so the last of a budget is reserved
 //!   request by request, clamped as before.
@@ -118,7 +120,7 @@ type Checked = Option<std::result::Result<bool, String>>;
 
 /// A request's part in its lease's checks.
 enum Join {
-    /// No read runs: this request reads.
+    /// Fewer than [`CHECKS`] reads run: this request reads.
     Read,
     /// Wait for the next read.
     Wait(tokio::sync::watch::Receiver<Checked>),
