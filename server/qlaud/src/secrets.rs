@@ -235,7 +235,10 @@ impl KeySource {
             return read_key_file(&file).map(Some);
         }
         let key = SecretKey::generate();
-        write_key_file(&file, &key)?;
+        if !create_key_file(&file, &key)? {
+            // Another process starting on this data directory was first.
+            return read_key_file(&file).map(Some);
+        }
         tracing::info!(
             file = %file.display(),
             key_id = key.id(),
@@ -254,21 +257,53 @@ fn read_key_file(path: &Path) -> anyhow::Result<SecretKey> {
 /// Writes `key` to `path`, readable by the owner only, replacing any file
 /// there atomically (a rename), so a crash never leaves half a key.
 pub fn write_key_file(path: &Path, key: &SecretKey) -> anyhow::Result<()> {
+    let tmp = write_temporary(path, key)?;
+    std::fs::rename(&tmp, path).map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        anyhow::anyhow!("writing the secret key file {}: {e}", path.display())
+    })
+}
+
+/// Writes `key` to `path` unless a file is there: false when another
+/// process starting on the same data directory wrote its key first (a hard
+/// link does not replace, so both end up with the one key).
+fn create_key_file(path: &Path, key: &SecretKey) -> anyhow::Result<bool> {
+    let tmp = write_temporary(path, key)?;
+    let linked = std::fs::hard_link(&tmp, path);
+    match linked {
+        Ok(()) => {
+            let _ = std::fs::remove_file(&tmp);
+            Ok(true)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            let _ = std::fs::remove_file(&tmp);
+            Ok(false)
+        }
+        // A file system without hard links: a rename, as before.
+        Err(_) => std::fs::rename(&tmp, path).map(|()| true).map_err(|e| {
+            let _ = std::fs::remove_file(&tmp);
+            anyhow::anyhow!("writing the secret key file {}: {e}", path.display())
+        }),
+    }
+}
+
+/// `key` in a new file of its own beside `path`, synced to disk.
+fn write_temporary(path: &Path, key: &SecretKey) -> anyhow::Result<std::path::PathBuf> {
     use std::io::Write as _;
     use std::os::unix::fs::OpenOptionsExt as _;
-    let tmp = path.with_extension("key.tmp");
-    let _ = std::fs::remove_file(&tmp);
+    let tmp = path.with_extension(format!("key.{}.tmp", uuid::Uuid::new_v4().simple()));
     let mut f = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o600)
         .open(&tmp)
         .map_err(|e| anyhow::anyhow!("writing the secret key file {}: {e}", tmp.display()))?;
-    f.write_all(format!("{}\n", key.encode()).as_bytes())?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)
-        .map_err(|e| anyhow::anyhow!("writing the secret key file {}: {e}", path.display()))?;
-    Ok(())
+    let written = f.write_all(format!("{}\n", key.encode()).as_bytes()).and_then(|()| f.sync_all());
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&tmp);
+        anyhow::bail!("writing the secret key file {}: {e}", tmp.display());
+    }
+    Ok(tmp)
 }
 
 #[cfg(test)]
@@ -332,5 +367,30 @@ mod tests {
         assert!(SecretKey::parse("c2hvcnQ=").is_err());
         assert!(SecretKey::parse("").is_err());
         assert!(!format!("{key:?}").contains(&key.encode()));
+    }
+
+    #[test]
+    fn processes_starting_together_share_one_generated_key() {
+        let dir = std::env::temp_dir().join(format!("qlaud-key-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let source = KeySource { data_dir: Some(dir.clone()), ..KeySource::default() };
+        let start = std::sync::Barrier::new(8);
+        let ids: Vec<String> = std::thread::scope(|s| {
+            let loads: Vec<_> = (0..8)
+                .map(|_| {
+                    s.spawn(|| {
+                        start.wait();
+                        source.load().unwrap().unwrap().id().to_string()
+                    })
+                })
+                .collect();
+            loads.into_iter().map(|l| l.join().unwrap()).collect()
+        });
+        let on_disk = read_key_file(&dir.join(KEY_FILE)).unwrap();
+        assert!(ids.iter().all(|id| id == on_disk.id()), "{ids:?}");
+        let left: Vec<_> =
+            std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(left.len(), 1, "temporary files left: {left:?}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
