@@ -124,8 +124,17 @@ enum Join {
     Read,
     /// Wait for the next read.
     Wait(tokio::sync::watch::Receiver<Checked>),
-    /// The lease is gone.
-    Gone,
+}
+
+impl Checks {
+    fn join(&mut self) -> Join {
+        if self.running >= CHECKS {
+            Join::Wait(self.next.get_or_insert_with(|| Round::new(None)).subscribe())
+        } else {
+            self.running += 1;
+            Join::Read
+        }
+    }
 }
 
 impl Lease {
@@ -134,21 +143,14 @@ impl Lease {
     }
 }
 
-/// What a lease did for a request.
-enum Take {
-    Taken(Taken),
-    /// The key's lease has no room left for the request until it is topped
-    /// up: the request is reserved on its own meanwhile.
-    Short(Taken),
-    /// No lease for the request.
-    None,
-}
-
-/// A request taken out of a lease.
+/// What the key's lease did for a request.
 struct Taken {
     lease_id: String,
     /// Top the lease up by this much (in the background).
     top_up: Option<i64>,
+    /// The request's part in the lease's checks; `None`: no room left for
+    /// it until the lease is topped up, and it is reserved on its own.
+    join: Option<Join>,
 }
 
 impl Leases {
@@ -161,25 +163,34 @@ impl Leases {
         self.book.lock().expect("never poisoned")
     }
 
-    fn take(&self, key_id: &str, start: i64, period: Period, micros: i64, now: i64) -> Take {
+    /// The request's worst case out of the key's lease; `None`: no lease
+    /// for it (take one, or reserve it on its own).
+    fn take(
+        &self,
+        key_id: &str,
+        start: i64,
+        period: Period,
+        micros: i64,
+        now: i64,
+    ) -> Option<Taken> {
         let mut book = self.book();
-        let Some(id) = book.current.get(key_id).cloned() else { return Take::None };
+        let id = book.current.get(key_id)?.clone();
         let refused = book.refused.get(key_id).is_some_and(|until| *until > now);
-        let Some(lease) = book.leases.get_mut(&id) else { return Take::None };
+        let lease = book.leases.get_mut(&id)?;
         if lease.draining || lease.period_start_ms != start || lease.period != period {
-            return Take::None;
+            return None;
         }
         if lease.room() < micros {
             // Sized for this request but spent by those in flight: wait
             // for room rather than replace it (no lease churns under load).
             if micros > lease.target || refused {
-                return Take::None;
+                return None;
             }
             let top_up = (!lease.topping_up).then(|| {
                 lease.topping_up = true;
                 lease.target - lease.room()
             });
-            return Take::Short(Taken { lease_id: id, top_up });
+            return Some(Taken { lease_id: id, top_up, join: None });
         }
         lease.in_flight += micros;
         lease.requests += 1;
@@ -189,7 +200,8 @@ impl Leases {
             lease.topping_up = true;
             lease.target - room
         });
-        Take::Taken(Taken { lease_id: id, top_up })
+        let join = Some(lease.checks.join());
+        Some(Taken { lease_id: id, top_up, join })
     }
 
     /// A request admitted under `lease_id` with `reserved` finished at
@@ -316,19 +328,6 @@ impl Leases {
         }
     }
 
-    /// Joins the lease's checks (see [`check`]).
-    fn join_check(&self, id: &str) -> Join {
-        let mut book = self.book();
-        let Some(lease) = book.leases.get_mut(id) else { return Join::Gone };
-        let checks = &mut lease.checks;
-        if checks.running >= CHECKS {
-            Join::Wait(checks.next.get_or_insert_with(|| Round::new(None)).subscribe())
-        } else {
-            checks.running += 1;
-            Join::Read
-        }
-    }
-
     fn ended(&self, id: &str) {
         self.book().leases.remove(id);
     }
@@ -373,23 +372,15 @@ pub async fn admit(
     };
     let leases = &meter.leases;
     for first in [true, false] {
-        let taken = match leases.take(&caller.key_id, start, caller.period, micros, now) {
-            Take::Taken(taken) => Some(taken),
-            Take::Short(short) => {
-                if let Some(more) = short.top_up {
-                    spawn_top_up(meter.clone(), short.lease_id, caller, start, more);
-                }
-                return Ok(None);
-            }
-            Take::None => None,
-        };
-        if let Some(taken) = taken {
+        if let Some(taken) = leases.take(&caller.key_id, start, caller.period, micros, now) {
             if let Some(more) = taken.top_up {
                 spawn_top_up(meter.clone(), taken.lease_id.clone(), caller, start, more);
             }
-            // Given back if this future is dropped before it answers.
+            let Some(join) = taken.join else { return Ok(None) };
+            // Given back if this future is dropped before it answers. (No
+            // await before `check` guards the read this request joined.)
             let mut held = Held { leases, lease_id: &taken.lease_id, micros, armed: true };
-            return match check(meter, &taken.lease_id, caller.period).await? {
+            return match check(meter, &taken.lease_id, caller.period, join).await? {
                 true => {
                     held.armed = false;
                     drop(held);
@@ -440,15 +431,14 @@ pub async fn admit(
 
 /// Whether the lease may still admit (`Store::lease_usable`), read once
 /// for every request that arrived before the read started (see [`Checks`]).
-async fn check(meter: &Arc<Meter>, lease_id: &str, period: Period) -> Result<bool> {
-    let mut waiting = match meter.leases.join_check(lease_id) {
+async fn check(meter: &Arc<Meter>, lease_id: &str, period: Period, join: Join) -> Result<bool> {
+    let mut waiting = match join {
         Join::Wait(waiting) => waiting,
         Join::Read => {
             // Hands the waiters over even if this request is dropped.
             let _leading = Leading { meter, lease_id, period };
             return meter.store.lease_usable(lease_id, period_str(period)).await;
         }
-        Join::Gone => return Ok(false),
     };
     match waiting.wait_for(Option::is_some).await {
         Ok(answer) => match answer.as_ref().expect("waited for") {
