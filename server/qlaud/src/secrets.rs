@@ -257,11 +257,7 @@ fn read_key_file(path: &Path) -> anyhow::Result<SecretKey> {
 /// Writes `key` to `path`, readable by the owner only, replacing any file
 /// there atomically (a rename), so a crash never leaves half a key.
 pub fn write_key_file(path: &Path, key: &SecretKey) -> anyhow::Result<()> {
-    let tmp = write_temporary(path, key)?;
-    std::fs::rename(&tmp, path).map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        anyhow::anyhow!("writing the secret key file {}: {e}", path.display())
-    })
+    rename_into(&write_temporary(path, key)?, path)
 }
 
 /// Writes `key` to `path` unless a file is there: false when another
@@ -269,22 +265,21 @@ pub fn write_key_file(path: &Path, key: &SecretKey) -> anyhow::Result<()> {
 /// link does not replace, so both end up with the one key).
 fn create_key_file(path: &Path, key: &SecretKey) -> anyhow::Result<bool> {
     let tmp = write_temporary(path, key)?;
-    let linked = std::fs::hard_link(&tmp, path);
-    match linked {
-        Ok(()) => {
-            let _ = std::fs::remove_file(&tmp);
-            Ok(true)
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-            let _ = std::fs::remove_file(&tmp);
-            Ok(false)
-        }
+    let created = match std::fs::hard_link(&tmp, path) {
+        Ok(()) => true,
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => false,
         // A file system without hard links: a rename, as before.
-        Err(_) => std::fs::rename(&tmp, path).map(|()| true).map_err(|e| {
-            let _ = std::fs::remove_file(&tmp);
-            anyhow::anyhow!("writing the secret key file {}: {e}", path.display())
-        }),
-    }
+        Err(_) => return rename_into(&tmp, path).map(|()| true),
+    };
+    let _ = std::fs::remove_file(&tmp);
+    Ok(created)
+}
+
+fn rename_into(tmp: &Path, path: &Path) -> anyhow::Result<()> {
+    std::fs::rename(tmp, path).map_err(|e| {
+        let _ = std::fs::remove_file(tmp);
+        anyhow::anyhow!("writing the secret key file {}: {e}", path.display())
+    })
 }
 
 /// `key` in a new file of its own beside `path`, synced to disk.
